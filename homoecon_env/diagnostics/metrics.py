@@ -388,7 +388,7 @@ def broadcast_pca(broadcasts: Any, n_components: int = 2) -> tuple[np.ndarray, n
     total = variance.sum()
     if total <= 1e-300:
         return coords, ratio
-    kept = min(n_components, len(singular_values))
+    kept = min(n_components, num_agents - 1, len(singular_values))  # centring costs one rank
     directions = directions[:kept]
     largest = np.argmax(np.abs(directions), axis=1)
     signs = np.sign(directions[np.arange(kept), largest])
