@@ -1,0 +1,8 @@
+"""HomoEcon: an artificial economy of learning agents as a PettingZoo ParallelEnv.
+
+    from homoecon_env import EconomyConfig, parallel_env, env
+"""
+from homoecon_env.config import EconomyConfig, Job
+from homoecon_env.env import HomoEconEnv, env, parallel_env, raw_env
+
+__all__ = ["EconomyConfig", "HomoEconEnv", "Job", "env", "parallel_env", "raw_env"]

@@ -1,0 +1,158 @@
+"""EconomyConfig: every parameter of the economy, frozen and validated (DESIGN.md section 2).
+
+This module is the only home of defaults. The defaults reproduce the seed's setting: 50 agents,
+two resources (berries, meat), gathering (berries, phase pi/2) and hunting (meat, phase 0).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job: what a unit of effort produces at the peak of its season, and what it consumes.
+
+    Output per step = effort * output * cos^2(pi/2 * t / period + phase) * lognormal noise.
+    ``inputs`` make supply chains: a unit of effort uses ``inputs`` from the worker's holdings,
+    and effort is capped by what the worker holds. ``yield_noise=None`` takes the economy's.
+    """
+
+    name: str
+    output: tuple[float, ...]
+    inputs: Optional[tuple[float, ...]] = None  # None: needs nothing
+    phase: float = 0.0  # radians
+    period: float = 100.0  # steps
+    yield_noise: Optional[float] = None  # sigma of the log-yield; None: EconomyConfig.yield_noise
+
+
+def _default_jobs() -> tuple[Job, ...]:
+    return (
+        Job("gathering", output=(1.0, 0.0), phase=math.pi / 2),
+        Job("hunting", output=(0.0, 1.0), phase=0.0),
+    )
+
+
+@dataclass(frozen=True)
+class EconomyConfig:
+    """All parameters of one economy. Invalid values raise ``ValueError`` naming the field and range."""
+
+    num_agents: int = 50  # population size, constant between steps
+    resources: tuple[str, ...] = ("berries", "meat")
+    jobs: tuple[Job, ...] = field(default_factory=_default_jobs)
+    broadcast_dim: int = 6  # length B of a message
+    id_dim: int = 4  # length of each agent's random identity vector, in [-1, 1]
+    max_age: int = 10  # steps; an agent dies when age >= max_age
+    decay_rate: float = 0.1  # fraction of leftover holdings lost per step
+    rest_bonus: float = 0.005  # reward per unit of effort not spent
+    age_effort_penalty: float = 0.05  # effort cap (1 - age/max_age) ** age_effort_penalty
+    need: tuple[float, ...] = (1.0, 1.0)  # starvation when need . consumed < min_consumption
+    min_consumption: float = 0.01
+    max_consume: float = 0.9  # cap on each consumed fraction of post-trade holdings
+    mutation: float = 0.1  # sigma of the log-normal mutation of a child's utility weights
+    yield_noise: float = 0.1  # sigma of the lognormal yield noise (mean 1); 0 = deterministic
+    parent_share: float = 0.2  # fraction of its holdings each parent gives a child
+    initial_holdings: float = 1.0  # mean of each resource at reset (uniform on [0, 2 * mean])
+    heterogeneous_tastes: bool = True  # False: every agent has uniform utility weights, never mutated
+    max_steps: int = 1000  # episode length; every live agent is truncated at this step
+    num_peers: Optional[int] = None  # K peers observed; None: everyone else (num_agents - 1)
+    seed: Optional[int] = 0  # used by reset() when no seed is given
+
+    def __post_init__(self):
+        _check_int(self, "num_agents", 1)
+        _check_int(self, "broadcast_dim", 1)
+        _check_int(self, "id_dim", 1)
+        _check_int(self, "max_age", 1)
+        _check_int(self, "max_steps", 1)
+        if self.num_peers is not None:
+            _check_int(self, "num_peers", 1)
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise ValueError(f"seed must be None or an int >= 0, got {self.seed!r}")
+        for name, lo, hi in (
+            ("decay_rate", 0.0, 1.0), ("max_consume", 0.0, 1.0), ("parent_share", 0.0, 0.5),
+        ):
+            _check_float(self, name, lo, hi)
+        for name in ("rest_bonus", "age_effort_penalty", "min_consumption", "mutation", "yield_noise",
+                     "initial_holdings"):
+            _check_float(self, name, 0.0, math.inf)
+        if not isinstance(self.heterogeneous_tastes, bool):
+            raise ValueError(f"heterogeneous_tastes must be a bool, got {self.heterogeneous_tastes!r}")
+        if not isinstance(self.resources, tuple) or not self.resources or \
+                not all(isinstance(r, str) and r for r in self.resources) or len(set(self.resources)) != len(self.resources):
+            raise ValueError(f"resources must be a non-empty tuple of distinct names, got {self.resources!r}")
+        num_resources = len(self.resources)
+        _check_vector(self.need, "need", num_resources)
+        if not isinstance(self.jobs, tuple) or not self.jobs:
+            raise ValueError(f"jobs must be a non-empty tuple of Job, got {self.jobs!r}")
+        names = [getattr(job, "name", None) for job in self.jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"jobs must have distinct names, got {names}")
+        for job in self.jobs:
+            if not isinstance(job, Job):
+                raise ValueError(f"jobs must hold Job objects, got {type(job).__name__}")
+            _check_vector(job.output, f"jobs[{job.name}].output", num_resources)
+            if job.inputs is not None:
+                _check_vector(job.inputs, f"jobs[{job.name}].inputs", num_resources)
+            if not (isinstance(job.period, (int, float)) and math.isfinite(job.period) and job.period > 0):
+                raise ValueError(f"jobs[{job.name}].period must be a finite number > 0, got {job.period!r}")
+            if not (isinstance(job.phase, (int, float)) and math.isfinite(job.phase)):
+                raise ValueError(f"jobs[{job.name}].phase must be a finite number, got {job.phase!r}")
+            if job.yield_noise is not None and not (
+                    isinstance(job.yield_noise, (int, float)) and 0 <= job.yield_noise < math.inf):
+                raise ValueError(f"jobs[{job.name}].yield_noise must be None or in [0, inf), got {job.yield_noise!r}")
+
+    # -- derived sizes ------------------------------------------------------------------
+    @property
+    def num_resources(self) -> int:
+        return len(self.resources)
+
+    @property
+    def num_jobs(self) -> int:
+        return len(self.jobs)
+
+    @property
+    def peers_observed(self) -> int:
+        """K, the number of peer slots in an observation."""
+        return self.num_peers if self.num_peers is not None else max(self.num_agents - 1, 1)
+
+    @property
+    def samples_peers(self) -> bool:
+        """True when each step draws a fresh uniform sample of K peers (K < num_agents - 1)."""
+        return self.peers_observed < self.num_agents - 1
+
+    @property
+    def max_population_names(self) -> int:
+        """Upper bound on the names an episode can produce: the founders plus one birth per death."""
+        return self.num_agents * (1 + self.max_steps)
+
+    def replace(self, **overrides) -> "EconomyConfig":
+        """A copy with some fields changed; unknown names raise ``ValueError`` naming them."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown EconomyConfig field(s) {unknown}; "
+                             f"known: {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **overrides)
+
+
+def _check_int(config, name, low):
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_float(config, name, low, high):
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and low <= value <= high
+    if not ok:
+        upper = "inf)" if high == math.inf else f"{high}]"
+        raise ValueError(f"{name} must be a finite number in [{low}, {upper}, got {value!r}")
+
+
+def _check_vector(vector, name, length):
+    ok = isinstance(vector, (tuple, list)) and len(vector) == length and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in vector)
+    if not ok:
+        raise ValueError(f"{name} must be {length} finite numbers >= 0 (one per resource), got {vector!r}")

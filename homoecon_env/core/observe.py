@@ -1,0 +1,78 @@
+"""Observations as tensors (DESIGN.md section 3): own features, K peers' public features, peer mask.
+
+`self` row layout (S = 2R + 2 + B + D + 2J):
+    holdings [R] | age / max_age [1] | last effort [1] | utility weights [R] | last broadcast [B] |
+    id vector [D] | season sin [J] | season cos [J]
+`peers` row layout (P = B + D + R): last broadcast [B] | id vector [D] | holdings [R]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from homoecon_env.config import EconomyConfig
+from homoecon_env.core.production import JobTable, season_features
+from homoecon_env.core.state import EconomyState
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Batched observation of every slot. N slots, K peer slots."""
+
+    self_features: torch.Tensor  # [N, S] float32
+    peers: torch.Tensor  # [N, K, P] float32, zeros in empty slots
+    peer_mask: torch.Tensor  # [N, K] float32, 1 where the slot holds a live peer
+    peer_index: torch.Tensor  # [N, K] int64, the row each peer slot shows (-1: empty)
+
+
+def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig) -> torch.Tensor:
+    """[N, S] float32 own features of every slot (the layout in the module docstring)."""
+    n = state.num_slots
+    season = season_features(jobs, state.step).expand(n, -1)
+    columns = [state.holdings, (state.ages.to(state.holdings.dtype) / config.max_age)[:, None],
+               state.effort[:, None], state.utility_weights, state.broadcast, state.id_vectors, season]
+    return torch.cat(columns, dim=1).to(torch.float32)
+
+
+def public_features(state: EconomyState) -> torch.Tensor:
+    """[N, P] what peers see of an agent: last broadcast, id vector, holdings."""
+    return torch.cat([state.broadcast, state.id_vectors, state.holdings], dim=1).to(torch.float32)
+
+
+def everyone_else(num_slots: int, num_peer_slots: int) -> torch.Tensor:
+    """[N, K] every other row in slot order; rows beyond N - 1 peers are padded with -1."""
+    others = torch.arange(num_slots - 1)[None, :] + (torch.arange(num_slots - 1)[None, :] >= torch.arange(num_slots)[:, None]).long()
+    pad = torch.full((num_slots, num_peer_slots - (num_slots - 1)), -1, dtype=torch.long)
+    return torch.cat([others, pad], dim=1) if pad.shape[1] > 0 else others[:, :num_peer_slots]
+
+
+def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator) -> torch.Tensor:
+    """[N, K] a fresh uniform sample of K distinct other rows per row, in random order.
+
+    Small populations use a random permutation per row; large ones draw offsets 1..N-1 from each row's
+    own index and redraw duplicates (a few rounds, each one tensor op over all rows).
+    """
+    n, k = num_slots, num_peer_slots
+    if 2 * k > n - 1:
+        order = torch.rand(n, n - 1, generator=generator).argsort(dim=1)[:, :k]
+        return everyone_else(n, n - 1).gather(1, order)
+    offsets = torch.randint(1, n, (n, k), generator=generator)
+    while True:
+        ordered, where = offsets.sort(dim=1)
+        repeated = ordered[:, 1:] == ordered[:, :-1]  # [N, K-1]
+        if not bool(repeated.any()):
+            break
+        duplicate = torch.zeros(n, k, dtype=torch.bool).scatter_(1, where[:, 1:], repeated)
+        offsets[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
+    return (torch.arange(n)[:, None] + offsets) % n
+
+
+def observe(state: EconomyState, peer_index: torch.Tensor, jobs: JobTable, config: EconomyConfig) -> Observation:
+    """Build the batched observation for the given peer assignment [N, K]."""
+    valid = peer_index >= 0
+    rows = peer_index.clamp(min=0)
+    live = valid & state.alive[rows]
+    peers = public_features(state)[rows] * live[..., None]  # [N, K, P]
+    peer_index = torch.where(live, peer_index, -1)
+    return Observation(self_features(state, jobs, config), peers, live.to(torch.float32), peer_index)

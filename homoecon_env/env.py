@@ -1,0 +1,320 @@
+"""The PettingZoo glue: agent names, dicts <-> tensors, input checks (DESIGN.md section 3).
+
+All economics lives in `homoecon_env.core.Economy`; this module only converts. Name-keyed dicts
+exist only here.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pettingzoo.utils import parallel_to_aec, wrappers
+
+from homoecon_env.config import EconomyConfig
+from homoecon_env.core import Actions, Economy, StepOutput
+from homoecon_env.core.lifecycle import DEATH_CAUSES
+
+ACTION_KEYS = ("broadcast", "job", "effort", "trade_weights", "consume")
+_NAME = re.compile(r"agent_(0|[1-9][0-9]*)\Z")
+
+
+class AgentNames(Sequence):
+    """`agent_0` ... `agent_<limit-1>` without materialising the strings: O(1) `len`, `in` and indexing."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return self.limit
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [f"agent_{k}" for k in range(*index.indices(self.limit))]
+        k = index + self.limit if index < 0 else index
+        if not 0 <= k < self.limit:
+            raise IndexError(f"agent index {index} out of range for {self.limit} possible agents")
+        return f"agent_{k}"
+
+    def __contains__(self, name) -> bool:
+        return agent_number(name) is not None and agent_number(name) < self.limit
+
+    def __iter__(self):
+        return (f"agent_{k}" for k in range(self.limit))
+
+    def __repr__(self) -> str:
+        return f"AgentNames(agent_0 .. agent_{self.limit - 1})"
+
+
+def agent_number(name) -> Optional[int]:
+    """k for a well-formed name `agent_<k>`, else None."""
+    match = _NAME.match(name) if isinstance(name, str) else None
+    return int(match.group(1)) if match else None
+
+
+class HomoEconEnv(ParallelEnv):
+    """An artificial economy of N agents who broadcast, work, trade, consume, age, die and reproduce.
+
+    ## Description
+    Each step runs broadcast -> production -> trade (projected gradient market clearing) ->
+    consumption -> decay and ageing -> death and reproduction (DESIGN.md section 2). Social filtering
+    over peers happens inside the learners; the env supplies the peers' public features.
+
+    ## Action Space (Dict)
+    | key | space | meaning |
+    |---|---|---|
+    | broadcast | Box(-1, 1, (B,)) | public message, seen by peers in their next observation |
+    | job | Discrete(J) | which job to work this step |
+    | effort | Box(0, 1, (1,)) | effort, capped by age and by inputs held |
+    | trade_weights | Box(0, 1, (R,)) | weights w of the trade objective, normalised; all zeros = uniform |
+    | consume | Box(0, 1, (R,)) | fraction of post-trade holdings eaten (capped at max_consume) |
+
+    Finite values outside a Box are clipped. NaN/inf, a wrong shape, a missing key, an unknown or dead
+    agent, or a missing live agent raise ``ValueError`` naming the agent and key; the env is unchanged.
+
+    ## Observation Space (Dict)
+    | key | shape | rows |
+    |---|---|---|
+    | self | (S,) = 2R+2+B+D+2J | holdings [0, inf) R, age/max_age [0, 1], last effort [0, 1], utility weights [0, 1] R, last broadcast [-1, 1] B, id vector [-1, 1] D, season sin J and cos J [-1, 1] |
+    | peers | (K, P) = (K, B+D+R) | per peer: last broadcast [-1, 1] B, id vector [-1, 1] D, holdings [0, inf) R; zeros in empty slots |
+    | peer_mask | (K,) | 1 where the slot holds a live peer, else 0 |
+
+    K = num_peers (default num_agents - 1, everyone else in slot order; smaller K is a fresh uniform
+    sample each step).
+
+    ## Rewards
+    prod_r (1 + c_r) ** w_r - 1 + rest_bonus * (1 - effort spent), with c the goods consumed this
+    step and w the agent's heritable utility weights. A newborn's reward in its birth step is 0.0.
+
+    ## Starting State
+    `num_agents` founders `agent_0`.. with endowments uniform on [0, 2 * initial_holdings], Dirichlet(1)
+    tastes, random ids, ages uniform on [0, max_age).
+
+    ## Episode End
+    An agent's life is its episode. It terminates when it dies (age >= max_age, or
+    need . consumed < min_consumption): `terminations[a]` is True, `infos[a]["death_cause"]` is "age" or
+    "starvation", and it leaves `agents`. In the same step a newborn `agent_<next k>` takes its place,
+    present in all five dicts with reward 0.0 and `infos = {"born": True, "parents": (p1, p2),
+    "generation": g}`. At `max_steps` every live agent is truncated and nobody is born.
+
+    ## Arguments
+    `config`: an EconomyConfig (default: the seed's economy); `render_mode`: None or "rgb_array";
+    `**overrides`: EconomyConfig fields, e.g. `num_agents=200`.
+
+    ## Version History
+    v0: first release.
+    """
+
+    metadata = {"name": "homoecon_v0", "render_modes": ["rgb_array"], "is_parallelizable": True, "render_fps": 5}
+
+    def __init__(self, config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides):
+        if config is not None and not isinstance(config, EconomyConfig):
+            raise ValueError(f"config must be an EconomyConfig or None, got {type(config).__name__}")
+        config = (config or EconomyConfig()).replace(**overrides) if overrides else (config or EconomyConfig())
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.config = config
+        self.render_mode = render_mode
+        self.economy = Economy(config)
+        self.possible_agents = AgentNames(config.max_population_names)
+        self.agents: list[str] = []
+        self._slot_names: list[str] = []  # name of the agent in each slot
+
+    # -- spaces -----------------------------------------------------------------------------
+    # One object for every agent, as the contract requires; caching the bound method keeps it O(1)
+    # even for millions of possible names (an lru_cache keyed by name would grow with the episode).
+    @functools.cached_property
+    def _observation_space(self) -> spaces.Dict:
+        c = self.config
+        nr, b, d, nj, k = c.num_resources, c.broadcast_dim, c.id_dim, c.num_jobs, c.peers_observed
+        self_low = np.concatenate([np.zeros(nr), [0, 0], np.zeros(nr), -np.ones(b), -np.ones(d), -np.ones(2 * nj)])
+        self_high = np.concatenate([np.full(nr, np.inf), [1, 1], np.ones(nr), np.ones(b), np.ones(d), np.ones(2 * nj)])
+        peer_low = np.concatenate([-np.ones(b), -np.ones(d), np.zeros(nr)])
+        peer_high = np.concatenate([np.ones(b), np.ones(d), np.full(nr, np.inf)])
+        return spaces.Dict({
+            "self": spaces.Box(self_low.astype(np.float32), self_high.astype(np.float32), dtype=np.float32),
+            "peers": spaces.Box(np.tile(peer_low, (k, 1)).astype(np.float32),
+                                np.tile(peer_high, (k, 1)).astype(np.float32), dtype=np.float32),
+            "peer_mask": spaces.Box(0.0, 1.0, (k,), dtype=np.float32),
+        })
+
+    @functools.cached_property
+    def _action_space(self) -> spaces.Dict:
+        c = self.config
+        return spaces.Dict({
+            "broadcast": spaces.Box(-1.0, 1.0, (c.broadcast_dim,), dtype=np.float32),
+            "job": spaces.Discrete(c.num_jobs),
+            "effort": spaces.Box(0.0, 1.0, (1,), dtype=np.float32),
+            "trade_weights": spaces.Box(0.0, 1.0, (c.num_resources,), dtype=np.float32),
+            "consume": spaces.Box(0.0, 1.0, (c.num_resources,), dtype=np.float32),
+        })
+
+    def observation_space(self, agent) -> spaces.Dict:
+        """The observation space; MUST be (and is) the same object for every agent."""
+        return self._observation_space
+
+    def action_space(self, agent) -> spaces.Dict:
+        """The action space; MUST be (and is) the same object for every agent."""
+        return self._action_space
+
+    @functools.cached_property
+    def state_space(self) -> spaces.Box:
+        return spaces.Box(-np.inf, np.inf, (self._state_size(),), dtype=np.float32)
+
+    # -- episode ----------------------------------------------------------------------------
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
+        """Found a new population; everything after is a pure function of `seed` and the actions."""
+        observation = self.economy.reset(seed)
+        self._slot_names = [f"agent_{k}" for k in self.economy.state.agent_ids.tolist()]
+        self.agents = list(self._slot_names)
+        return self._observation_dict(observation, self.agents, range(len(self.agents))), {a: {} for a in self.agents}
+
+    def step(self, actions: Mapping):
+        """Advance one step. Returns obs, rewards, terminations, truncations, infos keyed by the agents
+        alive after the step plus those that died in it. Refused input leaves the env unchanged."""
+        batched = self._actions_to_tensors(actions)
+        out = self.economy.step(batched)
+        return self._step_dicts(out)
+
+    def _step_dicts(self, out: StepOutput):
+        acting = self._slot_names
+        cause = out.death_cause.tolist()
+        rewards_list = out.reward.tolist()
+        born_slots = out.births.born.nonzero().squeeze(1).tolist()
+        dead_slots = [i for i, c in enumerate(cause) if c]
+        new_names = list(acting)
+        state = self.economy.state
+        for slot in born_slots:
+            new_names[slot] = f"agent_{int(state.agent_ids[slot])}"
+        observation = out.observation
+        obs = self._observation_dict(observation, acting, range(len(acting)))
+        if dead_slots:
+            terminal = out.terminal_self.numpy()
+            for slot in dead_slots:
+                obs[acting[slot]]["self"] = terminal[slot]
+        rewards = dict(zip(acting, rewards_list))
+        terminations = {a: bool(c) for a, c in zip(acting, cause)}
+        truncations = {a: out.truncated and not c for a, c in zip(acting, cause)}
+        infos = {a: ({"death_cause": DEATH_CAUSES[c]} if c else {}) for a, c in zip(acting, cause)}
+        if born_slots:
+            obs.update(self._observation_dict(observation, [new_names[s] for s in born_slots], born_slots))
+            generation = state.generation.tolist()
+            parents = out.births.parent_slots.tolist()
+            for slot in born_slots:
+                name = new_names[slot]
+                rewards[name] = 0.0
+                terminations[name] = False
+                truncations[name] = False
+                infos[name] = {"born": True, "parents": tuple(acting[p] for p in parents[slot] if p >= 0),
+                               "generation": generation[slot]}
+        self._slot_names = new_names
+        alive = state.alive.tolist()
+        self.agents = [] if out.truncated else [name for name, live in zip(new_names, alive) if live]
+        return obs, rewards, terminations, truncations, infos
+
+    def _observation_dict(self, observation, names, slots) -> dict:
+        own = observation.self_features.numpy()
+        peers = observation.peers.numpy()
+        mask = observation.peer_mask.numpy()
+        return {name: {"self": own[slot], "peers": peers[slot], "peer_mask": mask[slot]}
+                for name, slot in zip(names, slots)}
+
+    # -- input checks -------------------------------------------------------------------------
+    def _actions_to_tensors(self, actions: Mapping) -> Actions:
+        """Check the action dict (agents, keys, shapes) and stack it in slot order."""
+        if not self.agents:
+            raise ValueError("no live agents: the episode is over (or reset() was not called); call reset()")
+        if not isinstance(actions, Mapping):
+            raise ValueError(f"actions must be a dict keyed by agent name, got {type(actions).__name__}")
+        live = set(self.agents)
+        for name in actions:
+            if name not in live:
+                why = "is dead" if name in self.possible_agents and agent_number(name) < self.economy.state.next_id \
+                    else "is not an agent of this episode"
+                raise ValueError(f"{name}: {why}; actions are for live agents only ({len(live)} live)")
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"{missing[0]}: no action given for this live agent "
+                             f"({len(missing)} live agent(s) missing, e.g. {missing[:3]})")
+        space = self._action_space
+        shapes = {key: space[key].shape for key in ACTION_KEYS if key != "job"}
+        rows = {key: [] for key in ACTION_KEYS}
+        for name in self._slot_names:
+            action = actions[name]
+            if not isinstance(action, Mapping):
+                raise ValueError(f"{name}: action must be a dict with keys {list(ACTION_KEYS)}, got {type(action).__name__}")
+            for key in ACTION_KEYS:
+                if key not in action:
+                    raise ValueError(f"{name}: action has no '{key}' (keys: {sorted(action)})")
+                value = action[key]
+                if key == "job":
+                    if not (isinstance(value, (int, np.integer)) or (np.ndim(value) == 0 and
+                            np.asarray(value).dtype.kind in "iu")) or isinstance(value, bool):
+                        raise ValueError(f"{name}: action 'job' is {value!r} ({type(value).__name__}); "
+                                         f"expected an int in [0, {space['job'].n})")
+                elif np.shape(value) != shapes[key]:
+                    raise ValueError(f"{name}: action '{key}' has shape {np.shape(value)}, expected {shapes[key]}")
+                rows[key].append(value)
+            extra = set(action) - set(ACTION_KEYS)
+            if extra:
+                raise ValueError(f"{name}: action has unknown key(s) {sorted(extra)}; expected {list(ACTION_KEYS)}")
+        try:
+            stacked = {key: torch.from_numpy(np.asarray(rows[key], dtype=np.float64)) for key in ACTION_KEYS if key != "job"}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"actions contain a non-numeric value: {exc}") from None
+        stacked["effort"] = stacked["effort"][:, 0]
+        stacked["job"] = torch.as_tensor(np.asarray(rows["job"], dtype=np.int64))
+        return Actions(**stacked)
+
+    # -- global views -------------------------------------------------------------------------
+    def _state_size(self) -> int:
+        c = self.config
+        return c.num_agents * (2 * c.num_resources + c.broadcast_dim + 3) + 1 + 2 * c.num_jobs
+
+    def state(self) -> np.ndarray:
+        """Global float32 state: per slot holdings, age/max_age, tastes, broadcast, effort, alive; then
+        t/max_steps and the season features."""
+        s = self.economy.state
+        if s is None:
+            raise ValueError("state() before reset()")
+        per_agent = torch.cat([s.holdings, (s.ages.double() / self.config.max_age)[:, None], s.utility_weights,
+                               s.broadcast, s.effort[:, None], s.alive.double()[:, None]], dim=1)
+        features = self.economy.observation.self_features
+        season = features[0, -2 * self.config.num_jobs:].double()
+        return torch.cat([per_agent.reshape(-1), torch.tensor([s.step / self.config.max_steps], dtype=torch.float64),
+                          season]).to(torch.float32).numpy()
+
+    @property
+    def last_stats(self) -> dict:
+        """Economy-wide figures of the last step, for loggers (DESIGN.md section 3)."""
+        return self.economy.last_stats
+
+    def render(self):
+        """An rgb_array dashboard frame (H, W, 3) uint8; None when render_mode is None."""
+        if self.render_mode is None:
+            return None
+        from homoecon_env.render import dashboard_frame
+        return dashboard_frame(self.economy)
+
+    def close(self):
+        pass
+
+
+def parallel_env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides) -> HomoEconEnv:
+    """The ParallelEnv (all agents act at once)."""
+    return HomoEconEnv(config, render_mode=render_mode, **overrides)
+
+
+def raw_env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides):
+    """The AEC version without wrappers."""
+    return parallel_to_aec(parallel_env(config, render_mode=render_mode, **overrides))
+
+
+def env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides):
+    """The AEC version with PettingZoo's order-enforcing wrapper."""
+    return wrappers.OrderEnforcingWrapper(raw_env(config, render_mode=render_mode, **overrides))

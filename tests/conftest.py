@@ -1,0 +1,34 @@
+"""Shared test helpers: small economies and valid random actions."""
+import numpy as np
+import pytest
+import torch
+
+from homoecon_env.core import Actions
+
+
+def random_actions_dict(env, rng: np.random.Generator) -> dict:
+    """Valid random actions for every live agent of a parallel env."""
+    space = env.action_space(env.agents[0]) if env.agents else None
+    out = {}
+    for name in env.agents:
+        out[name] = {
+            "broadcast": rng.uniform(-1, 1, space["broadcast"].shape).astype(np.float32),
+            "job": int(rng.integers(space["job"].n)),
+            "effort": rng.uniform(0, 1, (1,)).astype(np.float32),
+            "trade_weights": rng.uniform(0, 1, space["trade_weights"].shape).astype(np.float32),
+            "consume": rng.uniform(0, 1, space["consume"].shape).astype(np.float32),
+        }
+    return out
+
+
+def actions_from_dict(env, actions: dict) -> Actions:
+    """The batched form (slot order) of a dict of actions, as a trainer would build it."""
+    names = env._slot_names
+    stack = lambda key: torch.tensor(np.array([actions[n][key] for n in names]), dtype=torch.float64)
+    return Actions(broadcast=stack("broadcast"), job=torch.tensor([actions[n]["job"] for n in names]),
+                   effort=stack("effort")[:, 0], trade_weights=stack("trade_weights"), consume=stack("consume"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

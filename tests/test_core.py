@@ -1,0 +1,183 @@
+"""Stage functions of the batched core, each tested alone, and properties of whole steps."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from homoecon_env import EconomyConfig, Job
+from homoecon_env.core import Actions, Economy, consumption, lifecycle, observe, production
+from homoecon_env.core.state import initial_state
+
+F64 = torch.float64
+
+
+def test_production_follows_season_noise_and_age_cap():
+    config = EconomyConfig(yield_noise=0.0, age_effort_penalty=1.0, max_age=10)
+    jobs = production.JobTable.from_config(config)
+    holdings = torch.zeros(3, 2, dtype=F64)
+    ages = torch.tensor([0, 5, 0])
+    job = torch.tensor([1, 1, 0])
+    effort = torch.tensor([1.0, 1.0, 0.5], dtype=F64)
+    after, produced, spent = production.produce(holdings, ages, job, effort, torch.zeros(3, dtype=F64), jobs, 0, config)
+    # t = 0: hunting (phase 0) at its peak, gathering (phase pi/2) out of season
+    assert torch.allclose(produced, torch.tensor([[0, 1.0], [0, 0.5], [0, 0]], dtype=F64))
+    assert torch.allclose(spent, torch.tensor([1.0, 0.5, 0.5], dtype=F64))
+    t = 100  # pi/2 * t / period = pi/2: the seasons swap
+    assert production.seasonal_factor(jobs, t).tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
+
+
+def test_yield_noise_is_lognormal_with_mean_one():
+    config = EconomyConfig(yield_noise=0.5)
+    jobs = production.JobTable.from_config(config)
+    n = 200_000
+    noise = torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=F64)
+    _, produced, _ = production.produce(torch.zeros(n, 2, dtype=F64), torch.zeros(n, dtype=torch.long),
+                                        torch.ones(n, dtype=torch.long), torch.ones(n, dtype=F64), noise, jobs, 0, config)
+    assert produced[:, 1].mean().item() == pytest.approx(1.0, rel=0.01)
+    assert produced[:, 1].log().std().item() == pytest.approx(0.5, rel=0.01)
+
+
+def test_inputs_cap_effort_and_are_used_up():
+    config = EconomyConfig(yield_noise=0.0, age_effort_penalty=0.0,
+                           jobs=(Job("cook", output=(0.0, 2.0), inputs=(1.0, 0.0)),))
+    jobs = production.JobTable.from_config(config)
+    holdings = torch.tensor([[0.25, 0.0], [3.0, 0.0]], dtype=F64)
+    after, produced, spent = production.produce(holdings, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+                                                torch.ones(2, dtype=F64), torch.zeros(2, dtype=F64), jobs, 0, config)
+    assert spent.tolist() == [0.25, 1.0]
+    assert after.tolist() == [[0.0, 0.5], [2.0, 2.0]]
+
+
+def test_reward_is_cobb_douglas_like_plus_rest_bonus():
+    config = EconomyConfig(max_consume=1.0, rest_bonus=0.1)
+    holdings = torch.tensor([[3.0, 8.0]], dtype=F64)
+    consumed, left, reward = consumption.consume(holdings, torch.tensor([[1.0, 0.5]], dtype=F64),
+                                                 torch.tensor([[0.5, 0.5]], dtype=F64), torch.tensor([0.4], dtype=F64), config)
+    assert consumed.tolist() == [[3.0, 4.0]] and left.tolist() == [[0.0, 4.0]]
+    assert reward.item() == pytest.approx(math.sqrt(4 * 5) - 1 + 0.1 * 0.6)
+    capped, _, _ = consumption.consume(holdings, torch.ones(1, 2, dtype=F64), torch.ones(1, 2, dtype=F64) / 2,
+                                       torch.zeros(1, dtype=F64), EconomyConfig(max_consume=0.5))
+    assert capped.tolist() == [[1.5, 4.0]]
+
+
+def test_death_causes_prefer_age_and_detect_starvation():
+    config = EconomyConfig(max_age=5, min_consumption=0.1)
+    need = torch.tensor([1.0, 1.0], dtype=F64)
+    ages = torch.tensor([5, 2, 2, 6])
+    consumed = torch.tensor([[1.0, 1.0], [0.04, 0.05], [0.05, 0.06], [0.0, 0.0]], dtype=F64)
+    assert lifecycle.death_causes(ages, consumed, config, need).tolist() == [lifecycle.AGE, lifecycle.STARVATION,
+                                                                          lifecycle.ALIVE, lifecycle.AGE]
+
+
+def test_bequest_splits_among_living_children_and_counts_the_rest_lost():
+    holdings = torch.tensor([[4.0, 2.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [0.0, 0.0]], dtype=F64)
+    agent_ids = torch.tensor([10, 11, 12, 13, 14, 15])
+    dead = torch.tensor([True, False, False, False, True, True])
+    # 12 and 13 are children of 10; 15 (dead itself) is a child of 14, which has no living child
+    parent_ids = torch.tensor([[-1, -1], [-1, -1], [10, 11], [11, 10], [-1, -1], [14, 11]])
+    kept, lost = lifecycle.bequeath(holdings, dead, agent_ids, parent_ids)
+    assert kept.tolist() == [[0, 0], [1, 1], [2, 1], [2, 1], [0, 0], [0, 0]]
+    assert lost.tolist() == [5.0, 5.0]
+
+
+def test_reproduction_conserves_goods_and_fills_dead_slots():
+    config = EconomyConfig(num_agents=30, parent_share=0.3)
+    g = torch.Generator().manual_seed(0)
+    state = initial_state(config, g).replace(lifetime_reward=torch.rand(30, generator=g, dtype=F64), step=3)
+    dead = torch.zeros(30, dtype=torch.bool)
+    dead[[1, 4, 5, 20, 29]] = True
+    state = state.replace(holdings=torch.where(dead[:, None], 0.0, state.holdings))
+    new, births = lifecycle.reproduce(state, dead, True, g, config)
+    assert torch.equal(births.born, dead)
+    assert new.holdings.sum(0).tolist() == pytest.approx(state.holdings.sum(0).tolist(), rel=1e-12)
+    assert (new.holdings >= 0).all() and new.alive.all()
+    assert new.agent_ids[dead].tolist() == [30, 31, 32, 33, 34] and new.next_id == 35
+    parents = births.parent_slots[dead]
+    assert (parents[:, 0] != parents[:, 1]).all() and not dead[parents].any()
+    assert torch.allclose(new.utility_weights.sum(1), torch.ones(30, dtype=F64))
+    assert (new.ages[dead] == 0).all() and (new.lifetime_reward[dead] == 0).all()
+
+
+def test_fitter_agents_are_drawn_as_parents_more_often():
+    g = torch.Generator().manual_seed(0)
+    fitness = torch.tensor([0.0, 1.0, 2.0, 10.0], dtype=F64)
+    picks = lifecycle.draw_parents(fitness, torch.ones(4, dtype=torch.bool), 20000, g)
+    counts = torch.bincount(picks.reshape(-1), minlength=4)
+    assert counts[3] > counts[2] > counts[1] > counts[0]
+
+
+def test_mutation_has_the_configured_scale():
+    config = EconomyConfig(mutation=0.1)
+    g = torch.Generator().manual_seed(1)
+    parent = torch.tensor([[0.5, 0.5]], dtype=F64).expand(20000, 2)
+    child = lifecycle.inherit_tastes(torch.stack([parent, parent], dim=1), g, config)
+    log_ratio = torch.log(child[:, 0] / child[:, 1])  # difference of two N(0, 0.1^2) draws
+    assert log_ratio.std().item() == pytest.approx(0.1 * math.sqrt(2), rel=0.03)
+    homogeneous = lifecycle.inherit_tastes(torch.stack([parent, parent], 1), g, EconomyConfig(heterogeneous_tastes=False))
+    assert torch.equal(homogeneous, parent)
+
+
+@pytest.mark.parametrize("n, k", [(50, 49), (200, 16), (30, 20), (10_000, 32)])
+def test_sampled_peers_are_distinct_others(n, k):
+    g = torch.Generator().manual_seed(0)
+    peers = observe.sample_peers(n, k, g) if k < n - 1 else observe.everyone_else(n, k)
+    assert peers.shape == (n, k)
+    assert not (peers == torch.arange(n)[:, None]).any()
+    ordered = peers.sort(dim=1).values
+    assert not (ordered[:, 1:] == ordered[:, :-1]).any()
+    assert peers.min() >= 0 and peers.max() < n
+
+
+def random_actions(n, config, g):
+    return Actions(broadcast=torch.rand(n, config.broadcast_dim, generator=g, dtype=F64) * 2 - 1,
+                   job=torch.randint(0, config.num_jobs, (n,), generator=g),
+                   effort=torch.rand(n, generator=g, dtype=F64),
+                   trade_weights=torch.rand(n, config.num_resources, generator=g, dtype=F64),
+                   consume=torch.rand(n, config.num_resources, generator=g, dtype=F64))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 40), seed=st.integers(0, 10_000), resources=st.integers(1, 4), steps=st.integers(1, 4))
+def test_steps_conserve_goods_keep_holdings_nonnegative_and_trade_is_rational(n, seed, resources, steps):
+    names = tuple(f"good{r}" for r in range(resources))
+    jobs = tuple(Job(f"job{r}", output=tuple(float(q == r) for q in range(resources)), phase=0.3 * r)
+                 for r in range(resources))
+    config = EconomyConfig(num_agents=n, resources=names, jobs=jobs, need=(1.0,) * resources, max_steps=50)
+    economy = Economy(config)
+    economy.reset(seed)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        before_total = economy.state.holdings.sum(0).numpy()
+        out = economy.step(random_actions(n, config, g))
+        stats = economy.last_stats
+        assert (out.trade.allocation >= 0).all() and (economy.state.holdings >= 0).all()
+        assert stats["trade_conservation_error"] <= 1e-9 and stats["trade_ir_violation"] <= 1e-7
+        np.testing.assert_allclose(stats["totals"], before_total + stats["produced"], rtol=1e-9, atol=1e-12)
+        if stats["founders"] == 0:  # every good is accounted for: eaten, decayed, lost, or still held
+            expected = (stats["totals"] - stats["consumed"]) * (1 - config.decay_rate) - stats["lost"]
+            np.testing.assert_allclose(economy.state.holdings.sum(0).numpy(), expected, rtol=1e-9, atol=1e-12)
+        assert torch.isfinite(out.reward).all()
+        if economy.done:
+            break
+
+
+def test_trade_in_a_step_is_individually_rational_for_every_agent():
+    config = EconomyConfig(num_agents=40)
+    economy = Economy(config)
+    economy.reset(0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        holdings_before = economy.state.holdings.clone()
+        ages = economy.state.ages.clone()
+        actions = random_actions(40, config, g)
+        noise_state = economy.generator.get_state()
+        noise = torch.randn(40, generator=torch.Generator().set_state(noise_state), dtype=F64)
+        endowment, _, _ = production.produce(holdings_before, ages, actions.job, actions.effort, noise,
+                                             economy.jobs, economy.state.step, config)
+        out = economy.step(actions)
+        w = Economy.normalised_trade_weights(actions.trade_weights)
+        gain = (w * torch.log1p(out.trade.allocation)).sum(1) - (w * torch.log1p(endowment)).sum(1)
+        assert gain.min().item() >= -1e-7
+        np.testing.assert_allclose(out.trade.allocation.sum(0).numpy(), endowment.sum(0).numpy(), rtol=1e-9)
