@@ -1,0 +1,47 @@
+"""The Learner protocol: what train.py and evaluate.py need from any algorithm (DESIGN.md section 5).
+
+A learner controls every slot of a batched `homoecon_env.core.Economy` at once: one tensor row per
+agent. The loop is
+
+    observation = economy.reset(seed)
+    while not economy.done:
+        actions = learner.act(observation)          # Actions, one row per slot
+        out = economy.step(actions)                 # StepOutput
+        metrics = learner.update(out)               # record rewards / deaths; learn when due
+        learner.on_births(out.births)               # newborn slots: inherit from parents
+        observation = out.observation
+
+A slot whose agent died is reused by the newborn that `on_births` announces; the name is never reused
+(the env's `agent_<k>` ids live in `out.acting_ids` and `economy.state.agent_ids`).
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from homoecon_env.core import Actions, Observation, StepOutput
+from homoecon_env.core.lifecycle import Births
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """Independent per-agent learners, computed batched over slots."""
+
+    def act(self, observation: Observation) -> Actions:
+        """Actions for every slot ([N, ...] tensors) given the batched observation."""
+
+    def update(self, step: StepOutput) -> dict:
+        """Take in one step's rewards and deaths; learn when due. Returns scalar metrics
+        (e.g. {"loss": ..., "entropy": ..., "grad_norm": ...}) on steps that learned, else {}."""
+
+    def on_births(self, births: Births) -> None:
+        """Give each newborn slot its networks (from `births.parent_slots`) and fresh optimizer state."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-exactly (parameters, optimizer state, buffers, RNG)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+
+
+class NonFiniteLossError(ValueError):
+    """A loss or gradient is NaN or inf. Raised before any weight changes; names the agent(s)."""
