@@ -55,13 +55,25 @@ class Births:
 def draw_parents(fitness, eligible, count, generator) -> torch.Tensor:
     """[count, 2] slots of two distinct eligible parents per child, drawn proportional to fitness.
 
-    Fitness is shifted to be positive: p ~ fitness - min + 1e-6 over eligible slots.
+    Fitness is shifted to be positive: p ~ fitness - min + 1e-6 over eligible slots. Both draws are
+    inverse-CDF lookups (O(count log E)); the second skips the first parent's interval of the CDF,
+    which is exact sampling without replacement.
     """
     eligible_slots = eligible.nonzero().squeeze(1)
     score = fitness[eligible_slots]
-    weight = score - score.min() + 1e-6
-    picks = torch.multinomial(weight.expand(count, -1), 2, replacement=False, generator=generator)
-    return eligible_slots[picks]
+    weight = score - score.min() + 1e-6  # [E] > 0
+    cumulative = weight.cumsum(0)
+    total = cumulative[-1]
+    last = eligible_slots.numel() - 1
+    uniform = torch.rand(count, 2, generator=generator, dtype=weight.dtype)
+    first = torch.searchsorted(cumulative, uniform[:, 0] * total, right=True).clamp(max=last)
+    first_weight = weight[first]
+    first_start = cumulative[first] - first_weight
+    target = uniform[:, 1] * (total - first_weight)
+    target = torch.where(target >= first_start, target + first_weight, target)
+    second = torch.searchsorted(cumulative, target, right=True).clamp(max=last)
+    second = torch.where(second == first, (first + 1) % (last + 1), second)  # guards float ties only
+    return eligible_slots[torch.stack([first, second], dim=1)]
 
 
 def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: EconomyConfig):
