@@ -110,9 +110,14 @@ def _colour(index: int) -> Any:
     return colormaps["tab10"](index % 10)
 
 
+def _points(count: int) -> dict[str, float]:
+    """Marker size and opacity for a scatter of ``count`` agents: smaller and lighter when crowded."""
+    return {"s": 16.0, "alpha": 0.9} if count <= 500 else {"s": 3.0, "alpha": 0.4}
+
+
 def _no_data(ax: Axes, title: str, message: str = "no data yet") -> None:
     """Mark a panel whose data is not available instead of leaving it blank."""
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=LABEL_SIZE, color="grey",
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=TITLE_SIZE + 2, color="grey",
             transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -158,16 +163,17 @@ def _draw_trade_arrows(ax: Axes, before: np.ndarray, after: np.ndarray, names: l
                        goods: tuple[int, int]) -> None:
     """Each agent's holdings of two goods before (hollow) and after (filled) trade, with arrows."""
     if before.shape[1] == 1:  # one good: before vs after on the diagonal picture
-        ax.scatter(before[:, 0], after[:, 0], s=18, color=_colour(0), label="agent")
+        ax.scatter(before[:, 0], after[:, 0], color=_colour(0), label="agent", **_points(len(before)))
         top = float(max(before.max(initial=0.0), after.max(initial=0.0), 1e-9))
         ax.plot([0, top], [0, top], color="grey", lw=1, ls="--", label="no trade")
         _style(ax, "Holdings before vs after trade", f"{names[0]} before (units)", f"{names[0]} after (units)")
         _legend(ax, loc="upper left")
         return
     first, second = goods
-    ax.scatter(before[:, first], before[:, second], s=22, facecolors="none", edgecolors="grey",
-               label="before trade")
-    ax.scatter(after[:, first], after[:, second], s=18, color=_colour(0), label="after trade")
+    style = _points(len(before))
+    ax.scatter(before[:, first], before[:, second], facecolors="none", edgecolors="grey",
+               label="before trade", **style)
+    ax.scatter(after[:, first], after[:, second], color=_colour(0), label="after trade", **style)
     shown = np.unique(np.linspace(0, len(before) - 1, min(len(before), MAX_ARROWS)).astype(int))
     delta = after[shown] - before[shown]
     moved = np.abs(delta[:, [first, second]]).sum(axis=1) > 0
@@ -217,22 +223,40 @@ def _draw_pca(ax: Axes, coords: np.ndarray, explained: np.ndarray, colour_by: np
     """Broadcasts in the plane of their first two principal components, coloured by a trait."""
     x = coords[:, 0]
     y = coords[:, 1] if coords.shape[1] > 1 else np.zeros_like(x)
+    style = _points(len(x))
     if colour_by is None:
-        ax.scatter(x, y, s=16, color=_colour(0))
+        ax.scatter(x, y, color=_colour(0), **style)
     elif categorical:
         for value in np.unique(colour_by).astype(int):
             chosen = colour_by == value
             name = labels[value] if labels is not None and value < len(labels) else f"job {value}"
-            ax.scatter(x[chosen], y[chosen], s=16, color=_colour(value), label=name)
-        _legend(ax, loc="best")
+            ax.scatter(x[chosen], y[chosen], color=_colour(value), label=name, **style)
+        _legend(ax, loc="best", markerscale=max(1.0, 16.0 / style["s"]) ** 0.5)
     else:
-        points = ax.scatter(x, y, s=16, c=colour_by, cmap="viridis")
+        points = ax.scatter(x, y, c=colour_by, cmap="viridis", **style)
         colourbar = ax.figure.colorbar(points, ax=ax)
         colourbar.set_label("age (steps)", fontsize=LABEL_SIZE)
         colourbar.ax.tick_params(labelsize=TICK_SIZE)
     ratio = list(explained) + [0.0, 0.0]
     _style(ax, title, f"PC1 ({100 * ratio[0]:.0f}% of variance)", f"PC2 ({100 * ratio[1]:.0f}% of variance)")
     ax.grid(alpha=0.3)
+
+
+def _attention_block(attention: Any, peer_index: Any, num_agents: int, size: int) -> np.ndarray:
+    """Dense attention among the first ``size`` agent rows [size, size], without building N x N.
+
+    Attention paid to agents outside the block is left out of the picture.
+    """
+    weights = _array(attention, "attention", 2)
+    index = metrics.to_numpy(peer_index)
+    if index.shape != weights.shape:
+        raise ValueError(f"peer_index: expected shape {weights.shape} like attention, got {index.shape}")
+    if index.size and (index.min() < -1 or index.max() >= num_agents):
+        raise ValueError(f"peer_index: values must lie in [-1, {num_agents}), "
+                         f"got min {index.min()} and max {index.max()}")
+    size = min(size, len(weights), num_agents)
+    block = index[:size]
+    return metrics.attention_matrix(weights[:size], np.where(block < size, block, -1), size)
 
 
 def _draw_heatmap(ax: Axes, dense: np.ndarray, total_agents: int) -> None:
@@ -298,7 +322,8 @@ def _draw_topology(ax: Axes, hash_counts: Mapping[str, int], sizes: Mapping[str,
     tick_labels = []
     for digest, _ in shown:
         size = sizes.get(digest) if sizes else None
-        tick_labels.append(f"{digest[:6]}\n{size} agents" if size is not None else digest[:6])
+        tick_labels.append(f"{digest[:6]}\n{size} agent{'s' if size != 1 else ''}" if size is not None
+                           else digest[:6])
     ax.set_xticks(positions, tick_labels)
     ax.set_xlim(-0.6, max(len(shown), 3) - 0.4)
     top = float(counts.max(initial=1.0))
@@ -334,7 +359,7 @@ def _draw_degree_histogram(ax: Axes, in_degree: np.ndarray) -> None:
 def _draw_degree_pagerank(ax: Axes, in_degree: np.ndarray, pagerank: np.ndarray) -> None:
     """PageRank against in-degree: popular agents and agents admired by popular agents."""
     jitter = (np.arange(len(in_degree)) % 7 - 3) * 0.04  # deterministic spread of equal degrees
-    ax.scatter(in_degree + jitter, pagerank, s=16, color=_colour(1), alpha=0.8)
+    ax.scatter(in_degree + jitter, pagerank, color=_colour(1), **_points(len(pagerank)))
     if len(pagerank):
         ax.axhline(1.0 / len(pagerank), color="grey", ls="--", lw=1, label="uniform 1/N")
         _legend(ax, loc="upper left")
@@ -345,14 +370,15 @@ def _draw_degree_pagerank(ax: Axes, in_degree: np.ndarray, pagerank: np.ndarray)
 def _draw_effort_consumption(ax: Axes, effort: np.ndarray, consumption: np.ndarray,
                              jobs: np.ndarray | None, job_names: list[str] | None) -> None:
     """Effort in [0, 1] against total consumption per agent, coloured by job when known."""
+    style = _points(len(effort))
     if jobs is None:
-        ax.scatter(effort, consumption, s=16, color=_colour(0))
+        ax.scatter(effort, consumption, color=_colour(0), **style)
     else:
         for value in np.unique(jobs).astype(int):
             chosen = jobs == value
             name = job_names[value] if job_names is not None and value < len(job_names) else f"job {value}"
-            ax.scatter(effort[chosen], consumption[chosen], s=16, color=_colour(value), label=name)
-        _legend(ax, loc="best")
+            ax.scatter(effort[chosen], consumption[chosen], color=_colour(value), label=name, **style)
+        _legend(ax, loc="best", markerscale=max(1.0, 16.0 / style["s"]) ** 0.5)
     ax.set_xlim(-0.03, 1.03)
     _style(ax, "Effort vs consumption", "effort (fraction, 0-1)", "consumption (units, all goods)")
     ax.grid(alpha=0.3)
@@ -481,9 +507,8 @@ def attention_heatmap(attention: Any, peer_index: Any, num_agents: int | None = 
     """
     weights = _array(attention, "attention", 2)
     total = weights.shape[0] if num_agents is None else int(num_agents)
-    dense = metrics.attention_matrix(weights, peer_index, total)
     figure = _figure(7, 6)
-    _draw_heatmap(figure.subplots(), dense[:max_agents, :max_agents], total)
+    _draw_heatmap(figure.subplots(), _attention_block(weights, peer_index, total, max_agents), total)
     return figure
 
 
@@ -678,9 +703,9 @@ def _dashboard_panels(history: Mapping[str, Any]) -> list[Callable[[Axes], None]
             title="Attention entropy", ylabel="entropy (nats)")
     attention, peer_index = get("attention", 2), history.get("peer_index")
     if attention is not None and peer_index is not None:
-        dense = metrics.attention_matrix(attention, peer_index)
         summary = metrics.graph_summary(metrics.favourite_graph(attention, peer_index))
-        add(_draw_heatmap, dense=dense[:DASHBOARD_MAX_AGENTS, :DASHBOARD_MAX_AGENTS], total_agents=len(dense))
+        add(_draw_heatmap, dense=_attention_block(attention, peer_index, len(attention), DASHBOARD_MAX_AGENTS),
+            total_agents=len(attention))
         add(_draw_topology, hash_counts=summary["component_hashes"], sizes=summary["component_sizes"],
             examples=summary["component_examples"], max_shapes=6)
         add(_draw_degree_pagerank, in_degree=summary["in_degree"], pagerank=summary["pagerank"])
