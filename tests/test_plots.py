@@ -111,6 +111,13 @@ def test_time_series_figures(economy):
     assert_every_axis_has_content(plots.eigen_spectra(e["spectra"][-1]), 1)
 
 
+def test_ages_figure_without_events_says_no_data(economy):
+    figure = plots.ages_and_reproduction(economy["ages"], None, None, None)
+    assert_every_axis_has_content(figure, 2)
+    with pytest.raises(ValueError, match="expected equal lengths"):
+        plots.ages_and_reproduction(economy["ages"], [1, 2], [1], None)
+
+
 def test_single_step_series_still_show_data(economy):
     assert_every_axis_has_content(plots.gini_over_time([0.3]), 1)
     assert_every_axis_has_content(plots.job_distribution(economy["job_shares"][:1]), 1)

@@ -49,7 +49,7 @@ DPI = 100
 TITLE_SIZE = 10
 LABEL_SIZE = 9
 TICK_SIZE = 8
-MAX_ARROWS = 200  # trade arrows drawn at most (a random-free, evenly spaced subset of agents)
+MAX_ARROWS = 200  # trade arrows drawn at most (for an evenly spaced subset of agents)
 MAX_THUMBNAIL_NODES = 40  # larger component shapes are labelled, not drawn
 
 
@@ -443,9 +443,13 @@ def resources_over_time(totals: Any, prices: Any, names: Sequence[str] | None = 
 
 def _population_events(births: np.ndarray | None, deaths_age: np.ndarray | None,
                        deaths_starvation: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The available birth and death series [T], labelled for a legend."""
+    """The available birth and death series [T], labelled for a legend; all must share T."""
     series = {"births": births, "deaths (age)": deaths_age, "deaths (starvation)": deaths_starvation}
-    return {label: values for label, values in series.items() if values is not None and values.size}
+    events = {label: values for label, values in series.items() if values is not None and values.size}
+    if len({len(values) for values in events.values()}) > 1:
+        lengths = {label: len(values) for label, values in events.items()}
+        raise ValueError(f"births, deaths_age, deaths_starvation: expected equal lengths, got {lengths}")
+    return events
 
 
 def ages_and_reproduction(ages: Any, births: Any, deaths_age: Any, deaths_starvation: Any,
@@ -455,15 +459,16 @@ def ages_and_reproduction(ages: Any, births: Any, deaths_age: Any, deaths_starva
     events = _population_events(*(None if v is None else _array(v, name, 1) for v, name in
                                   ((births, "births"), (deaths_age, "deaths_age"),
                                    (deaths_starvation, "deaths_starvation"))))
-    lengths = {len(v) for v in events.values()}
-    if len(lengths) > 1:
-        raise ValueError(f"births, deaths_age, deaths_starvation: expected equal lengths, got {sorted(lengths)}")
     figure = _figure(12, 4.5)
     left, right = figure.subplots(1, 2)
     _draw_age_histogram(left, living, max_age)
-    x = _steps(lengths.pop() if lengths else 0, steps, "births")
-    _draw_lines(right, x, events, "Births and deaths per step", "agents per step")
-    _legend(right, loc="best")
+    if events:
+        first_label, first = next(iter(events.items()))
+        _draw_lines(right, _steps(len(first), steps, first_label), events, "Births and deaths per step",
+                    "agents per step")
+        _legend(right, loc="best")
+    else:
+        _no_data(right, "Births and deaths per step")
     return figure
 
 
