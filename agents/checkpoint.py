@@ -35,18 +35,28 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> str:
     """Write ``payload`` to ``path`` atomically with a SHA-256 checksum. Returns the path written."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
-    header = HEADER.pack(MAGIC, len(body), hashlib.sha256(body).digest())
+    return atomic_write_bytes(path, HEADER.pack(MAGIC, len(body), hashlib.sha256(body).digest()) + body)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    """Replace ``path`` by ``data`` all at once: temporary file, flush, fsync, rename, fsync the directory.
+
+    Readers see the old file or the new one, never a mixture; a failure leaves the old file intact
+    and removes the temporary file. Parent directories are created. Returns the path written.
+    """
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(header)
-            stream.write(body)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(stream.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
