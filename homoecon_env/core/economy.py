@@ -42,7 +42,8 @@ class StepOutput:
     truncated: bool  # True on the max_steps step: every live agent is truncated
     observation: observe.Observation  # for the agents alive after the step (newborns included)
     terminal_self: Optional[torch.Tensor]  # [N, S] own features of the dying at death (None: no death)
-    trade: TradeResult
+    pre_trade: torch.Tensor  # [N, R] holdings entering the market (after production)
+    trade: TradeResult  # allocation [N, R] = holdings leaving the market, prices, solver figures
 
 
 class Economy:
@@ -107,7 +108,8 @@ class Economy:
         self.state, self._last_trade = new_state, trade
         self.observation = self._observe(new_state)
         self.last_stats = self._stats(state, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions)
-        return StepOutput(reward, cause, state.agent_ids, births, truncated, self.observation, terminal_self, trade)
+        return StepOutput(reward, cause, state.agent_ids, births, truncated, self.observation, terminal_self, pre_trade,
+                          trade)
 
     # -- actions ---------------------------------------------------------------------------
     def check_actions(self, actions: Actions) -> Actions:
