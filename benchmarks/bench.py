@@ -1,0 +1,157 @@
+"""Speed benchmark: env-only and full training steps/s, trade time, peak memory (issue 7).
+
+    python benchmarks/bench.py                      # N = 50, 1,000, 10,000; table + JSON
+    python benchmarks/bench.py --sizes 50 --seconds 3
+
+Each measurement runs in a fresh subprocess so that its peak RSS is its own. Workloads:
+- dict:  PettingZoo dict API with random actions from the action spaces (sampled beforehand);
+- core:  the batched Economy with random [N, ...] action tensors;
+- train: act + env step + REINFORCE update (the full training step of train.py);
+- trade: clear_market alone on the holdings and weights of a live economy.
+N >= 1,000 uses num_peers=32; N = 50 observes everyone else (49 peers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+WORKLOADS = ("dict", "core", "train", "trade")
+
+
+def config_for(n: int):
+    from homoecon_env import EconomyConfig
+    return EconomyConfig(num_agents=n, num_peers=None if n <= 50 else 32, max_steps=10**9)
+
+
+def random_actions(economy, generator):
+    import torch
+    from homoecon_env.core import Actions
+    n, c = economy.state.num_slots, economy.config
+    rand = lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64)
+    return Actions(rand(n, c.broadcast_dim) * 2 - 1, torch.randint(0, c.num_jobs, (n,), generator=generator),
+                   rand(n), rand(n, c.num_resources), rand(n, c.num_resources))
+
+
+def timed(step, seconds: float, min_steps: int = 3) -> tuple[float, int]:
+    """Run `step` for about `seconds` (after one warm-up call); returns (steps per second, steps)."""
+    step()
+    count, start = 0, time.perf_counter()
+    while count < min_steps or time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return count / (time.perf_counter() - start), count
+
+
+def run_workload(kind: str, n: int, seconds: float) -> dict:
+    import torch
+    from homoecon_env.core import Economy
+    config = config_for(n)
+    generator = torch.Generator().manual_seed(0)
+    if kind == "dict":
+        from homoecon_env import parallel_env
+        env = parallel_env(config)
+        env.reset(seed=0)
+        space = env.action_space("agent_0")
+        space.seed(0)
+        pool = [[space.sample() for _ in range(n)] for _ in range(4)]  # sampled once: time the env, not gymnasium
+        clock = {"t": 0}
+
+        def dict_step():
+            clock["t"] += 1
+            row = pool[clock["t"] % len(pool)]
+            env.step({agent: row[i] for i, agent in enumerate(env.agents)})
+
+        rate, steps = timed(dict_step, seconds)
+        return {"steps_per_sec": rate, "steps": steps}
+    economy = Economy(config)
+    observation = economy.reset(0)
+    if kind == "core":
+        rate, steps = timed(lambda: economy.step(random_actions(economy, generator)), seconds)
+        return {"steps_per_sec": rate, "steps": steps}
+    if kind == "trade":
+        from homoecon_env.trade import clear_market
+        out = economy.step(random_actions(economy, generator))
+        weights = torch.rand(n, config.num_resources, generator=generator, dtype=torch.float64)
+        rate, steps = timed(lambda: clear_market(out.pre_trade, weights), seconds)
+        result = clear_market(out.pre_trade, weights)
+        return {"seconds_per_clear": 1.0 / rate, "iterations": result.iterations, "steps": steps,
+                "ir_violation": result.ir_violation, "conservation_error": result.conservation_error}
+    from agents import LearnerConfig, make_learner
+    learner = make_learner("reinforce", config, LearnerConfig())
+    state = {"observation": observation}
+
+    def train_step():
+        out = economy.step(learner.act(state["observation"]))
+        learner.update(out)
+        learner.on_births(out.births)
+        state["observation"] = out.observation
+
+    rate, steps = timed(train_step, seconds)
+    return {"steps_per_sec": rate, "steps": steps}
+
+
+def worker(kind: str, n: int, seconds: float, threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+    result = run_workload(kind, n, seconds)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def machine() -> dict:
+    import torch
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 1000, 10000], help="population sizes N")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring each workload")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    parser.add_argument("--out", default="benchmarks/results/bench.json", help="JSON output path")
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]), args.seconds, args.threads)
+        return
+    rows = []
+    for n in args.sizes:
+        for kind in args.workloads:
+            if kind == "dict" and n > 1000:
+                continue  # the dict API is for small populations; large ones use the core
+            command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
+                       "--threads", str(args.threads)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{kind} N={n} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                continue
+            row = {"workload": kind, "num_agents": n, **json.loads(done.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            print(format_row(row), flush=True)
+    report = {"machine": machine(), "results": rows}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    temporary = args.out + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(report, handle, indent=2)
+    os.replace(temporary, args.out)
+    print(f"\nwrote {args.out}")
+
+
+def format_row(row: dict) -> str:
+    if row["workload"] == "trade":
+        speed = f"{row['seconds_per_clear'] * 1e3:9.2f} ms/clear ({row['iterations']} it)"
+    else:
+        speed = f"{row['steps_per_sec']:9.1f} steps/s"
+    return f"| {row['workload']:5s} | {row['num_agents']:6d} | {speed:28s} | {row['peak_rss_mb']:7.0f} MB |"
+
+
+if __name__ == "__main__":
+    main()
