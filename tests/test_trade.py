@@ -1,25 +1,269 @@
-"""Tests of the market-clearing stage (DESIGN.md section 4); cvxpy is the oracle."""
+"""Market clearing (DESIGN.md section 4): cvxpy is the oracle, hypothesis checks the invariants."""
+import time
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from homoecon_env.trade import TradeResult, clear_market
+from homoecon_env.trade import TradeResult, clear_market, project_onto_conservation
+
+
+def utility(weights, holdings):
+    return (np.asarray(weights) * np.log1p(np.asarray(holdings))).sum(axis=1)
 
 
 def random_instance(rng, num_agents, num_goods, scale=1.0):
     holdings = rng.exponential(1.0, (num_agents, num_goods)) * rng.uniform(0, 3, (num_agents, 1)) * scale
     weights = rng.dirichlet(np.ones(num_goods), num_agents)
-    return torch.tensor(holdings), torch.tensor(weights)
+    return holdings, weights
 
 
-def test_trade_conserves_each_resource_and_keeps_everyone_individually_rational():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        holdings, weights = random_instance(rng, int(rng.integers(1, 40)), int(rng.integers(1, 5)))
+def degenerate_instance(rng, kind):
+    """Random instances with one of the awkward features the economy produces."""
+    holdings, weights = random_instance(rng, int(rng.integers(2, 61)), int(rng.integers(1, 5)))
+    if kind == "zero_holdings_rows":
+        holdings[rng.integers(0, len(holdings), 3)] = 0.0
+    elif kind == "zero_weight_rows":
+        weights[rng.integers(0, len(weights), 3)] = 0.0
+    elif kind == "good_nobody_holds":
+        holdings[:, rng.integers(holdings.shape[1])] = 0.0
+    elif kind == "one_agent":
+        holdings, weights = holdings[:1], weights[:1]
+    elif kind == "sparse_weights":
+        weights = weights * (rng.uniform(size=weights.shape) < 0.6)
+    return holdings, weights
+
+
+def check_feasible(result, holdings, weights):
+    """The contract's guarantees on every returned allocation."""
+    holdings = np.asarray(holdings, dtype=np.float64)
+    x = result.allocation.numpy()
+    assert result.allocation.dtype == torch.float64 and result.prices.dtype == torch.float64
+    assert x.shape == holdings.shape and np.all(np.isfinite(x))
+    assert np.all(x >= 0)
+    supply = holdings.sum(axis=0)
+    assert np.all(np.abs(x.sum(axis=0) - supply) <= 1e-9 * np.maximum(1.0, supply))
+    assert result.conservation_error <= 1e-9
+    assert np.all(utility(weights, x) >= utility(weights, holdings) - 1e-7)
+    assert result.ir_violation <= 1e-7
+    assert result.converged == (result.kkt_residual <= 1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# cvxpy oracle
+
+
+def cvxpy_optimum(holdings, weights):
+    """(optimal welfare, normalised conservation duals) from cvxpy.
+
+    A good nobody holds is left out of the cvxpy model (its allocation is forced to 0, and an
+    equality with an empty interior upsets interior-point solvers); its dual is reported as 0.
+    """
+    cp = pytest.importorskip("cvxpy")
+    held = holdings.sum(axis=0) > 0
+    duals = np.zeros(holdings.shape[1])
+    if not held.any():
+        return 0.0, duals
+    endowment, utility_weights = holdings[:, held], weights[:, held]
+    x = cp.Variable(endowment.shape, nonneg=True)
+    welfare = cp.sum(cp.multiply(utility_weights, cp.log(1 + x)), axis=1)
+    conservation = cp.sum(x, axis=0) == endowment.sum(axis=0)
+    problem = cp.Problem(cp.Maximize(cp.sum(welfare)),
+                         [conservation, welfare >= utility(utility_weights, endowment)])
+    problem.solve(solver="CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS")
+    duals[held] = np.abs(np.asarray(conservation.dual_value, dtype=np.float64))
+    return problem.value, duals / duals.sum()
+
+
+KINDS = ["plain", "zero_holdings_rows", "zero_weight_rows", "good_nobody_holds", "one_agent", "sparse_weights"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trade_reaches_the_cvxpy_optimum(kind):
+    pytest.importorskip("cvxpy")
+    rng = np.random.default_rng(KINDS.index(kind))
+    for _ in range(20):  # 120 instances over all kinds
+        holdings, weights = degenerate_instance(rng, kind)
+        result = clear_market(torch.tensor(holdings), torch.tensor(weights))
+        optimum, _ = cvxpy_optimum(holdings, weights)
+        check_feasible(result, holdings, weights)
+        assert abs(result.objective - optimum) <= 1e-4 * max(1.0, abs(optimum))
+        assert result.converged
+
+
+def test_prices_equal_the_cvxpy_conservation_duals():
+    pytest.importorskip("cvxpy")
+    rng = np.random.default_rng(7)
+    for _ in range(30):  # every good held and every weight positive: unique duals
+        holdings, weights = random_instance(rng, int(rng.integers(2, 61)), int(rng.integers(1, 5)))
         result = clear_market(holdings, weights)
-        assert isinstance(result, TradeResult)
-        assert result.allocation.dtype == torch.float64
-        assert torch.allclose(result.allocation.sum(0), holdings.sum(0), rtol=1e-12, atol=1e-12)
-        assert result.conservation_error <= 1e-9
-        assert result.ir_violation <= 1e-7
-        assert (result.allocation >= 0).all()
+        _, duals = cvxpy_optimum(holdings, weights)
+        np.testing.assert_allclose(result.prices.numpy(), duals, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Invariants
+
+
+@st.composite
+def markets(draw):
+    num_agents = draw(st.integers(1, 25))
+    num_goods = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    scale = 10.0 ** draw(st.integers(-9, 6))
+    rng = np.random.default_rng(seed)
+    holdings = rng.exponential(1.0, (num_agents, num_goods)) * scale
+    holdings *= rng.uniform(size=holdings.shape) < draw(st.floats(0.3, 1.0))  # some zeros
+    weights = rng.uniform(size=(num_agents, num_goods)) * (rng.uniform(size=(num_agents, num_goods)) < 0.8)
+    return holdings, weights
+
+
+@settings(max_examples=150, deadline=None)
+@given(markets())
+def test_trade_conserves_each_resource_and_keeps_everyone_individually_rational(market):
+    holdings, weights = market
+    check_feasible(clear_market(holdings, weights), holdings, weights)
+
+
+@settings(max_examples=40, deadline=None)
+@given(markets(), st.integers(1, 3))
+def test_trade_stays_feasible_when_stopped_early(market, max_iter):
+    holdings, weights = market
+    result = clear_market(holdings, weights, max_iter=max_iter)
+    check_feasible(result, holdings, weights)
+    assert result.iterations <= max_iter
+
+
+def test_projection_onto_conservation_is_exact_and_nearest():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(3, 40))
+    supply = np.array([5.0, 0.0, 0.3])
+    projected = project_onto_conservation(points, supply)
+    assert np.all(projected >= 0)
+    np.testing.assert_allclose(projected.sum(axis=1), supply, atol=1e-12)
+    for _ in range(200):  # no feasible point is nearer
+        other = project_onto_conservation(projected + 0.1 * rng.normal(size=points.shape), supply)
+        assert np.sum((other - points) ** 2) >= np.sum((projected - points) ** 2) - 1e-12
+
+
+# ------------------------------------------------------------------------------------------------
+# Economics and edge cases
+
+
+def test_scarcer_good_has_higher_relative_price():
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        holdings, weights = random_instance(rng, 40, 3)
+        before = clear_market(holdings, weights).prices
+        scarce = holdings.copy()
+        scarce[:, 0] *= 0.3
+        after = clear_market(scarce, weights).prices
+        assert after[0] / after[1:].sum() > before[0] / before[1:].sum()
+
+
+def test_gains_from_trade_are_realised():
+    holdings = np.array([[10.0, 0.0], [0.0, 10.0]])
+    weights = np.array([[0.1, 0.9], [0.9, 0.1]])  # each holds what the other wants
+    result = clear_market(holdings, weights)
+    assert result.objective > utility(weights, holdings).sum() + 1.0
+    np.testing.assert_allclose(result.prices.numpy(), [0.5, 0.5], atol=1e-9)
+
+
+def test_edge_cases_are_handled():
+    holdings = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0], [4.0, 0.0, 0.0]])
+    weights = np.array([[0.5, 0.2, 0.3], [0.0, 0.0, 0.0], [0.2, 0.4, 0.4]])
+    result = clear_market(holdings, weights)
+    check_feasible(result, holdings, weights)
+    assert result.prices[1] == 0.0  # nobody holds good 1
+    np.testing.assert_allclose(result.allocation[1].numpy(), 0.0)  # indifferent agent 1 gives all away
+    np.testing.assert_allclose(result.prices.sum().item(), 1.0)
+
+    alone = clear_market(holdings[:1], weights[:1])  # one agent: nothing to trade
+    np.testing.assert_allclose(alone.allocation.numpy(), holdings[:1])
+
+    unvalued = clear_market(holdings, np.zeros_like(weights))  # nobody values anything: nothing moves
+    np.testing.assert_allclose(unvalued.allocation.numpy(), holdings)
+    assert torch.all(unvalued.prices == 0)
+
+    nothing = clear_market(np.zeros((4, 2)), np.ones((4, 2)))
+    assert torch.all(nothing.allocation == 0) and torch.all(nothing.prices == 0)
+
+    empty = clear_market(np.zeros((0, 2)), np.zeros((0, 2)))
+    assert empty.allocation.shape == (0, 2) and empty.multipliers.shape == (0,)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e6])
+def test_extreme_magnitudes_stay_finite_and_feasible(scale):
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        holdings, weights = random_instance(rng, 30, 3, scale)
+        result = clear_market(holdings, weights)
+        check_feasible(result, holdings, weights)
+        assert np.isfinite(result.objective) and torch.all(torch.isfinite(result.prices))
+
+
+def test_warm_start_gives_the_same_answer_in_no_more_iterations():
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        holdings, weights = random_instance(rng, 50, 2)
+        cold = clear_market(holdings, weights)
+        warm = clear_market(holdings, weights, warm_start=cold)
+        assert warm.iterations <= cold.iterations
+        np.testing.assert_allclose(warm.allocation.numpy(), cold.allocation.numpy(), atol=1e-7)
+        # The next step's market is a perturbation of this one: still a valid start.
+        nudged = holdings * rng.uniform(0.9, 1.1, holdings.shape)
+        check_feasible(clear_market(nudged, weights, warm_start=cold), nudged, weights)
+    other_size = clear_market(holdings[:10], weights[:10], warm_start=cold)  # N differs: ignored
+    check_feasible(other_size, holdings[:10], weights[:10])
+
+
+def test_penalty_method_runs_and_reports_its_ir_violation():
+    rng = np.random.default_rng(4)
+    holdings, weights = random_instance(rng, 50, 2)
+    result = clear_market(holdings, weights, method="penalty")
+    assert result.method == "penalty" and result.iterations == 100
+    x = result.allocation.numpy()
+    assert np.all(x >= 0) and result.conservation_error <= 1e-9
+    honest = np.max(np.maximum(utility(weights, holdings) - utility(weights, x), 0.0))
+    assert result.ir_violation == pytest.approx(honest, abs=1e-12)
+    assert result.objective <= clear_market(holdings, weights).objective + 1e-9
+
+
+def test_inputs_may_be_tensors_or_arrays_of_any_float_dtype():
+    holdings = torch.tensor([[1.0, 2.0], [3.0, 0.5]], dtype=torch.float32)
+    weights = [[0.3, 0.7], [0.6, 0.4]]
+    result = clear_market(holdings, weights)
+    assert isinstance(result, TradeResult)
+    assert result.allocation.dtype == torch.float64 and result.multipliers.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "holdings, weights, options, name",
+    [
+        (np.ones((3, 2)), np.ones((3, 3)), {}, "weights"),
+        (np.ones(3), np.ones(3), {}, "holdings"),
+        (np.array([[1.0, np.nan]]), np.ones((1, 2)), {}, "holdings"),
+        (np.array([[1.0, -1.0]]), np.ones((1, 2)), {}, "holdings"),
+        (np.ones((1, 2)), np.array([[np.inf, 1.0]]), {}, "weights"),
+        (np.ones((1, 2)), np.array([[-0.1, 1.0]]), {}, "weights"),
+        (np.ones((1, 2)), np.ones((1, 2)), {"method": "newton"}, "method"),
+        (np.ones((1, 2)), np.ones((1, 2)), {"tol": 0.0}, "tol"),
+        (np.ones((1, 2)), np.ones((1, 2)), {"max_iter": 0}, "max_iter"),
+        (np.ones((1, 2)), np.ones((1, 2)), {"warm_start": "previous"}, "warm_start"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_argument(holdings, weights, options, name):
+    with pytest.raises(ValueError, match=name):
+        clear_market(holdings, weights, **options)
+
+
+def test_ten_thousand_agents_clear_well_under_a_second():
+    rng = np.random.default_rng(0)
+    holdings, weights = random_instance(rng, 10_000, 2)
+    clear_market(holdings, weights)  # warm up imports and allocator
+    start = time.perf_counter()
+    result = clear_market(torch.tensor(holdings), torch.tensor(weights))
+    assert time.perf_counter() - start < 1.0
+    assert result.converged
