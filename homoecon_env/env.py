@@ -194,7 +194,7 @@ class HomoEconEnv(ParallelEnv):
         observation = out.observation
         obs = self._observation_dict(observation, acting, range(len(acting)))
         if dead_slots:
-            terminal = out.terminal_self.numpy()
+            terminal = self.economy.terminal_self_features(out).numpy()
             for slot in dead_slots:
                 obs[acting[slot]]["self"] = terminal[slot]
         rewards = dict(zip(acting, rewards_list))

@@ -41,7 +41,7 @@ class StepOutput:
     births: lifecycle.Births  # newborns now in their slots
     truncated: bool  # True on the max_steps step: every live agent is truncated
     observation: observe.Observation  # for the agents alive after the step (newborns included)
-    terminal_self: Optional[torch.Tensor]  # [N, S] own features of the dying at death (None: no death)
+    dying_state: EconomyState  # the state after ageing, before births (see Economy.terminal_self_features)
     pre_trade: torch.Tensor  # [N, R] holdings entering the market (after production)
     trade: TradeResult  # allocation [N, R] = holdings leaving the market, prices, solver figures
 
@@ -60,9 +60,13 @@ class Economy:
         self.generator = torch.Generator()
         self.state: Optional[EconomyState] = None
         self.observation: Optional[observe.Observation] = None
-        self.last_stats: dict = {}
+        self._stats_inputs = None
+        self._last_stats: Optional[dict] = None
         self._last_trade: Optional[TradeResult] = None
         self._all_peers = None  # cached [N, K] "everyone else" assignment
+        bounds = [ACTION_BOUNDS["broadcast"]] * self.config.broadcast_dim + [ACTION_BOUNDS["effort"]] \
+            + [ACTION_BOUNDS["trade_weights"]] * self.config.num_resources + [ACTION_BOUNDS["consume"]] * self.config.num_resources
+        self._action_bounds = torch.tensor(bounds, dtype=DTYPE).T.contiguous()  # [2, B + 1 + 2R]: low, high
 
     # -- episode ---------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> observe.Observation:
@@ -74,7 +78,7 @@ class Economy:
             self.generator.manual_seed(int(seed))
         self.state = initial_state(self.config, self.generator)
         self._last_trade = None
-        self.last_stats = {}
+        self._stats_inputs, self._last_stats = None, None
         self.observation = self._observe(self.state)
         return self.observation
 
@@ -102,43 +106,55 @@ class Economy:
         holdings, lost = lifecycle.bequeath(holdings, dead, state.agent_ids, state.parent_ids)
         lived = state.replace(holdings=holdings, ages=ages, broadcast=actions.broadcast, effort=effort,
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
-        terminal_self = observe.self_features(lived, self.jobs, config) if bool(dead.any()) else None
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
         self.state, self._last_trade = new_state, trade
         self.observation = self._observe(new_state)
-        self.last_stats = self._stats(state, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions)
-        return StepOutput(reward, cause, state.agent_ids, births, truncated, self.observation, terminal_self, pre_trade,
-                          trade)
+        self._stats_inputs = (state, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions)
+        self._last_stats = None
+        return StepOutput(reward, cause, state.agent_ids, births, truncated, self.observation, lived, pre_trade, trade)
+
+    def terminal_self_features(self, step: StepOutput) -> torch.Tensor:
+        """[N, S] own features of every row at the end of `step`, before newborns took the dead rows:
+        the last observation of those who died."""
+        return observe.self_features(step.dying_state, self.jobs, self.config)
 
     # -- actions ---------------------------------------------------------------------------
     def check_actions(self, actions: Actions) -> Actions:
         """Validate shapes, finiteness and job range; clip finite values into their Box; float64.
 
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
+        The common case costs a few tensor ops: all float keys are checked and clipped as one matrix.
         """
         n, config = self.state.num_slots, self.config
-        shapes = {"broadcast": (n, config.broadcast_dim), "job": (n,), "effort": (n,),
-                  "trade_weights": (n, config.num_resources), "consume": (n, config.num_resources)}
-        checked = {}
-        for key, shape in shapes.items():
+        widths = {"broadcast": config.broadcast_dim, "effort": 0, "trade_weights": config.num_resources,
+                  "consume": config.num_resources}
+        columns = []
+        for key, width in widths.items():
             value = torch.as_tensor(getattr(actions, key))
+            shape = (n, width) if width else (n,)
             if tuple(value.shape) != shape:
                 raise ValueError(f"action '{key}' has shape {tuple(value.shape)}, expected {shape} (one row per slot)")
-            if key == "job":
-                bad = (value < 0) | (value >= config.num_jobs) | (value != value.round() if value.is_floating_point() else False)
-                self._refuse(bad, key, f"not an int in [0, {config.num_jobs})", value)
-                checked[key] = value.long()
-                continue
-            value = value.to(DTYPE)
-            finite = torch.isfinite(value)
-            self._refuse(~finite.reshape(n, -1).all(dim=1), key, "not finite", value)
-            low, high = ACTION_BOUNDS[key]
-            checked[key] = value.clamp(low, high)
-        return Actions(**checked)
+            columns.append(value.to(DTYPE).reshape(n, -1))
+        joined = torch.cat(columns, dim=1)  # [N, B + 1 + 2R]
+        if not bool(torch.isfinite(joined).all()):
+            for key, value in zip(widths, columns):
+                self._refuse(~torch.isfinite(value).all(dim=1), key, "not finite", value)
+        low, high = self._action_bounds
+        joined = torch.maximum(torch.minimum(joined, high), low)
+        job = torch.as_tensor(actions.job)
+        if tuple(job.shape) != (n,):
+            raise ValueError(f"action 'job' has shape {tuple(job.shape)}, expected {(n,)} (one row per slot)")
+        bad = (job < 0) | (job >= config.num_jobs)
+        if job.is_floating_point():
+            bad = bad | (job != job.round()) | ~torch.isfinite(job)
+        self._refuse(bad, "job", f"not an int in [0, {config.num_jobs})", job)
+        b, r = config.broadcast_dim, config.num_resources
+        broadcast, effort, trade_weights, consume = joined.split([b, 1, r, r], dim=1)
+        return Actions(broadcast, job.long(), effort[:, 0], trade_weights, consume)
 
     def _refuse(self, bad_rows, key, problem, value):
-        if bool(bad_rows.any()):
+        if bool(bad_rows.any()):  # one sync in the common case
             row = int(bad_rows.nonzero()[0, 0])
             agent = f"agent_{int(self.state.agent_ids[row])}"
             shown = value[row].tolist()
@@ -165,6 +181,16 @@ class Economy:
         return observe.observe(state, peer_index, self.jobs, self.config)
 
     # -- figures for loggers -----------------------------------------------------------------
+    @property
+    def last_stats(self) -> dict:
+        """Economy-wide figures of the last step (DESIGN.md section 3); {} before the first step.
+
+        Computed on first access, so training loops that log every k steps pay for them once per k.
+        """
+        if self._last_stats is None:
+            self._last_stats = self._stats(*self._stats_inputs) if self._stats_inputs is not None else {}
+        return self._last_stats
+
     def _stats(self, before: EconomyState, produced, pre_trade, trade: TradeResult, consumed, reward, cause, births, lost,
                actions: Actions) -> dict:
         from homoecon_env.diagnostics.metrics import gini  # leaf module, numpy only
@@ -215,4 +241,4 @@ class Economy:
         self.generator.set_state(snapshot["generator"])
         self._last_trade = snapshot["last_trade"]
         self.observation = observe.observe(state, snapshot["peer_index"], self.jobs, self.config)
-        self.last_stats = {}
+        self._stats_inputs, self._last_stats = None, None
