@@ -15,8 +15,8 @@ from homoecon_env.core.lifecycle import Births
 
 
 def uniform_attention_weights(peer_mask: torch.Tensor) -> torch.Tensor:
-    """[N, K] weights 1 / (live peers) on live slots, 0 on masked ones (all zero when no peer is live)."""
-    return peer_mask / peer_mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+    """[..., K] weights 1 / (live peers) on live slots, 0 on masked ones (all zero when no peer is live)."""
+    return peer_mask / peer_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 
 class RandomLearner:

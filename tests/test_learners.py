@@ -1,0 +1,344 @@
+"""agents: the registry, the REINFORCE learner's policy, learning, inheritance and safety, and the baselines."""
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical, Normal, SigmoidTransform, TanhTransform, TransformedDistribution
+
+from agents import LEARNERS, LearnerConfig, NonFiniteLossError, make_learner
+from agents.base import Learner
+from agents.reinforce import PolicyOutput, ReinforceLearner
+from homoecon_env import EconomyConfig, Job
+from homoecon_env.core import Economy, Observation
+from homoecon_env.core.lifecycle import Births
+
+SMALL = EconomyConfig(num_agents=12, max_steps=40)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batched ops run fastest on one thread (two threads on two busy cores mostly wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def with_resources(count, **fields):
+    """A config with `count` resources and one job per resource."""
+    names = tuple(f"good{r}" for r in range(count))
+    jobs = tuple(Job(f"make{r}", output=tuple(float(q == r) for q in range(count)), phase=r) for r in range(count))
+    return EconomyConfig(resources=names, jobs=jobs, need=(1.0,) * count, **fields)
+
+
+def run(learner, economy, observation, steps, change_step=None):
+    """Drive `steps` act/step/update/on_births; change_step(step_output) may rewrite each StepOutput."""
+    metrics = []
+    for _ in range(steps):
+        out = economy.step(learner.act(observation))
+        if change_step is not None:
+            out = change_step(out)
+        metrics.append(learner.update(out))
+        learner.on_births(out.births)
+        observation = out.observation
+    return observation, metrics
+
+
+def started(config=SMALL, learner="reinforce", seed=0, **learner_options):
+    economy = Economy(config)
+    observation = economy.reset(seed)
+    return make_learner(learner, config, LearnerConfig(seed=seed, **learner_options)), economy, observation
+
+
+# -- registry and config ----------------------------------------------------------------------
+def test_registry_names_and_protocol():
+    assert set(LEARNERS) == {"reinforce", "random", "uniform_attention"}
+    for name in LEARNERS:
+        learner = make_learner(name, SMALL)
+        assert isinstance(learner, Learner)
+        assert learner.last_attention.shape == (12, 11)
+    with pytest.raises(ValueError, match="'ppo'.*random.*reinforce.*uniform_attention"):
+        make_learner("ppo", SMALL)
+
+
+@pytest.mark.parametrize("field, value", [("hidden_size", 0), ("learning_rate", 0.0), ("gamma", 1.5),
+                                          ("update_every", 0), ("param_mutation", -0.1), ("entropy_coef", math.nan),
+                                          ("baseline_decay", 1.0), ("seed", -1), ("max_grad_norm", 0.0)])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        LearnerConfig(**{field: value})
+
+
+def test_every_config_field_has_help_text():
+    assert all(text for text in LearnerConfig.help().values())
+    assert set(LearnerConfig.help()) == {f.name for f in dataclasses.fields(LearnerConfig)}
+
+
+# -- acting -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_actions_are_valid_and_need_no_clipping(name):
+    config = with_resources(3, num_agents=20, num_peers=5)
+    learner, economy, observation = started(config, name)
+    for _ in range(3):
+        actions = learner.act(observation)
+        checked = economy.check_actions(actions)
+        for key in ("broadcast", "job", "effort", "trade_weights", "consume"):
+            value = getattr(actions, key)
+            assert value.shape == getattr(checked, key).shape
+            assert torch.equal(value.to(getattr(checked, key).dtype), getattr(checked, key)), key
+        observation = economy.step(actions).observation
+
+
+def observation_with_mask(config, mask):
+    """A random observation of the default layout with the given peer mask [N, K]."""
+    g = torch.Generator().manual_seed(5)
+    n, k = mask.shape
+    probe = ReinforceLearner(config)
+    return Observation(torch.rand(n, probe.self_dim, generator=g), torch.randn(n, k, probe.peer_dim, generator=g) * mask[..., None],
+                       mask, torch.where(mask > 0, 0, -1))
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_attention_sums_to_one_over_live_peers_and_is_zero_elsewhere(name):
+    config = EconomyConfig(num_agents=6)
+    learner = make_learner(name, config)
+    mask = (torch.rand(6, 5, generator=torch.Generator().manual_seed(1)) < 0.6).float()
+    mask[0] = 0.0  # nobody to attend to
+    mask[1] = 1.0
+    learner.act(observation_with_mask(config, mask))
+    attention = learner.last_attention
+    assert attention.shape == (6, 5)
+    assert bool((attention[mask == 0] == 0).all())
+    live = mask.sum(1) > 0
+    torch.testing.assert_close(attention.sum(1)[live], torch.ones(int(live.sum())))
+    assert attention[0].sum() == 0
+    if name != "reinforce":  # uniform over live peers
+        torch.testing.assert_close(attention[1], torch.full((5,), 0.2))
+
+
+def test_each_heads_log_prob_matches_torch_distributions():
+    config = EconomyConfig(num_agents=4)
+    learner = ReinforceLearner(config)
+    g = torch.Generator().manual_seed(2)
+    n, m, gd, j = 4, 3, learner.gaussian_dim, config.num_jobs
+    out = PolicyOutput(job_logits=torch.randn(n, m, j, generator=g, dtype=torch.float64),
+                       mean=torch.randn(n, m, gd, generator=g, dtype=torch.float64),
+                       log_std=torch.randn(n, 1, gd, generator=g, dtype=torch.float64) * 0.3,
+                       attention=torch.zeros(n, m, 1))
+    u = out.mean + out.log_std.exp() * torch.randn(n, m, gd, generator=g, dtype=torch.float64)
+    job = torch.randint(0, j, (n, m), generator=g)
+    got = learner.head_log_probs(out, u, job)
+    actions = learner.squash(u.reshape(n * m, gd), job.reshape(n * m))
+    s = learner.head_slices
+    normal = lambda head: Normal(out.mean[..., slice(*s[head])], out.log_std.exp()[..., slice(*s[head])])
+    tanh_normal = TransformedDistribution(normal("broadcast"), [TanhTransform()])
+    torch.testing.assert_close(got["broadcast"], tanh_normal.log_prob(actions.broadcast.reshape(n, m, -1)).sum(-1))
+    sigmoid_normal = lambda head: TransformedDistribution(normal(head), [SigmoidTransform()])
+    torch.testing.assert_close(got["effort"], sigmoid_normal("effort").log_prob(actions.effort.reshape(n, m, 1)).sum(-1))
+    torch.testing.assert_close(got["consume"], sigmoid_normal("consume").log_prob(actions.consume.reshape(n, m, -1)).sum(-1))
+    # two resources: the additive logistic-normal is a logit-normal on the first weight
+    first_weight = actions.trade_weights[:, :1].reshape(n, m, 1)
+    torch.testing.assert_close(got["trade_weights"], sigmoid_normal("trade_weights").log_prob(first_weight).sum(-1))
+    torch.testing.assert_close(got["job"], Categorical(logits=out.job_logits).log_prob(job))
+
+
+def test_trade_weight_density_on_the_simplex_has_the_right_jacobian():
+    config = with_resources(4, num_agents=2)
+    learner = ReinforceLearner(config)
+    start, stop = learner.head_slices["trade_weights"]
+    u = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64)
+    to_free_coordinates = lambda x: torch.softmax(torch.cat([x, torch.zeros(1, dtype=x.dtype)]), 0)[:-1]
+    jacobian = torch.autograd.functional.jacobian(to_free_coordinates, u)
+    pre_image = torch.zeros(1, 1, learner.gaussian_dim, dtype=torch.float64)
+    pre_image[..., start:stop] = u
+    log_det = learner._squash_log_det(pre_image)["trade_weights"]
+    torch.testing.assert_close(log_det, torch.linalg.slogdet(jacobian).logabsdet.reshape(1, 1))
+
+
+def test_sampled_actions_follow_the_policy():
+    config = EconomyConfig(num_agents=3, num_peers=2)
+    learner = ReinforceLearner(config)
+    observation = observation_with_mask(config, torch.ones(3, 2))
+    own, peers, mask = learner.prepare(observation)
+    out = learner.policy(learner.params, own[:, None], peers[:, None], mask[:, None])
+    jobs, draws = [], []
+    for _ in range(1000):
+        jobs.append(learner.act(observation).job.float())
+        draws.append(learner._buffer["pre_image"][:, 0].clone())
+    jobs, draws = torch.stack(jobs), torch.stack(draws)  # [1000, N], [1000, N, G]; tolerances ~4 standard errors
+    torch.testing.assert_close(jobs.mean(0), torch.softmax(out.job_logits[:, 0], -1)[:, 1], atol=0.065, rtol=0)
+    torch.testing.assert_close(draws.mean(0), out.mean[:, 0], atol=0.08, rtol=0)
+    torch.testing.assert_close(draws.std(0), out.log_std[:, 0].exp().expand(3, -1), atol=0.06, rtol=0)
+
+
+# -- learning ---------------------------------------------------------------------------------
+def test_update_reports_metrics_when_it_learns_and_clears_the_window_on_truncation():
+    config = EconomyConfig(num_agents=12, max_steps=7)
+    learner, economy, observation = started(config, update_every=3)
+    _, metrics = run(learner, economy, observation, 7)
+    assert [bool(m) for m in metrics] == [False, False, True, False, False, True, True]  # 3, 6, then truncation at 7
+    assert {"loss", "entropy", "grad_norm"} <= set(metrics[2])
+    assert all(math.isfinite(v) for v in metrics[2].values())
+    assert learner.state_dict()["window_step"] == 0
+
+
+def test_agents_learn_independently():
+    """Changing agent j's rewards changes agent j's update and nobody else's."""
+    results = []
+    for bonus in (0.0, 5.0):
+        learner, economy, observation = started(update_every=4)
+        j = 3
+        def change(out, j=j, bonus=bonus):
+            reward = out.reward.clone()
+            reward[j] += bonus * torch.rand(())
+            return dataclasses.replace(out, reward=reward, death_cause=torch.zeros_like(out.death_cause))
+        torch.manual_seed(0)
+        run(learner, economy, observation, 4, change)
+        results.append(learner.flat_params.clone())
+    same = (results[0] == results[1]).all(dim=1)
+    assert same.tolist() == [i != 3 for i in range(12)]
+
+
+def test_a_dead_agents_steps_do_not_train_the_newborn_in_its_slot():
+    results = []
+    for bonus in (0.0, 3.0):
+        learner, economy, observation = started(update_every=4)
+        count = [0]
+        def change(out, bonus=bonus):
+            count[0] += 1
+            reward, cause = out.reward.clone(), torch.zeros_like(out.death_cause)
+            if count[0] == 2:  # the agent in slot 5 dies at the window's second step with a changed reward
+                cause[5] = 1
+                reward[5] += bonus
+            return dataclasses.replace(out, reward=reward, death_cause=cause)
+        run(learner, economy, observation, 4, change)
+        results.append(learner.flat_params.clone())
+    assert torch.equal(results[0], results[1])
+
+
+def test_non_finite_loss_names_the_agent_and_changes_nothing():
+    learner, economy, observation = started(update_every=2)
+    observation, _ = run(learner, economy, observation, 2)
+    before = learner.state_dict()
+    out = economy.step(learner.act(observation))
+    learner.update(out)
+    out = economy.step(learner.act(out.observation))
+    reward = out.reward.clone()
+    reward[7] = math.nan
+    bad = dataclasses.replace(out, reward=reward, death_cause=torch.zeros_like(out.death_cause))
+    with pytest.raises(NonFiniteLossError, match=f"agent_{int(out.acting_ids[7])}\\b"):
+        learner.update(bad)
+    after = learner.state_dict()
+    assert torch.equal(before["params"], after["params"])
+    assert all(torch.equal(a, b) for a, b in zip(before["optimizer"]["exp_avg"], after["optimizer"]["exp_avg"]))
+    assert torch.equal(before["optimizer"]["steps"], after["optimizer"]["steps"])
+    assert torch.equal(before["baseline"], after["baseline"])
+
+
+def test_state_dict_round_trip_reproduces_actions_and_updates_bit_exactly():
+    learner, economy, observation = started(update_every=3)
+    observation, _ = run(learner, economy, observation, 4)  # mid-window
+    saved_learner, saved_economy = learner.state_dict(), economy.state_dict()
+    run(learner, economy, observation, 5)
+    expected = learner.state_dict()
+    other, other_economy, _ = started(seed=9, update_every=3)
+    other.load_state_dict(saved_learner)
+    other_economy.load_state_dict(saved_economy)
+    run(other, other_economy, other_economy.observation, 5)
+    got = other.state_dict()
+    assert torch.equal(got["params"], expected["params"])
+    assert torch.equal(got["generator"], expected["generator"])
+    assert torch.equal(got["buffer"]["pre_image"], expected["buffer"]["pre_image"])
+
+
+def test_random_learner_state_round_trip():
+    learner, economy, observation = started(learner="random")
+    saved = learner.state_dict()
+    first = learner.act(observation)
+    other = make_learner("random", SMALL, LearnerConfig(seed=4))
+    other.load_state_dict(saved)
+    second = other.act(observation)
+    assert all(torch.equal(getattr(first, k), getattr(second, k)) for k in ("broadcast", "job", "effort", "consume"))
+    assert learner.update(economy.step(first)) == {}
+
+
+# -- births -----------------------------------------------------------------------------------
+def births(n, rows, parents):
+    born = torch.zeros(n, dtype=torch.bool)
+    born[rows] = True
+    slots = torch.full((n, 2), -1, dtype=torch.long)
+    slots[rows] = torch.tensor(parents)
+    return Births(born, slots, 0)
+
+
+def test_newborn_networks_are_a_parents_network_plus_mutation_noise():
+    mutation = 0.05
+    learner = ReinforceLearner(EconomyConfig(num_agents=40), LearnerConfig(param_mutation=mutation))
+    before = {k: v.clone() for k, v in learner.params.items()}
+    rows = list(range(20, 40))
+    parents = [[i % 10, 10 + i % 7] for i in rows]
+    learner.on_births(births(40, rows, parents))
+    residuals, chose_second = [], []
+    for row, (first, second) in zip(rows, parents):
+        for net in learner.spec:
+            keys = [k for k in before if k.startswith(net + ".")]
+            child = torch.cat([learner.params[k][row].flatten() for k in keys])
+            a = torch.cat([before[k][first].flatten() for k in keys])
+            b = torch.cat([before[k][second].flatten() for k in keys])
+            near_b = (child - b).abs().max() < (child - a).abs().max()
+            chose_second.append(bool(near_b))
+            residuals.append(child - (b if near_b else a))
+    residuals = torch.cat(residuals)
+    assert residuals.abs().max() < 6 * mutation  # every entry is the chosen parent's plus small noise
+    assert residuals.std().item() == pytest.approx(mutation, rel=0.05)
+    assert residuals.mean().abs().item() < 0.05 * mutation
+    assert 0.3 < sum(chose_second) / len(chose_second) < 0.7  # a fair coin per network
+    untouched = list(range(20))
+    assert torch.equal(learner.flat_params[untouched], torch.cat([before[k][untouched].flatten(1) for k in before], 1))
+
+
+def test_founders_get_fresh_networks():
+    learner = ReinforceLearner(EconomyConfig(num_agents=5), LearnerConfig(init_log_std=-0.7))
+    with torch.no_grad():
+        learner.flat_params.add_(1.0)
+    learner.on_births(births(5, [2], [[-1, -1]]))
+    assert bool((learner.params["production_net.log_std"][2] == -0.7).all())
+    assert learner.params["broadcast_net.w1"][2].abs().max() < 1.0  # a fresh U(+-1/sqrt(fan_in)) init
+    assert bool((learner.params["broadcast_net.w1"][1] > 0).all())
+
+
+def test_newborns_get_fresh_optimizer_state_and_baseline():
+    learner, economy, observation = started(update_every=2)
+    run(learner, economy, observation, 4)
+    learner.optimizer.steps.fill_(2)
+    learner.baseline_updates.fill_(2)
+    learner.on_births(births(12, [4, 9], [[0, 1], [2, 3]]))
+    assert learner.optimizer.steps.tolist() == [0 if i in (4, 9) else 2 for i in range(12)]
+    assert learner.baseline_updates.tolist() == [0 if i in (4, 9) else 2 for i in range(12)]
+    for state in learner.optimizer.exp_avg + learner.optimizer.exp_avg_sq:
+        assert bool((state[[4, 9]] == 0).all()) and bool((state[0] != 0).any())
+
+
+# -- does it learn? ---------------------------------------------------------------------------
+def mean_reward(name, steps, seed=0, **learner_options):
+    """Mean reward per agent-step over the last quarter of `steps` steps of a 20-agent economy."""
+    config = EconomyConfig(num_agents=20, seed=seed)
+    learner, economy, observation = started(config, name, seed, **learner_options)
+    rewards = []
+    for _ in range(steps):
+        out = economy.step(learner.act(observation))
+        learner.update(out)
+        learner.on_births(out.births)
+        observation = out.observation
+        rewards.append(float(out.reward.mean()))
+        if economy.done:
+            observation = economy.reset()
+    return sum(rewards[-steps // 4:]) / (steps // 4)
+
+
+def test_reinforce_beats_random_after_a_short_training():
+    """A smoke test of learning (a few seconds; the README's multi-seed comparison uses train.py)."""
+    trained = mean_reward("reinforce", 300, learning_rate=1e-2)
+    random = mean_reward("random", 300)
+    assert trained > 1.2 * random, (trained, random)
