@@ -133,7 +133,8 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
 # Building blocks. Every [R, N] array has one row per good.
 
 
-def project_onto_conservation(points: np.ndarray, supply: np.ndarray, support: Optional[np.ndarray] = None) -> np.ndarray:
+def project_onto_conservation(points: np.ndarray, supply: np.ndarray,
+                              support: Optional[np.ndarray] = None) -> np.ndarray:
     """Exact Euclidean projection of ``points`` [R, N] onto {x >= 0, sum_i x_ri = supply_r}.
 
     Per good, the projection onto a scaled simplex: x = max(0, y - theta_r) with theta_r found by
@@ -144,6 +145,10 @@ def project_onto_conservation(points: np.ndarray, supply: np.ndarray, support: O
     num_goods, num_agents = points.shape
     if support is not None:
         support = support | ~support.any(axis=1, keepdims=True)
+        shift = (np.where(support, points, 0.0).sum(axis=1) - supply) / support.sum(axis=1)
+        shifted = np.where(support, points - shift[:, None], 0.0)
+        if np.all(shifted >= 0.0):  # nobody in the support is clipped: that is the projection
+            return shifted
         points = np.where(support, points, -np.inf)
     descending = -np.sort(-points, axis=1)  # [R, N]
     thresholds = (np.cumsum(descending, axis=1) - supply[:, None]) / np.arange(1, num_agents + 1)
@@ -203,18 +208,25 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
     """Demand at ``prices``, each agent with the least IR multiplier that keeps it IR.
 
     At multiplier mu, u_i = sum_r w_ir max(0, z + a_ir) with z = log(1 + mu) and
-    a_ir = log(w_ir / lambda_r): convex, piecewise linear and increasing in z. It is the maximum
-    over the "prefix" sets {r : a_ir >= a_ik} of W_ik z + A_ik, so the z reaching u_i(e_i) is
-    min_k (u_i(e_i) - A_ik) / W_ik, clipped at 0 (IR slack, mu = 0).
+    a_ir = log(w_ir / lambda_r): convex, increasing and piecewise linear in z. Agents IR at z = 0
+    are slack (mu = 0). For the others, Newton's method on it, started right of the root with
+    every valued good bought, lowers z monotonically and is exact once the set of goods bought
+    settles (at most R steps, batched over those agents).
     """
-    w, valued = economy.weights, economy.valued
-    a = np.where(valued, economy.log_weights - np.log(prices)[:, None], -np.inf)  # [R, N]
-    prefix = a[None, :, :] >= a[:, None, :]  # [k, j, N]: j is bought whenever k is
-    slope = np.where(prefix, w[None], 0.0).sum(axis=1)  # [k, N]
-    intercept = np.where(prefix, (w * np.where(valued, a, 0.0))[None], 0.0).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        roots = np.where(valued, (economy.endowment_utility - intercept) / slope, np.inf)
-    z = np.where(economy.endowment_utility > 0, np.clip(roots.min(axis=0), 0.0, MAX_LOG_MULTIPLIER), 0.0)
+    w, valued, endowment_utility = economy.weights, economy.valued, economy.endowment_utility
+    a = economy.log_weights - np.log(prices)[:, None]  # [R, N]; its w is 0 where not valued
+    z = np.zeros(w.shape[1])
+    binding = np.flatnonzero((w * np.maximum(a, 0.0)).sum(axis=0) < endowment_utility)
+    if binding.size:
+        wb, ab, valued_b, target = w[:, binding], a[:, binding], valued[:, binding], endowment_utility[binding]
+        bought = valued_b
+        for _ in range(len(prices)):
+            zb = (target - np.where(bought, wb * ab, 0.0).sum(axis=0)) / np.where(bought, wb, 0.0).sum(axis=0)
+            now_bought = valued_b & (ab > -zb)
+            if np.array_equal(now_bought, bought):
+                break
+            bought = now_bought
+        z[binding] = np.clip(zb, 0.0, MAX_LOG_MULTIPLIER)
     ratio = np.exp(z) * w / prices[:, None]
     active = ratio > 1.0
     allocation = np.where(active, ratio - 1.0, 0.0)
@@ -294,8 +306,8 @@ def _solve_prices(e, w, tol, max_iter, warm_multipliers):
 
     Newton stops on the clearing error (excess demand, the dual gradient, in KKT units); the
     candidate is then made exactly conserving and IR and its full KKT residual measured. If the
-    repair cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes; it stops
-    early when the error stalls at rounding level.
+    repair cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes. It stops
+    early when the error reaches rounding level or stops halving.
     """
     supply = e.sum(axis=1)
     traded = (supply > 0) & (w > 0).any(axis=1)  # [R]
@@ -308,9 +320,10 @@ def _solve_prices(e, w, tol, max_iter, warm_multipliers):
     weights = w[traded]
     valued = weights > 0
     economy = _Economy(weights, valued, np.log(np.where(valued, weights, 1.0)), supply[traded], endowment_utility)
-    initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers).clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))
+    initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
+    initial = initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))
     market = _respond(economy, _water_fill((1.0 + initial) * weights, economy.supply))
-    target, best, idle = tol, np.inf, 0
+    target, best, idle = 1e-3 * tol, np.inf, 0  # margin for the final projection and repair
     for iterations in range(1, max_iter + 1):
         error, rounding = _clearing_error(market)
         best, idle = (error, 0) if error < 0.5 * best else (best, idle + 1)
@@ -327,7 +340,7 @@ def _solve_prices(e, w, tol, max_iter, warm_multipliers):
         lam[traded] = market.prices
         mu = np.expm1(market.log_multipliers)
         diagnostics = _diagnostics(e, w, x, lam, mu)
-        if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled:
+        if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled or error <= rounding:
             return x, lam, mu, iterations, diagnostics
         target = 0.01 * min(target, error)
     raise AssertionError("unreachable: the last iteration always returns")
@@ -384,23 +397,31 @@ def _solve_penalty(e, w, steps):
 def _make_individually_rational(x, e, w, endowment_utility):
     """Blend x towards e, x <- e + t (x - e), with the largest t in [0, 1] keeping every agent IR.
 
-    Each agent's utility along the segment is concave and equals u_i(e_i) at t = 0, so agents IR
-    at t = 1 stay IR for every t, and each violator is IR on [0, t_i]; t = min t_i is found by
-    bisection over the violators at once. A convex combination keeps conservation and
-    non-negativity. Rounding-level violations are left alone.
+    Along the segment each agent's utility gap h_i(t) is concave with h_i(0) = 0, so agents IR at
+    t = 1 stay IR for every t, and each violator is IR on [0, t_i]. Newton's method from t = 1 on
+    a concave function approaches t_i from the right monotonically; t = min t_i. A convex
+    combination keeps conservation and non-negativity. Rounding-level violations are left alone.
     """
-    gap = _utility(w, x) - endowment_utility
-    violators = gap < -64 * np.finfo(np.float64).eps * (1.0 + np.abs(endowment_utility))
+    slack = 64 * np.finfo(np.float64).eps * (1.0 + np.abs(endowment_utility))
+    violators = _utility(w, x) - endowment_utility < -slack
     if not violators.any():
         return x
-    xv, ev, wv, uv = x[:, violators], e[:, violators], w[:, violators], endowment_utility[violators]
-    low, high = np.zeros(violators.sum()), np.ones(violators.sum())
-    for _ in range(60):
-        mid = 0.5 * (low + high)
-        ok = _utility(wv, (1.0 - mid) * ev + mid * xv) >= uv
-        low, high = np.where(ok, mid, low), np.where(ok, high, mid)
-    t = low.min()
-    return (1.0 - t) * e + t * x
+    start, step, wv = e[:, violators], x[:, violators] - e[:, violators], w[:, violators]
+    uv, sv = endowment_utility[violators], slack[violators]
+    t = np.ones(violators.sum())
+    for _ in range(100):
+        holdings = start + t * step
+        gap = _utility(wv, holdings) - uv
+        pending = gap < -sv
+        if not pending.any():
+            break
+        slope = (wv * step / (1.0 + holdings)).sum(axis=0)  # < 0 right of the root
+        newton = np.where(slope < 0, t - gap / np.where(slope < 0, slope, -1.0), 0.0)
+        t = np.where(pending, np.clip(newton, 0.0, t), t)
+    else:
+        t = np.zeros_like(t)  # not settled: keep the endowment
+    blend = t.min()
+    return (1.0 - blend) * e + blend * x
 
 
 def _diagnostics(e, w, x, lam, mu) -> dict:
