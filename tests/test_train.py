@@ -1,0 +1,235 @@
+"""train.py: the CLI end to end, TensorBoard tags, bit-exact resume, bad flags, NaN stop (DESIGN.md 6, 7)."""
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train
+from agents.base import NonFiniteLossError
+from agents.baselines import RandomLearner
+from agents.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--num-agents", "8", "--max-steps", "25", "--log-every", "5", "--seed", "3"]  # episodes end at 25, 50, ...
+CONTRACT_TAGS = [
+    "reward/mean", "economy/gini", "economy/price/berries", "economy/price/meat", "economy/total/berries",
+    "economy/total/meat", "economy/trade_volume", "population/births", "population/deaths_age",
+    "population/deaths_starvation", "population/mean_age", "jobs/share/gathering", "jobs/share/hunting",
+    "learner/loss", "learner/entropy", "learner/grad_norm", "comm/participation_ratio",
+    "social/attention_entropy", "trade/ir_violation", "trade/iterations", "perf/steps_per_sec",
+]
+HISTOGRAMS = ["population/ages", "economy/wealth", "social/attention_weights",
+              "population/utility_weights/berries", "population/utility_weights/meat"]
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=180)
+
+
+def events(run_dir) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0,
+                                                                "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def assert_identical(a, b, where="checkpoint"):
+    """Exact equality of nested dicts / sequences / dataclasses / tensors / arrays."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif dataclasses.is_dataclass(a):
+        fields = lambda x: {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}  # noqa: E731
+        assert_identical(fields(a), fields(b), where)
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    """train() sets threads, deterministic algorithms and seeds; give other tests theirs back."""
+    threads, deterministic, rng = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), \
+        torch.get_rng_state()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_rng_state(rng)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One 60-step CLI run (three episodes) shared by the output tests."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_cli("--steps", "60", *TINY, "--run-dir", str(run_dir), "--dashboard-every", "30",
+                     "--checkpoint-every", "20")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_cli_run_writes_config_events_and_checkpoint(cli_run):
+    names = sorted(os.listdir(cli_run))
+    assert "config.json" in names and "checkpoint.pt" in names
+    assert any(name.startswith("events.out.tfevents") for name in names)
+    assert not [name for name in names if name.endswith(".tmp")]
+    settings = train.parse_args(["--resume", str(cli_run)])
+    assert settings.economy.num_agents == 8 and settings.economy.max_steps == 25
+    assert settings.run.learner == "reinforce" and settings.learner.seed == 3
+    saved = load_checkpoint(cli_run / "checkpoint.pt")
+    assert saved["step"] == 60 and saved["episode"] == 2
+    assert {"learner", "economy", "rng", "recorder", "settings"} <= set(saved)
+    assert set(saved["rng"]) == {"python", "numpy", "torch"}
+
+
+def test_tensorboard_has_the_contract_tags(cli_run):
+    accumulator = events(cli_run)
+    tags = accumulator.Tags()
+    missing = [tag for tag in CONTRACT_TAGS if tag not in tags["scalars"]]
+    assert not missing, f"missing scalar tags {missing}"
+    assert [e.step for e in accumulator.Scalars("reward/mean")] == list(range(5, 61, 5))  # x axis = env steps
+    assert all(np.isfinite(e.value) for tag in CONTRACT_TAGS for e in accumulator.Scalars(tag))
+    assert set(HISTOGRAMS) <= set(tags["histograms"])
+    assert [e.step for e in accumulator.Images("dashboard")] == [30, 60]
+    image = accumulator.Images("dashboard")[0]
+    assert image.width > 100 and image.height > 100
+    assert "hyperparameters/text_summary" in tags["tensors"]
+
+
+def test_help_documents_every_flag():
+    text = train.build_parser()[0].format_help()
+    for cls, skipped in ((train.RunArgs, ()), (train.EconomyConfig, train.ECONOMY_NOT_FLAGS),
+                         (train.LearnerConfig, ("seed",))):
+        for field in dataclasses.fields(cls):
+            if field.name not in skipped:
+                assert train.flag(field.name) in text, field.name
+    assert "{random,reinforce,uniform_attention}" in text
+    assert "population size" in text  # help text comes from the EconomyConfig field comments
+
+
+def test_resume_is_bit_exact(tmp_path):
+    """44 steps at once == 22 steps, then --resume (another process) to 44: same parameters, economy, RNGs, logs.
+
+    22 is mid-episode (episodes of 25) and mid-rollout (updates every 5 steps)."""
+    common = [*TINY, "--checkpoint-every", "1000", "--dashboard-every", "0"]
+    whole, half = tmp_path / "whole", tmp_path / "half"
+    train.train(train.parse_args(["--steps", "44", "--run-dir", str(whole), *common]))
+    train.train(train.parse_args(["--steps", "22", "--run-dir", str(half), *common]))
+    assert load_checkpoint(half / "checkpoint.pt")["step"] == 22
+    result = run_cli("--resume", str(half), "--steps", "44")
+    assert result.returncode == 0, result.stderr
+    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(half / "checkpoint.pt")
+    assert a["step"] == b["step"] == 44 and a["episode"] == b["episode"] == 1
+    for key in ("learner", "economy", "rng", "recorder"):
+        assert_identical(a[key], b[key], key)
+    assert a["settings"]["economy"] == b["settings"]["economy"] and a["settings"]["learner"] == b["settings"]["learner"]
+    # The logs continue too: the interval straddling the resume averages the same steps.
+    for tag in ("reward/mean", "economy/gini", "learner/loss"):
+        assert [(e.step, e.value) for e in events(whole).Scalars(tag)] == \
+            [(e.step, e.value) for e in events(half).Scalars(tag)], tag
+
+
+def test_resume_refuses_a_changed_setting(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train.train(train.parse_args(["--steps", "5", "--run-dir", str(run_dir), *TINY, "--learner", "random",
+                                  "--dashboard-every", "0"]))
+    with pytest.raises(SystemExit) as stopped:
+        train.parse_args(["--resume", str(run_dir), "--steps", "10", "--num-agents", "9"])
+    assert stopped.value.code == 2 and "--num-agents" in capsys.readouterr().err
+    assert train.parse_args(["--resume", str(run_dir), "--steps", "10", "--num-agents", "8"]).run.steps == 10
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train.train(train.parse_args(["--steps", "5", "--run-dir", str(run_dir), *TINY, "--learner", "random"]))
+    with pytest.raises(SystemExit):
+        train.parse_args(["--steps", "5", "--run-dir", str(run_dir)])
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_refused_on_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    train.train(train.parse_args(["--steps", "5", "--run-dir", str(run_dir), *TINY, "--learner", "random"]))
+    data = bytearray((run_dir / "checkpoint.pt").read_bytes())
+    data[-10] ^= 0xFF
+    (run_dir / "checkpoint.pt").write_bytes(bytes(data))
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--resume", str(run_dir), "--steps", "10"])
+    assert "checkpoint.pt" in str(stopped.value.code) and "checksum" in str(stopped.value.code)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--num-agents", "-3"], "--num-agents"),
+    (["--num-agents", "abc"], "--num-agents"),
+    (["--learner", "nope"], "--learner"),
+    (["--decay-rate", "2"], "--decay-rate"),
+    (["--yield-noise", "nan"], "--yield-noise"),
+    (["--need", "1"], "--need"),
+    (["--gamma", "1.5"], "--gamma"),
+    (["--steps", "0"], "--steps"),
+    (["--dashboard-every", "-1"], "--dashboard-every"),
+    (["--bogus", "1"], "--bogus"),
+])
+def test_bad_flag_exits_naming_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train.parse_args(argv)
+    assert stopped.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_bad_flag_exits_nonzero_from_the_command_line(tmp_path):
+    result = run_cli("--num-agents", "-3", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "--num-agents" in result.stderr and "-3" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+class ExplodingLearner(RandomLearner):
+    """A random learner whose 13th update finds a NaN loss (as ReinforceLearner would, before any change)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.updates = 0
+
+    def update(self, step):
+        self.updates += 1
+        if self.updates == 13:
+            raise NonFiniteLossError("non-finite loss for ['agent_5']; no weight was changed")
+        return {}
+
+
+def test_nan_loss_stops_the_run_naming_step_and_agent(tmp_path):
+    common = [*TINY, "--learner", "random", "--checkpoint-every", "10", "--dashboard-every", "0"]
+    settings = train.parse_args(["--steps", "40", "--run-dir", str(tmp_path / "nan"), *common])
+    with pytest.raises(NonFiniteLossError, match=r"step 13: .*agent_5.*checkpoint\.pt \(step 10\)"):
+        train.train(settings, learner=ExplodingLearner(settings.economy, settings.learner))
+    # The last good checkpoint is the step-10 one, byte for byte what a clean 10-step run writes.
+    clean = train.parse_args(["--steps", "10", "--run-dir", str(tmp_path / "clean"), *common])
+    train.train(clean)
+    stopped, reference = load_checkpoint(tmp_path / "nan" / "checkpoint.pt"), load_checkpoint(
+        tmp_path / "clean" / "checkpoint.pt")
+    assert stopped["step"] == 10
+    for key in ("learner", "economy", "rng"):
+        assert_identical(stopped[key], reference[key], key)
+
+
+def test_nan_loss_exits_nonzero_from_main(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "make_learner", lambda name, economy, learner: ExplodingLearner(economy, learner))
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--steps", "40", "--run-dir", str(tmp_path / "run"), *TINY, "--dashboard-every", "0"])
+    message = str(stopped.value.code)
+    assert message.startswith("train.py: error: step 13:") and "agent_5" in message
