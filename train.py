@@ -69,6 +69,10 @@ METAVARS = {"run_name": "NAME", "run_dir": "DIR", "resume": "DIR"}
 MAX_HISTORY = 2000  # dashboard time-series points kept (thinned by half when full)
 
 
+class ResumeError(ValueError):
+    """--resume cannot continue this run (already finished, or checkpoint and config.json disagree)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     run: RunArgs
@@ -147,14 +151,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     return parser, groups
 
 
+def _tuples(mapping: dict) -> dict:
+    """JSON lists back to the tuples the frozen configs hold."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in mapping.items()}
+
+
 def economy_from_json(data: dict) -> EconomyConfig:
-    jobs = tuple(Job(**{k: tuple(v) if isinstance(v, list) else v for k, v in job.items()}) for job in data["jobs"])
-    return EconomyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "jobs"},
-                         jobs=jobs)
-
-
-def learner_from_json(data: dict) -> LearnerConfig:
-    return LearnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    jobs = tuple(Job(**_tuples(job)) for job in data["jobs"])
+    return EconomyConfig(**_tuples({k: v for k, v in data.items() if k != "jobs"}), jobs=jobs)
 
 
 def _build(parser, groups, name: str, make):
@@ -166,12 +170,19 @@ def _build(parser, groups, name: str, make):
         parser.error(f"argument {flag(named[0])}: {error}" if named else f"{name} settings: {error}")
 
 
+def _check_run(parser, args: RunArgs) -> None:
+    for name, low in (("steps", 1), ("seed", 0), ("checkpoint_every", 1), ("log_every", 1),
+                      ("dashboard_every", 0), ("threads", 1)):
+        if getattr(args, name) < low:
+            parser.error(f"argument {flag(name)}: must be an int >= {low}, got {getattr(args, name)}")
+
+
 def parse_args(argv=None) -> Settings:
-    """Flags -> validated Settings. With --resume, the saved settings, less what may change."""
+    """Flags -> validated Settings. With --resume: the saved settings, less the RESUMABLE ones given."""
     parser, groups = build_parser()
     given = vars(parser.parse_args(argv))
-    pick = lambda name: {k: given[k] for k in groups[name] if k in given}  # noqa: E731
-    run, economy, learner = pick("run"), pick("economy"), pick("learner")
+    run, economy, learner = ({k: given[k] for k in groups[name] if k in given}
+                             for name in ("run", "economy", "learner"))
     if "resume" in given:
         saved = read_saved_config(parser, given["resume"])
         for name, chosen in (("run", run), ("economy", economy), ("learner", learner)):
@@ -180,26 +191,22 @@ def parse_args(argv=None) -> Settings:
                 if key not in RESUMABLE and key != "resume" and _jsonable(value) != old:
                     parser.error(f"argument {flag(key)}: a resumed run keeps its setting ({old!r}); "
                                  f"got {value!r}. Only {', '.join(map(flag, RESUMABLE))} may change")
-        run = {**saved["run"], **{k: run[k] for k in RESUMABLE if k in run}, "resume": given["resume"]}
+        args = RunArgs(**{**saved["run"], **{k: run[k] for k in RESUMABLE if k in run}, "resume": given["resume"]})
+        _check_run(parser, args)
         economy_config = _build(parser, groups, "economy", lambda: economy_from_json(saved["economy"]))
-        learner_config = _build(parser, groups, "learner", lambda: learner_from_json(saved["learner"]))
-    else:
-        economy = {k: tuple(v) if isinstance(v, list) else v for k, v in economy.items()}
-        economy_config = _build(parser, groups, "economy", lambda: EconomyConfig(**economy, seed=run.get("seed", RunArgs.seed)))
-        learner_config = _build(parser, groups, "learner", lambda: LearnerConfig(**learner, seed=run.get("seed", RunArgs.seed)))
+        learner_config = _build(parser, groups, "learner", lambda: LearnerConfig(**_tuples(saved["learner"])))
+        return Settings(args, economy_config, learner_config)
+
     args = RunArgs(**run)
-    for name in ("steps", "checkpoint_every", "log_every", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"argument {flag(name)}: must be an int >= 1, got {getattr(args, name)}")
-    if args.dashboard_every < 0:
-        parser.error(f"argument --dashboard-every: must be an int >= 0 (0 = never), got {args.dashboard_every}")
-    if args.resume is None:
-        name = args.run_name or (os.path.basename(os.path.normpath(args.run_dir)) if args.run_dir else
-                                 f"{args.learner}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
-        args = dataclasses.replace(args, run_name=name, run_dir=args.run_dir or os.path.join("runs", name))
-        if os.path.exists(os.path.join(args.run_dir, "checkpoint.pt")):
-            parser.error(f"argument --run-dir: {args.run_dir!r} already holds a run; "
-                         "continue it with --resume or choose another --run-name/--run-dir")
+    _check_run(parser, args)
+    economy_config = _build(parser, groups, "economy", lambda: EconomyConfig(**_tuples(economy), seed=args.seed))
+    learner_config = _build(parser, groups, "learner", lambda: LearnerConfig(**learner, seed=args.seed))
+    name = args.run_name or (os.path.basename(os.path.normpath(args.run_dir)) if args.run_dir else
+                             f"{args.learner}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
+    args = dataclasses.replace(args, run_name=name, run_dir=args.run_dir or os.path.join("runs", name))
+    if os.path.exists(os.path.join(args.run_dir, "checkpoint.pt")):
+        parser.error(f"argument --run-dir: {args.run_dir!r} already holds a run; "
+                     "continue it with --resume or choose another --run-name/--run-dir")
     return Settings(args, economy_config, learner_config)
 
 
@@ -268,7 +275,11 @@ class Recorder:
         self.history = {key: [] for key in ("steps", "reward", "gini", "totals", "prices", "job_shares", "births",
                                             "deaths_age", "deaths_starvation", "participation_ratio",
                                             "attention_entropy", "spectra")}
-        self.clock, self.clock_step = time.perf_counter(), None
+        self.start_clock(0)
+
+    def start_clock(self, step: int) -> None:
+        """perf/steps_per_sec counts wall time from here (the loop's start) on."""
+        self.clock, self.clock_step = time.perf_counter(), step
 
     def add(self, stats: dict, learned: dict) -> None:
         for key in (*AVERAGED, *PER_RESOURCE, "job_counts"):
@@ -294,10 +305,8 @@ class Recorder:
         scalars["comm/participation_ratio"] = metrics.participation_ratio(spectrum)
         if attention is not None:
             scalars["social/attention_entropy"] = metrics.attention_entropy(attention.numpy(), peer_mask.numpy())
-        now = time.perf_counter()
-        if self.clock_step is not None:  # unknown for the first interval after a (re)start
-            scalars["perf/steps_per_sec"] = (step - self.clock_step) / max(now - self.clock, 1e-9)
-        self.clock, self.clock_step = now, step
+        scalars["perf/steps_per_sec"] = (step - self.clock_step) / max(time.perf_counter() - self.clock, 1e-9)
+        self.start_clock(step)
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
         row = {"steps": step, "reward": scalars["reward/mean"], "gini": scalars["economy/gini"],
@@ -370,9 +379,9 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
     recorder = Recorder(settings.economy)
     if args.resume is not None:
         saved = load_checkpoint(checkpoint_path)
-        if saved["settings"]["economy"] != settings.to_json()["economy"] or \
-                saved["settings"]["learner"] != settings.to_json()["learner"]:
-            raise CheckpointError(f"checkpoint {checkpoint_path!r}: its settings differ from config.json")
+        for part in ("economy", "learner"):
+            if saved["settings"][part] != settings.to_json()[part]:
+                raise ResumeError(f"{checkpoint_path}: its {part} settings differ from config.json's")
         learner.load_state_dict(saved["learner"])
         economy.load_state_dict(saved["economy"])
         recorder.load_state_dict(saved["recorder"])
@@ -382,7 +391,7 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
         step, episode = 0, 0
         observation = economy.reset(seed=episode_seed(args.seed, episode))
     if step >= args.steps:
-        raise ValueError(f"--steps {args.steps}: the run in {run_dir!r} is already at step {step}")
+        raise ResumeError(f"--steps {args.steps}: the run in {run_dir} is already at step {step}; ask for more")
 
     # The first events after a resume purge what an interrupted run logged after the checkpoint
     # (events at the checkpoint's own step were written before it was taken, so they stay).
@@ -401,6 +410,7 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
             "economy": economy.state_dict(), "rng": rng_states(), "recorder": recorder.state_dict()})
         last_checkpoint = step
 
+    recorder.start_clock(step)
     progress = tqdm(total=args.steps, initial=step, desc=settings.run.run_name, unit="step", dynamic_ncols=True,
                     mininterval=0.5)
     try:
@@ -443,7 +453,7 @@ def main(argv=None) -> None:
     settings = parse_args(argv)
     try:
         run_dir = train(settings)
-    except (NonFiniteLossError, CheckpointError) as error:
+    except (NonFiniteLossError, CheckpointError, ResumeError) as error:
         sys.exit(f"train.py: error: {error}")
     print(f"done: {settings.run.steps} steps in {run_dir} (tensorboard --logdir {os.path.dirname(run_dir) or '.'})")
 

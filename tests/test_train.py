@@ -153,6 +153,14 @@ def test_resume_refuses_a_changed_setting(tmp_path, capsys):
     assert train.parse_args(["--resume", str(run_dir), "--steps", "10", "--num-agents", "8"]).run.steps == 10
 
 
+def test_resume_of_a_finished_run_says_so(tmp_path):
+    run_dir = tmp_path / "run"
+    train.train(train.parse_args(["--steps", "5", "--run-dir", str(run_dir), *TINY, "--learner", "random"]))
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--resume", str(run_dir), "--steps", "5"])
+    assert "already at step 5" in str(stopped.value.code)
+
+
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
     run_dir = tmp_path / "run"
     train.train(train.parse_args(["--steps", "5", "--run-dir", str(run_dir), *TINY, "--learner", "random"]))
@@ -181,6 +189,7 @@ def test_corrupt_checkpoint_is_refused_on_resume(tmp_path):
     (["--need", "1"], "--need"),
     (["--gamma", "1.5"], "--gamma"),
     (["--steps", "0"], "--steps"),
+    (["--seed", "-1"], "--seed"),
     (["--dashboard-every", "-1"], "--dashboard-every"),
     (["--bogus", "1"], "--bogus"),
 ])
