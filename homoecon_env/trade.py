@@ -20,13 +20,15 @@ prices, with IR handled by exact Lagrange multipliers:
   in R variables, and its gradient is minus the excess demand. Prices take Newton steps on it
   (the Hessian is an R x R sum of per-agent compensated demand slopes) with a line search on the
   directional derivative, which stays robust where demand is nearly piecewise linear (small
-  holdings), and stop when the KKT residual of the *returned* allocation is below ``tol``.
+  holdings), falling back to diagonally scaled excess demand when a Newton step cannot lower Phi.
+  They stop when the KKT residual of the *returned* allocation is below ``tol``.
 - The first prices are the water-filling prices for the warm-start multipliers (exact when those
   are), x_ir = max(0, (1 + mu_i) w_ir / lambda_r - 1) with lambda_r clearing good r.
 - The returned allocation is always exactly conserving (each good rescaled to its supply; a
   relative fix is exact for small holders next to large ones, where the Euclidean projection's
-  uniform shift is not) and individually rational (blended towards the endowment where rounding
-  or an iteration cap left a violation); ``converged`` says whether ``tol`` was met.
+  uniform shift is not) and individually rational (blended towards the endowment where an
+  iteration cap or rounding left a violation above min(1e-3 tol, 1e-10)); ``converged`` says
+  whether ``tol`` was met.
 
 Why Newton rather than first-order steps: fixed-step dual ascent, and alternating water-filling
 with multiplier updates (even Anderson-accelerated), converge slowly or cycle when holdings are
@@ -244,8 +246,7 @@ def _newton_direction(economy: _Economy, market: _Market) -> np.ndarray:
     binding_weight = np.where(market.log_multipliers > 0, active_weights.sum(axis=0), 0.0)  # [N]
     compensation = active_weights / np.where(binding_weight > 0, binding_weight, np.inf) / lam[:, None]
     hessian = np.diag(one_plus_x.sum(axis=1) / lam) - one_plus_x @ compensation.T
-    scale = np.exp(market.log_multipliers) @ economy.weights.T / lam**2  # curvature if all were active
-    ridge = 1e-12 * np.maximum(np.abs(np.diag(hessian)), scale)
+    ridge = 1e-12 * np.maximum(np.abs(np.diag(hessian)), _full_curvature(economy, market))
     try:
         direction = np.linalg.solve(hessian + np.diag(ridge), market.excess)
     except np.linalg.LinAlgError:
@@ -255,9 +256,14 @@ def _newton_direction(economy: _Economy, market: _Market) -> np.ndarray:
     return direction
 
 
+def _full_curvature(economy: _Economy, market: _Market) -> np.ndarray:
+    """Per good, the Hessian's diagonal if every agent bought it at mu fixed: sum_i c_ir / lambda_r^2."""
+    return np.exp(market.log_multipliers) @ economy.weights.T / market.prices**2
+
+
 def _diagonal_direction(economy: _Economy, market: _Market) -> np.ndarray:
-    """Excess demand scaled per good by the curvature it would have if every agent bought it."""
-    return market.excess * market.prices**2 / (np.exp(market.log_multipliers) @ economy.weights.T)
+    """Excess demand scaled per good by its curvature if every agent bought it: always a descent."""
+    return market.excess / _full_curvature(economy, market)
 
 
 def _line_search(economy: _Economy, market: _Market, direction: np.ndarray):
@@ -321,8 +327,9 @@ def _solve_prices(e, w, tol, max_iter, warm_multipliers):
 
     Newton stops on the clearing error (excess demand, the dual gradient, in KKT units); the
     candidate is then made exactly conserving and IR and its full KKT residual measured. If the
-    repair cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes. It stops
-    early when the error reaches rounding level or stops halving.
+    repair cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes. A Newton
+    step that cannot lower Phi is replaced by a diagonally scaled one; it stops early when the
+    error reaches rounding level, or has not halved in 20 steps.
     """
     supply = e.sum(axis=1)
     traded = (supply > 0) & (w > 0).any(axis=1)  # [R]
@@ -338,7 +345,7 @@ def _solve_prices(e, w, tol, max_iter, warm_multipliers):
     initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
     initial = initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))
     market = _respond(economy, _water_fill((1.0 + initial) * weights, economy.supply))
-    target, best, idle = 1e-3 * tol, np.inf, 0  # margin for the final projection and repair
+    target, best, idle = 1e-3 * tol, np.inf, 0  # margin for the final rescaling and repair
     for iterations in range(1, max_iter + 1):
         error, rounding = _clearing_error(market)
         best, idle = (error, 0) if error < 0.5 * best else (best, idle + 1)
@@ -372,8 +379,8 @@ def _clearing_error(market: _Market):
     share = (market.allocation / (1.0 + market.allocation)).max(axis=1)  # largest x / (1 + x)
     supply = market.allocation.sum(axis=1) - market.excess
     error = share * np.abs(market.excess) / supply
-    rounding = share * 8 * np.finfo(np.float64).eps * np.where(market.active, market.marginal_ratio, 0.0).sum(axis=1)
-    return float(error.max()), float((rounding / supply).max())
+    demand_rounding = 8 * np.finfo(np.float64).eps * np.where(market.active, market.marginal_ratio, 0.0).sum(axis=1)
+    return float(error.max()), float((share * demand_rounding / supply).max())
 
 
 def _finish(x, e, w, traded, supply, endowment_utility, allowance):
