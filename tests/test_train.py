@@ -208,15 +208,16 @@ def test_bad_flag_exits_nonzero_from_the_command_line(tmp_path):
 
 
 class ExplodingLearner(RandomLearner):
-    """A random learner whose 13th update finds a NaN loss (as ReinforceLearner would, before any change)."""
+    """A random learner whose update number `explode_at` finds a NaN loss (raised before any change,
+    as ReinforceLearner does)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.updates = 0
+    def __init__(self, economy_config, learner_config, explode_at=13):
+        super().__init__(economy_config, learner_config)
+        self.updates, self.explode_at = 0, explode_at
 
     def update(self, step):
         self.updates += 1
-        if self.updates == 13:
+        if self.updates == self.explode_at:
             raise NonFiniteLossError("non-finite loss for ['agent_5']; no weight was changed")
         return {}
 
@@ -234,6 +235,20 @@ def test_nan_loss_stops_the_run_naming_step_and_agent(tmp_path):
     assert stopped["step"] == 10
     for key in ("learner", "economy", "rng"):
         assert_identical(stopped[key], reference[key], key)
+
+
+def test_resume_after_a_crash_purges_the_events_logged_past_the_checkpoint(tmp_path):
+    """Crash at step 27 (checkpoint at 20, logs up to 25), resume to 40: one clean series, as if never stopped."""
+    common = [*TINY, "--learner", "random", "--checkpoint-every", "20", "--dashboard-every", "0"]
+    crashed = train.parse_args(["--steps", "40", "--run-dir", str(tmp_path / "crashed"), *common])
+    with pytest.raises(NonFiniteLossError, match="step 27"):
+        train.train(crashed, learner=ExplodingLearner(crashed.economy, crashed.learner, explode_at=27))
+    train.train(train.parse_args(["--resume", str(tmp_path / "crashed"), "--steps", "40"]))
+    train.train(train.parse_args(["--steps", "40", "--run-dir", str(tmp_path / "clean"), *common]))
+    for tag in ("reward/mean", "economy/gini"):
+        series = [(e.step, e.value) for e in events(tmp_path / "crashed").Scalars(tag)]
+        assert series == [(e.step, e.value) for e in events(tmp_path / "clean").Scalars(tag)], tag
+        assert [step for step, _ in series] == list(range(5, 41, 5))
 
 
 def test_nan_loss_exits_nonzero_from_main(tmp_path, monkeypatch):
