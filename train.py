@@ -6,8 +6,8 @@
     python train.py --resume runs/<run_name> --steps 20000   # continue bit-exactly up to 20000 steps
     tensorboard --logdir runs
 
-Every flag comes from a dataclass field (RunArgs below, EconomyConfig, LearnerConfig) and its
-comment is the flag's help, so `--help` documents all of them. The loop drives the batched
+Every flag comes from a dataclass field (RunArgs below, EconomyConfig, LearnerConfig) whose comment
+or metadata["help"] is the flag's help, so `--help` documents all of them. The loop drives the batched
 `Economy` directly (one tensor row per agent slot). When an episode reaches `--max-steps` the
 economy is refounded with a seed derived from `--seed` and the episode index, and the learner
 carries on: the new founders take over the slots' networks.
@@ -16,6 +16,15 @@ Output, in runs/<run_name>/ (or --run-dir): config.json (economy, learner and ru
 TensorBoard event files (x axis = env steps) and checkpoint.pt (atomic, checksummed; everything
 needed to continue bit-exactly, every RNG included). A NaN or inf loss stops the run with a
 message naming the step and the agent; the last good checkpoint is left as it was.
+
+TensorBoard, every --log-every steps (means over the interval unless said): reward/mean;
+economy/{gini, trade_volume, price/<good>, total/<good>, produced/<good>}; population/{births,
+deaths_age, deaths_starvation, mean_age}; jobs/{share/<job>, mean_effort}; trade/{iterations,
+ir_violation (max)}; learner/<metric> (over the updates in the interval); at the logged step:
+comm/participation_ratio (broadcast covariance spectrum), social/attention_entropy (nats, over live
+peers); perf/steps_per_sec. Every --dashboard-every steps: histograms (population/ages,
+economy/wealth, population/utility_weights/<good>, social/attention_weights) and the `dashboard`
+image. The hyper-parameters are a Markdown table under "hyperparameters" (Text tab).
 """
 from __future__ import annotations
 
@@ -272,9 +281,7 @@ class Recorder:
         self.config = config
         self.sums, self.count, self.learned, self.learner_count = {}, 0, {}, 0
         self.ir_violation = 0.0
-        self.history = {key: [] for key in ("steps", "reward", "gini", "totals", "prices", "job_shares", "births",
-                                            "deaths_age", "deaths_starvation", "participation_ratio",
-                                            "attention_entropy", "spectra")}
+        self.history = {}  # dashboard key -> one entry per log (plots.DASHBOARD_KEYS)
         self.start_clock(0)
 
     def start_clock(self, step: int) -> None:
@@ -315,7 +322,7 @@ class Recorder:
                "participation_ratio": scalars["comm/participation_ratio"], "spectra": spectrum,
                "attention_entropy": scalars.get("social/attention_entropy", np.nan)}
         for key, value in row.items():
-            self.history[key].append(value)
+            self.history.setdefault(key, []).append(value)
             if len(self.history[key]) > MAX_HISTORY:
                 self.history[key] = self.history[key][::2]
         self.sums, self.count, self.learned, self.learner_count, self.ir_violation = {}, 0, {}, 0, 0.0
