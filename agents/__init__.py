@@ -28,8 +28,9 @@ def _param(default, help: str):
 class LearnerConfig:
     """Hyper-parameters shared by the learners. Invalid values raise ``ValueError`` naming the field."""
 
-    hidden_size: int = _param(32, "width of the hidden layer of each of an agent's five networks")
-    learning_rate: float = _param(3e-3, "Adam step size of every agent's own optimizer")
+    hidden_size: int = _param(32, "width of the hidden layer of the broadcast, production, trading and consumption nets")
+    attention_hidden_size: int = _param(16, "width of the social filter's hidden layer (its cost scales with peers x width)")
+    learning_rate: float = _param(1e-2, "Adam step size of every agent's own optimizer")
     adam_beta1: float = _param(0.9, "Adam first-moment decay")
     adam_beta2: float = _param(0.999, "Adam second-moment decay")
     adam_eps: float = _param(1e-8, "Adam denominator epsilon")
@@ -44,6 +45,7 @@ class LearnerConfig:
 
     def __post_init__(self):
         _check_int(self, "hidden_size", 1)
+        _check_int(self, "attention_hidden_size", 1)
         _check_int(self, "update_every", 1)
         _check_int(self, "seed", 0)
         _check_float(self, "learning_rate", 0.0, math.inf, low_open=True)

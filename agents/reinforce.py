@@ -14,12 +14,14 @@ Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the actio
     effort    = sigmoid(u_e)                     (logit-normal, in (0, 1))
     trade     = softmax([u_t, 0])                (additive logistic-normal on the simplex)
     consume   = sigmoid(u_c)                     (logit-normal per resource)
-Log-probabilities are densities of the actions themselves (Gaussian log density of u minus the log
-Jacobian of the squashing); the learner stores u, so no inverse squashing is ever needed. The
-entropy bonus is the categorical entropy plus the entropy of the Gaussian pre-images (the squashed
-densities have no closed form; the Jacobian term does not depend on the parameters).
+`head_log_probs` gives densities of the actions themselves (Gaussian log density of u minus the log
+Jacobian of the squashing); the learner stores u, so no inverse squashing is ever needed. The loss
+uses the log density of u (`score_log_prob`): the Jacobian has no parameters, so the gradient is
+the same. The entropy bonus is the categorical entropy plus the entropy of the Gaussian pre-images
+(the squashed densities have no closed form).
 
 Inputs: holdings (own and peers') enter as log1p(holdings), so rich agents do not saturate tanh.
+The social filter's hidden layer is relu, not tanh: it runs over N x K peers x width, the hot spot.
 
 Learning. An agent's life is its episode. The learner acts under no_grad and stores each step's
 inputs and pre-images in a window of `update_every` steps ([N, T, ...]); at the end of the window
@@ -110,10 +112,10 @@ class ReinforceLearner:
         s, p, h, log_std = self.self_dim, self.peer_dim, self.config.hidden_size, self.config.init_log_std
         spec = {}
         if not self.uniform_attention:
-            bound = 1.0 / math.sqrt(s + p)
+            bound, a = 1.0 / math.sqrt(s + p), self.config.attention_hidden_size
             spec["social_filter_net"] = {
-                "w_own": ParamSpec((s, h), ("uniform", bound)), "w_peer": ParamSpec((p, h), ("uniform", bound)),
-                "bias": ParamSpec((h,), ("uniform", bound)), "score": ParamSpec((h,), ("uniform", 1.0 / math.sqrt(h)))}
+                "w_own": ParamSpec((s, a), ("uniform", bound)), "w_peer": ParamSpec((p, a), ("uniform", bound)),
+                "bias": ParamSpec((a,), ("uniform", bound)), "score": ParamSpec((a,), ("uniform", 1.0 / math.sqrt(a)))}
         outputs = {"broadcast_net": (self.head_dims["broadcast"], self.head_dims["broadcast"]),
                    "production_net": (self.economy_config.num_jobs + 1, 1),
                    "trading_net": (self.head_dims["trade_weights"],) * 2,
@@ -174,13 +176,26 @@ class ReinforceLearner:
 
     def head_log_probs(self, out: PolicyOutput, pre_image: torch.Tensor, job: torch.Tensor) -> dict:
         """Log-density of each action head at the stored pre-images u [N, M, G] and jobs [N, M]: {head: [N, M]}."""
-        std = out.log_std.exp()
-        gaussian = -0.5 * ((pre_image - out.mean) / std).square() - out.log_std - _LOG_SQRT_2PI  # [N, M, G]
-        log_det = self._squash_log_det(pre_image)  # [N, M, G'] per head below
-        result = {"job": torch.log_softmax(out.job_logits, dim=-1).gather(-1, job.unsqueeze(-1)).squeeze(-1)}
+        gaussian = self._gaussian_log_density(out, pre_image)  # [N, M, G]
+        log_det = self._squash_log_det(pre_image)
+        result = {"job": self._job_log_prob(out, job)}
         for head, (start, stop) in self.head_slices.items():
             result[head] = gaussian[..., start:stop].sum(-1) - log_det[head]
         return result
+
+    def score_log_prob(self, out: PolicyOutput, pre_image: torch.Tensor, job: torch.Tensor) -> torch.Tensor:
+        """[N, M] log-probability used in the REINFORCE loss: job log-prob plus the Gaussian log density of
+        the pre-images. It differs from the sum of `head_log_probs` only by the squashing's log Jacobian,
+        which has no parameters, so the gradient is the same, for fewer operations."""
+        return self._job_log_prob(out, job) + self._gaussian_log_density(out, pre_image).sum(-1)
+
+    @staticmethod
+    def _gaussian_log_density(out: PolicyOutput, pre_image: torch.Tensor) -> torch.Tensor:
+        return -0.5 * ((pre_image - out.mean) / out.log_std.exp()).square() - out.log_std - _LOG_SQRT_2PI
+
+    @staticmethod
+    def _job_log_prob(out: PolicyOutput, job: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(out.job_logits, dim=-1).gather(-1, job.unsqueeze(-1)).squeeze(-1)
 
     def entropy(self, out: PolicyOutput) -> torch.Tensor:
         """[N, M] categorical entropy of the job plus the entropy of the Gaussian pre-images."""
@@ -260,7 +275,7 @@ class ReinforceLearner:
         take_second = torch.rand(count, len(self.spec), generator=g) < 0.5  # [D, networks] a coin per network
         coin = take_second[:, self.layout.column_network]  # [D, params] the coin of each entry's network
         child = torch.where(coin, flat[parents[:, 1].clamp(min=0)], flat[parents[:, 0].clamp(min=0)])
-        child += self.config.param_mutation * torch.randn(child.shape, generator=g, dtype=DTYPE)
+        child += torch.randn(child.shape, generator=g, dtype=DTYPE).mul_(self.config.param_mutation)
         if bool(founders.any()):
             child[founders] = self.layout.init(int(founders.sum()), g)
         flat.index_copy_(0, rows, child)
@@ -335,7 +350,7 @@ class ReinforceLearner:
 
         leaf = self.flat_params.detach().requires_grad_(True)  # [N, D], shares storage with flat_params
         out = self.policy(self.layout.views(leaf), b["own"], b["peers"], b["peer_mask"])
-        log_prob = sum(self.head_log_probs(out, b["pre_image"], b["job"]).values())  # [N, T]
+        log_prob = self.score_log_prob(out, b["pre_image"], b["job"])  # [N, T]
         entropy = self.entropy(out)  # [N, T]
         objective = torch.where(valid, advantage * log_prob + self.config.entropy_coef * entropy, 0.0)
         loss = -objective.sum(dim=1) / counts.to(DTYPE)  # [N] each agent's own loss

@@ -117,6 +117,17 @@ def test_attention_sums_to_one_over_live_peers_and_is_zero_elsewhere(name):
         torch.testing.assert_close(attention[1], torch.full((5,), 0.2))
 
 
+def test_uniform_attention_ablation_has_no_social_filter_and_averages_live_peers():
+    config = EconomyConfig(num_agents=6)
+    ablation, full = make_learner("uniform_attention", config), make_learner("reinforce", config)
+    assert set(full.spec) - set(ablation.spec) == {"social_filter_net"}
+    mask = torch.ones(6, 5)
+    mask[2, :3] = 0.0
+    own, peers, live = ablation.prepare(observation_with_mask(config, mask))
+    out = ablation.policy(ablation.params, own[:, None], peers[:, None], live[:, None])
+    torch.testing.assert_close(out.attention[2, 0], torch.tensor([0.0, 0.0, 0.0, 0.5, 0.5]))
+
+
 def test_each_heads_log_prob_matches_torch_distributions():
     config = EconomyConfig(num_agents=4)
     learner = ReinforceLearner(config)
@@ -339,6 +350,5 @@ def mean_reward(name, steps, seed=0, **learner_options):
 
 def test_reinforce_beats_random_after_a_short_training():
     """A smoke test of learning (a few seconds; the README's multi-seed comparison uses train.py)."""
-    trained = mean_reward("reinforce", 300, learning_rate=1e-2)
-    random = mean_reward("random", 300)
-    assert trained > 1.2 * random, (trained, random)
+    trained, random = mean_reward("reinforce", 600), mean_reward("random", 600)
+    assert trained > 1.25 * random, (trained, random)  # measured 1.5-2.0x over seeds 0-2
