@@ -1,0 +1,142 @@
+"""Smoke tests of evaluate.py on a tiny economy: every promised output exists and report.md agrees with metrics.json."""
+import csv
+import json
+import math
+import os
+import re
+
+import imageio.v3 as iio
+import pytest
+
+import evaluate
+from evaluate import Args
+
+TINY = dict(num_agents=6, steps=30, seeds=2, frames=4, ablation_seeds=2, ablation_train_steps=10, ablation_steps=10,
+            workers=1)
+FIGURES = ("gini.png", "dashboard.png", "resources_prices.png", "ages_reproduction.png", "job_distribution.png",
+           "broadcast_pca.png", "attention_heatmap.png", "eigen_spectra.png", "topology_early.png",
+           "topology_late.png", "degree_pagerank.png", "effort_consumption.png")
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]\d+)?(?!\w)(?!\.\d)")
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_out")
+    result = evaluate.evaluate(Args(out=str(out), **TINY))
+    return out, result
+
+
+def numeric_leaves(value):
+    """Every int and float in a parsed JSON document (bools excluded)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from numeric_leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from numeric_leaves(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def test_every_promised_file_is_written_and_non_empty(evaluation):
+    out, _ = evaluation
+    for name in (*FIGURES, "trade.gif", "metrics.json", "report.md", "genealogy.csv"):
+        assert os.path.getsize(out / name) > 0, name
+    frames = sorted(os.listdir(out / "trade_scatter"))
+    assert len(frames) == TINY["frames"] and all(re.fullmatch(r"step_\d{4}\.png", f) for f in frames)
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")], "a temporary file was left behind"
+
+
+def test_gif_has_one_frame_per_trade_scatter(evaluation):
+    out, _ = evaluation
+    frames = iio.imread(out / "trade.gif", index=None)
+    assert frames.shape[0] == TINY["frames"]
+
+
+def test_metrics_json_is_strict_json_and_matches_the_returned_dict(evaluation):
+    out, result = evaluation
+
+    def refuse(constant):
+        raise ValueError(f"metrics.json holds {constant}, which strict JSON forbids")
+
+    parsed = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
+    assert parsed == result
+    assert set(parsed["ablations"]) == {"social_filter", "tastes", "policy"}
+    for ablation in parsed["ablations"].values():
+        for arm in ablation["arms"].values():
+            assert set(arm) == set(evaluate.MEASURES)
+            assert all(len(stat["per_seed"]) == TINY["ablation_seeds"] for stat in arm.values())
+
+
+def test_every_number_in_the_report_comes_from_metrics_json(evaluation):
+    out, _ = evaluation
+    metrics = json.loads((out / "metrics.json").read_text())
+    allowed = {evaluate.number(v) for v in numeric_leaves(metrics)}
+    text = (out / "report.md").read_text()
+    prose = re.sub(r"`[^`]*`", "", re.sub(r"\]\([^)]*\)", "]", text))  # drop link targets and code spans
+    tokens = NUMBER.findall(prose)
+    assert len(tokens) > 50  # the report is made of numbers
+    missing = sorted({t for t in tokens if t not in allowed})
+    assert not missing, f"numbers in report.md that metrics.json does not hold: {missing}"
+
+
+def test_report_links_only_existing_files(evaluation):
+    out, _ = evaluation
+    targets = re.findall(r"\]\(([^)]+)\)", (out / "report.md").read_text())
+    assert targets and all((out / target).is_file() for target in targets)
+
+
+def test_genealogy_is_consistent_with_metrics(evaluation):
+    out, result = evaluation
+    with open(out / "genealogy.csv") as stream:
+        rows = {row["agent"]: row for row in csv.DictReader(stream)}
+    assert len(rows) == result["genealogy"]["agents"]
+    for row in rows.values():
+        parents = [p for p in (row["parent_1"], row["parent_2"]) if p]
+        if parents:
+            assert int(row["generation"]) == 1 + max(int(rows[p]["generation"]) for p in parents)
+            assert all(int(rows[p]["birth_step"]) < int(row["birth_step"]) for p in parents)
+        if row["death_step"]:
+            assert row["death_cause"] in ("age", "starvation")
+            assert int(row["death_step"]) >= int(row["birth_step"])
+    assert max(int(r["generation"]) for r in rows.values()) == result["genealogy"]["lineage_depth"]
+
+
+def test_summary_intervals_use_every_seed(evaluation):
+    _, result = evaluation
+    summary = result["main"]["summary"]
+    assert len(result["main"]["per_seed"]) == TINY["seeds"]
+    assert summary["gini_mean"]["seeds"] == TINY["seeds"] and math.isfinite(summary["gini_mean"]["ci95"])
+
+
+def test_help_documents_every_flag():
+    text = evaluate.build_parser().format_help()
+    for flag in ("--run", "--out", "--steps", "--seeds", "--num-agents", "--ablation-seeds", "--ablation-train-steps",
+                 "--ablation-steps", "--frames", "--workers", "--learn"):
+        assert flag in text
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(steps=1), "--steps"), (dict(ablation_seeds=1), "--ablation-seeds"), (dict(workers=0), "--workers"),
+    (dict(num_agents=1), "--num-agents"), (dict(run="/no/such/run"), "--run"),
+])
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, change, message):
+    out = tmp_path / "never_written"
+    with pytest.raises(ValueError, match=message):
+        evaluate.evaluate(Args(out=str(out), **{**TINY, **change}))
+    assert not out.exists()
+
+
+def test_a_trained_run_is_loaded_and_compared_with_random(tmp_path):
+    import train
+
+    run_dir = tmp_path / "run"
+    train.train(train.parse_args(["--num-agents", "6", "--steps", "10", "--run-dir", str(run_dir),
+                                  "--checkpoint-every", "10", "--dashboard-every", "0"]))
+    out = tmp_path / "eval"
+    result = evaluate.evaluate(Args(run=str(run_dir), out=str(out), **{**TINY, "steps": 10, "seeds": 1, "frames": 2}))
+    assert result["meta"]["run"] == str(run_dir) and result["meta"]["learner"] == "reinforce"
+    assert "the trained run" in (out / "report.md").read_text()
+    assert result["main"]["summary"]["gini_mean"]["ci95"] is None  # one seed: no interval, written as n/a
+    with pytest.raises(ValueError, match="--num-agents"):
+        evaluate.evaluate(Args(run=str(run_dir), out=str(out), **{**TINY, "num_agents": 7}))
