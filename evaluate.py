@@ -36,8 +36,6 @@ import math
 import multiprocessing
 import os
 import queue
-import re
-import tempfile
 import time
 import typing
 from dataclasses import dataclass
@@ -54,7 +52,7 @@ from agents.checkpoint import atomic_write_bytes, load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
 from homoecon_env.core import consumption as consumption_stage
-from homoecon_env.core.lifecycle import AGE, ALIVE, DEATH_CAUSES
+from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.core.production import JobTable, seasonal_factor
 from homoecon_env.diagnostics import metrics, plots
 from train import economy_from_json, field_comments, seed_everything
