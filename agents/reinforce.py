@@ -210,7 +210,7 @@ class ReinforceLearner:
         u_b = pre_image[..., slice(*s["broadcast"])]
         u_t = pre_image[..., slice(*s["trade_weights"])]
         sigmoid_log_det = lambda u: (-F.softplus(-u) - F.softplus(u)).sum(-1)
-        simplex = torch.log_softmax(torch.cat([u_t, torch.zeros_like(u_t[..., :1])], dim=-1), dim=-1)
+        simplex = torch.log_softmax(torch.cat([u_t, u_t.new_zeros(*u_t.shape[:-1], 1)], dim=-1), dim=-1)
         return {"broadcast": (2.0 * (math.log(2.0) - u_b - F.softplus(-2.0 * u_b))).sum(-1),
                 "effort": sigmoid_log_det(pre_image[..., slice(*s["effort"])]),
                 "trade_weights": simplex.sum(-1),  # the additive logistic map has det = prod_r w_r
@@ -222,7 +222,7 @@ class ReinforceLearner:
         u_t = pre_image[:, slice(*s["trade_weights"])]
         return Actions(broadcast=torch.tanh(pre_image[:, slice(*s["broadcast"])]), job=job,
                        effort=torch.sigmoid(pre_image[:, s["effort"][0]]),
-                       trade_weights=torch.softmax(torch.cat([u_t, torch.zeros_like(u_t[:, :1])], dim=1), dim=1),
+                       trade_weights=torch.softmax(torch.cat([u_t, u_t.new_zeros(u_t.shape[0], 1)], dim=1), dim=1),
                        consume=torch.sigmoid(pre_image[:, slice(*s["consume"])]))
 
     # -- Learner protocol --------------------------------------------------------------------

@@ -90,6 +90,22 @@ def test_actions_are_valid_and_need_no_clipping(name):
         observation = economy.step(actions).observation
 
 
+@pytest.mark.parametrize("config", [
+    EconomyConfig(num_agents=5, resources=("food",), jobs=(Job("farm", output=(1.0,)),), need=(1.0,), max_steps=8),
+    EconomyConfig(num_agents=1, max_steps=8),  # nobody to attend to; every newborn is a founder
+    EconomyConfig(num_agents=6, num_peers=9, max_steps=8),  # more peer slots than peers
+], ids=["one_resource", "one_agent", "padded_peers"])
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_learners_run_whole_episodes_of_edge_economies(config, name):
+    learner, economy, observation = started(config, name, update_every=3)
+    while not economy.done:
+        out = economy.step(learner.act(observation))
+        metrics = learner.update(out)
+        assert all(math.isfinite(v) for v in metrics.values())
+        learner.on_births(out.births)
+        observation = out.observation
+
+
 def observation_with_mask(config, mask):
     """A random observation of the default layout with the given peer mask [N, K]."""
     g = torch.Generator().manual_seed(5)
