@@ -77,9 +77,15 @@ def test_bequest_splits_among_living_children_and_counts_the_rest_lost():
     dead = torch.tensor([True, False, False, False, True, True])
     # 12 and 13 are children of 10; 15 (dead itself) is a child of 14, which has no living child
     parent_ids = torch.tensor([[-1, -1], [-1, -1], [10, 11], [11, 10], [-1, -1], [14, 11]])
-    kept, lost = lifecycle.bequeath(holdings, dead, agent_ids, parent_ids)
+    parent_slots = torch.tensor([[-1, -1], [-1, -1], [0, 1], [1, 0], [-1, -1], [4, 1]])
+    kept, lost = lifecycle.bequeath(holdings, dead, agent_ids, parent_ids, parent_slots)
     assert kept.tolist() == [[0, 0], [1, 1], [2, 1], [2, 1], [0, 0], [0, 0]]
     assert lost.tolist() == [5.0, 5.0]
+    # a parent that died in an earlier step left its row to someone else: that row's death is not the parent's
+    agent_ids_later = torch.tensor([20, 11, 12, 13, 14, 15])  # agent 10's row now holds agent 20
+    kept, lost = lifecycle.bequeath(holdings, dead, agent_ids_later, parent_ids, parent_slots)
+    assert kept.tolist() == [[0, 0], [1, 1], [0, 0], [0, 0], [0, 0], [0, 0]]
+    assert lost.tolist() == [9.0, 7.0]
 
 
 def test_reproduction_conserves_goods_and_fills_dead_slots():

@@ -103,7 +103,7 @@ class Economy:
         holdings, ages = consumption.decay_and_age(left, state.ages, config)
         cause = lifecycle.death_causes(ages, consumed, config, self.need)
         dead = cause != lifecycle.ALIVE
-        holdings, lost = lifecycle.bequeath(holdings, dead, state.agent_ids, state.parent_ids)
+        holdings, lost = lifecycle.bequeath(holdings, dead, state.agent_ids, state.parent_ids, state.parent_slots)
         lived = state.replace(holdings=holdings, ages=ages, broadcast=actions.broadcast, effort=effort,
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
         truncated = t + 1 >= config.max_steps

@@ -22,24 +22,22 @@ def death_causes(ages, consumed, config: EconomyConfig, need: torch.Tensor) -> t
     return torch.where(ages >= config.max_age, AGE, cause)
 
 
-def bequeath(holdings, dead, agent_ids, parent_ids):
+def bequeath(holdings, dead, agent_ids, parent_ids, parent_slots):
     """Pass each dead agent's holdings to its living children, in equal shares.
 
-    holdings [N, R] after decay, dead [N] bool, agent_ids [N], parent_ids [N, 2].
+    holdings [N, R] after decay, dead [N] bool, agent_ids [N], parent_ids and parent_slots [N, 2].
+    A parent still lives in the row it held at its child's birth exactly when that row's agent id is
+    still the parent's id, so children are found with a gather, no search.
     Returns (holdings [N, R] with the dead rows emptied, lost [R]: holdings of the childless dead).
     """
-    dead_ids, order = agent_ids[dead].sort()
-    dead_holdings = holdings[dead][order]  # [D, R], sorted by agent id
+    rows = parent_slots.clamp(min=0)  # [N, 2]
+    is_heir = (parent_slots >= 0) & (agent_ids[rows] == parent_ids) & dead[rows] & ~dead[:, None]
     kept = torch.where(dead[:, None], 0.0, holdings)
-    if dead_ids.numel() == 0:
-        return kept, torch.zeros(holdings.shape[1], dtype=DTYPE)
-    position = torch.searchsorted(dead_ids, parent_ids).clamp(max=dead_ids.numel() - 1)  # [N, 2]
-    is_child = (dead_ids[position] == parent_ids) & (parent_ids != NO_PARENT) & ~dead[:, None]
-    heirs = torch.bincount(position[is_child], minlength=dead_ids.numel())  # [D] living children
-    share = dead_holdings / heirs.clamp(min=1)[:, None].to(DTYPE)  # [D, R]
-    child_rows = torch.arange(holdings.shape[0])[:, None].expand_as(position)[is_child]
-    kept = kept.index_add(0, child_rows, share[position[is_child]])
-    lost = dead_holdings[heirs == 0].sum(dim=0)
+    heirs = torch.bincount(rows[is_heir], minlength=holdings.shape[0])  # [N] living children per row
+    share = holdings / heirs.clamp(min=1)[:, None].to(holdings.dtype)  # [N, R]
+    child_rows = torch.arange(holdings.shape[0])[:, None].expand_as(rows)[is_heir]
+    kept = kept.index_add(0, child_rows, share[rows[is_heir]])
+    lost = (holdings * (dead & (heirs == 0))[:, None]).sum(dim=0)
     return kept, lost
 
 
@@ -126,6 +124,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         generation=state.generation.index_copy(0, slots, generation),
         agent_ids=state.agent_ids.index_copy(0, slots, new_ids),
         parent_ids=state.parent_ids.index_copy(0, slots, parent_ids),
+        parent_slots=state.parent_slots.index_copy(0, slots, parent_slots),
         alive=state.alive | born,
         next_id=state.next_id + count,
     )

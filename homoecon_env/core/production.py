@@ -19,6 +19,7 @@ class JobTable:
     phase: torch.Tensor  # [J] radians
     period: torch.Tensor  # [J] steps
     yield_noise: torch.Tensor  # [J] sigma of the log-yield
+    needs_inputs: bool  # some job uses inputs (supply chains)
 
     @classmethod
     def from_config(cls, config: EconomyConfig) -> "JobTable":
@@ -30,11 +31,8 @@ class JobTable:
             period=torch.tensor([job.period for job in config.jobs], dtype=DTYPE),
             yield_noise=torch.tensor([config.yield_noise if job.yield_noise is None else job.yield_noise
                                       for job in config.jobs], dtype=DTYPE),
+            needs_inputs=any(job.inputs is not None and any(v > 0 for v in job.inputs) for job in config.jobs),
         )
-
-    @property
-    def needs_inputs(self) -> bool:
-        return bool((self.inputs > 0).any())
 
 
 def season_angle(jobs: JobTable, step: int) -> torch.Tensor:

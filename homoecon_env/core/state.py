@@ -31,6 +31,7 @@ class EconomyState:
     generation: torch.Tensor  # [N] int64, 0 for founders
     agent_ids: torch.Tensor  # [N] int64, k of agent_<k> occupying the slot
     parent_ids: torch.Tensor  # [N, 2] int64, agent ids of the parents (-1: founder)
+    parent_slots: torch.Tensor  # [N, 2] int64, rows the parents held at the birth (-1: founder)
     alive: torch.Tensor  # [N] bool; False only for slots emptied on the final step
     step: int  # steps completed in this episode
     next_id: int  # the k the next newborn gets
@@ -80,6 +81,7 @@ def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyS
         generation=torch.zeros(n, dtype=torch.long),
         agent_ids=torch.arange(n),
         parent_ids=torch.full((n, 2), NO_PARENT, dtype=torch.long),
+        parent_slots=torch.full((n, 2), NO_PARENT, dtype=torch.long),
         alive=torch.ones(n, dtype=torch.bool),
         step=0,
         next_id=n,
