@@ -48,13 +48,14 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from agents import LearnerConfig, make_learner
-from agents.checkpoint import atomic_write_bytes, load_checkpoint
+from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
 from homoecon_env.core import consumption as consumption_stage
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.core.production import JobTable, seasonal_factor
 from homoecon_env.diagnostics import metrics, plots
+from homoecon_env.files import atomic_write_bytes
 from train import economy_from_json, field_comments, seed_everything
 
 

@@ -48,10 +48,11 @@ from tqdm import tqdm
 
 from agents import LEARNERS, LearnerConfig, make_learner
 from agents.base import Learner, NonFiniteLossError
-from agents.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from homoecon_env.config import EconomyConfig, Job
 from homoecon_env.core import Economy
 from homoecon_env.diagnostics import metrics, plots
+from homoecon_env.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -403,7 +404,7 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
     # The first events after a resume purge what an interrupted run logged after the checkpoint
     # (events at the checkpoint's own step were written before it was taken, so they stay).
     os.makedirs(run_dir, exist_ok=True)
-    atomic_write_bytes(os.path.join(run_dir, "config.json"), json.dumps(settings.to_json(), indent=2).encode())
+    atomic_write_text(os.path.join(run_dir, "config.json"), json.dumps(settings.to_json(), indent=2))
     writer = SummaryWriter(log_dir=run_dir, purge_step=step + 1 if step else None)
     if not step:
         writer.add_text("hyperparameters", hyperparameter_table(settings), 0)

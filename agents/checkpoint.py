@@ -7,9 +7,10 @@ File layout (all integers big-endian):
     sha256 32 bytes   digest of the payload bytes
     payload           the bytes of ``torch.save(payload_dict)``
 
-`save_checkpoint` writes to a temporary file in the target's directory, flushes and fsyncs it,
-renames it over the target with `os.replace` (atomic on POSIX) and fsyncs the directory so the
-rename itself survives a crash. A failure at any point leaves the previous checkpoint untouched.
+`save_checkpoint` writes with `homoecon_env.files.atomic_write_bytes`: a temporary file in the
+target's directory, flushed, fsynced and renamed over the target with `os.replace` (atomic on
+POSIX), then the directory fsynced so the rename itself survives a crash. A failure at any point
+leaves the previous checkpoint untouched.
 
 `load_checkpoint` checks that the file exists, is not empty, carries the magic, has exactly the
 announced length and the right digest, and only then unpickles it. Anything else raises
@@ -21,9 +22,10 @@ import hashlib
 import io
 import os
 import struct
-import tempfile
 
 import torch
+
+from homoecon_env.files import atomic_write_bytes
 
 MAGIC = b"HECKPT01"
 HEADER = struct.Struct(">8sQ32s")  # magic, payload length, sha256 of the payload
@@ -39,33 +41,6 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> str:
     torch.save(payload, buffer)
     body = buffer.getvalue()
     return atomic_write_bytes(path, HEADER.pack(MAGIC, len(body), hashlib.sha256(body).digest()) + body)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
-    """Replace ``path`` by ``data`` all at once: temporary file, flush, fsync, rename, fsync the directory.
-
-    Readers see the old file or the new one, never a mixture; a failure leaves the old file intact
-    and removes the temporary file. Parent directories are created. Returns the path written.
-    """
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(stream.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-    return target
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -100,17 +75,3 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {source!r}: payload is a {type(payload).__name__}, expected a dict")
     return payload
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable: fsync the directory entry (a no-op where directories cannot be opened)."""
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import stat
 
 import imageio.v3 as iio
 import pytest
@@ -45,6 +46,14 @@ def test_every_promised_file_is_written_and_non_empty(evaluation):
     frames = sorted(os.listdir(out / "trade_scatter"))
     assert len(frames) == TINY["frames"] and all(re.fullmatch(r"step_\d{4}\.png", f) for f in frames)
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")], "a temporary file was left behind"
+
+
+def test_outputs_get_the_permissions_of_a_normal_file(evaluation, tmp_path):
+    out, _ = evaluation
+    (tmp_path / "reference").write_text("")
+    expected = stat.S_IMODE(os.stat(tmp_path / "reference").st_mode)  # what open() gives under this umask
+    modes = {str(path.relative_to(out)): stat.S_IMODE(os.stat(path).st_mode) for path in out.rglob("*") if path.is_file()}
+    assert len(modes) > len(FIGURES) and all(mode == expected for mode in modes.values()), modes
 
 
 def test_gif_has_one_frame_per_trade_scatter(evaluation):

@@ -12,9 +12,9 @@ Each public figure is made of small ``_draw_*`` panel functions, which :func:`da
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
-import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
 import networkx as nx
@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from homoecon_env.diagnostics import metrics
+from homoecon_env.files import atomic_write_bytes
 
 __all__ = [
     "DASHBOARD_KEYS",
@@ -760,27 +761,17 @@ def figure_to_rgb(figure: Figure) -> np.ndarray:
 def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: float | None = None) -> str:
     """Write ``figure`` to ``path`` atomically; the format comes from the extension (png default).
 
-    The image is written to a temporary file in the same directory, flushed to disk, then renamed
-    over ``path``: readers never see a half-written file, and a failure leaves any old file intact.
+    The image is rendered to bytes in memory, then written with
+    :func:`homoecon_env.files.atomic_write_bytes` (temporary file, fsync, rename): readers never see a
+    half-written file, a failure leaves any old file intact, and the file gets the usual permissions.
     Parent directories are created. Returns the path written.
     """
     target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
     extension = os.path.splitext(target)[1].lstrip(".").lower() or "png"
     supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
     if extension not in supported:
         raise ValueError(f"path: unsupported image format {extension!r} in {target!r}; "
                          f"expected one of {sorted(supported)}")
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format=extension, dpi=dpi or figure.dpi)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return target
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=extension, dpi=dpi or figure.dpi)
+    return atomic_write_bytes(target, buffer.getvalue())

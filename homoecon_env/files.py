@@ -1,0 +1,74 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one (DESIGN.md section 7).
+
+Every file the scripts write (checkpoints, config.json, metrics.json, report.md, CSV, PNG, GIF) goes
+through :func:`atomic_write_bytes`: the bytes go to a temporary file in the target's directory, which is
+flushed, fsynced and renamed over the target with `os.replace` (atomic on POSIX); then the directory is
+fsynced so the rename itself survives a crash. A failure at any point leaves the previous file untouched
+and removes the temporary file.
+
+The temporary file is created like `open(path, "w")` creates a file (mode 0o666 less the umask), so the
+result has the permissions any other written file would have (0o644 under the usual umask 022), unlike
+`tempfile.mkstemp`'s 0o600. Standard library only: any layer may use it.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+
+__all__ = ["atomic_write_bytes", "atomic_write_text"]
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    """Replace ``path`` by ``data`` all at once; parent directories are created. Returns the path written.
+
+    Temporary file ``.<name>.<random>.tmp`` next to the target, flush, fsync, rename, fsync the directory.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data: expected bytes, got {type(data).__name__}")
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    temporary, handle = _create_temporary(directory, os.path.basename(target))
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> str:
+    """:func:`atomic_write_bytes` of ``text`` encoded (UTF-8 by default, newlines as given)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _create_temporary(directory: str, name: str) -> tuple[str, int]:
+    """A new, empty file in ``directory`` opened for writing, with the permissions open() would give."""
+    while True:
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return temporary, os.open(temporary, _NEW_FILE, 0o666)  # the umask applies, as for open()
+        except FileExistsError:  # a name drawn twice: draw again
+            continue
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable: fsync the directory entry (a no-op where directories cannot be opened)."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
