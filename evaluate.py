@@ -44,7 +44,6 @@ from typing import Any, Callable, Optional
 import imageio.v3 as iio
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from agents import LearnerConfig, make_learner
@@ -261,7 +260,7 @@ class Trace:
                 "step": t, "components": summary["num_components"], "shapes": len(summary["component_hashes"]),
                 "max_in_degree": int(summary["in_degree"].max(initial=0)), "mutual_fraction": mutual / config.num_agents,
                 "pagerank_max": float(summary["pagerank"].max(initial=0.0)), "mean_clustering": summary["mean_clustering"],
-                "in_degree_wealth_corr": spearman(summary["in_degree"].astype(np.float64), after_trade.sum(axis=1)),
+                "in_degree_wealth_corr": metrics.spearman(summary["in_degree"].astype(np.float64), after_trade.sum(axis=1)),
                 "component_hashes": summary["component_hashes"], "component_sizes": summary["component_sizes"],
                 "component_examples": summary["component_examples"], "in_degree": summary["in_degree"],
                 "pagerank": summary["pagerank"]})
@@ -431,13 +430,6 @@ def specialization(trace: dict, num_jobs: int, window: slice) -> tuple[float, fl
             metrics.division_of_labour(history, num_jobs, mask))
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation; nan when either side is constant."""
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(spearmanr(x, y).statistic)
-
-
 def summarise_rollout(trace: dict, config: EconomyConfig) -> dict:
     """Flat dict name -> number (None where undefined) of one main rollout: what report.md quotes."""
     steps = len(trace["reward"])
@@ -492,7 +484,7 @@ def summarise_rollout(trace: dict, config: EconomyConfig) -> dict:
     if config.num_jobs == 2:
         drivers[f"job_{jobs[1]}"] = lambda c: (c["job"] == 1).astype(np.float64)
     for name, column in drivers.items():
-        summary[f"wealth_corr_{name}"] = nanmean([spearman(column(c), c["wealth"]) for c in trace["cross_sections"]])
+        summary[f"wealth_corr_{name}"] = nanmean([metrics.spearman(column(c), c["wealth"]) for c in trace["cross_sections"]])
     top_shares = []
     for section in trace["cross_sections"]:
         if section["step"] > steps - width:
@@ -506,7 +498,7 @@ def summarise_rollout(trace: dict, config: EconomyConfig) -> dict:
     summary["price_scarcity_spearman"] = finite(correlation["mean"])
     summary["price_scarcity_pooled"] = finite(correlation["pooled"])
     relative = metrics.relative_prices(trace["prices"])  # [T, R]
-    summary["gini_price_imbalance_corr"] = finite(spearman(relative.max(axis=1), trace["gini"]))
+    summary["gini_price_imbalance_corr"] = finite(metrics.spearman(relative.max(axis=1), trace["gini"]))
     table = JobTable.from_config(config)
     season = np.stack([seasonal_factor(table, t).numpy() for t in range(steps)])  # [T, J]; step t+1 produced at t
     for j, job in enumerate(config.jobs):

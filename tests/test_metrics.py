@@ -347,6 +347,23 @@ def test_spearman_rank_averages_ties():
     np.testing.assert_allclose(metrics._rank(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
 
 
+def test_spearman_hand_worked_with_ties():
+    # Ranks x = [1, 2.5, 2.5, 4], y = [1, 3, 2, 4]; centred: [-1.5, 0, 0, 1.5] and [-1.5, .5, -.5, 1.5].
+    # Pearson of the ranks = 4.5 / sqrt(4.5 * 5) = sqrt(0.9).
+    assert metrics.spearman([10.0, 20.0, 20.0, 30.0], [1.0, 7.0, 5.0, 9.0]) == pytest.approx(math.sqrt(0.9))
+    assert metrics.spearman([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)  # monotone, not linear
+    assert metrics.spearman([1, 2, 3, 4], [8, 4, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_spearman_is_nan_where_undefined_and_refuses_bad_input():
+    assert math.isnan(metrics.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))  # a constant side
+    assert math.isnan(metrics.spearman([1.0, 2.0], [2.0, 1.0]))  # two points say nothing
+    with pytest.raises(ValueError, match="x: contains nan"):
+        metrics.spearman([1.0, np.nan, 3.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="y: expected 3 values like x, got 2"):
+        metrics.spearman([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
 # --------------------------------------------------------------------------- statistics
 
 

@@ -14,7 +14,7 @@ Contents, by question:
 - social filtering: :func:`attention_entropy`, :func:`attention_matrix`,
   :func:`favourite_graph`, :func:`graph_summary`;
 - markets: :func:`relative_prices`, :func:`trade_volume`, :func:`price_scarcity_correlation`;
-- statistics over seeds: :func:`mean_ci95`.
+- statistics: :func:`spearman` (rank correlation), :func:`mean_ci95` (over seeds).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ __all__ = [
     "relative_prices",
     "trade_volume",
     "price_scarcity_correlation",
+    "spearman",
     "mean_ci95",
 ]
 
@@ -133,6 +134,25 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     if denominator <= 1e-300:
         return float("nan")
     return float(np.clip((x @ y) / denominator, -1.0, 1.0))
+
+
+# --------------------------------------------------------------------------- correlation
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman rank correlation of two 1-D samples of equal length (e.g. wealth and age over agents [N]).
+
+    The Pearson correlation of the ranks, tied values sharing their average rank. nan where it says
+    nothing: either side constant, or fewer than three pairs (two distinct points are always
+    perfectly rank-correlated). Raises ValueError on nan or inf, or unequal lengths.
+    """
+    first = _finite_float_array(x, "x", ndim=1)
+    second = _finite_float_array(y, "y", ndim=1)
+    if len(first) != len(second):
+        raise ValueError(f"y: expected {len(first)} values like x, got {len(second)}")
+    if len(first) < 3:
+        return float("nan")
+    return _pearson(_rank(first), _rank(second))
 
 
 # --------------------------------------------------------------------------- inequality
