@@ -23,6 +23,9 @@ Top to bottom:
 3. Outputs in `--out`: trade_scatter/step_XXXX.png, trade.gif, gini.png, dashboard.png, one PNG per
    single figure, metrics.json, genealogy.csv and report.md. Every number in report.md is read from
    the dict that metrics.json holds. Every file is written atomically (temporary file + rename).
+
+This script runs the rollouts and writes the files; homoecon_env.diagnostics turns the recorded
+traces into numbers (analysis), figures (report_figures, drawn by plots) and report.md (report).
 """
 from __future__ import annotations
 
@@ -32,16 +35,14 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import multiprocessing
 import os
 import queue
 import time
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -53,8 +54,9 @@ from homoecon_env.core import Economy
 from homoecon_env.core import consumption as consumption_stage
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.core.production import JobTable, seasonal_factor
-from homoecon_env.diagnostics import metrics, plots
-from homoecon_env.files import atomic_write_bytes
+from homoecon_env.diagnostics import analysis, metrics, report_figures
+from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
+from homoecon_env.files import atomic_write_text
 from train import economy_from_json, field_comments, seed_everything
 
 
@@ -77,14 +79,7 @@ class Args:
     threads: int = 1  # torch CPU threads per process
 
 
-CI_PERCENT = 95  # confidence level of every interval (metrics.mean_ci95)
-EDGE_FRACTION = 0.2  # "early" = the first 20% of a rollout's steps, "late" = the last 20%
 GRAPH_SNAPSHOTS = 25  # favourite graphs and wealth cross-sections recorded per main rollout
-MIN_LIFE_STEPS = 3  # an agent counts for specialization once it chose a job on at least this many steps
-NEAR_UNIFORM_ENTROPY = 0.95  # normalised attention entropy above which report.md calls attention near-uniform
-TOP_SHARE = 0.1  # the richest fraction whose wealth share is reported
-MAX_GENEALOGY_FOR_DESCENDANTS = 50_000  # above this many agents, descendants are not counted
-MEASURES = ("mean_reward", "gini", "specialization", "trade_volume")  # ablation outcomes
 STREAM_MAIN, STREAM_TRAIN, STREAM_HELD_OUT = 0, 1, 2  # seed streams (see derive_seed)
 
 
@@ -253,17 +248,8 @@ class Trace:
             self.lifetime_reward[agent] = self.lifetime_reward.get(agent, 0.0) + value
         before_trade, after_trade = out.pre_trade.numpy(), out.trade.allocation.numpy()  # [N, R]
         if t in self.snapshot_steps and weights is not None:
-            graph = metrics.favourite_graph(weights, observation.peer_index.numpy(), mask)
-            summary = metrics.graph_summary(graph)
-            mutual = sum(1 for a, b in graph.edges if graph.has_edge(b, a))
-            self.graphs.append({
-                "step": t, "components": summary["num_components"], "shapes": len(summary["component_hashes"]),
-                "max_in_degree": int(summary["in_degree"].max(initial=0)), "mutual_fraction": mutual / config.num_agents,
-                "pagerank_max": float(summary["pagerank"].max(initial=0.0)), "mean_clustering": summary["mean_clustering"],
-                "in_degree_wealth_corr": metrics.spearman(summary["in_degree"].astype(np.float64), after_trade.sum(axis=1)),
-                "component_hashes": summary["component_hashes"], "component_sizes": summary["component_sizes"],
-                "component_examples": summary["component_examples"], "in_degree": summary["in_degree"],
-                "pagerank": summary["pagerank"]})
+            self.graphs.append(analysis.graph_snapshot(t, weights, observation.peer_index.numpy(), mask,
+                                                       after_trade.sum(axis=1)))
         if t in self.snapshot_steps:
             self.cross_sections.append({
                 "step": t, "wealth": after_trade.sum(axis=1), "age": before.ages.numpy().astype(np.float64),
@@ -386,514 +372,14 @@ def run_tasks(tasks: list[Task], workers: int, threads: int) -> dict[tuple, dict
     return results
 
 
-# -- analysis: numbers for metrics.json ----------------------------------------------------------------
-def finite(value) -> Optional[float]:
-    """A JSON-safe float: None for nan or inf (JSON has neither)."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def nanmean(values) -> Optional[float]:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return finite(values.mean()) if values.size else None
-
-
-def edge_windows(steps: int) -> tuple[slice, slice]:
-    """The early and late windows of a rollout (EDGE_FRACTION of its steps each, at least one step)."""
-    width = max(1, round(EDGE_FRACTION * steps))
-    return slice(0, width), slice(steps - width, steps)
-
-
-def life_job_history(jobs: np.ndarray, ids: np.ndarray, window: slice) -> tuple[np.ndarray, np.ndarray]:
-    """Job choices by agent rather than by row: history [L, A] (step of life within the window, agent)
-    and mask [L, A], True where counted. Agents with fewer than MIN_LIFE_STEPS steps are not counted:
-    a single choice is trivially "specialized"."""
-    chosen, agent = jobs[window], ids[window]  # [W, N]
-    time_index = np.repeat(np.arange(chosen.shape[0]), chosen.shape[1])
-    _, column = np.unique(agent.ravel(), return_inverse=True)
-    first = np.full(column.max(initial=-1) + 1, chosen.shape[0])
-    np.minimum.at(first, column, time_index)
-    position = time_index - first[column]  # an agent holds one row from birth to death
-    history = np.zeros((position.max(initial=0) + 1, len(first)), dtype=np.int64)
-    mask = np.zeros_like(history, dtype=bool)
-    history[position, column] = chosen.ravel()
-    mask[position, column] = True
-    mask &= mask.sum(axis=0) >= MIN_LIFE_STEPS
-    return history, mask
-
-
-def specialization(trace: dict, num_jobs: int, window: slice) -> tuple[float, float]:
-    """(specialization index, division of labour) of the agents living in a window of steps."""
-    history, mask = life_job_history(trace["jobs"], trace["ids"], window)
-    return (metrics.specialization_index(history, num_jobs, mask),
-            metrics.division_of_labour(history, num_jobs, mask))
-
-
-def summarise_rollout(trace: dict, config: EconomyConfig) -> dict:
-    """Flat dict name -> number (None where undefined) of one main rollout: what report.md quotes."""
-    steps = len(trace["reward"])
-    early, late = edge_windows(steps)
-    goods, jobs = list(config.resources), [job.name for job in config.jobs]
-    summary: dict[str, Optional[float]] = {}
-
-    def edges(name: str, values: np.ndarray) -> None:
-        summary[f"{name}_early"], summary[f"{name}_late"] = nanmean(values[early]), nanmean(values[late])
-        both = summary[f"{name}_early"] is not None and summary[f"{name}_late"] is not None
-        summary[f"{name}_change"] = summary[f"{name}_late"] - summary[f"{name}_early"] if both else None
-
-    # Outcomes over time.
-    edges("reward", trace["reward"])
-    edges("gini", trace["gini"])
-    summary["gini_mean"] = nanmean(trace["gini"])
-    summary["trade_volume_mean"] = nanmean(trace["trade_volume"])
-    for name, window in (("early", early), ("late", late), ("all", slice(0, steps))):
-        summary[f"specialization_{name}"], summary[f"division_of_labour_{name}"] = \
-            specialization(trace, config.num_jobs, window)
-    summary["specialization_change"] = summary["specialization_late"] - summary["specialization_early"]
-    shares = trace["job_shares"]
-    for j, name in enumerate(jobs):
-        summary[f"job_share_late_{name}"] = nanmean(shares[late, j])
-
-    # Social filtering: attention entropy and the favourite graph.
-    edges("attention_entropy", trace["attention_entropy"])
-    edges("attention_entropy_nats", trace["entropy_nats"])
-    width = late.stop - late.start
-    graphs = trace["graphs"]
-    for key in ("components", "shapes", "max_in_degree", "mutual_fraction", "pagerank_max", "mean_clustering",
-                "in_degree_wealth_corr"):
-        summary[f"graph_{key}_early"] = nanmean([g[key] for g in graphs if g["step"] <= width]) if graphs else None
-        summary[f"graph_{key}_late"] = nanmean([g[key] for g in graphs if g["step"] > steps - width]) if graphs else None
-
-    # Communication: effective dimension of the messages.
-    spectra = trace["spectra"]  # [T, B]
-    totals = spectra.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        first_share = np.where(totals > 0, spectra[:, 0] / totals, np.nan)
-        two_share = np.where(totals > 0, spectra[:, :2].sum(axis=1) / totals, np.nan)
-    edges("participation_ratio", trace["participation_ratio"])
-    late_ratio = summary["participation_ratio_late"]
-    summary["participation_fraction_late"] = None if late_ratio is None else late_ratio / config.broadcast_dim
-    edges("pc1_share", first_share)
-    summary["pc12_share_late"] = nanmean(two_share[late])
-
-    # Inequality: what goes with wealth (Spearman over agents, averaged over snapshots).
-    drivers = {"age": lambda c: c["age"], "generation": lambda c: c["generation"], "effort": lambda c: c["effort"],
-               f"taste_{goods[0]}": lambda c: c["taste"][:, 0],
-               "taste_concentration": lambda c: c["taste"].max(axis=1)}
-    if config.num_jobs == 2:
-        drivers[f"job_{jobs[1]}"] = lambda c: (c["job"] == 1).astype(np.float64)
-    for name, column in drivers.items():
-        summary[f"wealth_corr_{name}"] = nanmean([metrics.spearman(column(c), c["wealth"]) for c in trace["cross_sections"]])
-    top_shares = []
-    for section in trace["cross_sections"]:
-        if section["step"] > steps - width:
-            wealth = np.sort(section["wealth"])[::-1]
-            top = max(1, int(round(TOP_SHARE * len(wealth))))
-            top_shares.append(wealth[:top].sum() / max(wealth.sum(), 1e-300))
-    summary["top_share_late"] = nanmean(top_shares)
-
-    # Markets: do relative prices follow scarcity, and the seasons?
-    correlation = metrics.price_scarcity_correlation(trace["prices"], trace["totals"])
-    summary["price_scarcity_spearman"] = finite(correlation["mean"])
-    summary["price_scarcity_pooled"] = finite(correlation["pooled"])
-    relative = metrics.relative_prices(trace["prices"])  # [T, R]
-    summary["gini_price_imbalance_corr"] = finite(metrics.spearman(relative.max(axis=1), trace["gini"]))
-    table = JobTable.from_config(config)
-    season = np.stack([seasonal_factor(table, t).numpy() for t in range(steps)])  # [T, J]; step t+1 produced at t
-    for j, job in enumerate(config.jobs):
-        good = int(np.argmax(job.output))
-        in_season = season[:, j] >= 0.5
-        summary[f"price_in_season_{goods[good]}"] = nanmean(relative[in_season, good])
-        summary[f"price_out_of_season_{goods[good]}"] = nanmean(relative[~in_season, good])
-
-    # Population.
-    for key in ("births", "deaths_age", "deaths_starvation"):
-        summary[f"{key}_total"] = int(trace[key].sum())
-    return summary
-
-
-def interval(values) -> dict:
-    """{"mean", "ci95"} of samples over seeds; a half-width that is float noise around equal samples is 0."""
-    mean, half_width = metrics.mean_ci95(np.asarray(values, dtype=np.float64))
-    if math.isfinite(half_width) and half_width <= 1e-12 * max(1.0, abs(mean)):
-        half_width = 0.0
-    return {"mean": finite(mean), "ci95": finite(half_width)}
-
-
-def summarise_seeds(per_seed: list[dict]) -> dict:
-    """name -> {"mean", "ci95"} over seeds (ci95 None with one seed); None-valued seeds are skipped."""
-    summary = {}
-    for key in per_seed[0]:
-        values = [s[key] for s in per_seed if s.get(key) is not None]
-        if not values:
-            summary[key] = {"mean": None, "ci95": None, "seeds": 0}
-            continue
-        summary[key] = {**interval(values), "seeds": len(values)}
-    return summary
-
-
-def genealogy(trace: dict, goods: list[str]) -> tuple[dict, list[dict]]:
-    """Lineage summary for metrics.json and one row per agent for genealogy.csv."""
-    agents, alive = trace["agents"], set(trace["alive_at_end"])
-    born = {a: r["parents"] for a, r in agents.items() if not r["initial"]}
-    causes = {a: r["death_cause"] for a, r in agents.items() if r["death_cause"]}
-    stats = metrics.lifecycle_stats(born, causes, alive)
-    children: dict[int, list[int]] = {a: [] for a in agents}
-    for agent, parents in born.items():
-        for parent in parents:
-            children[parent].append(agent)
-    # Descendants as bit sets (Python ints), children before parents: a child's id is always larger.
-    count_descendants = len(agents) <= MAX_GENEALOGY_FOR_DESCENDANTS
-    descendants: dict[int, int] = {}
-    living = sum(1 << a for a in alive)
-    if count_descendants:
-        for agent in sorted(agents, reverse=True):
-            bits = 0
-            for child in children[agent]:
-                bits |= (1 << child) | descendants[child]
-            descendants[agent] = bits
-    rows = []
-    for agent in sorted(agents):
-        record = agents[agent]
-        parents = list(record["parents"]) + [None, None]
-        bits = descendants.get(agent, 0)
-        rows.append({
-            "agent": f"agent_{agent}", "parent_1": "" if parents[0] is None else f"agent_{parents[0]}",
-            "parent_2": "" if parents[1] is None else f"agent_{parents[1]}", "generation": record["generation"],
-            "birth_step": record["birth_step"], "death_step": "" if record["death_step"] is None else record["death_step"],
-            "death_cause": record["death_cause"], "slot": record["slot"],
-            **{f"taste_{good}": round(w, 6) for good, w in zip(goods, record["tastes"])},
-            "lifetime_reward": round(trace["lifetime_reward"].get(agent, 0.0), 6), "children": len(children[agent]),
-            "descendants": bits.bit_count() if count_descendants else "",
-            "living_descendants": (bits & living).bit_count() if count_descendants else ""})
-    initial = [a for a, r in agents.items() if r["initial"]]
-    surviving = sum(1 for a in initial if a in alive or descendants.get(a, 0) & living) if count_descendants else None
-    prolific = sorted((r for r in rows if r["children"]), key=lambda r: (-(r["descendants"] or 0), -r["children"]))[:5]
-    summary = {
-        "agents": len(agents), "initial_population": len(initial), "births": stats["births"],
-        "founder_births": stats["founder_births"], "deaths": stats["deaths"], "deaths_age": stats["deaths_age"],
-        "deaths_starvation": stats["deaths_starvation"], "lineage_depth": stats["lineage_depth"],
-        "mean_generation_alive": stats["mean_generation"], "max_generation_alive": stats["max_generation"],
-        "founder_lineages_surviving": surviving,
-        "most_prolific": [{k: r[k] for k in ("agent", "generation", "birth_step", "children", "descendants",
-                                             "living_descendants")} for r in prolific]}
-    return summary, rows
-
-
-def ablation_outcome(trace: dict, config: EconomyConfig) -> dict:
-    """The four outcome measures of one frozen evaluation rollout."""
-    steps = len(trace["reward"])
-    index, _ = specialization(trace, config.num_jobs, slice(0, steps))
-    return {"mean_reward": float(trace["reward"].mean()), "gini": float(trace["gini"].mean()),
-            "specialization": float(index), "trade_volume": float(trace["trade_volume"].mean())}
-
-
-def compare(arms: dict[str, list[dict]], first: str, second: str) -> dict:
-    """Arms' per-seed outcomes -> mean and 95% CI per arm, the paired difference (first - second), a verdict."""
-    result = {"arms": {}, "difference": {}, "verdict": {}, "first": first, "second": second}
-    for name, outcomes in arms.items():
-        result["arms"][name] = {}
-        for measure in MEASURES:
-            values = [o[measure] for o in outcomes]
-            result["arms"][name][measure] = {**interval(values), "per_seed": [finite(v) for v in values]}
-    for measure in MEASURES:
-        difference = interval([a[measure] - b[measure] for a, b in zip(arms[first], arms[second])])
-        result["difference"][measure] = difference
-        significant = difference["ci95"] is not None and abs(difference["mean"]) > difference["ci95"]
-        result["verdict"][measure] = ("higher" if difference["mean"] > 0 else "lower") if significant \
-            else "no significant difference"
-    return result
-
-
-# -- figures --------------------------------------------------------------------------------------
-def write_gif(path: str, images: list[np.ndarray], seconds_per_frame: float = 0.8) -> None:
-    """An endlessly looping GIF of equally sized RGB frames, written atomically."""
-    data = iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=int(1000 * seconds_per_frame), loop=0)
-    atomic_write_bytes(path, data)
-
-
-def dashboard_history(trace: dict, config: EconomyConfig) -> dict:
-    """The first rollout as the dict plots.dashboard takes (plots.DASHBOARD_KEYS)."""
-    final = trace["final"]
-    history = {
-        "steps": np.arange(1, len(trace["reward"]) + 1), "gini": trace["gini"], "totals": trace["totals"],
-        "prices": trace["prices"], "job_shares": trace["job_shares"], "births": trace["births"],
-        "deaths_age": trace["deaths_age"], "deaths_starvation": trace["deaths_starvation"], "reward": trace["reward"],
-        "participation_ratio": trace["participation_ratio"], "attention_entropy": trace["entropy_nats"],
-        "spectra": trace["spectra"], "ages": final["ages"], "broadcasts": final["broadcasts"], "jobs": final["jobs"],
-        "attention": final["attention"], "peer_index": final["peer_index"], "effort": final["effort"],
-        "consumption": final["consumption"], "holdings_before": final["holdings_before"],
-        "holdings_after": final["holdings_after"], "resource_names": list(config.resources),
-        "job_names": [job.name for job in config.jobs], "max_age": config.max_age}
-    if final["attention"] is None:  # a learner without attention (e.g. random): no social-filter panels
-        for key in ("attention", "peer_index", "attention_entropy"):
-            del history[key]
-    return history
-
-
-def draw_figures(trace: dict, config: EconomyConfig, out: str) -> dict:
-    """Every figure of the first main rollout; returns name -> path relative to ``out``."""
-    written: dict[str, Any] = {}
-
-    def save(key: str, figure, name: str) -> None:
-        plots.save_figure(figure, os.path.join(out, name))
-        written[key] = name
-
-    goods, job_names = list(config.resources), [job.name for job in config.jobs]
-    steps = np.arange(1, len(trace["reward"]) + 1)
-    final = trace["final"]
-
-    # The seed's trade scatter, one frame per recorded step, and its animation.
-    images, frame_steps = [], []
-    for frame in trace["frames"]:
-        figure = plots.trade_scatter(frame["before"], frame["after"], frame["prices"], goods)
-        figure.suptitle(f"Market clearing at step {frame['step']}", fontsize=12)
-        plots.save_figure(figure, os.path.join(out, "trade_scatter", f"step_{frame['step']:04d}.png"))
-        images.append(plots.figure_to_rgb(figure))
-        frame_steps.append(frame["step"])
-    write_gif(os.path.join(out, "trade.gif"), images)
-    written["trade_scatter"] = [f"trade_scatter/step_{t:04d}.png" for t in frame_steps]
-    written["trade_scatter_steps"] = frame_steps
-    written["trade_gif"] = "trade.gif"
-
-    save("gini", plots.gini_over_time(trace["gini"], steps), "gini.png")
-    save("resources_prices", plots.resources_over_time(trace["totals"], trace["prices"], goods, steps),
-         "resources_prices.png")
-    save("ages_reproduction", plots.ages_and_reproduction(final["ages"], trace["births"], trace["deaths_age"],
-                                                          trace["deaths_starvation"], config.max_age, steps),
-         "ages_reproduction.png")
-    save("job_distribution", plots.job_distribution(trace["job_shares"], job_names, steps), "job_distribution.png")
-    coords, explained = metrics.broadcast_pca(final["broadcasts"])
-    save("broadcast_pca", plots.broadcast_pca(coords, final["jobs"], final["ages"], explained, job_names),
-         "broadcast_pca.png")
-    save("eigen_spectra", plots.eigen_spectra(trace["spectra"], steps), "eigen_spectra.png")
-    save("effort_consumption", plots.effort_vs_consumption(final["effort"], final["consumption"], final["jobs"],
-                                                           job_names), "effort_consumption.png")
-    if final["attention"] is not None:
-        save("attention_heatmap", plots.attention_heatmap(final["attention"], final["peer_index"]),
-             "attention_heatmap.png")
-        first, last = trace["graphs"][0], trace["graphs"][-1]
-        for key, graph in (("topology_early", first), ("topology_late", last)):
-            figure = plots.topology_histogram(graph["component_hashes"], graph["component_sizes"],
-                                              graph["component_examples"])
-            figure.suptitle(f"Favourite graph at step {graph['step']}", fontsize=12)
-            save(key, figure, f"{key}.png")
-        written["topology_steps"] = [first["step"], last["step"]]
-        save("degree_pagerank", plots.degree_pagerank(last["in_degree"], last["pagerank"]), "degree_pagerank.png")
-    save("dashboard", plots.dashboard(dashboard_history(trace, config), title="HomoEcon evaluation: first rollout"),
-         "dashboard.png")
-    return written
-
-
+# -- files ------------------------------------------------------------------------------------------
 def write_genealogy(path: str, rows: list[dict]) -> None:
     """genealogy.csv: one row per agent of the first rollout (atomic)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
-
-
-# -- report ---------------------------------------------------------------------------------------
-def number(value) -> str:
-    """How report.md prints a number from metrics.json: ints as they are, floats to 3 significant digits."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        raise ValueError(f"number: got a bool ({value}); report numbers must be ints or floats")
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.3g}" if math.isfinite(value) else "n/a"
-
-
-def with_ci(stat: dict) -> str:
-    """'mean ± half-width' of a {"mean", "ci95"} entry."""
-    return number(stat["mean"]) if stat["ci95"] is None else f"{number(stat['mean'])} ± {number(stat['ci95'])}"
-
-
-def change_word(stat: dict, up: str, down: str) -> str:
-    """Describe a late-minus-early change: significant only when its CI excludes zero."""
-    if stat["mean"] is None or stat["ci95"] is None or abs(stat["mean"]) <= stat["ci95"]:
-        return "did not change significantly"
-    return up if stat["mean"] > 0 else down
-
-
-MEASURE_LABELS = {"mean_reward": "mean reward (per agent per step)", "gini": "Gini of wealth",
-                  "specialization": "specialization index", "trade_volume": "trade volume (units per step)"}
-
-
-def ablation_table(result: dict, title_first: str, title_second: str) -> list[str]:
-    """Markdown table: each measure's arms, their paired difference and the verdict."""
-    first, second = result["first"], result["second"]
-    lines = [f"| measure | {title_first} | {title_second} | {title_first} − {title_second} (paired) | verdict |",
-             "|---|---|---|---|---|"]
-    for measure in MEASURES:
-        verdict = result["verdict"][measure]
-        verdict = verdict if verdict == "no significant difference" else f"{title_first} {verdict}"
-        lines.append(f"| {MEASURE_LABELS[measure]} | {with_ci(result['arms'][first][measure])} | "
-                     f"{with_ci(result['arms'][second][measure])} | {with_ci(result['difference'][measure])} | {verdict} |")
-    return lines
-
-
-def ablation_sentence(result: dict, first: str, second: str) -> str:
-    """One sentence saying where the arms differ, honestly including 'nowhere'."""
-    better = [MEASURE_LABELS[m] for m in MEASURES if result["verdict"][m] != "no significant difference"]
-    if not better:
-        return (f"No outcome differs significantly between {first} and {second}: every paired difference's "
-                "confidence interval contains zero.")
-    parts = [f"{MEASURE_LABELS[m]} is {result['verdict'][m]} with {first}" for m in MEASURES
-             if result["verdict"][m] != "no significant difference"]
-    return "Significant differences: " + "; ".join(parts) + "; the other outcomes do not differ significantly."
-
-
-def render_report(m: dict) -> str:
-    """report.md from the metrics dict alone (so every number in it is in metrics.json)."""
-    meta, s, figures = m["meta"], m["main"]["summary"], m["figures"]
-    goods, jobs = meta["resources"], meta["jobs"]
-    ci = meta["ci_percent"]
-    mean = lambda key: with_ci(s[key])  # noqa: E731
-    lines = ["# HomoEcon evaluation report", ""]
-    source = (f"the trained run `{meta['run']}` (learner `{meta['learner']}`)" if meta["run"]
-              else "untrained agents (freshly initialised `reinforce` learners)")
-    mode = "kept learning" if meta["learn"] else "were frozen (no weight updates; newborns still inherit networks)"
-    lines += [
-        f"Evaluated {source}: an economy of {number(meta['num_agents'])} agents, {number(meta['seeds'])} rollouts "
-        f"of {number(meta['steps'])} steps each, during which the learners {mode}. Figures show the first rollout; "
-        f"numbers are means over the rollouts ± the half-width of a {number(ci)}% confidence interval "
-        f"(Student t over seeds; n/a with a single seed). \"Early\" is the first {number(meta['early_steps'])} steps, "
-        f"\"late\" the last {number(meta['early_steps'])}. The evaluation took {number(meta['wall_seconds'])} s.",
-        "", "![dashboard](dashboard.png)", ""]
-
-    # Q1: attention over time.
-    lines += ["## Q1. How do attention patterns change over time?", "",
-              "Attention entropy is normalised by the log of the number of live peers: uniform attention is the "
-              "maximum, attention on a single peer the minimum. The favourite graph links every agent to the peer "
-              "it attends to most; its weakly connected components are classified by Weisfeiler-Lehman hash.", ""]
-    if s["attention_entropy_early"]["mean"] is None:
-        lines += ["This learner has no attention (every peer counts the same), so there is nothing to track.", ""]
-    else:
-        lines += ["| | early | late |", "|---|---|---|"]
-        rows = [("attention entropy (normalised)", "attention_entropy"), ("attention entropy (nats)", "attention_entropy_nats")]
-        for label, key in rows:
-            lines.append(f"| {label} | {mean(key + '_early')} | {mean(key + '_late')} |")
-        for label, key in (("favourite-graph components", "components"), ("distinct component shapes", "shapes"),
-                           ("largest in-degree", "max_in_degree"), ("fraction of agents in mutual pairs", "mutual_fraction"),
-                           ("largest PageRank", "pagerank_max"), ("mean clustering", "mean_clustering"),
-                           ("Spearman correlation of in-degree with wealth", "in_degree_wealth_corr")):
-            lines.append(f"| {label} | {mean(f'graph_{key}_early')} | {mean(f'graph_{key}_late')} |")
-        lines += ["", f"Between the early and late windows the attention entropy "
-                  f"{change_word(s['attention_entropy_change'], 'rose, i.e. attention became more diffuse', 'fell, i.e. attention became more focused')} "
-                  f"(change {mean('attention_entropy_change')}). "
-                  + ("Attention stays close to uniform throughout: the late normalised entropy is above "
-                     f"{number(meta['near_uniform_entropy'])}, so favourites are picked by small differences in "
-                     "attention." if (s["attention_entropy_late"]["mean"] or 0.0) > meta["near_uniform_entropy"] else
-                     "Attention is clearly non-uniform late."), "",
-                  "![attention heatmap](attention_heatmap.png)", "",
-                  "![favourite-graph shapes, early](topology_early.png)", "",
-                  "![favourite-graph shapes, late](topology_late.png)", "",
-                  "![in-degree and PageRank](degree_pagerank.png)", ""]
-
-    # Q2: dimensionality of messages.
-    lines += ["## Q2. Are broadcast vectors low-dimensional?", "",
-              f"Messages have {number(meta['broadcast_dim'])} dimensions. The participation ratio of their covariance "
-              f"spectrum (the effective number of dimensions) was {mean('participation_ratio_early')} early and "
-              f"{mean('participation_ratio_late')} late, i.e. a fraction {mean('participation_fraction_late')} of the "
-              f"available dimensions late (change {mean('participation_ratio_change')}: "
-              f"{change_word(s['participation_ratio_change'], 'more dimensions used', 'fewer dimensions used')}). "
-              f"The first principal component carries a share {mean('pc1_share_early')} of the variance early and "
-              f"{mean('pc1_share_late')} late; the first two together {mean('pc12_share_late')} late.", "",
-              "![eigenvalue spectra over time](eigen_spectra.png)", "", "![broadcast PCA](broadcast_pca.png)", ""]
-
-    # Q3: inequality and specialization.
-    drivers = {k[len("wealth_corr_"):]: v for k, v in s.items() if k.startswith("wealth_corr_")}
-    ranked = sorted((k for k in drivers if drivers[k]["mean"] is not None), key=lambda k: -abs(drivers[k]["mean"]))
-    lines += ["## Q3. What drives inequality and specialization?", "",
-              f"The Gini coefficient of wealth (holdings after trade) was {mean('gini_early')} early and "
-              f"{mean('gini_late')} late ({change_word(s['gini_change'], 'inequality grew', 'inequality fell')}); "
-              f"late, the richest fraction {number(meta['top_share'])} of agents held a share "
-              f"{mean('top_share_late')} of all goods. Over time, the Gini coefficient's Spearman correlation with "
-              f"the largest relative price (how scarce the scarcest good is) was {mean('gini_price_imbalance_corr')}: "
-              "a positive value means inequality rises when the seasons make one good scarce, so early-vs-late "
-              "comparisons mix learning with the season's phase.", "",
-              "Spearman correlation of an agent's wealth with its traits, over agents, averaged over "
-              f"{number(meta['snapshots'])} snapshots per rollout (the strongest first):", "",
-              "| trait | correlation with wealth |", "|---|---|"]
-    lines += [f"| {name.replace('_', ' ')} | {with_ci(drivers[name])} |" for name in ranked]
-    if ranked:
-        lines += ["", f"The strongest association is with **{ranked[0].replace('_', ' ')}**."]
-    lines += ["", f"Specialization index (each agent's consistency of job over its life, counted for agents seen "
-              f"on at least {number(meta['min_life_steps'])} steps; higher = more specialized) was "
-              f"{mean('specialization_early')} early and {mean('specialization_late')} late "
-              f"({change_word(s['specialization_change'], 'rose', 'fell')}; change {mean('specialization_change')}); "
-              f"division of labour (mutual information of agent and job, normalised) over the whole rollout "
-              f"{mean('division_of_labour_all')}. Late job shares: "
-              + ", ".join(f"{job} {mean(f'job_share_late_{job}')}" for job in jobs) + ".", "",
-              "![Gini over time](gini.png)", "", "![job distribution](job_distribution.png)", "",
-              "![effort vs consumption](effort_consumption.png)", "",
-              "![ages and reproduction](ages_reproduction.png)", "",
-              "The market, before and after each clearing (the seed's trade scatter; also animated in "
-              "[trade.gif](trade.gif)): "
-              + ", ".join(f"[step {number(t)}]({path})" for t, path in zip(figures["trade_scatter_steps"], figures["trade_scatter"]))
-              + ".", "", f"![trade scatter]({figures['trade_scatter'][-1]})", ""]
-
-    # Q4, Q5 and the policy ablation.
-    ablations = m["ablations"]
-    protocol = (f"Protocol: {number(meta['ablation_seeds'])} paired seeds. Per seed, each arm starts from fresh networks, "
-                f"trains for {number(meta['ablation_train_steps'])} steps, then is evaluated frozen for "
-                f"{number(meta['ablation_steps'])} steps on a held-out economy seed shared by all arms. "
-                f"Entries are means ± {number(ci)}% CI over seeds; differences are paired by seed.")
-    if not ablations:
-        lines += ["## Q4. Does learned social filtering beat uniform interaction?", "",
-                  "Ablations were skipped (`--ablation-seeds 0`).", ""]
-    else:
-        lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, "",
-                  *ablation_table(ablations["social_filter"], "learned", "uniform"), "",
-                  ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), "",
-                  "## Q5. What does heterogeneity of tastes do?", "",
-                  "Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
-                  "utility weights on all goods (`heterogeneous_tastes=False`).", "",
-                  *ablation_table(ablations["tastes"], "heterogeneous", "homogeneous"), "",
-                  ablation_sentence(ablations["tastes"], "heterogeneous tastes", "homogeneous tastes"), "",
-                  "## Trained vs random policy", "",
-                  ("The trained arm is the run's learner, frozen, evaluated on the same held-out seeds (no further "
-                   "training)." if meta["run"] else
-                   "Without `--run`, the trained arm is the REINFORCE arm above after its short training."),
-                  "", *ablation_table(ablations["policy"], "trained", "random"), "",
-                  ablation_sentence(ablations["policy"], "the trained policy", "random actions"), ""]
-
-    # Lineages.
-    g = m["genealogy"]
-    lines += ["## Lineages", "",
-              f"In the first rollout {number(g['agents'])} agents lived: {number(g['initial_population'])} founders and "
-              f"{number(g['births'])} births ({number(g['founder_births'])} of them refounding after a collapse). "
-              f"{number(g['deaths_age'])} died of age and {number(g['deaths_starvation'])} of starvation. The deepest "
-              f"lineage reached generation {number(g['lineage_depth'])}; the living end at mean generation "
-              f"{number(g['mean_generation_alive'])}, and "
-              f"{number(g['founder_lineages_surviving'])} of the {number(g['initial_population'])} founders have "
-              "living descendants. Every agent, its parents, birth and death are in [genealogy.csv](genealogy.csv).", ""]
-    if g["most_prolific"]:
-        lines += ["Most prolific ancestors:", "", "| agent | generation | born at step | children | descendants | living descendants |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| `{r['agent']}` | {number(r['generation'])} | {number(r['birth_step'])} | {number(r['children'])} | "
-                  f"{number(r['descendants'] if r['descendants'] != '' else None)} | "
-                  f"{number(r['living_descendants'] if r['living_descendants'] != '' else None)} |" for r in g["most_prolific"]]
-        lines.append("")
-
-    # Prices and scarcity.
-    lines += ["## Do relative prices follow scarcity across seasons?", "",
-              "Relative scarcity of a good is the inverse of its total stock, normalised over goods. The Spearman "
-              f"correlation of relative price with relative scarcity over time was {mean('price_scarcity_spearman')} "
-              f"(all goods pooled: {mean('price_scarcity_pooled')}).", "",
-              "| good | relative price in its season | out of season |", "|---|---|---|"]
-    lines += [f"| {good} | {mean(f'price_in_season_{good}')} | {mean(f'price_out_of_season_{good}')} |"
-              for good in goods if f"price_in_season_{good}" in s]
-    lines += ["", "A good is in season when the job producing it is at least halfway to its seasonal peak.", "",
-              "![resources and prices](resources_prices.png)", ""]
-    lines += ["## Files", "",
-              "`metrics.json` (every number above), `genealogy.csv`, `dashboard.png`, `gini.png`, `trade.gif`, "
-              "`trade_scatter/`, and one PNG per figure above.", ""]
-    return "\n".join(lines)
+    atomic_write_text(path, buffer.getvalue())
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -942,21 +428,10 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     return tasks, stems
 
 
-def to_json(value):
-    """metrics.json-safe values: numpy scalars and arrays to Python, nan/inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return finite(value)
-    return value
+def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
+    """[T, J] every job's seasonal factor at the production of steps 1..T (step t+1 is produced at t)."""
+    table = JobTable.from_config(config)
+    return np.stack([seasonal_factor(table, t).numpy() for t in range(steps)])
 
 
 def evaluate(args: Args) -> dict:
@@ -976,31 +451,33 @@ def evaluate(args: Args) -> dict:
     traces = [results[("main", k)] for k in range(args.seeds)]
 
     # Numbers.
-    per_seed = [summarise_rollout(trace, config) for trace in traces]
-    lineage, rows = genealogy(traces[0], list(config.resources))
+    season = seasons(config, args.steps)
+    per_seed = [analysis.summarise_rollout(trace, config, season) for trace in traces]
+    lineage, rows = analysis.genealogy(traces[0], list(config.resources))
     ablations = {}
     if stems:
-        outcomes = {arm: [ablation_outcome(results[stem + (i,)], config) for i in range(args.ablation_seeds)]
-                    for arm, stem in stems.items()}
-        ablations = {name: compare({first: outcomes[first], second: outcomes[second]}, first, second)
+        outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
+                          for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
+        ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
                      for name, (first, second) in ABLATIONS.items()}
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
-    figures = draw_figures(traces[0], config, args.out)
+    figures = report_figures.draw_figures(traces[0], config, args.out)
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
     meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
-            "steps": args.steps, "seeds": args.seeds, "early_steps": edge_windows(args.steps)[0].stop,
+            "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
             "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.broadcast_dim,
             "resources": list(config.resources), "jobs": [job.name for job in config.jobs],
-            "ci_percent": CI_PERCENT, "near_uniform_entropy": NEAR_UNIFORM_ENTROPY, "top_share": TOP_SHARE, "min_life_steps": MIN_LIFE_STEPS,
+            "ci_percent": analysis.CI_PERCENT, "near_uniform_entropy": NEAR_UNIFORM_ENTROPY,
+            "top_share": analysis.TOP_SHARE, "min_life_steps": analysis.MIN_LIFE_STEPS,
             "ablation_seeds": args.ablation_seeds, "ablation_train_steps": args.ablation_train_steps,
             "ablation_steps": args.ablation_steps, "wall_seconds": round(time.perf_counter() - start, 1)}
-    result = to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
-                      "learner_config": dataclasses.asdict(source.learner_config),
-                      "main": {"summary": summarise_seeds(per_seed), "per_seed": per_seed},
-                      "genealogy": lineage, "ablations": ablations, "figures": figures})
-    atomic_write_bytes(os.path.join(args.out, "metrics.json"), json.dumps(result, indent=2).encode())
-    atomic_write_bytes(os.path.join(args.out, "report.md"), render_report(result).encode())
+    result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
+                               "learner_config": dataclasses.asdict(source.learner_config),
+                               "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},
+                               "genealogy": lineage, "ablations": ablations, "figures": figures})
+    atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(result, indent=2))
+    atomic_write_text(os.path.join(args.out, "report.md"), render_report(result))
     return result
 
 

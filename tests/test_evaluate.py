@@ -11,6 +11,7 @@ import pytest
 
 import evaluate
 from evaluate import Args
+from homoecon_env.diagnostics import analysis, report
 
 TINY = dict(num_agents=6, steps=30, seeds=2, frames=4, ablation_seeds=2, ablation_train_steps=10, ablation_steps=10,
             workers=1)
@@ -73,14 +74,14 @@ def test_metrics_json_is_strict_json_and_matches_the_returned_dict(evaluation):
     assert set(parsed["ablations"]) == {"social_filter", "tastes", "policy"}
     for ablation in parsed["ablations"].values():
         for arm in ablation["arms"].values():
-            assert set(arm) == set(evaluate.MEASURES)
+            assert set(arm) == set(analysis.MEASURES)
             assert all(len(stat["per_seed"]) == TINY["ablation_seeds"] for stat in arm.values())
 
 
 def test_every_number_in_the_report_comes_from_metrics_json(evaluation):
     out, _ = evaluation
     metrics = json.loads((out / "metrics.json").read_text())
-    allowed = {evaluate.number(v) for v in numeric_leaves(metrics)}
+    allowed = {report.number(v) for v in numeric_leaves(metrics)}
     text = (out / "report.md").read_text()
     prose = re.sub(r"`[^`]*`", "", re.sub(r"\]\([^)]*\)", "]", text))  # drop link targets and code spans
     tokens = NUMBER.findall(prose)
@@ -93,6 +94,12 @@ def test_report_links_only_existing_files(evaluation):
     out, _ = evaluation
     targets = re.findall(r"\]\(([^)]+)\)", (out / "report.md").read_text())
     assert targets and all((out / target).is_file() for target in targets)
+
+
+def test_report_says_when_ablations_were_skipped(evaluation):
+    _, result = evaluation
+    text = report.render_report({**result, "ablations": {}})
+    assert "Ablations were skipped" in text and "## Q5" not in text
 
 
 def test_genealogy_is_consistent_with_metrics(evaluation):

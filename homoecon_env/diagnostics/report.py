@@ -1,0 +1,213 @@
+"""report.md from the metrics dict that metrics.json holds (evaluate.py; DESIGN.md section 6).
+
+Pure text: a metrics dict in (as built by evaluate.py from :mod:`analysis`), Markdown out. Every number
+the report prints is read from that dict and printed by :func:`number`, so each one can be found in
+metrics.json; no number is computed here. The report answers the research questions of DESIGN.md
+section 1 (attention over time, message dimensionality, inequality and specialization, learned vs
+uniform social filtering, heterogeneous tastes), then the policy ablation, lineages and prices.
+"""
+from __future__ import annotations
+
+import math
+
+from homoecon_env.diagnostics.analysis import MEASURES
+
+NEAR_UNIFORM_ENTROPY = 0.95  # normalised attention entropy above which the report calls attention near-uniform
+MEASURE_LABELS = {"mean_reward": "mean reward (per agent per step)", "gini": "Gini of wealth",
+                  "specialization": "specialization index", "trade_volume": "trade volume (units per step)"}
+
+
+def number(value) -> str:
+    """How report.md prints a number from metrics.json: ints as they are, floats to 3 significant digits."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        raise ValueError(f"number: got a bool ({value}); report numbers must be ints or floats")
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.3g}" if math.isfinite(value) else "n/a"
+
+
+def with_ci(stat: dict) -> str:
+    """'mean ± half-width' of a {"mean", "ci95"} entry."""
+    return number(stat["mean"]) if stat["ci95"] is None else f"{number(stat['mean'])} ± {number(stat['ci95'])}"
+
+
+def change_word(stat: dict, up: str, down: str) -> str:
+    """Describe a late-minus-early change: significant only when its CI excludes zero."""
+    if stat["mean"] is None or stat["ci95"] is None or abs(stat["mean"]) <= stat["ci95"]:
+        return "did not change significantly"
+    return up if stat["mean"] > 0 else down
+
+
+def ablation_table(result: dict, title_first: str, title_second: str) -> list[str]:
+    """Markdown table: each measure's arms, their paired difference and the verdict."""
+    first, second = result["first"], result["second"]
+    lines = [f"| measure | {title_first} | {title_second} | {title_first} − {title_second} (paired) | verdict |",
+             "|---|---|---|---|---|"]
+    for measure in MEASURES:
+        verdict = result["verdict"][measure]
+        verdict = verdict if verdict == "no significant difference" else f"{title_first} {verdict}"
+        lines.append(f"| {MEASURE_LABELS[measure]} | {with_ci(result['arms'][first][measure])} | "
+                     f"{with_ci(result['arms'][second][measure])} | {with_ci(result['difference'][measure])} | {verdict} |")
+    return lines
+
+
+def ablation_sentence(result: dict, first: str, second: str) -> str:
+    """One sentence saying where the arms differ, honestly including 'nowhere'."""
+    better = [MEASURE_LABELS[m] for m in MEASURES if result["verdict"][m] != "no significant difference"]
+    if not better:
+        return (f"No outcome differs significantly between {first} and {second}: every paired difference's "
+                "confidence interval contains zero.")
+    parts = [f"{MEASURE_LABELS[m]} is {result['verdict'][m]} with {first}" for m in MEASURES
+             if result["verdict"][m] != "no significant difference"]
+    return "Significant differences: " + "; ".join(parts) + "; the other outcomes do not differ significantly."
+
+
+def render_report(m: dict) -> str:
+    """report.md from the metrics dict alone (so every number in it is in metrics.json)."""
+    meta, s, figures = m["meta"], m["main"]["summary"], m["figures"]
+    goods, jobs = meta["resources"], meta["jobs"]
+    ci = meta["ci_percent"]
+    mean = lambda key: with_ci(s[key])  # noqa: E731
+    lines = ["# HomoEcon evaluation report", ""]
+    source = (f"the trained run `{meta['run']}` (learner `{meta['learner']}`)" if meta["run"]
+              else "untrained agents (freshly initialised `reinforce` learners)")
+    mode = "kept learning" if meta["learn"] else "were frozen (no weight updates; newborns still inherit networks)"
+    lines += [
+        f"Evaluated {source}: an economy of {number(meta['num_agents'])} agents, {number(meta['seeds'])} rollouts "
+        f"of {number(meta['steps'])} steps each, during which the learners {mode}. Figures show the first rollout; "
+        f"numbers are means over the rollouts ± the half-width of a {number(ci)}% confidence interval "
+        f"(Student t over seeds; n/a with a single seed). \"Early\" is the first {number(meta['early_steps'])} steps, "
+        f"\"late\" the last {number(meta['early_steps'])}. The evaluation took {number(meta['wall_seconds'])} s.",
+        "", "![dashboard](dashboard.png)", ""]
+
+    # Q1: attention over time.
+    lines += ["## Q1. How do attention patterns change over time?", "",
+              "Attention entropy is normalised by the log of the number of live peers: uniform attention is the "
+              "maximum, attention on a single peer the minimum. The favourite graph links every agent to the peer "
+              "it attends to most; its weakly connected components are classified by Weisfeiler-Lehman hash.", ""]
+    if s["attention_entropy_early"]["mean"] is None:
+        lines += ["This learner has no attention (every peer counts the same), so there is nothing to track.", ""]
+    else:
+        lines += ["| | early | late |", "|---|---|---|"]
+        rows = [("attention entropy (normalised)", "attention_entropy"), ("attention entropy (nats)", "attention_entropy_nats")]
+        for label, key in rows:
+            lines.append(f"| {label} | {mean(key + '_early')} | {mean(key + '_late')} |")
+        for label, key in (("favourite-graph components", "components"), ("distinct component shapes", "shapes"),
+                           ("largest in-degree", "max_in_degree"), ("fraction of agents in mutual pairs", "mutual_fraction"),
+                           ("largest PageRank", "pagerank_max"), ("mean clustering", "mean_clustering"),
+                           ("Spearman correlation of in-degree with wealth", "in_degree_wealth_corr")):
+            lines.append(f"| {label} | {mean(f'graph_{key}_early')} | {mean(f'graph_{key}_late')} |")
+        lines += ["", f"Between the early and late windows the attention entropy "
+                  f"{change_word(s['attention_entropy_change'], 'rose, i.e. attention became more diffuse', 'fell, i.e. attention became more focused')} "
+                  f"(change {mean('attention_entropy_change')}). "
+                  + ("Attention stays close to uniform throughout: the late normalised entropy is above "
+                     f"{number(meta['near_uniform_entropy'])}, so favourites are picked by small differences in "
+                     "attention." if (s["attention_entropy_late"]["mean"] or 0.0) > meta["near_uniform_entropy"] else
+                     "Attention is clearly non-uniform late."), "",
+                  "![attention heatmap](attention_heatmap.png)", "",
+                  "![favourite-graph shapes, early](topology_early.png)", "",
+                  "![favourite-graph shapes, late](topology_late.png)", "",
+                  "![in-degree and PageRank](degree_pagerank.png)", ""]
+
+    # Q2: dimensionality of messages.
+    lines += ["## Q2. Are broadcast vectors low-dimensional?", "",
+              f"Messages have {number(meta['broadcast_dim'])} dimensions. The participation ratio of their covariance "
+              f"spectrum (the effective number of dimensions) was {mean('participation_ratio_early')} early and "
+              f"{mean('participation_ratio_late')} late, i.e. a fraction {mean('participation_fraction_late')} of the "
+              f"available dimensions late (change {mean('participation_ratio_change')}: "
+              f"{change_word(s['participation_ratio_change'], 'more dimensions used', 'fewer dimensions used')}). "
+              f"The first principal component carries a share {mean('pc1_share_early')} of the variance early and "
+              f"{mean('pc1_share_late')} late; the first two together {mean('pc12_share_late')} late.", "",
+              "![eigenvalue spectra over time](eigen_spectra.png)", "", "![broadcast PCA](broadcast_pca.png)", ""]
+
+    # Q3: inequality and specialization.
+    drivers = {k[len("wealth_corr_"):]: v for k, v in s.items() if k.startswith("wealth_corr_")}
+    ranked = sorted((k for k in drivers if drivers[k]["mean"] is not None), key=lambda k: -abs(drivers[k]["mean"]))
+    lines += ["## Q3. What drives inequality and specialization?", "",
+              f"The Gini coefficient of wealth (holdings after trade) was {mean('gini_early')} early and "
+              f"{mean('gini_late')} late ({change_word(s['gini_change'], 'inequality grew', 'inequality fell')}); "
+              f"late, the richest fraction {number(meta['top_share'])} of agents held a share "
+              f"{mean('top_share_late')} of all goods. Over time, the Gini coefficient's Spearman correlation with "
+              f"the largest relative price (how scarce the scarcest good is) was {mean('gini_price_imbalance_corr')}: "
+              "a positive value means inequality rises when the seasons make one good scarce, so early-vs-late "
+              "comparisons mix learning with the season's phase.", "",
+              "Spearman correlation of an agent's wealth with its traits, over agents, averaged over "
+              f"{number(meta['snapshots'])} snapshots per rollout (the strongest first):", "",
+              "| trait | correlation with wealth |", "|---|---|"]
+    lines += [f"| {name.replace('_', ' ')} | {with_ci(drivers[name])} |" for name in ranked]
+    if ranked:
+        lines += ["", f"The strongest association is with **{ranked[0].replace('_', ' ')}**."]
+    lines += ["", f"Specialization index (each agent's consistency of job over its life, counted for agents seen "
+              f"on at least {number(meta['min_life_steps'])} steps; higher = more specialized) was "
+              f"{mean('specialization_early')} early and {mean('specialization_late')} late "
+              f"({change_word(s['specialization_change'], 'rose', 'fell')}; change {mean('specialization_change')}); "
+              f"division of labour (mutual information of agent and job, normalised) over the whole rollout "
+              f"{mean('division_of_labour_all')}. Late job shares: "
+              + ", ".join(f"{job} {mean(f'job_share_late_{job}')}" for job in jobs) + ".", "",
+              "![Gini over time](gini.png)", "", "![job distribution](job_distribution.png)", "",
+              "![effort vs consumption](effort_consumption.png)", "",
+              "![ages and reproduction](ages_reproduction.png)", "",
+              "The market, before and after each clearing (the seed's trade scatter; also animated in "
+              "[trade.gif](trade.gif)): "
+              + ", ".join(f"[step {number(t)}]({path})" for t, path in zip(figures["trade_scatter_steps"], figures["trade_scatter"]))
+              + ".", "", f"![trade scatter]({figures['trade_scatter'][-1]})", ""]
+
+    # Q4, Q5 and the policy ablation.
+    ablations = m["ablations"]
+    protocol = (f"Protocol: {number(meta['ablation_seeds'])} paired seeds. Per seed, each arm starts from fresh networks, "
+                f"trains for {number(meta['ablation_train_steps'])} steps, then is evaluated frozen for "
+                f"{number(meta['ablation_steps'])} steps on a held-out economy seed shared by all arms. "
+                f"Entries are means ± {number(ci)}% CI over seeds; differences are paired by seed.")
+    if not ablations:
+        lines += ["## Q4. Does learned social filtering beat uniform interaction?", "",
+                  "Ablations were skipped (`--ablation-seeds 0`).", ""]
+    else:
+        lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, "",
+                  *ablation_table(ablations["social_filter"], "learned", "uniform"), "",
+                  ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), "",
+                  "## Q5. What does heterogeneity of tastes do?", "",
+                  "Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
+                  "utility weights on all goods (`heterogeneous_tastes=False`).", "",
+                  *ablation_table(ablations["tastes"], "heterogeneous", "homogeneous"), "",
+                  ablation_sentence(ablations["tastes"], "heterogeneous tastes", "homogeneous tastes"), "",
+                  "## Trained vs random policy", "",
+                  ("The trained arm is the run's learner, frozen, evaluated on the same held-out seeds (no further "
+                   "training)." if meta["run"] else
+                   "Without `--run`, the trained arm is the REINFORCE arm above after its short training."),
+                  "", *ablation_table(ablations["policy"], "trained", "random"), "",
+                  ablation_sentence(ablations["policy"], "the trained policy", "random actions"), ""]
+
+    # Lineages.
+    g = m["genealogy"]
+    lines += ["## Lineages", "",
+              f"In the first rollout {number(g['agents'])} agents lived: {number(g['initial_population'])} founders and "
+              f"{number(g['births'])} births ({number(g['founder_births'])} of them refounding after a collapse). "
+              f"{number(g['deaths_age'])} died of age and {number(g['deaths_starvation'])} of starvation. The deepest "
+              f"lineage reached generation {number(g['lineage_depth'])}; the living end at mean generation "
+              f"{number(g['mean_generation_alive'])}, and "
+              f"{number(g['founder_lineages_surviving'])} of the {number(g['initial_population'])} founders have "
+              "living descendants. Every agent, its parents, birth and death are in [genealogy.csv](genealogy.csv).", ""]
+    if g["most_prolific"]:
+        lines += ["Most prolific ancestors:", "", "| agent | generation | born at step | children | descendants | living descendants |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| `{r['agent']}` | {number(r['generation'])} | {number(r['birth_step'])} | {number(r['children'])} | "
+                  f"{number(r['descendants'] if r['descendants'] != '' else None)} | "
+                  f"{number(r['living_descendants'] if r['living_descendants'] != '' else None)} |" for r in g["most_prolific"]]
+        lines.append("")
+
+    # Prices and scarcity.
+    lines += ["## Do relative prices follow scarcity across seasons?", "",
+              "Relative scarcity of a good is the inverse of its total stock, normalised over goods. The Spearman "
+              f"correlation of relative price with relative scarcity over time was {mean('price_scarcity_spearman')} "
+              f"(all goods pooled: {mean('price_scarcity_pooled')}).", "",
+              "| good | relative price in its season | out of season |", "|---|---|---|"]
+    lines += [f"| {good} | {mean(f'price_in_season_{good}')} | {mean(f'price_out_of_season_{good}')} |"
+              for good in goods if f"price_in_season_{good}" in s]
+    lines += ["", "A good is in season when the job producing it is at least halfway to its seasonal peak.", "",
+              "![resources and prices](resources_prices.png)", ""]
+    lines += ["## Files", "",
+              "`metrics.json` (every number above), `genealogy.csv`, `dashboard.png`, `gini.png`, `trade.gif`, "
+              "`trade_scatter/`, and one PNG per figure above.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""The figure files of one recorded rollout: what report.md shows (evaluate.py; DESIGN.md section 6).
+
+A detailed trace (see :mod:`analysis`) in, files out: the trade scatter at each recorded frame
+(trade_scatter/step_XXXX.png) and its animation (trade.gif), gini.png, resources_prices.png,
+ages_reproduction.png, job_distribution.png, broadcast_pca.png, eigen_spectra.png,
+effort_consumption.png, with attention also attention_heatmap.png, topology_early.png,
+topology_late.png and degree_pagerank.png, and dashboard.png. :mod:`plots` draws each figure;
+this module picks the data, names the files and writes them atomically.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+
+from homoecon_env.diagnostics import metrics, plots
+from homoecon_env.files import atomic_write_bytes
+
+
+def write_gif(path: str, images: list[np.ndarray], seconds_per_frame: float = 0.8) -> None:
+    """An endlessly looping GIF of equally sized RGB frames, written atomically."""
+    data = iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=int(1000 * seconds_per_frame), loop=0)
+    atomic_write_bytes(path, data)
+
+
+def dashboard_history(trace: dict, config) -> dict:
+    """The first rollout as the dict plots.dashboard takes (plots.DASHBOARD_KEYS)."""
+    final = trace["final"]
+    history = {
+        "steps": np.arange(1, len(trace["reward"]) + 1), "gini": trace["gini"], "totals": trace["totals"],
+        "prices": trace["prices"], "job_shares": trace["job_shares"], "births": trace["births"],
+        "deaths_age": trace["deaths_age"], "deaths_starvation": trace["deaths_starvation"], "reward": trace["reward"],
+        "participation_ratio": trace["participation_ratio"], "attention_entropy": trace["entropy_nats"],
+        "spectra": trace["spectra"], "ages": final["ages"], "broadcasts": final["broadcasts"], "jobs": final["jobs"],
+        "attention": final["attention"], "peer_index": final["peer_index"], "effort": final["effort"],
+        "consumption": final["consumption"], "holdings_before": final["holdings_before"],
+        "holdings_after": final["holdings_after"], "resource_names": list(config.resources),
+        "job_names": [job.name for job in config.jobs], "max_age": config.max_age}
+    if final["attention"] is None:  # a learner without attention (e.g. random): no social-filter panels
+        for key in ("attention", "peer_index", "attention_entropy"):
+            del history[key]
+    return history
+
+
+def draw_figures(trace: dict, config, out: str) -> dict:
+    """Every figure of a detailed trace, written into ``out``; returns name -> path relative to ``out``
+    (plus the trade-scatter and topology steps), as metrics.json's "figures" entry.
+
+    ``config``: the rollout's EconomyConfig (read: resources, jobs, max_age).
+    """
+    written: dict[str, Any] = {}
+
+    def save(key: str, figure, name: str) -> None:
+        plots.save_figure(figure, os.path.join(out, name))
+        written[key] = name
+
+    goods, job_names = list(config.resources), [job.name for job in config.jobs]
+    steps = np.arange(1, len(trace["reward"]) + 1)
+    final = trace["final"]
+
+    # The seed's trade scatter, one frame per recorded step, and its animation.
+    images, frame_steps = [], []
+    for frame in trace["frames"]:
+        figure = plots.trade_scatter(frame["before"], frame["after"], frame["prices"], goods)
+        figure.suptitle(f"Market clearing at step {frame['step']}", fontsize=12)
+        plots.save_figure(figure, os.path.join(out, "trade_scatter", f"step_{frame['step']:04d}.png"))
+        images.append(plots.figure_to_rgb(figure))
+        frame_steps.append(frame["step"])
+    write_gif(os.path.join(out, "trade.gif"), images)
+    written["trade_scatter"] = [f"trade_scatter/step_{t:04d}.png" for t in frame_steps]
+    written["trade_scatter_steps"] = frame_steps
+    written["trade_gif"] = "trade.gif"
+
+    save("gini", plots.gini_over_time(trace["gini"], steps), "gini.png")
+    save("resources_prices", plots.resources_over_time(trace["totals"], trace["prices"], goods, steps),
+         "resources_prices.png")
+    save("ages_reproduction", plots.ages_and_reproduction(final["ages"], trace["births"], trace["deaths_age"],
+                                                          trace["deaths_starvation"], config.max_age, steps),
+         "ages_reproduction.png")
+    save("job_distribution", plots.job_distribution(trace["job_shares"], job_names, steps), "job_distribution.png")
+    coords, explained = metrics.broadcast_pca(final["broadcasts"])
+    save("broadcast_pca", plots.broadcast_pca(coords, final["jobs"], final["ages"], explained, job_names),
+         "broadcast_pca.png")
+    save("eigen_spectra", plots.eigen_spectra(trace["spectra"], steps), "eigen_spectra.png")
+    save("effort_consumption", plots.effort_vs_consumption(final["effort"], final["consumption"], final["jobs"],
+                                                           job_names), "effort_consumption.png")
+    if final["attention"] is not None:
+        save("attention_heatmap", plots.attention_heatmap(final["attention"], final["peer_index"]),
+             "attention_heatmap.png")
+        first, last = trace["graphs"][0], trace["graphs"][-1]
+        for key, graph in (("topology_early", first), ("topology_late", last)):
+            figure = plots.topology_histogram(graph["component_hashes"], graph["component_sizes"],
+                                              graph["component_examples"])
+            figure.suptitle(f"Favourite graph at step {graph['step']}", fontsize=12)
+            save(key, figure, f"{key}.png")
+        written["topology_steps"] = [first["step"], last["step"]]
+        save("degree_pagerank", plots.degree_pagerank(last["in_degree"], last["pagerank"]), "degree_pagerank.png")
+    save("dashboard", plots.dashboard(dashboard_history(trace, config), title="HomoEcon evaluation: first rollout"),
+         "dashboard.png")
+    return written
