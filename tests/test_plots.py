@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -116,6 +117,23 @@ def test_ages_figure_without_events_says_no_data(economy):
     assert_every_axis_has_content(figure, 2)
     with pytest.raises(ValueError, match="expected equal lengths"):
         plots.ages_and_reproduction(economy["ages"], [1, 2], [1], None)
+
+
+def test_births_stay_visible_when_every_death_is_replaced(economy):
+    e = economy
+    births = e["deaths_age"] + e["deaths_starvation"]  # each freed slot refilled in the same step
+    for figure, ax_index in ((plots.ages_and_reproduction(e["ages"], births, e["deaths_age"], e["deaths_starvation"],
+                                                          e["max_age"]), 1),
+                             (plots.dashboard({key: e[key] for key in ("deaths_age", "deaths_starvation")}
+                                              | {"births": births}), 0)):
+        ax = figure.axes[ax_index]
+        assert sorted(ax.get_legend_handles_labels()[1]) == ["births", "deaths (age)", "deaths (starvation)"]
+        deaths = ax.collections  # one filled area per cause, stacked: its top is total deaths
+        (line,) = [line for line in ax.get_lines() if line.get_label() == "births"]
+        np.testing.assert_array_equal(np.unique(line.get_ydata()), np.unique(births))
+        assert len(deaths) == 2 and all(line.get_zorder() > fill.get_zorder() for fill in deaths)
+        line_colour = matplotlib.colors.to_rgb(line.get_color())
+        assert all(line_colour != tuple(fill.get_facecolor()[0][:3]) for fill in deaths)
 
 
 def test_single_step_series_still_show_data(economy):

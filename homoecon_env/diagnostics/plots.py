@@ -219,6 +219,34 @@ def _draw_age_histogram(ax: Axes, ages: np.ndarray, max_age: float | None) -> No
     _style(ax, f"Ages (mean {ages.mean():.1f})" if ages.size else "Ages", "age (steps)", "agents")
 
 
+def _draw_population_events(ax: Axes, x: np.ndarray, events: Mapping[str, np.ndarray]) -> None:
+    """Deaths per step [T] stacked by cause (filled), births per step [T] as a black outline over them.
+
+    Every death frees a slot that a birth refills in the same step, so births usually equal total
+    deaths: drawn as lines of one kind, births would hide under the deaths. Here the top of the filled
+    stack is total deaths, and the outline shows births wherever they differ from it.
+    """
+    deaths = {label: values for label, values in events.items() if label != "births"}
+    colours = [{"deaths (age)": _colour(1), "deaths (starvation)": _colour(3)}[label] for label in deaths]
+    if deaths and len(x) > 1:
+        ax.stackplot(x, *deaths.values(), labels=list(deaths), colors=colours, step="mid", alpha=0.7, lw=0)
+    elif deaths:  # a single step: stacked bars, since a filled area one step wide has no width
+        bottom = np.zeros(len(x))
+        for (label, values), colour in zip(deaths.items(), colours):
+            ax.bar(x, values, bottom=bottom, label=label, color=colour, alpha=0.7, width=0.8)
+            bottom = bottom + values
+    top = float(np.sum(list(deaths.values()), axis=0).max()) if deaths else 0.0
+    if "births" in events:
+        ax.step(x, events["births"], where="mid", color="black", lw=1.3, label="births",
+                marker="o" if len(x) == 1 else None)
+        top = max(top, float(events["births"].max()))
+    ax.set_ylim(0, 1.3 * max(top, 1.0))  # headroom for the legend above the data
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _style(ax, "Births and deaths per step", "env step", "agents per step")
+    ax.grid(alpha=0.3)
+    _legend(ax, loc="upper left", ncol=len(events), handlelength=1.0, handletextpad=0.4, columnspacing=0.8)
+
+
 def _draw_pca(ax: Axes, coords: np.ndarray, explained: np.ndarray, colour_by: np.ndarray | None,
               categorical: bool, labels: list[str] | None, title: str) -> None:
     """Broadcasts in the plane of their first two principal components, coloured by a trait."""
@@ -455,7 +483,8 @@ def _population_events(births: np.ndarray | None, deaths_age: np.ndarray | None,
 
 def ages_and_reproduction(ages: Any, births: Any, deaths_age: Any, deaths_starvation: Any,
                           max_age: float | None = None, steps: Any = None) -> Figure:
-    """Age histogram of the living [N] (steps) and births / deaths by cause per step [T]."""
+    """Age histogram of the living [N] (steps) and births / deaths by cause per step [T]
+    (deaths stacked by cause, births as an outline: see :func:`_draw_population_events`)."""
     living = _array(ages, "ages", 1)
     events = _population_events(*(None if v is None else _array(v, name, 1) for v, name in
                                   ((births, "births"), (deaths_age, "deaths_age"),
@@ -465,9 +494,7 @@ def ages_and_reproduction(ages: Any, births: Any, deaths_age: Any, deaths_starva
     _draw_age_histogram(left, living, max_age)
     if events:
         first_label, first = next(iter(events.items()))
-        _draw_lines(right, _steps(len(first), steps, first_label), events, "Births and deaths per step",
-                    "agents per step")
-        _legend(right, loc="best")
+        _draw_population_events(right, _steps(len(first), steps, first_label), events)
     else:
         _no_data(right, "Births and deaths per step")
     return figure
@@ -666,8 +693,7 @@ def _dashboard_panels(history: Mapping[str, Any]) -> list[Callable[[Axes], None]
     events = _population_events(get("births", 1), get("deaths_age", 1), get("deaths_starvation", 1))
     if events:
         first_key, first = next(iter(events.items()))
-        add(_with_legend, _draw_lines, x=x_of(first_key, first), series=events,
-            title="Births and deaths per step", ylabel="agents per step")
+        add(_draw_population_events, x=x_of(first_key, first), events=events)
 
     # Population snapshot.
     ages = get("ages", 1)
