@@ -362,6 +362,20 @@ class Recorder:
             setattr(self, key, value)
 
 
+def wait_to_sort_after_existing_events(run_dir: str) -> None:
+    """Sleep (under a second) until a new event file's name sorts after the run's existing ones.
+
+    TensorBoard reads a folder's event files in name order: events.out.tfevents.<unix seconds>.<host>.
+    <pid>.<per-process counter>, compared as text. A file created in the same second as the last one
+    may sort before it (pid 10000 < 9999, counter 10 < 9), and the purge that a resumed run's file
+    starts with would then be read before the events it is meant to drop.
+    """
+    pattern = re.compile(r"events\.out\.tfevents\.(\d+)\.")
+    stamps = [int(match[1]) for match in map(pattern.match, os.listdir(run_dir)) if match]
+    while stamps and time.time() < max(stamps) + 1:
+        time.sleep(0.05)
+
+
 def hyperparameter_table(settings: Settings) -> str:
     rows = [f"| {group} | `{flag(key)}` | `{value}` |" for group, values in settings.to_json().items()
             for key, value in values.items()]
@@ -405,6 +419,8 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
     # (events at the checkpoint's own step were written before it was taken, so they stay).
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_text(os.path.join(run_dir, "config.json"), json.dumps(settings.to_json(), indent=2))
+    if step:
+        wait_to_sort_after_existing_events(run_dir)
     writer = SummaryWriter(log_dir=run_dir, purge_step=step + 1 if step else None)
     if not step:
         writer.add_text("hyperparameters", hyperparameter_table(settings), 0)
