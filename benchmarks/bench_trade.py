@@ -3,10 +3,21 @@
     python benchmarks/bench_trade.py [--out benchmarks/results/trade.json] [--sizes 50 1000 10000]
 
 For N agents and R goods (holdings exponential, scaled per agent; weights uniform on the simplex;
-fixed seed), each method is timed as the median of several calls. "warm" times pgd on a nearby
-market (holdings perturbed by up to 10%) started from the previous result, as the environment
-calls it step after step. The welfare gap is (cvxpy optimum - objective) / max(1, |optimum|),
-computed where cvxpy is tractable (N <= 1000). Prints a markdown table and writes JSON.
+fixed seed), each method is timed as the median of several calls (fewer for slow ones, at least
+one):
+
+- pgd (dual): the default, projected gradient started from the Newton dual solution;
+- pgd (endowment): projected gradient alone, from the holdings;
+- pgd (endowment, plain): the same without FISTA's momentum (``accelerate=False``);
+- newton: Newton's method on the prices;
+- penalty: the seed's 100 fixed steps.
+
+Iterations are shown as projected-gradient steps / Newton price updates of the start /
+multiplier updates for pgd, and as price updates or gradient steps for the others. "warm" times
+a nearby market (holdings perturbed by up to 10%) started from the previous result, as the
+environment calls it step after step. The welfare gap is (cvxpy optimum - objective) /
+max(1, |optimum|), computed where cvxpy is tractable (N <= 1000): a negative gap is cvxpy's own
+inaccuracy. Prints a markdown table and writes JSON.
 """
 from __future__ import annotations
 
@@ -22,8 +33,17 @@ import torch
 
 from homoecon_env.trade import clear_market
 
-REPEATS = {50: 50, 1_000: 20, 10_000: 7}  # calls timed per size; the median is reported
+REPEATS = {50: 50, 1_000: 20, 10_000: 7}  # calls timed per size, at most; the median is reported
+TIME_BUDGET = 3.0  # seconds of timed calls per row, at most (slow methods get fewer repeats, >= 1)
 CVXPY_MAX_AGENTS = 1_000
+METHODS = {  # row label: clear_market options
+    "pgd (dual)": {},
+    "pgd (endowment)": {"init": "endowment"},
+    "pgd (endowment, plain)": {"init": "endowment", "accelerate": False},
+    "newton": {"method": "newton"},
+    "penalty": {"method": "penalty"},
+}
+WARM = ("pgd (dual)", "pgd (endowment)", "newton")  # rows that also time a warm-started nearby market
 
 
 def make_market(num_agents: int, num_goods: int, seed: int = 0):
@@ -34,7 +54,9 @@ def make_market(num_agents: int, num_goods: int, seed: int = 0):
 
 
 def median_time(call, repeats: int):
-    result = call()  # warm-up
+    start = time.perf_counter()
+    result = call()  # warm-up, and a measure of how many repeats fit the budget
+    repeats = max(1, min(repeats, int(TIME_BUDGET / max(time.perf_counter() - start, 1e-9))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -57,41 +79,53 @@ def cvxpy_optimum(holdings: np.ndarray, weights: np.ndarray):
     return float(problem.value)
 
 
-def run(sizes, goods) -> list[dict]:
+def run(sizes, goods, methods) -> list[dict]:
     rows = []
     for num_agents in sizes:
         for num_goods in goods:
             holdings, weights = make_market(num_agents, num_goods)
             optimum = cvxpy_optimum(holdings.numpy(), weights.numpy()) if num_agents <= CVXPY_MAX_AGENTS else None
+            nearby = holdings * torch.tensor(np.random.default_rng(1).uniform(0.9, 1.1, holdings.shape))
             repeats = REPEATS.get(num_agents, 5)
-            for method in ("pgd", "penalty"):
-                seconds, result = median_time(lambda: clear_market(holdings, weights, method=method), repeats)
+            for label in methods:
+                options = METHODS[label]
+                seconds, result = median_time(lambda: clear_market(holdings, weights, **options), repeats)
                 row = {
-                    "N": num_agents, "R": num_goods, "method": method, "seconds": seconds,
-                    "iterations": result.iterations, "converged": result.converged,
+                    "N": num_agents, "R": num_goods, "method": label, "options": options, "seconds": seconds,
+                    "iterations": result.iterations, "iteration_summary": _iterations(result),
+                    "init_iterations": result.init_iterations,
+                    "outer_iterations": result.outer_iterations, "converged": result.converged,
                     "ir_violation": result.ir_violation, "conservation_error": result.conservation_error,
                     "kkt_residual": result.kkt_residual, "objective": result.objective,
                     "gap_to_cvxpy": None if optimum is None else (optimum - result.objective) / max(1.0, abs(optimum)),
                 }
-                if method == "pgd":
-                    nearby = holdings * torch.tensor(np.random.default_rng(1).uniform(0.9, 1.1, holdings.shape))
+                if label in WARM:
                     warm_seconds, warm = median_time(
-                        lambda: clear_market(nearby, weights, warm_start=result), repeats)
-                    row.update(warm_seconds=warm_seconds, warm_iterations=warm.iterations)
+                        lambda: clear_market(nearby, weights, warm_start=result, **options), repeats)
+                    row.update(warm_seconds=warm_seconds, warm_iterations=_iterations(warm))
                 rows.append(row)
-                print(f"  N={num_agents} R={num_goods} {method}: {seconds * 1e3:.2f} ms", flush=True)
+                print(f"  N={num_agents} R={num_goods} {label}: {seconds * 1e3:.2f} ms, "
+                      f"{_iterations(result)} iterations", flush=True)
     return rows
 
 
+def _iterations(result) -> str:
+    """PGD steps / Newton updates of the start / multiplier updates for pgd; the count otherwise."""
+    if result.method == "pgd":
+        return f"{result.iterations} / {result.init_iterations} / {result.outer_iterations}"
+    return str(result.iterations)
+
+
 def markdown(rows) -> str:
-    lines = ["| N | R | method | time (ms) | iterations | converged | IR violation | KKT residual "
-             "| gap to cvxpy | warm time (ms) / iterations |",
+    lines = ["| N | R | method | time (ms) | iterations (pgd: steps / start / outer) | converged | IR violation "
+             "| KKT residual | gap to cvxpy | warm time (ms) / iterations |",
              "|---:|---:|---|---:|---:|---|---:|---:|---:|---:|"]
     for row in rows:
         gap = "n/a" if row["gap_to_cvxpy"] is None else f"{row['gap_to_cvxpy']:.1e}"
         warm = f"{row['warm_seconds'] * 1e3:.2f} / {row['warm_iterations']}" if "warm_seconds" in row else "-"
         lines.append(f"| {row['N']:,} | {row['R']} | {row['method']} | {row['seconds'] * 1e3:.2f} | "
-                     f"{row['iterations']} | {'yes' if row['converged'] else 'no'} | {row['ir_violation']:.1e} | "
+                     f"{row['iteration_summary']} | {'yes' if row['converged'] else 'no'} | "
+                     f"{row['ir_violation']:.1e} | "
                      f"{row['kkt_residual']:.1e} | {gap} | {warm} |")
     return "\n".join(lines)
 
@@ -101,8 +135,10 @@ def main():
     parser.add_argument("--out", default=os.path.join("benchmarks", "results", "trade.json"), help="JSON output path")
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 1_000, 10_000], help="numbers of agents N")
     parser.add_argument("--goods", type=int, nargs="+", default=[2, 5], help="numbers of goods R")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
+                        help=f"rows to run, from {list(METHODS)}")
     args = parser.parse_args()
-    rows = run(args.sizes, args.goods)
+    rows = run(args.sizes, args.goods, args.methods)
     table = markdown(rows)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

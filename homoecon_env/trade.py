@@ -3,40 +3,71 @@
 The market reallocates the holdings e [N, R] of N agents to x [N, R] by solving
 
     max_x  sum_i u_i(x_i),   u_i(x) = sum_r w_ir * log(1 + x_r)
-    s.t.   sum_i x_ir = s_r := sum_i e_ir   for every good r    (conservation, multiplier lambda_r)
-           x >= 0
-           u_i(x_i) >= u_i(e_i)            for every agent i   (individual rationality, multiplier mu_i)
+    s.t.   x in C = {x >= 0, sum_i x_ir = s_r := sum_i e_ir for every good r}   (conservation, lambda_r)
+           g_i(x) = u_i(e_i) - u_i(x_i) <= 0 for every agent i                 (individual rationality, mu_i)
 
-The conservation multipliers lambda are the market prices.
+The conservation multipliers lambda are the market prices. Three methods:
 
-``method="pgd"`` (default) is a projected, Newton-preconditioned gradient method on the dual over
-prices, with IR handled by exact Lagrange multipliers:
+``method="pgd"`` (default): accelerated projected gradient on an augmented Lagrangian.
+
+- Primal variable x, kept in C at every iterate by the exact Euclidean projection onto C: per
+  good a scaled simplex, x = max(0, y - theta_r), theta_r found by sorting, batched over goods
+  (``project_onto_conservation``). theta_r * L estimates the price lambda_r.
+- IR by multipliers, not a penalty: the augmented Lagrangian for inequalities,
+  L_rho(x, mu) = sum_i u_i(x_i) - sum_i (max(0, mu_i + rho_i g_i(x))^2 - mu_i^2) / (2 rho_i),
+  whose gradient is (1 + max(0, mu_i + rho_i g_i)) w_ir / (1 + x_ir).
+- Inner loop, max over C of L_rho(., mu): FISTA steps x+ = P_C(y + grad L_rho(y) / L). The step
+  1/L comes from backtracking on the ascent lemma (checked per agent), each step first trying
+  0.9 L, so the step follows the local curvature w / (1 + x)^2 + rho |grad u|^2. The momentum
+  rule for a varying L is that of Scheinberg, Goldfarb and Bai (2014). Gradient-based adaptive
+  restart (O'Donoghue and Candes 2015) resets the momentum when (x+ - y) . (x+ - x) < 0.
+  ``accelerate=False`` gives plain projected gradient (same steps, no momentum).
+  log(1 + x) is continued below 0 by x - x^2/2, so extrapolated points y outside x >= 0 have
+  a gradient; iterates themselves are projections and never leave C.
+- Outer loop: once the inner problem is stationary to 0.3 times the relative IR residual, the
+  multipliers update mu <- max(0, mu + rho g(x)), with rho_i = 10 (1 + mu_i) / sum_r w_ir (the
+  dual curvature's scale), doubled for an agent whose IR residual is among the largest and has
+  not halved since the last update (its demand is flat in mu, e.g. it holds nothing).
+- Stopping rule on the KKT residual of the iterate: relative stationarity (the projected-gradient
+  residual per entry, |min(x_ir / (1 + x_ir), 1 - grad_ir / lambda_r)|) and complementarity
+  |min(mu_i, u_i(x_i) - u_i(e_i))| <= tol / 2, IR violation <= min(1e-3 tol, 1e-10) (what the
+  final repair leaves alone); conservation holds by the projection. ``max_iter`` caps the
+  iterations (default 20,000). The candidate is then made
+  exactly conserving and IR as below and its KKT residual measured again; if the repair cost
+  more than ``tol`` the target is tightened and the iterations go on.
+- Start, ``init="dual"`` (default, the fast path): the Newton solution below (with water-filling
+  as its first prices), whose multipliers mu and prices lambda seed the iteration; when it is
+  already a KKT point, projected gradient certifies it in 0 iterations, otherwise it polishes it.
+  ``init="endowment"``: x = e (or, with ``warm_start``, the previous allocation rescaled to the
+  current supply) and mu = 0 (or the previous multipliers): projected gradient alone.
+- ``iterations`` counts projected-gradient steps, ``init_iterations`` the Newton price updates
+  of the start, ``outer_iterations`` the multiplier updates.
+
+``method="newton"``: Newton's method on the dual over the R prices, with the IR multipliers
+exact for each price vector:
 
 - For given prices each agent's problem max u_i(x) - lambda.x s.t. x >= 0, u_i(x) >= u_i(e_i) has
   a closed form: x_ir = max(0, (1 + mu_i) w_ir / lambda_r - 1), where mu_i >= 0 is the least
   multiplier restoring the agent's endowment utility (a piecewise-linear 1-D root, solved for all
-  agents at once).
+  agents at once). With mu = 0 this is the water-filling (no-IR) optimum.
 - The dual function of prices, Phi(lambda) = sum_i max_x [u_i - lambda.x] + lambda.s, is convex
   in R variables, and its gradient is minus the excess demand. Prices take Newton steps on it
   (the Hessian is an R x R sum of per-agent compensated demand slopes) with a line search on the
-  directional derivative, which stays robust where demand is nearly piecewise linear (small
-  holdings), falling back to diagonally scaled excess demand when a Newton step cannot lower Phi.
-  They stop when the KKT residual of the *returned* allocation is below ``tol``.
-- The first prices are the water-filling prices for the warm-start multipliers (exact when those
-  are), x_ir = max(0, (1 + mu_i) w_ir / lambda_r - 1) with lambda_r clearing good r.
-- The returned allocation is always exactly conserving (each good rescaled to its supply; a
-  relative fix is exact for small holders next to large ones, where the Euclidean projection's
-  uniform shift is not) and individually rational (blended towards the endowment where an
-  iteration cap or rounding left a violation above min(1e-3 tol, 1e-10)); ``converged`` says
-  whether ``tol`` was met.
-
-Why Newton rather than first-order steps: fixed-step dual ascent, and alternating water-filling
-with multiplier updates (even Anderson-accelerated), converge slowly or cycle when holdings are
-small and utilities nearly linear; Newton on the R prices converges in about 5 steps across
-holdings from 1e-9 to 1e6 (tests/test_trade.py, benchmarks/bench_trade.py).
+  directional derivative, falling back to diagonally scaled excess demand when a Newton step
+  cannot lower Phi. They stop when the KKT residual of the *returned* allocation is below ``tol``.
+- The first prices are the water-filling prices for the warm-start multipliers.
+- Fixed-step dual ascent, and alternating water-filling with multiplier updates, converge slowly
+  or cycle when holdings are small and utilities nearly linear; Newton on the R prices converges
+  in about 5 steps across holdings from 1e-9 to 1e6.
 
 ``method="penalty"`` is the seed's method, kept for comparison: 100 fixed-size projected gradient
 steps on welfare minus a quadratic penalty on IR violations. Its IR violation is reported as is.
+
+Every pgd and newton allocation is returned exactly conserving (each good rescaled to its supply;
+a relative fix is exact for small holders next to large ones, where the Euclidean projection's
+uniform shift is not) and individually rational (blended towards the endowment where an iteration
+cap or rounding left a violation above min(1e-3 tol, 1e-10)); ``converged`` says whether its KKT
+residual is <= ``tol``.
 
 Conventions: a good nobody holds (s_r = 0) and a good nobody values (all w_ir = 0) are not traded
 and have price 0 (their conservation multiplier is not unique); the first stays at 0 for everyone,
@@ -53,14 +84,24 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-METHODS = ("pgd", "penalty")
-DEFAULT_MAX_ITER = 100  # pgd price updates when max_iter is None
+METHODS = ("pgd", "newton", "penalty")
+INITS = ("dual", "endowment")
+DEFAULT_MAX_ITER = 100  # newton price updates when max_iter is None (and pgd's init_max_iter)
 PENALTY_STEPS = 100  # the seed's number of steps (penalty's default max_iter)
 PENALTY_STEP_SIZE = 0.1  # the seed's fixed gradient step
 PENALTY_WEIGHT = 10.0  # the seed's quadratic IR-penalty coefficient
 LINE_SEARCH_STEPS = 80  # evaluations per line search, at most
 IR_ALLOWANCE = 1e-10  # largest IR violation (utility) left unrepaired, with 1e-3 * tol when smaller
 MAX_LOG_MULTIPLIER = 200.0  # log(1 + mu) is capped so that (1 + mu) w / lambda stays finite
+PGD_MAX_ITER = 20_000  # projected-gradient iterations when max_iter is None
+AL_PENALTY = 10.0  # augmented-Lagrangian penalty rho_i = AL_PENALTY (1 + mu_i) / sum_r w_ir
+PENALTY_GROWTH = 2.0  # factor on a bottleneck agent's penalty when its IR residual stalls
+MAX_PENALTY_BOOST = 1e6  # cap on that growth
+INNER_FACTOR = 0.3  # multipliers update once inner stationarity <= this times the relative IR residual
+MAX_INNER = 1_000  # FISTA iterations between multiplier updates, at most
+LIPSCHITZ_DECAY = 0.9  # each step first tries 0.9 times the last Lipschitz estimate
+MAX_BACKTRACKS = 60  # doublings of the Lipschitz estimate per step, at most
+EPS = np.finfo(np.float64).eps
 
 
 @dataclass(frozen=True)
@@ -68,12 +109,15 @@ class TradeResult:
     """Outcome of one market clearing.
 
     allocation [N, R]: holdings after trade. prices [R]: conservation multipliers normalised to
-    sum 1 (0 for an untraded good). iterations: price updates (pgd) or gradient steps (penalty).
-    converged: kkt_residual <= tol. conservation_error: max_r |sum_i x_ir - s_r| / max(1, s_r).
-    ir_violation: max_i max(0, u_i(e_i) - u_i(x_i)). kkt_residual: the largest of conservation
-    error, IR violation, complementarity |min(mu_i, u_i(x_i) - u_i(e_i))| and relative
-    stationarity. objective: sum_i u_i(x_i). multipliers [N]: IR multipliers mu (warm start for
-    the next call). method: the method used. Tensors are float64.
+    sum 1 (0 for an untraded good). iterations: projected-gradient iterations (pgd), price updates
+    (newton) or gradient steps (penalty). converged: kkt_residual <= tol. conservation_error:
+    max_r |sum_i x_ir - s_r| / max(1, s_r). ir_violation: max_i max(0, u_i(e_i) - u_i(x_i)).
+    kkt_residual: the largest of conservation error, IR violation, complementarity
+    |min(mu_i, u_i(x_i) - u_i(e_i))| and relative stationarity. objective: sum_i u_i(x_i).
+    multipliers [N]: IR multipliers mu (warm start for the next call). method: the method used.
+    init_iterations: Newton price updates of pgd's ``init="dual"`` start (0 otherwise).
+    outer_iterations: pgd's augmented-Lagrangian multiplier updates (0 for other methods).
+    Tensors are float64.
     """
 
     allocation: torch.Tensor  # [N, R]
@@ -86,27 +130,39 @@ class TradeResult:
     objective: float
     multipliers: torch.Tensor  # [N]
     method: str
+    init_iterations: int = 0
+    outer_iterations: int = 0
 
 
 def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
-                 max_iter: Optional[int] = None, warm_start: Optional[TradeResult] = None) -> TradeResult:
+                 max_iter: Optional[int] = None, warm_start: Optional[TradeResult] = None,
+                 init: str = "dual", accelerate: bool = True, init_max_iter: int = DEFAULT_MAX_ITER) -> TradeResult:
     """Reallocate ``holdings`` [N, R] to maximise summed utility, conserving goods, keeping IR.
 
     ``weights`` [N, R] are the utility weights w (nonnegative; a row may be all zero).
-    ``max_iter`` caps the price updates (pgd, default 100) or sets the number of steps (penalty,
-    default 100). ``warm_start``, a previous result, seeds the multipliers when it has N agents.
-    Bad input raises ``ValueError`` naming the argument.
+    ``method``: "pgd" (default), "newton" or "penalty" (module docstring). ``tol`` bounds the
+    KKT residual (pgd, newton). ``max_iter`` caps the projected-gradient iterations (pgd, default
+    20,000) or the price updates (newton, default 100), or sets the number of steps (penalty,
+    default 100). ``warm_start``, a previous result with N agents, seeds the IR multipliers (and,
+    for pgd with ``init="endowment"``, the allocation, rescaled to the current supply).
+    pgd only: ``init`` is "dual" (start from the Newton dual solution) or "endowment" (start from
+    the holdings: projected gradient alone); ``init_max_iter`` caps the Newton price updates of
+    the dual start (default 100); ``accelerate=False`` drops FISTA's momentum (plain projected
+    gradient, for comparison). Bad input raises ``ValueError`` naming the argument.
     """
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {METHODS}")
+    if init not in INITS:
+        raise ValueError(f"init: unknown start {init!r}; expected one of {INITS}")
     endowment, device = _as_matrix("holdings", holdings)
     utility_weights, _ = _as_matrix("weights", weights)
     if endowment.shape != utility_weights.shape:
         raise ValueError(f"weights: shape {utility_weights.shape} differs from holdings shape {endowment.shape}")
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: {tol!r}; expected a finite number > 0")
-    if max_iter is not None and (not isinstance(max_iter, (int, np.integer)) or max_iter < 1):
-        raise ValueError(f"max_iter: {max_iter!r}; expected an integer >= 1")
+    for name, cap in (("max_iter", max_iter), ("init_max_iter", init_max_iter)):
+        if cap is not None and (not isinstance(cap, (int, np.integer)) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(f"{name}: {cap!r}; expected an integer >= 1")
     if warm_start is not None and not isinstance(warm_start, TradeResult):
         raise ValueError(f"warm_start: expected a TradeResult or None, got {type(warm_start).__name__}")
 
@@ -117,11 +173,17 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
     # Goods-major layout [R, N]: sums over agents run along contiguous memory.
     e = np.ascontiguousarray(endowment.T)
     w = np.ascontiguousarray(utility_weights.T)
+    warm_allocation = warm_multipliers = None
+    if warm_start is not None and warm_start.multipliers.shape[0] == e.shape[1]:
+        warm_multipliers = warm_start.multipliers.detach().cpu().numpy().astype(np.float64)
+        if warm_start.allocation.shape == endowment.shape:
+            warm_allocation = np.ascontiguousarray(warm_start.allocation.detach().cpu().numpy().astype(np.float64).T)
+    init_iterations = outer_iterations = 0
     if method == "pgd":
-        warm = None
-        if warm_start is not None and warm_start.multipliers.shape[0] == e.shape[1]:
-            warm = warm_start.multipliers.detach().cpu().numpy().astype(np.float64)
-        x, lam, mu, iterations, diagnostics = _solve_prices(e, w, tol, max_iter or DEFAULT_MAX_ITER, warm)
+        x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics = _solve_pgd(
+            e, w, tol, max_iter or PGD_MAX_ITER, init, init_max_iter, warm_allocation, warm_multipliers, accelerate)
+    elif method == "newton":
+        x, lam, mu, iterations, diagnostics = _solve_prices(e, w, tol, max_iter or DEFAULT_MAX_ITER, warm_multipliers)
     else:
         x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
         diagnostics = _diagnostics(e, w, x, lam, mu)
@@ -134,6 +196,8 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
         converged=bool(diagnostics["kkt_residual"] <= tol),
         multipliers=as_tensor(mu),
         method=method,
+        init_iterations=int(init_iterations),
+        outer_iterations=int(outer_iterations),
         **diagnostics,
     )
 
@@ -148,12 +212,18 @@ def project_onto_conservation(points: np.ndarray, supply: np.ndarray) -> np.ndar
     Per good, the projection onto a scaled simplex: x = max(0, y - theta_r) with theta_r found by
     sorting (O(N log N)), batched over goods. ``supply`` [R] must be >= 0; 0 gives x = 0.
     """
+    return _project_with_threshold(points, supply)[0]
+
+
+def _project_with_threshold(points: np.ndarray, supply: np.ndarray):
+    """``project_onto_conservation`` and its thresholds theta [R], the conservation multipliers
+    of the projection (x = max(0, points - theta))."""
     num_goods, num_agents = points.shape
     descending = -np.sort(-points, axis=1)  # [R, N]
     thresholds = (np.cumsum(descending, axis=1) - supply[:, None]) / np.arange(1, num_agents + 1)
     count = np.maximum((descending > thresholds).sum(axis=1), 1)  # the active set is a sorted prefix
     theta = thresholds[np.arange(num_goods), count - 1]
-    return np.maximum(points - theta[:, None], 0.0)
+    return np.maximum(points - theta[:, None], 0.0), theta
 
 
 def _water_fill(coefficients: np.ndarray, supply: np.ndarray, max_steps: int = 100) -> np.ndarray:
@@ -179,7 +249,7 @@ def _utility(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# pgd: Newton-preconditioned projected gradient on the dual over prices
+# newton: Newton's method on the dual over prices (also pgd's init="dual" start)
 
 
 class _Economy(NamedTuple):
@@ -396,6 +466,233 @@ def _finish(x, e, w, traded, supply, endowment_utility, allowance):
         x = np.where((traded & ~rescale)[:, None], project_onto_conservation(x, supply), x)
     x = np.where(traded[:, None], x, e)
     return _make_individually_rational(x, e, w, endowment_utility, allowance)
+
+
+# ----------------------------------------------------------------------------------------------
+# pgd: accelerated projected gradient on an augmented Lagrangian
+
+
+class _Penalised(NamedTuple):
+    """The traded goods' data for projected gradient, [R_traded, N] arrays, fixed per call."""
+
+    weights: np.ndarray
+    supply: np.ndarray  # [R_traded] > 0
+    endowment_utility: np.ndarray  # [N]
+    ir_slack: np.ndarray  # [N] IR shortfall the final repair leaves alone (allowance + rounding)
+    penalty_scale: np.ndarray  # [N] AL_PENALTY / W_i, W_i = sum_r w_ir (1 where W_i = 0)
+
+
+class _Point(NamedTuple):
+    """A point x [R, N] and the augmented Lagrangian's pieces there, for fixed (mu, rho)."""
+
+    x: np.ndarray
+    utility: np.ndarray  # [N] u_i(x_i), log(1 + x) continued below 0 (_extended_log1p)
+    shifted: np.ndarray  # [N] mu_i + rho_i g_i(x), g_i = u_i(e_i) - u_i(x_i)
+    multipliers: np.ndarray  # [N] max(0, shifted): the first-order multiplier estimate
+    gradient: np.ndarray  # [R, N] (1 + multipliers_i) w_ir / (1 + x_ir)
+
+
+def _extended_log1p(x: np.ndarray) -> np.ndarray:
+    """log(1 + x) for x >= 0, continued below 0 by x - x^2 / 2 (same value, slope and curvature
+    at 0): concave and smooth everywhere, so FISTA's extrapolated points, which may leave x >= 0,
+    have a gradient. Iterates x_k are projections, hence >= 0, where nothing changes."""
+    return np.where(x >= 0.0, np.log1p(np.maximum(x, 0.0)), x - 0.5 * x * x)
+
+
+def _extended_marginal(x: np.ndarray) -> np.ndarray:
+    """The derivative of ``_extended_log1p``: 1 / (1 + x) for x >= 0, 1 - x below."""
+    return np.where(x >= 0.0, 1.0 / (1.0 + np.maximum(x, 0.0)), 1.0 - x)
+
+
+def _log1p_difference(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """_extended_log1p(end) - _extended_log1p(start) for end >= 0, without cancellation where
+    start >= 0: log(1 + (end - start) / (1 + start))."""
+    safe = np.maximum(start, 0.0)
+    return np.where(start >= 0.0, np.log1p((end - safe) / (1.0 + safe)), np.log1p(end) - start + 0.5 * start * start)
+
+
+def _evaluate(problem: _Penalised, x: np.ndarray, mu: np.ndarray, rho: np.ndarray) -> _Point:
+    """The augmented Lagrangian's gradient at x: (1 + max(0, mu + rho g(x))) w / (1 + x)."""
+    utility = (problem.weights * _extended_log1p(x)).sum(axis=0)
+    shifted = mu + rho * (problem.endowment_utility - utility)
+    multipliers = np.maximum(shifted, 0.0)
+    return _Point(x, utility, shifted, multipliers, (1.0 + multipliers) * problem.weights * _extended_marginal(x))
+
+
+def _ascent_holds(problem: _Penalised, y: _Point, x: np.ndarray, rho: np.ndarray, lipschitz: float) -> bool:
+    """Whether L_rho(x) >= L_rho(y) + grad L_rho(y) . (x - y) - L/2 |x - y|^2, the ascent lemma
+    that a step 1 / L needs, checked agent by agent (L_rho is a sum over agents, and per-agent
+    differences, taken without cancellation, keep rounding small)."""
+    step = x - y.x
+    utility_change = (problem.weights * _log1p_difference(y.x, x)).sum(axis=0)
+    shifted = y.shifted - rho * utility_change
+    multipliers = np.maximum(shifted, 0.0)
+    # Penalty change (max(0, shifted)^2 - max(0, shifted_y)^2) / (2 rho), factored exactly.
+    multiplier_change = np.where((shifted > 0) & (y.shifted > 0), -rho * utility_change, multipliers - y.multipliers)
+    penalty_change = multiplier_change * (multipliers + y.multipliers) / (2.0 * rho)
+    change = utility_change - penalty_change
+    linear = (y.gradient * step).sum(axis=0)
+    quadratic = 0.5 * lipschitz * (step * step).sum(axis=0)
+    rounding = 16 * EPS * (np.abs(utility_change) + np.abs(penalty_change) + np.abs(linear) + quadratic)
+    return bool(np.all(change - linear + quadratic >= -rounding))
+
+
+def _fista_step(problem, point, previous, momentum, lipschitz, mu, rho, accelerate):
+    """One accelerated projected-gradient step from ``point`` (x_k, previous x_{k-1}).
+
+    The trial L starts at LIPSCHITZ_DECAY times the last one and doubles until the ascent lemma
+    holds. With variable L the momentum follows Scheinberg, Goldfarb and Bai (2014):
+    t_{k+1} = (1 + sqrt(1 + 4 t_k^2 L_{k+1} / L_k)) / 2, y = x_k + (t_k - 1) / t_{k+1} (x_k - x_{k-1}),
+    both recomputed for each trial L; x_{k+1} = P_C(y + grad L_rho(y) / L) by the exact projection.
+    Returns (y, x_{k+1}, theta, t_{k+1}, L); theta [R] are the projection's thresholds, and
+    theta * L estimates the conservation multipliers (prices).
+    """
+    trial = LIPSCHITZ_DECAY * lipschitz
+    for _ in range(MAX_BACKTRACKS):
+        following = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * momentum * momentum * trial / lipschitz)) if accelerate else 1.0
+        extrapolation = (momentum - 1.0) / following
+        y = point
+        if extrapolation != 0.0:
+            y = _evaluate(problem, point.x + extrapolation * (point.x - previous.x), mu, rho)
+        x, theta = _project_with_threshold(y.x + y.gradient / trial, problem.supply)
+        if _ascent_holds(problem, y, x, rho, trial):
+            break
+        trial *= 2.0
+    return y, x, theta, following, trial
+
+
+def _stationarity(point: _Point, prices: np.ndarray, typical=1.0) -> float:
+    """max over entries of |min(x_ir / (typical + x_ir), 1 - grad_ir / lambda_r)|: the
+    projected-gradient residual in relative units, zero exactly when every holder's marginal
+    value is the price and nobody values the good above it. ``typical`` = 1 is the KKT measure of
+    ``_diagnostics``; a price still near 0 gives an infinite (honest) residual."""
+    with np.errstate(over="ignore"):
+        relative = point.gradient / np.maximum(prices, np.finfo(np.float64).tiny)[:, None]
+    return float(np.max(np.abs(np.minimum(point.x / (typical + point.x), 1.0 - relative)), initial=0.0))
+
+
+def _residuals(problem: _Penalised, point: _Point, prices: np.ndarray):
+    """(stationarity, complementarity, unrepaired IR shortfall) at an iterate, with multipliers
+    max(0, mu + rho g(x)) and conservation multipliers ``prices``; conservation holds by
+    construction (every iterate is a projection onto it)."""
+    shortfall = problem.endowment_utility - point.utility
+    complementarity = float(np.max(np.abs(np.minimum(point.multipliers, -shortfall)), initial=0.0))
+    return _stationarity(point, prices), complementarity, float(np.max(shortfall - problem.ir_slack, initial=0.0))
+
+
+def _inner_stationarity(problem: _Penalised, point: _Point, prices: np.ndarray) -> float:
+    """Stationarity of the inner maximisation in units free of the holdings' scale, with the
+    mean holding s_r / N in place of 1 (the KKT measure's x / (1 + x) is about x at small
+    holdings, where it would call any point stationary)."""
+    return _stationarity(point, prices, problem.supply[:, None] / point.x.shape[1])
+
+
+def _lipschitz_estimate(problem: _Penalised, point: _Point, rho: np.ndarray) -> float:
+    """The augmented Lagrangian's curvature at ``point``: per agent (1 + mu_hat_i) max_r w_ir /
+    (1 + x_ir)^2 from the utilities plus rho_i |grad u_i|^2 from the penalty, maximised over agents.
+    A start for the backtracking, which raises it where the iterates need more."""
+    marginal = problem.weights * _extended_marginal(point.x)  # w / (1 + x)
+    curvature = (1.0 + point.multipliers) * (marginal * _extended_marginal(point.x)).max(axis=0)
+    penalty = np.where(point.shifted > 0, rho * (marginal * marginal).sum(axis=0), 0.0)
+    return float(max(np.max(curvature + penalty), np.finfo(np.float64).tiny))
+
+
+def _solve_pgd(e, w, tol, max_iter, init, init_max_iter, warm_allocation, warm_multipliers, accelerate):
+    """Accelerated projected gradient on the augmented Lagrangian until the KKT residual <= tol.
+
+    Returns (x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics) on [R, N]
+    arrays. Inner loop: FISTA steps (``_fista_step``) with O'Donoghue-Candes gradient restart.
+    Outer loop: once the inner problem is stationary to INNER_FACTOR times the relative IR
+    residual (or after MAX_INNER steps), mu <- max(0, mu + rho g(x)) and
+    rho_i = AL_PENALTY boost_i (1 + mu_i) / W_i, where boost_i doubles for an agent whose IR
+    residual is among the largest and has not halved since the last update (its demand is flat
+    in mu, as for an agent holding nothing: a bigger step on mu gets it off the flat part).
+    Whenever the iterate's KKT residual is below the target, it is made exactly conserving and
+    IR (``_finish``) and measured; if that cost more than ``tol``, the target is tightened
+    (x 0.01) and the iterations go on. The candidate with the lowest KKT residual is returned
+    (with ``init="dual"``, the Newton solution is the first candidate).
+    """
+    supply = e.sum(axis=1)
+    traded = (supply > 0) & (w > 0).any(axis=1)  # [R]
+    endowment_utility = _utility(w, e)
+    num_goods, num_agents = e.shape
+    allowance = min(1e-3 * tol, IR_ALLOWANCE)
+    if not traded.any():  # nothing to trade: owners keep what they have
+        x = _finish(np.zeros_like(e), e, w, traded, supply, endowment_utility, 0.0)
+        lam, mu = np.zeros(num_goods), np.zeros(num_agents)
+        return x, lam, mu, 0, 0, 0, _diagnostics(e, w, x, lam, mu)
+    init_iterations, prices, best = 0, None, None
+    if init == "dual":  # the fast path: start from the Newton dual solution, exact when it converged
+        x_dual, lam_dual, mu, init_iterations, dual_diagnostics = _solve_prices(e, w, tol, init_max_iter,
+                                                                                warm_multipliers)
+        x, prices = x_dual[traded], lam_dual[traded]
+        best = (dual_diagnostics["kkt_residual"], x_dual, lam_dual, mu, dual_diagnostics)
+    else:
+        x, mu = e[traded], np.zeros(num_agents)
+        if warm_allocation is not None:  # the previous allocation, rescaled to the current supply
+            previous = warm_allocation[traded]
+            held = previous.sum(axis=1)
+            x = np.where((held > 0)[:, None], previous * (supply[traded] / np.where(held > 0, held, 1.0))[:, None], x)
+        if warm_multipliers is not None:
+            mu = np.nan_to_num(warm_multipliers).clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))
+    weights = w[traded]
+    total_weight = weights.sum(axis=0)
+    problem = _Penalised(weights, supply[traded], endowment_utility,
+                         allowance + 64 * EPS * (1.0 + np.abs(endowment_utility)),
+                         np.where(total_weight > 0, AL_PENALTY / np.where(total_weight > 0, total_weight, 1.0), 1.0))
+    boost, last_residual = np.ones(num_agents), np.full(num_agents, np.inf)
+    rho = problem.penalty_scale * (1.0 + mu)
+    point = _evaluate(problem, x, mu, rho)
+    lipschitz = _lipschitz_estimate(problem, point, rho)
+    if prices is None:  # the conservation multipliers of one projected-gradient step
+        _, theta = _project_with_threshold(point.x + point.gradient / lipschitz, problem.supply)
+        prices = lipschitz * theta
+    previous, momentum = point, 1.0
+    target, iterations, outer, inner = 0.5 * tol, 0, 0, 0
+    while True:
+        finite = np.all(np.isfinite(point.x)) and np.all(np.isfinite(prices)) and np.isfinite(lipschitz)
+        stationarity, complementarity, unrepaired = _residuals(problem, point, prices)
+        ir_met = complementarity <= target and unrepaired <= 0
+        if not finite or (stationarity <= target and ir_met) or iterations >= max_iter:
+            if finite:
+                x_full = np.zeros_like(e)
+                x_full[traded] = point.x
+                x_full = _finish(x_full, e, w, traded, supply, endowment_utility, allowance)
+                lam = np.zeros(num_goods)
+                lam[traded] = np.maximum(prices, 0.0)
+                diagnostics = _diagnostics(e, w, x_full, lam, point.multipliers)
+                if best is None or diagnostics["kkt_residual"] < best[0]:
+                    best = (diagnostics["kkt_residual"], x_full, lam, point.multipliers, diagnostics)
+            elif best is None:  # rounding broke down (not seen in tests): keep the endowment
+                lam, mu = np.zeros(num_goods), np.zeros(num_agents)
+                best = (np.inf, e.copy(), lam, mu, _diagnostics(e, w, e, lam, mu))
+            if best[0] <= tol or not finite or iterations >= max_iter or target < 1e-6 * tol:
+                break
+            target *= 0.01
+            continue
+        if inner > 0 and not ir_met:  # while IR is unmet, the multipliers may need an update
+            shortfall = problem.endowment_utility - point.utility
+            ir_residual = np.where(point.multipliers > 0, np.abs(shortfall), np.maximum(shortfall, 0.0))  # [N]
+            scale = np.maximum(np.maximum(problem.endowment_utility, point.utility), np.finfo(np.float64).tiny)
+            relative_residual = float(np.max(ir_residual / scale))
+            if _inner_stationarity(problem, point, prices) <= INNER_FACTOR * relative_residual or inner >= MAX_INNER:
+                mu = point.multipliers  # the augmented-Lagrangian multiplier update
+                stalled = ((ir_residual > 0.5 * last_residual) & (ir_residual > problem.ir_slack)
+                           & (ir_residual >= 0.5 * ir_residual.max()) & (inner < MAX_INNER))
+                boost = np.where(stalled, np.minimum(PENALTY_GROWTH * boost, MAX_PENALTY_BOOST), boost)
+                last_residual = ir_residual
+                rho = problem.penalty_scale * boost * (1.0 + mu)
+                point = previous = _evaluate(problem, point.x, mu, rho)
+                momentum, inner, outer = 1.0, 0, outer + 1
+        y, x_new, theta, following, lipschitz = _fista_step(problem, point, previous, momentum, lipschitz, mu, rho,
+                                                            accelerate)
+        prices = lipschitz * theta
+        iterations, inner = iterations + 1, inner + 1
+        # Gradient restart (O'Donoghue and Candes): drop the momentum once it points against the step.
+        momentum = following if np.sum((x_new - y.x) * (x_new - point.x)) >= 0 else 1.0
+        previous, point = point, _evaluate(problem, x_new, mu, rho)
+    _, x_best, lam_best, mu_best, diagnostics = best
+    return x_best, lam_best, mu_best, iterations, outer, init_iterations, diagnostics
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Market clearing (DESIGN.md section 4): cvxpy is the oracle, hypothesis checks the invariants."""
+"""Market clearing (DESIGN.md section 4): cvxpy is the oracle, hypothesis checks the invariants.
+
+The default method (pgd, started from the Newton dual solution) is checked everywhere; projected
+gradient alone (init="endowment"), its acceleration, its agreement with Newton and the closed-form
+no-IR optimum have their own section."""
 import time
 
 import numpy as np
@@ -36,7 +40,7 @@ def degenerate_instance(rng, kind):
     return holdings, weights
 
 
-def check_feasible(result, holdings, weights):
+def check_feasible(result, holdings, weights, tol=1e-9):
     """The contract's guarantees on every returned allocation."""
     holdings = np.asarray(holdings, dtype=np.float64)
     x = result.allocation.numpy()
@@ -48,7 +52,7 @@ def check_feasible(result, holdings, weights):
     assert result.conservation_error <= 1e-9
     assert np.all(utility(weights, x) >= utility(weights, holdings) - 1e-7)
     assert result.ir_violation <= 1e-7
-    assert result.converged == (result.kkt_residual <= 1e-9)
+    assert result.converged == (result.kkt_residual <= tol)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,12 +132,13 @@ def test_trade_conserves_each_resource_and_keeps_everyone_individually_rational(
 
 
 @settings(max_examples=40, deadline=None)
-@given(markets(), st.integers(1, 3))
-def test_trade_stays_feasible_when_stopped_early(market, max_iter):
+@given(markets(), st.integers(1, 3), st.sampled_from(["newton", "dual", "endowment"]))
+def test_trade_stays_feasible_when_stopped_early(market, max_iter, start):
     holdings, weights = market
-    result = clear_market(holdings, weights, max_iter=max_iter)
+    options = {"method": "newton"} if start == "newton" else {"init": start, "init_max_iter": max_iter}
+    result = clear_market(holdings, weights, max_iter=max_iter, **options)
     check_feasible(result, holdings, weights)
-    assert result.iterations <= max_iter
+    assert result.iterations <= max_iter and result.init_iterations <= max_iter
 
 
 def test_projection_onto_conservation_is_exact_and_nearest():
@@ -146,6 +151,127 @@ def test_projection_onto_conservation_is_exact_and_nearest():
     for _ in range(200):  # no feasible point is nearer
         other = project_onto_conservation(projected + 0.1 * rng.normal(size=points.shape), supply)
         assert np.sum((other - points) ** 2) >= np.sum((projected - points) ** 2) - 1e-12
+
+
+# ------------------------------------------------------------------------------------------------
+# Projected gradient alone, acceleration, Newton and the closed form
+
+
+def pure_instances():
+    """Moderate random instances, plain and of every degenerate kind, for projected gradient alone."""
+    rng = np.random.default_rng(21)
+    instances = [random_instance(rng, int(rng.integers(2, 41)), int(rng.integers(1, 5))) for _ in range(10)]
+    return instances + [degenerate_instance(rng, kind) for kind in KINDS[1:] for _ in range(2)]
+
+
+PURE_INSTANCES = pure_instances()
+
+
+def water_filling(weights, supply):
+    """The no-IR optimum, per good: x_ir = max(0, w_ir / lambda_r - 1) with lambda_r clearing the
+    good, found here by bisection on log lambda (independently of the module's Newton version)."""
+    x = np.zeros(weights.shape)
+    prices = np.zeros(weights.shape[1])
+    for good in range(weights.shape[1]):
+        column = weights[:, good]
+        low, high = np.log(column.max() / (1.0 + supply[good])), np.log(column.max())  # demand >= s, <= s
+        for _ in range(200):
+            middle = 0.5 * (low + high)
+            excess = np.maximum(column / np.exp(middle) - 1.0, 0.0).sum() - supply[good]
+            low, high = (middle, high) if excess > 0 else (low, middle)
+        prices[good] = np.exp(0.5 * (low + high))
+        x[:, good] = np.maximum(column / prices[good] - 1.0, 0.0)
+    return x, prices / prices.sum()
+
+
+def test_projected_gradient_alone_reaches_the_cvxpy_optimum():
+    pytest.importorskip("cvxpy")
+    for holdings, weights in PURE_INSTANCES:
+        result = clear_market(holdings, weights, init="endowment")
+        check_feasible(result, holdings, weights)
+        assert result.converged and result.init_iterations == 0
+        assert result.ir_violation < 1e-7
+        optimum, _ = cvxpy_optimum(holdings, weights)
+        assert abs(result.objective - optimum) <= 1e-4 * max(1.0, abs(optimum))
+
+
+def test_acceleration_needs_fewer_iterations_than_plain_projected_gradient():
+    accelerated_total = plain_total = 0
+    for holdings, weights in PURE_INSTANCES:
+        accelerated = clear_market(holdings, weights, init="endowment")
+        plain = clear_market(holdings, weights, init="endowment", accelerate=False)
+        assert accelerated.converged and plain.converged
+        assert accelerated.iterations <= plain.iterations
+        np.testing.assert_allclose(accelerated.allocation.numpy(), plain.allocation.numpy(), atol=1e-6)
+        accelerated_total, plain_total = accelerated_total + accelerated.iterations, plain_total + plain.iterations
+    assert accelerated_total < 0.6 * plain_total
+
+
+def test_tolerance_option_trades_accuracy_for_iterations():
+    rng = np.random.default_rng(8)
+    holdings, weights = random_instance(rng, 40, 3)
+    loose = clear_market(holdings, weights, init="endowment", tol=1e-5)
+    tight = clear_market(holdings, weights, init="endowment", tol=1e-10)
+    check_feasible(loose, holdings, weights, tol=1e-5)
+    check_feasible(tight, holdings, weights, tol=1e-10)
+    assert loose.converged and tight.converged and loose.iterations < tight.iterations
+
+
+def test_projected_gradient_and_newton_agree():
+    rng = np.random.default_rng(9)
+    for _ in range(10):  # all weights positive: the optimal allocation is unique
+        holdings, weights = random_instance(rng, int(rng.integers(2, 61)), int(rng.integers(1, 5)))
+        newton = clear_market(holdings, weights, method="newton")
+        for options in ({}, {"init": "endowment"}):
+            pgd = clear_market(holdings, weights, **options)
+            assert pgd.method == "pgd" and newton.method == "newton" and pgd.converged and newton.converged
+            np.testing.assert_allclose(pgd.allocation.numpy(), newton.allocation.numpy(), atol=1e-7)
+            np.testing.assert_allclose(pgd.prices.numpy(), newton.prices.numpy(), atol=1e-8)
+            # (1 + mu) and the prices are unique up to one common factor when every agent's IR binds.
+            scaled = [(1.0 + r.multipliers.numpy()) / (1.0 + r.multipliers.numpy()).sum() for r in (pgd, newton)]
+            np.testing.assert_allclose(*scaled, atol=1e-7)
+            assert pgd.objective == pytest.approx(newton.objective, rel=1e-10)
+
+
+def test_default_certifies_the_dual_start_and_polishes_a_truncated_one():
+    rng = np.random.default_rng(10)
+    for _ in range(5):
+        holdings, weights = random_instance(rng, 30, 3)
+        newton = clear_market(holdings, weights, method="newton")
+        certified = clear_market(holdings, weights)  # Newton converged: nothing left to polish
+        assert certified.init_iterations == newton.iterations and certified.iterations == 0
+        assert certified.converged
+        polished = clear_market(holdings, weights, init_max_iter=1)  # one Newton step, then PGD
+        check_feasible(polished, holdings, weights)
+        assert polished.init_iterations == 1 and polished.iterations > 0 and polished.converged
+        np.testing.assert_allclose(polished.allocation.numpy(), newton.allocation.numpy(), atol=1e-7)
+
+
+def test_closed_form_water_filling_is_an_upper_bound_and_a_fixed_point():
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        holdings, weights = random_instance(rng, int(rng.integers(2, 41)), int(rng.integers(1, 5)))
+        no_ir, no_ir_prices = water_filling(weights, holdings.sum(axis=0))
+        for options in ({}, {"init": "endowment"}, {"method": "newton"}):
+            # IR only constrains: the closed form's welfare bounds the market's from above.
+            assert clear_market(holdings, weights, **options).objective <= utility(weights, no_ir).sum() + 1e-9
+            # Starting at the closed form, nobody can gain: the market leaves it where it is.
+            stay = clear_market(no_ir, weights, **options)
+            check_feasible(stay, no_ir, weights)
+            np.testing.assert_allclose(stay.allocation.numpy(), no_ir, atol=1e-8)
+            np.testing.assert_allclose(stay.prices.numpy(), no_ir_prices, atol=1e-8)
+            assert np.all(stay.multipliers.numpy() <= 1e-6)
+
+
+def test_projected_gradient_warm_start_from_the_previous_step():
+    rng = np.random.default_rng(13)
+    holdings, weights = random_instance(rng, 40, 2)
+    previous = clear_market(holdings, weights, init="endowment")
+    nudged = holdings * rng.uniform(0.9, 1.1, holdings.shape)
+    warm = clear_market(nudged, weights, init="endowment", warm_start=previous)
+    check_feasible(warm, nudged, weights)
+    assert warm.converged
+    np.testing.assert_allclose(warm.allocation.numpy(), clear_market(nudged, weights).allocation.numpy(), atol=1e-7)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,7 +374,9 @@ def test_inputs_may_be_tensors_or_arrays_of_any_float_dtype():
         (np.array([[1.0, -1.0]]), np.ones((1, 2)), {}, "holdings"),
         (np.ones((1, 2)), np.array([[np.inf, 1.0]]), {}, "weights"),
         (np.ones((1, 2)), np.array([[-0.1, 1.0]]), {}, "weights"),
-        (np.ones((1, 2)), np.ones((1, 2)), {"method": "newton"}, "method"),
+        (np.ones((1, 2)), np.ones((1, 2)), {"method": "bfgs"}, "method"),
+        (np.ones((1, 2)), np.ones((1, 2)), {"init": "random"}, "init"),
+        (np.ones((1, 2)), np.ones((1, 2)), {"init_max_iter": 0}, "init_max_iter"),
         (np.ones((1, 2)), np.ones((1, 2)), {"tol": 0.0}, "tol"),
         (np.ones((1, 2)), np.ones((1, 2)), {"max_iter": 0}, "max_iter"),
         (np.ones((1, 2)), np.ones((1, 2)), {"warm_start": "previous"}, "warm_start"),
