@@ -19,8 +19,9 @@ message naming the step and the agent; the last good checkpoint is left as it wa
 
 TensorBoard, every --log-every steps (means over the interval unless said): reward/mean;
 economy/{gini, trade_volume, price/<good>, total/<good>, produced/<good>}; population/{births,
-deaths_age, deaths_starvation, mean_age}; jobs/{share/<job>, mean_effort}; trade/{iterations,
-ir_violation (max)}; learner/<metric> (over the updates in the interval); at the logged step:
+deaths_age, deaths_starvation, mean_age}; jobs/{share/<job>, mean_effort}; trade/{iterations
+(projected-gradient steps), init_iterations (Newton steps of the dual start), ir_violation (max)};
+learner/<metric> (over the updates in the interval); at the logged step:
 comm/participation_ratio (broadcast covariance spectrum), social/attention_entropy (nats, over live
 peers); perf/steps_per_sec. Every --dashboard-every steps: histograms (population/ages,
 economy/wealth, population/utility_weights/<good>, social/attention_weights) and the `dashboard`
@@ -267,7 +268,8 @@ def set_rng_states(states: dict) -> None:
 AVERAGED = {"mean_reward": "reward/mean", "gini": "economy/gini", "trade_volume": "economy/trade_volume",
             "births": "population/births", "deaths_age": "population/deaths_age",
             "deaths_starvation": "population/deaths_starvation", "mean_age": "population/mean_age",
-            "mean_effort": "jobs/mean_effort", "trade_iterations": "trade/iterations"}
+            "mean_effort": "jobs/mean_effort", "trade_iterations": "trade/iterations",
+            "trade_init_iterations": "trade/init_iterations"}
 PER_RESOURCE = {"prices": "economy/price", "totals": "economy/total", "produced": "economy/produced"}
 
 

@@ -214,7 +214,9 @@ class Economy:
             "lost": lost.numpy(),
             "job_counts": torch.bincount(actions.job, minlength=self.config.num_jobs).numpy(),
             "mean_effort": float(actions.effort.mean()),
-            "trade_iterations": int(trade.iterations),
+            "trade_iterations": int(trade.iterations),  # projected-gradient steps
+            "trade_init_iterations": int(trade.init_iterations),  # Newton steps of the dual start
+            "trade_outer_iterations": int(trade.outer_iterations),  # IR multiplier updates
             "trade_converged": bool(trade.converged),
             "trade_ir_violation": float(trade.ir_violation),
             "trade_conservation_error": float(trade.conservation_error),
