@@ -80,7 +80,8 @@ def run_workload(kind: str, n: int, seconds: float) -> dict:
         weights = torch.rand(n, config.num_resources, generator=generator, dtype=torch.float64)
         rate, steps = timed(lambda: clear_market(out.pre_trade, weights), seconds)
         result = clear_market(out.pre_trade, weights)
-        return {"seconds_per_clear": 1.0 / rate, "iterations": result.iterations, "steps": steps,
+        return {"seconds_per_clear": 1.0 / rate, "iterations": result.iterations,
+                "init_iterations": result.init_iterations, "steps": steps,
                 "ir_violation": result.ir_violation, "conservation_error": result.conservation_error}
     from agents import LearnerConfig, make_learner
     learner = make_learner("reinforce", config, LearnerConfig())
@@ -147,7 +148,7 @@ def main() -> None:
 
 def format_row(row: dict) -> str:
     if row["workload"] == "trade":
-        speed = f"{row['seconds_per_clear'] * 1e3:9.2f} ms/clear ({row['iterations']} it)"
+        speed = f"{row['seconds_per_clear'] * 1e3:6.2f} ms/clear ({row['init_iterations']}+{row['iterations']} it)"
     else:
         speed = f"{row['steps_per_sec']:9.1f} steps/s"
     return f"| {row['workload']:5s} | {row['num_agents']:6d} | {speed:28s} | {row['peak_rss_mb']:7.0f} MB |"
