@@ -36,3 +36,12 @@ def test_readme_plugin_example_runs_through_the_economy(monkeypatch):
     assert len(rewards) == 40 and all(r == r for r in rewards)
     # the greedy learner works the job in season: at t = 39 hunting (phase 0) still beats gathering
     assert torch.equal(jobs[economy.state.alive], torch.ones_like(jobs[economy.state.alive]))
+
+
+def test_readme_quick_loop_runs_to_the_end(capsys):
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    loop = re.search(r"A ten-line loop.*?```python\n(.*?)```", text, re.S).group(1)
+    namespace = {}
+    exec(compile(loop, "README.md", "exec"), namespace)
+    assert namespace["env"].agents == [] and "gini" in namespace["env"].last_stats
+    assert capsys.readouterr().out.strip()
