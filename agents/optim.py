@@ -8,6 +8,8 @@ no step), as a separate optimizer that is not called would be.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -19,12 +21,17 @@ def row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(squares, dim=0).sum(dim=0).sqrt()
 
 
+def clip_coefficients(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """[N] factor that scales each row's gradient to norm <= max_norm, like torch.nn.utils.clip_grad_norm_
+    applied to that agent alone: max_norm / (norm + 1e-6), capped at 1."""
+    return (max_norm / (norms + 1e-6)).clamp_(max=1.0)
+
+
 def clip_grad_norm_per_row_(grads: list[torch.Tensor], max_norm: float, norms=None) -> torch.Tensor:
-    """Scale each agent's gradient to norm <= max_norm, in place, like torch.nn.utils.clip_grad_norm_
-    applied to that agent alone (coefficient max_norm / (norm + 1e-6), capped at 1).
+    """Scale each agent's gradient to norm <= max_norm, in place (see `clip_coefficients`).
     `norms` [N] may pass `row_norms(grads)` when already computed. Returns the [N] norms before clipping."""
     norms = row_norms(grads) if norms is None else norms
-    coefficient = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # [N]
+    coefficient = clip_coefficients(norms, max_norm)  # [N]
     for g in grads:
         g.mul_(coefficient.view(-1, *([1] * (g.dim() - 1))))
     return norms
@@ -44,44 +51,79 @@ class BatchedAdam:
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(betas[0]), float(betas[1]), float(eps)
         num_rows = params[0].shape[0]
         self.steps = torch.zeros(num_rows, dtype=torch.int64)  # [N] Adam steps taken by each row
-        self.exp_avg = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        # Both moments of a parameter in one [2, N, ...] tensor, so resetting a row is one operation.
+        self._moments = [torch.zeros(2, *p.shape, dtype=p.dtype) for p in params]
+        self.exp_avg = [m[0] for m in self._moments]
+        self.exp_avg_sq = [m[1] for m in self._moments]
+        self._scratch: list[Optional[torch.Tensor]] = [None] * len(params)  # denominator of the passes, kept
+        self._betas = torch.tensor([[self.beta1], [self.beta2]], dtype=torch.float64)  # [2, 1]
+        self._inactive_factors = torch.tensor([0.0, 1.0, self.eps, 0.0], dtype=torch.float64)
+        # each agent's row of each tensor as its own tensor, for the fused kernel (views, made once)
+        self._param_rows = [list(p.unbind(0)) for p in params]
+        self._avg_rows = [list(m.unbind(0)) for m in self.exp_avg]
+        self._avg_sq_rows = [list(m.unbind(0)) for m in self.exp_avg_sq]
 
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
+    def step(self, grads: list[torch.Tensor], active: torch.Tensor, grad_scale: Optional[torch.Tensor] = None) -> None:
         """One Adam step on the rows where active [N] is True; other rows are left untouched.
 
-        The gradient of an inactive row is ignored (zeroed in place in `grads`). Written as a few in-place passes with per-row
-        factors (an inactive row gets decay 1, update 0) because at N = 10,000 agents each pass over
-        the parameters is hundreds of megabytes.
+        The gradient of an inactive row is ignored. `grad_scale` [N], if given, multiplies each row's
+        gradient first (e.g. the clipping coefficients of `clip_coefficients`); `grads` may be
+        overwritten. With torch's fused CPU Adam kernel (torch >= 2.4) each active row is one tensor
+        of the kernel's list, with its own step count: one pass over parameters, gradients and
+        moments. Otherwise the step is a few in-place passes with per-row factors.
         """
-        steps = self.steps + active.long()  # [N]
-        all_active = bool(active.all())
-        exponent = steps.to(torch.float64)
-        bias1 = 1.0 - self.beta1 ** exponent  # [N], computed in double like torch.optim.Adam's Python floats
-        bias2_sqrt = (1.0 - self.beta2 ** exponent).sqrt()
-        step_size = torch.where(active, self.lr / bias1.clamp(min=1e-300), 0.0)
-        bias2_sqrt = torch.where(active, bias2_sqrt, 1.0)
-        decay1 = torch.where(active, 1.0 - self.beta1, 0.0)  # lerp weight: 0 leaves an inactive row's moment as is
-        decay2 = torch.where(active, self.beta2, 1.0)
-        for param, grad, exp_avg, exp_avg_sq in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
-            shape = (-1,) + (1,) * (param.dim() - 1)
-            row = lambda values: values.to(param.dtype).view(shape)
-            if not all_active:
-                grad.masked_fill_(~active.view(shape), 0.0)
-            exp_avg.lerp_(grad, row(decay1))
-            exp_avg_sq.mul_(row(decay2)).addcmul_(grad, grad, value=1.0 - self.beta2)
-            denom = exp_avg_sq.sqrt().div_(row(bias2_sqrt)).add_(self.eps)
-            param.addcdiv_(exp_avg.mul(row(-step_size)), denom)
+        if grad_scale is not None:
+            for grad in grads:
+                grad.mul_(grad_scale.view((-1,) + (1,) * (grad.dim() - 1)))
+        steps = self.steps + active  # [N]
+        if _fused_adam_works():
+            self._fused_step(grads, active, steps)
+        else:
+            self._step_in_passes(grads, active, steps)
         self.steps = steps
 
+    def _fused_step(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor) -> None:
+        step_counts = list(steps.to(torch.float32).unbind(0))  # the kernel reads each row's count as a float
+        rows = None if bool(active.all()) else active.nonzero().view(-1).tolist()
+        pick = (lambda tensors: tensors) if rows is None else (lambda tensors: [tensors[i] for i in rows])
+        counts = pick(step_counts)
+        if not counts:
+            return
+        for param_rows, grad, avg_rows, avg_sq_rows in zip(self._param_rows, grads, self._avg_rows, self._avg_sq_rows):
+            torch._fused_adam_(pick(param_rows), pick(list(grad.unbind(0))), pick(avg_rows), pick(avg_sq_rows), [],
+                               counts, lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps,
+                               amsgrad=False, maximize=False)
+
+    def _step_in_passes(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor) -> None:
+        bias = 1.0 - self._betas.pow(steps.to(torch.float64))  # [2, N], in double like torch.optim.Adam's floats
+        bias2_sqrt = bias[1].sqrt()
+        # p -= step * m / (sqrt(v) / b2 + eps) is computed as p -= (step * b2) * m / (sqrt(v) + eps * b2),
+        # one pass fewer.
+        # Per row: weight of the gradient in m, decay of v, eps * b2, -step * b2 (inactive rows: 0, 1, eps, 0).
+        ones = torch.ones_like(bias2_sqrt)
+        factors = torch.stack([ones * (1.0 - self.beta1), ones * self.beta2, self.eps * bias2_sqrt,
+                               (-self.lr) * bias2_sqrt / bias[0].clamp(min=1e-300)], dim=1)
+        factors = torch.where(active[:, None], factors, self._inactive_factors)  # [N, 4]
+        for param, grad, exp_avg, exp_avg_sq, index in zip(self.params, grads, self.exp_avg, self.exp_avg_sq,
+                                                            range(len(self.params))):
+            shape = (param.shape[0],) + (1,) * (param.dim() - 1)
+            weight1, decay2, eps, step = (f.view(shape) for f in factors.to(param.dtype).unbind(1))
+            grad.masked_fill_(~active.view(shape), 0.0)
+            exp_avg.lerp_(grad, weight1)
+            exp_avg_sq.mul_(decay2).addcmul_(grad, grad, value=1.0 - self.beta2)
+            denom = self._scratch[index]
+            if denom is None or denom.shape != param.shape:
+                denom = self._scratch[index] = torch.empty_like(param)
+            torch.sqrt(exp_avg_sq, out=denom).add_(eps)
+            param.addcdiv_(torch.mul(exp_avg, step, out=grad), denom)
+
     def reset_rows(self, rows: torch.Tensor) -> None:
-        """Fresh optimizer state (step 0, zero moments) for rows [N] bool, e.g. newborn agents."""
-        self.steps = self.steps.masked_fill(rows, 0)
-        index = rows.nonzero().squeeze(1)
-        for exp_avg, exp_avg_sq in zip(self.exp_avg, self.exp_avg_sq):
-            exp_avg.index_fill_(0, index, 0.0)
-            exp_avg_sq.index_fill_(0, index, 0.0)
+        """Fresh optimizer state (step 0, zero moments) for rows: an [N] bool mask or a 1-D index of rows."""
+        index = rows.nonzero().squeeze(1) if rows.dtype == torch.bool else rows
+        self.steps.index_fill_(0, index, 0)
+        for moments in self._moments:
+            moments.index_fill_(1, index, 0.0)
 
     def state_dict(self) -> dict:
         return {"steps": self.steps.clone(), "exp_avg": [t.clone() for t in self.exp_avg],
@@ -95,3 +137,20 @@ class BatchedAdam:
                 raise ValueError(f"optimizer state shape {tuple(theirs.shape)} != parameter shape {tuple(mine.shape)}")
             mine.copy_(theirs)
         self.steps = state["steps"].clone()
+
+
+_FUSED_ADAM: Optional[bool] = None
+
+
+def _fused_adam_works() -> bool:
+    """Whether torch has the fused CPU Adam kernel (torch >= 2.4); checked once on a tiny problem."""
+    global _FUSED_ADAM
+    if _FUSED_ADAM is None:
+        try:
+            param, grad, avg, avg_sq = torch.ones(2), torch.ones(2), torch.zeros(2), torch.zeros(2)
+            torch._fused_adam_([param], [grad], [avg], [avg_sq], [], [torch.ones(())], lr=0.1, beta1=0.9,
+                               beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+            _FUSED_ADAM = bool(torch.allclose(param, torch.full((2,), 0.9)))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _FUSED_ADAM = False
+    return _FUSED_ADAM

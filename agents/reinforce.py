@@ -9,6 +9,11 @@ Networks (each agent owns all five; every parameter is stacked [N, ...], see `ag
     consumption_net    [own, context] -> mean of the consumption pre-image u_c [R]
 Each Gaussian head also owns a state-independent log std per dimension.
 
+The four head networks read the same input, so they are evaluated as one (`ParallelMLPs`): their
+parameters are stored side by side in each agent's parameter row (all four first-layer weights,
+then all first-layer biases, ...), one view per kind for the batched products, while each network
+keeps its own named parameters (`params["trading_net.w1"]` ...) and its own crossover coin.
+
 Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the action boxes:
     broadcast = tanh(u_b)                        (tanh-Normal, in (-1, 1))
     effort    = sigmoid(u_e)                     (logit-normal, in (0, 1))
@@ -16,24 +21,27 @@ Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the actio
     consume   = sigmoid(u_c)                     (logit-normal per resource)
 `head_log_probs` gives densities of the actions themselves (Gaussian log density of u minus the log
 Jacobian of the squashing); the learner stores u, so no inverse squashing is ever needed. The loss
-uses the log density of u (`score_log_prob`): the Jacobian has no parameters, so the gradient is
-the same. The entropy bonus is the categorical entropy plus the entropy of the Gaussian pre-images
-(the squashed densities have no closed form).
+uses the log density of u (`score_log_prob`, one Gaussian over all G continuous dimensions): the
+Jacobian has no parameters, so the gradient is the same. The entropy bonus is the categorical
+entropy plus the entropy of the Gaussian pre-images (the squashed densities have no closed form).
 
 Inputs: holdings (own and peers') enter as log1p(holdings), so rich agents do not saturate tanh.
 The social filter's hidden layer is relu, not tanh: it runs over N x K peers x width, the hot spot.
 
-Learning. An agent's life is its episode. The learner acts under no_grad and stores each step's
-inputs and pre-images in a window of `update_every` steps ([N, T, ...]); at the end of the window
-(or on a truncated step, which ends every life) it recomputes all log-probabilities in one batched
-forward pass and takes one REINFORCE step per agent:
+Learning. An agent's life is its episode. The learner acts under no_grad and writes each step's
+inputs and pre-images into preallocated window buffers of `update_every` steps ([N, T, ...], filled
+in place); at the end of the window (or on a truncated step, which ends every life) it recomputes
+all log-probabilities in one batched forward pass and takes one REINFORCE step per agent:
     loss_i = -mean_t [ (G_it - b_i) log pi_i(a_it) + entropy_coef * H_it ]   over agent i's valid steps
-with G the discounted reward-to-go within the window (cut at death) and b_i the agent's own
-bias-corrected EMA of its mean window return (a fresh agent's first window uses its own mean).
+with G the discounted reward-to-go within the window and b_i the agent's own bias-corrected EMA of
+its mean window return (a fresh agent's first window uses its own mean).
 When an agent dies its steps in the current window are dropped: its parameters are discarded with
 it (children inherit from living parents), so its last partial window can train nothing; the
-newborn in its slot starts with an empty window. Parameters update with `BatchedAdam`, clipped per
-agent; a NaN/inf loss or gradient raises NonFiniteLossError naming the agents before any change.
+newborn in its slot starts with an empty window. So a slot's valid steps are those from its
+`window start` on (the step after its last death or birth), no death follows a valid step within
+the window, and reward-to-go is one product with a discount matrix. Parameters update with
+`BatchedAdam`, clipped per agent; a NaN/inf loss or gradient raises NonFiniteLossError naming the
+agents before any change.
 
 Births: each of a newborn's five networks is copied whole from one of its two parents, chosen by a
 fair coin per network (crossover at the network level keeps each network's hidden units coherent,
@@ -58,14 +66,15 @@ import torch.nn.functional as F
 from agents import LearnerConfig
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
-from agents.networks import DTYPE, FlatLayout, ParamSpec, linear, mlp, mlp_specs
-from agents.optim import BatchedAdam, clip_grad_norm_per_row_, row_norms
+from agents.networks import DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_scores
+from agents.optim import BatchedAdam, clip_coefficients
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+_MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,60 @@ class PolicyOutput:
     """The policy of N agents at M inputs each."""
 
     job_logits: torch.Tensor  # [N, M, J]
-    mean: torch.Tensor  # [N, M, G] means of the Gaussian pre-images, layout [broadcast B | effort 1 | trade R-1 | consume R]
+    mean: torch.Tensor  # [N, M, G] means of the Gaussian pre-images, layout `ReinforceLearner.head_slices`
     log_std: torch.Tensor  # [N, 1, G]
     attention: torch.Tensor  # [N, M, K], sums to 1 over live peers, 0 on masked slots
+
+
+def reinforce_loss(out: torch.Tensor, log_std: torch.Tensor, pre_image: torch.Tensor, job: torch.Tensor,
+                   advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, entropy_coef: float,
+                   num_jobs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each agent's REINFORCE loss [N] and the policy entropy [N, M] (no gradient), from the heads'
+    output `out` [N, M, J + G] (job logits, Gaussian means), the unclamped log stds [N, G], the stored
+    pre-images [N, M, G] and jobs [N, M], the advantages [N, M], the valid steps [N, M] and their
+    counts [N] (at least 1):
+        loss_i = -sum_t valid_it (A_it log pi_i(a_it) + entropy_coef H_it) / counts_i
+    with log pi the job log-probability plus one Gaussian log density over all G dimensions (see
+    `ReinforceLearner.score_log_prob`). Its gradient is written by hand (`_ReinforceLoss`): one
+    autograd node in place of some twenty small ones."""
+    return _ReinforceLoss.apply(out, log_std, pre_image, job, advantage, valid, counts, entropy_coef, num_jobs)
+
+
+class _ReinforceLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, out, raw_log_std, pre_image, job, advantage, valid, counts, entropy_coef, num_jobs):
+        g = raw_log_std.shape[-1]
+        log_std = raw_log_std.clamp(-10.0, 2.0)  # [N, G]
+        std = log_std.exp().unsqueeze(1)  # [N, 1, G]
+        z = (pre_image - out[..., num_jobs:]) / std  # [N, M, G]
+        log_p = torch.log_softmax(out[..., :num_jobs], dim=-1)  # [N, M, J]
+        p = log_p.exp()
+        categorical = (p * log_p).sum(-1).neg_()  # [N, M] entropy of the job
+        log_std_sum = log_std.sum(-1, keepdim=True)  # [N, 1]
+        log_prob = log_p.gather(-1, job.unsqueeze(-1)).squeeze(-1) - 0.5 * z.square().sum(-1) \
+            - (log_std_sum + g * _LOG_SQRT_2PI)
+        entropy = categorical + (log_std_sum + g * (0.5 + _LOG_SQRT_2PI))
+        objective = torch.where(valid, torch.add(advantage * log_prob, entropy, alpha=entropy_coef), 0.0)
+        weight = counts.to(out.dtype).reciprocal_().neg_()  # [N] d loss_i / d objective_it on valid steps
+        ctx.save_for_backward(z, std, p, log_p, categorical, job, advantage, valid, weight, raw_log_std)
+        ctx.entropy_coef = entropy_coef
+        ctx.mark_non_differentiable(entropy)
+        return objective.sum(dim=1) * weight, entropy
+
+    @staticmethod
+    def backward(ctx, grad_loss, _):
+        z, std, p, log_p, categorical, job, advantage, valid, weight, raw_log_std = ctx.saved_tensors
+        step = torch.where(valid, (grad_loss * weight).unsqueeze(1), 0.0)  # [N, M] d total / d objective
+        a = (step * advantage).unsqueeze(-1)  # d / d log_prob
+        e = (step * ctx.entropy_coef).unsqueeze(-1)  # d / d entropy
+        grad_mean = a * z / std  # d log N(u; mean, std) / d mean = z / std
+        # d / d log_std: (z^2 - 1) from the log density, 1 from the entropy; zero where the clamp is active
+        grad_log_std = (a * (z.square() - 1.0)).sum(1) + e.sum(1)
+        grad_log_std.masked_fill_((raw_log_std < -10.0) | (raw_log_std > 2.0), 0.0)
+        # d log p_job / d logit_j = 1[j = job] - p_j;  d H / d logit_j = -p_j (log p_j + H)
+        grad_logits = (a + e * (log_p + categorical.unsqueeze(-1))).mul_(p).neg_()
+        grad_logits.scatter_add_(-1, job.unsqueeze(-1), a)
+        return torch.cat([grad_logits, grad_mean], dim=-1), grad_log_std, None, None, None, None, None, None, None
 
 
 class ReinforceLearner:
@@ -90,21 +150,33 @@ class ReinforceLearner:
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
         self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
         self.peer_dim = b + c.id_dim + r  # P
-        self.head_dims = {"broadcast": b, "effort": 1, "trade_weights": r - 1, "consume": r}
+        # G layout of the Gaussian pre-images: the two sigmoid heads are adjacent, trade comes last
+        self.head_dims = {"broadcast": b, "effort": 1, "consume": r, "trade_weights": r - 1}
         self.gaussian_dim = sum(self.head_dims.values())  # G
         ends = itertools.accumulate(self.head_dims.values())
         self.head_slices = {head: (end - size, end) for (head, size), end in zip(self.head_dims.items(), ends)}
         self.spec = self._network_spec()
-        self.layout = FlatLayout(self.spec)
+        self.layout = FlatLayout(self.spec, self._blocks())
+        # production_net's outputs are J job logits then the effort mean; the heads' outputs are
+        # returned as [job logits J | Gaussian means in the G layout]
+        self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1, r - 1, r],
+                                  order=[(1, o) for o in range(j)] + [(0, o) for o in range(b)] + [(1, j)]
+                                  + [(3, o) for o in range(r)] + [(2, o) for o in range(r - 1)])
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.flat_params = self.layout.init(self.num_slots, self.generator)  # [N, D] row i = agent i's parameters
         self.params = self.layout.views(self.flat_params)  # {'network.param': [N, *shape]} views of flat_params
+        self._acting_blocks = self._shaped_blocks(self.layout.block_views(self.flat_params))
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
+        self._grad = torch.empty_like(self.flat_params)  # where each update's gradient is written (no fresh [N, D])
         self.baseline = torch.zeros(self.num_slots, dtype=torch.float64)  # [N] EMA of mean window return
         self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64)  # [N] EMA terms so far
         self.last_attention = torch.zeros(self.num_slots, self.num_peer_slots)  # [N, K]
-        self._buffer = self._empty_buffer()
+        t = self.config.update_every
+        self._step_index = torch.arange(t)  # [T]
+        powers = torch.arange(t)[:, None] - torch.arange(t)[None, :]  # [T, T] s - t'
+        self._discount = torch.where(powers >= 0, self.config.gamma ** powers.clamp(min=0).to(torch.float64), 0.0)
+        self._make_buffers()
         self._t = 0  # steps stored in the current window
 
     # -- structure ---------------------------------------------------------------------------
@@ -124,18 +196,60 @@ class ReinforceLearner:
             spec[net] = {**mlp_specs(s + p, h, out), "log_std": ParamSpec((gaussian,), ("constant", log_std))}
         return spec
 
-    def _empty_buffer(self) -> dict:
-        n, t, k = self.num_slots, self.config.update_every, self.num_peer_slots
-        return {
+    def _blocks(self) -> dict:
+        """Storage order of the parameter row: the social filter's entries, then the head networks'
+        entries kind by kind (log stds in the G layout: broadcast, effort, consume, trade)."""
+        blocks = {} if self.uniform_attention else {f"social_filter_net.{name}": (f"social_filter_net.{name}",)
+                                                    for name in self.spec["social_filter_net"]}
+        for kind in ("w1", "b1", "w2", "b2"):
+            blocks[f"heads.{kind}"] = tuple(f"{net}.{kind}" for net in HEAD_NETWORKS)
+        blocks["heads.log_std"] = tuple(f"{net}.log_std" for net in
+                                        ("broadcast_net", "production_net", "consumption_net", "trading_net"))
+        return blocks
+
+    def _shaped_blocks(self, blocks: dict) -> dict:
+        """The [N, size] blocks shaped for the forward pass (views)."""
+        n = next(iter(blocks.values())).shape[0]
+        s, p, h, a = self.self_dim, self.peer_dim, self.config.hidden_size, self.config.attention_hidden_size
+        count, outputs = self.heads.count, self.heads.out_total
+        shaped = {"w1": blocks["heads.w1"].view(n, count * h, s + p),  # [N, 4H, in]
+                  "b1": blocks["heads.b1"].view(n, 1, count * h),
+                  "w2": blocks["heads.w2"].view(n, outputs, h),  # [N, O, H]
+                  "b2": blocks["heads.b2"].view(n, 1, outputs),
+                  "log_std": blocks["heads.log_std"]}  # [N, G]
+        if not self.uniform_attention:
+            shaped.update({"w_own": blocks["social_filter_net.w_own"].view(n, s, a),
+                           "w_peer": blocks["social_filter_net.w_peer"].view(n, p, a),
+                           "bias": blocks["social_filter_net.bias"].view(n, 1, a),
+                           "score": blocks["social_filter_net.score"]})  # [N, H]
+        return shaped
+
+    def _make_buffers(self) -> None:
+        """The window buffers ([N, T, ...], filled in place) and, per window step, the views `act` writes."""
+        n, t, k, g = self.num_slots, self.config.update_every, self.num_peer_slots, self.gaussian_dim
+        r, b = self.economy_config.num_resources, self.economy_config.broadcast_dim
+        # the pre-images carry one extra column, always 0: the fixed last logit of the trade weights
+        self._padded_pre_image = torch.zeros(n, t, g + 1, dtype=DTYPE)
+        self._buffer = {
             "own": torch.zeros(n, t, self.self_dim, dtype=DTYPE),  # [N, T, S] prepared own features
             "peers": torch.zeros(n, t, k, self.peer_dim, dtype=DTYPE),  # [N, T, K, P]
-            "peer_mask": torch.zeros(n, t, k, dtype=torch.bool),  # [N, T, K]
-            "pre_image": torch.zeros(n, t, self.gaussian_dim, dtype=DTYPE),  # [N, T, G] sampled u
+            "peer_blocked": torch.ones(n, t, k, dtype=torch.bool),  # [N, T, K] True where no live peer
+            "pre_image": self._padded_pre_image[..., :g],  # [N, T, G] sampled u
             "job": torch.zeros(n, t, dtype=torch.int64),  # [N, T]
             "reward": torch.zeros(n, t, dtype=torch.float64),  # [N, T]
-            "ended": torch.zeros(n, t, dtype=torch.bool),  # [N, T] the agent died at this step
-            "valid": torch.zeros(n, t, dtype=torch.bool),  # [N, T] the step trains the slot's current agent
+            "window_start": torch.zeros(n, dtype=torch.int64),  # [N] first step that trains the slot's agent
         }
+        buf, pad = self._buffer, self._padded_pre_image
+        broadcast = slice(*self.head_slices["broadcast"])
+        self._slots = [(buf["own"][:, i], buf["own"][:, i, :r], buf["peers"][:, i], buf["peers"][:, i, :, -r:],
+                        buf["peer_blocked"][:, i], buf["pre_image"][:, i], buf["job"][:, i], buf["reward"][:, i],
+                        pad[:, i, broadcast], pad[:, i, b:b + 1 + r], pad[:, i, b + 1 + r:]) for i in range(t)]
+        self._full_window = self._window(t)
+
+    def _window(self, t: int) -> tuple:
+        """The first t steps of the window buffers: own, peers, peer_blocked, pre_image, job, reward."""
+        buf = self._buffer
+        return tuple(buf[key][:, :t] for key in ("own", "peers", "peer_blocked", "pre_image", "job", "reward"))
 
     # -- policy ------------------------------------------------------------------------------
     def prepare(self, observation: Observation):
@@ -148,61 +262,52 @@ class ReinforceLearner:
         return own, peers, observation.peer_mask > 0
 
     def policy(self, params: dict, own: torch.Tensor, peers: torch.Tensor, mask: torch.Tensor) -> PolicyOutput:
-        """The policy of every agent at M inputs: own [N, M, S], peers [N, M, K, P], mask [N, M, K] bool."""
-        n, m, k, p = peers.shape
-        attention = self.attention(params, own, peers, mask)  # [N, M, K]
-        context = torch.bmm(attention.reshape(n * m, 1, k), peers.reshape(n * m, k, p)).reshape(n, m, p)
-        x = torch.cat([own, context], dim=-1)  # [N, M, S + P]
-        broadcast = mlp(x, params, "broadcast_net")
-        production = mlp(x, params, "production_net")
-        trade = mlp(x, params, "trading_net")
-        consume = mlp(x, params, "consumption_net")
-        mean = torch.cat([broadcast, production[..., -1:], trade, consume], dim=-1)
-        log_std = torch.cat([params[f"{net}.log_std"] for net in HEAD_NETWORKS], dim=-1).unsqueeze(1)
-        return PolicyOutput(production[..., :-1], mean, log_std.clamp(-10.0, 2.0), attention)
+        """The policy of every agent at M inputs: own [N, M, S], peers [N, M, K, P], mask [N, M, K] bool
+        (True = live peer); params: named parameter views such as `self.params`."""
+        blocks = self._acting_blocks if params is self.params else self._shaped_blocks(self.layout.blocks_of(params))
+        out, attention = self._forward(blocks, own, peers, ~mask)
+        j = self.economy_config.num_jobs
+        log_std = blocks["log_std"].clamp(-10.0, 2.0).unsqueeze(1)
+        return PolicyOutput(out[..., :j], out[..., j:], log_std, attention)
 
-    def attention(self, params: dict, own: torch.Tensor, peers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[N, M, K] attention over peer slots: the social filter's softmax over live peers (0 on masked
-        slots, all 0 when no peer is live), or their plain mean in the uniform ablation."""
-        if self.uniform_attention:
-            return uniform_attention_weights(mask.to(DTYPE))
+    def _forward(self, blocks: dict, own: torch.Tensor, peers: torch.Tensor, blocked: torch.Tensor):
+        """own [N, M, S], peers [N, M, K, P], blocked [N, M, K] -> ([N, M, J + G] job logits and
+        Gaussian means, [N, M, K] attention)."""
         n, m, k, p = peers.shape
-        own_part = linear(own, params["social_filter_net.w_own"], params["social_filter_net.bias"])  # [N, M, H]
-        peer_part = torch.bmm(peers.reshape(n, m * k, p), params["social_filter_net.w_peer"])  # [N, M*K, H]
-        hidden = torch.relu(peer_part.reshape(n, m, k, -1) + own_part.unsqueeze(2))  # [N, M, K, H], relu: N*K*H is the hot spot
-        scores = (hidden * params["social_filter_net.score"][:, None, None, :]).sum(-1)  # [N, M, K]; faster than bmm
-        weights = torch.softmax(scores.masked_fill(~mask, -1e9), dim=-1)  # finite fill keeps gradients finite
-        return weights * mask
+        if self.uniform_attention:
+            attention = uniform_attention_weights((~blocked).to(DTYPE))
+        else:
+            own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, M, H]
+            scores = relu_scores(peers, own_part, blocks["w_peer"], blocks["score"])  # [N, M, K]
+            weights = torch.softmax(scores.masked_fill(blocked, _MASKED_SCORE), dim=-1)
+            attention = weights.masked_fill(blocked, 0.0)
+        context = torch.bmm(attention.view(n * m, 1, k), peers.reshape(n * m, k, p)).view(n, m, p)
+        x = torch.cat([own, context], dim=-1)  # [N, M, S + P]
+        return self.heads(x, blocks["w1"], blocks["b1"], blocks["w2"], blocks["b2"]), attention
 
     def head_log_probs(self, out: PolicyOutput, pre_image: torch.Tensor, job: torch.Tensor) -> dict:
         """Log-density of each action head at the stored pre-images u [N, M, G] and jobs [N, M]: {head: [N, M]}."""
-        gaussian = self._gaussian_log_density(out, pre_image)  # [N, M, G]
+        gaussian = -0.5 * ((pre_image - out.mean) / out.log_std.exp()).square() - out.log_std - _LOG_SQRT_2PI
         log_det = self._squash_log_det(pre_image)
-        result = {"job": self._job_log_prob(out, job)}
+        result = {"job": torch.log_softmax(out.job_logits, dim=-1).gather(-1, job.unsqueeze(-1)).squeeze(-1)}
         for head, (start, stop) in self.head_slices.items():
             result[head] = gaussian[..., start:stop].sum(-1) - log_det[head]
         return result
 
     def score_log_prob(self, out: PolicyOutput, pre_image: torch.Tensor, job: torch.Tensor) -> torch.Tensor:
         """[N, M] log-probability used in the REINFORCE loss: job log-prob plus the Gaussian log density of
-        the pre-images. It differs from the sum of `head_log_probs` only by the squashing's log Jacobian,
-        which has no parameters, so the gradient is the same, for fewer operations."""
-        return self._job_log_prob(out, job) + self._gaussian_log_density(out, pre_image).sum(-1)
-
-    @staticmethod
-    def _gaussian_log_density(out: PolicyOutput, pre_image: torch.Tensor) -> torch.Tensor:
-        return -0.5 * ((pre_image - out.mean) / out.log_std.exp()).square() - out.log_std - _LOG_SQRT_2PI
-
-    @staticmethod
-    def _job_log_prob(out: PolicyOutput, job: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(out.job_logits, dim=-1).gather(-1, job.unsqueeze(-1)).squeeze(-1)
+        the pre-images (one Gaussian over all G dimensions). It differs from the sum of `head_log_probs`
+        only by the squashing's log Jacobian, which has no parameters, so the gradient is the same, for
+        fewer operations. `reinforce_loss` computes the same in the update."""
+        z = (pre_image - out.mean) / out.log_std.exp()
+        job_log_prob = torch.log_softmax(out.job_logits, dim=-1).gather(-1, job.unsqueeze(-1)).squeeze(-1)
+        return job_log_prob - 0.5 * z.square().sum(-1) - (out.log_std.sum(-1) + self.gaussian_dim * _LOG_SQRT_2PI)
 
     def entropy(self, out: PolicyOutput) -> torch.Tensor:
         """[N, M] categorical entropy of the job plus the entropy of the Gaussian pre-images."""
         log_p = torch.log_softmax(out.job_logits, dim=-1)
-        categorical = -(log_p.exp() * log_p).sum(-1)
-        gaussian = (out.log_std + 0.5 + _LOG_SQRT_2PI).sum(-1)  # [N, 1]
-        return categorical + gaussian
+        gaussian = out.log_std.sum(-1) + self.gaussian_dim * (0.5 + _LOG_SQRT_2PI)  # [N, 1]
+        return gaussian - (log_p.exp() * log_p).sum(-1)
 
     def _squash_log_det(self, pre_image: torch.Tensor) -> dict:
         """{head: [N, M]} log |d action / d u| of each squashing (no parameters involved)."""
@@ -229,33 +334,37 @@ class ReinforceLearner:
     @torch.no_grad()
     def act(self, observation: Observation) -> Actions:
         """Sample every slot's actions with the learner's generator and store them in the window."""
-        own, peers, mask = self.prepare(observation)
-        out = self.policy(self.params, own.unsqueeze(1), peers.unsqueeze(1), mask.unsqueeze(1))
-        n = own.shape[0]
+        own, own_holdings, peers, peer_holdings, blocked, pre_image, job_slot, _, broadcast_u, sigmoid_u, trade_u = \
+            self._slots[self._t]
+        r = self.economy_config.num_resources
+        own.copy_(observation.self_features)
+        torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
+        peers.copy_(observation.peers)
+        peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
+        torch.le(observation.peer_mask, 0, out=blocked)
+        blocks = self._acting_blocks
+        out, attention = self._forward(blocks, own.unsqueeze(1), peers.unsqueeze(1), blocked.unsqueeze(1))
+        n, j = self.num_slots, self.economy_config.num_jobs
+        out = out.view(n, -1)
+        std = blocks["log_std"].clamp(-10.0, 2.0).exp_()  # [N, G]
         noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
-        pre_image = out.mean[:, 0] + out.log_std[:, 0].exp() * noise  # [N, G]
-        cumulative = torch.softmax(out.job_logits[:, 0], dim=-1).cumsum(dim=-1)  # [N, J], inverse-CDF draw
+        torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
+        cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
         uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
-        job = (cumulative < uniform).sum(dim=-1).clamp(max=self.economy_config.num_jobs - 1)
-        t, buffer = self._t, self._buffer
-        buffer["own"][:, t] = own
-        buffer["peers"][:, t] = peers
-        buffer["peer_mask"][:, t] = mask
-        buffer["pre_image"][:, t] = pre_image
-        buffer["job"][:, t] = job
-        buffer["valid"][:, t] = True
-        buffer["ended"][:, t] = False
-        self.last_attention = out.attention[:, 0]
-        return self.squash(pre_image, job)
+        job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
+        job_slot.copy_(job)
+        self.last_attention = attention.view(n, self.num_peer_slots)
+        squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
+        return Actions(broadcast=torch.tanh(broadcast_u), job=job, effort=squashed[:, 0],
+                       trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:])
 
     def update(self, step: StepOutput) -> dict:
         """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""
-        t, buffer = self._t, self._buffer
-        dead = step.death_cause != ALIVE
-        buffer["reward"][:, t] = step.reward
-        buffer["ended"][:, t] = dead
-        buffer["valid"][dead] = False  # a dead agent's window trains nothing (its parameters are discarded)
-        self._t += 1
+        t = self._t
+        self._slots[t][7].copy_(step.reward)
+        # a dead agent's window trains nothing (its parameters are discarded): its slot starts afresh
+        self._buffer["window_start"].masked_fill_(step.death_cause != ALIVE, t + 1)
+        self._t = t + 1
         if self._t < self.config.update_every and not step.truncated:
             return {}
         metrics = self._learn(step.acting_ids)  # raises before any change on a non-finite loss or gradient
@@ -265,24 +374,28 @@ class ReinforceLearner:
     def on_births(self, births: Births) -> None:
         """Newborn slots get crossed-over, mutated copies of their parents' networks (fresh ones for
         founders), fresh optimizer state, a fresh baseline and an empty window."""
-        born = births.born
-        if not bool(born.any()):
+        rows = births.born.nonzero().view(-1)  # [C]
+        count = rows.numel()
+        if count == 0:
             return
-        rows = born.nonzero().squeeze(1)  # [D]
-        parents = births.parent_slots[rows]  # [D, 2]
-        founders = parents[:, 0] < 0
-        g, count, flat = self.generator, rows.numel(), self.flat_params
-        take_second = torch.rand(count, len(self.spec), generator=g) < 0.5  # [D, networks] a coin per network
-        coin = take_second[:, self.layout.column_network]  # [D, params] the coin of each entry's network
-        child = torch.where(coin, flat[parents[:, 1].clamp(min=0)], flat[parents[:, 0].clamp(min=0)])
-        child += torch.randn(child.shape, generator=g, dtype=DTYPE).mul_(self.config.param_mutation)
-        if bool(founders.any()):
-            child[founders] = self.layout.init(int(founders.sum()), g)
+        parents = births.parent_slots.index_select(0, rows)  # [C, 2]
+        g, flat = self.generator, self.flat_params
+        # a fair coin per network: 1.0 (take the second parent's network) where the draw is >= 0.5
+        coin = torch.rand(count, len(self.spec), generator=g).round_() @ self.layout.network_columns  # [C, D]
+        founders = int(parents.min()) < 0
+        first, second = (parents.clamp(min=0) if founders else parents).unbind(1)
+        # two gathers, not one of both parents: at N = 10,000 one would be a fresh 40 MB block (page faults)
+        # lerp is exact at coin 0 and 1: each network is a copy of one parent's
+        child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), coin)
+        child = torch.normal(child, self.config.param_mutation, generator=g)  # + N(0, param_mutation^2) per entry
+        if founders:
+            founder = parents[:, 0] < 0
+            child[founder] = self.layout.init(int(founder.sum()), g)
         flat.index_copy_(0, rows, child)
-        self.optimizer.reset_rows(born)
-        self.baseline.masked_fill_(born, 0.0)
-        self.baseline_updates.masked_fill_(born, 0)
-        self._buffer["valid"][born] = False
+        self.optimizer.reset_rows(rows)
+        self.baseline.index_fill_(0, rows, 0.0)
+        self.baseline_updates.index_fill_(0, rows, 0)
+        self._buffer["window_start"].index_fill_(0, rows, self._t)
 
     def state_dict(self) -> dict:
         """Parameters, optimizer state, baselines, the current window and the generator: resume is bit-exact."""
@@ -307,12 +420,21 @@ class ReinforceLearner:
         if state["param_layout"] != layout or state["params"].shape != self.flat_params.shape:
             raise ValueError(f"learner state has parameters {tuple(state['params'].shape)} laid out as "
                              f"{state['param_layout']}, expected {tuple(self.flat_params.shape)} laid out as {layout} "
-                             "(num_agents, hidden_size or the economy's sizes differ)")
-        self.flat_params.copy_(state["params"])
+                             "(num_agents, hidden_size or the economy's sizes differ, or the state was saved by an "
+                             "older version of this learner)")
+        buffer = state["buffer"]
+        for key, mine in self._buffer.items():
+            theirs = buffer.get(key)
+            if theirs is None or theirs.shape != mine.shape or theirs.dtype != mine.dtype:
+                got = None if theirs is None else (tuple(theirs.shape), theirs.dtype)
+                expected = (tuple(mine.shape), mine.dtype)
+                raise ValueError(f"learner state's window buffer {key!r} is {got}, expected {expected}")
         self.optimizer.load_state_dict(state["optimizer"])
+        self.flat_params.copy_(state["params"])
+        for key, mine in self._buffer.items():
+            mine.copy_(buffer[key])  # in place: the per-step views stay valid
         self.baseline = state["baseline"].clone()
         self.baseline_updates = state["baseline_updates"].clone()
-        self._buffer = {key: value.clone() for key, value in state["buffer"].items()}
         self._t = int(state["window_step"])
         self.generator.set_state(state["generator"])
         self.last_attention = state["last_attention"].clone()
@@ -320,57 +442,54 @@ class ReinforceLearner:
     # -- learning ----------------------------------------------------------------------------
     def _clear_window(self) -> None:
         self._t = 0
-        self._buffer["valid"].zero_()
-        self._buffer["ended"].zero_()
-
-    def _returns(self, reward: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
-        """[N, T] discounted reward-to-go within the window, cut where an agent died."""
-        returns = torch.empty_like(reward)
-        running = torch.zeros_like(reward[:, 0])
-        for t in range(reward.shape[1] - 1, -1, -1):  # over time steps, never over agents
-            running = reward[:, t] + self.config.gamma * torch.where(ended[:, t], 0.0, running)
-            returns[:, t] = running
-        return returns
+        self._buffer["window_start"].zero_()
 
     def _learn(self, acting_ids: torch.Tensor) -> dict:
         """One REINFORCE step per agent with data in the window. Raises NonFiniteLossError before any change."""
         t = self._t
-        b = {key: value[:, :t] for key, value in self._buffer.items()}
-        valid = b["valid"]  # [N, T]
-        active = valid.any(dim=1)  # [N]
-        if not bool(active.any()):
+        start = self._buffer["window_start"]
+        active = start < t  # [N] slots with at least one valid step
+        num_active = int(active.sum())
+        if num_active == 0:
             return {}
-        counts = valid.sum(dim=1).clamp(min=1)  # [N]
-        returns = self._returns(b["reward"], b["ended"])
-        window_mean = torch.where(valid, returns, 0.0).sum(dim=1) / counts  # [N]
+        window = self._full_window if t == self.config.update_every else self._window(t)
+        own, peers, blocked, pre_image, job, reward = window
+        valid = self._step_index[:t] >= start[:, None]  # [N, T]
+        counts = (t - start).clamp_(min=1)  # [N] valid steps (1 for inactive slots, whose sums are 0)
+        returns = reward @ self._discount[:t, :t]  # [N, T] discounted reward-to-go within the window
+        valid_returns = torch.where(valid, returns, 0.0)
+        window_mean = valid_returns.sum(dim=1) / counts  # [N]
         decay = self.config.baseline_decay
         corrected = self.baseline / (1.0 - decay ** self.baseline_updates.to(torch.float64)).clamp(min=1e-300)
         baseline = torch.where(self.baseline_updates > 0, corrected, window_mean)
         advantage = torch.where(valid, returns - baseline[:, None], 0.0).to(DTYPE)  # [N, T]
 
         leaf = self.flat_params.detach().requires_grad_(True)  # [N, D], shares storage with flat_params
-        out = self.policy(self.layout.views(leaf), b["own"], b["peers"], b["peer_mask"])
-        log_prob = self.score_log_prob(out, b["pre_image"], b["job"])  # [N, T]
-        entropy = self.entropy(out)  # [N, T]
-        objective = torch.where(valid, advantage * log_prob + self.config.entropy_coef * entropy, 0.0)
-        loss = -objective.sum(dim=1) / counts.to(DTYPE)  # [N] each agent's own loss
-        self._refuse_non_finite(loss, active, acting_ids, "loss")
-        grads = list(torch.autograd.grad(loss.sum(), [leaf]))
-        norms = row_norms(grads)
-        self._refuse_non_finite(norms, active, acting_ids, "gradient")
-        clip_grad_norm_per_row_(grads, self.config.max_grad_norm, norms)
-        self.optimizer.step(grads, active)
+        blocks = self._shaped_blocks(self.layout.block_views(leaf, self._grad))
+        out, _ = self._forward(blocks, own, peers, blocked)
+        loss, entropy = reinforce_loss(out, blocks["log_std"], pre_image, job, advantage, valid, counts,
+                                       self.config.entropy_coef, self.economy_config.num_jobs)  # [N], [N, T]
+        total = loss.sum()
+        grad = torch.autograd.grad(total, [leaf])[0]  # self._grad, [N, D]
+        norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
+        all_finite = bool((torch.isfinite(loss) & torch.isfinite(norms)).all())
+        if not all_finite:
+            self._refuse_non_finite(loss, active, acting_ids, "loss")
+            self._refuse_non_finite(norms, active, acting_ids, "gradient")
+        self.optimizer.step([grad], active, grad_scale=clip_coefficients(norms, self.config.max_grad_norm))
 
         self.baseline = torch.where(active, decay * self.baseline + (1 - decay) * window_mean, self.baseline)
-        self.baseline_updates = self.baseline_updates + active.long()
-        num_valid = valid.sum()
+        self.baseline_updates = self.baseline_updates + active
+        sums = torch.stack([total.detach(), torch.where(valid, entropy, 0.0).sum(),
+                            torch.where(active, norms, 0.0).sum(), advantage.abs().sum()]).tolist()
+        num_valid = int(valid.sum())
         return {
-            "loss": float(loss.detach()[active].mean()),
-            "entropy": float(torch.where(valid, entropy.detach(), 0.0).sum() / num_valid),
-            "grad_norm": float(norms[active].mean()),
-            "return": float(torch.where(valid, returns, 0.0).sum() / num_valid),
-            "advantage_abs": float(advantage.abs().sum() / num_valid),
-            "active_agents": float(active.sum()),
+            "loss": sums[0] / num_active,
+            "entropy": sums[1] / num_valid,
+            "grad_norm": sums[2] / num_active,
+            "return": float(valid_returns.sum()) / num_valid,
+            "advantage_abs": sums[3] / num_valid,
+            "active_agents": float(num_active),
         }
 
     @staticmethod

@@ -199,6 +199,71 @@ def test_sampled_actions_follow_the_policy():
     torch.testing.assert_close(draws.std(0), out.log_std[:, 0].exp().expand(3, -1), atol=0.06, rtol=0)
 
 
+def test_stacked_head_networks_compute_each_network_separately():
+    """The four heads run as one stacked product but each equals its own tanh MLP on [own, context]."""
+    config = with_resources(3, num_agents=4)
+    learner = ReinforceLearner(config)
+    with torch.no_grad():
+        learner.flat_params.normal_(generator=torch.Generator().manual_seed(3))
+    x = torch.randn(4, 3, learner.self_dim + learner.peer_dim, generator=torch.Generator().manual_seed(4))
+    blocks = learner._acting_blocks
+    out = learner.heads(x, blocks["w1"], blocks["b1"], blocks["w2"], blocks["b2"])
+    p = learner.params
+
+    def mlp(net):  # weights [out, in] like torch.nn.Linear
+        hidden = torch.tanh(torch.einsum("nmi,nhi->nmh", x, p[f"{net}.w1"]) + p[f"{net}.b1"][:, None])
+        return torch.einsum("nmh,noh->nmo", hidden, p[f"{net}.w2"]) + p[f"{net}.b2"][:, None]
+
+    production, j = mlp("production_net"), config.num_jobs
+    expected = {"broadcast": mlp("broadcast_net"), "effort": production[..., j:], "trade_weights": mlp("trading_net"),
+                "consume": mlp("consumption_net")}
+    torch.testing.assert_close(out[..., :j], production[..., :j], atol=2e-6, rtol=1e-5)
+    for head, (start, stop) in learner.head_slices.items():
+        torch.testing.assert_close(out[..., j + start:j + stop], expected[head], atol=2e-6, rtol=1e-5)
+
+
+def test_hand_written_gradients_match_autograd():
+    from agents.networks import linear_out_in, relu_scores, tanh_
+    g = torch.Generator().manual_seed(6)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
+    scores = lambda shared, weight, score: relu_scores(items, shared, weight, score)
+    assert torch.autograd.gradcheck(scores, (rand(3, 4, 7), rand(3, 6, 7), rand(3, 7)))
+    assert torch.autograd.gradcheck(linear_out_in, (rand(3, 4, 5), rand(3, 2, 5), rand(3, 1, 2)))
+    assert torch.autograd.gradcheck(tanh_, (rand(20),))
+    x = torch.linspace(-30, 30, 20001)
+    torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), atol=2e-7, rtol=0)
+
+
+def test_hand_written_loss_gradient_matches_the_policy_log_prob_and_entropy():
+    from agents.reinforce import reinforce_loss
+    config = EconomyConfig(num_agents=3)
+    learner = ReinforceLearner(config)
+    g = torch.Generator().manual_seed(8)
+    n, m, gd, j = 3, 4, learner.gaussian_dim, config.num_jobs
+    out = torch.randn(n, m, j + gd, generator=g, dtype=torch.float64, requires_grad=True)
+    raw_log_std = torch.randn(n, gd, generator=g, dtype=torch.float64)
+    raw_log_std[0, 0] = 2.5  # clamped to 2: no gradient
+    raw_log_std.requires_grad_(True)
+    pre_image = torch.randn(n, m, gd, generator=g, dtype=torch.float64)
+    job = torch.randint(0, j, (n, m), generator=g)
+    valid = torch.rand(n, m, generator=g) < 0.7
+    valid[2] = False  # an inactive agent
+    advantage = torch.where(valid, torch.randn(n, m, generator=g, dtype=torch.float64), 0.0)
+    counts = valid.sum(1).clamp(min=1)
+    loss = lambda o, s: reinforce_loss(o, s, pre_image, job, advantage, valid, counts, 0.3, j)[0]
+    assert torch.autograd.gradcheck(loss, (out, raw_log_std))
+    low = raw_log_std.detach().clone()
+    low[1, 1] = -11.0  # clamped to -10: no gradient either
+    assert torch.autograd.grad(loss(out, low.requires_grad_(True)).sum(), low)[0][1, 1] == 0
+    policy = PolicyOutput(out[..., :j], out[..., j:], raw_log_std.clamp(-10.0, 2.0).unsqueeze(1), torch.zeros(n, m, 1))
+    objective = advantage * learner.score_log_prob(policy, pre_image, job) + 0.3 * learner.entropy(policy)
+    expected = -torch.where(valid, objective, 0.0).sum(1) / counts
+    torch.testing.assert_close(loss(out, raw_log_std), expected)
+    torch.testing.assert_close(reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, counts, 0.3, j)[1],
+                               learner.entropy(policy).detach())
+
+
 # -- learning ---------------------------------------------------------------------------------
 def test_update_reports_metrics_when_it_learns_and_clears_the_window_on_truncation():
     config = EconomyConfig(num_agents=12, max_steps=7)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from agents.optim import BatchedAdam, clip_grad_norm_per_row_, row_norms
+import agents.optim
+from agents.optim import BatchedAdam, clip_coefficients, clip_grad_norm_per_row_, row_norms
 
 SHAPES = [(3, 4), (4,), (2, 3, 2)]  # per-agent parameter shapes
 
@@ -18,8 +19,17 @@ def test_row_norms_are_each_agents_whole_gradient_norm():
     torch.testing.assert_close(row_norms(grads), expected)
 
 
+@pytest.fixture(params=["fused", "passes"])
+def adam_path(request, monkeypatch):
+    """Run a test with torch's fused Adam kernel and again with the in-pass fallback (torch < 2.4)."""
+    if request.param == "fused" and not agents.optim._fused_adam_works():
+        pytest.skip("this torch has no fused CPU Adam kernel")
+    monkeypatch.setattr(agents.optim, "_FUSED_ADAM", request.param == "fused")
+    return request.param
+
+
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])
-def test_batched_adam_with_clipping_equals_separate_adams(max_norm):
+def test_batched_adam_with_clipping_equals_separate_adams(max_norm, adam_path):
     num_agents, lr = 4, 0.05
     g = torch.Generator().manual_seed(1)
     stacked = stacked_params(num_agents, g)
@@ -71,3 +81,21 @@ def test_optimizer_state_dict_round_trip():
     other.load_state_dict(opt.state_dict())
     assert torch.equal(other.steps, opt.steps)
     assert all(torch.equal(a, b) for a, b in zip(other.exp_avg_sq, opt.exp_avg_sq))
+
+
+def test_grad_scale_clips_like_clip_grad_norm_and_ignores_inactive_rows(adam_path):
+    g = torch.Generator().manual_seed(4)
+    params = stacked_params(4, g)
+    clipped, scaled = BatchedAdam([p.clone() for p in params], lr=0.1), BatchedAdam([p.clone() for p in params], lr=0.1)
+    active = torch.tensor([True, False, True, True])
+    grads = [torch.randn(p.shape, generator=g) * 3 for p in params]
+    grads[0][1] = float("nan")  # an inactive row's gradient is ignored, whatever it holds
+    norms = row_norms(grads)
+    mine = [t.clone() for t in grads]
+    clip_grad_norm_per_row_(mine, 1.0)
+    clipped.step(mine, active)
+    scaled.step([t.clone() for t in grads], active, grad_scale=clip_coefficients(norms, 1.0))
+    for a, b, original in zip(clipped.params, scaled.params, params):
+        torch.testing.assert_close(a, b)
+        assert torch.equal(b[1], original[1])
+    assert scaled.steps.tolist() == [1, 0, 1, 1]
