@@ -107,8 +107,9 @@ def worker(kind: str, n: int, seconds: float, threads: int) -> None:
 
 def machine() -> dict:
     import torch
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": model, "cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -116,7 +117,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 1000, 10000], help="population sizes N")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring each workload")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: 1 up to 1,000 agents, where per-op overhead rules, "
+                             "else every core)")
     parser.add_argument("--out", default="benchmarks/results/bench.json", help="JSON output path")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,13 +131,15 @@ def main() -> None:
         for kind in args.workloads:
             if kind == "dict" and n > 1000:
                 continue  # the dict API is for small populations; large ones use the core
+            threads = args.threads or (1 if n <= 1000 else os.cpu_count())
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
-                       "--threads", str(args.threads)]
+                       "--threads", str(threads)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{kind} N={n} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
                 continue
-            row = {"workload": kind, "num_agents": n, **json.loads(done.stdout.strip().splitlines()[-1])}
+            row = {"workload": kind, "num_agents": n, "threads": threads,
+                   **json.loads(done.stdout.strip().splitlines()[-1])}
             rows.append(row)
             print(format_row(row), flush=True)
     report = {"machine": machine(), "results": rows}
@@ -151,7 +156,8 @@ def format_row(row: dict) -> str:
         speed = f"{row['seconds_per_clear'] * 1e3:6.2f} ms/clear ({row['init_iterations']}+{row['iterations']} it)"
     else:
         speed = f"{row['steps_per_sec']:9.1f} steps/s"
-    return f"| {row['workload']:5s} | {row['num_agents']:6d} | {speed:28s} | {row['peak_rss_mb']:7.0f} MB |"
+    return (f"| {row['workload']:5s} | {row['num_agents']:6d} | {row['threads']} | {speed:28s} | "
+            f"{row['peak_rss_mb']:7.0f} MB |")
 
 
 if __name__ == "__main__":
