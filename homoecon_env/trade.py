@@ -179,14 +179,23 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
         if warm_start.allocation.shape == endowment.shape:
             warm_allocation = np.ascontiguousarray(warm_start.allocation.detach().cpu().numpy().astype(np.float64).T)
     init_iterations = outer_iterations = 0
-    if method == "pgd":
-        x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics = _solve_pgd(
-            e, w, tol, max_iter or PGD_MAX_ITER, init, init_max_iter, warm_allocation, warm_multipliers, accelerate)
-    elif method == "newton":
-        x, lam, mu, iterations, diagnostics = _solve_prices(e, w, tol, max_iter or DEFAULT_MAX_ITER, warm_multipliers)
-    else:
-        x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
-        diagnostics = _diagnostics(e, w, x, lam, mu)
+    # Goods nobody holds or values make 0/0 and x/0 in intermediate ratios; the solvers mask them
+    # explicitly, so numpy's warnings would only be noise for users.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if method == "pgd":
+            x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics = _solve_pgd(
+                e, w, tol, max_iter or PGD_MAX_ITER, init, init_max_iter, warm_allocation, warm_multipliers,
+                accelerate)
+        elif method == "newton":
+            x, lam, mu, iterations, diagnostics = _solve_prices(e, w, tol, max_iter or DEFAULT_MAX_ITER,
+                                                                warm_multipliers)
+        else:
+            x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
+            diagnostics = _diagnostics(e, w, x, lam, mu)
+        if not (np.isfinite(x).all() and np.isfinite(lam).all() and np.isfinite(mu).all()):
+            # Last line of defence, never expected: no trade is conserving and individually rational.
+            x, lam, mu = e.copy(), np.zeros(e.shape[0]), np.zeros(e.shape[1])
+            diagnostics = {**_diagnostics(e, w, x, lam, mu), "kkt_residual": np.inf}
     as_tensor = lambda array: torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float64, device=device)
     total = lam.sum()
     return TradeResult(

@@ -395,3 +395,18 @@ def test_ten_thousand_agents_clear_well_under_a_second():
     result = clear_market(torch.tensor(holdings), torch.tensor(weights))
     assert time.perf_counter() - start < 1.0
     assert result.converged
+
+
+def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch):
+    """Last line of defence: whatever a solver returns, the market never hands out NaN."""
+    import homoecon_env.trade as trade
+
+    def broken(e, w, tol, max_iter, warm):
+        nan = np.full_like(e, np.nan)
+        return nan, np.full(e.shape[0], np.nan), np.zeros(e.shape[1]), 1, {}
+
+    monkeypatch.setattr(trade, "_solve_prices", broken)
+    holdings = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    result = trade.clear_market(holdings, torch.full((2, 2), 0.5, dtype=torch.float64), method="newton")
+    assert torch.equal(result.allocation, holdings) and not result.converged
+    assert torch.isfinite(result.prices).all() and result.ir_violation == 0.0
