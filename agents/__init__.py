@@ -87,8 +87,8 @@ def _reinforce(economy_config: EconomyConfig, learner_config: LearnerConfig) -> 
 
 
 def _uniform_attention(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
-    from agents.reinforce import ReinforceLearner
-    return ReinforceLearner(economy_config, learner_config, uniform_attention=True)
+    from agents.baselines import uniform_attention_learner
+    return uniform_attention_learner(economy_config, learner_config)
 
 
 def _random(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
