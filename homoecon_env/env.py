@@ -19,6 +19,7 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Economy, StepOutput
 from homoecon_env.core.lifecycle import DEATH_CAUSES
+from homoecon_env.core.production import season_features
 
 ACTION_KEYS = ("broadcast", "job", "effort", "trade_weights", "consume")
 _NAME = re.compile(r"agent_(0|[1-9][0-9]*)\Z")
@@ -98,9 +99,11 @@ class HomoEconEnv(ParallelEnv):
     ## Episode End
     An agent's life is its episode. It terminates when it dies (age >= max_age, or
     need . consumed < min_consumption): `terminations[a]` is True, `infos[a]["death_cause"]` is "age" or
-    "starvation", and it leaves `agents`. In the same step a newborn `agent_<next k>` takes its place,
-    present in all five dicts with reward 0.0 and `infos = {"born": True, "parents": (p1, p2),
-    "generation": g}`. At `max_steps` every live agent is truncated and nobody is born.
+    "starvation", and it leaves `agents`; its last observation has its own features at death and the
+    peer slots of the row it held after the step (that row's newborn's sample when peers are
+    sampled). In the same step a newborn `agent_<next k>` takes its place, present in all five
+    dicts with reward 0.0 and `infos = {"born": True, "parents": (p1, p2), "generation": g}`.
+    At `max_steps` every live agent is truncated and nobody is born.
 
     ## Arguments
     `config`: an EconomyConfig (default: the seed's economy); `render_mode`: None or "rgb_array";
@@ -218,9 +221,10 @@ class HomoEconEnv(ParallelEnv):
         return obs, rewards, terminations, truncations, infos
 
     def _observation_dict(self, observation, names, slots) -> dict:
-        own = observation.self_features.numpy()
-        peers = observation.peers.numpy()
-        mask = observation.peer_mask.numpy()
+        # Copies, so that a caller editing its observation in place cannot reach the economy.
+        own = observation.self_features.numpy().copy()
+        peers = observation.peers.numpy().copy()
+        mask = observation.peer_mask.numpy().copy()
         return {name: {"self": own[slot], "peers": peers[slot], "peer_mask": mask[slot]}
                 for name, slot in zip(names, slots)}
 
@@ -284,8 +288,7 @@ class HomoEconEnv(ParallelEnv):
             raise ValueError("state() before reset()")
         per_agent = torch.cat([s.holdings, (s.ages.double() / self.config.max_age)[:, None], s.utility_weights,
                                s.broadcast, s.effort[:, None], s.alive.double()[:, None]], dim=1)
-        features = self.economy.observation.self_features
-        season = features[0, -2 * self.config.num_jobs:].double()
+        season = season_features(self.economy.jobs, s.step)
         return torch.cat([per_agent.reshape(-1), torch.tensor([s.step / self.config.max_steps], dtype=torch.float64),
                           season]).to(torch.float32).numpy()
 

@@ -89,3 +89,13 @@ def test_state_is_a_fixed_size_finite_float32_vector():
     for _ in range(30):
         env.step(random_actions_dict(env, rng))
         assert env.state().shape == state.shape
+
+
+def test_editing_an_observation_in_place_does_not_reach_the_env():
+    env = homoecon_env.parallel_env(num_agents=6, max_steps=10)
+    obs, _ = env.reset(seed=0)
+    state = env.state().copy()
+    obs["agent_0"]["self"][:] = 123.0
+    obs["agent_1"]["peers"][:] = -7.0
+    assert np.array_equal(env.state(), state)
+    assert env.economy.observation.self_features.max().item() < 123.0
