@@ -51,7 +51,6 @@ from agents import LearnerConfig, make_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
-from homoecon_env.core import consumption as consumption_stage
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.core.production import JobTable, seasonal_factor
 from homoecon_env.diagnostics import analysis, metrics, report_figures
@@ -259,12 +258,9 @@ class Trace:
             self.frames.append({"step": t, "before": before_trade, "after": after_trade,
                                 "prices": out.trade.prices.numpy().copy()})
         if t == self.steps:  # the last step's population, for the snapshot figures
-            consume = actions.consume.double().clamp(0.0, 1.0)
-            consumed, _, _ = consumption_stage.consume(out.trade.allocation, consume, before.utility_weights,
-                                                       actions.effort.double(), config)  # [N, R]
             self.final = {"ages": before.ages.numpy(), "broadcasts": broadcasts, "jobs": actions.job.numpy(),
                           "attention": weights, "peer_index": observation.peer_index.numpy(),
-                          "effort": actions.effort.double().numpy(), "consumption": consumed.numpy(),
+                          "effort": out.effort.numpy(), "consumption": out.consumed.numpy(),
                           "holdings_before": before_trade, "holdings_after": after_trade}
 
         # Genealogy: deaths of acting agents, then newborns in their slots.

@@ -43,6 +43,8 @@ class StepOutput:
     observation: observe.Observation  # for the agents alive after the step (newborns included)
     dying_state: EconomyState  # the state after ageing, before births (see Economy.terminal_self_features)
     pre_trade: torch.Tensor  # [N, R] holdings entering the market (after production)
+    consumed: torch.Tensor  # [N, R] goods each acting agent ate this step
+    effort: torch.Tensor  # [N] effort actually spent (chosen effort after the age and input caps)
     trade: TradeResult  # allocation [N, R] = holdings leaving the market, prices, solver figures
 
 
@@ -110,9 +112,11 @@ class Economy:
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
         self.state, self._last_trade = new_state, trade
         self.observation = self._observe(new_state)
-        self._stats_inputs = (state, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions)
+        self._stats_inputs = (state.ages, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions.job,
+                              effort)
         self._last_stats = None
-        return StepOutput(reward, cause, state.agent_ids, births, truncated, self.observation, lived, pre_trade, trade)
+        return StepOutput(reward, cause, state.agent_ids, births, truncated, self.observation, lived, pre_trade,
+                          consumed, effort, trade)
 
     def terminal_self_features(self, step: StepOutput) -> torch.Tensor:
         """[N, S] own features of every row at the end of `step`, before newborns took the dead rows:
@@ -185,14 +189,14 @@ class Economy:
     def last_stats(self) -> dict:
         """Economy-wide figures of the last step (DESIGN.md section 3); {} before the first step.
 
-        Computed on first access, so training loops that log every k steps pay for them once per k.
+        Computed on first access: code that never reads them (a bare rollout) does not pay for them.
         """
         if self._last_stats is None:
             self._last_stats = self._stats(*self._stats_inputs) if self._stats_inputs is not None else {}
         return self._last_stats
 
-    def _stats(self, before: EconomyState, produced, pre_trade, trade: TradeResult, consumed, reward, cause, births, lost,
-               actions: Actions) -> dict:
+    def _stats(self, ages_before, produced, pre_trade, trade: TradeResult, consumed, reward, cause, births, lost, job,
+               effort) -> dict:
         from homoecon_env.diagnostics.metrics import gini  # leaf module, numpy only
 
         after_trade = trade.allocation
@@ -206,14 +210,14 @@ class Economy:
             "trade_volume": float(0.5 * (after_trade - pre_trade).abs().sum()),
             "gini": float(gini(wealth.numpy())),
             "mean_reward": float(reward.mean()),
-            "mean_age": float(before.ages.to(DTYPE).mean()),
+            "mean_age": float(ages_before.to(DTYPE).mean()),  # of the agents that acted
             "births": int(births.born.sum()),
             "founders": births.founders,
             "deaths_age": int((cause == lifecycle.AGE).sum()),
             "deaths_starvation": int((cause == lifecycle.STARVATION).sum()),
             "lost": lost.numpy(),
-            "job_counts": torch.bincount(actions.job, minlength=self.config.num_jobs).numpy(),
-            "mean_effort": float(actions.effort.mean()),
+            "job_counts": torch.bincount(job, minlength=self.config.num_jobs).numpy(),
+            "mean_effort": float(effort.mean()),  # effort actually spent
             "trade_iterations": int(trade.iterations),  # projected-gradient steps
             "trade_init_iterations": int(trade.init_iterations),  # Newton steps of the dual start
             "trade_outer_iterations": int(trade.outer_iterations),  # IR multiplier updates
