@@ -43,10 +43,6 @@ class EconomyState:
     def replace(self, **changes) -> "EconomyState":
         return dataclasses.replace(self, **changes)
 
-    def clone(self) -> "EconomyState":
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name).clone() for f in dataclasses.fields(self)
-                                            if isinstance(getattr(self, f.name), torch.Tensor)})
-
 
 def random_tastes(count: int, num_resources: int, heterogeneous: bool, generator: torch.Generator) -> torch.Tensor:
     """Utility weights [count, R] on the simplex: Dirichlet(1) (normalised exponentials) or uniform."""
