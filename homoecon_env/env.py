@@ -22,6 +22,7 @@ from homoecon_env.core.lifecycle import DEATH_CAUSES
 from homoecon_env.core.production import season_features
 
 ACTION_KEYS = ("broadcast", "job", "effort", "trade_weights", "consume")
+_ACTION_KEY_SET = frozenset(ACTION_KEYS)
 _NAME = re.compile(r"agent_(0|[1-9][0-9]*)\Z")
 
 
@@ -235,6 +236,44 @@ class HomoEconEnv(ParallelEnv):
             raise ValueError("no live agents: the episode is over (or reset() was not called); call reset()")
         if not isinstance(actions, Mapping):
             raise ValueError(f"actions must be a dict keyed by agent name, got {type(actions).__name__}")
+        return self._stack_well_formed(actions) or self._check_and_stack(actions)
+
+    def _stack_well_formed(self, actions: Mapping) -> Optional[Actions]:
+        """The common case in a few list-wide calls: one action dict with exactly the five keys per
+        live agent, every value of the right shape. Returns None for anything else, which
+        `_check_and_stack` then checks agent by agent to name the culprit."""
+        names = self._slot_names
+        if len(actions) != len(names) or len(names) != len(self.agents):
+            return None
+        try:
+            chosen = [actions[name] for name in names]
+        except (KeyError, TypeError):
+            return None
+        if not all((type(action) is dict or isinstance(action, Mapping)) and action.keys() == _ACTION_KEY_SET
+                   for action in chosen):
+            return None
+        jobs = [action["job"] for action in chosen]
+        if not all(issubclass(kind, (int, np.integer)) and kind is not bool for kind in set(map(type, jobs))):
+            return None
+        stacked = {}
+        try:
+            for key, shape in self._action_shapes.items():
+                value = np.asarray([action[key] for action in chosen], dtype=np.float64)
+                if value.shape[1:] != shape:
+                    return None
+                stacked[key] = torch.from_numpy(value)
+        except (TypeError, ValueError):
+            return None
+        stacked["effort"] = stacked["effort"][:, 0]
+        return Actions(job=torch.from_numpy(np.asarray(jobs, dtype=np.int64)), **stacked)
+
+    @functools.cached_property
+    def _action_shapes(self) -> dict:
+        """Shape of each float action in the action space."""
+        return {key: self._action_space[key].shape for key in ACTION_KEYS if key != "job"}
+
+    def _check_and_stack(self, actions: Mapping) -> Actions:
+        """Check every agent's action one by one, raising ValueError at the first fault; then stack."""
         live = set(self.agents)
         for name in actions:
             if name not in live:
@@ -245,8 +284,7 @@ class HomoEconEnv(ParallelEnv):
         if missing:
             raise ValueError(f"{missing[0]}: no action given for this live agent "
                              f"({len(missing)} live agent(s) missing, e.g. {missing[:3]})")
-        space = self._action_space
-        shapes = {key: space[key].shape for key in ACTION_KEYS if key != "job"}
+        space, shapes = self._action_space, self._action_shapes
         rows = {key: [] for key in ACTION_KEYS}
         for name in self._slot_names:
             action = actions[name]

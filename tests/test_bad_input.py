@@ -134,3 +134,19 @@ def test_finite_out_of_range_values_are_clipped_not_refused():
                               ("consume", -0.5, 0.0)):
         wild[v][key][0], clipped[v][key][0] = value, bound
     assert digest(env.step(wild), env.agents) == digest(twin.step(clipped), twin.agents)
+
+
+def test_valid_actions_in_unusual_forms_step_exactly_like_arrays():
+    """Lists, 0-d int arrays and read-only mappings skip the stacked fast path but must act the same."""
+    from types import MappingProxyType
+    kw = dict(num_agents=6, max_steps=50)
+    env, twin = homoecon_env.parallel_env(**kw), homoecon_env.parallel_env(**kw)
+    env.reset(seed=3)
+    twin.reset(seed=3)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        acts = random_actions_dict(env, rng)
+        odd = {name: MappingProxyType({key: (np.array(value) if key == "job" else np.asarray(value).tolist())
+                                       for key, value in action.items()})
+               for name, action in acts.items()}
+        assert digest(env.step(odd), env.agents) == digest(twin.step(acts), twin.agents)
