@@ -182,7 +182,8 @@ class Economy:
             if self._all_peers is None:
                 self._all_peers = observe.everyone_else(n, k)
             peer_index = self._all_peers
-        return observe.observe(state, peer_index, self.jobs, self.config)
+        # Sampled peers are always rows; "everyone else" is padded with -1 only when K > N - 1.
+        return observe.observe(state, peer_index, self.jobs, self.config, all_valid=k <= n - 1)
 
     # -- figures for loggers -----------------------------------------------------------------
     @property

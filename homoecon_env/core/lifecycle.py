@@ -27,17 +27,18 @@ def bequeath(holdings, dead, agent_ids, parent_ids, parent_slots):
 
     holdings [N, R] after decay, dead [N] bool, agent_ids [N], parent_ids and parent_slots [N, 2].
     A parent still lives in the row it held at its child's birth exactly when that row's agent id is
-    still the parent's id, so children are found with a gather, no search.
+    still the parent's id (founders' parent ids are -1, never an agent id), so children are found
+    with a gather, no search; each child adds its two parents' shares in turn, as dense [N, 2] math.
     Returns (holdings [N, R] with the dead rows emptied, lost [R]: holdings of the childless dead).
     """
     rows = parent_slots.clamp(min=0)  # [N, 2]
-    is_heir = (parent_slots >= 0) & (agent_ids[rows] == parent_ids) & dead[rows] & ~dead[:, None]
-    kept = torch.where(dead[:, None], 0.0, holdings)
-    heirs = torch.bincount(rows[is_heir], minlength=holdings.shape[0])  # [N] living children per row
-    share = holdings / heirs.clamp(min=1)[:, None].to(holdings.dtype)  # [N, R]
-    child_rows = torch.arange(holdings.shape[0])[:, None].expand_as(rows)[is_heir]
-    kept = kept.index_add(0, child_rows, share[rows[is_heir]])
-    lost = (holdings * (dead & (heirs == 0))[:, None]).sum(dim=0)
+    is_heir = (agent_ids[rows] == parent_ids) & dead[rows] & ~dead[:, None]  # [N, 2]
+    heir_weight = is_heir.to(holdings.dtype)
+    heirs = torch.bincount(rows.view(-1), heir_weight.view(-1), minlength=holdings.shape[0])  # [N] living children
+    share = holdings / heirs.clamp(min=1.0)[:, None]  # [N, R] each child's part of a row's holdings
+    received = share[rows] * heir_weight[..., None]  # [N, 2, R]
+    kept = holdings * (~dead)[:, None] + received[:, 0] + received[:, 1]
+    lost = holdings.T @ (dead & (heirs == 0)).to(holdings.dtype)
     return kept, lost
 
 
@@ -58,20 +59,22 @@ def draw_parents(fitness, eligible, count, generator) -> torch.Tensor:
     which is exact sampling without replacement.
     """
     eligible_slots = eligible.nonzero().squeeze(1)
-    score = fitness[eligible_slots]
+    score = fitness.index_select(0, eligible_slots)
     weight = score - score.min() + 1e-6  # [E] > 0
     cumulative = weight.cumsum(0)
     total = cumulative[-1]
     last = eligible_slots.numel() - 1
-    uniform = torch.rand(count, 2, generator=generator, dtype=weight.dtype)
-    first = torch.searchsorted(cumulative, uniform[:, 0] * total, right=True).clamp(max=last)
-    first_weight = weight[first]
-    first_start = cumulative[first] - first_weight
-    target = uniform[:, 1] * (total - first_weight)
+    first_draw, second_draw = torch.rand(count, 2, generator=generator, dtype=weight.dtype).unbind(1)
+    first = torch.searchsorted(cumulative, first_draw * total, right=True).clamp_(max=last)
+    first_weight = weight.index_select(0, first)
+    first_start = cumulative.index_select(0, first) - first_weight
+    target = second_draw * (total - first_weight)
     target = torch.where(target >= first_start, target + first_weight, target)
-    second = torch.searchsorted(cumulative, target, right=True).clamp(max=last)
-    second = torch.where(second == first, (first + 1) % (last + 1), second)  # guards float ties only
-    return eligible_slots[torch.stack([first, second], dim=1)]
+    second = torch.searchsorted(cumulative, target, right=True).clamp_(max=last)
+    tied = second == first
+    if bool(tied.any()):  # float ties only: take the next eligible slot
+        second = torch.where(tied, (first + 1) % (last + 1), second)
+    return eligible_slots.take(torch.stack([first, second], dim=1))
 
 
 def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: EconomyConfig):
@@ -84,8 +87,8 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
     Returns (new state, Births).
     """
     n = state.num_slots
-    no_birth = Births(torch.zeros(n, dtype=torch.bool), torch.full((n, 2), NO_PARENT, dtype=torch.long), 0)
     if not allow_births or not bool(dead.any()):
+        no_birth = Births(torch.zeros(n, dtype=torch.bool), torch.full((n, 2), NO_PARENT, dtype=torch.long), 0)
         return state.replace(alive=state.alive & ~dead), no_birth
     slots = dead.nonzero().squeeze(1)  # [D], newborns fill dead slots in slot order = birth order
     count = slots.numel()
@@ -100,18 +103,19 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         parent_ids = parent_slots
     else:
         parent_slots = draw_parents(state.lifetime_reward, survivors, count, generator)  # [D, 2]
-        tastes = inherit_tastes(state.utility_weights[parent_slots], generator, config)
-        children_per_parent = torch.bincount(parent_slots.reshape(-1), minlength=n).to(DTYPE)  # [N]
+        flat_parents = parent_slots.view(-1)
+        tastes = inherit_tastes(state.utility_weights.index_select(0, flat_parents).view(count, 2, -1), generator,
+                                config)
+        children_per_parent = torch.bincount(flat_parents, minlength=n).to(DTYPE)  # [N]
         given = 1.0 - (1.0 - config.parent_share) ** children_per_parent  # [N] fraction of holdings given
         gift_per_child = holdings * (given / children_per_parent.clamp(min=1))[:, None]  # [N, R]
-        endowment = gift_per_child[parent_slots].sum(dim=1)  # [D, R]
+        endowment = gift_per_child.index_select(0, flat_parents).view(count, 2, -1).sum(dim=1)  # [D, R]
         holdings = holdings * (1.0 - given)[:, None]
-        generation = state.generation[parent_slots].max(dim=1).values + 1
-        parent_ids = state.agent_ids[parent_slots]
+        generation = state.generation.take(parent_slots).amax(dim=1) + 1
+        parent_ids = state.agent_ids.take(parent_slots)
     ids = random_ids(count, config.id_dim, generator)
     new_ids = torch.arange(state.next_id, state.next_id + count)
-    born = torch.zeros(n, dtype=torch.bool)
-    born[slots] = True
+    born = dead.clone()  # every dead slot now holds a newborn
     new_state = state.replace(
         holdings=holdings.index_copy(0, slots, endowment),
         ages=state.ages.index_fill(0, slots, 0),

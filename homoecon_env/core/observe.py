@@ -68,11 +68,21 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
     return (torch.arange(n)[:, None] + offsets) % n
 
 
-def observe(state: EconomyState, peer_index: torch.Tensor, jobs: JobTable, config: EconomyConfig) -> Observation:
-    """Build the batched observation for the given peer assignment [N, K]."""
-    valid = peer_index >= 0
+def observe(state: EconomyState, peer_index: torch.Tensor, jobs: JobTable, config: EconomyConfig,
+            all_valid: bool = False) -> Observation:
+    """Build the batched observation for the given peer assignment [N, K].
+
+    ``all_valid``: the caller knows every entry of ``peer_index`` is a row (no -1 padding); then,
+    while every slot is alive (all but the final step), no peer needs masking.
+    """
+    n, k = peer_index.shape
+    public = public_features(state)
+    if all_valid and bool(state.alive.all()):
+        peers = public.index_select(0, peer_index.view(-1)).view(n, k, -1)
+        return Observation(self_features(state, jobs, config), peers, torch.ones(n, k, dtype=torch.float32),
+                           peer_index.clone())
     rows = peer_index.clamp(min=0)
-    live = valid & state.alive[rows]
-    peers = public_features(state)[rows] * live[..., None]  # [N, K, P]
+    live = (peer_index >= 0) & state.alive.take(rows)
+    peers = public.index_select(0, rows.view(-1)).view(n, k, -1) * live[..., None]  # [N, K, P]
     peer_index = torch.where(live, peer_index, -1)
     return Observation(self_features(state, jobs, config), peers, live.to(torch.float32), peer_index)
