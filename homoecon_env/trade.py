@@ -91,6 +91,10 @@ PENALTY_STEPS = 100  # the seed's number of steps (penalty's default max_iter)
 PENALTY_STEP_SIZE = 0.1  # the seed's fixed gradient step
 PENALTY_WEIGHT = 10.0  # the seed's quadratic IR-penalty coefficient
 LINE_SEARCH_STEPS = 80  # evaluations per line search, at most
+LINE_SEARCH_SLOPE = 0.5  # a line search stops where |slope| <= this times the start's
+MAX_PRICE_GROWTH = 3.0  # a line search's first trial raises no price more than (1 + this) fold
+MAX_ENUMERATED_GOODS = 4  # IR multipliers by enumerating the 2^R - 1 sets of goods up to this R,
+ENUMERATION_BUDGET = 1 << 16  # or while N 2^R is at most this; by sorting the goods otherwise
 IR_ALLOWANCE = 1e-10  # largest IR violation (utility) left unrepaired, with 1e-3 * tol when smaller
 MAX_LOG_MULTIPLIER = 200.0  # log(1 + mu) is capped so that (1 + mu) w / lambda stays finite
 PGD_MAX_ITER = 20_000  # projected-gradient iterations when max_iter is None
@@ -117,6 +121,8 @@ class TradeResult:
     multipliers [N]: IR multipliers mu (warm start for the next call). method: the method used.
     init_iterations: Newton price updates of pgd's ``init="dual"`` start (0 otherwise).
     outer_iterations: pgd's augmented-Lagrangian multiplier updates (0 for other methods).
+    price_scale: the sum of the conservation multipliers before normalising (prices * price_scale
+    are the multipliers; the next call's Newton start); 0 when no good is priced or unknown.
     Tensors are float64.
     """
 
@@ -132,6 +138,7 @@ class TradeResult:
     method: str
     init_iterations: int = 0
     outer_iterations: int = 0
+    price_scale: float = 0.0
 
 
 def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
@@ -154,10 +161,11 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
         raise ValueError(f"method: unknown method {method!r}; expected one of {METHODS}")
     if init not in INITS:
         raise ValueError(f"init: unknown start {init!r}; expected one of {INITS}")
-    endowment, device = _as_matrix("holdings", holdings)
-    utility_weights, _ = _as_matrix("weights", weights)
-    if endowment.shape != utility_weights.shape:
-        raise ValueError(f"weights: shape {utility_weights.shape} differs from holdings shape {endowment.shape}")
+    # Goods-major layout [R, N]: sums over agents run along contiguous memory.
+    e, device = _as_matrix("holdings", holdings)
+    w, _ = _as_matrix("weights", weights)
+    if e.shape != w.shape:
+        raise ValueError(f"weights: shape {w.shape[::-1]} differs from holdings shape {e.shape[::-1]}")
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: {tol!r}; expected a finite number > 0")
     for name, cap in (("max_iter", max_iter), ("init_max_iter", init_max_iter)):
@@ -166,49 +174,66 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
     if warm_start is not None and not isinstance(warm_start, TradeResult):
         raise ValueError(f"warm_start: expected a TradeResult or None, got {type(warm_start).__name__}")
 
-    if endowment.shape[0] == 0:  # no agents, nothing to trade
-        empty = torch.zeros(endowment.shape, dtype=torch.float64, device=device)
-        return TradeResult(empty, torch.zeros(endowment.shape[1], dtype=torch.float64, device=device), 0, True,
+    num_goods, num_agents = e.shape
+    if num_agents == 0:  # no agents, nothing to trade
+        empty = torch.zeros((0, num_goods), dtype=torch.float64, device=device)
+        return TradeResult(empty, torch.zeros(num_goods, dtype=torch.float64, device=device), 0, True,
                            0.0, 0.0, 0.0, 0.0, torch.zeros(0, dtype=torch.float64, device=device), method)
-    # Goods-major layout [R, N]: sums over agents run along contiguous memory.
-    e = np.ascontiguousarray(endowment.T)
-    w = np.ascontiguousarray(utility_weights.T)
-    warm_allocation = warm_multipliers = None
-    if warm_start is not None and warm_start.multipliers.shape[0] == e.shape[1]:
-        warm_multipliers = warm_start.multipliers.detach().cpu().numpy().astype(np.float64)
-        if warm_start.allocation.shape == endowment.shape:
-            warm_allocation = np.ascontiguousarray(warm_start.allocation.detach().cpu().numpy().astype(np.float64).T)
+    warm_allocation = warm_multipliers = warm_prices = None
+    if warm_start is not None:
+        if warm_start.multipliers.shape[0] == num_agents:
+            warm_multipliers = _as_array(warm_start.multipliers)
+            if method == "pgd" and init == "endowment" and warm_start.allocation.shape == (num_agents, num_goods):
+                warm_allocation = np.ascontiguousarray(_as_array(warm_start.allocation).T)
+        if warm_start.price_scale > 0 and warm_start.prices.shape[0] == num_goods:  # unnormalised prices
+            warm_prices = _as_array(warm_start.prices) * warm_start.price_scale
     init_iterations = outer_iterations = 0
     # Goods nobody holds or values make 0/0 and x/0 in intermediate ratios; the solvers mask them
     # explicitly, so numpy's warnings would only be noise for users.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        market = _market_data(e, w)
         if method == "pgd":
             x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics = _solve_pgd(
-                e, w, tol, max_iter or PGD_MAX_ITER, init, init_max_iter, warm_allocation, warm_multipliers,
-                accelerate)
+                market, tol, max_iter or PGD_MAX_ITER, init, init_max_iter, warm_allocation, warm_multipliers,
+                warm_prices, accelerate)
         elif method == "newton":
-            x, lam, mu, iterations, diagnostics = _solve_prices(e, w, tol, max_iter or DEFAULT_MAX_ITER,
-                                                                warm_multipliers)
+            x, lam, mu, iterations, diagnostics = _solve_prices(market, tol, max_iter or DEFAULT_MAX_ITER,
+                                                                warm_multipliers, warm_prices)
         else:
             x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
-            diagnostics = _diagnostics(e, w, x, lam, mu)
+            diagnostics = _diagnostics(market, x, lam, mu)
         if not (np.isfinite(x).all() and np.isfinite(lam).all() and np.isfinite(mu).all()):
             # Last line of defence, never expected: no trade is conserving and individually rational.
-            x, lam, mu = e.copy(), np.zeros(e.shape[0]), np.zeros(e.shape[1])
-            diagnostics = {**_diagnostics(e, w, x, lam, mu), "kkt_residual": np.inf}
-    as_tensor = lambda array: torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float64, device=device)
-    total = lam.sum()
+            x, lam, mu = e.copy(), np.zeros(num_goods), np.zeros(num_agents)
+            diagnostics = {**_diagnostics(market, x, lam, mu), "kkt_residual": np.inf}
+    total = float(lam.sum())
     return TradeResult(
-        allocation=as_tensor(x.T),
-        prices=as_tensor(lam / total if total > 0 else np.zeros_like(lam)),
+        allocation=_as_tensor(x.T, device),
+        prices=_as_tensor(lam / total if total > 0 else np.zeros_like(lam), device),
         iterations=int(iterations),
         converged=bool(diagnostics["kkt_residual"] <= tol),
-        multipliers=as_tensor(mu),
+        multipliers=_as_tensor(mu, device),
         method=method,
         init_iterations=int(init_iterations),
         outer_iterations=int(outer_iterations),
+        price_scale=total if total > 0 else 0.0,
         **diagnostics,
     )
+
+
+class _MarketData(NamedTuple):
+    """One call's data, [R, N] goods-major arrays, computed once."""
+
+    endowment: np.ndarray
+    weights: np.ndarray
+    supply: np.ndarray  # [R] s_r = sum_i e_ir
+    traded: np.ndarray  # [R] held by someone and valued by someone
+    endowment_utility: np.ndarray  # [N] u_i(e_i)
+
+
+def _market_data(e: np.ndarray, w: np.ndarray) -> _MarketData:
+    supply = e.sum(axis=1)
+    return _MarketData(e, w, supply, (supply > 0) & (w > 0).any(axis=1), _utility(w, e))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,13 +287,42 @@ def _utility(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 class _Economy(NamedTuple):
-    """The traded goods' data, [R_traded, N] arrays, computed once per call."""
+    """The traded goods' data, [R_traded, N] arrays, computed once per call.
+
+    The IR multipliers have a closed form (``_respond``): z_i = min over nonempty sets S of goods
+    of (u_i(e_i) - sum_S w a) / sum_S w. With few goods the sets are enumerated (``subsets`` [K, R],
+    ``subset_gap`` [K, N] = u_i(e_i) - sum_S w log w, ``subset_inverse`` [K, N] = 1 / sum_S w, both
+    arranged so that an empty-weight set never wins and an agent with u_i(e_i) = 0 gets z = 0);
+    with many goods only the R sets of best-value goods are tried, after sorting (``subsets`` None).
+    """
 
     weights: np.ndarray
-    valued: np.ndarray  # weights > 0
+    weighted_log_weights: np.ndarray  # w log w, 0 where w = 0
     log_weights: np.ndarray  # 0 where not valued
     supply: np.ndarray  # [R_traded]
     endowment_utility: np.ndarray  # [N]
+    subsets: Optional[np.ndarray]
+    subset_gap: Optional[np.ndarray]
+    subset_inverse: Optional[np.ndarray]
+    target: np.ndarray  # [N] u_i(e_i), -inf where 0 (never IR-binding)
+
+
+def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndarray) -> _Economy:
+    valued = weights > 0
+    log_weights = np.log(np.where(valued, weights, 1.0))
+    weighted_log_weights = weights * log_weights
+    num_goods, num_agents = weights.shape
+    can_bind = endowment_utility > 0
+    target = np.where(can_bind, endowment_utility, -np.inf)
+    subsets = gap = inverse = None
+    if num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET:
+        codes = np.arange(1, 1 << num_goods)
+        subsets = ((codes[:, None] >> np.arange(num_goods)) & 1).astype(np.float64)  # [K, R]
+        subset_weight = subsets @ weights  # [K, N]
+        gap = target - subsets @ weighted_log_weights  # -inf where u_i(e_i) = 0
+        inverse = np.where(can_bind, np.where(subset_weight > 0, 1.0 / subset_weight, np.inf), 1.0)
+    return _Economy(weights, weighted_log_weights, log_weights, supply, endowment_utility, subsets, gap, inverse,
+                    target)
 
 
 class _Market(NamedTuple):
@@ -276,9 +330,9 @@ class _Market(NamedTuple):
 
     prices: np.ndarray  # [R_traded] lambda > 0
     log_multipliers: np.ndarray  # [N] z = log(1 + mu) >= 0
-    marginal_ratio: np.ndarray  # [R_traded, N] (1 + mu_i) w_ir / lambda_r, = 1 + x_ir where active
-    active: np.ndarray  # [R_traded, N] x_ir > 0
+    marginal_ratio: np.ndarray  # [R_traded, N] (1 + mu_i) w_ir / lambda_r, = 1 + x_ir where x_ir > 0
     allocation: np.ndarray  # [R_traded, N]
+    demand: np.ndarray  # [R_traded] sum_i x_ir
     excess: np.ndarray  # [R_traded] sum_i x_ir - s_r = -grad Phi
 
 
@@ -286,92 +340,94 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
     """Demand at ``prices``, each agent with the least IR multiplier that keeps it IR.
 
     At multiplier mu, u_i = sum_r w_ir max(0, z + a_ir) with z = log(1 + mu) and
-    a_ir = log(w_ir / lambda_r): convex, increasing and piecewise linear in z. Agents IR at z = 0
-    are slack (mu = 0). For the others, Newton's method on it, started right of the root with
-    every valued good bought, lowers z monotonically and is exact once the set of goods bought
-    settles (at most R steps, batched over those agents).
+    a_ir = log(w_ir / lambda_r): convex, increasing and piecewise linear in z, and the maximum of
+    the lines sum_S w (z + a) over sets S of goods. So u_i reaches u_i(e_i) first at
+    z = min_S (u_i(e_i) - sum_S w a) / sum_S w, and z = max(0, that) (an agent IR at z = 0 is slack).
+    The best line at any z is that of the goods with a > -z, the R sets of best-valued goods, which
+    is all that is tried when there are too many goods to enumerate the sets.
     """
-    w, valued, endowment_utility = economy.weights, economy.valued, economy.endowment_utility
-    a = economy.log_weights - np.log(prices)[:, None]  # [R, N]; its w is 0 where not valued
-    z = np.zeros(w.shape[1])
-    binding = np.flatnonzero((w * np.maximum(a, 0.0)).sum(axis=0) < endowment_utility)
-    if binding.size:
-        wb, ab, valued_b, target = w[:, binding], a[:, binding], valued[:, binding], endowment_utility[binding]
-        bought = valued_b
-        for _ in range(len(prices)):
-            zb = (target - np.where(bought, wb * ab, 0.0).sum(axis=0)) / np.where(bought, wb, 0.0).sum(axis=0)
-            now_bought = valued_b & (ab > -zb)
-            if np.array_equal(now_bought, bought):
-                break
-            bought = now_bought
-        z[binding] = np.clip(zb, 0.0, MAX_LOG_MULTIPLIER)
-    ratio = np.exp(z) * w / prices[:, None]
-    active = ratio > 1.0
-    allocation = np.where(active, ratio - 1.0, 0.0)
-    return _Market(prices, z, ratio, active, allocation, allocation.sum(axis=1) - economy.supply)
+    log_prices = np.log(prices)
+    if economy.subsets is not None:
+        # sum_S w a = sum_S w log w - sum_S w log lambda; the gap already holds u_i(e_i) - sum_S w log w.
+        z = ((economy.subset_gap + (economy.subsets * log_prices) @ economy.weights) * economy.subset_inverse).min(axis=0)
+    else:
+        a = economy.log_weights - log_prices[:, None]
+        order = np.argsort(np.where(economy.weights > 0, -a, np.inf), axis=0)  # best-valued goods first
+        line_weight = np.take_along_axis(economy.weights, order, axis=0).cumsum(axis=0)
+        line_value = np.take_along_axis(economy.weighted_log_weights - economy.weights * log_prices[:, None], order,
+                                        axis=0).cumsum(axis=0)
+        z = ((economy.target - line_value) / line_weight).min(axis=0)
+    z = np.clip(z, 0.0, MAX_LOG_MULTIPLIER)
+    ratio = np.multiply.outer(1.0 / prices, np.exp(z)) * economy.weights
+    allocation = np.maximum(ratio - 1.0, 0.0)
+    demand = allocation.sum(axis=1)
+    return _Market(prices, z, ratio, allocation, demand, demand - economy.supply)
 
 
-def _newton_direction(economy: _Economy, market: _Market) -> np.ndarray:
+def _newton_direction(economy: _Economy, market: _Market):
     """Solve (Hessian of Phi) p = excess demand; the Hessian is minus the demand's price slope.
 
     An agent with mu = 0 has d x_ir / d lambda_r = -(1 + x_ir) / lambda_r on its active goods; an
     IR-binding agent moves along its indifference surface, adding the symmetric rank-one term
-    (1 + x_ir) w_iq / (W_i lambda_q) with W_i its active weight. A tiny ridge keeps flat
+    (1 + x_ir) w_iq / (W_i lambda_q) with W_i its active weight. A tiny ridge (1e-12 times the
+    diagonal if every agent bought every good, which bounds the true diagonal) keeps flat
     directions (perfectly inelastic demand) solvable; the line search then sets the length.
+    Returns (direction, excess . direction > 0).
     """
     lam = market.prices
-    one_plus_x = np.where(market.active, market.marginal_ratio, 0.0)  # [R, N]
-    active_weights = np.where(market.active, economy.weights, 0.0)
-    binding_weight = np.where(market.log_multipliers > 0, active_weights.sum(axis=0), 0.0)  # [N]
-    compensation = active_weights / np.where(binding_weight > 0, binding_weight, np.inf) / lam[:, None]
-    hessian = np.diag(one_plus_x.sum(axis=1) / lam) - one_plus_x @ compensation.T
-    ridge = 1e-12 * np.maximum(np.abs(np.diag(hessian)), _full_curvature(economy, market))
+    active = market.allocation > 0
+    one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N]
+    active_weights = economy.weights * active
+    inverse_binding_weight = np.where(market.log_multipliers > 0, 1.0 / active_weights.sum(axis=0), 0.0)  # [N]
+    ridge = 1e-12 * market.marginal_ratio.sum(axis=1)  # times lambda: 1e-12 sum_i (1 + mu_i) w_ir / lambda_r
+    regularised = np.diag(one_plus_x.sum(axis=1) + ridge) - (one_plus_x * inverse_binding_weight) @ active_weights.T
     try:
-        direction = np.linalg.solve(hessian + np.diag(ridge), market.excess)
+        direction = np.linalg.solve(regularised / lam, market.excess)  # H_rq = (diag - coupling)_rq / lambda_q
     except np.linalg.LinAlgError:
-        direction = market.excess / ridge
-    if not (np.all(np.isfinite(direction)) and market.excess @ direction > 0):
-        direction = _diagonal_direction(economy, market)  # always raises prices where demand exceeds
-    return direction
+        direction = market.excess * lam / ridge
+    slope = float(market.excess @ direction)  # nan or inf unless the direction is finite
+    if not 0.0 < slope < np.inf:
+        direction = _diagonal_direction(market)  # always raises prices where demand exceeds
+        slope = float(market.excess @ direction)
+    return direction, slope
 
 
-def _full_curvature(economy: _Economy, market: _Market) -> np.ndarray:
-    """Per good, the Hessian's diagonal if every agent bought it at mu fixed: sum_i c_ir / lambda_r^2."""
-    return np.exp(market.log_multipliers) @ economy.weights.T / market.prices**2
+def _diagonal_direction(market: _Market) -> np.ndarray:
+    """Excess demand scaled per good by the Hessian's diagonal if every agent bought the good at mu
+    fixed, sum_i (1 + mu_i) w_ir / lambda_r^2: always a descent direction."""
+    return market.excess * market.prices / market.marginal_ratio.sum(axis=1)
 
 
-def _diagonal_direction(economy: _Economy, market: _Market) -> np.ndarray:
-    """Excess demand scaled per good by its curvature if every agent bought it: always a descent."""
-    return market.excess / _full_curvature(economy, market)
+def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, descent: float):
+    """Step along ``direction`` to where the slope of Phi has fallen to half its start.
 
-
-def _line_search(economy: _Economy, market: _Market, direction: np.ndarray):
-    """Step along ``direction`` to where the slope of Phi has fallen to 10% of its start.
-
-    Phi is convex, so its slope along the line, -excess . direction, is nondecreasing: expand while
-    it is negative, backtrack while the step overshoots, then bisect (geometrically, then by
-    safeguarded secant). A step with a small negative slope certainly lowers Phi; one with a small
-    positive slope is checked against Phi itself, up to rounding (slopes stay exact where Phi
-    values are lost in rounding, at small holdings). Returns (market, evaluations); the market is
-    the input if no step helped.
+    ``descent`` = excess . direction > 0, minus the start's slope. Phi is convex, so its slope along
+    the line, -excess . direction, is nondecreasing: expand while it is negative, backtrack while
+    the step overshoots, then bisect (geometrically, then by safeguarded secant). The first trial
+    is the full step, shortened to keep every price within (0.5, MAX_PRICE_GROWTH + 1) times its
+    value. A step with a small negative slope certainly lowers Phi; one with a small positive slope
+    is checked against Phi itself, up to rounding (slopes stay exact where Phi values are lost in
+    rounding, at small holdings). Returns the market; the input if no step helped.
     """
     lam = market.prices
-    shrinking = direction < 0
-    boundary = (lam[shrinking] / -direction[shrinking]).min() if shrinking.any() else np.inf  # prices > 0
-    start_slope = -(market.excess @ direction)
+    relative = direction / lam
+    lowest, highest = float(relative.min()), float(relative.max())
+    boundary = -1.0 / lowest if lowest < 0 else np.inf  # prices stay > 0
+    step = min(1.0, 0.5 * boundary, MAX_PRICE_GROWTH / highest if highest > 0 else np.inf)
+    start_slope = -descent
     low, low_slope, low_market = 0.0, start_slope, market
     high = high_slope = start_value = None
-    step, width = min(1.0, 0.5 * boundary), np.inf
-    for evaluations in range(1, LINE_SEARCH_STEPS + 1):
+    width = np.inf
+    for _ in range(LINE_SEARCH_STEPS):
         trial = _respond(economy, lam + step * direction)
-        slope = -(trial.excess @ direction)
-        if abs(slope) <= 0.1 * abs(start_slope):
+        slope = -float(trial.excess @ direction)
+        if abs(slope) <= LINE_SEARCH_SLOPE * descent:
             if slope <= 0:  # by convexity Phi(step) <= Phi(0) + step * slope: a certified decrease
-                return trial, evaluations
+                return trial
             if start_value is None:
                 start_value, noise = _dual_value(economy, market)
             if _dual_value(economy, trial)[0] <= start_value + noise:  # just past the minimum
-                return trial, evaluations
+                return trial
         if slope < 0:
             low, low_slope, low_market = step, slope, trial
         else:
@@ -391,90 +447,101 @@ def _line_search(economy: _Economy, market: _Market, direction: np.ndarray):
             width = high - low
             if width <= 1e-15 * high:
                 break
-    return low_market, evaluations
+    return low_market
 
 
 def _dual_value(economy: _Economy, market: _Market):
     """Phi(lambda) = sum_i u_i(x_i) - lambda . excess, and the rounding level of that sum."""
     utility = _utility(economy.weights, market.allocation).sum()
-    spending = market.prices @ (market.allocation.sum(axis=1) + economy.supply)
-    return utility - market.prices @ market.excess, 64 * np.finfo(np.float64).eps * (abs(utility) + spending)
+    spending = market.prices @ (market.demand + economy.supply)
+    return utility - market.prices @ market.excess, 64 * EPS * (abs(utility) + spending)
 
 
-def _solve_prices(e, w, tol, max_iter, warm_multipliers):
+def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_prices=None):
     """Newton steps on traded goods' prices until the returned allocation's KKT residual <= tol.
 
-    Newton stops on the clearing error (excess demand, the dual gradient, in KKT units); the
-    candidate is then made exactly conserving and IR and its full KKT residual measured. If the
-    repair cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes. A Newton
-    step that cannot lower Phi is replaced by a diagonally scaled one; it stops early when the
-    error reaches rounding level, or has not halved in 20 steps.
+    The first prices are ``warm_prices`` (the previous call's) where they price every traded good,
+    otherwise the water-filling prices for the warm-start multipliers. Newton stops on the clearing
+    error (excess demand, the dual gradient, in KKT units); the candidate is then made exactly
+    conserving and IR and its full KKT residual measured. If the repair cost more than ``tol``,
+    the target is tightened (x 0.01) and Newton resumes. A Newton step that cannot lower Phi is
+    replaced by a diagonally scaled one; it stops early when the error reaches rounding level, or
+    has not halved in 20 steps.
     """
-    supply = e.sum(axis=1)
-    traded = (supply > 0) & (w > 0).any(axis=1)  # [R]
-    endowment_utility = _utility(w, e)
+    e, traded = data.endowment, data.traded
     num_goods, num_agents = e.shape
     lam = np.zeros(num_goods)
     if not traded.any():
-        x = _finish(np.zeros_like(e), e, w, traded, supply, endowment_utility, 0.0)
-        return x, lam, np.zeros(num_agents), 0, _diagnostics(e, w, x, lam, np.zeros(num_agents))
-    weights = w[traded]
-    valued = weights > 0
-    economy = _Economy(weights, valued, np.log(np.where(valued, weights, 1.0)), supply[traded], endowment_utility)
-    initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
-    initial = initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))
-    market = _respond(economy, _water_fill((1.0 + initial) * weights, economy.supply))
+        x, utility = _finish(np.zeros_like(e), data, 0.0)
+        return x, lam, np.zeros(num_agents), 0, _diagnostics(data, x, lam, np.zeros(num_agents), utility)
+    all_traded = bool(traded.all())
+    weights = data.weights if all_traded else data.weights[traded]
+    economy = _economy(weights, data.supply if all_traded else data.supply[traded], data.endowment_utility)
+    start = None if warm_prices is None else warm_prices[traded]
+    if start is None or not np.all((start > 0) & (start < np.inf)):
+        initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
+        start = _water_fill((1.0 + initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))) * weights, economy.supply)
+    market = _respond(economy, start)
     target, best, idle = 1e-3 * tol, np.inf, 0  # margin for the final rescaling and repair
     for iterations in range(1, max_iter + 1):
-        error, rounding = _clearing_error(market)
+        error, rounding = _clearing_error(economy, market)
         best, idle = (error, 0) if error < 0.5 * best else (best, idle + 1)
         stalled = idle >= 20  # no halving of the error in twenty steps: give up
         if error > max(target, rounding) and iterations < max_iter and not stalled:
             previous = market
-            market, _ = _line_search(economy, market, _newton_direction(economy, market))
+            market = _line_search(economy, market, *_newton_direction(economy, market))
             if market is previous:  # Newton's model misled it: try the diagonally scaled gradient
-                market, _ = _line_search(economy, market, _diagonal_direction(economy, market))
+                direction = _diagonal_direction(market)
+                market = _line_search(economy, market, direction, float(market.excess @ direction))
             stalled = market is previous
             if not stalled:
                 continue
-        x = np.zeros_like(e)
-        x[traded] = market.allocation
-        x = _finish(x, e, w, traded, supply, endowment_utility, min(1e-3 * tol, IR_ALLOWANCE))
+        if all_traded:
+            x = market.allocation
+        else:
+            x = np.zeros_like(e)
+            x[traded] = market.allocation
+        x, utility = _finish(x, data, min(1e-3 * tol, IR_ALLOWANCE), market.demand)
         lam[traded] = market.prices
         mu = np.expm1(market.log_multipliers)
-        diagnostics = _diagnostics(e, w, x, lam, mu)
+        diagnostics = _diagnostics(data, x, lam, mu, utility)
         if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled or error <= rounding:
             return x, lam, mu, iterations, diagnostics
         target = 0.01 * min(target, error)
     raise AssertionError("unreachable: the last iteration always returns")
 
 
-def _clearing_error(market: _Market):
+def _clearing_error(economy: _Economy, market: _Market):
     """How far demand is from clearing, in the units of the KKT residual, and its rounding level.
 
     Clearing good r exactly (the final rescaling by s_r / demand_r) changes a holder's relative
-    marginal value by about x_ir / (1 + x_ir) * |excess_r| / s_r.
+    marginal value by about x_ir / (1 + x_ir) * |excess_r| / s_r; the demand sum_i (1 + x_ir)
+    over holders carries rounding of about 8 eps times itself.
     """
-    share = (market.allocation / (1.0 + market.allocation)).max(axis=1)  # largest x / (1 + x)
-    supply = market.allocation.sum(axis=1) - market.excess
-    error = share * np.abs(market.excess) / supply
-    demand_rounding = 8 * np.finfo(np.float64).eps * np.where(market.active, market.marginal_ratio, 0.0).sum(axis=1)
-    return float(error.max()), float((share * demand_rounding / supply).max())
+    largest = market.allocation.max(axis=1)  # the largest x / (1 + x) is that of the largest x
+    share = largest / ((1.0 + largest) * economy.supply)
+    held = market.demand + np.count_nonzero(market.allocation, axis=1)  # sum_i (1 + x_ir) over holders
+    return float((share * np.abs(market.excess)).max()), 8 * EPS * float((share * held).max())
 
 
-def _finish(x, e, w, traded, supply, endowment_utility, allowance):
-    """The returned allocation: untraded goods stay with their owners (0 if nobody holds them);
-    each traded good is rescaled by s_r / demand_r, which conserves it exactly and moves every
-    holder by the same tiny fraction whatever its scale (a good nobody demands, possible only if
-    the iteration stopped early, is projected onto its conservation set instead); then IR is
-    restored by blending (violations up to ``allowance``, rounding level, are left alone)."""
-    demand = x.sum(axis=1)
+def _finish(x, data: _MarketData, allowance, demand=None):
+    """The returned allocation and its utilities [N]: untraded goods stay with their owners (0 if
+    nobody holds them); each traded good is rescaled by s_r / demand_r (``demand``, x's row sums,
+    when known), which conserves it exactly and moves every holder by the same tiny fraction
+    whatever its scale (a good nobody demands, possible only if the iteration stopped early, is
+    projected onto its conservation set instead); then IR is restored by blending (violations up to
+    ``allowance``, rounding level, are left alone)."""
+    e, supply, traded = data.endowment, data.supply, data.traded
+    demand = x.sum(axis=1) if demand is None or demand.shape[0] != x.shape[0] else demand
     rescale = traded & (demand > 0)
-    x = np.where(rescale[:, None], x * (supply / np.where(rescale, demand, 1.0))[:, None], x)
-    if np.any(traded & ~rescale):
-        x = np.where((traded & ~rescale)[:, None], project_onto_conservation(x, supply), x)
-    x = np.where(traded[:, None], x, e)
-    return _make_individually_rational(x, e, w, endowment_utility, allowance)
+    if rescale.all():
+        x = x * (supply / demand)[:, None]
+    else:
+        x = np.where(rescale[:, None], x * (supply / np.where(rescale, demand, 1.0))[:, None], x)
+        if np.any(traded & ~rescale):
+            x = np.where((traded & ~rescale)[:, None], project_onto_conservation(x, supply), x)
+        x = np.where(traded[:, None], x, e)
+    return _make_individually_rational(x, data, allowance)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,7 +673,8 @@ def _lipschitz_estimate(problem: _Penalised, point: _Point, rho: np.ndarray) -> 
     return float(max(np.max(curvature + penalty), np.finfo(np.float64).tiny))
 
 
-def _solve_pgd(e, w, tol, max_iter, init, init_max_iter, warm_allocation, warm_multipliers, accelerate):
+def _solve_pgd(data: _MarketData, tol, max_iter, init, init_max_iter, warm_allocation, warm_multipliers,
+               warm_prices, accelerate):
     """Accelerated projected gradient on the augmented Lagrangian until the KKT residual <= tol.
 
     Returns (x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics) on [R, N]
@@ -619,21 +687,22 @@ def _solve_pgd(e, w, tol, max_iter, init, init_max_iter, warm_allocation, warm_m
     Whenever the iterate's KKT residual is below the target, it is made exactly conserving and
     IR (``_finish``) and measured; if that cost more than ``tol``, the target is tightened
     (x 0.01) and the iterations go on. The candidate with the lowest KKT residual is returned
-    (with ``init="dual"``, the Newton solution is the first candidate).
+    (with ``init="dual"``, the Newton solution is the first candidate, returned at once, after
+    0 iterations, when its KKT residual is already <= tol).
     """
-    supply = e.sum(axis=1)
-    traded = (supply > 0) & (w > 0).any(axis=1)  # [R]
-    endowment_utility = _utility(w, e)
+    e, w, supply, traded, endowment_utility = data
     num_goods, num_agents = e.shape
     allowance = min(1e-3 * tol, IR_ALLOWANCE)
     if not traded.any():  # nothing to trade: owners keep what they have
-        x = _finish(np.zeros_like(e), e, w, traded, supply, endowment_utility, 0.0)
+        x, utility = _finish(np.zeros_like(e), data, 0.0)
         lam, mu = np.zeros(num_goods), np.zeros(num_agents)
-        return x, lam, mu, 0, 0, 0, _diagnostics(e, w, x, lam, mu)
+        return x, lam, mu, 0, 0, 0, _diagnostics(data, x, lam, mu, utility)
     init_iterations, prices, best = 0, None, None
     if init == "dual":  # the fast path: start from the Newton dual solution, exact when it converged
-        x_dual, lam_dual, mu, init_iterations, dual_diagnostics = _solve_prices(e, w, tol, init_max_iter,
-                                                                                warm_multipliers)
+        x_dual, lam_dual, mu, init_iterations, dual_diagnostics = _solve_prices(data, tol, init_max_iter,
+                                                                                warm_multipliers, warm_prices)
+        if dual_diagnostics["kkt_residual"] <= tol:  # already a KKT point: nothing to polish
+            return x_dual, lam_dual, mu, 0, 0, init_iterations, dual_diagnostics
         x, prices = x_dual[traded], lam_dual[traded]
         best = (dual_diagnostics["kkt_residual"], x_dual, lam_dual, mu, dual_diagnostics)
     else:
@@ -666,15 +735,15 @@ def _solve_pgd(e, w, tol, max_iter, init, init_max_iter, warm_allocation, warm_m
             if finite:
                 x_full = np.zeros_like(e)
                 x_full[traded] = point.x
-                x_full = _finish(x_full, e, w, traded, supply, endowment_utility, allowance)
+                x_full, utility = _finish(x_full, data, allowance)
                 lam = np.zeros(num_goods)
                 lam[traded] = np.maximum(prices, 0.0)
-                diagnostics = _diagnostics(e, w, x_full, lam, point.multipliers)
+                diagnostics = _diagnostics(data, x_full, lam, point.multipliers, utility)
                 if best is None or diagnostics["kkt_residual"] < best[0]:
                     best = (diagnostics["kkt_residual"], x_full, lam, point.multipliers, diagnostics)
             elif best is None:  # rounding broke down (not seen in tests): keep the endowment
                 lam, mu = np.zeros(num_goods), np.zeros(num_agents)
-                best = (np.inf, e.copy(), lam, mu, _diagnostics(e, w, e, lam, mu))
+                best = (np.inf, e.copy(), lam, mu, _diagnostics(data, e, lam, mu))
             if best[0] <= tol or not finite or iterations >= max_iter or target < 1e-6 * tol:
                 break
             target *= 0.01
@@ -729,8 +798,9 @@ def _solve_penalty(e, w, steps):
 # Repair, diagnostics and input checks
 
 
-def _make_individually_rational(x, e, w, endowment_utility, allowance):
-    """Blend x towards e, x <- e + t (x - e), with the largest t in [0, 1] keeping every agent IR.
+def _make_individually_rational(x, data: _MarketData, allowance):
+    """Blend x towards e, x <- e + t (x - e), with the largest t in [0, 1] keeping every agent IR;
+    returns (x, u(x) [N]).
 
     Along the segment each agent's utility gap h_i(t) is concave with h_i(0) = 0, so agents IR at
     t = 1 stay IR for every t, and each violator is IR on [0, t_i]. Newton's method from t = 1 on
@@ -738,10 +808,12 @@ def _make_individually_rational(x, e, w, endowment_utility, allowance):
     combination keeps conservation and non-negativity. Violations up to ``allowance`` (absolute
     utility) are rounding and left alone: blending every agent for one of them costs more.
     """
-    slack = allowance + 64 * np.finfo(np.float64).eps * (1.0 + np.abs(endowment_utility))
-    violators = _utility(w, x) - endowment_utility < -slack
+    e, w, endowment_utility = data.endowment, data.weights, data.endowment_utility
+    utility = _utility(w, x)
+    slack = allowance + 64 * EPS * (1.0 + np.abs(endowment_utility))
+    violators = utility - endowment_utility < -slack
     if not violators.any():
-        return x
+        return x, utility
     start, step, wv = e[:, violators], x[:, violators] - e[:, violators], w[:, violators]
     uv, sv = endowment_utility[violators], slack[violators]
     t = np.ones(violators.sum())
@@ -757,26 +829,31 @@ def _make_individually_rational(x, e, w, endowment_utility, allowance):
     else:
         t = np.zeros_like(t)  # not settled: keep the endowment
     blend = t.min()
-    return (1.0 - blend) * e + blend * x
+    x = (1.0 - blend) * e + blend * x
+    return x, _utility(w, x)
 
 
-def _diagnostics(e, w, x, lam, mu) -> dict:
-    """Conservation error, IR violation, KKT residual and objective of allocation x [R, N].
+def _diagnostics(data: _MarketData, x, lam, mu, utility=None) -> dict:
+    """Conservation error, IR violation, KKT residual and objective of allocation x [R, N]
+    (``utility``: u(x) [N] when known).
 
     Stationarity is measured per priced good in relative marginal value,
     |min(x_ir / (1 + x_ir), 1 - (1 + mu_i) w_ir / ((1 + x_ir) lambda_r))|: zero exactly when every
     holder's marginal value equals the price and nobody else values the good above it.
     """
-    supply = e.sum(axis=1)
-    utility = _utility(w, x)
-    gap = utility - _utility(w, e)
-    conservation_error = float(np.max(np.abs(x.sum(axis=1) - supply) / np.maximum(1.0, supply), initial=0.0))
-    ir_violation = max(0.0, float(np.max(-gap, initial=0.0)))
-    complementarity = float(np.max(np.abs(np.minimum(mu, gap)), initial=0.0))
+    supply = data.supply
+    utility = _utility(data.weights, x) if utility is None else utility
+    gap = utility - data.endowment_utility
+    conservation_error = float((np.abs(x.sum(axis=1) - supply) / np.maximum(1.0, supply)).max(initial=0.0))
+    ir_violation = max(0.0, -float(gap.min(initial=0.0)))
+    complementarity = float(np.abs(np.minimum(mu, gap)).max(initial=0.0))
     priced = lam > 0  # [R]
-    relative_marginal = (1.0 + mu)[None, :] * w / (1.0 + x) / np.where(priced, lam, 1.0)[:, None]
-    stationarity_terms = np.abs(np.minimum(x / (1.0 + x), 1.0 - relative_marginal))
-    stationarity = float(np.max(np.where(priced[:, None], stationarity_terms, 0.0), initial=0.0))
+    one_plus_x = 1.0 + x
+    relative_marginal = np.multiply.outer(1.0 / np.where(priced, lam, 1.0), 1.0 + mu) * data.weights / one_plus_x
+    stationarity_terms = np.abs(np.minimum(x / one_plus_x, 1.0 - relative_marginal))
+    if not priced.all():
+        stationarity_terms = np.where(priced[:, None], stationarity_terms, 0.0)
+    stationarity = float(stationarity_terms.max(initial=0.0))
     return {
         "conservation_error": conservation_error,
         "ir_violation": ir_violation,
@@ -786,19 +863,31 @@ def _diagnostics(e, w, x, lam, mu) -> dict:
 
 
 def _as_matrix(name: str, value):
-    """A float64 [N, R] NumPy copy of a tensor or array, checked finite and nonnegative."""
+    """A float64 goods-major [R, N] NumPy copy of an [N, R] tensor or array, checked finite and
+    nonnegative, and the tensor's device (None for other inputs)."""
     device = None
     if isinstance(value, torch.Tensor):
         device = value.device
         value = value.detach().to("cpu", torch.float64).numpy()
     try:
-        array = np.array(value, dtype=np.float64)
+        array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name}: cannot convert {type(value).__name__} to a float array ({error})") from None
     if array.ndim != 2:
         raise ValueError(f"{name}: expected shape [N, R], got {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name}: contains nan or inf; expected finite values >= 0")
-    if np.any(array < 0):
+    if array.size and not (array.min() >= 0.0 and array.max() < np.inf):  # nan fails both
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name}: contains nan or inf; expected finite values >= 0")
         raise ValueError(f"{name}: contains negative values (min {array.min()}); expected >= 0")
-    return array, device
+    return np.array(array.T, order="C"), device
+
+
+def _as_array(tensor: torch.Tensor) -> np.ndarray:
+    """A float64 NumPy view (or copy) of a tensor, on the CPU; callers must not write to it."""
+    return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def _as_tensor(array: np.ndarray, device) -> torch.Tensor:
+    """A float64 tensor on ``device`` (the CPU for None) holding a copy of ``array``."""
+    tensor = torch.from_numpy(np.array(array, dtype=np.float64, order="C"))
+    return tensor if device is None or device.type == "cpu" else tensor.to(device)

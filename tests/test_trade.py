@@ -401,7 +401,8 @@ def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch):
     """Last line of defence: whatever a solver returns, the market never hands out NaN."""
     import homoecon_env.trade as trade
 
-    def broken(e, w, tol, max_iter, warm):
+    def broken(data, tol, max_iter, warm_multipliers, warm_prices=None):
+        e = data.endowment
         nan = np.full_like(e, np.nan)
         return nan, np.full(e.shape[0], np.nan), np.zeros(e.shape[1]), 1, {}
 
