@@ -427,7 +427,7 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
 def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
     """[T, J] every job's seasonal factor at the production of steps 1..T (step t+1 is produced at t)."""
     table = JobTable.from_config(config)
-    return np.stack([seasonal_factor(table, t).numpy() for t in range(steps)])
+    return np.stack([seasonal_factor(table, t) for t in range(steps)])
 
 
 def evaluate(args: Args) -> dict:

@@ -324,11 +324,11 @@ class HomoEconEnv(ParallelEnv):
         s = self.economy.state
         if s is None:
             raise ValueError("state() before reset()")
-        per_agent = torch.cat([s.holdings, (s.ages.double() / self.config.max_age)[:, None], s.utility_weights,
-                               s.broadcast, s.effort[:, None], s.alive.double()[:, None]], dim=1)
+        s = s.as_numpy()
+        per_agent = np.concatenate([s.holdings, (s.ages / self.config.max_age)[:, None], s.utility_weights,
+                                    s.broadcast, s.effort[:, None], s.alive[:, None]], axis=1, dtype=np.float64)
         season = season_features(self.economy.jobs, s.step)
-        return torch.cat([per_agent.reshape(-1), torch.tensor([s.step / self.config.max_steps], dtype=torch.float64),
-                          season]).to(torch.float32).numpy()
+        return np.concatenate([per_agent.reshape(-1), [s.step / self.config.max_steps], season], dtype=np.float32)
 
     @property
     def last_stats(self) -> dict:

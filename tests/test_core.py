@@ -16,14 +16,14 @@ F64 = torch.float64
 def test_production_follows_season_noise_and_age_cap():
     config = EconomyConfig(yield_noise=0.0, age_effort_penalty=1.0, max_age=10)
     jobs = production.JobTable.from_config(config)
-    holdings = torch.zeros(3, 2, dtype=F64)
-    ages = torch.tensor([0, 5, 0])
-    job = torch.tensor([1, 1, 0])
-    effort = torch.tensor([1.0, 1.0, 0.5], dtype=F64)
-    after, produced, spent = production.produce(holdings, ages, job, effort, torch.zeros(3, dtype=F64), jobs, 0, config)
+    holdings = np.zeros((3, 2))
+    ages = np.array([0, 5, 0])
+    job = np.array([1, 1, 0])
+    effort = np.array([1.0, 1.0, 0.5], dtype=np.float64)
+    after, produced, spent = production.produce(holdings, ages, job, effort, np.zeros(3, dtype=np.float64), jobs, 0, config)
     # t = 0: hunting (phase 0) at its peak, gathering (phase pi/2) out of season
-    assert torch.allclose(produced, torch.tensor([[0, 1.0], [0, 0.5], [0, 0]], dtype=F64))
-    assert torch.allclose(spent, torch.tensor([1.0, 0.5, 0.5], dtype=F64))
+    assert np.allclose(produced, np.array([[0, 1.0], [0, 0.5], [0, 0]], dtype=np.float64))
+    assert np.allclose(spent, np.array([1.0, 0.5, 0.5], dtype=np.float64))
     t = 100  # pi/2 * t / period = pi/2: the seasons swap
     assert production.seasonal_factor(jobs, t).tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
 
@@ -32,57 +32,57 @@ def test_yield_noise_is_lognormal_with_mean_one():
     config = EconomyConfig(yield_noise=0.5)
     jobs = production.JobTable.from_config(config)
     n = 200_000
-    noise = torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=F64)
-    _, produced, _ = production.produce(torch.zeros(n, 2, dtype=F64), torch.zeros(n, dtype=torch.long),
-                                        torch.ones(n, dtype=torch.long), torch.ones(n, dtype=F64), noise, jobs, 0, config)
-    assert produced[:, 1].mean().item() == pytest.approx(1.0, rel=0.01)
-    assert produced[:, 1].log().std().item() == pytest.approx(0.5, rel=0.01)
+    noise = np.random.default_rng(0).standard_normal(n)
+    _, produced, _ = production.produce(np.zeros((n, 2)), np.zeros(n, dtype=np.int64),
+                                        np.ones(n, dtype=np.int64), np.ones(n, dtype=np.float64), noise, jobs, 0, config)
+    assert produced[:, 1].mean() == pytest.approx(1.0, rel=0.01)
+    assert np.log(produced[:, 1]).std() == pytest.approx(0.5, rel=0.01)
 
 
 def test_inputs_cap_effort_and_are_used_up():
     config = EconomyConfig(yield_noise=0.0, age_effort_penalty=0.0,
                            jobs=(Job("cook", output=(0.0, 2.0), inputs=(1.0, 0.0)),))
     jobs = production.JobTable.from_config(config)
-    holdings = torch.tensor([[0.25, 0.0], [3.0, 0.0]], dtype=F64)
-    after, produced, spent = production.produce(holdings, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long),
-                                                torch.ones(2, dtype=F64), torch.zeros(2, dtype=F64), jobs, 0, config)
+    holdings = np.array([[0.25, 0.0], [3.0, 0.0]], dtype=np.float64)
+    after, produced, spent = production.produce(holdings, np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64),
+                                                np.ones(2, dtype=np.float64), np.zeros(2, dtype=np.float64), jobs, 0, config)
     assert spent.tolist() == [0.25, 1.0]
     assert after.tolist() == [[0.0, 0.5], [2.0, 2.0]]
 
 
 def test_reward_is_cobb_douglas_like_plus_rest_bonus():
     config = EconomyConfig(max_consume=1.0, rest_bonus=0.1)
-    holdings = torch.tensor([[3.0, 8.0]], dtype=F64)
-    consumed, left, reward = consumption.consume(holdings, torch.tensor([[1.0, 0.5]], dtype=F64),
-                                                 torch.tensor([[0.5, 0.5]], dtype=F64), torch.tensor([0.4], dtype=F64), config)
+    holdings = np.array([[3.0, 8.0]], dtype=np.float64)
+    consumed, left, reward = consumption.consume(holdings, np.array([[1.0, 0.5]], dtype=np.float64),
+                                                 np.array([[0.5, 0.5]], dtype=np.float64), np.array([0.4], dtype=np.float64), config)
     assert consumed.tolist() == [[3.0, 4.0]] and left.tolist() == [[0.0, 4.0]]
     assert reward.item() == pytest.approx(math.sqrt(4 * 5) - 1 + 0.1 * 0.6)
-    capped, _, _ = consumption.consume(holdings, torch.ones(1, 2, dtype=F64), torch.ones(1, 2, dtype=F64) / 2,
-                                       torch.zeros(1, dtype=F64), EconomyConfig(max_consume=0.5))
+    capped, _, _ = consumption.consume(holdings, np.ones((1, 2)), np.ones((1, 2)) / 2,
+                                       np.zeros(1, dtype=np.float64), EconomyConfig(max_consume=0.5))
     assert capped.tolist() == [[1.5, 4.0]]
 
 
 def test_death_causes_prefer_age_and_detect_starvation():
     config = EconomyConfig(max_age=5, min_consumption=0.1)
-    need = torch.tensor([1.0, 1.0], dtype=F64)
-    ages = torch.tensor([5, 2, 2, 6])
-    consumed = torch.tensor([[1.0, 1.0], [0.04, 0.05], [0.05, 0.06], [0.0, 0.0]], dtype=F64)
+    need = np.array([1.0, 1.0], dtype=np.float64)
+    ages = np.array([5, 2, 2, 6])
+    consumed = np.array([[1.0, 1.0], [0.04, 0.05], [0.05, 0.06], [0.0, 0.0]], dtype=np.float64)
     assert lifecycle.death_causes(ages, consumed, config, need).tolist() == [lifecycle.AGE, lifecycle.STARVATION,
                                                                           lifecycle.ALIVE, lifecycle.AGE]
 
 
 def test_bequest_splits_among_living_children_and_counts_the_rest_lost():
-    holdings = torch.tensor([[4.0, 2.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [0.0, 0.0]], dtype=F64)
-    agent_ids = torch.tensor([10, 11, 12, 13, 14, 15])
-    dead = torch.tensor([True, False, False, False, True, True])
+    holdings = np.array([[4.0, 2.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [0.0, 0.0]], dtype=np.float64)
+    agent_ids = np.array([10, 11, 12, 13, 14, 15])
+    dead = np.array([True, False, False, False, True, True])
     # 12 and 13 are children of 10; 15 (dead itself) is a child of 14, which has no living child
-    parent_ids = torch.tensor([[-1, -1], [-1, -1], [10, 11], [11, 10], [-1, -1], [14, 11]])
-    parent_slots = torch.tensor([[-1, -1], [-1, -1], [0, 1], [1, 0], [-1, -1], [4, 1]])
+    parent_ids = np.array([[-1, -1], [-1, -1], [10, 11], [11, 10], [-1, -1], [14, 11]])
+    parent_slots = np.array([[-1, -1], [-1, -1], [0, 1], [1, 0], [-1, -1], [4, 1]])
     kept, lost = lifecycle.bequeath(holdings, dead, agent_ids, parent_ids, parent_slots)
     assert kept.tolist() == [[0, 0], [1, 1], [2, 1], [2, 1], [0, 0], [0, 0]]
     assert lost.tolist() == [5.0, 5.0]
     # a parent that died in an earlier step left its row to someone else: that row's death is not the parent's
-    agent_ids_later = torch.tensor([20, 11, 12, 13, 14, 15])  # agent 10's row now holds agent 20
+    agent_ids_later = np.array([20, 11, 12, 13, 14, 15])  # agent 10's row now holds agent 20
     kept, lost = lifecycle.bequeath(holdings, dead, agent_ids_later, parent_ids, parent_slots)
     assert kept.tolist() == [[0, 0], [1, 1], [0, 0], [0, 0], [0, 0], [0, 0]]
     assert lost.tolist() == [9.0, 7.0]
@@ -91,38 +91,38 @@ def test_bequest_splits_among_living_children_and_counts_the_rest_lost():
 def test_reproduction_conserves_goods_and_fills_dead_slots():
     config = EconomyConfig(num_agents=30, parent_share=0.3)
     g = torch.Generator().manual_seed(0)
-    state = initial_state(config, g).replace(lifetime_reward=torch.rand(30, generator=g, dtype=F64), step=3)
-    dead = torch.zeros(30, dtype=torch.bool)
+    state = initial_state(config, g).as_numpy().replace(lifetime_reward=np.random.default_rng(0).random(30), step=3)
+    dead = np.zeros(30, dtype=bool)
     dead[[1, 4, 5, 20, 29]] = True
-    state = state.replace(holdings=torch.where(dead[:, None], 0.0, state.holdings))
+    state = state.replace(holdings=np.where(dead[:, None], 0.0, state.holdings))
     new, births = lifecycle.reproduce(state, dead, True, g, config)
-    assert torch.equal(births.born, dead)
+    assert np.array_equal(births.born, dead)
     assert new.holdings.sum(0).tolist() == pytest.approx(state.holdings.sum(0).tolist(), rel=1e-12)
     assert (new.holdings >= 0).all() and new.alive.all()
     assert new.agent_ids[dead].tolist() == [30, 31, 32, 33, 34] and new.next_id == 35
     parents = births.parent_slots[dead]
     assert (parents[:, 0] != parents[:, 1]).all() and not dead[parents].any()
-    assert torch.allclose(new.utility_weights.sum(1), torch.ones(30, dtype=F64))
+    assert np.allclose(new.utility_weights.sum(1), np.ones(30, dtype=np.float64))
     assert (new.ages[dead] == 0).all() and (new.lifetime_reward[dead] == 0).all()
 
 
 def test_fitter_agents_are_drawn_as_parents_more_often():
     g = torch.Generator().manual_seed(0)
-    fitness = torch.tensor([0.0, 1.0, 2.0, 10.0], dtype=F64)
-    picks = lifecycle.draw_parents(fitness, torch.ones(4, dtype=torch.bool), 20000, g)
-    counts = torch.bincount(picks.reshape(-1), minlength=4)
+    fitness = np.array([0.0, 1.0, 2.0, 10.0], dtype=np.float64)
+    picks = lifecycle.draw_parents(fitness, np.ones(4, dtype=bool), 20000, g)
+    counts = np.bincount(picks.reshape(-1), minlength=4)
     assert counts[3] > counts[2] > counts[1] > counts[0]
 
 
 def test_mutation_has_the_configured_scale():
     config = EconomyConfig(mutation=0.1)
     g = torch.Generator().manual_seed(1)
-    parent = torch.tensor([[0.5, 0.5]], dtype=F64).expand(20000, 2)
-    child = lifecycle.inherit_tastes(torch.stack([parent, parent], dim=1), g, config)
-    log_ratio = torch.log(child[:, 0] / child[:, 1])  # difference of two N(0, 0.1^2) draws
-    assert log_ratio.std().item() == pytest.approx(0.1 * math.sqrt(2), rel=0.03)
-    homogeneous = lifecycle.inherit_tastes(torch.stack([parent, parent], 1), g, EconomyConfig(heterogeneous_tastes=False))
-    assert torch.equal(homogeneous, parent)
+    parent = np.full((20000, 2), 0.5)
+    child = lifecycle.inherit_tastes(np.stack([parent, parent], axis=1), g, config)
+    log_ratio = np.log(child[:, 0] / child[:, 1])  # difference of two N(0, 0.1^2) draws
+    assert log_ratio.std() == pytest.approx(0.1 * math.sqrt(2), rel=0.03)
+    homogeneous = lifecycle.inherit_tastes(np.stack([parent, parent], axis=1), g, EconomyConfig(heterogeneous_tastes=False))
+    assert np.array_equal(homogeneous, parent)
 
 
 @pytest.mark.parametrize("n, k", [(50, 49), (200, 16), (30, 20), (10_000, 32)])
@@ -175,15 +175,15 @@ def test_trade_in_a_step_is_individually_rational_for_every_agent():
     economy.reset(0)
     g = torch.Generator().manual_seed(0)
     for _ in range(10):
-        holdings_before = economy.state.holdings.clone()
-        ages = economy.state.ages.clone()
+        holdings_before = economy.state.holdings.numpy().copy()
+        ages = economy.state.ages.numpy().copy()
         actions = random_actions(40, config, g)
         noise_state = economy.generator.get_state()
-        noise = torch.randn(40, generator=torch.Generator().set_state(noise_state), dtype=F64)
-        endowment, _, _ = production.produce(holdings_before, ages, actions.job, actions.effort, noise,
+        noise = torch.randn(40, generator=torch.Generator().set_state(noise_state), dtype=F64).numpy()
+        endowment, _, _ = production.produce(holdings_before, ages, actions.job.numpy(), actions.effort.numpy(), noise,
                                              economy.jobs, economy.state.step, config)
         out = economy.step(actions)
-        w = Economy.normalised_trade_weights(actions.trade_weights)
-        gain = (w * torch.log1p(out.trade.allocation)).sum(1) - (w * torch.log1p(endowment)).sum(1)
-        assert gain.min().item() >= -1e-7
-        np.testing.assert_allclose(out.trade.allocation.sum(0).numpy(), endowment.sum(0).numpy(), rtol=1e-9)
+        w = Economy.normalised_trade_weights(actions.trade_weights.numpy())
+        gain = (w * np.log1p(out.trade.allocation.numpy())).sum(1) - (w * np.log1p(endowment)).sum(1)
+        assert gain.min() >= -1e-7
+        np.testing.assert_allclose(out.trade.allocation.sum(0).numpy(), endowment.sum(0), rtol=1e-9)

@@ -1,7 +1,7 @@
 """Consumption, reward, decay and ageing (DESIGN.md section 2, stages 5 and 6)."""
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from homoecon_env.config import EconomyConfig
 
@@ -13,9 +13,9 @@ def consume(holdings, consume_fraction, utility_weights, effort_spent, config: E
     utility_weights [N, R], effort_spent [N]. Returns (consumed [N, R], left [N, R], reward [N]) with
     reward = prod_r (1 + c_r) ** w_r - 1 + rest_bonus * (1 - effort_spent).
     """
-    consumed = holdings * consume_fraction.clamp(max=config.max_consume)
+    consumed = holdings * np.minimum(consume_fraction, config.max_consume)
     left = holdings - consumed
-    utility = torch.exp((utility_weights * torch.log1p(consumed)).sum(dim=1)) - 1.0
+    utility = np.exp((utility_weights * np.log1p(consumed)).sum(axis=1)) - 1.0
     reward = utility + config.rest_bonus * (1.0 - effort_spent)
     return consumed, left, reward
 

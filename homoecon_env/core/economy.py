@@ -14,7 +14,7 @@ import torch
 
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import consumption, lifecycle, observe, production
-from homoecon_env.core.state import DTYPE, EconomyState, initial_state
+from homoecon_env.core.state import EconomyState, initial_state, normal
 from homoecon_env.trade import TradeResult, clear_market
 
 ACTION_BOUNDS = {"broadcast": (-1.0, 1.0), "effort": (0.0, 1.0), "trade_weights": (0.0, 1.0), "consume": (0.0, 1.0)}
@@ -22,7 +22,7 @@ ACTION_BOUNDS = {"broadcast": (-1.0, 1.0), "effort": (0.0, 1.0), "trade_weights"
 
 @dataclass(frozen=True)
 class Actions:
-    """Batched actions, one row per slot (DESIGN.md section 3)."""
+    """Batched actions, one row per slot (DESIGN.md section 3): torch tensors or NumPy arrays."""
 
     broadcast: torch.Tensor  # [N, B] in [-1, 1]
     job: torch.Tensor  # [N] int64 in [0, J)
@@ -49,16 +49,18 @@ class StepOutput:
 
 
 class Economy:
-    """The whole economy as tensors. `reset(seed)`, then `step(actions)` until `done`.
+    """The whole economy as arrays. `reset(seed)`, then `step(actions)` until `done`.
 
-    Everything after `reset(seed)` is a pure function of the seed and the actions: one torch
-    generator draws initial traits, yield noise, parents, mutations and peer samples.
+    `state`, observations and step outputs are torch tensors; the stages compute on NumPy views of
+    the same memory (see `homoecon_env.core.state`). Everything after `reset(seed)` is a pure
+    function of the seed and the actions: one torch generator draws initial traits, yield noise,
+    parents, mutations and peer samples.
     """
 
     def __init__(self, config: Optional[EconomyConfig] = None):
         self.config = config or EconomyConfig()
         self.jobs = production.JobTable.from_config(self.config)
-        self.need = torch.tensor(self.config.need, dtype=DTYPE)
+        self.need = np.array(self.config.need, dtype=np.float64)
         self.generator = torch.Generator()
         self.state: Optional[EconomyState] = None
         self.observation: Optional[observe.Observation] = None
@@ -66,9 +68,10 @@ class Economy:
         self._last_stats: Optional[dict] = None
         self._last_trade: Optional[TradeResult] = None
         self._all_peers = None  # cached [N, K] "everyone else" assignment
-        bounds = [ACTION_BOUNDS["broadcast"]] * self.config.broadcast_dim + [ACTION_BOUNDS["effort"]] \
-            + [ACTION_BOUNDS["trade_weights"]] * self.config.num_resources + [ACTION_BOUNDS["consume"]] * self.config.num_resources
-        self._action_bounds = torch.tensor(bounds, dtype=DTYPE).T.contiguous()  # [2, B + 1 + 2R]: low, high
+        c = self.config
+        bounds = [ACTION_BOUNDS["broadcast"]] * c.broadcast_dim + [ACTION_BOUNDS["effort"]] \
+            + [ACTION_BOUNDS["trade_weights"]] * c.num_resources + [ACTION_BOUNDS["consume"]] * c.num_resources
+        self._action_low, self._action_high = np.array(bounds, dtype=np.float64).T.copy()  # [B + 1 + 2R] each
 
     # -- episode ---------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> observe.Observation:
@@ -81,7 +84,7 @@ class Economy:
         self.state = initial_state(self.config, self.generator)
         self._last_trade = None
         self._stats_inputs, self._last_stats = None, None
-        self.observation = self._observe(self.state)
+        self.observation = self._observe(self.state.as_numpy())
         return self.observation
 
     @property
@@ -94,14 +97,15 @@ class Economy:
             raise ValueError("step() before reset(): call reset() first")
         if self.done:
             raise ValueError(f"the episode ended at max_steps={self.config.max_steps}; call reset()")
-        actions = self.check_actions(actions)
-        config, state, t = self.config, self.state, self.state.step
-        noise = torch.randn(state.num_slots, generator=self.generator, dtype=DTYPE)
+        actions = self._checked_arrays(actions)
+        config, before = self.config, self.state
+        state, t = before.as_numpy(), before.step
+        noise = normal(self.generator, state.num_slots)
         pre_trade, produced, effort = production.produce(
             state.holdings, state.ages, actions.job, actions.effort, noise, self.jobs, t, config)
         trade = clear_market(pre_trade, self.normalised_trade_weights(actions.trade_weights), warm_start=self._last_trade)
         consumed, left, reward = consumption.consume(
-            trade.allocation, actions.consume, state.utility_weights, effort, config)
+            trade.allocation.numpy(), actions.consume, state.utility_weights, effort, config)
         holdings, ages = consumption.decay_and_age(left, state.ages, config)
         cause = lifecycle.death_causes(ages, consumed, config, self.need)
         dead = cause != lifecycle.ALIVE
@@ -110,56 +114,69 @@ class Economy:
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
-        self.state, self._last_trade = new_state, trade
+        births = lifecycle.Births(torch.from_numpy(births.born), torch.from_numpy(births.parent_slots), births.founders)
+        self.state, self._last_trade = new_state.as_torch(), trade
         self.observation = self._observe(new_state)
         self._stats_inputs = (state.ages, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions.job,
                               effort)
         self._last_stats = None
-        return StepOutput(reward, cause, state.agent_ids, births, truncated, self.observation, lived, pre_trade,
-                          consumed, effort, trade)
+        tensor = torch.from_numpy
+        return StepOutput(tensor(reward), tensor(cause), before.agent_ids, births, truncated, self.observation,
+                          lived.as_torch(), tensor(pre_trade), tensor(consumed), tensor(effort), trade)
 
     def terminal_self_features(self, step: StepOutput) -> torch.Tensor:
         """[N, S] own features of every row at the end of `step`, before newborns took the dead rows:
         the last observation of those who died."""
-        return observe.self_features(step.dying_state, self.jobs, self.config)
+        return torch.from_numpy(observe.self_features(step.dying_state.as_numpy(), self.jobs, self.config))
 
     # -- actions ---------------------------------------------------------------------------
     def check_actions(self, actions: Actions) -> Actions:
-        """Validate shapes, finiteness and job range; clip finite values into their Box; float64.
+        """Validate shapes, finiteness and job range; clip finite values into their Box.
 
+        Takes torch tensors or arrays; returns Actions of fresh torch tensors (float64, job int64).
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
-        The common case costs a few tensor ops: all float keys are checked and clipped as one matrix.
         """
+        checked = self._checked_arrays(actions)
+        return Actions(**{f.name: torch.from_numpy(getattr(checked, f.name)) for f in fields(checked)})
+
+    def _checked_arrays(self, actions: Actions) -> Actions:
+        """`check_actions` with NumPy arrays out, for the stages. The common case costs a few array
+        calls: all float keys are checked and clipped as one matrix."""
         n, config = self.state.num_slots, self.config
         widths = {"broadcast": config.broadcast_dim, "effort": 0, "trade_weights": config.num_resources,
                   "consume": config.num_resources}
         columns = []
         for key, width in widths.items():
-            value = torch.as_tensor(getattr(actions, key))
+            value = _as_array(getattr(actions, key), key)
             shape = (n, width) if width else (n,)
-            if tuple(value.shape) != shape:
-                raise ValueError(f"action '{key}' has shape {tuple(value.shape)}, expected {shape} (one row per slot)")
-            columns.append(value.to(DTYPE).reshape(n, -1))
-        joined = torch.cat(columns, dim=1)  # [N, B + 1 + 2R]
-        if not bool(torch.isfinite(joined).all()):
+            if value.shape != shape:
+                raise ValueError(f"action '{key}' has shape {value.shape}, expected {shape} (one row per slot)")
+            columns.append(value.reshape(n, -1))
+        try:
+            joined = np.concatenate(columns, axis=1, dtype=np.float64)  # [N, B + 1 + 2R]
+        except TypeError as error:
+            raise ValueError(f"actions: a float action is not numeric ({error})") from None
+        if not np.isfinite(joined).all():
             for key, value in zip(widths, columns):
-                self._refuse(~torch.isfinite(value).all(dim=1), key, "not finite", value)
-        low, high = self._action_bounds
-        joined = torch.maximum(torch.minimum(joined, high), low)
-        job = torch.as_tensor(actions.job)
-        if tuple(job.shape) != (n,):
-            raise ValueError(f"action 'job' has shape {tuple(job.shape)}, expected {(n,)} (one row per slot)")
-        bad = (job < 0) | (job >= config.num_jobs)
-        if job.is_floating_point():
-            bad = bad | (job != job.round()) | ~torch.isfinite(job)
+                self._refuse(~np.isfinite(value.astype(np.float64)).all(axis=1), key, "not finite", value)
+        joined = np.minimum(np.maximum(joined, self._action_low), self._action_high)
+        job = _as_array(actions.job, "job")
+        if job.shape != (n,):
+            raise ValueError(f"action 'job' has shape {job.shape}, expected {(n,)} (one row per slot)")
+        if job.dtype.kind not in "iuf":
+            self._refuse(np.ones(n, dtype=bool), "job", f"not an int in [0, {config.num_jobs})", job)
+        with np.errstate(invalid="ignore"):
+            bad = (job < 0) | (job >= config.num_jobs)
+            if job.dtype.kind == "f":
+                bad |= (job != np.round(job)) | ~np.isfinite(job)
         self._refuse(bad, "job", f"not an int in [0, {config.num_jobs})", job)
         b, r = config.broadcast_dim, config.num_resources
-        broadcast, effort, trade_weights, consume = joined.split([b, 1, r, r], dim=1)
-        return Actions(broadcast, job.long(), effort[:, 0], trade_weights, consume)
+        broadcast, effort, trade_weights, consume = np.split(joined, [b, b + 1, b + 1 + r], axis=1)
+        return Actions(broadcast, job.astype(np.int64), effort[:, 0], trade_weights, consume)
 
     def _refuse(self, bad_rows, key, problem, value):
-        if bool(bad_rows.any()):  # one sync in the common case
-            row = int(bad_rows.nonzero()[0, 0])
+        if bad_rows.any():
+            row = int(np.flatnonzero(bad_rows)[0])
             agent = f"agent_{int(self.state.agent_ids[row])}"
             shown = value[row].tolist()
             what = "nan" if problem == "not finite" and any(math.isnan(v) for v in np.ravel(shown)) else problem
@@ -167,20 +184,20 @@ class Economy:
                              + (f"finite values in {list(ACTION_BOUNDS[key])}" if key in ACTION_BOUNDS else problem))
 
     @staticmethod
-    def normalised_trade_weights(trade_weights: torch.Tensor) -> torch.Tensor:
+    def normalised_trade_weights(trade_weights: np.ndarray) -> np.ndarray:
         """[N, R] trade weights on the simplex; an all-zero row means uniform."""
-        total = trade_weights.sum(dim=1, keepdim=True)
-        uniform = torch.full_like(trade_weights, 1.0 / trade_weights.shape[1])
-        return torch.where(total > 0, trade_weights / total.clamp(min=1e-300), uniform)
+        total = trade_weights.sum(axis=1, keepdims=True)
+        return np.where(total > 0, trade_weights / np.maximum(total, 1e-300), 1.0 / trade_weights.shape[1])
 
     # -- observation -----------------------------------------------------------------------
     def _observe(self, state: EconomyState) -> observe.Observation:
+        """The observation of a NumPy state, with this step's peers."""
         n, k = state.num_slots, self.config.peers_observed
         if self.config.samples_peers:
-            peer_index = observe.sample_peers(n, k, self.generator)
+            peer_index = observe.sample_peers(n, k, self.generator).numpy()
         else:
             if self._all_peers is None:
-                self._all_peers = observe.everyone_else(n, k)
+                self._all_peers = observe.everyone_else(n, k).numpy()
             peer_index = self._all_peers
         # Sampled peers are always rows; "everyone else" is padded with -1 only when K > N - 1.
         return observe.observe(state, peer_index, self.jobs, self.config, all_valid=k <= n - 1)
@@ -200,24 +217,24 @@ class Economy:
                effort) -> dict:
         from homoecon_env.diagnostics.metrics import gini  # leaf module, numpy only
 
-        after_trade = trade.allocation
-        wealth = after_trade.sum(dim=1)
+        # The step's NumPy arrays: a few microseconds per figure.
+        after_trade = trade.allocation.numpy()
         return {
             "step": self.state.step,
-            "totals": after_trade.sum(dim=0).numpy(),
-            "produced": produced.sum(dim=0).numpy(),
-            "consumed": consumed.sum(dim=0).numpy(),
+            "totals": after_trade.sum(axis=0),
+            "produced": produced.sum(axis=0),
+            "consumed": consumed.sum(axis=0),
             "prices": trade.prices.numpy(),
-            "trade_volume": float(0.5 * (after_trade - pre_trade).abs().sum()),
-            "gini": float(gini(wealth.numpy())),
+            "trade_volume": float(0.5 * np.abs(after_trade - pre_trade).sum()),
+            "gini": float(gini(after_trade.sum(axis=1))),
             "mean_reward": float(reward.mean()),
-            "mean_age": float(ages_before.to(DTYPE).mean()),  # of the agents that acted
-            "births": int(births.born.sum()),
+            "mean_age": float(ages_before.mean()),  # of the agents that acted
+            "births": int(np.count_nonzero(births.born.numpy())),
             "founders": births.founders,
-            "deaths_age": int((cause == lifecycle.AGE).sum()),
-            "deaths_starvation": int((cause == lifecycle.STARVATION).sum()),
-            "lost": lost.numpy(),
-            "job_counts": torch.bincount(job, minlength=self.config.num_jobs).numpy(),
+            "deaths_age": int(np.count_nonzero(cause == lifecycle.AGE)),
+            "deaths_starvation": int(np.count_nonzero(cause == lifecycle.STARVATION)),
+            "lost": lost,
+            "job_counts": np.bincount(job, minlength=self.config.num_jobs),
             "mean_effort": float(effort.mean()),  # effort actually spent
             "trade_iterations": int(trade.iterations),  # projected-gradient steps
             "trade_init_iterations": int(trade.init_iterations),  # Newton steps of the dual start
@@ -247,5 +264,15 @@ class Economy:
         self.state = state
         self.generator.set_state(snapshot["generator"])
         self._last_trade = snapshot["last_trade"]
-        self.observation = observe.observe(state, snapshot["peer_index"], self.jobs, self.config)
+        self.observation = observe.observe(state.as_numpy(), snapshot["peer_index"].numpy(), self.jobs, self.config)
         self._stats_inputs, self._last_stats = None, None
+
+
+def _as_array(value, key: str) -> np.ndarray:
+    """A NumPy view (or copy) of a torch tensor or array-like action ``key``."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"action '{key}': cannot convert {type(value).__name__} to an array ({error})") from None

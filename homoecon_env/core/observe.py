@@ -1,4 +1,4 @@
-"""Observations as tensors (DESIGN.md section 3): own features, K peers' public features, peer mask.
+"""Observations (DESIGN.md section 3): own features, K peers' public features, peer mask.
 
 `self` row layout (S = 2R + 2 + B + D + 2J):
     holdings [R] | age / max_age [1] | last effort [1] | utility weights [R] | last broadcast [B] |
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
@@ -18,7 +19,7 @@ from homoecon_env.core.state import EconomyState
 
 @dataclass(frozen=True)
 class Observation:
-    """Batched observation of every slot. N slots, K peer slots."""
+    """Batched observation of every slot (torch tensors). N slots, K peer slots."""
 
     self_features: torch.Tensor  # [N, S] float32
     peers: torch.Tensor  # [N, K, P] float32, zeros in empty slots
@@ -26,18 +27,17 @@ class Observation:
     peer_index: torch.Tensor  # [N, K] int64, the row each peer slot shows (-1: empty)
 
 
-def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig) -> torch.Tensor:
-    """[N, S] float32 own features of every slot (the layout in the module docstring)."""
+def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig) -> np.ndarray:
+    """[N, S] float32 own features of every slot (the layout in the module docstring); NumPy state."""
     n = state.num_slots
-    season = season_features(jobs, state.step).expand(n, -1)
-    columns = [state.holdings, (state.ages.to(state.holdings.dtype) / config.max_age)[:, None],
-               state.effort[:, None], state.utility_weights, state.broadcast, state.id_vectors, season]
-    return torch.cat(columns, dim=1).to(torch.float32)
+    columns = [state.holdings, (state.ages / config.max_age)[:, None], state.effort[:, None], state.utility_weights,
+               state.broadcast, state.id_vectors, np.broadcast_to(season_features(jobs, state.step), (n, 2 * len(jobs.period)))]
+    return np.concatenate(columns, axis=1, dtype=np.float32)
 
 
-def public_features(state: EconomyState) -> torch.Tensor:
-    """[N, P] what peers see of an agent: last broadcast, id vector, holdings."""
-    return torch.cat([state.broadcast, state.id_vectors, state.holdings], dim=1).to(torch.float32)
+def public_features(state: EconomyState) -> np.ndarray:
+    """[N, P] float32, what peers see of an agent: last broadcast, id vector, holdings; NumPy state."""
+    return np.concatenate([state.broadcast, state.id_vectors, state.holdings], axis=1, dtype=np.float32)
 
 
 def everyone_else(num_slots: int, num_peer_slots: int) -> torch.Tensor:
@@ -68,21 +68,18 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
     return (torch.arange(n)[:, None] + offsets) % n
 
 
-def observe(state: EconomyState, peer_index: torch.Tensor, jobs: JobTable, config: EconomyConfig,
+def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config: EconomyConfig,
             all_valid: bool = False) -> Observation:
-    """Build the batched observation for the given peer assignment [N, K].
+    """The batched observation (torch) of a NumPy state for the peer assignment [N, K].
 
     ``all_valid``: the caller knows every entry of ``peer_index`` is a row (no -1 padding); then,
     while every slot is alive (all but the final step), no peer needs masking.
     """
-    n, k = peer_index.shape
     public = public_features(state)
-    if all_valid and bool(state.alive.all()):
-        peers = public.index_select(0, peer_index.view(-1)).view(n, k, -1)
-        return Observation(self_features(state, jobs, config), peers, torch.ones(n, k, dtype=torch.float32),
-                           peer_index.clone())
-    rows = peer_index.clamp(min=0)
-    live = (peer_index >= 0) & state.alive.take(rows)
-    peers = public.index_select(0, rows.view(-1)).view(n, k, -1) * live[..., None]  # [N, K, P]
-    peer_index = torch.where(live, peer_index, -1)
-    return Observation(self_features(state, jobs, config), peers, live.to(torch.float32), peer_index)
+    if all_valid and state.alive.all():
+        peers, mask, shown = public.take(peer_index, axis=0), np.ones(peer_index.shape, dtype=np.float32), peer_index.copy()
+    else:
+        live = (peer_index >= 0) & state.alive[np.maximum(peer_index, 0)]
+        peers = public.take(np.maximum(peer_index, 0), axis=0) * live[..., None]  # [N, K, P]
+        mask, shown = live.astype(np.float32), np.where(live, peer_index, -1)
+    return Observation(*(torch.from_numpy(a) for a in (self_features(state, jobs, config), peers, mask, shown)))

@@ -4,57 +4,55 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core.state import DTYPE
 
 
 @dataclass(frozen=True)
 class JobTable:
-    """The jobs of a config as tensors. J jobs, R resources."""
+    """The jobs of a config as arrays. J jobs, R resources."""
 
-    output: torch.Tensor  # [J, R] goods per unit of effort at the peak of the season
-    inputs: torch.Tensor  # [J, R] goods used per unit of effort (supply chains)
-    phase: torch.Tensor  # [J] radians
-    period: torch.Tensor  # [J] steps
-    yield_noise: torch.Tensor  # [J] sigma of the log-yield
+    output: np.ndarray  # [J, R] goods per unit of effort at the peak of the season
+    inputs: np.ndarray  # [J, R] goods used per unit of effort (supply chains)
+    phase: np.ndarray  # [J] radians
+    period: np.ndarray  # [J] steps
+    yield_noise: np.ndarray  # [J] sigma of the log-yield
     needs_inputs: bool  # some job uses inputs (supply chains)
 
     @classmethod
     def from_config(cls, config: EconomyConfig) -> "JobTable":
         zeros = (0.0,) * config.num_resources
         return cls(
-            output=torch.tensor([job.output for job in config.jobs], dtype=DTYPE),
-            inputs=torch.tensor([job.inputs or zeros for job in config.jobs], dtype=DTYPE),
-            phase=torch.tensor([job.phase for job in config.jobs], dtype=DTYPE),
-            period=torch.tensor([job.period for job in config.jobs], dtype=DTYPE),
-            yield_noise=torch.tensor([config.yield_noise if job.yield_noise is None else job.yield_noise
-                                      for job in config.jobs], dtype=DTYPE),
+            output=np.array([job.output for job in config.jobs], dtype=np.float64),
+            inputs=np.array([job.inputs or zeros for job in config.jobs], dtype=np.float64),
+            phase=np.array([job.phase for job in config.jobs], dtype=np.float64),
+            period=np.array([job.period for job in config.jobs], dtype=np.float64),
+            yield_noise=np.array([config.yield_noise if job.yield_noise is None else job.yield_noise
+                                  for job in config.jobs], dtype=np.float64),
             needs_inputs=any(job.inputs is not None and any(v > 0 for v in job.inputs) for job in config.jobs),
         )
 
 
-def season_angle(jobs: JobTable, step: int) -> torch.Tensor:
+def season_angle(jobs: JobTable, step: int) -> np.ndarray:
     """[J] the angle pi/2 * t / period + phase of each job's season at step t."""
     return (math.pi / 2) * step / jobs.period + jobs.phase
 
 
-def seasonal_factor(jobs: JobTable, step: int) -> torch.Tensor:
+def seasonal_factor(jobs: JobTable, step: int) -> np.ndarray:
     """[J] cos^2 of the season angle: 1 at the peak of a job's season, 0 out of season."""
-    return torch.cos(season_angle(jobs, step)) ** 2
+    return np.cos(season_angle(jobs, step)) ** 2
 
 
-def season_features(jobs: JobTable, step: int) -> torch.Tensor:
+def season_features(jobs: JobTable, step: int) -> np.ndarray:
     """[2J] (sin, cos) of every job's season angle, the calendar agents observe."""
     angle = season_angle(jobs, step)
-    return torch.cat([torch.sin(angle), torch.cos(angle)])
+    return np.concatenate([np.sin(angle), np.cos(angle)])
 
 
-def effort_cap_by_age(ages: torch.Tensor, config: EconomyConfig) -> torch.Tensor:
+def effort_cap_by_age(ages: np.ndarray, config: EconomyConfig) -> np.ndarray:
     """[N] the seed's age cap (1 - age/max_age) ** age_effort_penalty, in [0, 1]."""
-    remaining = (1.0 - ages.to(DTYPE) / config.max_age).clamp(min=0.0)
-    return remaining ** config.age_effort_penalty
+    return np.maximum(1.0 - ages / config.max_age, 0.0) ** config.age_effort_penalty
 
 
 def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, config: EconomyConfig):
@@ -66,15 +64,15 @@ def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, confi
     are removed from holdings. Yield noise is lognormal with mean 1: exp(sigma z - sigma^2 / 2).
     """
     spent = effort * effort_cap_by_age(ages, config)
-    inputs = jobs.inputs[job]  # [N, R]
     if jobs.needs_inputs:
-        affordable = torch.where(inputs > 0, holdings / inputs.clamp(min=1e-300), torch.full_like(holdings, math.inf))
-        spent = torch.minimum(spent, affordable.min(dim=1).values)
+        inputs = jobs.inputs[job]  # [N, R]
+        affordable = np.where(inputs > 0, holdings / np.maximum(inputs, 1e-300), np.inf)
+        spent = np.minimum(spent, affordable.min(axis=1))
     sigma = jobs.yield_noise[job]
-    yield_factor = torch.exp(sigma * noise - 0.5 * sigma * sigma)  # [N]
-    per_effort = jobs.output[job] * seasonal_factor(jobs, step)[job, None]  # [N, R]
+    yield_factor = np.exp(sigma * noise - 0.5 * sigma * sigma)  # [N]
+    per_effort = (jobs.output * seasonal_factor(jobs, step)[:, None])[job]  # [N, R]
     produced = per_effort * (spent * yield_factor)[:, None]
     after = holdings + produced
     if jobs.needs_inputs:
-        after = (after - inputs * spent[:, None]).clamp(min=0.0)
+        after = np.maximum(after - inputs * spent[:, None], 0.0)
     return after, produced, spent

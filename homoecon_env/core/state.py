@@ -1,13 +1,18 @@
-"""EconomyState: the whole economy as tensors with one row per agent slot.
+"""EconomyState: the whole economy as arrays with one row per agent slot.
 
 A slot is a row. When an agent dies its slot is taken by a newborn in the same step, so the
 number of rows is constant; ``agent_ids`` says which agent (``agent_<k>``) holds each row.
+
+`Economy.state` holds torch tensors. The stage functions compute on the NumPy views of
+`as_numpy()` (zero-copy): at the sizes economies run, a NumPy call costs a third of a torch call,
+and a step is a few hundred such calls. Random draws still come from the economy's torch generator.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
@@ -18,7 +23,10 @@ NO_PARENT = -1
 
 @dataclass(frozen=True)
 class EconomyState:
-    """Tensors of the economy between two steps. N slots, R resources, B broadcast dim, D id dim."""
+    """Arrays of the economy between two steps. N slots, R resources, B broadcast dim, D id dim.
+
+    Torch tensors in `Economy.state`; NumPy arrays (the same memory) inside the stage functions.
+    """
 
     holdings: torch.Tensor  # [N, R] float64, goods held (after decay)
     ages: torch.Tensor  # [N] int64, steps lived
@@ -43,42 +51,64 @@ class EconomyState:
     def replace(self, **changes) -> "EconomyState":
         return dataclasses.replace(self, **changes)
 
+    def as_numpy(self) -> "EconomyState":
+        """The same state with NumPy arrays sharing the tensors' memory."""
+        return self.replace(**{name: getattr(self, name).numpy() for name in ARRAY_FIELDS})
 
-def random_tastes(count: int, num_resources: int, heterogeneous: bool, generator: torch.Generator) -> torch.Tensor:
+    def as_torch(self) -> "EconomyState":
+        """The same state with torch tensors sharing the arrays' memory."""
+        return self.replace(**{name: torch.from_numpy(getattr(self, name)) for name in ARRAY_FIELDS})
+
+
+ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(EconomyState) if f.name not in ("step", "next_id"))
+
+
+def uniform(generator: torch.Generator, *shape: int) -> np.ndarray:
+    """Float64 draws uniform on [0, 1) from the economy's torch generator, as a NumPy array."""
+    return torch.rand(*shape, generator=generator, dtype=DTYPE).numpy()
+
+
+def normal(generator: torch.Generator, *shape: int) -> np.ndarray:
+    """Float64 standard normal draws from the economy's torch generator, as a NumPy array."""
+    return torch.randn(*shape, generator=generator, dtype=DTYPE).numpy()
+
+
+def random_tastes(count: int, num_resources: int, heterogeneous: bool, generator: torch.Generator) -> np.ndarray:
     """Utility weights [count, R] on the simplex: Dirichlet(1) (normalised exponentials) or uniform."""
     if not heterogeneous:
-        return torch.full((count, num_resources), 1.0 / num_resources, dtype=DTYPE)
-    exponential = -torch.log1p(-torch.rand(count, num_resources, generator=generator, dtype=DTYPE))
-    return exponential / exponential.sum(dim=1, keepdim=True)
+        return np.full((count, num_resources), 1.0 / num_resources)
+    exponential = -np.log1p(-uniform(generator, count, num_resources))
+    return exponential / exponential.sum(axis=1, keepdims=True)
 
 
-def random_ids(count: int, id_dim: int, generator: torch.Generator) -> torch.Tensor:
+def random_ids(count: int, id_dim: int, generator: torch.Generator) -> np.ndarray:
     """Identity vectors [count, D], uniform on [-1, 1]."""
-    return torch.rand(count, id_dim, generator=generator, dtype=DTYPE) * 2 - 1
+    return uniform(generator, count, id_dim) * 2 - 1
 
 
-def random_holdings(count: int, config: EconomyConfig, generator: torch.Generator) -> torch.Tensor:
+def random_holdings(count: int, config: EconomyConfig, generator: torch.Generator) -> np.ndarray:
     """Endowments [count, R], uniform on [0, 2 * initial_holdings]."""
-    return torch.rand(count, config.num_resources, generator=generator, dtype=DTYPE) * (2 * config.initial_holdings)
+    return uniform(generator, count, config.num_resources) * (2 * config.initial_holdings)
 
 
 def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyState:
-    """The founding population: random endowments, tastes and ids; ages spread over [0, max_age)."""
+    """The founding population (torch tensors): random endowments, tastes and ids; ages spread
+    over [0, max_age)."""
     n = config.num_agents
     return EconomyState(
         holdings=random_holdings(n, config, generator),
-        ages=torch.randint(0, config.max_age, (n,), generator=generator),
+        ages=torch.randint(0, config.max_age, (n,), generator=generator).numpy(),
         utility_weights=random_tastes(n, config.num_resources, config.heterogeneous_tastes, generator),
         id_vectors=random_ids(n, config.id_dim, generator),
-        broadcast=torch.zeros(n, config.broadcast_dim, dtype=DTYPE),
-        effort=torch.zeros(n, dtype=DTYPE),
-        job=torch.full((n,), -1, dtype=torch.long),
-        lifetime_reward=torch.zeros(n, dtype=DTYPE),
-        generation=torch.zeros(n, dtype=torch.long),
-        agent_ids=torch.arange(n),
-        parent_ids=torch.full((n, 2), NO_PARENT, dtype=torch.long),
-        parent_slots=torch.full((n, 2), NO_PARENT, dtype=torch.long),
-        alive=torch.ones(n, dtype=torch.bool),
+        broadcast=np.zeros((n, config.broadcast_dim)),
+        effort=np.zeros(n),
+        job=np.full(n, -1, dtype=np.int64),
+        lifetime_reward=np.zeros(n),
+        generation=np.zeros(n, dtype=np.int64),
+        agent_ids=np.arange(n, dtype=np.int64),
+        parent_ids=np.full((n, 2), NO_PARENT, dtype=np.int64),
+        parent_slots=np.full((n, 2), NO_PARENT, dtype=np.int64),
+        alive=np.ones(n, dtype=bool),
         step=0,
         next_id=n,
-    )
+    ).as_torch()
