@@ -176,7 +176,7 @@ class HomoEconEnv(ParallelEnv):
         observation = self.economy.reset(seed)
         self._slot_names = [f"agent_{k}" for k in self.economy.state.agent_ids.tolist()]
         self.agents = list(self._slot_names)
-        return self._observation_dict(observation, self.agents, range(len(self.agents))), {a: {} for a in self.agents}
+        return self._observation_dict(observation, self.agents), {a: {} for a in self.agents}
 
     def step(self, actions: Mapping):
         """Advance one step. Returns obs, rewards, terminations, truncations, infos keyed by the agents
@@ -186,48 +186,49 @@ class HomoEconEnv(ParallelEnv):
         return self._step_dicts(out)
 
     def _step_dicts(self, out: StepOutput):
-        acting = self._slot_names
-        cause = out.death_cause.tolist()
-        rewards_list = out.reward.tolist()
-        born_slots = out.births.born.nonzero().squeeze(1).tolist()
-        dead_slots = [i for i, c in enumerate(cause) if c]
+        acting, state = self._slot_names, self.economy.state
+        cause = out.death_cause.numpy()
+        dead_slots = np.flatnonzero(cause).tolist()
+        born_slots = np.flatnonzero(out.births.born.numpy()).tolist()
         new_names = list(acting)
-        state = self.economy.state
-        for slot in born_slots:
-            new_names[slot] = f"agent_{int(state.agent_ids[slot])}"
+        for slot, k in zip(born_slots, state.agent_ids.numpy()[born_slots].tolist()):
+            new_names[slot] = f"agent_{k}"
         observation = out.observation
-        obs = self._observation_dict(observation, acting, range(len(acting)))
+        obs = self._observation_dict(observation, acting)
+        rewards = dict(zip(acting, out.reward.tolist()))
+        terminations = dict.fromkeys(acting, False)
+        truncations = dict.fromkeys(acting, out.truncated)
+        infos = {a: {} for a in acting}
         if dead_slots:
-            terminal = self.economy.terminal_self_features(out).numpy()
-            for slot in dead_slots:
-                obs[acting[slot]]["self"] = terminal[slot]
-        rewards = dict(zip(acting, rewards_list))
-        terminations = {a: bool(c) for a, c in zip(acting, cause)}
-        truncations = {a: out.truncated and not c for a, c in zip(acting, cause)}
-        infos = {a: ({"death_cause": DEATH_CAUSES[c]} if c else {}) for a, c in zip(acting, cause)}
+            terminal = self.economy.terminal_self_features(out).numpy()[dead_slots]
+            for slot, features, code in zip(dead_slots, terminal, cause[dead_slots].tolist()):
+                name = acting[slot]
+                obs[name]["self"] = features
+                terminations[name], truncations[name] = True, False
+                infos[name] = {"death_cause": DEATH_CAUSES[code]}
         if born_slots:
             obs.update(self._observation_dict(observation, [new_names[s] for s in born_slots], born_slots))
-            generation = state.generation.tolist()
-            parents = out.births.parent_slots.tolist()
-            for slot in born_slots:
+            generation = state.generation.numpy()[born_slots].tolist()
+            parents = out.births.parent_slots.numpy()[born_slots].tolist()
+            for slot, born_generation, parent_slots in zip(born_slots, generation, parents):
                 name = new_names[slot]
                 rewards[name] = 0.0
                 terminations[name] = False
                 truncations[name] = False
-                infos[name] = {"born": True, "parents": tuple(acting[p] for p in parents[slot] if p >= 0),
-                               "generation": generation[slot]}
+                infos[name] = {"born": True, "parents": tuple(acting[p] for p in parent_slots if p >= 0),
+                               "generation": born_generation}
         self._slot_names = new_names
-        alive = state.alive.tolist()
-        self.agents = [] if out.truncated else [name for name, live in zip(new_names, alive) if live]
+        alive = state.alive.numpy()
+        self.agents = [] if out.truncated else (list(new_names) if alive.all() else
+                                                [name for name, live in zip(new_names, alive.tolist()) if live])
         return obs, rewards, terminations, truncations, infos
 
-    def _observation_dict(self, observation, names, slots) -> dict:
-        # Copies, so that a caller editing its observation in place cannot reach the economy.
-        own = observation.self_features.numpy().copy()
-        peers = observation.peers.numpy().copy()
-        mask = observation.peer_mask.numpy().copy()
-        return {name: {"self": own[slot], "peers": peers[slot], "peer_mask": mask[slot]}
-                for name, slot in zip(names, slots)}
+    def _observation_dict(self, observation, names, slots=None) -> dict:
+        """{name: {"self", "peers", "peer_mask"}} for the given slots (default: every slot), as rows of
+        fresh arrays, so that a caller editing its observation in place cannot reach the economy."""
+        parts = [observation.self_features.numpy(), observation.peers.numpy(), observation.peer_mask.numpy()]
+        own, peers, mask = (part.copy() for part in parts) if slots is None else (part[slots] for part in parts)
+        return {name: {"self": o, "peers": p, "peer_mask": m} for name, o, p, m in zip(names, own, peers, mask)}
 
     # -- input checks -------------------------------------------------------------------------
     def _actions_to_tensors(self, actions: Mapping) -> Actions:

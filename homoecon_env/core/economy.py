@@ -72,6 +72,8 @@ class Economy:
         bounds = [ACTION_BOUNDS["broadcast"]] * c.broadcast_dim + [ACTION_BOUNDS["effort"]] \
             + [ACTION_BOUNDS["trade_weights"]] * c.num_resources + [ACTION_BOUNDS["consume"]] * c.num_resources
         self._action_low, self._action_high = np.array(bounds, dtype=np.float64).T.copy()  # [B + 1 + 2R] each
+        self._float_widths = (("broadcast", c.broadcast_dim), ("effort", 0), ("trade_weights", c.num_resources),
+                              ("consume", c.num_resources))  # float action keys, 0 for a scalar per row
 
     # -- episode ---------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> observe.Observation:
@@ -142,11 +144,9 @@ class Economy:
     def _checked_arrays(self, actions: Actions) -> Actions:
         """`check_actions` with NumPy arrays out, for the stages. The common case costs a few array
         calls: all float keys are checked and clipped as one matrix."""
-        n, config = self.state.num_slots, self.config
-        widths = {"broadcast": config.broadcast_dim, "effort": 0, "trade_weights": config.num_resources,
-                  "consume": config.num_resources}
+        n, num_jobs = self.state.num_slots, self.config.num_jobs
         columns = []
-        for key, width in widths.items():
+        for key, width in self._float_widths:
             value = _as_array(getattr(actions, key), key)
             shape = (n, width) if width else (n,)
             if value.shape != shape:
@@ -157,22 +157,23 @@ class Economy:
         except TypeError as error:
             raise ValueError(f"actions: a float action is not numeric ({error})") from None
         if not np.isfinite(joined).all():
-            for key, value in zip(widths, columns):
+            for (key, _), value in zip(self._float_widths, columns):
                 self._refuse(~np.isfinite(value.astype(np.float64)).all(axis=1), key, "not finite", value)
         joined = np.minimum(np.maximum(joined, self._action_low), self._action_high)
         job = _as_array(actions.job, "job")
         if job.shape != (n,):
             raise ValueError(f"action 'job' has shape {job.shape}, expected {(n,)} (one row per slot)")
-        if job.dtype.kind not in "iuf":
-            self._refuse(np.ones(n, dtype=bool), "job", f"not an int in [0, {config.num_jobs})", job)
-        with np.errstate(invalid="ignore"):
-            bad = (job < 0) | (job >= config.num_jobs)
-            if job.dtype.kind == "f":
-                bad |= (job != np.round(job)) | ~np.isfinite(job)
-        self._refuse(bad, "job", f"not an int in [0, {config.num_jobs})", job)
-        b, r = config.broadcast_dim, config.num_resources
-        broadcast, effort, trade_weights, consume = np.split(joined, [b, b + 1, b + 1 + r], axis=1)
-        return Actions(broadcast, job.astype(np.int64), effort[:, 0], trade_weights, consume)
+        integral = job.dtype.kind in "iu"
+        if not integral or (n and (job.min() < 0 or job.max() >= num_jobs)):  # the common case ends here
+            problem = f"not an int in [0, {num_jobs})"
+            if job.dtype.kind not in "iuf":
+                self._refuse(np.ones(n, dtype=bool), "job", problem, job)
+            with np.errstate(invalid="ignore"):
+                bad = (job < 0) | (job >= num_jobs) | (False if integral else (job != np.round(job)) | ~np.isfinite(job))
+            self._refuse(bad, "job", problem, job)
+        b, r = self.config.broadcast_dim, self.config.num_resources
+        return Actions(joined[:, :b], job.astype(np.int64), joined[:, b], joined[:, b + 1:b + 1 + r],
+                       joined[:, b + 1 + r:])
 
     def _refuse(self, bad_rows, key, problem, value):
         if bad_rows.any():

@@ -53,11 +53,13 @@ class EconomyState:
 
     def as_numpy(self) -> "EconomyState":
         """The same state with NumPy arrays sharing the tensors' memory."""
-        return self.replace(**{name: getattr(self, name).numpy() for name in ARRAY_FIELDS})
+        return EconomyState(**{name: getattr(self, name).numpy() for name in ARRAY_FIELDS}, step=self.step,
+                            next_id=self.next_id)
 
     def as_torch(self) -> "EconomyState":
         """The same state with torch tensors sharing the arrays' memory."""
-        return self.replace(**{name: torch.from_numpy(getattr(self, name)) for name in ARRAY_FIELDS})
+        return EconomyState(**{name: torch.from_numpy(getattr(self, name)) for name in ARRAY_FIELDS}, step=self.step,
+                            next_id=self.next_id)
 
 
 ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(EconomyState) if f.name not in ("step", "next_id"))
