@@ -78,6 +78,7 @@ inputs may be torch tensors or arrays, outputs are float64 torch tensors on the 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -93,8 +94,8 @@ PENALTY_WEIGHT = 10.0  # the seed's quadratic IR-penalty coefficient
 LINE_SEARCH_STEPS = 80  # evaluations per line search, at most
 LINE_SEARCH_SLOPE = 0.5  # a line search stops where |slope| <= this times the start's
 MAX_PRICE_GROWTH = 3.0  # a line search's first trial raises no price more than (1 + this) fold
-MAX_ENUMERATED_GOODS = 4  # IR multipliers by enumerating the 2^R - 1 sets of goods up to this R,
-ENUMERATION_BUDGET = 1 << 16  # or while N 2^R is at most this; by sorting the goods otherwise
+MAX_ENUMERATED_GOODS = 3  # IR multipliers by enumerating the 2^R - 1 sets of goods up to this R,
+ENUMERATION_BUDGET = 1 << 12  # or while N 2^R is at most this; by sorting the goods otherwise
 IR_ALLOWANCE = 1e-10  # largest IR violation (utility) left unrepaired, with 1e-3 * tol when smaller
 MAX_LOG_MULTIPLIER = 200.0  # log(1 + mu) is capped so that (1 + mu) w / lambda stays finite
 PGD_MAX_ITER = 20_000  # projected-gradient iterations when max_iter is None
@@ -277,9 +278,13 @@ def _water_fill(coefficients: np.ndarray, supply: np.ndarray, max_steps: int = 1
     return 1.0 / eta
 
 
+_sum_over_goods = functools.partial(np.add.reduce, axis=0)  # [R, N] -> [N], without ndarray.sum's wrapper
+_sum_over_agents = functools.partial(np.add.reduce, axis=1)  # [R, N] -> [R]
+
+
 def _utility(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     """u_i = sum_r w_ir log(1 + x_ir) for [R, N] arrays; returns [N]."""
-    return (weights * np.log1p(x)).sum(axis=0)
+    return _sum_over_goods(weights * np.log1p(x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,10 +295,12 @@ class _Economy(NamedTuple):
     """The traded goods' data, [R_traded, N] arrays, computed once per call.
 
     The IR multipliers have a closed form (``_respond``): z_i = min over nonempty sets S of goods
-    of (u_i(e_i) - sum_S w a) / sum_S w. With few goods the sets are enumerated (``subsets`` [K, R],
-    ``subset_gap`` [K, N] = u_i(e_i) - sum_S w log w, ``subset_inverse`` [K, N] = 1 / sum_S w, both
-    arranged so that an empty-weight set never wins and an agent with u_i(e_i) = 0 gets z = 0);
-    with many goods only the R sets of best-value goods are tried, after sorting (``subsets`` None).
+    of (u_i(e_i) - sum_S w a) / sum_S w with a = log w - log lambda. With few goods the K = 2^R - 1
+    sets are enumerated: z_iS = ``subset_offset`` [K, N] + log lambda . ``subset_slope`` [R, K, N],
+    with offset (u_i(e_i) - sum_S w log w) / sum_S w and slope_r = 1[r in S] w_ir / sum_S w,
+    arranged so that a set of goods the agent does not value never wins (offset +inf, slope 0) and
+    an agent with u_i(e_i) = 0, never IR-binding, gets z = -inf (offset -inf). With many goods
+    only the R sets of best-valued goods are tried, after sorting (``subset_offset`` None).
     """
 
     weights: np.ndarray
@@ -301,9 +308,8 @@ class _Economy(NamedTuple):
     log_weights: np.ndarray  # 0 where not valued
     supply: np.ndarray  # [R_traded]
     endowment_utility: np.ndarray  # [N]
-    subsets: Optional[np.ndarray]
-    subset_gap: Optional[np.ndarray]
-    subset_inverse: Optional[np.ndarray]
+    subset_offset: Optional[np.ndarray]  # [K, N]
+    subset_slope: Optional[np.ndarray]  # [R, K * N]
     target: np.ndarray  # [N] u_i(e_i), -inf where 0 (never IR-binding)
 
 
@@ -314,15 +320,25 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     num_goods, num_agents = weights.shape
     can_bind = endowment_utility > 0
     target = np.where(can_bind, endowment_utility, -np.inf)
-    subsets = gap = inverse = None
+    offset = slope = None
     if num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET:
-        codes = np.arange(1, 1 << num_goods)
-        subsets = ((codes[:, None] >> np.arange(num_goods)) & 1).astype(np.float64)  # [K, R]
-        subset_weight = subsets @ weights  # [K, N]
-        gap = target - subsets @ weighted_log_weights  # -inf where u_i(e_i) = 0
-        inverse = np.where(can_bind, np.where(subset_weight > 0, 1.0 / subset_weight, np.inf), 1.0)
-    return _Economy(weights, weighted_log_weights, log_weights, supply, endowment_utility, subsets, gap, inverse,
-                    target)
+        subsets = _subsets(num_goods)  # [K, R]
+        # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
+        subset_weight = np.einsum("kr,rn->kn", subsets, weights)  # [K, N]
+        valued_set = subset_weight > 0
+        inverse = np.divide(1.0, subset_weight, out=np.zeros(subset_weight.shape), where=valued_set)
+        offset = np.where(valued_set, (target - np.einsum("kr,rn->kn", subsets, weighted_log_weights)) * inverse, np.inf)
+        offset[:, ~can_bind] = -np.inf
+        slope = (subsets.T[:, :, None] * weights[:, None, :] * inverse).reshape(num_goods, -1)  # [R, K * N]
+    return _Economy(weights, weighted_log_weights, log_weights, supply, endowment_utility, offset, slope, target)
+
+
+@functools.lru_cache(maxsize=None)
+def _subsets(num_goods: int) -> np.ndarray:
+    """[2^R - 1, R] 0/1 rows: every nonempty set of goods (read-only, shared between calls)."""
+    subsets = ((np.arange(1, 1 << num_goods)[:, None] >> np.arange(num_goods)) & 1).astype(np.float64)
+    subsets.flags.writeable = False
+    return subsets
 
 
 class _Market(NamedTuple):
@@ -347,20 +363,21 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
     is all that is tried when there are too many goods to enumerate the sets.
     """
     log_prices = np.log(prices)
-    if economy.subsets is not None:
-        # sum_S w a = sum_S w log w - sum_S w log lambda; the gap already holds u_i(e_i) - sum_S w log w.
-        z = ((economy.subset_gap + (economy.subsets * log_prices) @ economy.weights) * economy.subset_inverse).min(axis=0)
+    if economy.subset_offset is not None:
+        subset_values = economy.subset_offset + np.einsum("r,rm->m", log_prices, economy.subset_slope).reshape(
+            economy.subset_offset.shape)
+        z = np.minimum.reduce(subset_values, axis=0)
     else:
         a = economy.log_weights - log_prices[:, None]
         order = np.argsort(np.where(economy.weights > 0, -a, np.inf), axis=0)  # best-valued goods first
         line_weight = np.take_along_axis(economy.weights, order, axis=0).cumsum(axis=0)
         line_value = np.take_along_axis(economy.weighted_log_weights - economy.weights * log_prices[:, None], order,
                                         axis=0).cumsum(axis=0)
-        z = ((economy.target - line_value) / line_weight).min(axis=0)
-    z = np.clip(z, 0.0, MAX_LOG_MULTIPLIER)
+        z = np.minimum.reduce((economy.target - line_value) / line_weight, axis=0)
+    z = np.minimum(np.maximum(z, 0.0), MAX_LOG_MULTIPLIER)
     ratio = np.multiply.outer(1.0 / prices, np.exp(z)) * economy.weights
     allocation = np.maximum(ratio - 1.0, 0.0)
-    demand = allocation.sum(axis=1)
+    demand = _sum_over_agents(allocation)
     return _Market(prices, z, ratio, allocation, demand, demand - economy.supply)
 
 
@@ -376,13 +393,14 @@ def _newton_direction(economy: _Economy, market: _Market):
     """
     lam = market.prices
     active = market.allocation > 0
-    one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N]
+    one_plus_x = market.marginal_ratio * active  # [R, N], 0 where x = 0
     active_weights = economy.weights * active
-    inverse_binding_weight = np.where(market.log_multipliers > 0, 1.0 / active_weights.sum(axis=0), 0.0)  # [N]
-    ridge = 1e-12 * market.marginal_ratio.sum(axis=1)  # times lambda: 1e-12 sum_i (1 + mu_i) w_ir / lambda_r
-    regularised = np.diag(one_plus_x.sum(axis=1) + ridge) - (one_plus_x * inverse_binding_weight) @ active_weights.T
+    inverse_binding_weight = np.divide(1.0, _sum_over_goods(active_weights), out=np.zeros(active.shape[1]),
+                                       where=market.log_multipliers > 0)  # [N] 1 / W_i, 0 for slack agents
+    ridge = 1e-12 * _sum_over_agents(market.marginal_ratio)  # times lambda: 1e-12 sum_i (1 + mu_i) w_ir / lambda_r
+    regularised = np.diag(_sum_over_agents(one_plus_x) + ridge) - (one_plus_x * inverse_binding_weight) @ active_weights.T
     try:
-        direction = np.linalg.solve(regularised / lam, market.excess)  # H_rq = (diag - coupling)_rq / lambda_q
+        direction = _solve_small(regularised / lam, market.excess)  # H_rq = (diag - coupling)_rq / lambda_q
     except np.linalg.LinAlgError:
         direction = market.excess * lam / ridge
     slope = float(market.excess @ direction)  # nan or inf unless the direction is finite
@@ -392,10 +410,29 @@ def _newton_direction(economy: _Economy, market: _Market):
     return direction, slope
 
 
+def _solve_small(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve`` for an R x R system; R <= 2 by Cramer's rule (forward stable for 2 x 2),
+    without the general routine's overhead. Raises ``np.linalg.LinAlgError`` when singular."""
+    size = vector.shape[0]
+    if size > 2:
+        return np.linalg.solve(matrix, vector)
+    if size == 1:
+        ((a,),), (b,) = matrix.tolist(), vector.tolist()
+        if a == 0.0:
+            raise np.linalg.LinAlgError("singular matrix")
+        return np.array([b / a])
+    (a, b), (c, d) = matrix.tolist()
+    f, g = vector.tolist()
+    determinant = a * d - b * c
+    if determinant == 0.0:
+        raise np.linalg.LinAlgError("singular matrix")
+    return np.array([(d * f - b * g) / determinant, (a * g - c * f) / determinant])
+
+
 def _diagonal_direction(market: _Market) -> np.ndarray:
     """Excess demand scaled per good by the Hessian's diagonal if every agent bought the good at mu
     fixed, sum_i (1 + mu_i) w_ir / lambda_r^2: always a descent direction."""
-    return market.excess * market.prices / market.marginal_ratio.sum(axis=1)
+    return market.excess * market.prices / _sum_over_agents(market.marginal_ratio)
 
 
 def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, descent: float):
@@ -411,7 +448,8 @@ def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, desc
     """
     lam = market.prices
     relative = direction / lam
-    lowest, highest = float(relative.min()), float(relative.max())
+    relative_list = relative.tolist()
+    lowest, highest = min(relative_list), max(relative_list)
     boundary = -1.0 / lowest if lowest < 0 else np.inf  # prices stay > 0
     step = min(1.0, 0.5 * boundary, MAX_PRICE_GROWTH / highest if highest > 0 else np.inf)
     start_slope = -descent
@@ -518,10 +556,10 @@ def _clearing_error(economy: _Economy, market: _Market):
     marginal value by about x_ir / (1 + x_ir) * |excess_r| / s_r; the demand sum_i (1 + x_ir)
     over holders carries rounding of about 8 eps times itself.
     """
-    largest = market.allocation.max(axis=1)  # the largest x / (1 + x) is that of the largest x
+    largest = np.maximum.reduce(market.allocation, axis=1)  # the largest x / (1 + x) is that of the largest x
     share = largest / ((1.0 + largest) * economy.supply)
-    held = market.demand + np.count_nonzero(market.allocation, axis=1)  # sum_i (1 + x_ir) over holders
-    return float((share * np.abs(market.excess)).max()), 8 * EPS * float((share * held).max())
+    held = market.demand + _sum_over_agents(market.allocation > 0)  # sum_i (1 + x_ir) over holders
+    return max((share * np.abs(market.excess)).tolist()), 8 * EPS * max((share * held).tolist())
 
 
 def _finish(x, data: _MarketData, allowance, demand=None):

@@ -4,6 +4,7 @@ The default method (pgd, started from the Newton dual solution) is checked every
 gradient alone (init="endowment"), its acceleration, its agreement with Newton and the closed-form
 no-IR optimum have their own section."""
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -343,6 +344,84 @@ def test_warm_start_gives_the_same_answer_in_no_more_iterations():
         check_feasible(clear_market(nudged, weights, warm_start=cold), nudged, weights)
     other_size = clear_market(holdings[:10], weights[:10], warm_start=cold)  # N differs: ignored
     check_feasible(other_size, holdings[:10], weights[:10])
+
+
+def true_diagnostics(result, holdings, weights):
+    """Conservation error, IR violation, objective and KKT residual recomputed from the result alone."""
+    x, mu = result.allocation.numpy(), result.multipliers.numpy()
+    lam = result.prices.numpy() * result.price_scale  # the conservation multipliers themselves
+    supply = holdings.sum(axis=0)
+    gap = utility(weights, x) - utility(weights, holdings)
+    conservation = np.max(np.abs(x.sum(axis=0) - supply) / np.maximum(1.0, supply))
+    ir_violation = max(0.0, -gap.min())
+    priced = lam > 0
+    marginal = (1.0 + mu)[:, None] * weights / (1.0 + x) / np.where(priced, lam, 1.0)
+    stationarity = np.where(priced, np.abs(np.minimum(x / (1.0 + x), 1.0 - marginal)), 0.0).max()
+    kkt = max(stationarity, np.abs(np.minimum(mu, gap)).max(), ir_violation, conservation)
+    return conservation, ir_violation, utility(weights, x).sum(), kkt
+
+
+def test_an_early_return_from_the_dual_start_reports_true_diagnostics():
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        holdings, weights = random_instance(rng, int(rng.integers(2, 80)), int(rng.integers(1, 5)))
+        result = clear_market(holdings, weights)
+        assert result.iterations == 0 and result.outer_iterations == 0 and result.init_iterations > 0
+        conservation, ir_violation, objective, kkt = true_diagnostics(result, holdings, weights)
+        assert result.conservation_error == pytest.approx(conservation, abs=1e-15)
+        assert result.ir_violation == pytest.approx(ir_violation, abs=1e-15)
+        assert result.objective == pytest.approx(objective, rel=1e-12)
+        assert result.kkt_residual == pytest.approx(kkt, rel=1e-6, abs=1e-15) and result.converged
+        check_feasible(result, holdings, weights)
+        assert result.price_scale > 0 and result.prices.sum().item() == pytest.approx(1.0)
+
+
+def test_price_warm_start_reaches_the_cold_start_optimum():
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        num_agents, num_goods = int(rng.integers(2, 80)), int(rng.integers(1, 5))
+        holdings, weights = random_instance(rng, num_agents, num_goods)
+        previous = clear_market(*random_instance(rng, num_agents, num_goods))  # another market's prices
+        for start in (previous, replace(previous, multipliers=torch.zeros(3))):  # N differs: prices only
+            warm = clear_market(holdings, weights, warm_start=start)
+            cold = clear_market(holdings, weights)
+            check_feasible(warm, holdings, weights)
+            assert warm.converged
+            np.testing.assert_allclose(warm.allocation.numpy(), cold.allocation.numpy(), atol=1e-7)
+            np.testing.assert_allclose(warm.prices.numpy(), cold.prices.numpy(), atol=1e-9)
+            assert warm.objective == pytest.approx(cold.objective, rel=1e-10)
+    # A result without unnormalised prices (price_scale 0, the default) falls back to water-filling.
+    legacy = replace(previous, price_scale=0.0)
+    check_feasible(clear_market(holdings, weights, warm_start=legacy), holdings, weights)
+
+
+@pytest.mark.parametrize("num_goods", [1, 2, 3, 5])
+def test_ir_multipliers_by_enumeration_and_by_sorting_agree(monkeypatch, num_goods):
+    import homoecon_env.trade as trade
+    rng = np.random.default_rng(13 + num_goods)
+    for kind in KINDS:
+        holdings, weights = degenerate_instance(rng, kind)
+        holdings = np.resize(holdings, (holdings.shape[0], num_goods)) * rng.uniform(0.5, 1.5, (1, num_goods))
+        weights = np.resize(weights, (weights.shape[0], num_goods)) * (rng.uniform(size=(1, num_goods)) < 0.9)
+        results = []
+        for enumerate_sets in (True, False):
+            monkeypatch.setattr(trade, "MAX_ENUMERATED_GOODS", 8 if enumerate_sets else 0)
+            monkeypatch.setattr(trade, "ENUMERATION_BUDGET", 1 << 30 if enumerate_sets else 0)
+            results.append(trade.clear_market(holdings, weights, method="newton", max_iter=3))
+        enumerated, sorted_ = results
+        assert enumerated.init_iterations == sorted_.init_iterations
+        np.testing.assert_allclose(enumerated.allocation.numpy(), sorted_.allocation.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(enumerated.multipliers.numpy(), sorted_.multipliers.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_small_linear_solves_match_numpy():
+    from homoecon_env.trade import _solve_small
+    rng = np.random.default_rng(14)
+    for size in (1, 2, 3):
+        matrix, vector = rng.normal(size=(size, size)), rng.normal(size=size)
+        np.testing.assert_allclose(_solve_small(matrix, vector), np.linalg.solve(matrix, vector), rtol=1e-10)
+        with pytest.raises(np.linalg.LinAlgError):
+            _solve_small(np.zeros((size, size)), vector)
 
 
 def test_penalty_method_runs_and_reports_its_ir_violation():
