@@ -58,7 +58,7 @@ class FlatLayout:
     contiguous column range, and `views` gives the shaped [N, *shape] views (sharing the flat
     tensor's storage). `blocks` (block name -> entry names) sets the storage order: the entries of a
     block are stored one after another, so the block is one contiguous column range too, which
-    `block_views` returns as [N, size] views with a single operation for autograd. Without `blocks`
+    `block_views` returns as [N, size] views. Without `blocks`
     the entries are stored network by network. `column_network` [D] names each column's network,
     whatever the order.
     """
@@ -107,25 +107,9 @@ class FlatLayout:
         pieces = flat.split(self._entry_sizes, dim=1)
         return {name: piece.view(n, *shape) for (name, (_, _, shape)), piece in zip(self.entries.items(), pieces)}
 
-    def block_views(self, flat: torch.Tensor, grad_buffer: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-        """{block: [N, block size] view of flat [N, D]}.
-
-        With `grad_buffer` (an [N, D] tensor), `flat` must require grad: the gradient that reaches
-        `flat` through these views is then written into grad_buffer (and is that tensor), instead of
-        into a freshly allocated [N, D] tensor; at large N a fresh allocation of that size costs
-        more than the copy.
-        """
-        if grad_buffer is None:
-            pieces = flat.split(self._block_sizes, dim=1)
-        else:
-            pieces = _SplitIntoBuffer.apply(flat, self._block_sizes, grad_buffer)
-        return dict(zip(self.block_ranges, pieces))
-
-    def blocks_of(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """{block: [N, block size]} assembled from named parameters such as `views` returns."""
-        n = next(iter(params.values())).shape[0]
-        return {block: torch.cat([params[name].reshape(n, -1) for name in names], dim=1)
-                for block, names in self.blocks.items()}
+    def block_views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{block: [N, block size] view of flat [N, D]}."""
+        return dict(zip(self.block_ranges, flat.split(self._block_sizes, dim=1)))
 
     def init(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """[count, D] fresh parameters: one uniform draw per entry, U(-bound, bound) or the constant."""
@@ -133,63 +117,26 @@ class FlatLayout:
         return torch.where(self._init_constant, self._init_low, draw.mul_(self._init_span).add_(self._init_low))
 
 
-class _SplitIntoBuffer(torch.autograd.Function):
-    """flat [N, D] -> column blocks (views); the backward writes the blocks' gradients into a given buffer."""
-
-    @staticmethod
-    def forward(ctx, flat, sizes, grad_buffer):
-        ctx.sizes, ctx.grad_buffer = sizes, grad_buffer
-        return flat.split(sizes, dim=1)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        buffer = ctx.grad_buffer
-        for piece, grad in zip(buffer.split(ctx.sizes, dim=1), grads):
-            if grad is None:
-                piece.zero_()
-            else:
-                piece.copy_(grad)
-        return buffer, None, None
 
 
-class _LinearOutIn(torch.autograd.Function):
-    """x [N, M, in] @ weight [N, out, in]^T + bias [N, 1, out], weight stored [out, in] like torch.nn.Linear.
-
-    Autograd would compute the weight's gradient as x^T @ grad, an [in, out] tensor, and then copy it
-    into the [out, in] layout element by element; this computes grad^T @ x in place of both."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias, x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1, keepdim=True)
+# Every network below is evaluated without autograd and differentiated by hand (`*_backward`): at
+# the sizes of this project the cost of a step is the number of tensor operations, and a hand-written
+# backward is a dozen operations where autograd's graph is several times that. Each backward follows
+# the formulas autograd uses for the same forward, so the gradients are the same to the bit.
+# tests/test_learners.py checks the whole gradient against autograd of a plain implementation.
 
 
-def linear_out_in(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x [N, M, in] @ weight [N, out, in]^T + bias [N, 1, out] -> [N, M, out] (weight laid out like torch.nn.Linear)."""
-    if torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad or x.requires_grad):
-        return _LinearOutIn.apply(x, weight, bias)
-    return torch.baddbmm(bias, x, weight.transpose(1, 2))
+def tanh_(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1, in place: torch's sigmoid kernel is several times faster than its
+    tanh kernel on the CPUs we measured (absolute difference below 2e-7). d tanh = 1 - tanh^2."""
+    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 
 
-def relu_scores(items: torch.Tensor, shared: torch.Tensor, weight: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-    """A stacked one-hidden-layer relu scorer over sets: score of item k in set m of agent n is
-    score_n . relu(items[n, m, k] @ weight_n + shared[n, m]).
+def relu_hidden(items: torch.Tensor, shared: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A stacked relu layer over sets: relu(items[n, m, k] @ weight_n + shared[n, m]).
 
-    items [N, M, K, in], shared [N, M, H], weight [N, in, H], score [N, H] -> [N, M, K]. The hidden
-    layer [N, M, K, H] is the largest tensor of a step (K peers per agent), so the gradient is written
-    by hand: one fused backward with fewer passes over it than autograd's chain of six operations."""
-    if torch.is_grad_enabled() and (shared.requires_grad or weight.requires_grad or score.requires_grad):
-        return _ReluScores.apply(items, shared, weight, score)
-    return _scores(_relu_hidden(items, shared, weight), score)
-
-
-def _relu_hidden(items, shared, weight):
+    items [N, M, K, in], shared [N, M, H], weight [N, in, H] -> [N, M, K, H], the largest tensor of a
+    step (K peers per agent)."""
     n, m, k, _ = items.shape
     if m == 1:  # one set per agent: the shared part is the product's broadcast bias
         return torch.baddbmm(shared, items.view(n, k, -1), weight).relu_().view(n, 1, k, -1)
@@ -197,47 +144,21 @@ def _relu_hidden(items, shared, weight):
     return hidden.add_(shared.unsqueeze(2)).relu_()
 
 
-def _scores(hidden, score):
+def relu_scores(hidden: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """score_n . hidden[n, m, k] for hidden [N, M, K, H] (from `relu_hidden`) and score [N, H] -> [N, M, K]."""
     n, m, k, h = hidden.shape  # score [1, H] @ hidden^T [H, M*K] per agent: no [N, M, K, H] temporary
     return torch.bmm(score.unsqueeze(1), hidden.view(n, m * k, h).transpose(1, 2)).view(n, m, k)
 
 
-class _ReluScores(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, items, shared, weight, score):
-        hidden = _relu_hidden(items, shared, weight)
-        ctx.save_for_backward(items, hidden, score)
-        return _scores(hidden, score)
-
-    @staticmethod
-    def backward(ctx, grad):
-        items, hidden, score = ctx.saved_tensors
-        n, m, k, h = hidden.shape
-        grad_score = torch.bmm(grad.reshape(n, 1, m * k), hidden.view(n, m * k, h)).view(n, h)
-        grad_hidden = grad.unsqueeze(-1) * score[:, None, None, :]  # [N, M, K, H]
-        torch.ops.aten.threshold_backward.grad_input(grad_hidden, hidden, 0, grad_input=grad_hidden)  # relu'
-        grad_weight = torch.bmm(items.reshape(n, m * k, -1).transpose(1, 2), grad_hidden.view(n, m * k, h))
-        return None, grad_hidden.sum(2), grad_weight, grad_score
-
-
-def tanh_(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) = 2 sigmoid(2x) - 1, in place where autograd allows: torch's sigmoid kernel is several
-    times faster than its tanh kernel on the CPUs we measured (absolute difference below 2e-7)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _Tanh.apply(x)
-    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
-
-
-class _Tanh(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        return torch.ops.aten.tanh_backward(grad, ctx.saved_tensors[0])
+def relu_scores_backward(grad: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor, score: torch.Tensor):
+    """Gradients of `relu_scores(relu_hidden(items, shared, weight), score)` given grad [N, M, K]:
+    (shared [N, M, H], weight [N, in, H], score [N, H]). One pass over the hidden layer for relu'."""
+    n, m, k, h = hidden.shape
+    grad_score = torch.bmm(grad.reshape(n, 1, m * k), hidden.view(n, m * k, h)).view(n, h)
+    grad_hidden = grad.unsqueeze(-1) * score[:, None, None, :]  # [N, M, K, H]
+    torch.ops.aten.threshold_backward.grad_input(grad_hidden, hidden, 0, grad_input=grad_hidden)  # relu'
+    grad_weight = torch.bmm(items.reshape(n, m * k, -1).transpose(1, 2), grad_hidden.view(n, m * k, h))
+    return grad_hidden.sum(2), grad_weight, grad_score
 
 
 class ParallelMLPs:
@@ -262,12 +183,29 @@ class ParallelMLPs:
         if sorted(order) != [(g, o) for g, size in enumerate(self.out_sizes) for o in range(size)]:
             raise ValueError(f"order must list every (network, output) pair once, got {order}")
         self.pick = torch.tensor([g * self.out_total + starts[g] + o for g, o in order])  # into [G * sum out]
+        self._grad_every: dict[tuple[int, int], torch.Tensor] = {}  # zeros but at `pick`, by (N, M)
 
-    def __call__(self, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                 b2: torch.Tensor) -> torch.Tensor:
-        """x [N, M, in]; w1 [N, G*H, in]; b1 [N, 1, G*H]; w2 [N, sum out, H]; b2 [N, 1, sum out] (views of
-        the stored blocks). Returns [N, M, sum out] in `order`."""
+    def __call__(self, x: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor, w2t: torch.Tensor,
+                 b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, M, in]; w1t [N, in, G*H]; b1 [N, 1, G*H]; w2t [N, H, sum out]; b2 [N, 1, sum out] (w1t and w2t
+        are the transposed views of the stored blocks). Returns the outputs [N, M, sum out] in `order` and
+        the hidden layer [N, M, G*H] (for `backward`)."""
         n, m, _ = x.shape
-        hidden = tanh_(linear_out_in(x, w1, b1))  # [N, M, G*H]
-        every = linear_out_in(hidden.view(n, m * self.count, self.hidden), w2, b2)  # [N, M*G, sum out]
-        return every.view(n, m, self.count * self.out_total).index_select(2, self.pick)
+        hidden = tanh_(torch.baddbmm(b1, x, w1t))  # [N, M, G*H]
+        every = torch.baddbmm(b2, hidden.view(n, m * self.count, self.hidden), w2t)  # [N, M*G, sum out]
+        return every.view(n, m, self.count * self.out_total).index_select(2, self.pick), hidden
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor, w1: torch.Tensor,
+                 w2: torch.Tensor):
+        """Gradients given grad [N, M, sum out] of the outputs: (w1 [N, G*H, in], b1 [N, 1, G*H],
+        w2 [N, sum out, H], b2 [N, 1, sum out], x [N, M, in])."""
+        n, m, _ = x.shape
+        grad_every = self._grad_every.get((n, m))
+        if grad_every is None:  # index_copy_ below writes the same entries every time: the rest stays 0
+            grad_every = self._grad_every[(n, m)] = torch.zeros(n, m, self.count * self.out_total, dtype=grad.dtype)
+        grad_every = grad_every.index_copy_(2, self.pick, grad).view(n, m * self.count, self.out_total)
+        hidden_rows = hidden.view(n, m * self.count, self.hidden)
+        grad_w2 = torch.bmm(grad_every.transpose(1, 2), hidden_rows)
+        grad_pre = torch.ops.aten.tanh_backward(torch.bmm(grad_every, w2).view(n, m, -1), hidden)  # [N, M, G*H]
+        grad_w1 = torch.bmm(grad_pre.transpose(1, 2), x)
+        return grad_w1, grad_pre.sum(1, keepdim=True), grad_w2, grad_every.sum(1, keepdim=True), torch.bmm(grad_pre, w1)

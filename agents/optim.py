@@ -13,28 +13,10 @@ from typing import Optional
 import torch
 
 
-def row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """[N] Euclidean norm of each row over all tensors (one agent's whole gradient)."""
-    if len(tensors) == 1:
-        return torch.linalg.vector_norm(tensors[0].reshape(tensors[0].shape[0], -1), dim=1)
-    squares = [torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1).square() for t in tensors]
-    return torch.stack(squares, dim=0).sum(dim=0).sqrt()
-
-
 def clip_coefficients(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
     """[N] factor that scales each row's gradient to norm <= max_norm, like torch.nn.utils.clip_grad_norm_
     applied to that agent alone: max_norm / (norm + 1e-6), capped at 1."""
     return (max_norm / (norms + 1e-6)).clamp_(max=1.0)
-
-
-def clip_grad_norm_per_row_(grads: list[torch.Tensor], max_norm: float, norms=None) -> torch.Tensor:
-    """Scale each agent's gradient to norm <= max_norm, in place (see `clip_coefficients`).
-    `norms` [N] may pass `row_norms(grads)` when already computed. Returns the [N] norms before clipping."""
-    norms = row_norms(grads) if norms is None else norms
-    coefficient = clip_coefficients(norms, max_norm)  # [N]
-    for g in grads:
-        g.mul_(coefficient.view(-1, *([1] * (g.dim() - 1))))
-    return norms
 
 
 class BatchedAdam:
@@ -50,7 +32,10 @@ class BatchedAdam:
         self.params = params
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(betas[0]), float(betas[1]), float(eps)
         num_rows = params[0].shape[0]
-        self.steps = torch.zeros(num_rows, dtype=torch.int64)  # [N] Adam steps taken by each row
+        # [N] Adam steps taken by each row, counted in a float tensor because the fused kernel reads each
+        # row's count as one (exact up to 2^24 steps); changed in place, so the rows' views stay valid
+        self.steps = torch.zeros(num_rows, dtype=torch.float32)
+        self._step_rows = list(self.steps.unbind(0))
         # Both moments of a parameter in one [2, N, ...] tensor, so resetting a row is one operation.
         self._moments = [torch.zeros(2, *p.shape, dtype=p.dtype) for p in params]
         self.exp_avg = [m[0] for m in self._moments]
@@ -62,6 +47,7 @@ class BatchedAdam:
         self._param_rows = [list(p.unbind(0)) for p in params]
         self._avg_rows = [list(m.unbind(0)) for m in self.exp_avg]
         self._avg_sq_rows = [list(m.unbind(0)) for m in self.exp_avg_sq]
+        self._grad_rows: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # (gradient tensor, its rows), last used
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], active: torch.Tensor, grad_scale: Optional[torch.Tensor] = None) -> None:
@@ -76,22 +62,27 @@ class BatchedAdam:
         if grad_scale is not None:
             for grad in grads:
                 grad.mul_(grad_scale.view((-1,) + (1,) * (grad.dim() - 1)))
-        steps = self.steps + active  # [N]
+        self.steps.add_(active)  # [N]
         if _fused_adam_works():
-            self._fused_step(grads, active, steps)
+            self._fused_step(grads, active)
         else:
-            self._step_in_passes(grads, active, steps)
-        self.steps = steps
+            self._step_in_passes(grads, active, self.steps)
 
-    def _fused_step(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor) -> None:
-        step_counts = list(steps.to(torch.float32).unbind(0))  # the kernel reads each row's count as a float
+    def _rows_of(self, grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Each gradient tensor's rows as tensors; kept while the same gradient tensors come back."""
+        if len(grads) != len(self._grad_rows) or any(grad is not mine for grad, (mine, _) in zip(grads, self._grad_rows)):
+            self._grad_rows = [(grad, list(grad.unbind(0))) for grad in grads]
+        return [rows for _, rows in self._grad_rows]
+
+    def _fused_step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
         rows = None if bool(active.all()) else active.nonzero().view(-1).tolist()
         pick = (lambda tensors: tensors) if rows is None else (lambda tensors: [tensors[i] for i in rows])
-        counts = pick(step_counts)
+        counts = pick(self._step_rows)
         if not counts:
             return
-        for param_rows, grad, avg_rows, avg_sq_rows in zip(self._param_rows, grads, self._avg_rows, self._avg_sq_rows):
-            torch._fused_adam_(pick(param_rows), pick(list(grad.unbind(0))), pick(avg_rows), pick(avg_sq_rows), [],
+        for param_rows, grad_rows, avg_rows, avg_sq_rows in zip(self._param_rows, self._rows_of(grads), self._avg_rows,
+                                                                 self._avg_sq_rows):
+            torch._fused_adam_(pick(param_rows), pick(grad_rows), pick(avg_rows), pick(avg_sq_rows), [],
                                counts, lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps,
                                amsgrad=False, maximize=False)
 
@@ -126,7 +117,7 @@ class BatchedAdam:
             moments.index_fill_(1, index, 0.0)
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps.clone(), "exp_avg": [t.clone() for t in self.exp_avg],
+        return {"steps": self.steps.to(torch.int64), "exp_avg": [t.clone() for t in self.exp_avg],
                 "exp_avg_sq": [t.clone() for t in self.exp_avg_sq]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -136,7 +127,7 @@ class BatchedAdam:
             if mine.shape != theirs.shape:
                 raise ValueError(f"optimizer state shape {tuple(theirs.shape)} != parameter shape {tuple(mine.shape)}")
             mine.copy_(theirs)
-        self.steps = state["steps"].clone()
+        self.steps.copy_(state["steps"])
 
 
 _FUSED_ADAM: Optional[bool] = None

@@ -19,29 +19,32 @@ Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the actio
     effort    = sigmoid(u_e)                     (logit-normal, in (0, 1))
     trade     = softmax([u_t, 0])                (additive logistic-normal on the simplex)
     consume   = sigmoid(u_c)                     (logit-normal per resource)
-`head_log_probs` gives densities of the actions themselves (Gaussian log density of u minus the log
-Jacobian of the squashing); the learner stores u, so no inverse squashing is ever needed. The loss
-uses the log density of u (`score_log_prob`, one Gaussian over all G continuous dimensions): the
-Jacobian has no parameters, so the gradient is the same. The entropy bonus is the categorical
-entropy plus the entropy of the Gaussian pre-images (the squashed densities have no closed form).
+The learner stores u, so no inverse squashing is ever needed. The loss uses the log density of u
+(one Gaussian over all G continuous dimensions) in place of the density of the squashed action: the
+two differ by the log Jacobian of the squashing, which has no parameters, so the gradient is the
+same. The entropy bonus is the categorical entropy plus the entropy of the Gaussian pre-images (the
+squashed densities have no closed form).
 
 Inputs: holdings (own and peers') enter as log1p(holdings), so rich agents do not saturate tanh.
 The social filter's hidden layer is relu, not tanh: it runs over N x K peers x width, the hot spot.
 
-Learning. An agent's life is its episode. The learner acts under no_grad and writes each step's
-inputs and pre-images into preallocated window buffers of `update_every` steps ([N, T, ...], filled
-in place); at the end of the window (or on a truncated step, which ends every life) it recomputes
-all log-probabilities in one batched forward pass and takes one REINFORCE step per agent:
+Learning. An agent's life is its episode. The learner writes each step's inputs and pre-images into
+preallocated window buffers of `update_every` steps ([N, T, ...], filled in place); at the end of the
+window (or on a truncated step, which ends every life) it recomputes all log-probabilities in one
+batched forward pass and takes one REINFORCE step per agent:
     loss_i = -mean_t [ (G_it - b_i) log pi_i(a_it) + entropy_coef * H_it ]   over agent i's valid steps
 with G the discounted reward-to-go within the window and b_i the agent's own bias-corrected EMA of
 its mean window return (a fresh agent's first window uses its own mean).
 When an agent dies its steps in the current window are dropped: its parameters are discarded with
 it (children inherit from living parents), so its last partial window can train nothing; the
 newborn in its slot starts with an empty window. So a slot's valid steps are those from its
-`window start` on (the step after its last death or birth), no death follows a valid step within
-the window, and reward-to-go is one product with a discount matrix. Parameters update with
-`BatchedAdam`, clipped per agent; a NaN/inf loss or gradient raises NonFiniteLossError naming the
-agents before any change.
+`window start` on (the step after its last death: `update` records it, and a newborn only ever
+takes the slot of an agent that died in the step just recorded), no death follows a valid step
+within the window, and reward-to-go is one product with a discount matrix. Nothing runs under
+autograd: the forward pass is plain tensor operations and its gradient is written by hand
+(`_gradient`, the layers' `*_backward` in `agents.networks`), a few dozen operations in all, which
+is what a step costs at small N. Parameters update with `BatchedAdam`, clipped per agent; a NaN/inf
+loss or gradient raises NonFiniteLossError naming the agents before any change.
 
 Births: each of a newborn's five networks is copied whole from one of its two parents, chosen by a
 fair coin per network (crossover at the network level keeps each network's hidden units coherent,
@@ -57,16 +60,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from agents import LearnerConfig
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
-from agents.networks import DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_scores
+from agents.networks import (DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores,
+                             relu_scores_backward)
 from agents.optim import BatchedAdam, clip_coefficients
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput
@@ -77,65 +79,43 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 
 
-@dataclass(frozen=True)
-class PolicyOutput:
-    """The policy of N agents at M inputs each."""
-
-    job_logits: torch.Tensor  # [N, M, J]
-    mean: torch.Tensor  # [N, M, G] means of the Gaussian pre-images, layout `ReinforceLearner.head_slices`
-    log_std: torch.Tensor  # [N, 1, G]
-    attention: torch.Tensor  # [N, M, K], sums to 1 over live peers, 0 on masked slots
-
-
-def reinforce_loss(out: torch.Tensor, log_std: torch.Tensor, pre_image: torch.Tensor, job: torch.Tensor,
+def reinforce_loss(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image: torch.Tensor, job: torch.Tensor,
                    advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, entropy_coef: float,
-                   num_jobs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each agent's REINFORCE loss [N] and the policy entropy [N, M] (no gradient), from the heads'
-    output `out` [N, M, J + G] (job logits, Gaussian means), the unclamped log stds [N, G], the stored
-    pre-images [N, M, G] and jobs [N, M], the advantages [N, M], the valid steps [N, M] and their
-    counts [N] (at least 1):
+                   num_jobs: int):
+    """Each agent's REINFORCE loss and its gradient, from the heads' output `out` [N, M, J + G] (job
+    logits, Gaussian means), the unclamped log stds [N, G], the stored pre-images [N, M, G] and jobs
+    [N, M], the advantages [N, M], the valid steps [N, M] and their counts [N] (at least 1):
         loss_i = -sum_t valid_it (A_it log pi_i(a_it) + entropy_coef H_it) / counts_i
-    with log pi the job log-probability plus one Gaussian log density over all G dimensions (see
-    `ReinforceLearner.score_log_prob`). Its gradient is written by hand (`_ReinforceLoss`): one
-    autograd node in place of some twenty small ones."""
-    return _ReinforceLoss.apply(out, log_std, pre_image, job, advantage, valid, counts, entropy_coef, num_jobs)
+    with log pi the job log-probability plus one Gaussian log density of the pre-images over all G
+    dimensions, and H the categorical entropy of the job plus the Gaussian entropy.
+    Returns (loss [N], entropy H [N, M], d sum(loss) / d out [N, M, J + G], d sum(loss) / d raw_log_std [N, G]).
+    """
+    g = raw_log_std.shape[-1]
+    log_std = raw_log_std.clamp(-10.0, 2.0)  # [N, G]
+    std = log_std.exp().unsqueeze(1)  # [N, 1, G]
+    z = (pre_image - out[..., num_jobs:]) / std  # [N, M, G]
+    log_p = torch.log_softmax(out[..., :num_jobs], dim=-1)  # [N, M, J]
+    p = log_p.exp()
+    categorical = (p * log_p).sum(-1).neg_()  # [N, M] entropy of the job
+    log_std_sum = log_std.sum(-1, keepdim=True)  # [N, 1]
+    log_prob = log_p.gather(-1, job.unsqueeze(-1)).squeeze(-1) - 0.5 * z.square().sum(-1) \
+        - (log_std_sum + g * _LOG_SQRT_2PI)
+    entropy = categorical + (log_std_sum + g * (0.5 + _LOG_SQRT_2PI))
+    objective = torch.where(valid, torch.add(advantage * log_prob, entropy, alpha=entropy_coef), 0.0)
+    weight = counts.to(out.dtype).reciprocal_().neg_()  # [N] d loss_i / d objective_it on valid steps
+    loss = objective.sum(dim=1) * weight
 
-
-class _ReinforceLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, out, raw_log_std, pre_image, job, advantage, valid, counts, entropy_coef, num_jobs):
-        g = raw_log_std.shape[-1]
-        log_std = raw_log_std.clamp(-10.0, 2.0)  # [N, G]
-        std = log_std.exp().unsqueeze(1)  # [N, 1, G]
-        z = (pre_image - out[..., num_jobs:]) / std  # [N, M, G]
-        log_p = torch.log_softmax(out[..., :num_jobs], dim=-1)  # [N, M, J]
-        p = log_p.exp()
-        categorical = (p * log_p).sum(-1).neg_()  # [N, M] entropy of the job
-        log_std_sum = log_std.sum(-1, keepdim=True)  # [N, 1]
-        log_prob = log_p.gather(-1, job.unsqueeze(-1)).squeeze(-1) - 0.5 * z.square().sum(-1) \
-            - (log_std_sum + g * _LOG_SQRT_2PI)
-        entropy = categorical + (log_std_sum + g * (0.5 + _LOG_SQRT_2PI))
-        objective = torch.where(valid, torch.add(advantage * log_prob, entropy, alpha=entropy_coef), 0.0)
-        weight = counts.to(out.dtype).reciprocal_().neg_()  # [N] d loss_i / d objective_it on valid steps
-        ctx.save_for_backward(z, std, p, log_p, categorical, job, advantage, valid, weight, raw_log_std)
-        ctx.entropy_coef = entropy_coef
-        ctx.mark_non_differentiable(entropy)
-        return objective.sum(dim=1) * weight, entropy
-
-    @staticmethod
-    def backward(ctx, grad_loss, _):
-        z, std, p, log_p, categorical, job, advantage, valid, weight, raw_log_std = ctx.saved_tensors
-        step = torch.where(valid, (grad_loss * weight).unsqueeze(1), 0.0)  # [N, M] d total / d objective
-        a = (step * advantage).unsqueeze(-1)  # d / d log_prob
-        e = (step * ctx.entropy_coef).unsqueeze(-1)  # d / d entropy
-        grad_mean = a * z / std  # d log N(u; mean, std) / d mean = z / std
-        # d / d log_std: (z^2 - 1) from the log density, 1 from the entropy; zero where the clamp is active
-        grad_log_std = (a * (z.square() - 1.0)).sum(1) + e.sum(1)
-        grad_log_std.masked_fill_((raw_log_std < -10.0) | (raw_log_std > 2.0), 0.0)
-        # d log p_job / d logit_j = 1[j = job] - p_j;  d H / d logit_j = -p_j (log p_j + H)
-        grad_logits = (a + e * (log_p + categorical.unsqueeze(-1))).mul_(p).neg_()
-        grad_logits.scatter_add_(-1, job.unsqueeze(-1), a)
-        return torch.cat([grad_logits, grad_mean], dim=-1), grad_log_std, None, None, None, None, None, None, None
+    step = torch.where(valid, weight.unsqueeze(1), 0.0)  # [N, M] d total / d objective
+    a = (step * advantage).unsqueeze(-1)  # d / d log_prob
+    e = (step * entropy_coef).unsqueeze(-1)  # d / d entropy
+    grad_mean = a * z / std  # d log N(u; mean, std) / d mean = z / std
+    # d / d log_std: (z^2 - 1) from the log density, 1 from the entropy; zero where the clamp is active
+    grad_log_std = (a * (z.square() - 1.0)).sum(1) + e.sum(1)
+    grad_log_std.masked_fill_((raw_log_std < -10.0) | (raw_log_std > 2.0), 0.0)
+    # d log p_job / d logit_j = 1[j = job] - p_j;  d H / d logit_j = -p_j (log p_j + H)
+    grad_logits = (a + e * (log_p + categorical.unsqueeze(-1))).mul_(p).neg_()
+    grad_logits.scatter_add_(-1, job.unsqueeze(-1), a)
+    return loss, entropy, torch.cat([grad_logits, grad_mean], dim=-1), grad_log_std
 
 
 class ReinforceLearner:
@@ -165,10 +145,11 @@ class ReinforceLearner:
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.flat_params = self.layout.init(self.num_slots, self.generator)  # [N, D] row i = agent i's parameters
         self.params = self.layout.views(self.flat_params)  # {'network.param': [N, *shape]} views of flat_params
-        self._acting_blocks = self._shaped_blocks(self.layout.block_views(self.flat_params))
+        self._blocks_now = self._shaped_blocks(self.layout.block_views(self.flat_params))  # views, made once
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
         self._grad = torch.empty_like(self.flat_params)  # where each update's gradient is written (no fresh [N, D])
+        self._network_count = len(self.spec)
         self.baseline = torch.zeros(self.num_slots, dtype=torch.float64)  # [N] EMA of mean window return
         self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64)  # [N] EMA terms so far
         self.last_attention = torch.zeros(self.num_slots, self.num_peer_slots)  # [N, K]
@@ -208,7 +189,7 @@ class ReinforceLearner:
         return blocks
 
     def _shaped_blocks(self, blocks: dict) -> dict:
-        """The [N, size] blocks shaped for the forward pass (views)."""
+        """The [N, size] blocks shaped for the forward pass (views; transposed views of the weights)."""
         n = next(iter(blocks.values())).shape[0]
         s, p, h, a = self.self_dim, self.peer_dim, self.config.hidden_size, self.config.attention_hidden_size
         count, outputs = self.heads.count, self.heads.out_total
@@ -217,11 +198,12 @@ class ReinforceLearner:
                   "w2": blocks["heads.w2"].view(n, outputs, h),  # [N, O, H]
                   "b2": blocks["heads.b2"].view(n, 1, outputs),
                   "log_std": blocks["heads.log_std"]}  # [N, G]
+        shaped["w1t"], shaped["w2t"] = shaped["w1"].transpose(1, 2), shaped["w2"].transpose(1, 2)
         if not self.uniform_attention:
             shaped.update({"w_own": blocks["social_filter_net.w_own"].view(n, s, a),
                            "w_peer": blocks["social_filter_net.w_peer"].view(n, p, a),
                            "bias": blocks["social_filter_net.bias"].view(n, 1, a),
-                           "score": blocks["social_filter_net.score"]})  # [N, H]
+                           "score": blocks["social_filter_net.score"]})  # [N, A]
         return shaped
 
     def _make_buffers(self) -> None:
@@ -241,9 +223,12 @@ class ReinforceLearner:
         }
         buf, pad = self._buffer, self._padded_pre_image
         broadcast = slice(*self.head_slices["broadcast"])
-        self._slots = [(buf["own"][:, i], buf["own"][:, i, :r], buf["peers"][:, i], buf["peers"][:, i, :, -r:],
-                        buf["peer_blocked"][:, i], buf["pre_image"][:, i], buf["job"][:, i], buf["reward"][:, i],
+        # per step: own [N, 1, S] and [N, S], its holdings [N, R], peers [N, K, P], their holdings, blocked
+        # [N, 1, K], pre-image [N, G], job [N], then the pre-images of the broadcast, sigmoid and trade heads
+        self._slots = [(buf["own"][:, i:i + 1], buf["own"][:, i], buf["own"][:, i, :r], buf["peers"][:, i], buf["peers"][:, i, :, -r:],
+                        buf["peer_blocked"][:, i:i + 1], buf["pre_image"][:, i], buf["job"][:, i],
                         pad[:, i, broadcast], pad[:, i, b:b + 1 + r], pad[:, i, b + 1 + r:]) for i in range(t)]
+        self._rewards = [buf["reward"][:, i] for i in range(t)]
         self._full_window = self._window(t)
 
     def _window(self, t: int) -> tuple:
@@ -252,108 +237,76 @@ class ReinforceLearner:
         return tuple(buf[key][:, :t] for key in ("own", "peers", "peer_blocked", "pre_image", "job", "reward"))
 
     # -- policy ------------------------------------------------------------------------------
-    def prepare(self, observation: Observation):
-        """Network inputs from an observation: own [N, S], peers [N, K, P] (holdings as log1p), mask [N, K] bool."""
-        r = self.economy_config.num_resources
-        own = observation.self_features.to(DTYPE)
-        own = torch.cat([torch.log1p(own[:, :r].clamp(min=0)), own[:, r:]], dim=1)
-        peers = observation.peers.to(DTYPE)
-        peers = torch.cat([peers[..., :-r], torch.log1p(peers[..., -r:].clamp(min=0))], dim=-1)
-        return own, peers, observation.peer_mask > 0
-
-    def policy(self, params: dict, own: torch.Tensor, peers: torch.Tensor, mask: torch.Tensor) -> PolicyOutput:
-        """The policy of every agent at M inputs: own [N, M, S], peers [N, M, K, P], mask [N, M, K] bool
-        (True = live peer); params: named parameter views such as `self.params`."""
-        blocks = self._acting_blocks if params is self.params else self._shaped_blocks(self.layout.blocks_of(params))
-        out, attention = self._forward(blocks, own, peers, ~mask)
-        j = self.economy_config.num_jobs
-        log_std = blocks["log_std"].clamp(-10.0, 2.0).unsqueeze(1)
-        return PolicyOutput(out[..., :j], out[..., j:], log_std, attention)
-
-    def _forward(self, blocks: dict, own: torch.Tensor, peers: torch.Tensor, blocked: torch.Tensor):
-        """own [N, M, S], peers [N, M, K, P], blocked [N, M, K] -> ([N, M, J + G] job logits and
-        Gaussian means, [N, M, K] attention)."""
+    def _forward(self, own: torch.Tensor, peers: torch.Tensor, blocked: torch.Tensor) -> dict:
+        """Every slot's policy at M inputs: own [N, M, S], peers [N, M, K, P], blocked [N, M, K].
+        Returns {"out": [N, M, J + G] job logits and Gaussian means, "attention": [N, M, K]} and what
+        `_gradient` needs: "x" [N, M, S + P] the heads' input, "hidden" the heads' hidden layer and, with
+        the social filter, "relu" its hidden layer [N, M, K, A]."""
         n, m, k, p = peers.shape
+        blocks = self._blocks_now
+        cache = {}
         if self.uniform_attention:
             attention = uniform_attention_weights((~blocked).to(DTYPE))
         else:
-            own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, M, H]
-            scores = relu_scores(peers, own_part, blocks["w_peer"], blocks["score"])  # [N, M, K]
-            weights = torch.softmax(scores.masked_fill(blocked, _MASKED_SCORE), dim=-1)
-            attention = weights.masked_fill(blocked, 0.0)
+            own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, M, A]
+            cache["relu"] = relu_hidden(peers, own_part, blocks["w_peer"])  # [N, M, K, A]
+            scores = relu_scores(cache["relu"], blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
+            attention = torch.softmax(scores, dim=-1).masked_fill_(blocked, 0.0)
         context = torch.bmm(attention.view(n * m, 1, k), peers.reshape(n * m, k, p)).view(n, m, p)
-        x = torch.cat([own, context], dim=-1)  # [N, M, S + P]
-        return self.heads(x, blocks["w1"], blocks["b1"], blocks["w2"], blocks["b2"]), attention
+        cache["x"] = x = torch.cat([own, context], dim=-1)  # [N, M, S + P]
+        cache["out"], cache["hidden"] = self.heads(x, blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])
+        cache["attention"] = attention
+        return cache
 
-    def head_log_probs(self, out: PolicyOutput, pre_image: torch.Tensor, job: torch.Tensor) -> dict:
-        """Log-density of each action head at the stored pre-images u [N, M, G] and jobs [N, M]: {head: [N, M]}."""
-        gaussian = -0.5 * ((pre_image - out.mean) / out.log_std.exp()).square() - out.log_std - _LOG_SQRT_2PI
-        log_det = self._squash_log_det(pre_image)
-        result = {"job": torch.log_softmax(out.job_logits, dim=-1).gather(-1, job.unsqueeze(-1)).squeeze(-1)}
-        for head, (start, stop) in self.head_slices.items():
-            result[head] = gaussian[..., start:stop].sum(-1) - log_det[head]
-        return result
-
-    def score_log_prob(self, out: PolicyOutput, pre_image: torch.Tensor, job: torch.Tensor) -> torch.Tensor:
-        """[N, M] log-probability used in the REINFORCE loss: job log-prob plus the Gaussian log density of
-        the pre-images (one Gaussian over all G dimensions). It differs from the sum of `head_log_probs`
-        only by the squashing's log Jacobian, which has no parameters, so the gradient is the same, for
-        fewer operations. `reinforce_loss` computes the same in the update."""
-        z = (pre_image - out.mean) / out.log_std.exp()
-        job_log_prob = torch.log_softmax(out.job_logits, dim=-1).gather(-1, job.unsqueeze(-1)).squeeze(-1)
-        return job_log_prob - 0.5 * z.square().sum(-1) - (out.log_std.sum(-1) + self.gaussian_dim * _LOG_SQRT_2PI)
-
-    def entropy(self, out: PolicyOutput) -> torch.Tensor:
-        """[N, M] categorical entropy of the job plus the entropy of the Gaussian pre-images."""
-        log_p = torch.log_softmax(out.job_logits, dim=-1)
-        gaussian = out.log_std.sum(-1) + self.gaussian_dim * (0.5 + _LOG_SQRT_2PI)  # [N, 1]
-        return gaussian - (log_p.exp() * log_p).sum(-1)
-
-    def _squash_log_det(self, pre_image: torch.Tensor) -> dict:
-        """{head: [N, M]} log |d action / d u| of each squashing (no parameters involved)."""
-        s = self.head_slices
-        u_b = pre_image[..., slice(*s["broadcast"])]
-        u_t = pre_image[..., slice(*s["trade_weights"])]
-        sigmoid_log_det = lambda u: (-F.softplus(-u) - F.softplus(u)).sum(-1)
-        simplex = torch.log_softmax(torch.cat([u_t, u_t.new_zeros(*u_t.shape[:-1], 1)], dim=-1), dim=-1)
-        return {"broadcast": (2.0 * (math.log(2.0) - u_b - F.softplus(-2.0 * u_b))).sum(-1),
-                "effort": sigmoid_log_det(pre_image[..., slice(*s["effort"])]),
-                "trade_weights": simplex.sum(-1),  # the additive logistic map has det = prod_r w_r
-                "consume": sigmoid_log_det(pre_image[..., slice(*s["consume"])])}
-
-    def squash(self, pre_image: torch.Tensor, job: torch.Tensor) -> Actions:
-        """Actions from pre-images u [N, G] and jobs [N]."""
-        s = self.head_slices
-        u_t = pre_image[:, slice(*s["trade_weights"])]
-        return Actions(broadcast=torch.tanh(pre_image[:, slice(*s["broadcast"])]), job=job,
-                       effort=torch.sigmoid(pre_image[:, s["effort"][0]]),
-                       trade_weights=torch.softmax(torch.cat([u_t, u_t.new_zeros(u_t.shape[0], 1)], dim=1), dim=1),
-                       consume=torch.sigmoid(pre_image[:, slice(*s["consume"])]))
+    def _gradient(self, window: tuple, advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor):
+        """Forward pass over the window's steps and the gradient of the summed losses, written by hand
+        into self._grad [N, D] (the backward of `_forward`, operation by operation as autograd would).
+        Returns (loss [N], entropy [N, M], self._grad)."""
+        own, peers, blocked, pre_image, job, _ = window
+        blocks, n, s = self._blocks_now, self.num_slots, self.self_dim
+        cache = self._forward(own, peers, blocked)
+        loss, entropy, grad_out, grad_log_std = reinforce_loss(
+            cache["out"], blocks["log_std"], pre_image, job, advantage, valid, counts, self.config.entropy_coef,
+            self.economy_config.num_jobs)
+        grad_w1, grad_b1, grad_w2, grad_b2, grad_x = self.heads.backward(
+            grad_out, cache["x"], cache["hidden"], blocks["w1"], blocks["w2"])
+        grads = [grad_w1, grad_b1, grad_w2, grad_b2, grad_log_std]
+        if not self.uniform_attention:
+            _, m, k, p = peers.shape
+            grad_context = grad_x[..., s:].reshape(n * m, 1, p)
+            items = peers.reshape(n * m, k, p)
+            grad_attention = torch.bmm(grad_context, items.transpose(1, 2)).view(n, m, k)
+            # the softmax of the masked scores: masked slots have weight 0, hence gradient 0
+            grad_scores = torch._softmax_backward_data(grad_attention, cache["attention"], -1, DTYPE)
+            grad_own_part, grad_w_peer, grad_score = relu_scores_backward(grad_scores, peers, cache["relu"],
+                                                                          blocks["score"])
+            grad_w_own = torch.bmm(own.transpose(1, 2), grad_own_part)
+            grads = [grad_w_own, grad_w_peer, grad_own_part.sum(1, keepdim=True), grad_score] + grads
+        torch.cat([grad.reshape(n, -1) for grad in grads], dim=1, out=self._grad)  # storage order of the blocks
+        return loss, entropy, self._grad
 
     # -- Learner protocol --------------------------------------------------------------------
-    @torch.no_grad()
     def act(self, observation: Observation) -> Actions:
         """Sample every slot's actions with the learner's generator and store them in the window."""
-        own, own_holdings, peers, peer_holdings, blocked, pre_image, job_slot, _, broadcast_u, sigmoid_u, trade_u = \
-            self._slots[self._t]
+        own, own_row, own_holdings, peers, peer_holdings, blocked, pre_image, job_slot, broadcast_u, sigmoid_u, \
+            trade_u = self._slots[self._t]
         r = self.economy_config.num_resources
-        own.copy_(observation.self_features)
+        own_row.copy_(observation.self_features)
         torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observation.peers)
         peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
-        torch.le(observation.peer_mask, 0, out=blocked)
-        blocks = self._acting_blocks
-        out, attention = self._forward(blocks, own.unsqueeze(1), peers.unsqueeze(1), blocked.unsqueeze(1))
+        torch.le(observation.peer_mask.unsqueeze(1), 0, out=blocked)
+        cache = self._forward(own, peers.unsqueeze(1), blocked)
         n, j = self.num_slots, self.economy_config.num_jobs
-        out = out.view(n, -1)
-        std = blocks["log_std"].clamp(-10.0, 2.0).exp_()  # [N, G]
+        out = cache["out"].view(n, -1)
+        std = self._blocks_now["log_std"].clamp(-10.0, 2.0).exp_()  # [N, G]
         noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
         torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
         cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
         uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
         job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
         job_slot.copy_(job)
-        self.last_attention = attention.view(n, self.num_peer_slots)
+        self.last_attention = cache["attention"].view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
         return Actions(broadcast=torch.tanh(broadcast_u), job=job, effort=squashed[:, 0],
                        trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:])
@@ -361,7 +314,7 @@ class ReinforceLearner:
     def update(self, step: StepOutput) -> dict:
         """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""
         t = self._t
-        self._slots[t][7].copy_(step.reward)
+        self._rewards[t].copy_(step.reward)
         # a dead agent's window trains nothing (its parameters are discarded): its slot starts afresh
         self._buffer["window_start"].masked_fill_(step.death_cause != ALIVE, t + 1)
         self._t = t + 1
@@ -373,29 +326,30 @@ class ReinforceLearner:
 
     def on_births(self, births: Births) -> None:
         """Newborn slots get crossed-over, mutated copies of their parents' networks (fresh ones for
-        founders), fresh optimizer state, a fresh baseline and an empty window."""
+        founders), fresh optimizer state and a fresh baseline. (Their window is already empty: a
+        newborn takes the slot of an agent that died in the step `update` just recorded.)"""
         rows = births.born.nonzero().view(-1)  # [C]
         count = rows.numel()
         if count == 0:
             return
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
-        # a fair coin per network: 1.0 (take the second parent's network) where the draw is >= 0.5
-        coin = torch.rand(count, len(self.spec), generator=g).round_() @ self.layout.network_columns  # [C, D]
-        founders = int(parents.min()) < 0
-        first, second = (parents.clamp(min=0) if founders else parents).unbind(1)
+        # a fair coin per network: 1.0 (take the second parent's network) where the draw is > 0.5
+        coin = torch.rand(count, self._network_count, generator=g).round_() @ self.layout.network_columns  # [C, D]
+        if births.founders:  # no parents: a fresh network (drawn after the same draws as a child's)
+            founder = parents[:, 0] < 0
+            parents = parents.clamp(min=0)
+        first, second = parents.unbind(1)
         # two gathers, not one of both parents: at N = 10,000 one would be a fresh 40 MB block (page faults)
         # lerp is exact at coin 0 and 1: each network is a copy of one parent's
         child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), coin)
         child = torch.normal(child, self.config.param_mutation, generator=g)  # + N(0, param_mutation^2) per entry
-        if founders:
-            founder = parents[:, 0] < 0
+        if births.founders:
             child[founder] = self.layout.init(int(founder.sum()), g)
         flat.index_copy_(0, rows, child)
         self.optimizer.reset_rows(rows)
         self.baseline.index_fill_(0, rows, 0.0)
         self.baseline_updates.index_fill_(0, rows, 0)
-        self._buffer["window_start"].index_fill_(0, rows, self._t)
 
     def state_dict(self) -> dict:
         """Parameters, optimizer state, baselines, the current window and the generator: resume is bit-exact."""
@@ -449,11 +403,10 @@ class ReinforceLearner:
         t = self._t
         start = self._buffer["window_start"]
         active = start < t  # [N] slots with at least one valid step
-        num_active = int(active.sum())
-        if num_active == 0:
+        if not bool(active.any()):
             return {}
         window = self._full_window if t == self.config.update_every else self._window(t)
-        own, peers, blocked, pre_image, job, reward = window
+        reward = window[5]
         valid = self._step_index[:t] >= start[:, None]  # [N, T]
         counts = (t - start).clamp_(min=1)  # [N] valid steps (1 for inactive slots, whose sums are 0)
         returns = reward @ self._discount[:t, :t]  # [N, T] discounted reward-to-go within the window
@@ -464,32 +417,25 @@ class ReinforceLearner:
         baseline = torch.where(self.baseline_updates > 0, corrected, window_mean)
         advantage = torch.where(valid, returns - baseline[:, None], 0.0).to(DTYPE)  # [N, T]
 
-        leaf = self.flat_params.detach().requires_grad_(True)  # [N, D], shares storage with flat_params
-        blocks = self._shaped_blocks(self.layout.block_views(leaf, self._grad))
-        out, _ = self._forward(blocks, own, peers, blocked)
-        loss, entropy = reinforce_loss(out, blocks["log_std"], pre_image, job, advantage, valid, counts,
-                                       self.config.entropy_coef, self.economy_config.num_jobs)  # [N], [N, T]
-        total = loss.sum()
-        grad = torch.autograd.grad(total, [leaf])[0]  # self._grad, [N, D]
+        loss, entropy, grad = self._gradient(window, advantage, valid, counts)  # [N], [N, T], [N, D]
         norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
-        all_finite = bool((torch.isfinite(loss) & torch.isfinite(norms)).all())
-        if not all_finite:
+        if not bool(torch.isfinite(loss + norms).all()):
             self._refuse_non_finite(loss, active, acting_ids, "loss")
             self._refuse_non_finite(norms, active, acting_ids, "gradient")
         self.optimizer.step([grad], active, grad_scale=clip_coefficients(norms, self.config.max_grad_norm))
 
         self.baseline = torch.where(active, decay * self.baseline + (1 - decay) * window_mean, self.baseline)
         self.baseline_updates = self.baseline_updates + active
-        sums = torch.stack([total.detach(), torch.where(valid, entropy, 0.0).sum(),
-                            torch.where(active, norms, 0.0).sum(), advantage.abs().sum()]).tolist()
-        num_valid = int(valid.sum())
+        num_active, num_valid, total, entropy_sum, norm_sum, return_sum, advantage_sum = torch.stack([
+            active.sum(), valid.sum(), loss.sum(), torch.where(valid, entropy, 0.0).sum(),
+            torch.where(active, norms, 0.0).sum(), valid_returns.sum(), advantage.abs().sum()]).tolist()
         return {
-            "loss": sums[0] / num_active,
-            "entropy": sums[1] / num_valid,
-            "grad_norm": sums[2] / num_active,
-            "return": float(valid_returns.sum()) / num_valid,
-            "advantage_abs": sums[3] / num_valid,
-            "active_agents": float(num_active),
+            "loss": total / num_active,
+            "entropy": entropy_sum / num_valid,
+            "grad_norm": norm_sum / num_active,
+            "return": return_sum / num_valid,
+            "advantage_abs": advantage_sum / num_valid,
+            "active_agents": num_active,
         }
 
     @staticmethod

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Categorical, Normal, SigmoidTransform, TanhTransform, TransformedDistribution
+from torch.distributions import Categorical, Normal
 
 from agents import LEARNERS, LearnerConfig, NonFiniteLossError, make_learner
 from agents.base import Learner
-from agents.reinforce import PolicyOutput, ReinforceLearner
+from agents.reinforce import ReinforceLearner
 from homoecon_env import EconomyConfig, Job
 from homoecon_env.core import Economy, Observation
 from homoecon_env.core.lifecycle import Births
@@ -139,129 +139,108 @@ def test_uniform_attention_ablation_has_no_social_filter_and_averages_live_peers
     assert set(full.spec) - set(ablation.spec) == {"social_filter_net"}
     mask = torch.ones(6, 5)
     mask[2, :3] = 0.0
-    own, peers, live = ablation.prepare(observation_with_mask(config, mask))
-    out = ablation.policy(ablation.params, own[:, None], peers[:, None], live[:, None])
-    torch.testing.assert_close(out.attention[2, 0], torch.tensor([0.0, 0.0, 0.0, 0.5, 0.5]))
+    ablation.act(observation_with_mask(config, mask))
+    torch.testing.assert_close(ablation.last_attention[2], torch.tensor([0.0, 0.0, 0.0, 0.5, 0.5]))
 
 
-def test_each_heads_log_prob_matches_torch_distributions():
-    config = EconomyConfig(num_agents=4)
-    learner = ReinforceLearner(config)
-    g = torch.Generator().manual_seed(2)
-    n, m, gd, j = 4, 3, learner.gaussian_dim, config.num_jobs
-    out = PolicyOutput(job_logits=torch.randn(n, m, j, generator=g, dtype=torch.float64),
-                       mean=torch.randn(n, m, gd, generator=g, dtype=torch.float64),
-                       log_std=torch.randn(n, 1, gd, generator=g, dtype=torch.float64) * 0.3,
-                       attention=torch.zeros(n, m, 1))
-    u = out.mean + out.log_std.exp() * torch.randn(n, m, gd, generator=g, dtype=torch.float64)
-    job = torch.randint(0, j, (n, m), generator=g)
-    got = learner.head_log_probs(out, u, job)
-    actions = learner.squash(u.reshape(n * m, gd), job.reshape(n * m))
-    s = learner.head_slices
-    normal = lambda head: Normal(out.mean[..., slice(*s[head])], out.log_std.exp()[..., slice(*s[head])])
-    tanh_normal = TransformedDistribution(normal("broadcast"), [TanhTransform()])
-    torch.testing.assert_close(got["broadcast"], tanh_normal.log_prob(actions.broadcast.reshape(n, m, -1)).sum(-1))
-    sigmoid_normal = lambda head: TransformedDistribution(normal(head), [SigmoidTransform()])
-    torch.testing.assert_close(got["effort"], sigmoid_normal("effort").log_prob(actions.effort.reshape(n, m, 1)).sum(-1))
-    torch.testing.assert_close(got["consume"], sigmoid_normal("consume").log_prob(actions.consume.reshape(n, m, -1)).sum(-1))
-    # two resources: the additive logistic-normal is a logit-normal on the first weight
-    first_weight = actions.trade_weights[:, :1].reshape(n, m, 1)
-    torch.testing.assert_close(got["trade_weights"], sigmoid_normal("trade_weights").log_prob(first_weight).sum(-1))
-    torch.testing.assert_close(got["job"], Categorical(logits=out.job_logits).log_prob(job))
-
-
-def test_trade_weight_density_on_the_simplex_has_the_right_jacobian():
-    config = with_resources(4, num_agents=2)
-    learner = ReinforceLearner(config)
-    start, stop = learner.head_slices["trade_weights"]
-    u = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64)
-    to_free_coordinates = lambda x: torch.softmax(torch.cat([x, torch.zeros(1, dtype=x.dtype)]), 0)[:-1]
-    jacobian = torch.autograd.functional.jacobian(to_free_coordinates, u)
-    pre_image = torch.zeros(1, 1, learner.gaussian_dim, dtype=torch.float64)
-    pre_image[..., start:stop] = u
-    log_det = learner._squash_log_det(pre_image)["trade_weights"]
-    torch.testing.assert_close(log_det, torch.linalg.slogdet(jacobian).logabsdet.reshape(1, 1))
-
-
-def test_sampled_actions_follow_the_policy():
-    config = EconomyConfig(num_agents=3, num_peers=2)
-    learner = ReinforceLearner(config)
-    observation = observation_with_mask(config, torch.ones(3, 2))
-    own, peers, mask = learner.prepare(observation)
-    out = learner.policy(learner.params, own[:, None], peers[:, None], mask[:, None])
-    jobs, draws = [], []
-    for _ in range(1000):
-        jobs.append(learner.act(observation).job.float())
-        draws.append(learner._buffer["pre_image"][:, 0].clone())
-    jobs, draws = torch.stack(jobs), torch.stack(draws)  # [1000, N], [1000, N, G]; tolerances ~4 standard errors
-    torch.testing.assert_close(jobs.mean(0), torch.softmax(out.job_logits[:, 0], -1)[:, 1], atol=0.065, rtol=0)
-    torch.testing.assert_close(draws.mean(0), out.mean[:, 0], atol=0.08, rtol=0)
-    torch.testing.assert_close(draws.std(0), out.log_std[:, 0].exp().expand(3, -1), atol=0.06, rtol=0)
-
-
-def test_stacked_head_networks_compute_each_network_separately():
-    """The four heads run as one stacked product but each equals its own tanh MLP on [own, context]."""
-    config = with_resources(3, num_agents=4)
-    learner = ReinforceLearner(config)
-    with torch.no_grad():
-        learner.flat_params.normal_(generator=torch.Generator().manual_seed(3))
-    x = torch.randn(4, 3, learner.self_dim + learner.peer_dim, generator=torch.Generator().manual_seed(4))
-    blocks = learner._acting_blocks
-    out = learner.heads(x, blocks["w1"], blocks["b1"], blocks["w2"], blocks["b2"])
-    p = learner.params
+def reference_policy(learner, params, own, peers, blocked):
+    """The policy written plainly, one network at a time, from named parameters (differentiable):
+    own [N, M, S], peers [N, M, K, P], blocked [N, M, K] -> job logits, Gaussian means (G layout),
+    clamped log stds [N, G], attention."""
+    if learner.uniform_attention:
+        live = (~blocked).float()
+        attention = live / live.sum(-1, keepdim=True).clamp(min=1)
+    else:
+        f = {name: params[f"social_filter_net.{name}"] for name in ("w_own", "w_peer", "bias", "score")}
+        hidden = torch.relu(torch.einsum("nms,nsa->nma", own, f["w_own"])[:, :, None] + f["bias"][:, None, None]
+                            + torch.einsum("nmkp,npa->nmka", peers, f["w_peer"]))
+        scores = torch.einsum("nmka,na->nmk", hidden, f["score"]).masked_fill(blocked, -1e9)
+        attention = torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0)
+    x = torch.cat([own, torch.einsum("nmk,nmkp->nmp", attention, peers)], dim=-1)
 
     def mlp(net):  # weights [out, in] like torch.nn.Linear
-        hidden = torch.tanh(torch.einsum("nmi,nhi->nmh", x, p[f"{net}.w1"]) + p[f"{net}.b1"][:, None])
-        return torch.einsum("nmh,noh->nmo", hidden, p[f"{net}.w2"]) + p[f"{net}.b2"][:, None]
+        hidden = torch.tanh(torch.einsum("nmi,nhi->nmh", x, params[f"{net}.w1"]) + params[f"{net}.b1"][:, None])
+        return torch.einsum("nmh,noh->nmo", hidden, params[f"{net}.w2"]) + params[f"{net}.b2"][:, None]
 
-    production, j = mlp("production_net"), config.num_jobs
-    expected = {"broadcast": mlp("broadcast_net"), "effort": production[..., j:], "trade_weights": mlp("trading_net"),
-                "consume": mlp("consumption_net")}
-    torch.testing.assert_close(out[..., :j], production[..., :j], atol=2e-6, rtol=1e-5)
-    for head, (start, stop) in learner.head_slices.items():
-        torch.testing.assert_close(out[..., j + start:j + stop], expected[head], atol=2e-6, rtol=1e-5)
+    production, j = mlp("production_net"), learner.economy_config.num_jobs
+    means = {"broadcast": mlp("broadcast_net"), "effort": production[..., j:], "consume": mlp("consumption_net"),
+             "trade_weights": mlp("trading_net")}
+    nets = {"broadcast": "broadcast_net", "effort": "production_net", "consume": "consumption_net",
+            "trade_weights": "trading_net"}
+    assert list(learner.head_slices) == list(means)  # the G layout
+    log_std = torch.cat([params[f"{nets[head]}.log_std"] for head in means], dim=-1).clamp(-10.0, 2.0)
+    return production[..., :j], torch.cat(list(means.values()), dim=-1), log_std, attention
 
 
-def test_hand_written_gradients_match_autograd():
-    from agents.networks import linear_out_in, relu_scores, tanh_
-    g = torch.Generator().manual_seed(6)
-    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
-    items = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
-    scores = lambda shared, weight, score: relu_scores(items, shared, weight, score)
-    assert torch.autograd.gradcheck(scores, (rand(3, 4, 7), rand(3, 6, 7), rand(3, 7)))
-    assert torch.autograd.gradcheck(linear_out_in, (rand(3, 4, 5), rand(3, 2, 5), rand(3, 1, 2)))
-    assert torch.autograd.gradcheck(tanh_, (rand(20),))
+def test_act_samples_the_policy_and_squashes_the_samples_into_actions():
+    config = with_resources(3, num_agents=4, num_peers=3)
+    learner = ReinforceLearner(config)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    observation = observation_with_mask(config, mask)
+    observation.self_features[:, :3] *= 50.0  # holdings enter as log1p
+    jobs, draws = [], []
+    for _ in range(2000):
+        actions = learner.act(observation)
+        u = learner._buffer["pre_image"][:, 0]
+        s = {head: slice(*bounds) for head, bounds in learner.head_slices.items()}
+        torch.testing.assert_close(actions.broadcast, torch.tanh(u[:, s["broadcast"]]))
+        torch.testing.assert_close(actions.effort, torch.sigmoid(u[:, s["effort"]]).squeeze(1))
+        torch.testing.assert_close(actions.consume, torch.sigmoid(u[:, s["consume"]]))
+        last_logit = torch.zeros(4, 1)
+        torch.testing.assert_close(actions.trade_weights, torch.softmax(torch.cat([u[:, s["trade_weights"]], last_logit], 1), 1))
+        jobs.append(torch.nn.functional.one_hot(actions.job, config.num_jobs).float())
+        draws.append(u.clone())
+    own, peers = observation.self_features.clone(), observation.peers.clone()
+    own[:, :3], peers[..., -3:] = own[:, :3].log1p(), peers[..., -3:].clamp(min=0).log1p()
+    torch.testing.assert_close(learner._buffer["own"][:, 0], own)
+    logits, mean, log_std, attention = reference_policy(learner, learner.params, own[:, None], peers[:, None],
+                                                        (mask == 0)[:, None])
+    torch.testing.assert_close(learner.last_attention, attention[:, 0])
+    jobs, draws = torch.stack(jobs), torch.stack(draws)  # [2000, N, J], [2000, N, G]; tolerances ~4 standard errors
+    torch.testing.assert_close(jobs.mean(0), torch.softmax(logits[:, 0], -1), atol=0.045, rtol=0)
+    torch.testing.assert_close(draws.mean(0), mean[:, 0], atol=0.06, rtol=0)
+    torch.testing.assert_close(draws.std(0), log_std.exp(), atol=0.045, rtol=0)
+
+
+def test_tanh_via_sigmoid_is_accurate():
+    from agents.networks import tanh_
     x = torch.linspace(-30, 30, 20001)
     torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), atol=2e-7, rtol=0)
 
 
-def test_hand_written_loss_gradient_matches_the_policy_log_prob_and_entropy():
-    from agents.reinforce import reinforce_loss
-    config = EconomyConfig(num_agents=3)
-    learner = ReinforceLearner(config)
+@pytest.mark.parametrize("name", ["reinforce", "uniform_attention"])
+def test_hand_written_gradient_equals_autograd_of_the_plain_loss(name):
+    """The learner's loss, entropy and gradient (written by hand) equal autograd through the plain
+    policy, with torch.distributions' log-probabilities and entropies."""
+    config = with_resources(3, num_agents=6, num_peers=4)
+    learner, economy, observation = started(config, name, update_every=8, entropy_coef=0.3)
+    with torch.no_grad():
+        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
+        learner.params["broadcast_net.log_std"][0, 0] = 2.5  # clamped to 2: no gradient
+        learner.params["trading_net.log_std"][1, 0] = -11.0  # clamped to -10: no gradient either
+    run(learner, economy, observation, 4)
+    window = learner._window(4)
     g = torch.Generator().manual_seed(8)
-    n, m, gd, j = 3, 4, learner.gaussian_dim, config.num_jobs
-    out = torch.randn(n, m, j + gd, generator=g, dtype=torch.float64, requires_grad=True)
-    raw_log_std = torch.randn(n, gd, generator=g, dtype=torch.float64)
-    raw_log_std[0, 0] = 2.5  # clamped to 2: no gradient
-    raw_log_std.requires_grad_(True)
-    pre_image = torch.randn(n, m, gd, generator=g, dtype=torch.float64)
-    job = torch.randint(0, j, (n, m), generator=g)
-    valid = torch.rand(n, m, generator=g) < 0.7
+    valid = torch.rand(6, 4, generator=g) < 0.7
     valid[2] = False  # an inactive agent
-    advantage = torch.where(valid, torch.randn(n, m, generator=g, dtype=torch.float64), 0.0)
+    advantage = torch.where(valid, torch.randn(6, 4, generator=g), 0.0)
     counts = valid.sum(1).clamp(min=1)
-    loss = lambda o, s: reinforce_loss(o, s, pre_image, job, advantage, valid, counts, 0.3, j)[0]
-    assert torch.autograd.gradcheck(loss, (out, raw_log_std))
-    low = raw_log_std.detach().clone()
-    low[1, 1] = -11.0  # clamped to -10: no gradient either
-    assert torch.autograd.grad(loss(out, low.requires_grad_(True)).sum(), low)[0][1, 1] == 0
-    policy = PolicyOutput(out[..., :j], out[..., j:], raw_log_std.clamp(-10.0, 2.0).unsqueeze(1), torch.zeros(n, m, 1))
-    objective = advantage * learner.score_log_prob(policy, pre_image, job) + 0.3 * learner.entropy(policy)
-    expected = -torch.where(valid, objective, 0.0).sum(1) / counts
-    torch.testing.assert_close(loss(out, raw_log_std), expected)
-    torch.testing.assert_close(reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, counts, 0.3, j)[1],
-                               learner.entropy(policy).detach())
+    loss, entropy, grad = learner._gradient(window, advantage, valid, counts)
+
+    leaf = learner.flat_params.detach().clone().requires_grad_(True)
+    own, peers, blocked, pre_image, job, _ = window
+    logits, mean, log_std, _ = reference_policy(learner, learner.layout.views(leaf), own, peers, blocked)
+    job_dist, normal = Categorical(logits=logits), Normal(mean, log_std.exp()[:, None])
+    expected_entropy = job_dist.entropy() + normal.entropy().sum(-1)
+    objective = advantage * (job_dist.log_prob(job) + normal.log_prob(pre_image).sum(-1)) + 0.3 * expected_entropy
+    expected_loss = -torch.where(valid, objective, 0.0).sum(1) / counts
+    expected_grad, = torch.autograd.grad(expected_loss.sum(), leaf)
+    torch.testing.assert_close(loss, expected_loss.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, expected_entropy.detach(), atol=1e-5, rtol=1e-5)
+    assert bool((grad[2] == 0).all()) and bool((grad[0] != 0).any())
+    torch.testing.assert_close(grad, expected_grad, atol=2e-5, rtol=1e-4)
+    start, _, _ = learner.layout.entries["broadcast_net.log_std"]
+    assert grad[0, start] == 0
 
 
 # -- learning ---------------------------------------------------------------------------------
@@ -361,7 +340,7 @@ def births(n, rows, parents):
     born[rows] = True
     slots = torch.full((n, 2), -1, dtype=torch.long)
     slots[rows] = torch.tensor(parents)
-    return Births(born, slots, 0)
+    return Births(born, slots, int((slots[:, 0] < 0).logical_and(born).sum()))  # founders, as the economy counts them
 
 
 def test_newborn_networks_are_a_parents_network_plus_mutation_noise():

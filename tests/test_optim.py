@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import agents.optim
-from agents.optim import BatchedAdam, clip_coefficients, clip_grad_norm_per_row_, row_norms
+from agents.optim import BatchedAdam, clip_coefficients
 
 SHAPES = [(3, 4), (4,), (2, 3, 2)]  # per-agent parameter shapes
 
@@ -12,11 +12,9 @@ def stacked_params(num_agents, generator):
     return [torch.randn((num_agents, *s), generator=generator) for s in SHAPES]
 
 
-def test_row_norms_are_each_agents_whole_gradient_norm():
-    g = torch.Generator().manual_seed(0)
-    grads = stacked_params(5, g)
-    expected = torch.stack([torch.cat([t[i].flatten() for t in grads]).norm() for i in range(5)])
-    torch.testing.assert_close(row_norms(grads), expected)
+def row_norms(tensors):
+    """[N] norm of each agent's whole gradient, one agent at a time."""
+    return torch.stack([torch.cat([t[i].flatten() for t in tensors]).norm() for i in range(tensors[0].shape[0])])
 
 
 @pytest.fixture(params=["fused", "passes"])
@@ -51,9 +49,7 @@ def test_batched_adam_with_clipping_equals_separate_adams(max_norm, adam_path):
                 p.grad = grad[i].clone()
             torch.nn.utils.clip_grad_norm_(separate[i], max_norm)
             separate_opts[i].step()
-        grads = [torch.where(active.view(-1, *[1] * (t.dim() - 1)), t, 0.0) for t in grads]
-        clip_grad_norm_per_row_(grads, max_norm)
-        batched.step(grads, active)
+        batched.step(grads, active, grad_scale=clip_coefficients(row_norms(grads), max_norm))
         for i in range(num_agents):
             for p_batched, p_separate in zip(stacked, separate[i]):
                 torch.testing.assert_close(p_batched[i], p_separate.detach(), rtol=1e-6, atol=1e-7)
@@ -83,19 +79,27 @@ def test_optimizer_state_dict_round_trip():
     assert all(torch.equal(a, b) for a, b in zip(other.exp_avg_sq, opt.exp_avg_sq))
 
 
-def test_grad_scale_clips_like_clip_grad_norm_and_ignores_inactive_rows(adam_path):
+def test_inactive_rows_are_left_alone_whatever_their_gradient(adam_path):
     g = torch.Generator().manual_seed(4)
     params = stacked_params(4, g)
-    clipped, scaled = BatchedAdam([p.clone() for p in params], lr=0.1), BatchedAdam([p.clone() for p in params], lr=0.1)
+    adam = BatchedAdam([p.clone() for p in params], lr=0.1)
     active = torch.tensor([True, False, True, True])
     grads = [torch.randn(p.shape, generator=g) * 3 for p in params]
     grads[0][1] = float("nan")  # an inactive row's gradient is ignored, whatever it holds
-    norms = row_norms(grads)
-    mine = [t.clone() for t in grads]
-    clip_grad_norm_per_row_(mine, 1.0)
-    clipped.step(mine, active)
-    scaled.step([t.clone() for t in grads], active, grad_scale=clip_coefficients(norms, 1.0))
-    for a, b, original in zip(clipped.params, scaled.params, params):
-        torch.testing.assert_close(a, b)
-        assert torch.equal(b[1], original[1])
-    assert scaled.steps.tolist() == [1, 0, 1, 1]
+    adam.step(grads, active, grad_scale=clip_coefficients(row_norms(grads), 1.0))
+    for mine, original in zip(adam.params, params):
+        assert torch.equal(mine[1], original[1]) and not torch.equal(mine[0], original[0])
+    assert all(bool((m[1] == 0).all()) for m in adam.exp_avg + adam.exp_avg_sq)
+    assert adam.steps.tolist() == [1, 0, 1, 1]
+
+
+def test_a_new_gradient_tensor_is_used_not_the_last_ones_rows(adam_path):
+    """The optimizer keeps the rows of the gradient it was last given; a different tensor must be read afresh."""
+    params = [torch.zeros(2, 3)]
+    adam, reference = BatchedAdam([params[0].clone()], lr=0.1), torch.optim.Adam([torch.zeros(3, requires_grad=True)], lr=0.1)
+    for sign in (1.0, -1.0, -1.0):
+        grad = torch.full((2, 3), sign)  # a fresh tensor each time
+        adam.step([grad], torch.tensor([True, True]))
+        reference.param_groups[0]["params"][0].grad = torch.full((3,), sign)
+        reference.step()
+    torch.testing.assert_close(adam.params[0][1], reference.param_groups[0]["params"][0].detach())
