@@ -35,9 +35,9 @@ The conservation multipliers lambda are the market prices. Three methods:
   iterations (default 20,000). The candidate is then made
   exactly conserving and IR as below and its KKT residual measured again; if the repair cost
   more than ``tol`` the target is tightened and the iterations go on.
-- Start, ``init="dual"`` (default, the fast path): the Newton solution below (with water-filling
-  as its first prices), whose multipliers mu and prices lambda seed the iteration; when it is
-  already a KKT point, projected gradient certifies it in 0 iterations, otherwise it polishes it.
+- Start, ``init="dual"`` (default, the fast path): the Newton solution below, whose multipliers mu
+  and prices lambda seed the iteration; when it is already a KKT point (residual <= ``tol``) it
+  is returned as it is, after 0 iterations, otherwise projected gradient polishes it.
   ``init="endowment"``: x = e (or, with ``warm_start``, the previous allocation rescaled to the
   current supply) and mu = 0 (or the previous multipliers): projected gradient alone.
 - ``iterations`` counts projected-gradient steps, ``init_iterations`` the Newton price updates
@@ -48,14 +48,17 @@ exact for each price vector:
 
 - For given prices each agent's problem max u_i(x) - lambda.x s.t. x >= 0, u_i(x) >= u_i(e_i) has
   a closed form: x_ir = max(0, (1 + mu_i) w_ir / lambda_r - 1), where mu_i >= 0 is the least
-  multiplier restoring the agent's endowment utility (a piecewise-linear 1-D root, solved for all
-  agents at once). With mu = 0 this is the water-filling (no-IR) optimum.
+  multiplier restoring the agent's endowment utility (the root of a convex piecewise-linear
+  function, in closed form: the least root of its lines, for all agents at once). With mu = 0 this is the water-filling (no-IR) optimum.
 - The dual function of prices, Phi(lambda) = sum_i max_x [u_i - lambda.x] + lambda.s, is convex
   in R variables, and its gradient is minus the excess demand. Prices take Newton steps on it
   (the Hessian is an R x R sum of per-agent compensated demand slopes) with a line search on the
   directional derivative, falling back to diagonally scaled excess demand when a Newton step
   cannot lower Phi. They stop when the KKT residual of the *returned* allocation is below ``tol``.
-- The first prices are the water-filling prices for the warm-start multipliers.
+- The first prices are the warm start's (``prices * price_scale``, the previous call's
+  multipliers) where they price every traded good, otherwise the water-filling prices for the
+  warm-start multipliers. The line search tries the full step first (capped so that no price
+  more than quadruples) and stops where the slope has halved.
 - Fixed-step dual ascent, and alternating water-filling with multiplier updates, converge slowly
   or cycle when holdings are small and utilities nearly linear; Newton on the R prices converges
   in about 5 steps across holdings from 1e-9 to 1e6.
@@ -296,10 +299,10 @@ class _Economy(NamedTuple):
 
     The IR multipliers have a closed form (``_respond``): z_i = min over nonempty sets S of goods
     of (u_i(e_i) - sum_S w a) / sum_S w with a = log w - log lambda. With few goods the K = 2^R - 1
-    sets are enumerated: z_iS = ``subset_offset`` [K, N] + log lambda . ``subset_slope`` [R, K, N],
-    with offset (u_i(e_i) - sum_S w log w) / sum_S w and slope_r = 1[r in S] w_ir / sum_S w,
-    arranged so that a set of goods the agent does not value never wins (offset +inf, slope 0) and
-    an agent with u_i(e_i) = 0, never IR-binding, gets z = -inf (offset -inf). With many goods
+    sets are enumerated: z_iS = ``subset_offset`` [K, N] + ``subset_inverse`` [K, N] sum_S w log lambda,
+    with offset (u_i(e_i) - sum_S w log w) / sum_S w and inverse 1 / sum_S w, arranged so that a
+    set of goods the agent does not value never wins (offset +inf, inverse 0) and an agent with
+    u_i(e_i) = 0, never IR-binding, gets z = -inf (offset -inf). With many goods
     only the R sets of best-valued goods are tried, after sorting (``subset_offset`` None).
     """
 
@@ -308,8 +311,9 @@ class _Economy(NamedTuple):
     log_weights: np.ndarray  # 0 where not valued
     supply: np.ndarray  # [R_traded]
     endowment_utility: np.ndarray  # [N]
+    subsets: Optional[np.ndarray]  # [K, R] 0/1
     subset_offset: Optional[np.ndarray]  # [K, N]
-    subset_slope: Optional[np.ndarray]  # [R, K * N]
+    subset_inverse: Optional[np.ndarray]  # [K, N]
     target: np.ndarray  # [N] u_i(e_i), -inf where 0 (never IR-binding)
 
 
@@ -320,7 +324,7 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     num_goods, num_agents = weights.shape
     can_bind = endowment_utility > 0
     target = np.where(can_bind, endowment_utility, -np.inf)
-    offset = slope = None
+    subsets = offset = inverse = None
     if num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET:
         subsets = _subsets(num_goods)  # [K, R]
         # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
@@ -329,8 +333,8 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
         inverse = np.divide(1.0, subset_weight, out=np.zeros(subset_weight.shape), where=valued_set)
         offset = np.where(valued_set, (target - np.einsum("kr,rn->kn", subsets, weighted_log_weights)) * inverse, np.inf)
         offset[:, ~can_bind] = -np.inf
-        slope = (subsets.T[:, :, None] * weights[:, None, :] * inverse).reshape(num_goods, -1)  # [R, K * N]
-    return _Economy(weights, weighted_log_weights, log_weights, supply, endowment_utility, offset, slope, target)
+    return _Economy(weights, weighted_log_weights, log_weights, supply, endowment_utility, subsets, offset, inverse,
+                    target)
 
 
 @functools.lru_cache(maxsize=None)
@@ -364,9 +368,8 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
     """
     log_prices = np.log(prices)
     if economy.subset_offset is not None:
-        subset_values = economy.subset_offset + np.einsum("r,rm->m", log_prices, economy.subset_slope).reshape(
-            economy.subset_offset.shape)
-        z = np.minimum.reduce(subset_values, axis=0)
+        spent = np.einsum("kr,rn->kn", economy.subsets * log_prices, economy.weights)  # sum_S w log lambda
+        z = np.minimum.reduce(economy.subset_offset + spent * economy.subset_inverse, axis=0)
     else:
         a = economy.log_weights - log_prices[:, None]
         order = np.argsort(np.where(economy.weights > 0, -a, np.inf), axis=0)  # best-valued goods first
