@@ -133,26 +133,24 @@ def tanh_(x: torch.Tensor) -> torch.Tensor:
 
 
 def relu_hidden(items: torch.Tensor, shared: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """A stacked relu layer over sets: relu(items[n, m, k] @ weight_n + shared[n, m]).
+    """A stacked relu layer over one set per agent: relu(items[n, 0, k] @ weight_n + shared[n]).
 
-    items [N, M, K, in], shared [N, M, H], weight [N, in, H] -> [N, M, K, H], the largest tensor of a
-    step (K peers per agent)."""
-    n, m, k, _ = items.shape
-    if m == 1:  # one set per agent: the shared part is the product's broadcast bias
-        return torch.baddbmm(shared, items.view(n, k, -1), weight).relu_().view(n, 1, k, -1)
-    hidden = torch.bmm(items.reshape(n, m * k, -1), weight).view(n, m, k, -1)  # [N, M, K, H]
-    return hidden.add_(shared.unsqueeze(2)).relu_()
+    items [N, 1, K, in], shared [N, 1, H], weight [N, in, H] -> [N, 1, K, H]: the shared part is the
+    product's broadcast bias."""
+    n, _, k, _ = items.shape
+    return torch.baddbmm(shared, items.view(n, k, -1), weight).relu_().view(n, 1, k, -1)
 
 
 def relu_scores(hidden: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-    """score_n . hidden[n, m, k] for hidden [N, M, K, H] (from `relu_hidden`) and score [N, H] -> [N, M, K]."""
+    """score_n . hidden[n, m, k] for hidden [N, M, K, H] (`relu_hidden` of each step) and score [N, H] -> [N, M, K]."""
     n, m, k, h = hidden.shape  # score [1, H] @ hidden^T [H, M*K] per agent: no [N, M, K, H] temporary
     return torch.bmm(score.unsqueeze(1), hidden.view(n, m * k, h).transpose(1, 2)).view(n, m, k)
 
 
 def relu_scores_backward(grad: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor, score: torch.Tensor):
-    """Gradients of `relu_scores(relu_hidden(items, shared, weight), score)` given grad [N, M, K]:
-    (shared [N, M, H], weight [N, in, H], score [N, H]). One pass over the hidden layer for relu'."""
+    """Gradients of `relu_scores(hidden, score)` with hidden [N, M, K, H] = `relu_hidden(items, shared, weight)`
+    of each step m, given grad [N, M, K]: (shared [N, M, H], weight [N, in, H], score [N, H]). One pass over
+    the hidden layer for relu'."""
     n, m, k, h = hidden.shape
     grad_score = torch.bmm(grad.reshape(n, 1, m * k), hidden.view(n, m * k, h)).view(n, h)
     grad_hidden = grad.unsqueeze(-1) * score[:, None, None, :]  # [N, M, K, H]

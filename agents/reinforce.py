@@ -207,13 +207,15 @@ class ReinforceLearner:
         return shaped
 
     def _make_buffers(self) -> None:
-        """The window buffers ([N, T, ...], filled in place) and, per window step, the views `act` writes."""
+        """The window buffers ([N, T, ...], filled in place), what `act` computed from them (for the
+        backward pass) and, per window step, the views `act` writes."""
         n, t, k, g = self.num_slots, self.config.update_every, self.num_peer_slots, self.gaussian_dim
-        r, b = self.economy_config.num_resources, self.economy_config.broadcast_dim
+        r, b, s = self.economy_config.num_resources, self.economy_config.broadcast_dim, self.self_dim
         # the pre-images carry one extra column, always 0: the fixed last logit of the trade weights
         self._padded_pre_image = torch.zeros(n, t, g + 1, dtype=DTYPE)
+        x = torch.zeros(n, t, s + self.peer_dim, dtype=DTYPE)  # [N, T, S + P] the heads' input: own features, context
         self._buffer = {
-            "own": torch.zeros(n, t, self.self_dim, dtype=DTYPE),  # [N, T, S] prepared own features
+            "own": x[..., :s],  # [N, T, S] prepared own features
             "peers": torch.zeros(n, t, k, self.peer_dim, dtype=DTYPE),  # [N, T, K, P]
             "peer_blocked": torch.ones(n, t, k, dtype=torch.bool),  # [N, T, K] True where no live peer
             "pre_image": self._padded_pre_image[..., :g],  # [N, T, G] sampled u
@@ -221,66 +223,79 @@ class ReinforceLearner:
             "reward": torch.zeros(n, t, dtype=torch.float64),  # [N, T]
             "window_start": torch.zeros(n, dtype=torch.int64),  # [N] first step that trains the slot's agent
         }
-        buf, pad = self._buffer, self._padded_pre_image
+        # What act computed at each step, so that learning needs no second forward pass. Not part of
+        # the state: load_state_dict recomputes it from the buffers (the same operations, the same bits).
+        self._activations = {"x": x, "hidden": torch.zeros(n, t, self.heads.count * self.heads.hidden, dtype=DTYPE),
+                             "out": torch.zeros(n, t, self.economy_config.num_jobs + g, dtype=DTYPE),
+                             "attention": torch.zeros(n, t, k, dtype=DTYPE)}
+        if not self.uniform_attention:
+            self._activations["relu"] = torch.zeros(n, t, k, self.config.attention_hidden_size, dtype=DTYPE)
+        buf, pad, act = self._buffer, self._padded_pre_image, self._activations
+        step = lambda tensor, i: tensor[:, i:i + 1]  # [N, 1, ...] step i of a window tensor
         broadcast = slice(*self.head_slices["broadcast"])
-        # per step: own [N, 1, S] and [N, S], its holdings [N, R], peers [N, K, P], their holdings, blocked
-        # [N, 1, K], pre-image [N, G], job [N], then the pre-images of the broadcast, sigmoid and trade heads
-        self._slots = [(buf["own"][:, i:i + 1], buf["own"][:, i], buf["own"][:, i, :r], buf["peers"][:, i], buf["peers"][:, i, :, -r:],
-                        buf["peer_blocked"][:, i:i + 1], buf["pre_image"][:, i], buf["job"][:, i],
+        # per step, what act writes: own [N, S], its holdings [N, R], peers [N, K, P], their holdings,
+        # blocked [N, 1, K], pre-image [N, G], job [N], then the pre-images of the broadcast, sigmoid and trade heads
+        self._slots = [(buf["own"][:, i], buf["own"][:, i, :r], buf["peers"][:, i], buf["peers"][:, i, :, -r:],
+                        step(buf["peer_blocked"], i), buf["pre_image"][:, i], buf["job"][:, i],
                         pad[:, i, broadcast], pad[:, i, b:b + 1 + r], pad[:, i, b + 1 + r:]) for i in range(t)]
+        # per step, what `_act_forward` reads and writes ([N, 1, ...] views)
+        self._step_views = [{**{key: step(value, i) for key, value in act.items()}, "own": step(buf["own"], i),
+                             "peers": step(buf["peers"], i), "blocked": step(buf["peer_blocked"], i),
+                             "context": x[:, i:i + 1, s:]} for i in range(t)]
         self._rewards = [buf["reward"][:, i] for i in range(t)]
         self._full_window = self._window(t)
 
-    def _window(self, t: int) -> tuple:
-        """The first t steps of the window buffers: own, peers, peer_blocked, pre_image, job, reward."""
-        buf = self._buffer
-        return tuple(buf[key][:, :t] for key in ("own", "peers", "peer_blocked", "pre_image", "job", "reward"))
+    def _window(self, t: int) -> dict:
+        """The first t steps of the window buffers and of the activations act stored ([N, t, ...] views)."""
+        return {key: value[:, :t] for key, value in {**self._buffer, **self._activations}.items()
+                if key != "window_start"}
 
     # -- policy ------------------------------------------------------------------------------
-    def _forward(self, own: torch.Tensor, peers: torch.Tensor, blocked: torch.Tensor) -> dict:
-        """Every slot's policy at M inputs: own [N, M, S], peers [N, M, K, P], blocked [N, M, K].
-        Returns {"out": [N, M, J + G] job logits and Gaussian means, "attention": [N, M, K]} and what
-        `_gradient` needs: "x" [N, M, S + P] the heads' input, "hidden" the heads' hidden layer and, with
-        the social filter, "relu" its hidden layer [N, M, K, A]."""
-        n, m, k, p = peers.shape
-        blocks = self._blocks_now
-        cache = {}
+    def _act_forward(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every slot's policy at window step t, from the step's stored inputs; stores the activations
+        `_gradient` needs (the heads' input and hidden layer, the social filter's relu layer and the
+        attention). Returns the heads' output [N, 1, J + G] (job logits, Gaussian means) and the attention
+        [N, 1, K]."""
+        views, blocks = self._step_views[t], self._blocks_now
+        peers, blocked = views["peers"], views["blocked"]
         if self.uniform_attention:
             attention = uniform_attention_weights((~blocked).to(DTYPE))
         else:
-            own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, M, A]
-            cache["relu"] = relu_hidden(peers, own_part, blocks["w_peer"])  # [N, M, K, A]
-            scores = relu_scores(cache["relu"], blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
+            own_part = torch.baddbmm(blocks["bias"], views["own"], blocks["w_own"])  # [N, 1, A]
+            relu = relu_hidden(peers, own_part, blocks["w_peer"])  # [N, 1, K, A]
+            views["relu"].copy_(relu)
+            scores = relu_scores(relu, blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
             attention = torch.softmax(scores, dim=-1).masked_fill_(blocked, 0.0)
-        context = torch.bmm(attention.view(n * m, 1, k), peers.reshape(n * m, k, p)).view(n, m, p)
-        cache["x"] = x = torch.cat([own, context], dim=-1)  # [N, M, S + P]
-        cache["out"], cache["hidden"] = self.heads(x, blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])
-        cache["attention"] = attention
-        return cache
+        views["attention"].copy_(attention)
+        views["context"].copy_(torch.bmm(attention, peers.squeeze(1)))  # [N, 1, P]
+        out, hidden = self.heads(views["x"], blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])
+        views["hidden"].copy_(hidden)
+        views["out"].copy_(out)
+        return out, attention
 
-    def _gradient(self, window: tuple, advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor):
-        """Forward pass over the window's steps and the gradient of the summed losses, written by hand
-        into self._grad [N, D] (the backward of `_forward`, operation by operation as autograd would).
-        Returns (loss [N], entropy [N, M], self._grad)."""
-        own, peers, blocked, pre_image, job, _ = window
+    def _gradient(self, t: int, advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor):
+        """The gradient of the summed losses over the window's first t steps, written by hand into
+        self._grad [N, D] from the activations act stored (the backward of `_act_forward`, operation by
+        operation as autograd would). Returns (loss [N], entropy [N, t], self._grad)."""
+        window = self._full_window if t == self.config.update_every else self._window(t)
         blocks, n, s = self._blocks_now, self.num_slots, self.self_dim
-        cache = self._forward(own, peers, blocked)
         loss, entropy, grad_out, grad_log_std = reinforce_loss(
-            cache["out"], blocks["log_std"], pre_image, job, advantage, valid, counts, self.config.entropy_coef,
-            self.economy_config.num_jobs)
+            window["out"], blocks["log_std"], window["pre_image"], window["job"], advantage, valid, counts,
+            self.config.entropy_coef, self.economy_config.num_jobs)
         grad_w1, grad_b1, grad_w2, grad_b2, grad_x = self.heads.backward(
-            grad_out, cache["x"], cache["hidden"], blocks["w1"], blocks["w2"])
+            grad_out, window["x"], window["hidden"], blocks["w1"], blocks["w2"])
         grads = [grad_w1, grad_b1, grad_w2, grad_b2, grad_log_std]
         if not self.uniform_attention:
+            peers = window["peers"]
             _, m, k, p = peers.shape
             grad_context = grad_x[..., s:].reshape(n * m, 1, p)
             items = peers.reshape(n * m, k, p)
             grad_attention = torch.bmm(grad_context, items.transpose(1, 2)).view(n, m, k)
             # the softmax of the masked scores: masked slots have weight 0, hence gradient 0
-            grad_scores = torch._softmax_backward_data(grad_attention, cache["attention"], -1, DTYPE)
-            grad_own_part, grad_w_peer, grad_score = relu_scores_backward(grad_scores, peers, cache["relu"],
+            grad_scores = torch._softmax_backward_data(grad_attention, window["attention"], -1, DTYPE)
+            grad_own_part, grad_w_peer, grad_score = relu_scores_backward(grad_scores, peers, window["relu"],
                                                                           blocks["score"])
-            grad_w_own = torch.bmm(own.transpose(1, 2), grad_own_part)
+            grad_w_own = torch.bmm(window["own"].transpose(1, 2), grad_own_part)
             grads = [grad_w_own, grad_w_peer, grad_own_part.sum(1, keepdim=True), grad_score] + grads
         torch.cat([grad.reshape(n, -1) for grad in grads], dim=1, out=self._grad)  # storage order of the blocks
         return loss, entropy, self._grad
@@ -288,17 +303,17 @@ class ReinforceLearner:
     # -- Learner protocol --------------------------------------------------------------------
     def act(self, observation: Observation) -> Actions:
         """Sample every slot's actions with the learner's generator and store them in the window."""
-        own, own_row, own_holdings, peers, peer_holdings, blocked, pre_image, job_slot, broadcast_u, sigmoid_u, \
-            trade_u = self._slots[self._t]
+        own, own_holdings, peers, peer_holdings, blocked, pre_image, job_slot, broadcast_u, sigmoid_u, trade_u = \
+            self._slots[self._t]
         r = self.economy_config.num_resources
-        own_row.copy_(observation.self_features)
+        own.copy_(observation.self_features)
         torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observation.peers)
         peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
         torch.le(observation.peer_mask.unsqueeze(1), 0, out=blocked)
-        cache = self._forward(own, peers.unsqueeze(1), blocked)
+        out, attention = self._act_forward(self._t)
         n, j = self.num_slots, self.economy_config.num_jobs
-        out = cache["out"].view(n, -1)
+        out = out.view(n, -1)
         std = self._blocks_now["log_std"].clamp(-10.0, 2.0).exp_()  # [N, G]
         noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
         torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
@@ -306,7 +321,7 @@ class ReinforceLearner:
         uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
         job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
         job_slot.copy_(job)
-        self.last_attention = cache["attention"].view(n, self.num_peer_slots)
+        self.last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
         return Actions(broadcast=torch.tanh(broadcast_u), job=job, effort=squashed[:, 0],
                        trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:])
@@ -390,6 +405,8 @@ class ReinforceLearner:
         self.baseline = state["baseline"].clone()
         self.baseline_updates = state["baseline_updates"].clone()
         self._t = int(state["window_step"])
+        for step in range(self._t):  # what act stored; valid steps were acted with these parameters
+            self._act_forward(step)
         self.generator.set_state(state["generator"])
         self.last_attention = state["last_attention"].clone()
 
@@ -405,8 +422,7 @@ class ReinforceLearner:
         active = start < t  # [N] slots with at least one valid step
         if not bool(active.any()):
             return {}
-        window = self._full_window if t == self.config.update_every else self._window(t)
-        reward = window[5]
+        reward = self._buffer["reward"][:, :t]
         valid = self._step_index[:t] >= start[:, None]  # [N, T]
         counts = (t - start).clamp_(min=1)  # [N] valid steps (1 for inactive slots, whose sums are 0)
         returns = reward @ self._discount[:t, :t]  # [N, T] discounted reward-to-go within the window
@@ -417,7 +433,7 @@ class ReinforceLearner:
         baseline = torch.where(self.baseline_updates > 0, corrected, window_mean)
         advantage = torch.where(valid, returns - baseline[:, None], 0.0).to(DTYPE)  # [N, T]
 
-        loss, entropy, grad = self._gradient(window, advantage, valid, counts)  # [N], [N, T], [N, D]
+        loss, entropy, grad = self._gradient(t, advantage, valid, counts)  # [N], [N, T], [N, D]
         norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
         if not bool(torch.isfinite(loss + norms).all()):
             self._refuse_non_finite(loss, active, acting_ids, "loss")

@@ -217,18 +217,21 @@ def test_hand_written_gradient_equals_autograd_of_the_plain_loss(name):
     with torch.no_grad():
         learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
         learner.params["broadcast_net.log_std"][0, 0] = 2.5  # clamped to 2: no gradient
-        learner.params["trading_net.log_std"][1, 0] = -11.0  # clamped to -10: no gradient either
-    run(learner, economy, observation, 4)
+    # nobody dies or is born, so every step was acted with the current parameters (a window's valid steps are)
+    no_births = Births(torch.zeros(6, dtype=torch.bool), torch.full((6, 2), -1), 0)
+    run(learner, economy, observation, 4, lambda out: dataclasses.replace(
+        out, death_cause=torch.zeros_like(out.death_cause), births=no_births))
     window = learner._window(4)
+    assert learner.state_dict()["window_step"] == 4
     g = torch.Generator().manual_seed(8)
     valid = torch.rand(6, 4, generator=g) < 0.7
     valid[2] = False  # an inactive agent
     advantage = torch.where(valid, torch.randn(6, 4, generator=g), 0.0)
     counts = valid.sum(1).clamp(min=1)
-    loss, entropy, grad = learner._gradient(window, advantage, valid, counts)
+    loss, entropy, grad = learner._gradient(4, advantage, valid, counts)
 
     leaf = learner.flat_params.detach().clone().requires_grad_(True)
-    own, peers, blocked, pre_image, job, _ = window
+    own, peers, blocked, pre_image, job = (window[key] for key in ("own", "peers", "peer_blocked", "pre_image", "job"))
     logits, mean, log_std, _ = reference_policy(learner, learner.layout.views(leaf), own, peers, blocked)
     job_dist, normal = Categorical(logits=logits), Normal(mean, log_std.exp()[:, None])
     expected_entropy = job_dist.entropy() + normal.entropy().sum(-1)
@@ -239,8 +242,19 @@ def test_hand_written_gradient_equals_autograd_of_the_plain_loss(name):
     torch.testing.assert_close(entropy, expected_entropy.detach(), atol=1e-5, rtol=1e-5)
     assert bool((grad[2] == 0).all()) and bool((grad[0] != 0).any())
     torch.testing.assert_close(grad, expected_grad, atol=2e-5, rtol=1e-4)
-    start, _, _ = learner.layout.entries["broadcast_net.log_std"]
-    assert grad[0, start] == 0
+    assert grad[0, learner.layout.entries["broadcast_net.log_std"][0]] == 0
+
+
+def test_log_stds_below_the_clamp_get_no_gradient():
+    """(An active agent's std of e^-10 is too ill-conditioned in float32 for the test above.)"""
+    from agents.reinforce import reinforce_loss
+    g = torch.Generator().manual_seed(9)
+    out, raw_log_std = torch.randn(2, 3, 2 + 4, generator=g, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64)
+    raw_log_std[1, 2] = -11.0
+    job, valid = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+    advantage, pre_image = torch.randn(2, 3, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    *_, grad_log_std = reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, torch.full((2,), 3), 0.1, 2)
+    assert grad_log_std[1, 2] == 0 and bool((grad_log_std[1, :2] != 0).all())
 
 
 # -- learning ---------------------------------------------------------------------------------
@@ -410,5 +424,7 @@ def mean_reward(name, steps, seed=0, **learner_options):
 
 def test_reinforce_beats_random_after_a_short_training():
     """A smoke test of learning (a few seconds; the README's multi-seed comparison uses train.py)."""
-    trained, random = mean_reward("reinforce", 600), mean_reward("random", 600)
-    assert trained > 1.25 * random, (trained, random)  # measured 1.5-2.0x over seeds 0-2
+    # two seeds: one seed's ratio after 600 steps ranges 1.2-1.8x (seeds 0-5), the mean of two is steadier
+    trained = sum(mean_reward("reinforce", 600, seed) for seed in (0, 1))
+    random = sum(mean_reward("random", 600, seed) for seed in (0, 1))
+    assert trained > 1.25 * random, (trained, random)  # measured 1.5x (1.7x before issue 7's rounding changes)
