@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import numpy as np
-import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
@@ -232,7 +231,7 @@ class HomoEconEnv(ParallelEnv):
 
     # -- input checks -------------------------------------------------------------------------
     def _actions_to_tensors(self, actions: Mapping) -> Actions:
-        """Check the action dict (agents, keys, shapes) and stack it in slot order."""
+        """Check the action dict (agents, keys, shapes) and stack it in slot order, as NumPy arrays."""
         if not self.agents:
             raise ValueError("no live agents: the episode is over (or reset() was not called); call reset()")
         if not isinstance(actions, Mapping):
@@ -262,11 +261,11 @@ class HomoEconEnv(ParallelEnv):
                 value = np.asarray([action[key] for action in chosen], dtype=np.float64)
                 if value.shape[1:] != shape:
                     return None
-                stacked[key] = torch.from_numpy(value)
+                stacked[key] = value
         except (TypeError, ValueError):
             return None
         stacked["effort"] = stacked["effort"][:, 0]
-        return Actions(job=torch.from_numpy(np.asarray(jobs, dtype=np.int64)), **stacked)
+        return Actions(job=np.asarray(jobs, dtype=np.int64), **stacked)
 
     @functools.cached_property
     def _action_shapes(self) -> dict:
@@ -307,11 +306,11 @@ class HomoEconEnv(ParallelEnv):
             if extra:
                 raise ValueError(f"{name}: action has unknown key(s) {sorted(extra)}; expected {list(ACTION_KEYS)}")
         try:
-            stacked = {key: torch.from_numpy(np.asarray(rows[key], dtype=np.float64)) for key in ACTION_KEYS if key != "job"}
+            stacked = {key: np.asarray(rows[key], dtype=np.float64) for key in ACTION_KEYS if key != "job"}
         except (TypeError, ValueError) as exc:
             raise ValueError(f"actions contain a non-numeric value: {exc}") from None
         stacked["effort"] = stacked["effort"][:, 0]
-        stacked["job"] = torch.as_tensor(np.asarray(rows["job"], dtype=np.int64))
+        stacked["job"] = np.asarray(rows["job"], dtype=np.int64)
         return Actions(**stacked)
 
     # -- global views -------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class StepOutput:
     births: lifecycle.Births  # newborns now in their slots
     truncated: bool  # True on the max_steps step: every live agent is truncated
     observation: observe.Observation  # for the agents alive after the step (newborns included)
-    dying_state: EconomyState  # the state after ageing, before births (see Economy.terminal_self_features)
+    dying_state: EconomyState  # NumPy arrays: the state after ageing, before births (Economy.terminal_self_features)
     pre_trade: torch.Tensor  # [N, R] holdings entering the market (after production)
     consumed: torch.Tensor  # [N, R] goods each acting agent ate this step
     effort: torch.Tensor  # [N] effort actually spent (chosen effort after the age and input caps)
@@ -62,7 +62,8 @@ class Economy:
         self.jobs = production.JobTable.from_config(self.config)
         self.need = np.array(self.config.need, dtype=np.float64)
         self.generator = torch.Generator()
-        self.state: Optional[EconomyState] = None
+        self._arrays: Optional[EconomyState] = None  # the state as NumPy arrays: what the stages work on
+        self._tensors: Optional[EconomyState] = None  # torch views of _arrays, made when `state` is first read
         self.observation: Optional[observe.Observation] = None
         self._stats_inputs = None
         self._last_stats: Optional[dict] = None
@@ -83,25 +84,36 @@ class Economy:
             self.generator.seed()
         else:
             self.generator.manual_seed(int(seed))
-        self.state = initial_state(self.config, self.generator)
+        self._set_state(initial_state(self.config, self.generator).as_numpy())
         self._last_trade = None
         self._stats_inputs, self._last_stats = None, None
-        self.observation = self._observe(self.state.as_numpy())
+        self.observation = self._observe(self._arrays)
         return self.observation
 
     @property
+    def state(self) -> Optional[EconomyState]:
+        """The economy between steps as torch tensors (views of the arrays the stages work on);
+        None before `reset`."""
+        if self._tensors is None and self._arrays is not None:
+            self._tensors = self._arrays.as_torch()
+        return self._tensors
+
+    def _set_state(self, arrays: EconomyState) -> None:
+        self._arrays, self._tensors = arrays, None
+
+    @property
     def done(self) -> bool:
-        return self.state is not None and self.state.step >= self.config.max_steps
+        return self._arrays is not None and self._arrays.step >= self.config.max_steps
 
     def step(self, actions: Actions) -> StepOutput:
         """Run one step in contract order. Bad actions raise ValueError before anything changes."""
-        if self.state is None:
+        if self._arrays is None:
             raise ValueError("step() before reset(): call reset() first")
         if self.done:
             raise ValueError(f"the episode ended at max_steps={self.config.max_steps}; call reset()")
         actions = self._checked_arrays(actions)
-        config, before = self.config, self.state
-        state, t = before.as_numpy(), before.step
+        config, state = self.config, self._arrays
+        t = state.step
         noise = normal(self.generator, state.num_slots)
         pre_trade, produced, effort = production.produce(
             state.holdings, state.ages, actions.job, actions.effort, noise, self.jobs, t, config)
@@ -117,19 +129,20 @@ class Economy:
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
         births = lifecycle.Births(torch.from_numpy(births.born), torch.from_numpy(births.parent_slots), births.founders)
-        self.state, self._last_trade = new_state.as_torch(), trade
+        self._set_state(new_state)
+        self._last_trade = trade
         self.observation = self._observe(new_state)
         self._stats_inputs = (state.ages, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions.job,
                               effort)
         self._last_stats = None
         tensor = torch.from_numpy
-        return StepOutput(tensor(reward), tensor(cause), before.agent_ids, births, truncated, self.observation,
-                          lived.as_torch(), tensor(pre_trade), tensor(consumed), tensor(effort), trade)
+        return StepOutput(tensor(reward), tensor(cause), tensor(state.agent_ids), births, truncated, self.observation,
+                          lived, tensor(pre_trade), tensor(consumed), tensor(effort), trade)
 
     def terminal_self_features(self, step: StepOutput) -> torch.Tensor:
         """[N, S] own features of every row at the end of `step`, before newborns took the dead rows:
         the last observation of those who died."""
-        return torch.from_numpy(observe.self_features(step.dying_state.as_numpy(), self.jobs, self.config))
+        return torch.from_numpy(observe.self_features(step.dying_state, self.jobs, self.config))
 
     # -- actions ---------------------------------------------------------------------------
     def check_actions(self, actions: Actions) -> Actions:
@@ -144,7 +157,7 @@ class Economy:
     def _checked_arrays(self, actions: Actions) -> Actions:
         """`check_actions` with NumPy arrays out, for the stages. The common case costs a few array
         calls: all float keys are checked and clipped as one matrix."""
-        n, num_jobs = self.state.num_slots, self.config.num_jobs
+        n, num_jobs = self._arrays.num_slots, self.config.num_jobs
         columns = []
         for key, width in self._float_widths:
             value = _as_array(getattr(actions, key), key)
@@ -178,7 +191,7 @@ class Economy:
     def _refuse(self, bad_rows, key, problem, value):
         if bad_rows.any():
             row = int(np.flatnonzero(bad_rows)[0])
-            agent = f"agent_{int(self.state.agent_ids[row])}"
+            agent = f"agent_{int(self._arrays.agent_ids[row])}"
             shown = value[row].tolist()
             what = "nan" if problem == "not finite" and any(math.isnan(v) for v in np.ravel(shown)) else problem
             raise ValueError(f"{agent}: action '{key}' is {what} (got {shown}); expected "
@@ -221,7 +234,7 @@ class Economy:
         # The step's NumPy arrays: a few microseconds per figure.
         after_trade = trade.allocation.numpy()
         return {
-            "step": self.state.step,
+            "step": self._arrays.step,
             "totals": after_trade.sum(axis=0),
             "produced": produced.sum(axis=0),
             "consumed": consumed.sum(axis=0),
@@ -262,10 +275,10 @@ class Economy:
         state = EconomyState(**snapshot["state"])
         if state.num_slots != self.config.num_agents:
             raise ValueError(f"snapshot has {state.num_slots} agent slots, config num_agents={self.config.num_agents}")
-        self.state = state
+        self._set_state(state.as_numpy())
         self.generator.set_state(snapshot["generator"])
         self._last_trade = snapshot["last_trade"]
-        self.observation = observe.observe(state.as_numpy(), snapshot["peer_index"].numpy(), self.jobs, self.config)
+        self.observation = observe.observe(self._arrays, snapshot["peer_index"].numpy(), self.jobs, self.config)
         self._stats_inputs, self._last_stats = None, None
 
 
