@@ -185,12 +185,12 @@ class HomoEconEnv(ParallelEnv):
         return self._step_dicts(out)
 
     def _step_dicts(self, out: StepOutput):
-        acting, state = self._slot_names, self.economy.state
+        acting, state = self._slot_names, self.economy.state_arrays
         cause = out.death_cause.numpy()
         dead_slots = np.flatnonzero(cause).tolist()
         born_slots = np.flatnonzero(out.births.born.numpy()).tolist()
         new_names = list(acting)
-        for slot, k in zip(born_slots, state.agent_ids.numpy()[born_slots].tolist()):
+        for slot, k in zip(born_slots, state.agent_ids[born_slots].tolist()):
             new_names[slot] = f"agent_{k}"
         observation = out.observation
         obs = self._observation_dict(observation, acting)
@@ -207,7 +207,7 @@ class HomoEconEnv(ParallelEnv):
                 infos[name] = {"death_cause": DEATH_CAUSES[code]}
         if born_slots:
             obs.update(self._observation_dict(observation, [new_names[s] for s in born_slots], born_slots))
-            generation = state.generation.numpy()[born_slots].tolist()
+            generation = state.generation[born_slots].tolist()
             parents = out.births.parent_slots.numpy()[born_slots].tolist()
             for slot, born_generation, parent_slots in zip(born_slots, generation, parents):
                 name = new_names[slot]
@@ -217,9 +217,8 @@ class HomoEconEnv(ParallelEnv):
                 infos[name] = {"born": True, "parents": tuple(acting[p] for p in parent_slots if p >= 0),
                                "generation": born_generation}
         self._slot_names = new_names
-        alive = state.alive.numpy()
-        self.agents = [] if out.truncated else (list(new_names) if alive.all() else
-                                                [name for name, live in zip(new_names, alive.tolist()) if live])
+        self.agents = [] if out.truncated else (list(new_names) if state.alive.all() else
+                                                [name for name, live in zip(new_names, state.alive.tolist()) if live])
         return obs, rewards, terminations, truncations, infos
 
     def _observation_dict(self, observation, names, slots=None) -> dict:

@@ -98,6 +98,11 @@ class Economy:
             self._tensors = self._arrays.as_torch()
         return self._tensors
 
+    @property
+    def state_arrays(self) -> Optional[EconomyState]:
+        """The same state as NumPy arrays: what the stages compute on (read it, do not write it)."""
+        return self._arrays
+
     def _set_state(self, arrays: EconomyState) -> None:
         self._arrays, self._tensors = arrays, None
 

@@ -70,7 +70,9 @@ def draw_parents(fitness, eligible, count, generator) -> np.ndarray:
     target = second_draw * (total - first_weight)
     target = np.where(target >= first_start, target + first_weight, target)
     second = np.minimum(np.searchsorted(cumulative, target, side="right"), last)
-    second = np.where(second == first, (first + 1) % (last + 1), second)  # guards float ties only
+    tied = second == first
+    if tied.any():  # float ties only: take the next eligible slot
+        second = np.where(tied, (first + 1) % (last + 1), second)
     return eligible_slots[np.stack([first, second], axis=1)]
 
 
@@ -109,32 +111,32 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         generation = state.generation[parent_slots].max(axis=1) + 1
         parent_ids = state.agent_ids[parent_slots]
     ids = random_ids(count, config.id_dim, generator)
-
-    def newborn_rows(values, fill):
-        """A copy of ``values`` [N, ...] with the newborns' rows set to ``fill``."""
-        result = values.copy()
-        result[slots] = fill
-        return result
-
-    new_state = state.replace(
-        holdings=newborn_rows(holdings, endowment),
-        ages=newborn_rows(state.ages, 0),
-        utility_weights=newborn_rows(state.utility_weights, tastes),
-        id_vectors=newborn_rows(state.id_vectors, ids),
-        broadcast=newborn_rows(state.broadcast, 0.0),
-        effort=newborn_rows(state.effort, 0.0),
-        job=newborn_rows(state.job, -1),
-        lifetime_reward=newborn_rows(state.lifetime_reward, 0.0),
-        generation=newborn_rows(state.generation, generation),
-        agent_ids=newborn_rows(state.agent_ids, np.arange(state.next_id, state.next_id + count)),
-        parent_ids=newborn_rows(state.parent_ids, parent_ids),
-        parent_slots=newborn_rows(state.parent_slots, parent_slots),
+    new_state = EconomyState(
+        holdings=_with_rows(holdings, slots, endowment),
+        ages=_with_rows(state.ages, slots, 0),
+        utility_weights=_with_rows(state.utility_weights, slots, tastes),
+        id_vectors=_with_rows(state.id_vectors, slots, ids),
+        broadcast=_with_rows(state.broadcast, slots, 0.0),
+        effort=_with_rows(state.effort, slots, 0.0),
+        job=_with_rows(state.job, slots, -1),
+        lifetime_reward=_with_rows(state.lifetime_reward, slots, 0.0),
+        generation=_with_rows(state.generation, slots, generation),
+        agent_ids=_with_rows(state.agent_ids, slots, np.arange(state.next_id, state.next_id + count)),
+        parent_ids=_with_rows(state.parent_ids, slots, parent_ids),
+        parent_slots=_with_rows(state.parent_slots, slots, parent_slots),
         alive=state.alive | dead,
+        step=state.step,
         next_id=state.next_id + count,
     )
-    all_parent_slots = np.full((n, 2), NO_PARENT, dtype=np.int64)
-    all_parent_slots[slots] = parent_slots
+    all_parent_slots = _with_rows(np.full((n, 2), NO_PARENT, dtype=np.int64), slots, parent_slots)
     return new_state, Births(dead.copy(), all_parent_slots, count if founders else 0)
+
+
+def _with_rows(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
+    """A copy of ``values`` [N, ...] with ``rows`` set to ``fill``."""
+    result = values.copy()
+    result[rows] = fill
+    return result
 
 
 def inherit_tastes(parent_tastes, generator, config: EconomyConfig) -> np.ndarray:
