@@ -67,7 +67,7 @@ class RunArgs:
     run_dir: Optional[str] = None  # output folder; default runs/<run_name>
     checkpoint_every: int = 1000  # env steps between checkpoints (one is always written at the end)
     log_every: int = 10  # env steps between scalar logs (most scalars averaged over the interval)
-    dashboard_every: int = 500  # env steps between dashboard images and histograms; 0 = never
+    dashboard_every: int = 1000  # env steps between dashboard images and histograms (about 1.5 s each); 0 = never
     resume: Optional[str] = None  # run folder to continue bit-exactly from its checkpoint.pt and config.json
     threads: int = 1  # torch CPU threads (one is fastest for the small batched ops here)
 

@@ -401,7 +401,8 @@ def _newton_direction(economy: _Economy, market: _Market):
     inverse_binding_weight = np.divide(1.0, _sum_over_goods(active_weights), out=np.zeros(active.shape[1]),
                                        where=market.log_multipliers > 0)  # [N] 1 / W_i, 0 for slack agents
     ridge = 1e-12 * _sum_over_agents(market.marginal_ratio)  # times lambda: 1e-12 sum_i (1 + mu_i) w_ir / lambda_r
-    regularised = np.diag(_sum_over_agents(one_plus_x) + ridge) - (one_plus_x * inverse_binding_weight) @ active_weights.T
+    regularised = (one_plus_x * -inverse_binding_weight) @ active_weights.T  # minus the coupling, [R, R]
+    regularised.flat[::lam.shape[0] + 1] += _sum_over_agents(one_plus_x) + ridge  # plus the diagonal
     try:
         direction = _solve_small(regularised / lam, market.excess)  # H_rq = (diag - coupling)_rq / lambda_q
     except np.linalg.LinAlgError:

@@ -29,10 +29,14 @@ class Observation:
 
 def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig) -> np.ndarray:
     """[N, S] float32 own features of every slot (the layout in the module docstring); NumPy state."""
-    n = state.num_slots
-    columns = [state.holdings, (state.ages / config.max_age)[:, None], state.effort[:, None], state.utility_weights,
-               state.broadcast, state.id_vectors, np.broadcast_to(season_features(jobs, state.step), (n, 2 * len(jobs.period)))]
-    return np.concatenate(columns, axis=1, dtype=np.float32)
+    columns = (state.holdings, (state.ages / config.max_age)[:, None], state.effort[:, None], state.utility_weights,
+               state.broadcast, state.id_vectors, season_features(jobs, state.step)[None, :])  # the season: every row
+    features = np.empty((state.num_slots, sum(column.shape[1] for column in columns)), dtype=np.float32)
+    start = 0
+    for column in columns:
+        features[:, start:start + column.shape[1]] = column
+        start += column.shape[1]
+    return features
 
 
 def public_features(state: EconomyState) -> np.ndarray:
