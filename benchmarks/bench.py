@@ -57,7 +57,9 @@ def timed(step, seconds: float, windows: int = 5, min_steps: int = 3) -> dict:
     return {"steps_per_sec": rates[len(rates) // 2], "best_steps_per_sec": rates[-1], "steps": total}
 
 
-def run_workload(kind: str, n: int, seconds: float) -> dict:
+def make_step(kind: str, n: int):
+    """A callable that runs one unit of workload `kind` at N = n: an env step (dict, core, train) or
+    one market clearing (trade, which returns its TradeResult). Everything is built and warm."""
     import torch
     from homoecon_env.core import Economy
     config = config_for(n)
@@ -74,22 +76,18 @@ def run_workload(kind: str, n: int, seconds: float) -> dict:
         def dict_step():
             clock["t"] += 1
             row = pool[clock["t"] % len(pool)]
-            env.step({agent: row[i] for i, agent in enumerate(env.agents)})
+            return env.step({agent: row[i] for i, agent in enumerate(env.agents)})
 
-        return timed(dict_step, seconds)
+        return dict_step
     economy = Economy(config)
     observation = economy.reset(0)
     if kind == "core":
-        return timed(lambda: economy.step(random_actions(economy, generator)), seconds)
+        return lambda: economy.step(random_actions(economy, generator))
     if kind == "trade":
         from homoecon_env.trade import clear_market
         out = economy.step(random_actions(economy, generator))
         weights = torch.rand(n, config.num_resources, generator=generator, dtype=torch.float64)
-        timing = timed(lambda: clear_market(out.pre_trade, weights), seconds)
-        result = clear_market(out.pre_trade, weights)
-        return {"seconds_per_clear": 1.0 / timing["steps_per_sec"], "best_seconds_per_clear": 1.0 / timing["best_steps_per_sec"],
-                "iterations": result.iterations, "init_iterations": result.init_iterations, "steps": timing["steps"],
-                "ir_violation": result.ir_violation, "conservation_error": result.conservation_error}
+        return lambda: clear_market(out.pre_trade, weights)
     from agents import LearnerConfig, make_learner
     learner = make_learner("reinforce", config, LearnerConfig())
     state = {"observation": observation}
@@ -101,7 +99,18 @@ def run_workload(kind: str, n: int, seconds: float) -> dict:
         economy.last_stats  # train.py averages the economy's figures over every step
         state["observation"] = out.observation
 
-    return timed(train_step, seconds)
+    return train_step
+
+
+def run_workload(kind: str, n: int, seconds: float) -> dict:
+    step = make_step(kind, n)
+    timing = timed(step, seconds)
+    if kind != "trade":
+        return timing
+    result = step()
+    return {"seconds_per_clear": 1.0 / timing["steps_per_sec"], "best_seconds_per_clear": 1.0 / timing["best_steps_per_sec"],
+            "iterations": result.iterations, "init_iterations": result.init_iterations, "steps": timing["steps"],
+            "ir_violation": result.ir_violation, "conservation_error": result.conservation_error}
 
 
 def worker(kind: str, n: int, seconds: float, threads: int) -> None:
