@@ -53,6 +53,7 @@ from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from homoecon_env.config import EconomyConfig, Job
 from homoecon_env.core import Economy
 from homoecon_env.diagnostics import metrics, plots
+from homoecon_env.diagnostics.painter import BackgroundPainter
 from homoecon_env.files import atomic_write_text
 
 
@@ -331,12 +332,14 @@ class Recorder:
         self.sums, self.count, self.learned, self.learner_count, self.ir_violation = {}, 0, {}, 0, 0.0
         return scalars
 
-    def snapshot(self, writer: SummaryWriter, step: int, economy: Economy, observation, actions, out, attention) -> None:
-        """Histograms of the population and the dashboard image (DESIGN.md section 6).
+    def snapshot(self, writer: SummaryWriter, step: int, economy: Economy, observation, actions, out, attention,
+                 painter: BackgroundPainter) -> None:
+        """Histograms of the population, and the dashboard image handed to ``painter`` (DESIGN.md
+        section 6; `write_images` logs it once drawn).
 
         Ages, wealth and tastes are the population after the step; broadcasts, jobs, attention and
-        trades are what the agents that acted in it did. The dashboard takes 1.5-3 s to draw at 50
-        agents, hence its own, sparser cadence."""
+        trades are what the agents that acted in it did. The dashboard takes about 1.5 s to draw at 50
+        agents, so a worker process draws it while training goes on."""
         state, config = economy.state, self.config
         writer.add_histogram("population/ages", state.ages, step)
         writer.add_histogram("economy/wealth", state.holdings.sum(dim=1), step)
@@ -352,8 +355,13 @@ class Recorder:
                        holdings_after=out.trade.allocation.numpy())
         if "attention_entropy" in history and np.isnan(history["attention_entropy"]).all():
             del history["attention_entropy"]
-        image = plots.figure_to_rgb(plots.dashboard(history, title=f"step {step}"))
-        writer.add_image("dashboard", image, step, dataformats="HWC")
+        painter.submit(step, history, f"step {step}")
+
+    @staticmethod
+    def write_images(writer: SummaryWriter, painter: BackgroundPainter, wait: bool = False) -> None:
+        """Log the dashboards drawn so far (all of them with ``wait``) at the steps they show."""
+        for step, image in painter.finished(wait):
+            writer.add_image("dashboard", image, step, dataformats="HWC")
 
     def state_dict(self) -> dict:
         return {"sums": self.sums, "count": self.count, "learned": self.learned,
@@ -436,6 +444,7 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
             "economy": economy.state_dict(), "rng": rng_states(), "recorder": recorder.state_dict()})
         last_checkpoint = step
 
+    painter = BackgroundPainter(plots.dashboard_image)
     recorder.start_clock(step)
     progress = tqdm(total=args.steps, initial=step, desc=settings.run.run_name, unit="step", dynamic_ncols=True,
                     mininterval=0.5)
@@ -461,15 +470,18 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
             attention = None if attention is None else attention.detach()
             if step % args.log_every == 0:
                 scalars = recorder.write(writer, step, actions.broadcast, attention, observation.peer_mask)
+                recorder.write_images(writer, painter)
                 progress.set_postfix(reward=f"{scalars['reward/mean']:.4f}", refresh=False)
             if args.dashboard_every and step % args.dashboard_every == 0:
-                recorder.snapshot(writer, step, economy, observation, actions, out, attention)
+                recorder.snapshot(writer, step, economy, observation, actions, out, attention, painter)
             observation = out.observation
 
             if step % args.checkpoint_every == 0 or step == args.steps:
                 checkpoint()
             progress.update(1)
+        recorder.write_images(writer, painter, wait=True)
     finally:
+        painter.close()
         progress.close()
         writer.close()
     return run_dir

@@ -777,6 +777,11 @@ def dashboard(history: Mapping[str, Any], title: str | None = None) -> Figure:
 # --------------------------------------------------------------------------- output
 
 
+def dashboard_image(history: Mapping[str, Any], title: str | None = None) -> np.ndarray:
+    """:func:`dashboard` rendered to pixels [H, W, 3] uint8 (for TensorBoard)."""
+    return figure_to_rgb(dashboard(history, title))
+
+
 def figure_to_rgb(figure: Figure) -> np.ndarray:
     """Render a figure with the Agg canvas and return its pixels [H, W, 3] uint8."""
     canvas = FigureCanvasAgg(figure)
