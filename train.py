@@ -70,7 +70,7 @@ class RunArgs:
     log_every: int = 10  # env steps between scalar logs (most scalars averaged over the interval)
     dashboard_every: int = 1000  # env steps between dashboard images and histograms (about 1.5 s each); 0 = never
     resume: Optional[str] = None  # run folder to continue bit-exactly from its checkpoint.pt and config.json
-    threads: int = 1  # torch CPU threads (one is fastest for the small batched ops here)
+    threads: Optional[int] = None  # torch CPU threads; default 1 up to 1,000 agents (per-call overhead rules), else every core
 
 
 RESUMABLE = ("steps", "checkpoint_every", "log_every", "dashboard_every", "threads")  # may change on --resume
@@ -185,7 +185,7 @@ def _build(parser, groups, name: str, make):
 def _check_run(parser, args: RunArgs) -> None:
     for name, low in (("steps", 1), ("seed", 0), ("checkpoint_every", 1), ("log_every", 1),
                       ("dashboard_every", 0), ("threads", 1)):
-        if getattr(args, name) < low:
+        if getattr(args, name) is not None and getattr(args, name) < low:
             parser.error(f"argument {flag(name)}: must be an int >= {low}, got {getattr(args, name)}")
 
 
@@ -402,7 +402,7 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
     """
     args, run_dir = settings.run, settings.run.run_dir
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or (1 if settings.economy.num_agents <= 1000 else os.cpu_count() or 1))
     seed_everything(args.seed)
 
     # Build the economy, the learner and the recorder; restore them when resuming.

@@ -257,3 +257,17 @@ def test_nan_loss_exits_nonzero_from_main(tmp_path, monkeypatch):
         train.main(["--steps", "40", "--run-dir", str(tmp_path / "run"), *TINY, "--dashboard-every", "0"])
     message = str(stopped.value.code)
     assert message.startswith("train.py: error: step 13:") and "agent_5" in message
+
+
+@pytest.mark.parametrize("flags, expected", [([], 1), (["--threads", "2"], 2)])
+def test_torch_threads_default_to_one_for_small_economies(tmp_path, flags, expected):
+    """Per-call overhead rules up to 1,000 agents, where extra threads only add synchronisation."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        settings = train.parse_args(["--steps", "2", "--run-dir", str(tmp_path / "run"), *TINY,
+                                     "--dashboard-every", "0", *flags])
+        train.train(settings)
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
