@@ -107,22 +107,32 @@ def test_reproduction_conserves_goods_and_fills_dead_slots():
 
 
 def test_fitter_agents_are_drawn_as_parents_more_often():
-    g = torch.Generator().manual_seed(0)
     fitness = np.array([0.0, 1.0, 2.0, 10.0], dtype=np.float64)
-    picks = lifecycle.draw_parents(fitness, np.ones(4, dtype=bool), 20000, g)
+    picks = lifecycle.draw_parents(fitness, np.ones(4, dtype=bool), np.random.default_rng(0).random((20000, 2)))
+    assert (picks[:, 0] != picks[:, 1]).all()
     counts = np.bincount(picks.reshape(-1), minlength=4)
     assert counts[3] > counts[2] > counts[1] > counts[0]
 
 
 def test_mutation_has_the_configured_scale():
     config = EconomyConfig(mutation=0.1)
-    g = torch.Generator().manual_seed(1)
+    rng = np.random.default_rng(1)
     parent = np.full((20000, 2), 0.5)
-    child = lifecycle.inherit_tastes(np.stack([parent, parent], axis=1), g, config)
+    blend, noise = rng.random((20000, 1)), rng.standard_normal((20000, 2))
+    child = lifecycle.inherit_tastes(np.stack([parent, parent], axis=1), blend, noise, config)
     log_ratio = np.log(child[:, 0] / child[:, 1])  # difference of two N(0, 0.1^2) draws
     assert log_ratio.std() == pytest.approx(0.1 * math.sqrt(2), rel=0.03)
-    homogeneous = lifecycle.inherit_tastes(np.stack([parent, parent], axis=1), g, EconomyConfig(heterogeneous_tastes=False))
+    homogeneous = lifecycle.inherit_tastes(np.stack([parent, parent], axis=1), blend, noise,
+                                           EconomyConfig(heterogeneous_tastes=False))
     assert np.array_equal(homogeneous, parent)
+
+
+def test_child_tastes_blend_the_parents_by_the_drawn_weight():
+    config = EconomyConfig(mutation=0.1)
+    parents = np.array([[[0.9, 0.1], [0.2, 0.8]]] * 3)  # [3 children, 2 parents, R]
+    blend = np.array([[1.0], [0.0], [0.25]])
+    child = lifecycle.inherit_tastes(parents, blend, np.zeros((3, 2)), config)  # no mutation noise
+    np.testing.assert_allclose(child, [[0.9, 0.1], [0.2, 0.8], [0.375, 0.625]], rtol=1e-9)
 
 
 @pytest.mark.parametrize("n, k", [(50, 49), (200, 16), (30, 20), (10_000, 32)])

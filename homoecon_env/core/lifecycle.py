@@ -50,12 +50,13 @@ class Births:
     founders: int  # newborns without parents (fewer than two survivors)
 
 
-def draw_parents(fitness, eligible, count, generator) -> np.ndarray:
-    """[count, 2] slots of two distinct eligible parents per child, drawn proportional to fitness.
+def draw_parents(fitness, eligible, uniforms) -> np.ndarray:
+    """[C, 2] slots of two distinct eligible parents per child, drawn proportional to fitness.
 
-    Fitness is shifted to be positive: p ~ fitness - min + 1e-6 over eligible slots. Both draws are
-    inverse-CDF lookups (O(count log E)); the second skips the first parent's interval of the CDF,
-    which is exact sampling without replacement.
+    ``uniforms`` [C, 2] are draws on [0, 1), one pair per child. Fitness is shifted to be positive:
+    p ~ fitness - min + 1e-6 over eligible slots. Both draws are inverse-CDF lookups (O(C log E));
+    the second skips the first parent's interval of the CDF, which is exact sampling without
+    replacement.
     """
     eligible_slots = np.flatnonzero(eligible)
     score = fitness[eligible_slots]
@@ -63,7 +64,7 @@ def draw_parents(fitness, eligible, count, generator) -> np.ndarray:
     cumulative = np.cumsum(weight)
     total = cumulative[-1]
     last = eligible_slots.size - 1
-    first_draw, second_draw = uniform(generator, count, 2).T
+    first_draw, second_draw = uniforms.T
     first = np.minimum(np.searchsorted(cumulative, first_draw * total, side="right"), last)
     first_weight = weight[first]
     first_start = cumulative[first] - first_weight
@@ -100,9 +101,12 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         endowment = random_holdings(count, config, generator)
         generation = np.zeros(count, dtype=np.int64)
         parent_ids = parent_slots
+        ids = random_ids(count, config.id_dim, generator)
     else:
-        parent_slots = draw_parents(state.lifetime_reward, survivors, count, generator)  # [D, 2]
-        tastes = inherit_tastes(state.utility_weights[parent_slots], generator, config)
+        draws = uniform(generator, count, 3 + config.id_dim)  # per child: parents 2 | taste blend 1 | id D
+        parent_slots = draw_parents(state.lifetime_reward, survivors, draws[:, :2])  # [D, 2]
+        tastes = inherit_tastes(state.utility_weights[parent_slots], draws[:, 2:3],
+                                normal(generator, count, config.num_resources), config)
         children_per_parent = np.bincount(parent_slots.ravel(), minlength=n)  # [N]
         given = 1.0 - (1.0 - config.parent_share) ** children_per_parent  # [N] fraction of holdings given
         gift_per_child = holdings * (given / np.maximum(children_per_parent, 1))[:, None]  # [N, R]
@@ -110,7 +114,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         holdings = holdings * (1.0 - given)[:, None]
         generation = state.generation[parent_slots].max(axis=1) + 1
         parent_ids = state.agent_ids[parent_slots]
-    ids = random_ids(count, config.id_dim, generator)
+        ids = draws[:, 3:] * 2 - 1  # uniform on [-1, 1], as random_ids
     new_state = EconomyState(
         holdings=_with_rows(holdings, slots, endowment),
         ages=_with_rows(state.ages, slots, 0),
@@ -139,12 +143,12 @@ def _with_rows(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
     return result
 
 
-def inherit_tastes(parent_tastes, generator, config: EconomyConfig) -> np.ndarray:
-    """[D, R] child tastes from parent tastes [D, 2, R]: random blend, log-normal mutation, renormalised."""
+def inherit_tastes(parent_tastes, blend, noise, config: EconomyConfig) -> np.ndarray:
+    """[D, R] child tastes from parent tastes [D, 2, R]: the blend [D, 1] (uniform draws) of the two,
+    mutated log-normally by standard normal ``noise`` [D, R], renormalised. Homogeneous tastes
+    are inherited unchanged."""
     if not config.heterogeneous_tastes:
         return parent_tastes[:, 0]
-    count, _, num_resources = parent_tastes.shape
-    blend = uniform(generator, count, 1)
     child = blend * parent_tastes[:, 0] + (1.0 - blend) * parent_tastes[:, 1]
-    child = child * np.exp(config.mutation * normal(generator, count, num_resources)) + 1e-12
+    child = child * np.exp(config.mutation * noise) + 1e-12
     return child / child.sum(axis=1, keepdims=True)
