@@ -52,9 +52,11 @@ exact for each price vector:
   function, in closed form: the least root of its lines, for all agents at once). With mu = 0 this is the water-filling (no-IR) optimum.
 - The dual function of prices, Phi(lambda) = sum_i max_x [u_i - lambda.x] + lambda.s, is convex
   in R variables, and its gradient is minus the excess demand. Prices take Newton steps on it
-  (the Hessian is an R x R sum of per-agent compensated demand slopes) with a line search on the
+  (the Hessian is an R x R sum of per-agent compensated demand slopes), taken in 1 / lambda (where
+  the demand of agents whose IR does not bind is piecewise linear), with a line search on the
   directional derivative, falling back to diagonally scaled excess demand when a Newton step
-  cannot lower Phi. They stop when the KKT residual of the *returned* allocation is below ``tol``.
+  cannot lower Phi. They stop once the clearing error is below max(1e-3 tol, min(0.05 tol, 5e-11))
+  and the KKT residual of the *returned* allocation is below ``tol``.
 - The first prices are the warm start's (``prices * price_scale``, the previous call's
   multipliers) where they price every traded good, otherwise the water-filling prices for the
   warm-start multipliers. The line search tries the full step first (capped so that no price
@@ -69,8 +71,8 @@ steps on welfare minus a quadratic penalty on IR violations. Its IR violation is
 Every pgd and newton allocation is returned exactly conserving (each good rescaled to its supply;
 a relative fix is exact for small holders next to large ones, where the Euclidean projection's
 uniform shift is not) and individually rational (blended towards the endowment where an iteration
-cap or rounding left a violation above min(1e-3 tol, 1e-10)); ``converged`` says whether its KKT
-residual is <= ``tol``.
+cap or rounding left a violation above min(1e-3 tol, 1e-10), for newton and pgd's dual start
+min(0.1 tol, 1e-10)); ``converged`` says whether its KKT residual is <= ``tol``.
 
 Conventions: a good nobody holds (s_r = 0) and a good nobody values (all w_ir = 0) are not traded
 and have price 0 (their conservation multiplier is not unique); the first stays at 0 for everyone,
@@ -82,6 +84,7 @@ inputs may be torch tensors or arrays, outputs are float64 torch tensors on the 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -99,7 +102,7 @@ LINE_SEARCH_SLOPE = 0.5  # a line search stops where |slope| <= this times the s
 MAX_PRICE_GROWTH = 3.0  # a line search's first trial raises no price more than (1 + this) fold
 MAX_ENUMERATED_GOODS = 3  # IR multipliers by enumerating the 2^R - 1 sets of goods up to this R,
 ENUMERATION_BUDGET = 1 << 12  # or while N 2^R is at most this; by sorting the goods otherwise
-IR_ALLOWANCE = 1e-10  # largest IR violation (utility) left unrepaired, with 1e-3 * tol when smaller
+IR_ALLOWANCE = 1e-10  # largest IR violation (utility) left unrepaired, with 1e-3 tol (newton: 0.1 tol) when smaller
 MAX_LOG_MULTIPLIER = 200.0  # log(1 + mu) is capped so that (1 + mu) w / lambda stays finite
 PGD_MAX_ITER = 20_000  # projected-gradient iterations when max_iter is None
 AL_PENALTY = 10.0  # augmented-Lagrangian penalty rho_i = AL_PENALTY (1 + mu_i) / sum_r w_ir
@@ -110,6 +113,7 @@ MAX_INNER = 1_000  # FISTA iterations between multiplier updates, at most
 LIPSCHITZ_DECAY = 0.9  # each step first tries 0.9 times the last Lipschitz estimate
 MAX_BACKTRACKS = 60  # doublings of the Lipschitz estimate per step, at most
 EPS = np.finfo(np.float64).eps
+_SUBNORMAL = np.finfo(np.float64).smallest_subnormal
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
     w, _ = _as_matrix("weights", weights)
     if e.shape != w.shape:
         raise ValueError(f"weights: shape {w.shape[::-1]} differs from holdings shape {e.shape[::-1]}")
-    if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
+    if not (isinstance(tol, (int, float, np.floating)) and math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: {tol!r}; expected a finite number > 0")
     for name, cap in (("max_iter", max_iter), ("init_max_iter", init_max_iter)):
         if cap is not None and (not isinstance(cap, (int, np.integer)) or isinstance(cap, bool) or cap < 1):
@@ -206,7 +210,8 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
         else:
             x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
             diagnostics = _diagnostics(market, x, lam, mu)
-        if not (np.isfinite(x).all() and np.isfinite(lam).all() and np.isfinite(mu).all()):
+        # One sum is finite exactly when every term is (short of overflow, where no trade is also safe).
+        if not math.isfinite(float(np.add.reduce(x, axis=None)) + sum(lam.tolist()) + float(np.add.reduce(mu, axis=None))):
             # Last line of defence, never expected: no trade is conserving and individually rational.
             x, lam, mu = e.copy(), np.zeros(num_goods), np.zeros(num_agents)
             diagnostics = {**_diagnostics(market, x, lam, mu), "kkt_residual": np.inf}
@@ -236,8 +241,8 @@ class _MarketData(NamedTuple):
 
 
 def _market_data(e: np.ndarray, w: np.ndarray) -> _MarketData:
-    supply = e.sum(axis=1)
-    return _MarketData(e, w, supply, (supply > 0) & (w > 0).any(axis=1), _utility(w, e))
+    supply = _sum_over_agents(e)
+    return _MarketData(e, w, supply, (supply > 0) & (np.maximum.reduce(w, axis=1, initial=0.0) > 0), _utility(w, e))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,42 +304,46 @@ class _Economy(NamedTuple):
 
     The IR multipliers have a closed form (``_respond``): z_i = min over nonempty sets S of goods
     of (u_i(e_i) - sum_S w a) / sum_S w with a = log w - log lambda. With few goods the K = 2^R - 1
-    sets are enumerated: z_iS = ``subset_offset`` [K, N] + ``subset_inverse`` [K, N] sum_S w log lambda,
-    with offset (u_i(e_i) - sum_S w log w) / sum_S w and inverse 1 / sum_S w, arranged so that a
-    set of goods the agent does not value never wins (offset +inf, inverse 0) and an agent with
-    u_i(e_i) = 0, never IR-binding, gets z = -inf (offset -inf). With many goods
-    only the R sets of best-valued goods are tried, after sorting (``subset_offset`` None).
+    sets are enumerated, each a line in log lambda: z_iS = ``line_offset`` [S, i] +
+    sum_r ``line_slopes`` [r, S, i] log lambda_r, with slopes w_ir / sum_S w (r in S) and offset
+    (u_i(e_i) - sum_S w log w) / sum_S w, arranged so that a set of goods the agent does not value
+    never wins (offset +inf, slopes 0) and an agent with u_i(e_i) = 0, never IR-binding, gets
+    z = -inf (offset -inf). A last line, the constant MAX_LOG_MULTIPLIER, caps z. With many goods
+    only the R sets of best-valued goods are tried, after sorting (``line_offset`` None, and
+    ``log_weights`` and ``weighted_log_weights`` set).
     """
 
     weights: np.ndarray
-    weighted_log_weights: np.ndarray  # w log w, 0 where w = 0
-    log_weights: np.ndarray  # 0 where not valued
     supply: np.ndarray  # [R_traded]
-    endowment_utility: np.ndarray  # [N]
-    subsets: Optional[np.ndarray]  # [K, R] 0/1
-    subset_offset: Optional[np.ndarray]  # [K, N]
-    subset_inverse: Optional[np.ndarray]  # [K, N]
+    supply_list: list  # the same, Python floats
+    line_offset: Optional[np.ndarray]  # [K + 1, N]
+    line_slopes: Optional[np.ndarray]  # [R_traded, K + 1, N]
     target: np.ndarray  # [N] u_i(e_i), -inf where 0 (never IR-binding)
+    log_weights: Optional[np.ndarray]  # 0 where not valued
+    weighted_log_weights: Optional[np.ndarray]  # w log w, 0 where w = 0
+    scratch: np.ndarray  # [R_traded + 1, N] working space of _newton_direction, last row ones
 
 
 def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndarray) -> _Economy:
-    valued = weights > 0
-    log_weights = np.log(np.where(valued, weights, 1.0))
-    weighted_log_weights = weights * log_weights
+    log_weights = np.log(np.where(weights > 0, weights, 1.0))
     num_goods, num_agents = weights.shape
-    can_bind = endowment_utility > 0
-    target = np.where(can_bind, endowment_utility, -np.inf)
-    subsets = offset = inverse = None
-    if num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET:
-        subsets = _subsets(num_goods)  # [K, R]
-        # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
-        subset_weight = np.einsum("kr,rn->kn", subsets, weights)  # [K, N]
-        valued_set = subset_weight > 0
-        inverse = np.divide(1.0, subset_weight, out=np.zeros(subset_weight.shape), where=valued_set)
-        offset = np.where(valued_set, (target - np.einsum("kr,rn->kn", subsets, weighted_log_weights)) * inverse, np.inf)
-        offset[:, ~can_bind] = -np.inf
-    return _Economy(weights, weighted_log_weights, log_weights, supply, endowment_utility, subsets, offset, inverse,
-                    target)
+    target = np.where(endowment_utility > 0, endowment_utility, -np.inf)
+    scratch = np.ones((num_goods + 1, num_agents))
+    if not (num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET):
+        return _Economy(weights, supply, supply.tolist(), None, None, target, log_weights, weights * log_weights, scratch)
+    subsets = _subsets(num_goods)  # [K, R]
+    num_sets = subsets.shape[0]
+    # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
+    subset_weight = np.einsum("kr,rn->kn", subsets, weights)  # [K, N]
+    valued_set = subset_weight > 0
+    inverse = np.divide(1.0, subset_weight, out=np.zeros(subset_weight.shape), where=valued_set)
+    slopes = np.zeros((num_goods, num_sets + 1, num_agents))  # the last line, the cap, is flat
+    np.multiply(subsets.T[:, :, None], weights[:, None, :] * inverse, out=slopes[:, :num_sets])
+    offset = np.full((num_sets + 1, num_agents), MAX_LOG_MULTIPLIER)
+    # (u(e) - sum_S w log w) / sum_S w; a set nobody values: +inf, or -inf (with every set) where u(e) = 0
+    offset[:num_sets] = np.where(valued_set, target * inverse - np.einsum("rkn,rn->kn", slopes[:, :num_sets], log_weights),
+                                 target * np.inf)
+    return _Economy(weights, supply, supply.tolist(), offset, slopes, target, None, None, scratch)
 
 
 @functools.lru_cache(maxsize=None)
@@ -366,20 +375,24 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
     The best line at any z is that of the goods with a > -z, the R sets of best-valued goods, which
     is all that is tried when there are too many goods to enumerate the sets.
     """
-    log_prices = np.log(prices)
-    if economy.subset_offset is not None:
-        spent = np.einsum("kr,rn->kn", economy.subsets * log_prices, economy.weights)  # sum_S w log lambda
-        z = np.minimum.reduce(economy.subset_offset + spent * economy.subset_inverse, axis=0)
+    if economy.line_offset is not None:  # the least of the lines, the cap among them
+        z = economy.line_offset
+        for slopes, log_price in zip(economy.line_slopes, np.log(prices).tolist()):
+            z = z + slopes * log_price
+        z = np.minimum.reduce(z, axis=0)
     else:
+        log_prices = np.log(prices)
         a = economy.log_weights - log_prices[:, None]
         order = np.argsort(np.where(economy.weights > 0, -a, np.inf), axis=0)  # best-valued goods first
         line_weight = np.take_along_axis(economy.weights, order, axis=0).cumsum(axis=0)
         line_value = np.take_along_axis(economy.weighted_log_weights - economy.weights * log_prices[:, None], order,
                                         axis=0).cumsum(axis=0)
-        z = np.minimum.reduce((economy.target - line_value) / line_weight, axis=0)
-    z = np.minimum(np.maximum(z, 0.0), MAX_LOG_MULTIPLIER)
-    ratio = np.multiply.outer(1.0 / prices, np.exp(z)) * economy.weights
-    allocation = np.maximum(ratio - 1.0, 0.0)
+        z = np.minimum(np.minimum.reduce((economy.target - line_value) / line_weight, axis=0), MAX_LOG_MULTIPLIER)
+    z = np.maximum(z, 0.0, out=z)
+    ratio = np.multiply.outer(1.0 / prices, np.exp(z))
+    ratio *= economy.weights
+    allocation = ratio - 1.0
+    np.maximum(allocation, 0.0, out=allocation)
     demand = _sum_over_agents(allocation)
     return _Market(prices, z, ratio, allocation, demand, demand - economy.supply)
 
@@ -389,48 +402,62 @@ def _newton_direction(economy: _Economy, market: _Market):
 
     An agent with mu = 0 has d x_ir / d lambda_r = -(1 + x_ir) / lambda_r on its active goods; an
     IR-binding agent moves along its indifference surface, adding the symmetric rank-one term
-    (1 + x_ir) w_iq / (W_i lambda_q) with W_i its active weight. A tiny ridge (1e-12 times the
-    diagonal if every agent bought every good, which bounds the true diagonal) keeps flat
+    (1 + x_ir) w_iq / (W_i lambda_q) with W_i its active weight. A tiny ridge (1e-12 times
+    sum_i (1 + x_ir) over all agents, active or not, which bounds the true diagonal) keeps flat
     directions (perfectly inelastic demand) solvable; the line search then sets the length.
-    Returns (direction, excess . direction > 0).
+
+    The step p is then taken in eta = 1 / lambda, where the demand of agents with mu = 0 is
+    piecewise linear (exact once the active set settles): the Newton step in eta,
+    -J_eta^-1 excess = -p / lambda^2, moves lambda to lambda^2 / (lambda - p), so the direction is
+    p / (1 - p / lambda) (the ratio capped at 3/4), kept when it is still a descent direction.
+    Returns (direction [R] array, excess . direction > 0).
     """
-    lam = market.prices
+    prices, excess = market.prices.tolist(), market.excess.tolist()
+    num_goods, num_agents = market.allocation.shape
     active = market.allocation > 0
-    one_plus_x = market.marginal_ratio * active  # [R, N], 0 where x = 0
-    active_weights = economy.weights * active
-    inverse_binding_weight = np.divide(1.0, _sum_over_goods(active_weights), out=np.zeros(active.shape[1]),
-                                       where=market.log_multipliers > 0)  # [N] 1 / W_i, 0 for slack agents
-    ridge = 1e-12 * _sum_over_agents(market.marginal_ratio)  # times lambda: 1e-12 sum_i (1 + mu_i) w_ir / lambda_r
-    regularised = (one_plus_x * -inverse_binding_weight) @ active_weights.T  # minus the coupling, [R, R]
-    regularised.flat[::lam.shape[0] + 1] += _sum_over_agents(one_plus_x) + ridge  # plus the diagonal
+    one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N], 0 where x = 0
+    active_weights = np.where(active, economy.weights, 0.0)
+    # 1 / W_i for IR-binding agents, 0 for slack ones (whose W_i may be 0: divided by the least subnormal)
+    binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), _SUBNORMAL)
+    scaled = economy.scratch  # [R + 1, N]: the coupling's w_iq / W_i, and a row of ones for the diagonal
+    np.multiply(active_weights, binding, out=scaled[:num_goods])
+    sums = np.einsum("rn,qn->rq", one_plus_x, scaled).tolist()  # [R, R + 1]: the coupling, then the diagonal
+    ridge = [1e-12 * (held + num_agents) for held in market.demand.tolist()]
+    # H_rq = (diag + ridge - coupling)_rq / lambda_q
+    hessian = [[((row[num_goods] + ridge[r] if r == q else 0.0) - row[q]) / prices[q] for q in range(num_goods)]
+               for r, row in enumerate(sums)]
     try:
-        direction = _solve_small(regularised / lam, market.excess)  # H_rq = (diag - coupling)_rq / lambda_q
+        newton = _solve_small(hessian, excess)
     except np.linalg.LinAlgError:
-        direction = market.excess * lam / ridge
-    slope = float(market.excess @ direction)  # nan or inf unless the direction is finite
-    if not 0.0 < slope < np.inf:
-        direction = _diagonal_direction(market)  # always raises prices where demand exceeds
-        slope = float(market.excess @ direction)
-    return direction, slope
+        newton = [gap * price / bound for gap, price, bound in zip(excess, prices, ridge)]
+    for direction in ([p / (1.0 - min(p / price, 0.75)) for p, price in zip(newton, prices)], newton):
+        slope = sum([gap * p for gap, p in zip(excess, direction)])  # nan or inf unless the direction is finite
+        if 0.0 < slope < np.inf:
+            return np.array(direction), slope
+    direction = _diagonal_direction(market)  # always raises prices where demand exceeds
+    return direction, float(market.excess @ direction)
 
 
-def _solve_small(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """``np.linalg.solve`` for an R x R system; R <= 2 by Cramer's rule (forward stable for 2 x 2),
-    without the general routine's overhead. Raises ``np.linalg.LinAlgError`` when singular."""
-    size = vector.shape[0]
+def _solve_small(matrix, vector) -> list:
+    """``np.linalg.solve`` for an R x R system (nested lists or arrays), as a list; R <= 2 by
+    Cramer's rule (forward stable for 2 x 2), without the general routine's overhead. Raises
+    ``np.linalg.LinAlgError`` when singular."""
+    size = len(vector)
     if size > 2:
-        return np.linalg.solve(matrix, vector)
+        return np.linalg.solve(np.asarray(matrix, dtype=np.float64), np.asarray(vector, dtype=np.float64)).tolist()
+    if isinstance(matrix, np.ndarray):
+        matrix, vector = matrix.tolist(), np.asarray(vector).tolist()
     if size == 1:
-        ((a,),), (b,) = matrix.tolist(), vector.tolist()
+        ((a,),), (b,) = matrix, vector
         if a == 0.0:
             raise np.linalg.LinAlgError("singular matrix")
-        return np.array([b / a])
-    (a, b), (c, d) = matrix.tolist()
-    f, g = vector.tolist()
+        return [b / a]
+    (a, b), (c, d) = matrix
+    f, g = vector
     determinant = a * d - b * c
     if determinant == 0.0:
         raise np.linalg.LinAlgError("singular matrix")
-    return np.array([(d * f - b * g) / determinant, (a * g - c * f) / determinant])
+    return [(d * f - b * g) / determinant, (a * g - c * f) / determinant]
 
 
 def _diagonal_direction(market: _Market) -> np.ndarray:
@@ -439,7 +466,7 @@ def _diagonal_direction(market: _Market) -> np.ndarray:
     return market.excess * market.prices / _sum_over_agents(market.marginal_ratio)
 
 
-def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, descent: float):
+def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, descent: float, value=None):
     """Step along ``direction`` to where the slope of Phi has fallen to half its start.
 
     ``descent`` = excess . direction > 0, minus the start's slope. Phi is convex, so its slope along
@@ -448,28 +475,29 @@ def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, desc
     is the full step, shortened to keep every price within (0.5, MAX_PRICE_GROWTH + 1) times its
     value. A step with a small negative slope certainly lowers Phi; one with a small positive slope
     is checked against Phi itself, up to rounding (slopes stay exact where Phi values are lost in
-    rounding, at small holdings). Returns the market; the input if no step helped.
+    rounding, at small holdings). ``value``: Phi at ``market`` and its rounding level, if known.
+    Returns the market and Phi there if it was computed (the input and ``value`` if no step helped).
     """
     lam = market.prices
-    relative = direction / lam
-    relative_list = relative.tolist()
-    lowest, highest = min(relative_list), max(relative_list)
+    relative = (direction / lam).tolist()
+    lowest, highest = min(relative), max(relative)
     boundary = -1.0 / lowest if lowest < 0 else np.inf  # prices stay > 0
     step = min(1.0, 0.5 * boundary, MAX_PRICE_GROWTH / highest if highest > 0 else np.inf)
     start_slope = -descent
     low, low_slope, low_market = 0.0, start_slope, market
-    high = high_slope = start_value = None
+    high = high_slope = None
     width = np.inf
     for _ in range(LINE_SEARCH_STEPS):
         trial = _respond(economy, lam + step * direction)
         slope = -float(trial.excess @ direction)
         if abs(slope) <= LINE_SEARCH_SLOPE * descent:
             if slope <= 0:  # by convexity Phi(step) <= Phi(0) + step * slope: a certified decrease
-                return trial
-            if start_value is None:
-                start_value, noise = _dual_value(economy, market)
-            if _dual_value(economy, trial)[0] <= start_value + noise:  # just past the minimum
-                return trial
+                return trial, None
+            if value is None:
+                value = _dual_value(economy, market)
+            trial_value = _dual_value(economy, trial)
+            if trial_value[0] <= value[0] + value[1]:  # just past the minimum
+                return trial, trial_value
         if slope < 0:
             low, low_slope, low_market = step, slope, trial
         else:
@@ -489,14 +517,18 @@ def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, desc
             width = high - low
             if width <= 1e-15 * high:
                 break
-    return low_market
+    return low_market, value if low_market is market else None
 
 
 def _dual_value(economy: _Economy, market: _Market):
     """Phi(lambda) = sum_i u_i(x_i) - lambda . excess, and the rounding level of that sum."""
-    utility = _utility(economy.weights, market.allocation).sum()
-    spending = market.prices @ (market.demand + economy.supply)
-    return utility - market.prices @ market.excess, 64 * EPS * (abs(utility) + spending)
+    utility = float(np.add.reduce(economy.weights * np.log1p(market.allocation), axis=None))
+    prices, demand = market.prices.tolist(), market.demand.tolist()
+    spending = value = 0.0
+    for price, held, supply in zip(prices, demand, economy.supply_list):
+        spending += price * (held + supply)
+        value += price * (held - supply)
+    return utility - value, 64 * EPS * (abs(utility) + spending)
 
 
 def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_prices=None):
@@ -504,8 +536,9 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
 
     The first prices are ``warm_prices`` (the previous call's) where they price every traded good,
     otherwise the water-filling prices for the warm-start multipliers. Newton stops on the clearing
-    error (excess demand, the dual gradient, in KKT units); the candidate is then made exactly
-    conserving and IR and its full KKT residual measured. If the repair cost more than ``tol``,
+    error (excess demand, the dual gradient, in KKT units), once below max(1e-3 tol, half the IR
+    allowance min(0.1 tol, IR_ALLOWANCE)); the candidate is then made exactly conserving and IR
+    (violations up to the allowance left alone) and its full KKT residual measured. If the repair cost more than ``tol``,
     the target is tightened (x 0.01) and Newton resumes. A Newton step that cannot lower Phi is
     replaced by a diagonally scaled one; it stops early when the error reaches rounding level, or
     has not halved in 20 steps.
@@ -516,37 +549,43 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     if not traded.any():
         x, utility = _finish(np.zeros_like(e), data, 0.0)
         return x, lam, np.zeros(num_agents), 0, _diagnostics(data, x, lam, np.zeros(num_agents), utility)
-    all_traded = bool(traded.all())
+    all_traded = min(traded.tolist())
     weights = data.weights if all_traded else data.weights[traded]
     economy = _economy(weights, data.supply if all_traded else data.supply[traded], data.endowment_utility)
-    start = None if warm_prices is None else warm_prices[traded]
-    if start is None or not np.all((start > 0) & (start < np.inf)):
+    start = warm_prices if warm_prices is None or all_traded else warm_prices[traded]
+    if start is None or not all(0.0 < price < np.inf for price in start.tolist()):
         initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
         start = _water_fill((1.0 + initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))) * weights, economy.supply)
-    market = _respond(economy, start)
-    target, best, idle = 1e-3 * tol, np.inf, 0  # margin for the final rescaling and repair
+    market, value = _respond(economy, start), None
+    # The final rescaling moves an IR-binding agent's utility by about the clearing error (weights
+    # summing to 1): stopping below half the allowance the repair leaves alone makes blending rare.
+    allowance = min(0.1 * tol, IR_ALLOWANCE)
+    target, best, idle = max(1e-3 * tol, 0.5 * allowance), np.inf, 0
     for iterations in range(1, max_iter + 1):
         error, rounding = _clearing_error(economy, market)
         best, idle = (error, 0) if error < 0.5 * best else (best, idle + 1)
         stalled = idle >= 20  # no halving of the error in twenty steps: give up
         if error > max(target, rounding) and iterations < max_iter and not stalled:
             previous = market
-            market = _line_search(economy, market, *_newton_direction(economy, market))
+            market, value = _line_search(economy, market, *_newton_direction(economy, market), value)
             if market is previous:  # Newton's model misled it: try the diagonally scaled gradient
                 direction = _diagonal_direction(market)
-                market = _line_search(economy, market, direction, float(market.excess @ direction))
+                market, value = _line_search(economy, market, direction, float(market.excess @ direction), value)
             stalled = market is previous
             if not stalled:
                 continue
         if all_traded:
-            x = market.allocation
+            x, marginal = market.allocation, market.marginal_ratio
         else:
-            x = np.zeros_like(e)
+            x, marginal = np.zeros_like(e), None
             x[traded] = market.allocation
-        x, utility = _finish(x, data, min(1e-3 * tol, IR_ALLOWANCE), market.demand)
-        lam[traded] = market.prices
+        x, utility = _finish(x, data, allowance, market.demand)
+        if all_traded:
+            lam = market.prices
+        else:
+            lam[traded] = market.prices
         mu = np.expm1(market.log_multipliers)
-        diagnostics = _diagnostics(data, x, lam, mu, utility)
+        diagnostics = _diagnostics(data, x, lam, mu, utility, marginal)
         if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled or error <= rounding:
             return x, lam, mu, iterations, diagnostics
         target = 0.01 * min(target, error)
@@ -558,12 +597,21 @@ def _clearing_error(economy: _Economy, market: _Market):
 
     Clearing good r exactly (the final rescaling by s_r / demand_r) changes a holder's relative
     marginal value by about x_ir / (1 + x_ir) * |excess_r| / s_r; the demand sum_i (1 + x_ir)
-    over holders carries rounding of about 8 eps times itself.
+    over holders carries rounding of about 8 eps times itself. The holders are counted only when
+    the error is near that level (N holders bound it otherwise, and the callers only compare).
     """
-    largest = np.maximum.reduce(market.allocation, axis=1)  # the largest x / (1 + x) is that of the largest x
-    share = largest / ((1.0 + largest) * economy.supply)
-    held = market.demand + _sum_over_agents(market.allocation > 0)  # sum_i (1 + x_ir) over holders
-    return max((share * np.abs(market.excess)).tolist()), 8 * EPS * max((share * held).tolist())
+    largest = np.maximum.reduce(market.allocation, axis=1).tolist()  # the largest x / (1 + x): the largest x's
+    num_agents = market.allocation.shape[1]
+    shares = []
+    error = bound = 0.0
+    for big, supply, excess, held in zip(largest, economy.supply_list, market.excess.tolist(), market.demand.tolist()):
+        share = big / ((1.0 + big) * supply)
+        shares.append(share)
+        error, bound = max(error, share * abs(excess)), max(bound, share * (held + num_agents))
+    if error > 8 * EPS * bound:
+        return error, 8 * EPS * bound
+    holders = _sum_over_agents(market.allocation > 0).tolist()  # sum_i (1 + x_ir) over holders
+    return error, 8 * EPS * max(share * (held + count) for share, held, count in zip(shares, market.demand.tolist(), holders))
 
 
 def _finish(x, data: _MarketData, allowance, demand=None):
@@ -574,9 +622,9 @@ def _finish(x, data: _MarketData, allowance, demand=None):
     projected onto its conservation set instead); then IR is restored by blending (violations up to
     ``allowance``, rounding level, are left alone)."""
     e, supply, traded = data.endowment, data.supply, data.traded
-    demand = x.sum(axis=1) if demand is None or demand.shape[0] != x.shape[0] else demand
+    demand = _sum_over_agents(x) if demand is None or demand.shape[0] != x.shape[0] else demand
     rescale = traded & (demand > 0)
-    if rescale.all():
+    if min(rescale.tolist(), default=True):
         x = x * (supply / demand)[:, None]
     else:
         x = np.where(rescale[:, None], x * (supply / np.where(rescale, demand, 1.0))[:, None], x)
@@ -852,8 +900,11 @@ def _make_individually_rational(x, data: _MarketData, allowance):
     """
     e, w, endowment_utility = data.endowment, data.weights, data.endowment_utility
     utility = _utility(w, x)
+    gap = utility - endowment_utility
+    if np.minimum.reduce(gap) >= -(allowance + 64 * EPS):  # nobody below its slack
+        return x, utility
     slack = allowance + 64 * EPS * (1.0 + np.abs(endowment_utility))
-    violators = utility - endowment_utility < -slack
+    violators = gap < -slack
     if not violators.any():
         return x, utility
     start, step, wv = e[:, violators], x[:, violators] - e[:, violators], w[:, violators]
@@ -875,32 +926,39 @@ def _make_individually_rational(x, data: _MarketData, allowance):
     return x, _utility(w, x)
 
 
-def _diagnostics(data: _MarketData, x, lam, mu, utility=None) -> dict:
+def _diagnostics(data: _MarketData, x, lam, mu, utility=None, marginal=None) -> dict:
     """Conservation error, IR violation, KKT residual and objective of allocation x [R, N]
-    (``utility``: u(x) [N] when known).
+    (``utility``: u(x) [N] when known; ``marginal``: (1 + mu_i) w_ir / lambda_r [R, N] when known
+    and every good is priced).
 
     Stationarity is measured per priced good in relative marginal value,
     |min(x_ir / (1 + x_ir), 1 - (1 + mu_i) w_ir / ((1 + x_ir) lambda_r))|: zero exactly when every
     holder's marginal value equals the price and nobody else values the good above it.
     """
-    supply = data.supply
     utility = _utility(data.weights, x) if utility is None else utility
     gap = utility - data.endowment_utility
-    conservation_error = float((np.abs(x.sum(axis=1) - supply) / np.maximum(1.0, supply)).max(initial=0.0))
-    ir_violation = max(0.0, -float(gap.min(initial=0.0)))
-    complementarity = float(np.abs(np.minimum(mu, gap)).max(initial=0.0))
+    conservation_error = max((abs(held - supply) / max(1.0, supply)
+                              for held, supply in zip(_sum_over_agents(x).tolist(), data.supply.tolist())), default=0.0)
+    # min(mu, gap) with mu >= 0: its negative part is the IR violation, its size the complementarity
+    complementary = np.minimum(mu, gap)
+    lowest, highest = float(np.minimum.reduce(complementary)), float(np.maximum.reduce(complementary))
+    ir_violation = max(0.0, -lowest)
     priced = lam > 0  # [R]
+    all_priced = min(priced.tolist(), default=True)
+    if marginal is None or not all_priced:
+        marginal = np.multiply.outer(1.0 / np.where(priced, lam, 1.0), 1.0 + mu) * data.weights
     one_plus_x = 1.0 + x
-    relative_marginal = np.multiply.outer(1.0 / np.where(priced, lam, 1.0), 1.0 + mu) * data.weights / one_plus_x
-    stationarity_terms = np.abs(np.minimum(x / one_plus_x, 1.0 - relative_marginal))
-    if not priced.all():
+    # |min(x, 1 + x - marginal)| / (1 + x), the same as the relative form above
+    stationarity_terms = np.minimum(x, one_plus_x - marginal)
+    stationarity_terms = np.abs(stationarity_terms, out=stationarity_terms) / one_plus_x
+    if not all_priced:
         stationarity_terms = np.where(priced[:, None], stationarity_terms, 0.0)
-    stationarity = float(stationarity_terms.max(initial=0.0))
+    stationarity = float(np.maximum.reduce(stationarity_terms, axis=None, initial=0.0))
     return {
         "conservation_error": conservation_error,
         "ir_violation": ir_violation,
-        "kkt_residual": max(stationarity, complementarity, ir_violation, conservation_error),
-        "objective": float(utility.sum()),
+        "kkt_residual": max(stationarity, highest, -lowest, ir_violation, conservation_error),
+        "objective": float(np.add.reduce(utility)),
     }
 
 
@@ -926,6 +984,11 @@ def _as_matrix(name: str, value):
 
 def _as_array(tensor: torch.Tensor) -> np.ndarray:
     """A float64 NumPy view (or copy) of a tensor, on the CPU; callers must not write to it."""
+    if tensor.dtype == torch.float64:
+        try:
+            return tensor.numpy()  # a CPU tensor without gradient: a view
+        except (RuntimeError, TypeError):
+            pass
     return tensor.detach().to("cpu", torch.float64).numpy()
 
 

@@ -403,15 +403,25 @@ def test_ir_multipliers_by_enumeration_and_by_sorting_agree(monkeypatch, num_goo
         holdings, weights = degenerate_instance(rng, kind)
         holdings = np.resize(holdings, (holdings.shape[0], num_goods)) * rng.uniform(0.5, 1.5, (1, num_goods))
         weights = np.resize(weights, (weights.shape[0], num_goods)) * (rng.uniform(size=(1, num_goods)) < 0.9)
-        results = []
+        data = trade._market_data(holdings.T.copy(), weights.T.copy())
+        traded = data.traded
+        results, responses, factors = [], [], [1.0, rng.uniform(0.3, 3.0, traded.sum())]
         for enumerate_sets in (True, False):
             monkeypatch.setattr(trade, "MAX_ENUMERATED_GOODS", 8 if enumerate_sets else 0)
             monkeypatch.setattr(trade, "ENUMERATION_BUDGET", 1 << 30 if enumerate_sets else 0)
-            results.append(trade.clear_market(holdings, weights, method="newton", max_iter=3))
+            results.append(trade.clear_market(holdings, weights, method="newton"))
+            if traded.any():  # the responses themselves, at prices far from and near the optimum
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    economy = trade._economy(data.weights[traded], data.supply[traded], data.endowment_utility)
+                optimum = results[-1].prices.numpy()[traded] * results[-1].price_scale
+                responses.append([trade._respond(economy, optimum * factor) for factor in factors])
         enumerated, sorted_ = results
         assert enumerated.init_iterations == sorted_.init_iterations
         np.testing.assert_allclose(enumerated.allocation.numpy(), sorted_.allocation.numpy(), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(enumerated.multipliers.numpy(), sorted_.multipliers.numpy(), rtol=1e-9, atol=1e-12)
+        for by_sets, by_sorting in zip(*responses):
+            np.testing.assert_allclose(by_sets.log_multipliers, by_sorting.log_multipliers, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(by_sets.allocation, by_sorting.allocation, rtol=1e-12, atol=1e-12)
 
 
 def test_small_linear_solves_match_numpy():
@@ -476,17 +486,139 @@ def test_ten_thousand_agents_clear_well_under_a_second():
     assert result.converged
 
 
-def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch):
-    """Last line of defence: whatever a solver returns, the market never hands out NaN."""
+@pytest.mark.parametrize("broken_part", ["allocation", "prices", "multipliers"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch, broken_part, bad):
+    """Last line of defence: whatever a solver returns, the market never hands out NaN or inf."""
     import homoecon_env.trade as trade
 
     def broken(data, tol, max_iter, warm_multipliers, warm_prices=None):
         e = data.endowment
-        nan = np.full_like(e, np.nan)
-        return nan, np.full(e.shape[0], np.nan), np.zeros(e.shape[1]), 1, {}
+        x, lam, mu = e.copy(), np.full(e.shape[0], 0.5), np.zeros(e.shape[1])
+        {"allocation": x, "prices": lam, "multipliers": mu}[broken_part][0] = bad
+        return x, lam, mu, 1, {}
 
     monkeypatch.setattr(trade, "_solve_prices", broken)
     holdings = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
     result = trade.clear_market(holdings, torch.full((2, 2), 0.5, dtype=torch.float64), method="newton")
     assert torch.equal(result.allocation, holdings) and not result.converged
     assert torch.isfinite(result.prices).all() and result.ir_violation == 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Building blocks of the Newton start
+
+
+def newton_state(seed=31, num_agents=40, num_goods=2):
+    """An economy and the market response at prices off the optimum (some agents IR-binding)."""
+    import homoecon_env.trade as trade
+    rng = np.random.default_rng(seed)
+    holdings, weights = random_instance(rng, num_agents, num_goods)
+    data = trade._market_data(holdings.T.copy(), weights.T.copy())
+    economy = trade._economy(data.weights, data.supply, data.endowment_utility)
+    optimum = clear_market(holdings, weights)
+    prices = optimum.prices.numpy() * optimum.price_scale * rng.uniform(0.9, 1.1, num_goods)
+    return trade, data, economy, trade._respond(economy, prices), optimum
+
+
+def test_clearing_error_counts_holders_only_near_rounding_level():
+    """The error is exact; the rounding level is the exact one whenever the error could be below
+    it, and otherwise a bound that the error still exceeds (all the callers compare)."""
+    trade, _, economy, market, _ = newton_state()
+
+    def reference(market):
+        x = market.allocation
+        largest = x.max(axis=1)
+        share = largest / ((1.0 + largest) * economy.supply)
+        held = market.demand + (x > 0).sum(axis=1)
+        return np.max(share * np.abs(market.excess)), 8 * np.finfo(float).eps * np.max(share * held)
+
+    prices = market.prices
+    for scale in (1.0, 1.0 + 1e-9, 1.0 + 1e-14, 1.0 + 1e-15):  # far from clearing, then near rounding
+        for factor in (np.ones(2), np.array([scale, 1.0])):
+            trial = trade._respond(economy, prices * factor)
+            error, rounding = trade._clearing_error(economy, trial)
+            exact_error, exact_rounding = reference(trial)
+            assert error == pytest.approx(exact_error, rel=1e-12, abs=1e-300)
+            if error <= exact_rounding or error <= rounding:
+                assert rounding == pytest.approx(exact_rounding, rel=1e-12)
+            else:
+                assert error > rounding >= exact_rounding * (1 - 1e-12)
+    # Demand that clears exactly: the error is 0, below rounding, and the holders are counted.
+    cleared = market._replace(excess=np.zeros_like(market.excess))
+    error, rounding = trade._clearing_error(economy, cleared)
+    assert (market.allocation > 0).sum(axis=1).min() < 40  # so that counting holders matters
+    assert error == 0.0 and rounding == pytest.approx(reference(cleared)[1], rel=1e-12)
+
+
+def test_newton_direction_is_the_newton_step_in_inverse_prices():
+    """Against the excess demand's Jacobian by central differences: the direction is the Newton step
+    p = -J^-1 excess, taken in eta = 1 / lambda (p / (1 - p / lambda)), and a descent direction."""
+    for seed in range(5):
+        trade, _, economy, market, _ = newton_state(seed=40 + seed, num_goods=2 + seed % 2)
+        assert np.any(market.log_multipliers > 0) and np.any(market.log_multipliers == 0)
+        prices = market.prices
+        jacobian = np.empty((prices.size, prices.size))
+        for q in range(prices.size):
+            step = np.zeros_like(prices)
+            step[q] = 1e-7 * prices[q]
+            up, down = trade._respond(economy, prices + step), trade._respond(economy, prices - step)
+            jacobian[:, q] = (up.excess - down.excess) / (2 * step[q])
+        newton = -np.linalg.solve(jacobian, market.excess)
+        direction, slope = trade._newton_direction(economy, market)
+        np.testing.assert_allclose(direction, newton / (1.0 - np.minimum(newton / prices, 0.75)), rtol=1e-5)
+        assert slope == pytest.approx(market.excess @ direction) and slope > 0
+
+
+def test_diagnostics_from_the_newton_response_match_the_general_formula():
+    trade, data, economy, off, optimum = newton_state()
+    at = trade._respond(economy, optimum.prices.numpy() * optimum.price_scale)
+    for market, residual in ((off, 1e-6), (at, 0.0)):  # off the optimum, and at it
+        assert np.any(market.log_multipliers > 0)
+        x, utility = trade._finish(market.allocation, data, 1e-10, market.demand)
+        mu = np.expm1(market.log_multipliers)
+        given = trade._diagnostics(data, x, market.prices, mu, utility, market.marginal_ratio)
+        general = trade._diagnostics(data, x, market.prices, mu)
+        for name in given:
+            assert given[name] == pytest.approx(general[name], rel=1e-6, abs=1e-14)
+        assert given["kkt_residual"] > residual and (residual > 0 or given["kkt_residual"] < 1e-9)
+
+
+def test_dual_start_stops_early_but_certifies_its_residual():
+    """Newton stops once the clearing error is below half the IR allowance and certifies the
+    repaired allocation: within tol of the KKT conditions, IR to min(0.1 tol, 1e-10), and next to
+    the allocation of a much tighter solve."""
+    rng = np.random.default_rng(17)
+    for _ in range(10):
+        holdings, weights = random_instance(rng, int(rng.integers(2, 80)), int(rng.integers(1, 4)))
+        tight = clear_market(holdings, weights, tol=1e-13)
+        for tol in (1e-6, 1e-9, 1e-11):
+            result = clear_market(holdings, weights, tol=tol)
+            check_feasible(result, holdings, weights, tol=tol)
+            assert result.converged and result.iterations == 0
+            assert result.ir_violation <= min(0.1 * tol, 1e-10)
+            np.testing.assert_allclose(result.allocation.numpy(), tight.allocation.numpy(), atol=1e3 * tol)
+
+
+def test_warm_prices_far_off_still_clear():
+    """Prices a million times too high or low: at first nobody (or everybody) buys, the Hessian is
+    all ridge, and the line search still brings the prices back."""
+    rng = np.random.default_rng(18)
+    holdings, weights = random_instance(rng, 30, 2)
+    cold = clear_market(holdings, weights)
+    for factor in (1e6, 1e-6):
+        warm = clear_market(holdings, weights, warm_start=replace(cold, price_scale=cold.price_scale * factor))
+        check_feasible(warm, holdings, weights)
+        assert warm.converged
+        np.testing.assert_allclose(warm.allocation.numpy(), cold.allocation.numpy(), atol=1e-7)
+
+
+def test_warm_start_tensors_may_require_gradients():
+    rng = np.random.default_rng(19)
+    holdings, weights = random_instance(rng, 20, 2)
+    previous = clear_market(holdings, weights)
+    tracked = replace(previous, prices=previous.prices.clone().requires_grad_(),
+                      multipliers=previous.multipliers.clone().requires_grad_())
+    result = clear_market(holdings, weights, warm_start=tracked)
+    assert result.converged
+    np.testing.assert_allclose(result.allocation.numpy(), previous.allocation.numpy(), atol=1e-8)
