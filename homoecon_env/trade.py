@@ -215,7 +215,7 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
             # Last line of defence, never expected: no trade is conserving and individually rational.
             x, lam, mu = e.copy(), np.zeros(num_goods), np.zeros(num_agents)
             diagnostics = {**_diagnostics(market, x, lam, mu), "kkt_residual": np.inf}
-    total = float(lam.sum())
+    total = sum(lam.tolist())
     return TradeResult(
         allocation=_as_tensor(x.T, device),
         prices=_as_tensor(lam / total if total > 0 else np.zeros_like(lam), device),
@@ -317,7 +317,7 @@ class _Economy(NamedTuple):
     supply: np.ndarray  # [R_traded]
     supply_list: list  # the same, Python floats
     line_offset: Optional[np.ndarray]  # [K + 1, N]
-    line_slopes: Optional[np.ndarray]  # [R_traded, K + 1, N]
+    line_slopes: Optional[tuple]  # R_traded arrays [K + 1, N]
     target: np.ndarray  # [N] u_i(e_i), -inf where 0 (never IR-binding)
     log_weights: Optional[np.ndarray]  # 0 where not valued
     weighted_log_weights: Optional[np.ndarray]  # w log w, 0 where w = 0
@@ -341,9 +341,12 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     np.multiply(subsets.T[:, :, None], weights[:, None, :] * inverse, out=slopes[:, :num_sets])
     offset = np.full((num_sets + 1, num_agents), MAX_LOG_MULTIPLIER)
     # (u(e) - sum_S w log w) / sum_S w; a set nobody values: +inf, or -inf (with every set) where u(e) = 0
-    offset[:num_sets] = np.where(valued_set, target * inverse - np.einsum("rkn,rn->kn", slopes[:, :num_sets], log_weights),
-                                 target * np.inf)
-    return _Economy(weights, supply, supply.tolist(), offset, slopes, target, None, None, scratch)
+    line_slopes = tuple(slopes)
+    spent = target * inverse  # minus sum_S w log w / sum_S w, summed good by good
+    for good_slopes, good_log_weights in zip(line_slopes, log_weights):
+        spent -= good_slopes[:num_sets] * good_log_weights
+    offset[:num_sets] = np.where(valued_set, spent, target * np.inf)
+    return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch)
 
 
 @functools.lru_cache(maxsize=None)
