@@ -478,7 +478,8 @@ def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, desc
     is the full step, shortened to keep every price within (0.5, MAX_PRICE_GROWTH + 1) times its
     value. A step with a small negative slope certainly lowers Phi; one with a small positive slope
     is checked against Phi itself, up to rounding (slopes stay exact where Phi values are lost in
-    rounding, at small holdings). ``value``: Phi at ``market`` and its rounding level, if known.
+    rounding, at small holdings), unless step * slope, which bounds the increase, is already below
+    that rounding level. ``value``: Phi at ``market`` and its rounding level, if known.
     Returns the market and Phi there if it was computed (the input and ``value`` if no step helped).
     """
     lam = market.prices
@@ -495,6 +496,8 @@ def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, desc
         slope = -float(trial.excess @ direction)
         if abs(slope) <= LINE_SEARCH_SLOPE * descent:
             if slope <= 0:  # by convexity Phi(step) <= Phi(0) + step * slope: a certified decrease
+                return trial, None
+            if step * slope <= _spending_rounding(economy, market):  # an increase below Phi's rounding
                 return trial, None
             if value is None:
                 value = _dual_value(economy, market)
@@ -523,15 +526,18 @@ def _line_search(economy: _Economy, market: _Market, direction: np.ndarray, desc
     return low_market, value if low_market is market else None
 
 
+def _spending_rounding(economy: _Economy, market: _Market) -> float:
+    """64 eps lambda . (demand + supply): a lower bound on the rounding level of ``_dual_value``."""
+    return 64 * EPS * sum([price * (held + supply) for price, held, supply
+                           in zip(market.prices.tolist(), market.demand.tolist(), economy.supply_list)])
+
+
 def _dual_value(economy: _Economy, market: _Market):
     """Phi(lambda) = sum_i u_i(x_i) - lambda . excess, and the rounding level of that sum."""
     utility = float(np.add.reduce(economy.weights * np.log1p(market.allocation), axis=None))
-    prices, demand = market.prices.tolist(), market.demand.tolist()
-    spending = value = 0.0
-    for price, held, supply in zip(prices, demand, economy.supply_list):
-        spending += price * (held + supply)
-        value += price * (held - supply)
-    return utility - value, 64 * EPS * (abs(utility) + spending)
+    value = sum([price * (held - supply) for price, held, supply
+                 in zip(market.prices.tolist(), market.demand.tolist(), economy.supply_list)])
+    return utility - value, 64 * EPS * abs(utility) + _spending_rounding(economy, market)
 
 
 def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_prices=None):

@@ -570,6 +570,18 @@ def test_newton_direction_is_the_newton_step_in_inverse_prices():
         assert slope == pytest.approx(market.excess @ direction) and slope > 0
 
 
+def test_line_search_skips_phi_only_below_its_rounding_level():
+    """A step whose slope bound step * slope is below 64 eps lambda . (demand + supply) is taken
+    without evaluating Phi: that bound never exceeds the rounding level Phi is compared with."""
+    trade, _, economy, market, _ = newton_state()
+    for factor in (1.0, 1.05, 0.95, 1e3):
+        trial = trade._respond(economy, market.prices * factor)
+        spending = trial.prices @ (trial.demand + economy.supply)
+        bound = trade._spending_rounding(economy, trial)
+        assert bound == pytest.approx(64 * np.finfo(float).eps * spending, rel=1e-12)
+        assert 0 < bound <= trade._dual_value(economy, trial)[1]
+
+
 def test_diagnostics_from_the_newton_response_match_the_general_formula():
     trade, data, economy, off, optimum = newton_state()
     at = trade._respond(economy, optimum.prices.numpy() * optimum.price_scale)
