@@ -3,7 +3,9 @@
     python benchmarks/bench.py                      # N = 50, 1,000, 10,000; table + JSON
     python benchmarks/bench.py --sizes 50 --seconds 3
 
-Each measurement runs in a fresh subprocess so that its peak RSS is its own. Workloads:
+Each measurement runs in fresh subprocesses (--repeats of them) so that its peak RSS is its own,
+and reports the median and the fastest of their timing windows (a shared machine has bursts of
+interference lasting seconds to minutes). Workloads:
 - dict:  PettingZoo dict API with random actions from the action spaces (sampled beforehand);
 - core:  the batched Economy with random [N, ...] action tensors;
 - train: act + env step + REINFORCE update + births + the step's stats (train.py's loop);
@@ -39,11 +41,8 @@ def random_actions(economy, generator):
 
 
 def timed(step, seconds: float, windows: int = 5, min_steps: int = 3) -> dict:
-    """Run `step` for about `seconds` (after one warm-up call), split into `windows` equal windows.
-
-    Returns steps_per_sec (the median window: what a run sees), best_steps_per_sec (the fastest
-    window: the code's speed with the least interference from elsewhere on the machine) and steps.
-    """
+    """Run `step` for about `seconds` (after one warm-up call), split into `windows` equal windows;
+    returns the steps per second of every window and the steps run in all."""
     step()
     rates, total = [], 0
     for _ in range(windows):
@@ -53,8 +52,7 @@ def timed(step, seconds: float, windows: int = 5, min_steps: int = 3) -> dict:
             count += 1
         rates.append(count / (time.perf_counter() - start))
         total += count
-    rates.sort()
-    return {"steps_per_sec": rates[len(rates) // 2], "best_steps_per_sec": rates[-1], "steps": total}
+    return {"window_rates": rates, "steps": total}
 
 
 def make_step(kind: str, n: int):
@@ -108,9 +106,20 @@ def run_workload(kind: str, n: int, seconds: float) -> dict:
     if kind != "trade":
         return timing
     result = step()
-    return {"seconds_per_clear": 1.0 / timing["steps_per_sec"], "best_seconds_per_clear": 1.0 / timing["best_steps_per_sec"],
-            "iterations": result.iterations, "init_iterations": result.init_iterations, "steps": timing["steps"],
+    return {**timing, "iterations": result.iterations, "init_iterations": result.init_iterations,
             "ir_violation": result.ir_violation, "conservation_error": result.conservation_error}
+
+
+def summarise(kind: str, runs: list[dict]) -> dict:
+    """One row from the repeated runs of a workload: the median window over all of them (what a run
+    sees) and the fastest window (the code's speed with the least interference from elsewhere)."""
+    rates = sorted(rate for run in runs for rate in run["window_rates"])
+    row = {**runs[-1], "window_rates": rates, "steps": sum(run["steps"] for run in runs),
+           "peak_rss_mb": max(run["peak_rss_mb"] for run in runs), "repeats": len(runs)}
+    median, best = rates[len(rates) // 2], rates[-1]
+    if kind == "trade":
+        return {**row, "seconds_per_clear": 1.0 / median, "best_seconds_per_clear": 1.0 / best}
+    return {**row, "steps_per_sec": median, "best_steps_per_sec": best}
 
 
 def worker(kind: str, n: int, seconds: float, threads: int) -> None:
@@ -132,7 +141,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 1000, 10000], help="population sizes N")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
-    parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring each workload")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring each workload, per repeat")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fresh processes per workload; the table pools their five windows each")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: 1 up to 1,000 agents, where per-op overhead rules, "
                              "else every core)")
@@ -151,12 +162,16 @@ def main() -> None:
             threads = args.threads or (1 if n <= 1000 else os.cpu_count())
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
                        "--threads", str(threads)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{kind} N={n} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            runs = []
+            for _ in range(args.repeats):
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    print(f"{kind} N={n} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                    break
+                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            if len(runs) < args.repeats:
                 continue
-            row = {"workload": kind, "num_agents": n, "threads": threads,
-                   **json.loads(done.stdout.strip().splitlines()[-1])}
+            row = {"workload": kind, "num_agents": n, "threads": threads, **summarise(kind, runs)}
             rows.append(row)
             print(format_row(row), flush=True)
     report = {"machine": machine(), "results": rows}
