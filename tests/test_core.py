@@ -154,6 +154,23 @@ def random_actions(n, config, g):
                    consume=torch.rand(n, config.num_resources, generator=g, dtype=F64))
 
 
+def test_actions_of_any_float_dtype_step_like_their_float64_values():
+    """bfloat16 (autocast), float32 and float64 actions are the same actions once widened."""
+    config = EconomyConfig(num_agents=12, max_steps=50)
+    low, wide = Economy(config), Economy(config)
+    low.reset(4)
+    wide.reset(4)
+    g = torch.Generator().manual_seed(4)
+    for dtype in (torch.bfloat16, torch.float32, torch.bfloat16):
+        actions = random_actions(12, config, g)
+        narrow = Actions(**{f: getattr(actions, f) if f == "job" else getattr(actions, f).to(dtype)
+                            for f in ("broadcast", "job", "effort", "trade_weights", "consume")})
+        widened = Actions(**{f: getattr(narrow, f) if f == "job" else getattr(narrow, f).double()
+                             for f in ("broadcast", "job", "effort", "trade_weights", "consume")})
+        a, b = low.step(narrow), wide.step(widened)
+        assert torch.equal(a.reward, b.reward) and torch.equal(low.state.holdings, wide.state.holdings)
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(2, 40), seed=st.integers(0, 10_000), resources=st.integers(1, 4), steps=st.integers(1, 4))
 def test_steps_conserve_goods_keep_holdings_nonnegative_and_trade_is_rational(n, seed, resources, steps):

@@ -290,7 +290,8 @@ class Economy:
 def _as_array(value, key: str) -> np.ndarray:
     """A NumPy view (or copy) of a torch tensor or array-like action ``key``."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        return (value.double() if value.dtype == torch.bfloat16 else value).numpy()  # NumPy has no bfloat16
     try:
         return np.asarray(value)
     except (TypeError, ValueError) as error:
