@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homoecon_env.trade import TradeResult, clear_market, project_onto_conservation
+from homoecon_env.trade import market as trade_market
+from homoecon_env.trade import newton as trade_newton
 
 
 def utility(weights, holdings):
@@ -403,18 +405,18 @@ def test_ir_multipliers_by_enumeration_and_by_sorting_agree(monkeypatch, num_goo
         holdings, weights = degenerate_instance(rng, kind)
         holdings = np.resize(holdings, (holdings.shape[0], num_goods)) * rng.uniform(0.5, 1.5, (1, num_goods))
         weights = np.resize(weights, (weights.shape[0], num_goods)) * (rng.uniform(size=(1, num_goods)) < 0.9)
-        data = trade._market_data(holdings.T.copy(), weights.T.copy())
+        data = trade_market._market_data(holdings.T.copy(), weights.T.copy())
         traded = data.traded
         results, responses, factors = [], [], [1.0, rng.uniform(0.3, 3.0, traded.sum())]
         for enumerate_sets in (True, False):
-            monkeypatch.setattr(trade, "MAX_ENUMERATED_GOODS", 8 if enumerate_sets else 0)
-            monkeypatch.setattr(trade, "ENUMERATION_BUDGET", 1 << 30 if enumerate_sets else 0)
+            monkeypatch.setattr(trade_newton, "MAX_ENUMERATED_GOODS", 8 if enumerate_sets else 0)
+            monkeypatch.setattr(trade_newton, "ENUMERATION_BUDGET", 1 << 30 if enumerate_sets else 0)
             results.append(trade.clear_market(holdings, weights, method="newton"))
             if traded.any():  # the responses themselves, at prices far from and near the optimum
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    economy = trade._economy(data.weights[traded], data.supply[traded], data.endowment_utility)
+                    economy = trade_newton._economy(data.weights[traded], data.supply[traded], data.endowment_utility)
                 optimum = results[-1].prices.numpy()[traded] * results[-1].price_scale
-                responses.append([trade._respond(economy, optimum * factor) for factor in factors])
+                responses.append([trade_newton._respond(economy, optimum * factor) for factor in factors])
         enumerated, sorted_ = results
         assert enumerated.init_iterations == sorted_.init_iterations
         np.testing.assert_allclose(enumerated.allocation.numpy(), sorted_.allocation.numpy(), rtol=1e-9, atol=1e-12)
@@ -425,7 +427,7 @@ def test_ir_multipliers_by_enumeration_and_by_sorting_agree(monkeypatch, num_goo
 
 
 def test_small_linear_solves_match_numpy():
-    from homoecon_env.trade import _solve_small
+    from homoecon_env.trade.newton import _solve_small
     rng = np.random.default_rng(14)
     for size in (1, 2, 3):
         matrix, vector = rng.normal(size=(size, size)), rng.normal(size=size)
@@ -490,7 +492,7 @@ def test_ten_thousand_agents_clear_well_under_a_second():
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch, broken_part, bad):
     """Last line of defence: whatever a solver returns, the market never hands out NaN or inf."""
-    import homoecon_env.trade as trade
+    import homoecon_env.trade as trade  # clear_market looks _solve_prices up in the package
 
     def broken(data, tol, max_iter, warm_multipliers, warm_prices=None):
         e = data.endowment
@@ -511,20 +513,19 @@ def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch, broken_p
 
 def newton_state(seed=31, num_agents=40, num_goods=2):
     """An economy and the market response at prices off the optimum (some agents IR-binding)."""
-    import homoecon_env.trade as trade
     rng = np.random.default_rng(seed)
     holdings, weights = random_instance(rng, num_agents, num_goods)
-    data = trade._market_data(holdings.T.copy(), weights.T.copy())
-    economy = trade._economy(data.weights, data.supply, data.endowment_utility)
+    data = trade_market._market_data(holdings.T.copy(), weights.T.copy())
+    economy = trade_newton._economy(data.weights, data.supply, data.endowment_utility)
     optimum = clear_market(holdings, weights)
     prices = optimum.prices.numpy() * optimum.price_scale * rng.uniform(0.9, 1.1, num_goods)
-    return trade, data, economy, trade._respond(economy, prices), optimum
+    return data, economy, trade_newton._respond(economy, prices), optimum
 
 
 def test_clearing_error_counts_holders_only_near_rounding_level():
     """The error is exact; the rounding level is the exact one whenever the error could be below
     it, and otherwise a bound that the error still exceeds (all the callers compare)."""
-    trade, _, economy, market, _ = newton_state()
+    _, economy, market, _ = newton_state()
 
     def reference(market):
         x = market.allocation
@@ -536,8 +537,8 @@ def test_clearing_error_counts_holders_only_near_rounding_level():
     prices = market.prices
     for scale in (1.0, 1.0 + 1e-9, 1.0 + 1e-14, 1.0 + 1e-15):  # far from clearing, then near rounding
         for factor in (np.ones(2), np.array([scale, 1.0])):
-            trial = trade._respond(economy, prices * factor)
-            error, rounding = trade._clearing_error(economy, trial)
+            trial = trade_newton._respond(economy, prices * factor)
+            error, rounding = trade_newton._clearing_error(economy, trial)
             exact_error, exact_rounding = reference(trial)
             assert error == pytest.approx(exact_error, rel=1e-12, abs=1e-300)
             if error <= exact_rounding or error <= rounding:
@@ -546,7 +547,7 @@ def test_clearing_error_counts_holders_only_near_rounding_level():
                 assert error > rounding >= exact_rounding * (1 - 1e-12)
     # Demand that clears exactly: the error is 0, below rounding, and the holders are counted.
     cleared = market._replace(excess=np.zeros_like(market.excess))
-    error, rounding = trade._clearing_error(economy, cleared)
+    error, rounding = trade_newton._clearing_error(economy, cleared)
     assert (market.allocation > 0).sum(axis=1).min() < 40  # so that counting holders matters
     assert error == 0.0 and rounding == pytest.approx(reference(cleared)[1], rel=1e-12)
 
@@ -555,17 +556,17 @@ def test_newton_direction_is_the_newton_step_in_inverse_prices():
     """Against the excess demand's Jacobian by central differences: the direction is the Newton step
     p = -J^-1 excess, taken in eta = 1 / lambda (p / (1 - p / lambda)), and a descent direction."""
     for seed in range(5):
-        trade, _, economy, market, _ = newton_state(seed=40 + seed, num_goods=2 + seed % 2)
+        _, economy, market, _ = newton_state(seed=40 + seed, num_goods=2 + seed % 2)
         assert np.any(market.log_multipliers > 0) and np.any(market.log_multipliers == 0)
         prices = market.prices
         jacobian = np.empty((prices.size, prices.size))
         for q in range(prices.size):
             step = np.zeros_like(prices)
             step[q] = 1e-7 * prices[q]
-            up, down = trade._respond(economy, prices + step), trade._respond(economy, prices - step)
+            up, down = trade_newton._respond(economy, prices + step), trade_newton._respond(economy, prices - step)
             jacobian[:, q] = (up.excess - down.excess) / (2 * step[q])
         newton = -np.linalg.solve(jacobian, market.excess)
-        direction, slope = trade._newton_direction(economy, market)
+        direction, slope = trade_newton._newton_direction(economy, market)
         np.testing.assert_allclose(direction, newton / (1.0 - np.minimum(newton / prices, 0.75)), rtol=1e-5)
         assert slope == pytest.approx(market.excess @ direction) and slope > 0
 
@@ -573,24 +574,24 @@ def test_newton_direction_is_the_newton_step_in_inverse_prices():
 def test_line_search_skips_phi_only_below_its_rounding_level():
     """A step whose slope bound step * slope is below 64 eps lambda . (demand + supply) is taken
     without evaluating Phi: that bound never exceeds the rounding level Phi is compared with."""
-    trade, _, economy, market, _ = newton_state()
+    _, economy, market, _ = newton_state()
     for factor in (1.0, 1.05, 0.95, 1e3):
-        trial = trade._respond(economy, market.prices * factor)
+        trial = trade_newton._respond(economy, market.prices * factor)
         spending = trial.prices @ (trial.demand + economy.supply)
-        bound = trade._spending_rounding(economy, trial)
+        bound = trade_newton._spending_rounding(economy, trial)
         assert bound == pytest.approx(64 * np.finfo(float).eps * spending, rel=1e-12)
-        assert 0 < bound <= trade._dual_value(economy, trial)[1]
+        assert 0 < bound <= trade_newton._dual_value(economy, trial)[1]
 
 
 def test_diagnostics_from_the_newton_response_match_the_general_formula():
-    trade, data, economy, off, optimum = newton_state()
-    at = trade._respond(economy, optimum.prices.numpy() * optimum.price_scale)
+    data, economy, off, optimum = newton_state()
+    at = trade_newton._respond(economy, optimum.prices.numpy() * optimum.price_scale)
     for market, residual in ((off, 1e-6), (at, 0.0)):  # off the optimum, and at it
         assert np.any(market.log_multipliers > 0)
-        x, utility = trade._finish(market.allocation, data, 1e-10, market.demand)
+        x, utility = trade_market._finish(market.allocation, data, 1e-10, market.demand)
         mu = np.expm1(market.log_multipliers)
-        given = trade._diagnostics(data, x, market.prices, mu, utility, market.marginal_ratio)
-        general = trade._diagnostics(data, x, market.prices, mu)
+        given = trade_market._diagnostics(data, x, market.prices, mu, utility, market.marginal_ratio)
+        general = trade_market._diagnostics(data, x, market.prices, mu)
         for name in given:
             assert given[name] == pytest.approx(general[name], rel=1e-6, abs=1e-14)
         assert given["kkt_residual"] > residual and (residual > 0 or given["kkt_residual"] < 1e-9)
