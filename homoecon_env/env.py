@@ -251,9 +251,14 @@ class HomoEconEnv(ParallelEnv):
         if not all((type(action) is dict or isinstance(action, Mapping)) and action.keys() == _ACTION_KEY_SET
                    for action in chosen):
             return None
-        jobs = [action["job"] for action in chosen]
-        if not all(issubclass(kind, (int, np.integer)) and kind is not bool for kind in set(map(type, jobs))):
+        kinds = {type(action["job"]) for action in chosen}
+        if not all(issubclass(kind, (int, np.integer)) and kind is not bool for kind in kinds):
             return None
+        return self._stack(chosen)
+
+    def _stack(self, chosen: list) -> Optional[Actions]:
+        """The action dicts ``chosen`` (slot order) as arrays; None if a float value is not numeric
+        or not of its Box's shape."""
         stacked = {}
         try:
             for key, shape in self._action_shapes.items():
@@ -264,7 +269,7 @@ class HomoEconEnv(ParallelEnv):
         except (TypeError, ValueError):
             return None
         stacked["effort"] = stacked["effort"][:, 0]
-        return Actions(job=np.asarray(jobs, dtype=np.int64), **stacked)
+        return Actions(job=np.asarray([action["job"] for action in chosen], dtype=np.int64), **stacked)
 
     @functools.cached_property
     def _action_shapes(self) -> dict:
@@ -284,7 +289,6 @@ class HomoEconEnv(ParallelEnv):
             raise ValueError(f"{missing[0]}: no action given for this live agent "
                              f"({len(missing)} live agent(s) missing, e.g. {missing[:3]})")
         space, shapes = self._action_space, self._action_shapes
-        rows = {key: [] for key in ACTION_KEYS}
         for name in self._slot_names:
             action = actions[name]
             if not isinstance(action, Mapping):
@@ -298,19 +302,17 @@ class HomoEconEnv(ParallelEnv):
                             np.asarray(value).dtype.kind in "iu")) or isinstance(value, bool):
                         raise ValueError(f"{name}: action 'job' is {value!r} ({type(value).__name__}); "
                                          f"expected an int in [0, {space['job'].n})")
-                elif np.shape(value) != shapes[key]:
+                    continue
+                if np.shape(value) != shapes[key]:
                     raise ValueError(f"{name}: action '{key}' has shape {np.shape(value)}, expected {shapes[key]}")
-                rows[key].append(value)
+                try:
+                    np.asarray(value, dtype=np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{name}: action '{key}' is not numeric ({exc})") from None
             extra = set(action) - set(ACTION_KEYS)
             if extra:
                 raise ValueError(f"{name}: action has unknown key(s) {sorted(extra)}; expected {list(ACTION_KEYS)}")
-        try:
-            stacked = {key: np.asarray(rows[key], dtype=np.float64) for key in ACTION_KEYS if key != "job"}
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"actions contain a non-numeric value: {exc}") from None
-        stacked["effort"] = stacked["effort"][:, 0]
-        stacked["job"] = np.asarray(rows["job"], dtype=np.int64)
-        return Actions(**stacked)
+        return self._stack([actions[name] for name in self._slot_names])
 
     # -- global views -------------------------------------------------------------------------
     def _state_size(self) -> int:
@@ -320,10 +322,9 @@ class HomoEconEnv(ParallelEnv):
     def state(self) -> np.ndarray:
         """Global float32 state: per slot holdings, age/max_age, tastes, broadcast, effort, alive; then
         t/max_steps and the season features."""
-        s = self.economy.state
+        s = self.economy.state_arrays
         if s is None:
             raise ValueError("state() before reset()")
-        s = s.as_numpy()
         per_agent = np.concatenate([s.holdings, (s.ages / self.config.max_age)[:, None], s.utility_weights,
                                     s.broadcast, s.effort[:, None], s.alive[:, None]], axis=1, dtype=np.float64)
         season = season_features(self.economy.jobs, s.step)

@@ -43,6 +43,10 @@ def scalar_consume(d, v):
     d[v]["consume"] = 0.5
 
 
+def text_consume(d, v):
+    d[v]["consume"] = np.array(["lots", "some"])
+
+
 def job_out_of_range(d, v):
     d[v]["job"] = 2
 
@@ -77,6 +81,7 @@ def malformed_name(d, v):
 
 CASES = [(nan_broadcast, ["broadcast", "nan"]), (inf_trade, ["trade_weights"]), (nan_effort, ["effort", "nan"]),
          (inf_consume, ["consume"]), (long_broadcast, ["broadcast", "shape"]), (scalar_consume, ["consume", "shape"]),
+         (text_consume, ["consume", "not numeric"]),
          (job_out_of_range, ["job"]), (job_not_int, ["job"]), (missing_key, ["effort"]), (extra_key, ["bribe"]),
          (not_a_dict, ["dict"]), (missing_agent, []), (unknown_agent, ["agent_999999"]), (malformed_name, ["bob"])]
 

@@ -91,7 +91,7 @@ def test_bequest_splits_among_living_children_and_counts_the_rest_lost():
 def test_reproduction_conserves_goods_and_fills_dead_slots():
     config = EconomyConfig(num_agents=30, parent_share=0.3)
     g = torch.Generator().manual_seed(0)
-    state = initial_state(config, g).as_numpy().replace(lifetime_reward=np.random.default_rng(0).random(30), step=3)
+    state = initial_state(config, g).replace(lifetime_reward=np.random.default_rng(0).random(30), step=3)
     dead = np.zeros(30, dtype=bool)
     dead[[1, 4, 5, 20, 29]] = True
     state = state.replace(holdings=np.where(dead[:, None], 0.0, state.holdings))

@@ -84,7 +84,7 @@ class Economy:
             self.generator.seed()
         else:
             self.generator.manual_seed(int(seed))
-        self._set_state(initial_state(self.config, self.generator).as_numpy())
+        self._set_state(initial_state(self.config, self.generator))
         self._last_trade = None
         self._stats_inputs, self._last_stats = None, None
         self.observation = self._observe(self._arrays)

@@ -83,7 +83,8 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
     if all_valid and state.alive.all():
         peers, mask, shown = public.take(peer_index, axis=0), np.ones(peer_index.shape, dtype=np.float32), peer_index.copy()
     else:
-        live = (peer_index >= 0) & state.alive[np.maximum(peer_index, 0)]
-        peers = public.take(np.maximum(peer_index, 0), axis=0) * live[..., None]  # [N, K, P]
+        rows = np.maximum(peer_index, 0)
+        live = (peer_index >= 0) & state.alive[rows]
+        peers = public.take(rows, axis=0) * live[..., None]  # [N, K, P]
         mask, shown = live.astype(np.float32), np.where(live, peer_index, -1)
     return Observation(*(torch.from_numpy(a) for a in (self_features(state, jobs, config), peers, mask, shown)))

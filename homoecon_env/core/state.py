@@ -94,8 +94,8 @@ def random_holdings(count: int, config: EconomyConfig, generator: torch.Generato
 
 
 def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyState:
-    """The founding population (torch tensors): random endowments, tastes and ids; ages spread
-    over [0, max_age)."""
+    """The founding population (NumPy arrays): random endowments, tastes and ids; ages spread over
+    [0, max_age)."""
     n = config.num_agents
     return EconomyState(
         holdings=random_holdings(n, config, generator),
@@ -113,4 +113,4 @@ def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyS
         alive=np.ones(n, dtype=bool),
         step=0,
         next_id=n,
-    ).as_torch()
+    )
