@@ -28,7 +28,7 @@ class RandomLearner:
     """
 
     def __init__(self, economy_config: EconomyConfig, learner_config=None):
-        from agents import LearnerConfig
+        from agents.config import LearnerConfig
         self.economy_config = economy_config
         self.config = learner_config or LearnerConfig()
         self.generator = torch.Generator().manual_seed(self.config.seed)

@@ -64,7 +64,7 @@ from typing import Optional
 
 import torch
 
-from agents import LearnerConfig
+from agents.config import LearnerConfig
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
 from agents.networks import (DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores,

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from homoecon_env.validation import check_float, check_int, check_vector
+
 
 @dataclass(frozen=True)
 class Job:
@@ -61,29 +63,29 @@ class EconomyConfig:
     seed: Optional[int] = 0  # used by reset() when no seed is given
 
     def __post_init__(self):
-        _check_int(self, "num_agents", 1)
-        _check_int(self, "broadcast_dim", 1)
-        _check_int(self, "id_dim", 1)
-        _check_int(self, "max_age", 1)
-        _check_int(self, "max_steps", 1)
+        check_int("num_agents", self.num_agents, 1)
+        check_int("broadcast_dim", self.broadcast_dim, 1)
+        check_int("id_dim", self.id_dim, 1)
+        check_int("max_age", self.max_age, 1)
+        check_int("max_steps", self.max_steps, 1)
         if self.num_peers is not None:
-            _check_int(self, "num_peers", 1)
+            check_int("num_peers", self.num_peers, 1)
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise ValueError(f"seed must be None or an int >= 0, got {self.seed!r}")
         for name, lo, hi in (
             ("decay_rate", 0.0, 1.0), ("max_consume", 0.0, 1.0), ("parent_share", 0.0, 0.5),
         ):
-            _check_float(self, name, lo, hi)
+            check_float(name, getattr(self, name), lo, hi)
         for name in ("rest_bonus", "age_effort_penalty", "min_consumption", "mutation", "yield_noise",
                      "initial_holdings"):
-            _check_float(self, name, 0.0, math.inf)
+            check_float(name, getattr(self, name), 0.0, math.inf)
         if not isinstance(self.heterogeneous_tastes, bool):
             raise ValueError(f"heterogeneous_tastes must be a bool, got {self.heterogeneous_tastes!r}")
         if not isinstance(self.resources, tuple) or not self.resources or \
                 not all(isinstance(r, str) and r for r in self.resources) or len(set(self.resources)) != len(self.resources):
             raise ValueError(f"resources must be a non-empty tuple of distinct names, got {self.resources!r}")
         num_resources = len(self.resources)
-        _check_vector(self.need, "need", num_resources)
+        check_vector("need", self.need, num_resources)
         if not isinstance(self.jobs, tuple) or not self.jobs:
             raise ValueError(f"jobs must be a non-empty tuple of Job, got {self.jobs!r}")
         names = [getattr(job, "name", None) for job in self.jobs]
@@ -92,9 +94,9 @@ class EconomyConfig:
         for job in self.jobs:
             if not isinstance(job, Job):
                 raise ValueError(f"jobs must hold Job objects, got {type(job).__name__}")
-            _check_vector(job.output, f"jobs[{job.name}].output", num_resources)
+            check_vector(f"jobs[{job.name}].output", job.output, num_resources)
             if job.inputs is not None:
-                _check_vector(job.inputs, f"jobs[{job.name}].inputs", num_resources)
+                check_vector(f"jobs[{job.name}].inputs", job.inputs, num_resources)
             if not (isinstance(job.period, (int, float)) and math.isfinite(job.period) and job.period > 0):
                 raise ValueError(f"jobs[{job.name}].period must be a finite number > 0, got {job.period!r}")
             if not (isinstance(job.phase, (int, float)) and math.isfinite(job.phase)):
@@ -135,24 +137,3 @@ class EconomyConfig:
                              f"known: {[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **overrides)
 
-
-def _check_int(config, name, low):
-    value = getattr(config, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-def _check_float(config, name, low, high):
-    value = getattr(config, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and low <= value <= high
-    if not ok:
-        upper = "inf)" if high == math.inf else f"{high}]"
-        raise ValueError(f"{name} must be a finite number in [{low}, {upper}, got {value!r}")
-
-
-def _check_vector(vector, name, length):
-    ok = isinstance(vector, (tuple, list)) and len(vector) == length and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in vector)
-    if not ok:
-        raise ValueError(f"{name} must be {length} finite numbers >= 0 (one per resource), got {vector!r}")

@@ -1,0 +1,61 @@
+"""LearnerConfig: every learner hyper-parameter, frozen and validated (docs/design.md section 5).
+
+Each field's ``metadata["help"]`` is the one-line description the scripts use as ``--help`` text:
+
+    >>> from dataclasses import fields
+    >>> {f.name: f.metadata["help"] for f in fields(LearnerConfig)}["gamma"]
+    'discount factor of the return within an agent's life'
+
+Its own module, so that `agents/__init__.py` (the registry) and the learners import it without a cycle.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from homoecon_env.validation import check_float, check_int
+
+
+def _param(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Hyper-parameters shared by the learners. Invalid values raise ``ValueError`` naming the field."""
+
+    hidden_size: int = _param(32, "width of the hidden layer of the broadcast, production, trading and consumption nets")
+    attention_hidden_size: int = _param(16, "width of the social filter's hidden layer (its cost scales with peers x width)")
+    learning_rate: float = _param(1e-2, "Adam step size of every agent's own optimizer")
+    adam_beta1: float = _param(0.9, "Adam first-moment decay")
+    adam_beta2: float = _param(0.999, "Adam second-moment decay")
+    adam_eps: float = _param(1e-8, "Adam denominator epsilon")
+    gamma: float = _param(0.9, "discount factor of the return within an agent's life")
+    entropy_coef: float = _param(0.01, "weight of the entropy bonus in each agent's loss")
+    update_every: int = _param(5, "env steps between REINFORCE updates (the rollout window)")
+    max_grad_norm: float = _param(1.0, "per-agent gradient-norm clip (norm over all of one agent's parameters)")
+    baseline_decay: float = _param(0.9, "decay of each agent's EMA baseline of returns")
+    param_mutation: float = _param(0.01, "std of the Gaussian noise added to a newborn's inherited parameters")
+    init_log_std: float = _param(-0.5, "initial log std of the Gaussian heads (broadcast, effort, trade, consume)")
+    seed: int = _param(0, "seed of the learner's own torch.Generator (initial weights, sampling, inheritance)")
+
+    def __post_init__(self):
+        check_int("hidden_size", self.hidden_size, 1)
+        check_int("attention_hidden_size", self.attention_hidden_size, 1)
+        check_int("update_every", self.update_every, 1)
+        check_int("seed", self.seed, 0)
+        check_float("learning_rate", self.learning_rate, 0.0, math.inf, low_open=True)
+        check_float("adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
+        check_float("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
+        check_float("adam_eps", self.adam_eps, 0.0, math.inf, low_open=True)
+        check_float("gamma", self.gamma, 0.0, 1.0)
+        check_float("entropy_coef", self.entropy_coef, 0.0, math.inf)
+        check_float("max_grad_norm", self.max_grad_norm, 0.0, math.inf, low_open=True)
+        check_float("baseline_decay", self.baseline_decay, 0.0, 1.0, high_open=True)
+        check_float("param_mutation", self.param_mutation, 0.0, math.inf)
+        check_float("init_log_std", self.init_log_std, -10.0, 2.0)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name -> one-line description (for --help)."""
+        return {f.name: f.metadata["help"] for f in fields(cls)}

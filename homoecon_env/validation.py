@@ -1,0 +1,42 @@
+"""Field validators shared by every config dataclass (EconomyConfig, LearnerConfig, the scripts' settings).
+
+Each raises ``ValueError`` naming the field, the allowed range and the value received, e.g.
+``"mutation must be a finite number in [0.0, 5.0], got 300"``. Bools are refused where numbers are
+expected (``True`` is an int to Python, never a population size to a user). Standard library only.
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = ["check_int", "check_float", "check_vector", "is_number"]
+
+
+def is_number(value) -> bool:
+    """A real int or float (not a bool, not a string, not complex)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, low: int, high: float = math.inf) -> None:
+    """``value`` is an int (not a bool) in [low, high]."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        upper = "" if high == math.inf else f" and <= {high}"
+        raise ValueError(f"{name} must be an int >= {low}{upper}, got {value!r}")
+
+
+def check_float(name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` is a finite int or float in the interval from low to high (open ends as flagged)."""
+    ok = is_number(value) and math.isfinite(value)
+    ok = ok and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open or high == math.inf else "]"
+        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}")
+
+
+def check_vector(name: str, vector, length: int, high: float = math.inf, what: str = "one per resource") -> None:
+    """``vector`` is a tuple or list of ``length`` finite numbers in [0, high]."""
+    ok = isinstance(vector, (tuple, list)) and len(vector) == length and all(
+        is_number(v) and math.isfinite(v) and 0 <= v <= high for v in vector)
+    if not ok:
+        bound = ">= 0" if high == math.inf else f"in [0, {high:g}]"
+        raise ValueError(f"{name} must be {length} finite numbers {bound} ({what}), got {vector!r}")
