@@ -128,7 +128,6 @@ def test_lifecycle_stats_counts_births_deaths_and_generations():
     assert empty["births"] == 0 and empty["mean_generation"] == 0.0 and empty["lineage_depth"] == 0
 
 
-
 def pagerank_by_linear_solve(edges, num_nodes, damping=0.85):
     """PageRank as the solution of p = (1 - d) / n + d * M p, with M column-stochastic and a node
     without out-edges spreading its rank evenly (networkx's convention), solved by NumPy."""

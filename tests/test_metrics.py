@@ -96,7 +96,6 @@ def test_division_of_labour_needs_both_consistency_and_diversity():
     assert metrics.division_of_labour(fixed_split, 2, mask=np.zeros((3, 2))) == 0.0
 
 
-
 # --------------------------------------------------------------------------- communication
 
 
@@ -188,7 +187,6 @@ def test_attention_matrix_places_slots_at_peer_rows():
     np.testing.assert_allclose(metrics.attention_matrix(attention, peer_index), expected)
 
 
-
 # --------------------------------------------------------------------------- markets
 
 
@@ -207,7 +205,6 @@ def test_trade_volume_counts_each_traded_unit_once():
     assert metrics.trade_volume(before, before) == 0.0
     with pytest.raises(ValueError, match="after"):
         metrics.trade_volume(before, after[:1])
-
 
 
 # --------------------------------------------------------------------------- definitions written out

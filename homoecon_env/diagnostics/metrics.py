@@ -85,7 +85,6 @@ def gini(values: Any) -> float:
     return float(max(coefficient, 0.0))  # rounding can give -1e-17 for equal values
 
 
-
 # --------------------------------------------------------------------------- specialization
 
 
@@ -185,7 +184,6 @@ def division_of_labour(job_history: Any, num_jobs: int, mask: Any = None) -> flo
     return float(np.clip((marginal - conditional) / scale, 0.0, 1.0))
 
 
-
 # --------------------------------------------------------------------------- communication
 
 
@@ -256,7 +254,6 @@ def broadcast_pca(broadcasts: Any, n_components: int = 2) -> tuple[np.ndarray, n
     return coords, ratio
 
 
-
 # --------------------------------------------------------------------------- social filtering
 
 
@@ -306,7 +303,6 @@ def attention_matrix(attention: Any, peer_index: Any, num_agents: int | None = N
     return dense
 
 
-
 # --------------------------------------------------------------------------- markets
 
 
@@ -337,7 +333,6 @@ def trade_volume(before: Any, after: Any, *, per_resource: bool = False) -> floa
         raise ValueError(f"after: expected shape {held_before.shape} like before, got {held_after.shape}")
     per_good = 0.5 * np.abs(held_after - held_before).sum(axis=0)  # [R]
     return per_good if per_resource else float(per_good.sum())
-
 
 
 # --------------------------------------------------------------------------- moved names

@@ -23,6 +23,7 @@ TITLE_SIZE = 10
 LABEL_SIZE = 9
 TICK_SIZE = 8
 
+
 def new_figure(width: float, height: float) -> Figure:
     """A pyplot-free figure with constrained layout, sized in inches at :data:`DPI`."""
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")

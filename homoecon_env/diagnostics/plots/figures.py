@@ -78,7 +78,7 @@ def gini_over_time(gini: Any, steps: Any = None) -> Figure:
     values = as_array(gini, "gini", 1)
     figure = new_figure(7, 4)
     draw_lines(figure.subplots(), x_values(len(values), steps, "gini"), {"Gini": values},
-                "Wealth inequality (Gini)", "Gini coefficient", ylim=(0, 1))
+               "Wealth inequality (Gini)", "Gini coefficient", ylim=(0, 1))
     return figure
 
 
@@ -96,7 +96,7 @@ def resources_over_time(totals: Any, prices: Any, names: Sequence[str] | None = 
     draw_lines(top, x, dict(zip(labels, stock.T)), "Total holdings after trade", "units", xlabel="")
     add_legend(top, loc="best")
     draw_lines(bottom, x, dict(zip(labels, price.T)), "Relative prices", "price (sum over goods = 1)",
-                ylim=(0, 1))
+               ylim=(0, 1))
     add_legend(bottom, loc="best")
     return figure
 
@@ -125,7 +125,7 @@ def job_distribution(job_shares: Any, job_names: Sequence[str] | None = None, st
     shares = as_array(job_shares, "job_shares", 2)
     figure = new_figure(8, 4.5)
     draw_stack(figure.subplots(), x_values(len(shares), steps, "job_shares"), shares,
-                names_or_default(job_names, shares.shape[1], "job"), "Job shares", "share of agents")
+               names_or_default(job_names, shares.shape[1], "job"), "Job shares", "share of agents")
     return figure
 
 
@@ -221,5 +221,5 @@ def effort_vs_consumption(effort: Any, consumption: Any, jobs: Any = None,
         raise ValueError(f"consumption, jobs: expected {len(work)} agents like effort")
     figure = new_figure(7, 5)
     draw_effort_consumption(figure.subplots(), work, eaten, job_of,
-                             list(job_names) if job_names is not None else None)
+                            list(job_names) if job_names is not None else None)
     return figure

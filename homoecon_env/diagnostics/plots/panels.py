@@ -32,7 +32,7 @@ MAX_THUMBNAIL_NODES = 40  # larger component shapes are labelled, not drawn
 
 
 def draw_lines(ax: Axes, x: np.ndarray, series: Mapping[str, np.ndarray], title: str, ylabel: str,
-                xlabel: str = "env step", ylim: tuple[float, float] | None = None) -> None:
+               xlabel: str = "env step", ylim: tuple[float, float] | None = None) -> None:
     """One line per labelled series [T] against x [T]; a marker when T == 1 so it stays visible."""
     for k, (label, y) in enumerate(series.items()):
         ax.plot(x, y, label=label, color=category_colour(k), lw=1.4, marker="o" if len(y) == 1 else None)
@@ -45,7 +45,7 @@ def draw_lines(ax: Axes, x: np.ndarray, series: Mapping[str, np.ndarray], title:
 
 
 def draw_stack(ax: Axes, x: np.ndarray, shares: np.ndarray, labels: list[str], title: str,
-                ylabel: str, colours: list[Any] | None = None) -> None:
+               ylabel: str, colours: list[Any] | None = None) -> None:
     """Stacked shares [T, C] over time (bars when T == 1), each layer labelled."""
     colours = colours or [category_colour(k) for k in range(shares.shape[1])]
     if shares.shape[0] == 1:
@@ -64,7 +64,7 @@ def draw_stack(ax: Axes, x: np.ndarray, shares: np.ndarray, labels: list[str], t
 
 
 def draw_trade_arrows(ax: Axes, before: np.ndarray, after: np.ndarray, names: list[str],
-                       goods: tuple[int, int]) -> None:
+                      goods: tuple[int, int]) -> None:
     """Each agent's holdings of two goods before (hollow) and after (filled) trade, with arrows."""
     if before.shape[1] == 1:  # one good: before vs after on the diagonal picture
         ax.scatter(before[:, 0], after[:, 0], color=category_colour(0), label="agent", **point_style(len(before)))
@@ -91,7 +91,7 @@ def draw_trade_arrows(ax: Axes, before: np.ndarray, after: np.ndarray, names: li
 
 
 def draw_net_trade(ax: Axes, before: np.ndarray, after: np.ndarray, prices: np.ndarray | None,
-                    names: list[str]) -> None:
+                   names: list[str]) -> None:
     """Supply and demand: each good's net trade per agent, agents sorted from sellers to buyers."""
     net = after - before  # [N, R]; + bought, - sold
     num_agents = net.shape[0]
@@ -105,7 +105,7 @@ def draw_net_trade(ax: Axes, before: np.ndarray, after: np.ndarray, prices: np.n
     ax.text(0.02, 0.97, f"sold = bought = {volume:.3g} units", transform=ax.transAxes, va="top",
             fontsize=TICK_SIZE)
     style_axes(ax, "Supply (-) and demand (+) at clearing prices", "agents, sorted by net trade (fraction)",
-           "net trade (units)")
+               "net trade (units)")
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
     add_legend(ax, loc="lower right")
@@ -152,7 +152,7 @@ def draw_population_events(ax: Axes, x: np.ndarray, events: Mapping[str, np.ndar
 
 
 def draw_pca(ax: Axes, coords: np.ndarray, explained: np.ndarray, colour_by: np.ndarray | None,
-              categorical: bool, labels: list[str] | None, title: str) -> None:
+             categorical: bool, labels: list[str] | None, title: str) -> None:
     """Broadcasts in the plane of their first two principal components, coloured by a trait."""
     x = coords[:, 0]
     y = coords[:, 1] if coords.shape[1] > 1 else np.zeros_like(x)
@@ -202,7 +202,7 @@ def draw_heatmap(ax: Axes, dense: np.ndarray, total_agents: int) -> None:
     shown = dense.shape[0]
     suffix = "" if shown == total_agents else f" (first {shown} of {total_agents})"
     style_axes(ax, "Attention: who watches whom" + suffix, "attended agent (row index)",
-           "attending agent (row index)")
+               "attending agent (row index)")
 
 
 def draw_spectrum(ax: Axes, spectrum: np.ndarray) -> None:
@@ -212,7 +212,7 @@ def draw_spectrum(ax: Axes, spectrum: np.ndarray) -> None:
     ratio = metrics.participation_ratio(spectrum)
     ax.set_xticks(ranks)
     style_axes(ax, f"Broadcast covariance spectrum (effective dim {ratio:.2f} of {len(spectrum)})",
-           "principal component", "eigenvalue (variance)")
+               "principal component", "eigenvalue (variance)")
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -245,7 +245,7 @@ def draw_thumbnail(ax: Axes, graph: nx.DiGraph) -> None:
 
 
 def draw_topology(ax: Axes, hash_counts: Mapping[str, int], sizes: Mapping[str, int] | None,
-                   examples: Mapping[str, nx.Graph] | None, max_shapes: int) -> None:
+                  examples: Mapping[str, nx.Graph] | None, max_shapes: int) -> None:
     """Counts of component shapes (WL hashes), most common first, with a drawing of each shape."""
     ordered = sorted(hash_counts.items(), key=lambda item: (-item[1], item[0]))
     shown = ordered[:max_shapes]
@@ -266,7 +266,7 @@ def draw_topology(ax: Axes, hash_counts: Mapping[str, int], sizes: Mapping[str, 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     total = sum(hash_counts.values())
     style_axes(ax, f"Favourite-graph component shapes ({total} component{'s' if total != 1 else ''}{suffix})",
-           "component shape (WL hash)", "components")
+               "component shape (WL hash)", "components")
     if not examples:
         return
     # Draw each shape above its bar: x in data units, y in axes fractions.
@@ -301,7 +301,7 @@ def draw_degree_pagerank(ax: Axes, in_degree: np.ndarray, pagerank: np.ndarray) 
 
 
 def draw_effort_consumption(ax: Axes, effort: np.ndarray, consumption: np.ndarray,
-                             jobs: np.ndarray | None, job_names: list[str] | None) -> None:
+                            jobs: np.ndarray | None, job_names: list[str] | None) -> None:
     """Effort in [0, 1] against total consumption per agent, coloured by job when known."""
     style = point_style(len(effort))
     if jobs is None:
@@ -317,9 +317,8 @@ def draw_effort_consumption(ax: Axes, effort: np.ndarray, consumption: np.ndarra
     ax.grid(alpha=0.3)
 
 
-
 def population_events(births: np.ndarray | None, deaths_age: np.ndarray | None,
-                       deaths_starvation: np.ndarray | None) -> dict[str, np.ndarray]:
+                      deaths_starvation: np.ndarray | None) -> dict[str, np.ndarray]:
     """The available birth and death series [T], labelled for a legend; all must share T."""
     series = {"births": births, "deaths (age)": deaths_age, "deaths (starvation)": deaths_starvation}
     events = {label: values for label, values in series.items() if values is not None and values.size}
