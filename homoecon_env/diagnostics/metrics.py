@@ -1,4 +1,4 @@
-"""Economy-wide metrics for the research questions of docs/design.md section 1 (NumPy only).
+"""Economy-wide metrics for the research questions of docs/design.md section 1.
 
 Pure functions: NumPy arrays (or CPU torch tensors) in, Python numbers or NumPy arrays out, no
 module state. Shapes use N agents, R resources, J jobs, K observed peers, B broadcast dim, T
