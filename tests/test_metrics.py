@@ -258,7 +258,7 @@ def test_homoecon_env_and_metrics_load_no_plotting_scipy_or_networkx():
         "env = homoecon_env.parallel_env()\n"
         "env.reset(seed=0)\n"
         "env.step({agent: env.action_space(agent).sample() for agent in env.agents})\n"
-        "env.unwrapped.economy.last_stats['gini']\n"
+        "env.last_stats['gini']\n"
         "print('step', loaded())\n"
         "import homoecon_env.diagnostics.metrics\n"
         "print('metrics', loaded())\n"
