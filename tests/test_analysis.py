@@ -3,6 +3,7 @@ import ast
 import inspect
 import math
 
+import networkx as nx
 import numpy as np
 import pytest
 
@@ -90,6 +91,28 @@ def test_genealogy_counts_descendants_and_surviving_lineages():
     assert by_agent["agent_0"]["lifetime_reward"] == 1.5 and by_agent["agent_1"]["lifetime_reward"] == 0.0
     assert by_agent["agent_0"]["taste_meat"] == 0.75
     assert [r["agent"] for r in summary["most_prolific"]] == ["agent_0", "agent_1", "agent_2"]
+
+
+def test_genealogy_rows_match_networkx_on_a_random_lineage():
+    rng = np.random.default_rng(6)
+    agents = {}
+    for agent in range(120):
+        chosen = rng.choice(agent, size=rng.integers(1, 3), replace=False) if agent >= 10 else []
+        parents = tuple(int(p) for p in chosen)
+        agents[agent] = {"parents": parents, "generation": 0, "birth_step": agent, "slot": 0, "tastes": [0.5, 0.5],
+                         "initial": agent < 10, "death_step": None, "death_cause": ""}
+    alive = [a for a in range(120) if a % 3 == 0]
+    summary, rows = analysis.genealogy({"agents": agents, "alive_at_end": alive, "lifetime_reward": {}},
+                                       ["berries", "meat"])
+    family = nx.DiGraph((p, a) for a, r in agents.items() for p in r["parents"])
+    family.add_nodes_from(agents)
+    for row in rows:
+        agent = int(row["agent"].removeprefix("agent_"))
+        below = nx.descendants(family, agent)
+        assert (row["children"], row["descendants"]) == (family.out_degree(agent), len(below))
+        assert row["living_descendants"] == len(below & set(alive))
+    assert summary["founder_lineages_surviving"] == sum(
+        1 for f in range(10) if f in alive or nx.descendants(family, f) & set(alive))
 
 
 def detailed_trace(config: EconomyConfig, steps: int) -> dict:

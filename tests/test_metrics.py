@@ -1,11 +1,10 @@
-"""Hand-worked cases for homoecon_env.diagnostics.metrics."""
+"""homoecon_env.diagnostics.metrics (NumPy only): hand-worked cases and definitions written out."""
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -95,47 +94,6 @@ def test_division_of_labour_needs_both_consistency_and_diversity():
     assert metrics.division_of_labour(monoculture, 2) == pytest.approx(0.0)
     assert metrics.division_of_labour(random_switching, 2) == pytest.approx(0.0)
     assert metrics.division_of_labour(fixed_split, 2, mask=np.zeros((3, 2))) == 0.0
-
-
-# --------------------------------------------------------------------------- population
-
-
-def test_lineage_depth_of_small_genealogy():
-    parents = {
-        "agent_2": ("agent_0", "agent_1"),
-        "agent_3": ("agent_2", "agent_1"),
-        "agent_4": ("agent_3", "agent_0"),
-        "agent_5": (),  # founder reborn after an extinction
-        "agent_6": ("agent_5", "agent_2"),
-    }
-    assert metrics.lineage_depth(parents) == {
-        "agent_0": 0, "agent_1": 0, "agent_2": 1, "agent_3": 2, "agent_4": 3, "agent_5": 0, "agent_6": 2,
-    }
-
-
-def test_lineage_depth_handles_long_chains_and_shared_ancestors():
-    chain = {f"a{k}": (f"a{k - 1}", "root") for k in range(1, 5000)}
-    depth = metrics.lineage_depth(chain)
-    assert depth["a4999"] == 4999 and depth["root"] == 0
-    diamond = {"c": ("a", "b"), "b": ("a",), "d": ("c", "c")}
-    assert metrics.lineage_depth(diamond) == {"a": 0, "b": 1, "c": 2, "d": 3}
-
-
-def test_lineage_depth_rejects_cycle():
-    with pytest.raises(ValueError, match="cycle"):
-        metrics.lineage_depth({"a": ("b",), "b": ("a",)})
-
-
-def test_lifecycle_stats_counts_births_deaths_and_generations():
-    parents = {"agent_2": ("agent_0", "agent_1"), "agent_3": ("agent_2", "agent_1"), "agent_4": ()}
-    causes = {"agent_0": "age", "agent_1": "starvation", "agent_2": "age"}
-    stats = metrics.lifecycle_stats(parents, causes, alive=["agent_3", "agent_4"])
-    assert stats["births"] == 3 and stats["founder_births"] == 1
-    assert stats["deaths"] == 3 and stats["deaths_age"] == 2 and stats["deaths_starvation"] == 1
-    assert stats["mean_generation"] == pytest.approx(1.0)  # (2 + 0) / 2
-    assert stats["max_generation"] == 2 and stats["lineage_depth"] == 2
-    empty = metrics.lifecycle_stats({}, [])
-    assert empty["births"] == 0 and empty["mean_generation"] == 0.0 and empty["lineage_depth"] == 0
 
 
 # --------------------------------------------------------------------------- communication
@@ -229,84 +187,6 @@ def test_attention_matrix_places_slots_at_peer_rows():
     np.testing.assert_allclose(metrics.attention_matrix(attention, peer_index), expected)
 
 
-def test_favourite_graph_of_tiny_attention():
-    attention = np.array([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5], [0.3, 0.7]])
-    peer_index = np.array([[2, 1], [0, 2], [3, 1], [0, -1]])
-    graph = metrics.favourite_graph(attention, peer_index)
-    # agent 2 ties between peers 3 and 1: the lower row wins; agent 3's empty slot is ignored.
-    assert sorted(graph.edges) == [(0, 1), (1, 0), (2, 1), (3, 0)]
-    assert graph.edges[0, 1]["weight"] == pytest.approx(0.8)
-    assert set(graph.nodes) == {0, 1, 2, 3}
-
-
-def test_favourite_graph_sums_duplicate_slots_and_respects_mask():
-    attention = np.array([[0.3, 0.3, 0.4], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    peer_index = np.array([[1, 1, 2], [0, 2, 2], [0, 1, 0]])
-    mask = np.array([[1, 1, 1], [1, 1, 1], [0, 0, 0]])
-    graph = metrics.favourite_graph(attention, peer_index, mask)
-    assert sorted(graph.edges) == [(0, 1), (1, 0)]
-    assert graph.edges[0, 1]["weight"] == pytest.approx(0.6)
-    assert graph.out_degree(2) == 0
-
-
-def test_favourite_graph_rejects_peer_row_out_of_range():
-    with pytest.raises(ValueError, match="peer_index"):
-        metrics.favourite_graph(np.ones((2, 1)), np.array([[1], [2]]))
-
-
-def test_graph_summary_degrees_pagerank_and_clustering():
-    graph = nx.DiGraph([(0, 1), (1, 0), (2, 1), (3, 1)])
-    summary = metrics.graph_summary(graph)
-    assert summary["nodes"] == [0, 1, 2, 3]
-    np.testing.assert_array_equal(summary["in_degree"], [1, 3, 0, 0])
-    np.testing.assert_array_equal(summary["out_degree"], [1, 1, 1, 1])
-    assert summary["pagerank"].sum() == pytest.approx(1.0)
-    assert np.argmax(summary["pagerank"]) == 1
-    np.testing.assert_allclose(summary["clustering"], 0.0)
-    assert summary["num_components"] == 1
-    triangle = metrics.graph_summary(nx.DiGraph([(0, 1), (1, 2), (2, 0)]))
-    np.testing.assert_allclose(triangle["clustering"], 1.0)
-    assert triangle["mean_clustering"] == pytest.approx(1.0)
-
-
-def test_pagerank_sums_to_one_on_random_favourite_graph():
-    rng = np.random.default_rng(3)
-    attention = rng.dirichlet(np.ones(5), size=20)
-    peer_index = np.stack([rng.choice(np.delete(np.arange(20), i), 5, replace=False) for i in range(20)])
-    summary = metrics.graph_summary(metrics.favourite_graph(attention, peer_index))
-    assert summary["pagerank"].sum() == pytest.approx(1.0)
-    assert summary["out_degree"].max() == 1
-    assert sum(summary["component_hashes"].values()) == summary["num_components"]
-
-
-def test_wl_hash_equal_for_isomorphic_and_different_for_non_isomorphic_graphs():
-    pair_with_admirer = nx.DiGraph([(0, 1), (1, 0), (2, 1)])
-    relabelled = nx.relabel_nodes(pair_with_admirer, {0: "x", 1: "y", 2: "z"})
-    three_cycle = nx.DiGraph([(0, 1), (1, 2), (2, 0)])
-    admirer_reversed = nx.DiGraph([(0, 1), (1, 0), (1, 2)])  # same undirected shape, other direction
-    hash_of = lambda g: metrics.graph_summary(g)["wl_hash"]  # noqa: E731
-    assert hash_of(pair_with_admirer) == hash_of(relabelled)
-    assert hash_of(pair_with_admirer) != hash_of(three_cycle)
-    assert hash_of(pair_with_admirer) != hash_of(admirer_reversed)
-
-
-def test_topology_histogram_counts_component_shapes():
-    # Two mutual pairs, one pair with an admirer: shapes {pair: 2, pair+admirer: 1}.
-    graph = nx.DiGraph([(0, 1), (1, 0), (2, 3), (3, 2), (4, 5), (5, 4), (6, 5)])
-    summary = metrics.graph_summary(graph)
-    assert sorted(summary["component_hashes"].values()) == [1, 2]
-    sizes = {summary["component_sizes"][h]: c for h, c in summary["component_hashes"].items()}
-    assert sizes == {2: 2, 3: 1}
-    for digest, example in summary["component_examples"].items():
-        assert example.number_of_nodes() == summary["component_sizes"][digest]
-        assert sorted(example.nodes) == list(range(example.number_of_nodes()))
-
-
-def test_graph_summary_of_empty_graph():
-    summary = metrics.graph_summary(nx.DiGraph())
-    assert summary["num_components"] == 0 and summary["pagerank"].size == 0
-
-
 # --------------------------------------------------------------------------- markets
 
 
@@ -327,70 +207,73 @@ def test_trade_volume_counts_each_traded_unit_once():
         metrics.trade_volume(before, after[:1])
 
 
-def test_prices_following_scarcity_correlate_positively():
-    # Berries abundant in even steps, meat in odd steps; the scarce good is dearer.
-    totals = np.array([[10.0, 2.0], [2.0, 10.0], [6.0, 4.0], [3.0, 9.0], [8.0, 1.0]])
-    prices = 1.0 / totals  # exactly inverse to abundance
-    result = metrics.price_scarcity_correlation(prices, totals)
-    np.testing.assert_allclose(result["per_resource"], [1.0, 1.0])
-    assert result["mean"] == pytest.approx(1.0) and result["pooled"] == pytest.approx(1.0)
-    inverted = metrics.price_scarcity_correlation(totals, totals, method="pearson")
-    assert inverted["mean"] < -0.9
+# --------------------------------------------------------------------------- definitions written out
 
 
-def test_price_scarcity_correlation_is_nan_for_constant_series():
-    result = metrics.price_scarcity_correlation(np.ones((4, 2)), np.ones((4, 2)))
-    assert np.all(np.isnan(result["per_resource"])) and math.isnan(result["mean"])
+def test_attention_entropy_matches_its_definition_row_by_row():
+    rng = np.random.default_rng(4)
+    attention = rng.dirichlet(np.full(6, 0.5), size=30)  # [N, K]
+    mask = rng.random((30, 6)) > 0.3
+    mask[0] = False  # no live peer: left out
+    mask[1] = [True, False, False, False, False, False]  # one live peer: entropy 0, left out when normalised
+    plain, normalised = [], []
+    for weights, live in zip(attention, mask):
+        p = weights[live] / weights[live].sum() if live.any() else np.array([])
+        if p.size:
+            entropy = -sum(q * math.log(q) for q in p if q > 0)
+            plain.append(entropy)
+            if p.size >= 2:
+                normalised.append(entropy / math.log(p.size))
+    assert metrics.attention_entropy(attention, mask) == pytest.approx(np.mean(plain), rel=1e-12)
+    assert metrics.attention_entropy(attention, mask, normalised=True) == pytest.approx(np.mean(normalised), rel=1e-12)
 
 
-def test_spearman_rank_averages_ties():
-    np.testing.assert_allclose(metrics._rank(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
-
-
-def test_spearman_hand_worked_with_ties():
-    # Ranks x = [1, 2.5, 2.5, 4], y = [1, 3, 2, 4]; centred: [-1.5, 0, 0, 1.5] and [-1.5, .5, -.5, 1.5].
-    # Pearson of the ranks = 4.5 / sqrt(4.5 * 5) = sqrt(0.9).
-    assert metrics.spearman([10.0, 20.0, 20.0, 30.0], [1.0, 7.0, 5.0, 9.0]) == pytest.approx(math.sqrt(0.9))
-    assert metrics.spearman([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)  # monotone, not linear
-    assert metrics.spearman([1, 2, 3, 4], [8, 4, 2, 1]) == pytest.approx(-1.0)
-
-
-def test_spearman_is_nan_where_undefined_and_refuses_bad_input():
-    assert math.isnan(metrics.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))  # a constant side
-    assert math.isnan(metrics.spearman([1.0, 2.0], [2.0, 1.0]))  # two points say nothing
-    with pytest.raises(ValueError, match="x: contains nan"):
-        metrics.spearman([1.0, np.nan, 3.0], [1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="y: expected 3 values like x, got 2"):
-        metrics.spearman([1.0, 2.0, 3.0], [1.0, 2.0])
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def test_mean_ci95_of_known_samples():
-    # mean 2, s = 1, t_{0.975, 2} = 4.302653 -> half-width 4.302653 / sqrt(3)
-    mean, half = metrics.mean_ci95([1.0, 2.0, 3.0])
-    assert mean == pytest.approx(2.0) and half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
-    mean, half = metrics.mean_ci95([5.0, 5.0])
-    assert mean == 5.0 and half == 0.0
-    assert metrics.mean_ci95([4.0]) == (4.0, math.inf)
-    with pytest.raises(ValueError, match="samples"):
-        metrics.mean_ci95([])
-
-
-def test_t_quantile_beyond_table_is_accurate():
-    # Reference values of t_{0.975, df}.
-    for df, expected in [(30, 2.042272), (31, 2.039513), (60, 2.000298), (1000, 1.962339)]:
-        assert metrics._t_quantile_975(df) == pytest.approx(expected, abs=2e-6)
+def test_division_of_labour_is_mutual_information_of_agent_and_job():
+    rng = np.random.default_rng(5)
+    history = rng.integers(0, 3, size=(25, 8))  # [T, N]
+    history[:, :3] = 1  # three steady workers
+    joint = np.zeros((8, 3))  # agent-step counts: p(agent, job)
+    for t in range(25):
+        for agent in range(8):
+            joint[agent, history[t, agent]] += 1
+    joint /= joint.sum()
+    independent = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    information = sum(joint[a, j] * math.log(joint[a, j] / independent[a, j])
+                      for a in range(8) for j in range(3) if joint[a, j] > 0)
+    assert metrics.division_of_labour(history, 3) == pytest.approx(information / math.log(3), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- module hygiene
 
 
-def test_metrics_does_not_import_matplotlib():
-    code = "import sys, homoecon_env.diagnostics.metrics; print('matplotlib' in sys.modules)"
+def test_homoecon_env_and_metrics_load_no_plotting_scipy_or_networkx():
+    """`import homoecon_env`, a step of the economy (which reads gini from metrics) and metrics itself
+    must not load matplotlib, scipy or networkx: only the scripts' diagnostics do, when asked."""
+    code = (
+        "import sys\n"
+        "heavy = ('matplotlib', 'scipy', 'networkx')\n"
+        "loaded = lambda: sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+        "import homoecon_env\n"
+        "print('import', loaded())\n"
+        "env = homoecon_env.parallel_env()\n"
+        "env.reset(seed=0)\n"
+        "env.step({agent: env.action_space(agent).sample() for agent in env.agents})\n"
+        "env.last_stats['gini']\n"
+        "print('step', loaded())\n"
+        "import homoecon_env.diagnostics.metrics\n"
+        "print('metrics', loaded())\n"
+    )
     root = Path(__file__).absolute().parents[1]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=root, env=environment)
-    assert result.stdout.strip() == "False"
+    assert result.stdout.split("\n")[:3] == ["import []", "step []", "metrics []"]
+
+
+def test_names_moved_to_graphs_and_stats_still_resolve_from_metrics():
+    from homoecon_env.diagnostics import graphs, stats
+
+    assert metrics.favourite_graph is graphs.favourite_graph and metrics.lineage_depth is graphs.lineage_depth
+    assert metrics.spearman is stats.spearman and metrics.mean_ci95 is stats.mean_ci95
+    with pytest.raises(AttributeError, match="no attribute 'no_such_metric'"):
+        metrics.no_such_metric  # noqa: B018

@@ -1,4 +1,4 @@
-"""Every figure of homoecon_env.diagnostics.plots draws data in each of its axes."""
+"""Every figure of the homoecon_env.diagnostics.plots package draws data in each of its axes."""
 import os
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from homoecon_env.diagnostics import metrics, plots
+from homoecon_env.diagnostics import graphs, metrics, plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N, R, J, B, T = 12, 2, 2, 4, 30
@@ -151,13 +151,17 @@ def test_snapshot_figures(economy):
     heatmap = plots.attention_heatmap(e["attention"], e["peer_index"], N)
     assert_every_axis_has_content(heatmap, 1)
     image = heatmap.axes[0].images[0].get_array()
-    np.testing.assert_allclose(image, metrics.attention_matrix(e["attention"], e["peer_index"]))
+    expected = np.zeros((N, N))  # row i, column j: the weight agent i puts on agent j
+    for i in range(N):
+        for slot, j in enumerate(e["peer_index"][i]):
+            expected[i, j] += e["attention"][i, slot]
+    np.testing.assert_allclose(image, expected)
     assert_every_axis_has_content(plots.effort_vs_consumption(e["effort"], e["consumption"], e["jobs"]), 1)
     assert_every_axis_has_content(plots.effort_vs_consumption(e["effort"], e["consumption"].sum(axis=1)), 1)
 
 
 def test_graph_figures(economy):
-    summary = metrics.graph_summary(metrics.favourite_graph(economy["attention"], economy["peer_index"]))
+    summary = graphs.graph_summary(graphs.favourite_graph(economy["attention"], economy["peer_index"]))
     figure = plots.topology_histogram(summary["component_hashes"], summary["component_sizes"],
                                       summary["component_examples"])
     assert_every_axis_has_content(figure, 1)

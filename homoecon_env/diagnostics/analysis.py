@@ -1,4 +1,4 @@
-"""Numbers for metrics.json from recorded rollouts (evaluate.py; DESIGN.md sections 1 and 6).
+"""Numbers for metrics.json from recorded rollouts (evaluate.py; docs/design.md sections 1 and 6).
 
 Pure functions: a rollout's recorded arrays in, plain numbers and dicts out, no module state. They
 never run the economy or a learner, and never import matplotlib, torch, the env or the agents.
@@ -27,9 +27,9 @@ from typing import Optional
 
 import numpy as np
 
-from homoecon_env.diagnostics import metrics
+from homoecon_env.diagnostics import graphs, metrics, stats
 
-CI_PERCENT = 95  # confidence level of every interval (metrics.mean_ci95)
+CI_PERCENT = 95  # confidence level of every interval (stats.mean_ci95)
 EDGE_FRACTION = 0.2  # "early" = the first 20% of a rollout's steps, "late" = the last 20%
 MIN_LIFE_STEPS = 3  # an agent counts for specialization once it chose a job on at least this many steps
 TOP_SHARE = 0.1  # the richest fraction whose wealth share is reported
@@ -90,14 +90,14 @@ def graph_snapshot(step: int, attention: np.ndarray, peer_index: np.ndarray, mas
     Numbers (components, shapes, largest in-degree, fraction of agents in mutual pairs, largest
     PageRank, mean clustering, Spearman of in-degree with wealth) plus what the figures draw.
     """
-    graph = metrics.favourite_graph(attention, peer_index, mask)
-    summary = metrics.graph_summary(graph)
+    graph = graphs.favourite_graph(attention, peer_index, mask)
+    summary = graphs.graph_summary(graph)
     mutual = sum(1 for a, b in graph.edges if graph.has_edge(b, a))
     return {
         "step": step, "components": summary["num_components"], "shapes": len(summary["component_hashes"]),
         "max_in_degree": int(summary["in_degree"].max(initial=0)), "mutual_fraction": mutual / len(attention),
         "pagerank_max": float(summary["pagerank"].max(initial=0.0)), "mean_clustering": summary["mean_clustering"],
-        "in_degree_wealth_corr": metrics.spearman(summary["in_degree"].astype(np.float64), wealth),
+        "in_degree_wealth_corr": stats.spearman(summary["in_degree"].astype(np.float64), wealth),
         "component_hashes": summary["component_hashes"], "component_sizes": summary["component_sizes"],
         "component_examples": summary["component_examples"], "in_degree": summary["in_degree"],
         "pagerank": summary["pagerank"]}
@@ -137,11 +137,13 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
     edges("attention_entropy", trace["attention_entropy"])
     edges("attention_entropy_nats", trace["entropy_nats"])
     width = late.stop - late.start
-    graphs = trace["graphs"]
+    snapshots = trace["graphs"]
     for key in ("components", "shapes", "max_in_degree", "mutual_fraction", "pagerank_max", "mean_clustering",
                 "in_degree_wealth_corr"):
-        summary[f"graph_{key}_early"] = nanmean([g[key] for g in graphs if g["step"] <= width]) if graphs else None
-        summary[f"graph_{key}_late"] = nanmean([g[key] for g in graphs if g["step"] > steps - width]) if graphs else None
+        early_values = [g[key] for g in snapshots if g["step"] <= width]
+        late_values = [g[key] for g in snapshots if g["step"] > steps - width]
+        summary[f"graph_{key}_early"] = nanmean(early_values) if snapshots else None
+        summary[f"graph_{key}_late"] = nanmean(late_values) if snapshots else None
 
     # Communication: effective dimension of the messages.
     spectra = trace["spectra"]  # [T, B]
@@ -162,7 +164,7 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
     if config.num_jobs == 2:
         drivers[f"job_{jobs[1]}"] = lambda c: (c["job"] == 1).astype(np.float64)
     for name, column in drivers.items():
-        summary[f"wealth_corr_{name}"] = nanmean([metrics.spearman(column(c), c["wealth"])
+        summary[f"wealth_corr_{name}"] = nanmean([stats.spearman(column(c), c["wealth"])
                                                   for c in trace["cross_sections"]])
     top_shares = []
     for section in trace["cross_sections"]:
@@ -173,11 +175,11 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
     summary["top_share_late"] = nanmean(top_shares)
 
     # Markets: do relative prices follow scarcity, and the seasons?
-    correlation = metrics.price_scarcity_correlation(trace["prices"], trace["totals"])
+    correlation = stats.price_scarcity_correlation(trace["prices"], trace["totals"])
     summary["price_scarcity_spearman"] = finite(correlation["mean"])
     summary["price_scarcity_pooled"] = finite(correlation["pooled"])
     relative = metrics.relative_prices(trace["prices"])  # [T, R]
-    summary["gini_price_imbalance_corr"] = finite(metrics.spearman(relative.max(axis=1), trace["gini"]))
+    summary["gini_price_imbalance_corr"] = finite(stats.spearman(relative.max(axis=1), trace["gini"]))
     if season.shape != (steps, config.num_jobs):
         raise ValueError(f"season: expected shape {(steps, config.num_jobs)} (steps, jobs), got {season.shape}")
     for j, job in enumerate(config.jobs):
@@ -194,7 +196,11 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
 
 def interval(values) -> dict:
     """{"mean", "ci95"} of samples over seeds; a half-width that is float noise around equal samples is 0."""
-    mean, half_width = metrics.mean_ci95(np.asarray(values, dtype=np.float64))
+    return _rounded(*stats.mean_ci95(np.asarray(values, dtype=np.float64)))
+
+
+def _rounded(mean: float, half_width: float) -> dict:
+    """{"mean", "ci95"}, JSON-safe; a half-width within float noise of 0 (equal samples) becomes 0."""
     if math.isfinite(half_width) and half_width <= 1e-12 * max(1.0, abs(mean)):
         half_width = 0.0
     return {"mean": finite(mean), "ci95": finite(half_width)}
@@ -217,43 +223,31 @@ def genealogy(trace: dict, goods: list[str]) -> tuple[dict, list[dict]]:
     agents, alive = trace["agents"], set(trace["alive_at_end"])
     born = {a: r["parents"] for a, r in agents.items() if not r["initial"]}
     causes = {a: r["death_cause"] for a, r in agents.items() if r["death_cause"]}
-    stats = metrics.lifecycle_stats(born, causes, alive)
-    children: dict[int, list[int]] = {a: [] for a in agents}
-    for agent, parents in born.items():
-        for parent in parents:
-            children[parent].append(agent)
-    # Descendants as bit sets (Python ints), children before parents: a child's id is always larger.
+    life = graphs.lifecycle_stats(born, causes, alive)
+    family = graphs.genealogy_graph(born, agents)  # parent -> child
     count_descendants = len(agents) <= MAX_GENEALOGY_FOR_DESCENDANTS
-    descendants: dict[int, int] = {}
-    living = sum(1 << a for a in alive)
-    if count_descendants:
-        for agent in sorted(agents, reverse=True):
-            bits = 0
-            for child in children[agent]:
-                bits |= (1 << child) | descendants[child]
-            descendants[agent] = bits
+    descendants, living = graphs.descendant_counts(family, alive) if count_descendants else ({}, {})
     rows = []
     for agent in sorted(agents):
         record = agents[agent]
         parents = list(record["parents"]) + [None, None]
-        bits = descendants.get(agent, 0)
         rows.append({
             "agent": f"agent_{agent}", "parent_1": "" if parents[0] is None else f"agent_{parents[0]}",
             "parent_2": "" if parents[1] is None else f"agent_{parents[1]}", "generation": record["generation"],
-            "birth_step": record["birth_step"], "death_step": "" if record["death_step"] is None else record["death_step"],
+            "birth_step": record["birth_step"],
+            "death_step": "" if record["death_step"] is None else record["death_step"],
             "death_cause": record["death_cause"], "slot": record["slot"],
             **{f"taste_{good}": round(w, 6) for good, w in zip(goods, record["tastes"])},
-            "lifetime_reward": round(trace["lifetime_reward"].get(agent, 0.0), 6), "children": len(children[agent]),
-            "descendants": bits.bit_count() if count_descendants else "",
-            "living_descendants": (bits & living).bit_count() if count_descendants else ""})
+            "lifetime_reward": round(trace["lifetime_reward"].get(agent, 0.0), 6), "children": family.out_degree(agent),
+            "descendants": descendants.get(agent, ""), "living_descendants": living.get(agent, "")})
     initial = [a for a, r in agents.items() if r["initial"]]
-    surviving = sum(1 for a in initial if a in alive or descendants.get(a, 0) & living) if count_descendants else None
+    surviving = sum(1 for a in initial if a in alive or living[a]) if count_descendants else None
     prolific = sorted((r for r in rows if r["children"]), key=lambda r: (-(r["descendants"] or 0), -r["children"]))[:5]
     summary = {
-        "agents": len(agents), "initial_population": len(initial), "births": stats["births"],
-        "founder_births": stats["founder_births"], "deaths": stats["deaths"], "deaths_age": stats["deaths_age"],
-        "deaths_starvation": stats["deaths_starvation"], "lineage_depth": stats["lineage_depth"],
-        "mean_generation_alive": stats["mean_generation"], "max_generation_alive": stats["max_generation"],
+        "agents": len(agents), "initial_population": len(initial), "births": life["births"],
+        "founder_births": life["founder_births"], "deaths": life["deaths"], "deaths_age": life["deaths_age"],
+        "deaths_starvation": life["deaths_starvation"], "lineage_depth": life["lineage_depth"],
+        "mean_generation_alive": life["mean_generation"], "max_generation_alive": life["max_generation"],
         "founder_lineages_surviving": surviving,
         "most_prolific": [{k: r[k] for k in ("agent", "generation", "birth_step", "children", "descendants",
                                              "living_descendants")} for r in prolific]}
@@ -277,7 +271,8 @@ def compare(arms: dict[str, list[dict]], first: str, second: str) -> dict:
             values = [o[measure] for o in outcomes]
             result["arms"][name][measure] = {**interval(values), "per_seed": [finite(v) for v in values]}
     for measure in MEASURES:
-        difference = interval([a[measure] - b[measure] for a, b in zip(arms[first], arms[second])])
+        difference = _rounded(*stats.paired_difference([a[measure] for a in arms[first]],
+                                                       [b[measure] for b in arms[second]]))
         result["difference"][measure] = difference
         significant = difference["ci95"] is not None and abs(difference["mean"]) > difference["ci95"]
         result["verdict"][measure] = ("higher" if difference["mean"] > 0 else "lower") if significant \

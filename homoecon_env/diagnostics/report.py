@@ -1,8 +1,8 @@
-"""report.md from the metrics dict that metrics.json holds (evaluate.py; DESIGN.md section 6).
+"""report.md from the metrics dict that metrics.json holds (evaluate.py; docs/design.md section 6).
 
 Pure text: a metrics dict in (as built by evaluate.py from :mod:`analysis`), Markdown out. Every number
 the report prints is read from that dict and printed by :func:`number`, so each one can be found in
-metrics.json; no number is computed here. The report answers the research questions of DESIGN.md
+metrics.json; no number is computed here. The report answers the research questions of docs/design.md
 section 1 (attention over time, message dimensionality, inequality and specialization, learned vs
 uniform social filtering, heterogeneous tastes), then the policy ablation, lineages and prices.
 """

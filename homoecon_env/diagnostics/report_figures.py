@@ -1,4 +1,4 @@
-"""The figure files of one recorded rollout: what report.md shows (evaluate.py; DESIGN.md section 6).
+"""The figure files of one recorded rollout: what report.md shows (evaluate.py; docs/design.md section 6).
 
 A detailed trace (see :mod:`analysis`) in, files out: the trade scatter at each recorded frame
 (trade_scatter/step_XXXX.png) and its animation (trade.gif), gini.png, resources_prices.png,
