@@ -7,6 +7,7 @@ hand-worked markets; each agent's best response found by bisection; finite diffe
 linear solver; and the contract's invariants (conservation, x >= 0, individual rationality) under
 hypothesis. No test checks one method or code path of the solver against another.
 """
+import functools
 import warnings
 from dataclasses import replace
 
@@ -503,6 +504,11 @@ def best_response(weights, endowment_utility, prices):
     return z, demand(z)
 
 
+def excess_demand(weights, endowment_utility, supply, eta):
+    """sum_i x_i - s at prices 1 / eta, from the bisection best response."""
+    return best_response(weights, endowment_utility, 1.0 / eta)[1].sum(axis=0) - supply
+
+
 @pytest.mark.parametrize("num_goods", [1, 2, 3, 5])
 @pytest.mark.parametrize("enumerate_sets", [True, False], ids=["enumerated", "sorted"])
 def test_ir_multipliers_are_the_least_that_restore_endowment_utility(monkeypatch, num_goods, enumerate_sets):
@@ -549,9 +555,8 @@ def test_newton_direction_is_the_newton_step_in_inverse_prices():
         z, _ = best_response(weights, data.endowment_utility, prices)
         assert np.any(z > 0) and np.any(z == 0)  # both kinds of agent take part
 
-        def excess(eta):
-            return best_response(weights, data.endowment_utility, 1.0 / eta)[1].sum(axis=0) - holdings.sum(axis=0)
-
+        supply = holdings.sum(axis=0)
+        excess = functools.partial(excess_demand, weights, data.endowment_utility, supply)
         eta = 1.0 / prices
         jacobian = np.empty((num_goods, num_goods))
         for q in range(num_goods):
@@ -664,7 +669,7 @@ def test_bad_input_is_refused_naming_the_argument(holdings, weights, options, na
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch, broken_part, bad):
     """Last line of defence: whatever a solver returns, the market never hands out NaN or inf."""
-    import homoecon_env.trade as trade  # clear_market looks _solve_prices up in the package
+    from homoecon_env import trade  # clear_market looks _solve_prices up in the package
 
     def broken(data, tol, max_iter, warm_multipliers, warm_prices=None):
         e = data.endowment
