@@ -5,6 +5,8 @@ import torch
 
 from homoecon_env.core import Actions
 
+pytest.register_assert_rewrite("trade_markets")  # its checks report values like a test file's
+
 
 def random_actions_dict(env, rng: np.random.Generator) -> dict:
     """Valid random actions for every live agent of a parallel env."""
