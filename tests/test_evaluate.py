@@ -9,8 +9,8 @@ import stat
 import imageio.v3 as iio
 import pytest
 
-import evaluate
-from evaluate import Args
+from homoecon_lab import evaluation as evaluate
+from homoecon_lab.evaluation import Args
 from homoecon_env.diagnostics import analysis, report
 
 TINY = dict(num_agents=6, steps=30, seeds=2, frames=4, ablation_seeds=2, ablation_train_steps=10, ablation_steps=10,
@@ -144,10 +144,11 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, change, message
 
 
 def test_a_trained_run_is_loaded_and_compared_with_random(tmp_path):
-    import train
+    from homoecon_lab.cli import parse_train_args
+    from homoecon_lab.training import train
 
     run_dir = tmp_path / "run"
-    train.train(train.parse_args(["--num-agents", "6", "--steps", "10", "--run-dir", str(run_dir),
+    train(parse_train_args(["--num-agents", "6", "--steps", "10", "--run-dir", str(run_dir),
                                   "--checkpoint-every", "10", "--dashboard-every", "0"]))
     out = tmp_path / "eval"
     result = evaluate.evaluate(Args(run=str(run_dir), out=str(out), **{**TINY, "steps": 10, "seeds": 1, "frames": 2}))
