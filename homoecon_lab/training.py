@@ -13,9 +13,11 @@ SIGTERM/SIGINT (after a final checkpoint).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import threading
 import time
 from typing import Optional
 
@@ -65,6 +67,23 @@ def _close_all(*closers) -> None:
         raise failure
 
 
+@contextlib.contextmanager
+def _writer_thread_errors_reported_by_the_loop():
+    """TensorBoard writes events from a thread and re-raises its OSError in the loop at the next write;
+    keep the thread from also printing a traceback of it (one message, docs/design.md section 7)."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if not (issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
 def train(settings: Settings, learner: Optional[Learner] = None) -> str:
     """Train for settings.run.steps env steps in total; returns the run folder.
 
@@ -72,7 +91,11 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
     make_learner(settings.run.learner, ...). A new run needs a new or empty folder; with
     ``settings.run.resume`` the run continues bit-exactly from its checkpoint.
     """
-    settings = complete_run_settings(settings)
+    with _writer_thread_errors_reported_by_the_loop():
+        return _train(complete_run_settings(settings), learner)
+
+
+def _train(settings: Settings, learner: Optional[Learner]) -> str:
     args, run_dir = settings.run, settings.run.run_dir
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     try:

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import train
 from agents.base import NonFiniteLossError
+from homoecon_lab import errors as train_errors
 from homoecon_lab import training
 from homoecon_lab.cli import parse_train_args
 from agents.baselines import RandomLearner
@@ -226,3 +227,74 @@ def test_torch_threads_default_to_one_for_small_economies(tmp_path, flags, expec
         assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
+
+
+def test_trade_convergence_and_kkt_residual_are_logged_as_fraction_and_maximum(tmp_path):
+    """Hand-worked interval: converged on 3 of 4 steps -> 0.75; residuals 1e-3, 5e-2, 0, 2e-2 -> 5e-2."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from homoecon_env.config import EconomyConfig
+    from homoecon_lab.recorder import Recorder
+
+    config = EconomyConfig(num_agents=4)
+    recorder = Recorder(config)
+    base = {key: 0.0 for key in ("mean_reward", "gini", "trade_volume", "births", "deaths_age", "deaths_starvation",
+                                 "mean_age", "mean_effort", "trade_iterations", "trade_init_iterations",
+                                 "trade_ir_violation")}
+    base.update(prices=[1.0, 1.0], totals=[1.0, 1.0], produced=[0.0, 0.0], job_counts=[2, 2])
+    for converged, residual in ((True, 1e-3), (False, 5e-2), (True, 0.0), (True, 2e-2)):
+        recorder.add({**base, "trade_converged": converged, "trade_kkt_residual": residual}, {})
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    recorder.write(writer, 4, torch.rand(4, 3, dtype=torch.float64), None, None)
+    recorder.add({**base, "trade_converged": False, "trade_kkt_residual": 1e-6}, {})  # the next interval starts afresh
+    recorder.write(writer, 5, torch.rand(4, 3, dtype=torch.float64), None, None)
+    writer.close()
+    accumulator = events(tmp_path)
+    assert [(e.step, e.value) for e in accumulator.Scalars("trade/converged")] == [(4, 0.75), (5, 0.0)]
+    assert [(e.step, pytest.approx(e.value)) for e in accumulator.Scalars("trade/kkt_residual")] == \
+        [(4, 5e-2), (5, 1e-6)]
+
+
+def test_checkpoint_parts_of_the_scripts_are_plain_data_and_restore_exactly(cli_run):
+    """RNG states and the recorder survive torch.load(weights_only=True) and restore every generator bit-exactly."""
+    import io
+    import random
+
+    from homoecon_lab.recorder import Recorder
+    from homoecon_lab.seeding import rng_states, seed_everything, set_rng_states
+
+    seed_everything(5)
+    random.gauss(0, 1), np.random.standard_normal()  # leave a cached Gaussian in both generators
+    states = rng_states()
+    expected = (random.random(), random.gauss(0, 1), np.random.random(3), np.random.standard_normal(),
+                torch.rand(3))
+    recorder = Recorder(parse_train_args(["--resume", str(cli_run)]).economy)
+    recorder.load_state_dict(load_checkpoint(cli_run / "checkpoint.pt")["recorder"])
+    buffer = io.BytesIO()
+    torch.save({"rng": states, "recorder": recorder.state_dict()}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    set_rng_states(loaded["rng"])
+    again = (random.random(), random.gauss(0, 1), np.random.random(3), np.random.standard_normal(), torch.rand(3))
+    assert again[:2] == expected[:2] and np.array_equal(again[2], expected[2]) and again[3] == expected[3]
+    assert torch.equal(again[4], expected[4])
+    restored = Recorder(recorder.config)
+    restored.load_state_dict(loaded["recorder"])
+    assert_identical(restored.history, recorder.history, "history")
+    assert_identical(restored.sums, recorder.sums, "sums")
+    assert len(recorder.history["spectra"]) == 12 and isinstance(restored.history["spectra"][0], np.ndarray)
+
+
+def test_thread_count_changes_float_sums_so_resume_keeps_it(tmp_path):
+    """Why --threads is fixed for a run: torch splits a sum over threads, so 1 and 2 threads round differently."""
+    values = torch.rand(4_000_000, generator=torch.Generator().manual_seed(0))
+    torch.set_num_threads(1)
+    one = values.sum()
+    torch.set_num_threads(2)
+    two = values.sum()
+    assert one != two  # if torch ever makes this equal, resuming with another --threads could be allowed
+    run_dir = tmp_path / "run"
+    training.train(parse_train_args(["--steps", "3", "--run-dir", str(run_dir), *TINY, "--learner", "random"]))
+    resumed = parse_train_args(["--resume", str(run_dir), "--steps", "6"])
+    with pytest.raises(train_errors.ResumeError, match="--threads 2: .* ran with 1 threads"):
+        training.train(dataclasses.replace(resumed, run=dataclasses.replace(resumed.run, threads=2)))
