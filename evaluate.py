@@ -31,6 +31,7 @@ message, never a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from agents.checkpoint import CheckpointError
@@ -44,8 +45,9 @@ def main(argv=None) -> None:
     args = parse_eval_args(argv, description=paragraphs[0], epilog="\n\n".join(paragraphs[1:2]))
     try:
         result = evaluate(args)
-    except KeyboardInterrupt:
-        sys.exit("evaluate.py: stopped by SIGINT; outputs already written are complete files")
+    except KeyboardInterrupt:  # Ctrl-C: the workers are dropped (they exit with this process), no traceback
+        print("evaluate.py: stopped by SIGINT; the files already written are complete", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except (RunError, CheckpointError) as error:
         sys.exit(f"evaluate.py: error: {error}")
     except OSError as error:

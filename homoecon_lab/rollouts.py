@@ -78,8 +78,9 @@ class Trace:
             return
         self.series.update({key: [] for key in ("totals", "prices", "job_shares", "spectra", "participation_ratio",
                                                 "attention_entropy", "entropy_nats")})
-        self.snapshot_steps = set(np.unique(np.linspace(1, steps, min(GRAPH_SNAPSHOTS, steps)).round().astype(int)).tolist())
-        self.frame_steps = set(np.unique(np.linspace(1, steps, min(frames, steps)).round().astype(int)).tolist())
+        evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
+        self.snapshot_steps = evenly(GRAPH_SNAPSHOTS)
+        self.frame_steps = evenly(frames)
         self.graphs: list[dict] = []  # one per snapshot step
         self.cross_sections: list[dict] = []  # [N] arrays per snapshot step
         self.frames: list[dict] = []  # pre/post trade holdings and prices at frame steps
@@ -131,7 +132,8 @@ class Trace:
             self.cross_sections.append({
                 "step": t, "wealth": after_trade.sum(axis=1), "age": before.ages.numpy().astype(np.float64),
                 "taste": before.utility_weights.numpy().copy(), "job": actions.job.numpy().copy(),
-                "effort": actions.effort.double().numpy().copy(), "generation": before.generation.numpy().astype(np.float64)})
+                "effort": actions.effort.double().numpy().copy(),
+                "generation": before.generation.numpy().astype(np.float64)})
         if t in self.frame_steps:
             self.frames.append({"step": t, "before": before_trade, "after": after_trade,
                                 "prices": out.trade.prices.numpy().copy()})

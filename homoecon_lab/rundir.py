@@ -3,7 +3,7 @@
 A run killed before its first checkpoint leaves config.json and event files but no checkpoint.pt;
 writing a new run there would mix its TensorBoard events with the old ones, so any non-empty folder
 is refused unless resumed. A SIGKILL during an atomic write leaves `.<name>.<12 hex>.tmp`
-(`homoecon_env.files`); `remove_stale_temporaries` deletes those on the next start.
+(`homoecon_env.files`); its `remove_stale_temporaries` deletes those on the next start.
 """
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import os
 import re
 import time
 
-STALE_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # homoecon_env.files' temporary names
+from homoecon_env.files import remove_stale_temporaries
+
+__all__ = ["check_new_run_dir", "check_resumable", "remove_stale_temporaries", "wait_to_sort_after_existing_events"]
+
 EVENT_FILE = re.compile(r"events\.out\.tfevents\.(\d+)\.")
 
 
@@ -37,14 +40,6 @@ def check_resumable(path: str) -> None:
     missing = [name for name in ("checkpoint.pt", "config.json") if not os.path.isfile(os.path.join(path, name))]
     if missing:
         raise ValueError(f"{path!r} must hold checkpoint.pt and config.json; missing {missing}")
-
-
-def remove_stale_temporaries(path: str) -> list[str]:
-    """Delete the temporary files an interrupted atomic write left in ``path``; returns their names."""
-    stale = sorted(name for name in os.listdir(path) if STALE_TEMPORARY.match(name))
-    for name in stale:
-        os.unlink(os.path.join(path, name))
-    return stale
 
 
 def wait_to_sort_after_existing_events(path: str) -> None:

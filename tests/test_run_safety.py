@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import assert_identical
 
 import train as train_script
 from agents.baselines import RandomLearner
@@ -18,7 +19,6 @@ from agents.checkpoint import load_checkpoint
 from homoecon_lab import training
 from homoecon_lab.cli import parse_train_args
 from homoecon_lab.errors import RunError
-from test_train import assert_identical
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num-agents", "8", "--max-steps", "25", "--log-every", "5", "--seed", "3"]
@@ -221,5 +221,6 @@ class NaNEffortLearner(RandomLearner):
 def test_an_action_the_economy_refuses_is_reported_with_its_step(tmp_path):
     settings = parse_train_args(["--steps", "10", "--run-dir", str(tmp_path / "run"), *TINY, "--learner", "random",
                                  "--dashboard-every", "0", "--checkpoint-every", "2"])
-    with pytest.raises(RunError, match=r"step 4: the economy refused the learner's actions: .*checkpoint\.pt \(step 2\)"):
+    refused = r"step 4: the economy refused the learner's actions: .*checkpoint\.pt \(step 2\)"
+    with pytest.raises(RunError, match=refused):
         training.train(settings, learner=NaNEffortLearner(settings.economy, settings.learner))

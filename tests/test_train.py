@@ -12,11 +12,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import train
 from agents.base import NonFiniteLossError
+from agents.baselines import RandomLearner
+from agents.checkpoint import load_checkpoint
 from homoecon_lab import errors as train_errors
 from homoecon_lab import training
 from homoecon_lab.cli import parse_train_args
-from agents.baselines import RandomLearner
-from agents.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num-agents", "8", "--max-steps", "25", "--log-every", "5", "--seed", "3"]  # episodes end at 25, 50, ...
