@@ -36,22 +36,31 @@ import sys
 
 from agents.checkpoint import CheckpointError
 from homoecon_lab.cli import parse_eval_args
-from homoecon_lab.errors import RunError
+from homoecon_lab.errors import RunError, StopRequested
 from homoecon_lab.evaluation import evaluate
+
+
+def _raise_stop(signum, frame):
+    raise StopRequested(signum, "the files already written are complete")
 
 
 def main(argv=None) -> None:
     paragraphs = __doc__.split("\n\n")
     args = parse_eval_args(argv, description=paragraphs[0], epilog="\n\n".join(paragraphs[1:2]))
+    previous = signal.signal(signal.SIGTERM, _raise_stop)  # unwinds like Ctrl-C: no half-written file
     try:
         result = evaluate(args)
-    except KeyboardInterrupt:  # Ctrl-C: the workers are dropped (they exit with this process), no traceback
-        print("evaluate.py: stopped by SIGINT; the files already written are complete", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+    except (KeyboardInterrupt, StopRequested) as stop:  # queued rollouts are dropped, workers exit with us
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"evaluate.py: stopped by {signal.Signals(signum).name}; the files already written are complete",
+              file=sys.stderr)
+        sys.exit(128 + signum)
     except (RunError, CheckpointError) as error:
         sys.exit(f"evaluate.py: error: {error}")
     except OSError as error:
         sys.exit(f"evaluate.py: error: {error.filename + ': ' if error.filename else ''}{error.strerror or error}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"done in {result['meta']['wall_seconds']} s: {os.path.join(args.out, 'report.md')}")
 
 

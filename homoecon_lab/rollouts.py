@@ -240,6 +240,7 @@ def run_tasks(tasks: list[Task], workers: int, threads: int) -> dict[tuple, dict
             return results
         context = multiprocessing.get_context("spawn")
         progress = context.Queue()
+        others = set(multiprocessing.active_children())
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
                                                       initializer=_init_worker, initargs=(threads, progress))
         try:
@@ -254,8 +255,10 @@ def run_tasks(tasks: list[Task], workers: int, threads: int) -> dict[tuple, dict
                         bar.update(progress.get_nowait())
                 except queue.Empty:
                     pass
-        except BaseException:  # a failed task or Ctrl-C: drop the queued tasks, do not wait for them
+        except BaseException:  # a failed task, Ctrl-C or SIGTERM: drop every task, end the workers now
             pool.shutdown(wait=False, cancel_futures=True)
+            for worker in set(multiprocessing.active_children()) - others:
+                worker.terminate()
             raise
         pool.shutdown(wait=True)
         bar.update(total - bar.n)

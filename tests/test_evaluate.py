@@ -232,3 +232,47 @@ def test_a_diverging_learner_ends_the_evaluation_naming_rollout_and_step(tmp_pat
         script.main(["--out", str(tmp_path / "out"), "--num-agents", "6", "--steps", "10", "--seeds", "1",
                      "--ablation-seeds", "0", "--workers", "1"])
     assert re.match(r"evaluate\.py: error: rollout \('main', 0\), recorded step 4: .*effort", str(stopped.value.code))
+
+
+def test_sigterm_stops_an_evaluation_with_one_message_and_no_worker_left(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, str(root / "evaluate.py"), "--out", str(out), "--num-agents", "6",
+                                "--steps", "100000", "--seeds", "2", "--ablation-seeds", "0", "--workers", "2"],
+                               cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def children():
+        return {int(pid) for path in Path(f"/proc/{process.pid}/task").glob("*/children")
+                for pid in path.read_text().split()}
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(children()) < 2:  # both rollout workers started
+            assert time.monotonic() < deadline and process.poll() is None, "the workers never started"
+            time.sleep(0.1)
+        time.sleep(3)  # let them import and start stepping
+        started = children()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "evaluate.py: stopped by SIGTERM" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in started):
+        assert time.monotonic() < deadline, f"workers left running: {started}"
+        time.sleep(0.1)
+    assert not out.exists() or not [p for p in out.rglob("*.tmp")]
