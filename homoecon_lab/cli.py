@@ -17,10 +17,11 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import NoReturn, Optional
+from typing import Annotated, NoReturn, Optional
 
 import tyro
 
+from agents import LEARNERS
 from agents.config import LearnerConfig
 from homoecon_env.config import EconomyConfig, Job
 from homoecon_lab import rundir
@@ -35,6 +36,9 @@ _JOBS_DEFAULT = next(f for f in dataclasses.fields(EconomyConfig) if f.name == "
 @dataclass(frozen=True)
 class _RunFlags(RunArgs):
     """How long to train, where to write, how often to log and checkpoint."""
+
+    learner: Annotated[str, tyro.conf.arg(
+        help=f"the algorithm, one of {{{','.join(sorted(LEARNERS))}}}")] = RunArgs.learner
 
     def __post_init__(self):
         pass
