@@ -13,9 +13,12 @@ result has the permissions any other written file would have (0o644 under the us
 from __future__ import annotations
 
 import os
+import re
 import secrets
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "TEMPORARY_NAME", "remove_stale_temporaries"]
+
+TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # ".<target name>.<12 hex digits>.tmp"
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
@@ -48,6 +51,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> str:
     """:func:`atomic_write_bytes` of ``text`` encoded (UTF-8 by default, newlines as given)."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that writes killed midway (SIGKILL, power loss) left in ``directory``.
+
+    Only names of the form this module creates are touched; returns the names removed. Call it when no
+    other process writes into ``directory``.
+    """
+    stale = sorted(name for name in os.listdir(directory) if TEMPORARY_NAME.match(name))
+    for name in stale:
+        os.unlink(os.path.join(directory, name))
+    return stale
 
 
 def _create_temporary(directory: str, name: str) -> tuple[str, int]:

@@ -9,9 +9,9 @@ import stat
 import imageio.v3 as iio
 import pytest
 
-import evaluate
-from evaluate import Args
 from homoecon_env.diagnostics import analysis, report
+from homoecon_lab import evaluation as evaluate
+from homoecon_lab.evaluation import Args
 
 TINY = dict(num_agents=6, steps=30, seeds=2, frames=4, ablation_seeds=2, ablation_train_steps=10, ablation_steps=10,
             workers=1)
@@ -53,7 +53,8 @@ def test_outputs_get_the_permissions_of_a_normal_file(evaluation, tmp_path):
     out, _ = evaluation
     (tmp_path / "reference").write_text("")
     expected = stat.S_IMODE(os.stat(tmp_path / "reference").st_mode)  # what open() gives under this umask
-    modes = {str(path.relative_to(out)): stat.S_IMODE(os.stat(path).st_mode) for path in out.rglob("*") if path.is_file()}
+    modes = {str(path.relative_to(out)): stat.S_IMODE(os.stat(path).st_mode)
+             for path in out.rglob("*") if path.is_file()}
     assert len(modes) > len(FIGURES) and all(mode == expected for mode in modes.values()), modes
 
 
@@ -125,13 +126,6 @@ def test_summary_intervals_use_every_seed(evaluation):
     assert summary["gini_mean"]["seeds"] == TINY["seeds"] and math.isfinite(summary["gini_mean"]["ci95"])
 
 
-def test_help_documents_every_flag():
-    text = evaluate.build_parser().format_help()
-    for flag in ("--run", "--out", "--steps", "--seeds", "--num-agents", "--ablation-seeds", "--ablation-train-steps",
-                 "--ablation-steps", "--frames", "--workers", "--learn"):
-        assert flag in text
-
-
 @pytest.mark.parametrize("change, message", [
     (dict(steps=1), "--steps"), (dict(ablation_seeds=1), "--ablation-seeds"), (dict(workers=0), "--workers"),
     (dict(num_agents=1), "--num-agents"), (dict(run="/no/such/run"), "--run"),
@@ -144,10 +138,11 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, change, message
 
 
 def test_a_trained_run_is_loaded_and_compared_with_random(tmp_path):
-    import train
+    from homoecon_lab.cli import parse_train_args
+    from homoecon_lab.training import train
 
     run_dir = tmp_path / "run"
-    train.train(train.parse_args(["--num-agents", "6", "--steps", "10", "--run-dir", str(run_dir),
+    train(parse_train_args(["--num-agents", "6", "--steps", "10", "--run-dir", str(run_dir),
                                   "--checkpoint-every", "10", "--dashboard-every", "0"]))
     out = tmp_path / "eval"
     result = evaluate.evaluate(Args(run=str(run_dir), out=str(out), **{**TINY, "steps": 10, "seeds": 1, "frames": 2}))
@@ -156,3 +151,128 @@ def test_a_trained_run_is_loaded_and_compared_with_random(tmp_path):
     assert result["main"]["summary"]["gini_mean"]["ci95"] is None  # one seed: no interval, written as n/a
     with pytest.raises(ValueError, match="--num-agents"):
         evaluate.evaluate(Args(run=str(run_dir), out=str(out), **{**TINY, "num_agents": 7}))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from homoecon_lab.cli import parse_train_args
+    from homoecon_lab.training import train
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(parse_train_args(["--num-agents", "6", "--steps", "4", "--run-dir", str(run_dir), "--dashboard-every", "0",
+                            "--learner", "random"]))
+    return run_dir
+
+
+def _broken_copy(trained_run, tmp_path, break_it):
+    import shutil
+
+    run_dir = tmp_path / "broken"
+    shutil.copytree(trained_run, run_dir)
+    break_it(run_dir)
+    return run_dir
+
+
+def _flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("break_it, expected", [
+    (lambda d: _flip_byte(d / "checkpoint.pt"), "checksum mismatch"),
+    (lambda d: (d / "checkpoint.pt").write_bytes(b""), "the file is empty"),
+    (lambda d: (d / "checkpoint.pt").unlink(), "missing ['checkpoint.pt']"),
+    (lambda d: (d / "config.json").unlink(), "missing ['config.json']"),
+    (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
+    (lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"num_agents": 6', '"num_agents": -3')), "num_agents must be an int"),
+])
+def test_a_corrupt_run_is_refused_with_one_message(trained_run, tmp_path, capsys, break_it, expected):
+    from homoecon_lab.cli import parse_eval_args
+
+    run_dir = _broken_copy(trained_run, tmp_path, break_it)
+    with pytest.raises(SystemExit) as stopped:
+        parse_eval_args(["--run", str(run_dir), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "evaluate.py: error: argument --run:" in err and expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_checkpoint_is_refused_from_the_command_line(trained_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir = _broken_copy(trained_run, tmp_path, lambda d: _flip_byte(d / "checkpoint.pt"))
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "evaluate.py"), "--run", str(run_dir), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, cwd=root, timeout=120)
+    assert result.returncode == 2 and "checksum mismatch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_diverging_learner_ends_the_evaluation_naming_rollout_and_step(tmp_path, monkeypatch):
+    from agents.baselines import RandomLearner
+    from homoecon_lab import rollouts
+
+    class NaNEffort(RandomLearner):
+        calls = 0
+
+        def act(self, observation):
+            actions = super().act(observation)
+            self.calls += 1
+            if self.calls == 4:
+                actions.effort[0] = float("nan")
+            return actions
+
+    monkeypatch.setattr(rollouts, "make_learner", lambda name, economy, learner: NaNEffort(economy, learner))
+    import evaluate as script
+
+    with pytest.raises(SystemExit) as stopped:
+        script.main(["--out", str(tmp_path / "out"), "--num-agents", "6", "--steps", "10", "--seeds", "1",
+                     "--ablation-seeds", "0", "--workers", "1"])
+    assert re.match(r"evaluate\.py: error: rollout \('main', 0\), recorded step 4: .*effort", str(stopped.value.code))
+
+
+def test_sigterm_stops_an_evaluation_with_one_message_and_no_worker_left(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, str(root / "evaluate.py"), "--out", str(out), "--num-agents", "6",
+                                "--steps", "100000", "--seeds", "2", "--ablation-seeds", "0", "--workers", "2"],
+                               cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def children():
+        return {int(pid) for path in Path(f"/proc/{process.pid}/task").glob("*/children")
+                for pid in path.read_text().split()}
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(children()) < 2:  # both rollout workers started
+            assert time.monotonic() < deadline and process.poll() is None, "the workers never started"
+            time.sleep(0.1)
+        time.sleep(3)  # let them import and start stepping
+        started = children()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "evaluate.py: stopped by SIGTERM" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in started):
+        assert time.monotonic() < deadline, f"workers left running: {started}"
+        time.sleep(0.1)
+    assert not out.exists() or not [p for p in out.rglob("*.tmp")]

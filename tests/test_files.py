@@ -71,3 +71,25 @@ def test_text_is_refused_where_bytes_are_expected(tmp_path):
     with pytest.raises(TypeError, match="expected bytes, got str"):
         files.atomic_write_bytes(tmp_path / "x", "text")
     assert not (tmp_path / "x").exists()
+
+
+def test_temporaries_left_by_a_killed_write_are_recognised_and_removed(tmp_path, monkeypatch):
+    """The temporary a write creates matches TEMPORARY_NAME; cleaning removes those and nothing else."""
+    seen = []
+
+    def kill(*args):  # a SIGKILL between write and rename: the temporary stays (no cleanup runs)
+        seen.extend(p.name for p in tmp_path.glob(".checkpoint.pt.*.tmp"))
+        monkeypatch.setattr(files.os, "unlink", lambda path: None)
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(files.os, "replace", kill)
+    with pytest.raises(SystemExit):
+        files.atomic_write_bytes(tmp_path / "checkpoint.pt", b"half")
+    monkeypatch.undo()
+    assert len(seen) == 1 and files.TEMPORARY_NAME.match(seen[0])
+    keep = ["checkpoint.pt.tmp", ".notes.tmp", ".x.0123456789ab.tmp.bak", "data.0123456789ab.tmp"]
+    for name in keep:
+        (tmp_path / name).write_text("not ours")
+    (tmp_path / ".config.json.abcdef012345.tmp").write_text("stale")
+    assert files.remove_stale_temporaries(tmp_path) == sorted([".config.json.abcdef012345.tmp", seen[0]])
+    assert sorted(os.listdir(tmp_path)) == sorted(keep)

@@ -25,3 +25,48 @@ def test_images_come_back_in_submission_order_and_failures_raise():
     finally:
         painter.close()
     assert painter.finished(wait=True) == []
+
+
+def test_worker_ends_when_its_parent_is_killed(tmp_path):
+    """A SIGKILLed parent cannot clean up: the worker must notice on its own and exit (not run on under PID 1)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, sys, time\n"
+        "from homoecon_env.diagnostics import plots\n"
+        "from homoecon_env.diagnostics.painter import BackgroundPainter\n"
+        "painter = BackgroundPainter(plots.dashboard_image)\n"
+        "painter.submit(1, {}, 'step 1')\n"
+        "painter.finished(wait=True)\n"
+        f"pathlib.Path({str(ready)!r}).write_text('drawn')\n"
+        "time.sleep(600)\n")], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert time.monotonic() < deadline and parent.poll() is None, "the worker never drew"
+            time.sleep(0.1)
+        children = {int(pid) for path in Path(f"/proc/{parent.pid}/task").glob("*/children")
+                    for pid in path.read_text().split()}
+        assert children  # the drawing worker (and the resource tracker spawn may start)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+
+        def alive(pid):
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children):
+            assert time.monotonic() < deadline, f"orphaned workers still running: {children}"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

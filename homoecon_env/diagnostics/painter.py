@@ -3,14 +3,37 @@
 A dashboard takes about 1.5 s to draw at 50 agents, as long as several hundred training steps.
 `BackgroundPainter` hands the drawing to one spawned worker process (on a 2-core machine the
 otherwise idle core) and returns the images in the order they were asked for.
+
+The worker never outlives its parent: it ignores SIGINT and SIGTERM (the parent, which receives
+them too from a terminal or a scheduler's process-group kill, decides when to stop it) and a watcher
+thread ends it as soon as the parent process is gone, even after a SIGKILL of the parent.
 """
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable, Optional
 
 import numpy as np
+
+
+def exit_with_parent() -> None:
+    """Worker initializer: leave SIGINT/SIGTERM to the parent; exit as soon as the parent process ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # ready once the parent has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class BackgroundPainter:
@@ -28,7 +51,8 @@ class BackgroundPainter:
     def submit(self, key, *args) -> None:
         """Start drawing ``draw(*args)``; `finished` later returns it as (key, image)."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=exit_with_parent)
         self._pending.append((key, self._pool.submit(self.draw, *args)))
 
     def finished(self, wait: bool = False) -> list[tuple[Any, np.ndarray]]:
@@ -41,7 +65,7 @@ class BackgroundPainter:
         return done
 
     def close(self) -> None:
-        """Stop the worker; drawings not yet returned are dropped."""
+        """Stop the worker (after the drawing in progress, if any); drawings not yet returned are dropped."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

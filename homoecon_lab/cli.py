@@ -1,0 +1,163 @@
+"""Command lines from the settings dataclasses with tyro (the CleanRL way; docs/design.md section 6).
+
+Each field is one flat flag (``--num-agents``, not ``--economy.num-agents``) whose help is the
+field's docstring or comment. tyro parses the types; the configs' own validation runs afterwards, so
+a bad value ends with one parser-style line naming the flag and exit code 2::
+
+    train.py: error: argument --num-agents: num_agents must be an int >= 1, got -3
+
+`--resume DIR` reads the run's config.json (strictly) and parses the flags again with its values as
+defaults: a flag that changes anything but --steps, --checkpoint-every, --log-every or
+--dashboard-every is refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Annotated, NoReturn, Optional
+
+import tyro
+
+from agents import LEARNERS
+from agents.config import LearnerConfig
+from homoecon_env.config import EconomyConfig, Job
+from homoecon_lab import rundir
+from homoecon_lab.settings import RESUMABLE, RunArgs, Settings, flag, read_run_config, shallow_fields
+from homoecon_lab.training import complete_run_settings
+
+_JOBS_DEFAULT = next(f for f in dataclasses.fields(EconomyConfig) if f.name == "jobs").default_factory
+
+
+# Flag views of the settings: same fields, not validated while tyro builds them (we validate after,
+# naming the flag), and without the structured fields (resources, jobs) or the seeds --seed sets.
+@dataclass(frozen=True)
+class _RunFlags(RunArgs):
+    """How long to train, where to write, how often to log and checkpoint."""
+
+    learner: Annotated[str, tyro.conf.arg(
+        help=f"the algorithm, one of {{{','.join(sorted(LEARNERS))}}}")] = RunArgs.learner
+
+    def __post_init__(self):
+        pass
+
+
+@dataclass(frozen=True)
+class _EconomyFlags(EconomyConfig):
+    """Economy settings (EconomyConfig fields; resources and jobs are set in Python, see the README)."""
+
+    resources: tyro.conf.Suppress[tuple[str, ...]] = EconomyConfig.resources
+    jobs: tyro.conf.Suppress[tuple[Job, ...]] = field(default_factory=_JOBS_DEFAULT)
+    min_consumption: float = EconomyConfig.min_consumption
+    """an agent starves when need . consumed falls below this"""
+    seed: tyro.conf.Suppress[Optional[int]] = 0
+
+    def __post_init__(self):
+        pass
+
+
+@dataclass(frozen=True)
+class _LearnerFlags(LearnerConfig):
+    """Learner settings (LearnerConfig fields; --seed seeds the learner too)."""
+
+    seed: tyro.conf.Suppress[int] = 0
+
+    def __post_init__(self):
+        pass
+
+
+@dataclass(frozen=True)
+class TrainFlags:
+    run: _RunFlags
+    economy: _EconomyFlags
+    learner: _LearnerFlags
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """Print ``<prog>: error: <message>`` (argparse's form) and exit with status 2."""
+    print(f"usage: {prog} [-h] [OPTIONS]\n{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def flag_message(error: Exception, names) -> str:
+    """``argument --x: <error>`` for the field among ``names`` the message names first."""
+    text = str(error)
+    hits = sorted((match.start(), name) for name in names if (match := re.search(rf"\b{name}\b", text)))
+    return f"argument {flag(hits[0][1])}: {text}" if hits else text
+
+
+def _build(prog: str, make, names, what: str):
+    try:
+        return make()
+    except (TypeError, ValueError) as error:
+        message = flag_message(error, names)
+        fail(prog, message if message.startswith("argument") else f"{what} settings: {message}")
+
+
+def _names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _parse(argv, description: str, default: Optional[TrainFlags] = None) -> TrainFlags:
+    return tyro.cli(TrainFlags, args=argv, prog="train.py", description=description, default=default,
+                    config=(tyro.conf.OmitArgPrefixes,))
+
+
+def parse_train_args(argv=None, description: str = "Train learners in the HomoEcon economy.") -> Settings:
+    """train.py's flags -> validated Settings (with --resume: the run's, less the resumable ones given)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    flags = _parse(argv, description)
+    if flags.run.resume is not None:
+        return _resumed(argv, flags.run.resume, description)
+    run = _build("train.py", lambda: RunArgs(**shallow_fields(flags.run)), _names(RunArgs), "run")
+    economy = _build("train.py", lambda: EconomyConfig(**{**shallow_fields(flags.economy), "seed": run.seed}),
+                     _names(EconomyConfig), "economy")
+    learner = _build("train.py", lambda: LearnerConfig(**{**shallow_fields(flags.learner), "seed": run.seed}),
+                     _names(LearnerConfig), "learner")
+    settings = complete_run_settings(Settings(run, economy, learner))
+    try:
+        rundir.check_new_run_dir(settings.run.run_dir)
+    except ValueError as error:
+        fail("train.py", f"argument --run-dir: {error}")
+    return settings
+
+
+def _resumed(argv, folder: str, description: str) -> Settings:
+    try:
+        rundir.check_resumable(folder)
+        saved = read_run_config(os.path.join(folder, "config.json"))
+    except ValueError as error:
+        fail("train.py", f"argument --resume: {error}")
+    saved = dataclasses.replace(saved, run=dataclasses.replace(saved.run, run_dir=folder, resume=folder))
+    defaults = TrainFlags(_RunFlags(**shallow_fields(saved.run)), _EconomyFlags(**shallow_fields(saved.economy)),
+                          _LearnerFlags(**shallow_fields(saved.learner)))
+    given = _parse(argv, description, default=defaults)
+    for part in ("run", "economy", "learner"):
+        old, new = shallow_fields(getattr(saved, part)), shallow_fields(getattr(given, part))
+        for name in old:
+            if name not in RESUMABLE and new[name] != old[name]:
+                why = " (another thread count changes the order of float sums: not bit-exact)" \
+                    if name == "threads" else ""
+                fail("train.py", f"argument {flag(name)}: a resumed run keeps its setting ({old[name]!r}){why}; "
+                                 f"got {new[name]!r}. Only {', '.join(map(flag, RESUMABLE))} may change")
+    run = _build("train.py", lambda: dataclasses.replace(saved.run, **{k: getattr(given.run, k) for k in RESUMABLE}),
+                 _names(RunArgs), "run")
+    return dataclasses.replace(saved, run=run)
+
+
+def parse_eval_args(argv=None, description: str = "Evaluate HomoEcon learners.", epilog: str = ""):
+    """evaluate.py's flags -> checked `homoecon_lab.evaluation.Args` (the run it names is read and checked)."""
+    from homoecon_lab.evaluation import Args, check_args, load_source
+
+    args = tyro.cli(Args, args=sys.argv[1:] if argv is None else list(argv), prog="evaluate.py",
+                    description=f"{description}\n\n{epilog}".strip())
+    try:
+        check_args(args)
+        load_source(args)
+    except ValueError as error:
+        text = str(error)
+        match = re.match(r"(--[a-z0-9-]+):? (.*)", text, re.S)
+        fail("evaluate.py", f"argument {match[1]}: {match[2]}" if match else text)
+    return args

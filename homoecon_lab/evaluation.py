@@ -1,0 +1,224 @@
+"""evaluate.py's evaluation: main rollouts, paired ablations, and every output file (docs/design.md section 6).
+
+`evaluate(args)` plans the rollouts (`plan_tasks`), runs them (`homoecon_lab.rollouts.run_tasks`),
+turns the traces into numbers (homoecon_env.diagnostics.analysis) and figures (report_figures), and
+writes metrics.json, report.md, genealogy.csv and the figures to ``args.out``, each atomically.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from agents import LearnerConfig
+from agents.checkpoint import load_checkpoint
+from homoecon_env.config import EconomyConfig
+from homoecon_env.core.production import JobTable, seasonal_factor
+from homoecon_env.diagnostics import analysis, report_figures
+from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
+from homoecon_env.files import atomic_write_text
+from homoecon_lab import rundir
+from homoecon_lab.rollouts import Task, run_tasks
+from homoecon_lab.seeding import derive_seed
+from homoecon_lab.settings import MAX_SEED, read_run_config
+
+STREAM_MAIN, STREAM_TRAIN, STREAM_HELD_OUT = 0, 1, 2  # seed streams (see homoecon_lab.seeding.derive_seed)
+
+
+@dataclass(frozen=True)
+class Args:
+    """What to evaluate, for how long, and where to write."""
+
+    run: Optional[str] = None
+    """trained run folder from train.py (config.json, checkpoint.pt); default: untrained REINFORCE agents"""
+    out: str = "eval_out"
+    """output folder (created if missing; the files in it are replaced atomically)"""
+    steps: int = 300
+    """env steps per main rollout (a full cycle of the default seasons is 200 steps)"""
+    seeds: int = 3
+    """main rollouts, one economy seed each; the figures show the first"""
+    seed: int = 0
+    """base seed from which every rollout's economy and learner seeds are derived"""
+    num_agents: Optional[int] = None
+    """population size; default: the run's, else EconomyConfig's (50)"""
+    learn: bool = True
+    """learners keep learning during the main rollouts (--no-learn: frozen weights)"""
+    frames: int = 10
+    """trade-scatter frames, evenly spaced over the first rollout (the GIF's frames too)"""
+    ablation_seeds: int = 5
+    """paired seeds per ablation arm (0 skips the ablations)"""
+    ablation_train_steps: int = 500
+    """steps each ablation arm trains from fresh networks, per seed"""
+    ablation_steps: int = 100
+    """frozen evaluation steps per ablation arm and seed, on a held-out economy seed"""
+    workers: int = 2
+    """processes running rollouts and ablation arms in parallel (1: all in this process)"""
+    threads: int = 1
+    """torch CPU threads per process"""
+
+
+def check_args(args: Args) -> None:
+    """Refuse bad settings before anything runs; ValueError names the flag and the allowed range."""
+    minimum = {"steps": 2, "seeds": 1, "frames": 1, "ablation_seeds": 0, "ablation_train_steps": 0,
+               "ablation_steps": 2, "workers": 1, "threads": 1, "seed": 0}
+    for name, low in minimum.items():
+        value = getattr(args, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be an int >= {low}, got {value!r}")
+    if args.seed + args.seeds - 1 > MAX_SEED:  # rollout k seeds NumPy's global generator with seed + k
+        raise ValueError(f"--seed must be an int <= {MAX_SEED} - (--seeds - 1) = {MAX_SEED - args.seeds + 1}, "
+                         f"got {args.seed}")
+    if args.ablation_seeds == 1:
+        raise ValueError("--ablation-seeds must be 0 (no ablations) or >= 2 (a confidence interval needs two)")
+    if args.num_agents is not None and (not isinstance(args.num_agents, int) or args.num_agents < 2):
+        raise ValueError(f"--num-agents must be an int >= 2, got {args.num_agents!r}")
+    if args.run is not None:
+        try:
+            rundir.check_resumable(args.run)
+        except ValueError as error:
+            raise ValueError(f"--run {error}") from None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the evaluated economy and learner come from: a trained run, or fresh defaults."""
+
+    economy: EconomyConfig
+    learner_name: str  # the run's learner, or "reinforce"
+    learner_config: LearnerConfig
+    run_dir: Optional[str]  # None: untrained
+
+
+def load_source(args: Args) -> Source:
+    """The run's economy and learner settings (checked against --num-agents), or the defaults."""
+    if args.run is None:
+        economy = EconomyConfig() if args.num_agents is None else EconomyConfig(num_agents=args.num_agents)
+        return Source(economy, "reinforce", LearnerConfig(), None)
+    try:
+        saved = read_run_config(os.path.join(args.run, "config.json"))
+        load_checkpoint(os.path.join(args.run, "checkpoint.pt"))  # refuse a corrupt checkpoint before running
+    except ValueError as error:  # CheckpointError included
+        raise ValueError(f"--run {args.run!r}: {error}") from None
+    economy = saved.economy
+    if args.num_agents is not None and args.num_agents != economy.num_agents:
+        raise ValueError(f"--num-agents {args.num_agents}: the run in {args.run!r} was trained with "
+                         f"{economy.num_agents} agents (its networks are per agent); leave --num-agents out")
+    return Source(economy, saved.run.learner, saved.learner, args.run)
+
+
+# -- files ------------------------------------------------------------------------------------------
+def write_genealogy(path: str, rows: list[dict]) -> None:
+    """genealogy.csv: one row per agent of the first rollout (atomic)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated economy's setting)
+    "learned": ("reinforce", None),
+    "uniform": ("uniform_attention", None),
+    "heterogeneous": ("reinforce", True),
+    "homogeneous": ("reinforce", False),
+    "random": ("random", None),
+}
+LEARNING_ARMS = ("reinforce", "uniform_attention")  # learners that train before their frozen evaluation
+ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
+             "policy": ("trained", "random")}
+
+
+def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
+    """The main rollouts and the ablation rollouts (arms sharing a setting share a task).
+
+    Returns the tasks and, for every ablation arm, the key stem of its tasks (key + (seed index,)).
+    """
+    trained = "run" if source.run_dir else "reinforce"
+    tasks = [Task(key=("main", k), economy=source.economy, learner=trained,
+                  learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
+                  economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=args.learn,
+                  run_dir=source.run_dir, detail=True, frames=args.frames if k == 0 else 0)
+             for k in range(args.seeds)]
+    if not args.ablation_seeds:
+        return tasks, {}
+    arms = dict(ABLATION_ARMS)
+    arms["trained"] = ("run", None) if source.run_dir else ABLATION_ARMS["learned"]
+    stems: dict[str, tuple] = {}
+    for arm, (learner, heterogeneous) in arms.items():
+        tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
+        stems[arm] = ("ablation", learner, tastes)
+    for stem in dict.fromkeys(stems.values()):
+        _, learner, tastes = stem
+        trains = learner in LEARNING_ARMS
+        for i in range(args.ablation_seeds):
+            train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
+            tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),
+                              learner=learner, learner_config=dataclasses.replace(source.learner_config,
+                                                                                  seed=train_seed % 2**31),
+                              economy_seed=derive_seed(args.seed, STREAM_HELD_OUT, i), steps=args.ablation_steps,
+                              learn=False, run_dir=source.run_dir, train_seed=train_seed,
+                              train_steps=args.ablation_train_steps if trains else 0))
+    return tasks, stems
+
+
+def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
+    """[T, J] every job's seasonal factor at the production of steps 1..T (step t+1 is produced at t)."""
+    table = JobTable.from_config(config)
+    return np.stack([seasonal_factor(table, t) for t in range(steps)])
+
+
+def evaluate(args: Args) -> dict:
+    """Run the evaluation described in the module docstring; write every output to ``args.out``.
+
+    Returns the metrics dict that metrics.json holds. Raises ValueError on bad settings (before running).
+    """
+    check_args(args)
+    start = time.perf_counter()
+    source = load_source(args)
+    config = source.economy
+    os.makedirs(args.out, exist_ok=True)
+
+    # Rollouts: the main ones and every ablation arm, in parallel under one progress bar.
+    tasks, stems = plan_tasks(args, source)
+    results = run_tasks(tasks, args.workers, args.threads)
+    traces = [results[("main", k)] for k in range(args.seeds)]
+
+    # Numbers.
+    season = seasons(config, args.steps)
+    per_seed = [analysis.summarise_rollout(trace, config, season) for trace in traces]
+    lineage, rows = analysis.genealogy(traces[0], list(config.resources))
+    ablations = {}
+    if stems:
+        outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
+                          for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
+        ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
+                     for name, (first, second) in ABLATIONS.items()}
+
+    # Files: figures, genealogy, then metrics.json and report.md from one dict.
+    figures = report_figures.draw_figures(traces[0], config, args.out)
+    write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
+    meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
+            "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
+            "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.broadcast_dim,
+            "resources": list(config.resources), "jobs": [job.name for job in config.jobs],
+            "ci_percent": analysis.CI_PERCENT, "near_uniform_entropy": NEAR_UNIFORM_ENTROPY,
+            "top_share": analysis.TOP_SHARE, "min_life_steps": analysis.MIN_LIFE_STEPS,
+            "ablation_seeds": args.ablation_seeds, "ablation_train_steps": args.ablation_train_steps,
+            "ablation_steps": args.ablation_steps, "wall_seconds": round(time.perf_counter() - start, 1)}
+    result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
+                               "learner_config": dataclasses.asdict(source.learner_config),
+                               "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},
+                               "genealogy": lineage, "ablations": ablations, "figures": figures})
+    atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(result, indent=2))
+    atomic_write_text(os.path.join(args.out, "report.md"), render_report(result))
+    return result
+
+

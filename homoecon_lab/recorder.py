@@ -1,0 +1,163 @@
+"""What train.py logs to TensorBoard: interval means, the dashboard's time series, histograms and images.
+
+Tags (x axis = env steps), every --log-every steps, means over the interval unless said: reward/mean;
+economy/{gini, trade_volume, price/<good>, total/<good>, produced/<good>}; population/{births,
+deaths_age, deaths_starvation, mean_age}; jobs/{share/<job>, mean_effort}; trade/{iterations,
+init_iterations, converged (fraction of steps whose market converged), kkt_residual (max),
+ir_violation (max)}; learner/<metric> (over the updates in the interval); at the logged step
+comm/participation_ratio and social/attention_entropy; perf/steps_per_sec. Every --dashboard-every
+steps: histograms and the `dashboard` image (docs/design.md section 6).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from homoecon_env.config import EconomyConfig
+from homoecon_env.core import Economy
+from homoecon_env.diagnostics import metrics
+from homoecon_env.diagnostics.painter import BackgroundPainter
+from homoecon_lab.settings import Settings, flag
+
+AVERAGED = {"mean_reward": "reward/mean", "gini": "economy/gini", "trade_volume": "economy/trade_volume",
+            "births": "population/births", "deaths_age": "population/deaths_age",
+            "deaths_starvation": "population/deaths_starvation", "mean_age": "population/mean_age",
+            "mean_effort": "jobs/mean_effort", "trade_iterations": "trade/iterations",
+            "trade_init_iterations": "trade/init_iterations", "trade_converged": "trade/converged"}
+PER_RESOURCE = {"prices": "economy/price", "totals": "economy/total", "produced": "economy/produced"}
+MAXIMA = {"trade_ir_violation": "trade/ir_violation", "trade_kkt_residual": "trade/kkt_residual"}
+MAX_HISTORY = 2000  # dashboard time-series points kept (thinned by half when full)
+
+
+def to_plain(value):
+    """NumPy arrays -> tensors, NumPy scalars -> Python numbers, containers recursively (checkpoint-safe)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    return value
+
+
+def from_plain(value):
+    """The inverse of `to_plain` up to container kind: tensors -> NumPy arrays."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy().copy()
+    if isinstance(value, dict):
+        return {key: from_plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [from_plain(item) for item in value]
+    return value
+
+
+class Recorder:
+    """Sums of the economy's per-step figures between two logs, and the dashboard's time series.
+
+    Its state goes into the checkpoint so a resumed run logs the same numbers. Logging reads
+    RNG-free diagnostics only, so it never changes the trajectory.
+    """
+
+    def __init__(self, config: EconomyConfig):
+        self.config = config
+        self.sums, self.count, self.learned, self.learner_count = {}, 0, {}, 0
+        self.maxima = dict.fromkeys(MAXIMA, 0.0)
+        self.history = {}  # dashboard key -> one entry per log (plots.DASHBOARD_KEYS)
+        self.start_clock(0)
+
+    def start_clock(self, step: int) -> None:
+        """perf/steps_per_sec counts wall time from here (the loop's start) on."""
+        self.clock, self.clock_step = time.perf_counter(), step
+
+    def add(self, stats: dict, learned: dict) -> None:
+        for key in (*AVERAGED, *PER_RESOURCE, "job_counts"):
+            self.sums[key] = self.sums.get(key, 0.0) + np.asarray(stats[key], dtype=np.float64)
+        for key in MAXIMA:
+            self.maxima[key] = max(self.maxima[key], float(stats[key]))
+        self.count += 1
+        if learned:
+            for key, value in learned.items():
+                self.learned[key] = self.learned.get(key, 0.0) + float(value)
+            self.learner_count += 1
+
+    def write(self, writer: SummaryWriter, step: int, broadcasts, attention, peer_mask) -> dict:
+        """Log the interval's means and this step's communication figures; reset the sums."""
+        mean = {key: value / max(self.count, 1) for key, value in self.sums.items()}
+        scalars = {tag: float(mean[key]) for key, tag in AVERAGED.items()}
+        for key, prefix in PER_RESOURCE.items():
+            scalars.update({f"{prefix}/{name}": float(v) for name, v in zip(self.config.resources, mean[key])})
+        shares = mean["job_counts"] / self.config.num_agents
+        scalars.update({f"jobs/share/{job.name}": float(s) for job, s in zip(self.config.jobs, shares)})
+        scalars.update({tag: self.maxima[key] for key, tag in MAXIMA.items()})
+        scalars.update({f"learner/{k}": v / self.learner_count for k, v in self.learned.items()})
+        spectrum = metrics.covariance_spectrum(broadcasts.numpy())
+        scalars["comm/participation_ratio"] = metrics.participation_ratio(spectrum)
+        if attention is not None:
+            scalars["social/attention_entropy"] = metrics.attention_entropy(attention.numpy(), peer_mask.numpy())
+        scalars["perf/steps_per_sec"] = (step - self.clock_step) / max(time.perf_counter() - self.clock, 1e-9)
+        self.start_clock(step)
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
+        row = {"steps": step, "reward": scalars["reward/mean"], "gini": scalars["economy/gini"],
+               "totals": mean["totals"], "prices": mean["prices"], "job_shares": shares, "births": mean["births"],
+               "deaths_age": mean["deaths_age"], "deaths_starvation": mean["deaths_starvation"],
+               "participation_ratio": scalars["comm/participation_ratio"], "spectra": spectrum,
+               "attention_entropy": scalars.get("social/attention_entropy", np.nan)}
+        for key, value in row.items():
+            self.history.setdefault(key, []).append(value)
+            if len(self.history[key]) > MAX_HISTORY:
+                self.history[key] = self.history[key][::2]
+        self.sums, self.count, self.learned, self.learner_count = {}, 0, {}, 0
+        self.maxima = dict.fromkeys(MAXIMA, 0.0)
+        return scalars
+
+    def snapshot(self, writer: SummaryWriter, step: int, economy: Economy, observation, actions, out, attention,
+                 painter: BackgroundPainter) -> None:
+        """Histograms of the population, and the dashboard image handed to ``painter`` (logged by
+        `write_images` once drawn: about 1.5 s at 50 agents, so a worker process draws it).
+
+        Ages, wealth and tastes are the population after the step; broadcasts, jobs, attention and
+        trades are what the agents that acted in it did."""
+        state, config = economy.state, self.config
+        writer.add_histogram("population/ages", state.ages, step)
+        writer.add_histogram("economy/wealth", state.holdings.sum(dim=1), step)
+        for r, name in enumerate(config.resources):
+            writer.add_histogram(f"population/utility_weights/{name}", state.utility_weights[:, r], step)
+        history = {key: np.asarray(values) for key, values in self.history.items() if values}
+        if attention is not None:
+            writer.add_histogram("social/attention_weights", attention[observation.peer_mask > 0], step)
+            history.update(attention=attention.numpy(), peer_index=observation.peer_index.numpy())
+        history.update(ages=state.ages.numpy(), broadcasts=actions.broadcast.numpy(), jobs=actions.job.numpy(),
+                       resource_names=list(config.resources), job_names=[job.name for job in config.jobs],
+                       max_age=config.max_age, holdings_before=out.pre_trade.numpy(),
+                       holdings_after=out.trade.allocation.numpy())
+        if "attention_entropy" in history and np.isnan(history["attention_entropy"]).all():
+            del history["attention_entropy"]
+        painter.submit(step, history, f"step {step}")
+
+    @staticmethod
+    def write_images(writer: SummaryWriter, painter: BackgroundPainter, wait: bool = False) -> None:
+        """Log the dashboards drawn so far (all of them with ``wait``) at the steps they show."""
+        for step, image in painter.finished(wait):
+            writer.add_image("dashboard", image, step, dataformats="HWC")
+
+    def state_dict(self) -> dict:
+        """Plain data only (tensors, numbers, lists, dicts): NumPy arrays become tensors."""
+        return to_plain({"sums": self.sums, "count": self.count, "learned": self.learned,
+                         "learner_count": self.learner_count, "maxima": self.maxima, "history": self.history})
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in from_plain(state).items():
+            setattr(self, key, value)
+
+
+def hyperparameter_table(settings: Settings) -> str:
+    """The settings as a Markdown table (TensorBoard's Text tab)."""
+    rows = [f"| {group} | `{flag(key)}` | `{value}` |" for group, values in settings.to_json().items()
+            for key, value in values.items()]
+    return "\n".join(["| group | flag | value |", "|---|---|---|", *rows])

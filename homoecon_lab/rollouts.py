@@ -1,0 +1,267 @@
+"""evaluate.py's rollouts: one `Task` is one (optionally trained) rollout, recorded in a `Trace`.
+
+`run_tasks` runs many tasks in worker processes under one progress bar (docs/design.md section 6).
+A learner that diverges or an action the economy refuses ends the task with a `RunError` naming the
+task and the step (docs/design.md section 7); it reaches the caller from the worker process.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import queue
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents import LearnerConfig, make_learner
+from agents.checkpoint import load_checkpoint
+from homoecon_env.config import EconomyConfig
+from homoecon_env.core import Economy
+from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
+from homoecon_env.diagnostics import analysis, metrics
+from homoecon_env.diagnostics.painter import exit_with_parent
+from homoecon_lab.errors import RunError
+from homoecon_lab.seeding import seed_everything
+from homoecon_lab.settings import read_run_config
+
+GRAPH_SNAPSHOTS = 25  # favourite graphs and wealth cross-sections recorded per main rollout
+
+
+@dataclass(frozen=True)
+class Task:
+    """One rollout (optionally after a short training phase); runs in a worker process."""
+
+    key: tuple  # ("main", k) or ("ablation", learner, heterogeneous tastes, seed index)
+    economy: EconomyConfig
+    learner: str  # a name in agents.LEARNERS, or "run" for the trained run's learner
+    learner_config: LearnerConfig
+    economy_seed: int  # seed of the recorded rollout
+    steps: int  # recorded steps
+    learn: bool  # update weights during the recorded rollout
+    run_dir: Optional[str] = None
+    train_seed: int = 0  # economy seed of the training phase
+    train_steps: int = 0  # 0: no training phase
+    detail: bool = False  # record everything the figures need
+    frames: int = 0
+
+
+def build_learner(task: Task):
+    """A fresh learner, or the trained run's learner restored from its checkpoint."""
+    if task.learner != "run":
+        return make_learner(task.learner, task.economy, task.learner_config)
+    name = read_run_config(os.path.join(task.run_dir, "config.json")).run.learner
+    learner = make_learner(name, task.economy, task.learner_config)
+    learner.load_state_dict(load_checkpoint(os.path.join(task.run_dir, "checkpoint.pt"))["learner"])
+    return learner
+
+# -- recording ------------------------------------------------------------------------------------
+class Trace:
+    """What a rollout leaves behind: per-step figures always; with ``detail``, everything the figures,
+    the genealogy and the report need (time series, favourite graphs, wealth cross-sections, frames).
+
+    Arrays are NumPy, so a Trace pickles cheaply back from a worker process.
+    """
+
+    def __init__(self, economy: Economy, steps: int, detail: bool, frames: int):
+        config = economy.config
+        self.config, self.steps, self.detail = config, steps, detail
+        n = config.num_agents
+        self.series: dict[str, list] = {key: [] for key in ("reward", "gini", "trade_volume", "births", "deaths_age",
+                                                            "deaths_starvation")}
+        self.jobs = np.zeros((steps, n), dtype=np.int16)  # [T, N] job chosen by the row's acting agent
+        self.ids = np.zeros((steps, n), dtype=np.int64)  # [T, N] acting agent id of each row
+        if not detail:
+            return
+        self.series.update({key: [] for key in ("totals", "prices", "job_shares", "spectra", "participation_ratio",
+                                                "attention_entropy", "entropy_nats")})
+        evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
+        self.snapshot_steps = evenly(GRAPH_SNAPSHOTS)
+        self.frame_steps = evenly(frames)
+        self.graphs: list[dict] = []  # one per snapshot step
+        self.cross_sections: list[dict] = []  # [N] arrays per snapshot step
+        self.frames: list[dict] = []  # pre/post trade holdings and prices at frame steps
+        self.final: dict = {}
+        state = economy.state
+        self.agents: dict[int, dict] = {}  # agent id -> genealogy record
+        for slot in range(n):
+            self._born(int(state.agent_ids[slot]), (), 0, 0, slot, state.utility_weights[slot], founder=True)
+        self.lifetime_reward: dict[int, float] = {}
+
+    def _born(self, agent, parents, generation, step, slot, tastes, founder=False) -> None:
+        self.agents[agent] = {"parents": tuple(parents), "generation": int(generation), "birth_step": int(step),
+                              "slot": int(slot), "tastes": [float(w) for w in tastes], "initial": founder,
+                              "death_step": None, "death_cause": ""}
+
+    def record(self, t: int, before, observation, actions, out, economy: Economy, attention) -> None:
+        """Record step t (1-based): ``before`` is the state the agents acted in."""
+        stats = economy.last_stats
+        for key in ("gini", "trade_volume", "births", "deaths_age", "deaths_starvation"):
+            self.series[key].append(float(stats[key]))
+        self.series["reward"].append(float(out.reward.mean()))
+        self.jobs[t - 1] = actions.job.numpy()
+        self.ids[t - 1] = out.acting_ids.numpy()
+        if not self.detail:
+            return
+        config = self.config
+        self.series["totals"].append(np.asarray(stats["totals"], dtype=np.float64))
+        self.series["prices"].append(np.asarray(stats["prices"], dtype=np.float64))
+        self.series["job_shares"].append(np.asarray(stats["job_counts"], dtype=np.float64) / config.num_agents)
+        broadcasts = actions.broadcast.double().numpy()  # [N, B] messages sent this step
+        spectrum = metrics.covariance_spectrum(broadcasts)
+        self.series["spectra"].append(spectrum)
+        self.series["participation_ratio"].append(metrics.participation_ratio(spectrum))
+        mask = observation.peer_mask.numpy()
+        weights = None if attention is None else attention.detach().double().numpy()  # [N, K]
+        self.series["attention_entropy"].append(np.nan if weights is None else
+                                                metrics.attention_entropy(weights, mask, normalised=True))
+        self.series["entropy_nats"].append(np.nan if weights is None else metrics.attention_entropy(weights, mask))
+
+        # Per-agent figures of this step.
+        reward = out.reward.numpy()
+        for agent, value in zip(out.acting_ids.tolist(), reward.tolist()):
+            self.lifetime_reward[agent] = self.lifetime_reward.get(agent, 0.0) + value
+        before_trade, after_trade = out.pre_trade.numpy(), out.trade.allocation.numpy()  # [N, R]
+        if t in self.snapshot_steps and weights is not None:
+            self.graphs.append(analysis.graph_snapshot(t, weights, observation.peer_index.numpy(), mask,
+                                                       after_trade.sum(axis=1)))
+        if t in self.snapshot_steps:
+            self.cross_sections.append({
+                "step": t, "wealth": after_trade.sum(axis=1), "age": before.ages.numpy().astype(np.float64),
+                "taste": before.utility_weights.numpy().copy(), "job": actions.job.numpy().copy(),
+                "effort": actions.effort.double().numpy().copy(),
+                "generation": before.generation.numpy().astype(np.float64)})
+        if t in self.frame_steps:
+            self.frames.append({"step": t, "before": before_trade, "after": after_trade,
+                                "prices": out.trade.prices.numpy().copy()})
+        if t == self.steps:  # the last step's population, for the snapshot figures
+            self.final = {"ages": before.ages.numpy(), "broadcasts": broadcasts, "jobs": actions.job.numpy(),
+                          "attention": weights, "peer_index": observation.peer_index.numpy(),
+                          "effort": out.effort.numpy(), "consumption": out.consumed.numpy(),
+                          "holdings_before": before_trade, "holdings_after": after_trade}
+
+        # Genealogy: deaths of acting agents, then newborns in their slots.
+        cause = out.death_cause.numpy()
+        for slot in np.flatnonzero(cause != ALIVE).tolist():
+            record = self.agents[int(out.acting_ids[slot])]
+            record["death_step"], record["death_cause"] = t, DEATH_CAUSES[int(cause[slot])]
+        state = economy.state
+        for slot in out.births.born.nonzero().squeeze(1).tolist():
+            parents = [int(p) for p in state.parent_ids[slot].tolist() if p >= 0]
+            self._born(int(state.agent_ids[slot]), parents, int(state.generation[slot]), t, slot,
+                       state.utility_weights[slot])
+
+    def result(self, economy: Economy) -> dict:
+        """Plain arrays and records (picklable); ``economy`` is the economy after the last step."""
+        data = {key: np.asarray(values) for key, values in self.series.items()}
+        data.update(jobs=self.jobs, ids=self.ids)
+        if self.detail:
+            state = economy.state
+            data.update(graphs=self.graphs, cross_sections=self.cross_sections, frames=self.frames, final=self.final,
+                        agents=self.agents, lifetime_reward=self.lifetime_reward,
+                        alive_at_end=state.agent_ids[state.alive].tolist())
+        return data
+
+
+def _guarded_step(task: Task, phase: str, t: int, learner, economy: Economy, observation, learn: bool):
+    """One step (act, step, learn when ``learn``); a diverging learner or a refused action becomes a
+    RunError naming the task, the phase and the step."""
+    try:
+        actions = learner.act(observation)
+        out = economy.step(actions)
+        if learn:
+            learner.update(out)
+    except ValueError as error:  # NonFiniteLossError included
+        raise RunError(f"rollout {task.key}, {phase} step {t}: {error}") from None
+    learner.on_births(out.births)  # inheritance is part of the economy, frozen or not
+    return actions, out
+
+
+def run_task(task: Task, report: Callable[[int], None]) -> dict:
+    """Train (if asked) then record one rollout. ``report(k)`` is told of every k steps done."""
+    seed_everything(task.learner_config.seed)
+    learner = build_learner(task)
+    if task.train_steps:
+        economy = Economy(task.economy.replace(max_steps=task.train_steps))
+        observation = economy.reset(seed=task.train_seed)
+        for t in range(1, task.train_steps + 1):
+            _, out = _guarded_step(task, "training", t, learner, economy, observation, True)
+            observation = out.observation
+            report(1)
+    economy = Economy(task.economy.replace(max_steps=task.steps))
+    observation = economy.reset(seed=task.economy_seed)
+    trace = Trace(economy, task.steps, task.detail, task.frames)
+    for t in range(1, task.steps + 1):
+        before = economy.state
+        actions, out = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
+        trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None))
+        observation = out.observation
+        report(1)
+    return trace.result(economy)
+
+
+# -- running tasks (in parallel, with one progress bar) ---------------------------------------------
+_PROGRESS: Optional[multiprocessing.Queue] = None
+
+
+def _init_worker(threads: int, progress) -> None:
+    global _PROGRESS
+    exit_with_parent()  # a killed evaluate.py leaves no worker behind
+    torch.set_num_threads(threads)
+    _PROGRESS = progress
+
+
+def _worker(task: Task) -> dict:
+    pending = [0]
+
+    def report(done: int) -> None:  # batch the messages: one per 10 steps
+        pending[0] += done
+        if pending[0] >= 10:
+            _PROGRESS.put(pending[0])
+            pending[0] = 0
+
+    result = run_task(task, report)
+    _PROGRESS.put(pending[0])
+    return result
+
+
+def run_tasks(tasks: list[Task], workers: int, threads: int) -> dict[tuple, dict]:
+    """Run every task (in ``workers`` processes when > 1) under one tqdm bar counting env steps."""
+    total = sum(task.train_steps + task.steps for task in tasks)
+    results: dict[tuple, dict] = {}
+    with tqdm(total=total, desc="evaluate", unit="step", dynamic_ncols=True, mininterval=0.5) as bar:
+        if workers == 1:
+            torch.set_num_threads(threads)
+            for task in tasks:
+                results[task.key] = run_task(task, bar.update)
+            return results
+        context = multiprocessing.get_context("spawn")
+        progress = context.Queue()
+        others = set(multiprocessing.active_children())
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
+                                                      initializer=_init_worker, initargs=(threads, progress))
+        try:
+            futures = {pool.submit(_worker, task): task.key for task in tasks}
+            waiting = set(futures)
+            while waiting:
+                done, waiting = concurrent.futures.wait(waiting, timeout=0.3)
+                for future in done:
+                    results[futures[future]] = future.result()  # re-raises a worker's error here
+                try:
+                    while True:
+                        bar.update(progress.get_nowait())
+                except queue.Empty:
+                    pass
+        except BaseException:  # a failed task, Ctrl-C or SIGTERM: drop every task, end the workers now
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in set(multiprocessing.active_children()) - others:
+                worker.terminate()
+            raise
+        pool.shutdown(wait=True)
+        bar.update(total - bar.n)
+    return results
+
+

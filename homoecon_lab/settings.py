@@ -1,0 +1,149 @@
+"""train.py's settings: the run's own fields, the economy's and the learner's, and config.json I/O.
+
+`Settings` is what `homoecon_lab.training.train` takes; config.json holds `Settings.to_json()` and
+`read_run_config` reads it back strictly (every key present, none unknown, every value valid), so a
+hand-edited file is refused with a message naming the key instead of half-applied
+(docs/design.md sections 6 and 7).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from agents import LEARNERS
+from agents.config import LearnerConfig
+from homoecon_env.config import EconomyConfig, Job
+from homoecon_env.validation import check_int
+
+MAX_SEED = 2**32 - 1  # the run seed seeds NumPy's legacy global generator, which takes [0, 2**32 - 1]
+RESUMABLE = ("steps", "checkpoint_every", "log_every", "dashboard_every")  # may change on --resume
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """How long to train, where to write, how often to log and checkpoint."""
+
+    steps: int = 10_000
+    """total env steps to train (episodes of --max-steps follow each other)"""
+    seed: int = 1
+    """seeds python, numpy, torch, the learner and every episode of the economy (0 to 2**32 - 1)"""
+    learner: str = "reinforce"
+    """the algorithm, a name in agents.LEARNERS"""
+    run_name: Optional[str] = None
+    """name of the run folder; default <learner>_s<seed>_<date-time>"""
+    run_dir: Optional[str] = None
+    """output folder, new or empty; default runs/<run_name>"""
+    checkpoint_every: int = 1000
+    """env steps between checkpoints (one is always written at the end, and on SIGTERM/SIGINT)"""
+    log_every: int = 10
+    """env steps between scalar logs (most scalars averaged over the interval)"""
+    dashboard_every: int = 1000
+    """env steps between dashboard images and histograms (about 1.5 s each); 0 = never"""
+    resume: Optional[str] = None
+    """run folder to continue bit-exactly from its checkpoint.pt and config.json"""
+    threads: Optional[int] = None
+    """torch CPU threads; default 1 up to 1,000 agents (per-call overhead rules), else every core.
+    Fixed for a run: another count changes the float sums, so --resume keeps it"""
+
+    def __post_init__(self):
+        check_run_args(self)
+
+
+def check_run_args(args: RunArgs) -> None:
+    """ValueError naming the field, its value and the allowed range."""
+    check_int("steps", args.steps, 1)
+    check_int("seed", args.seed, 0, MAX_SEED)
+    check_int("checkpoint_every", args.checkpoint_every, 1)
+    check_int("log_every", args.log_every, 1)
+    check_int("dashboard_every", args.dashboard_every, 0)
+    if args.threads is not None:
+        check_int("threads", args.threads, 1)
+    if not isinstance(args.learner, str) or args.learner not in LEARNERS:
+        raise ValueError(f"learner must be one of {sorted(LEARNERS)}, got {args.learner!r}")
+    for name in ("run_name", "run_dir", "resume"):
+        value = getattr(args, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{name} must be None or a non-empty string, got {value!r}")
+
+
+def default_threads(num_agents: int) -> int:
+    """1 thread up to 1,000 agents (per-call overhead dominates), else every core."""
+    return 1 if num_agents <= 1000 else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a training run is made of; config.json holds `to_json()`."""
+
+    run: RunArgs
+    economy: EconomyConfig
+    learner: LearnerConfig
+
+    def to_json(self) -> dict:
+        return {"run": dataclasses.asdict(self.run), "economy": dataclasses.asdict(self.economy),
+                "learner": dataclasses.asdict(self.learner)}
+
+
+def shallow_fields(instance) -> dict:
+    """A dataclass's fields as a dict, values as they are (no recursion into nested dataclasses)."""
+    return {field.name: getattr(instance, field.name) for field in dataclasses.fields(instance)}
+
+
+def _build(cls, data, where: str):
+    """``cls(**data)`` when ``data`` holds exactly ``cls``'s fields; JSON lists become tuples."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+    names = [field.name for field in dataclasses.fields(cls)]
+    missing, unknown = [n for n in names if n not in data], sorted(set(data) - set(names))
+    if missing or unknown:
+        raise ValueError(f"{where}: " + "; ".join(
+            part for part in (missing and f"missing keys {missing}", unknown and f"unknown keys {unknown}") if part))
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def economy_from_json(data) -> EconomyConfig:
+    """The EconomyConfig that ``dataclasses.asdict`` turned into ``data`` (jobs as a list of objects)."""
+    if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
+        raise ValueError(f"economy.jobs must be a list of job objects, got {type(data).__name__}"
+                         if not isinstance(data, dict) else f"economy.jobs must be a list, got {data.get('jobs')!r}")
+    jobs = tuple(_build(Job, job, f"economy.jobs[{i}]") for i, job in enumerate(data["jobs"]))
+    return _build(EconomyConfig, {**data, "jobs": list(jobs)}, "economy")
+
+
+def settings_from_json(data) -> Settings:
+    """Settings from a parsed config.json; ValueError names the key that is missing, unknown or invalid."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected an object with keys run, economy, learner, got {type(data).__name__}")
+    groups = ["run", "economy", "learner"]
+    missing, unknown = [g for g in groups if g not in data], sorted(set(data) - set(groups))
+    if missing or unknown:
+        raise ValueError(f"expected keys {groups}, missing {missing}, unknown {unknown}")
+    return Settings(_build(RunArgs, data["run"], "run"), economy_from_json(data["economy"]),
+                    _build(LearnerConfig, data["learner"], "learner"))
+
+
+def read_run_config(path: str) -> Settings:
+    """config.json at ``path`` as Settings; ValueError naming the file and the problem."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = json.load(stream)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror or error})") from None
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    try:
+        return settings_from_json(data)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: ``num_agents`` -> ``--num-agents``."""
+    return "--" + name.replace("_", "-")
