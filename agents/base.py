@@ -44,4 +44,6 @@ class Learner(Protocol):
 
 
 class NonFiniteLossError(ValueError):
-    """A loss or gradient is NaN or inf. Raised before any weight changes; names the agent(s)."""
+    """A learner diverged; the message names the agent(s). Raised when a loss or gradient is NaN or
+    inf (before any weight changes), when an optimizer step leaves a parameter NaN or inf, and when
+    `act` would emit a non-finite action (weights huge but finite give NaN in the forward pass)."""
