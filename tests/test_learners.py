@@ -272,6 +272,40 @@ def test_non_finite_loss_names_the_agent_and_changes_nothing():
     assert torch.equal(before["baseline"], after["baseline"])
 
 
+def test_act_refuses_non_finite_actions_naming_the_slots_and_saying_the_policy_diverged():
+    """Weights of 3e38 are finite, but their sums overflow to inf (and inf - inf = NaN): no such action may leave."""
+    learner, economy, observation = started()
+    with torch.no_grad():
+        learner.params["broadcast_net.w2"][[2, 7]] = 3e38
+        learner.params["production_net.b2"][[2, 7]] = 1e38
+    with pytest.raises(NonFiniteLossError, match=r"policy diverged.*slots 2, 7\b"):
+        learner.act(observation)
+
+
+def test_a_huge_learning_rate_ends_in_a_clear_divergence_error():
+    """--learning-rate 1e30: the first update makes weights ~1e30; the next act or update says so."""
+    learner, economy, observation = started(update_every=2, learning_rate=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"diverged|non-finite"):
+        run(learner, economy, observation, 6)
+
+
+def test_an_optimizer_step_that_leaves_parameters_non_finite_names_the_agent():
+    learner, economy, observation = started(update_every=2)
+    step = learner.optimizer.step
+
+    def overflowing_step(*args, **kwargs):  # as if agent 4's step overflowed float32
+        step(*args, **kwargs)
+        learner.flat_params[4, 10] = math.inf
+
+    learner.optimizer.step = overflowing_step
+    out = economy.step(learner.act(observation))
+    learner.update(out)
+    out = economy.step(learner.act(out.observation))
+    with pytest.raises(NonFiniteLossError, match=f"parameters after the optimizer step for agent_{int(out.acting_ids[4])}\\b"
+                                                 ".*diverged"):
+        learner.update(out)
+
+
 def test_state_dict_round_trip_reproduces_actions_and_updates_bit_exactly():
     learner, economy, observation = started(update_every=3)
     observation, _ = run(learner, economy, observation, 4)  # mid-window
