@@ -195,12 +195,13 @@ class ReinforceLearner:
     # -- Learner protocol --------------------------------------------------------------------
     def act(self, observation: Observation) -> Actions:
         """Sample every slot's actions with the learner's generator and store them in the window."""
-        own, own_holdings, peers, peer_holdings, blocked, pre_image, job_slot, broadcast_u, sigmoid_u, trade_u = \
-            self.window.act_slots[self._t]
+        own, own_holdings, peers, peer_holdings, blocked, peer_rows, pre_image, job_slot, broadcast_u, sigmoid_u, \
+            trade_u = self.window.act_slots[self._t]
         r = self.economy_config.num_resources
         own.copy_(observation.self_features)
         torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observation.peers)
+        peer_rows.copy_(observation.peer_index)  # lets a checkpoint store peers as rows of one table per step
         peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
         torch.le(observation.peer_mask.unsqueeze(1), 0, out=blocked)
         out, attention = self._act_forward(self._t)

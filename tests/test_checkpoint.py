@@ -148,19 +148,25 @@ def tensors(value):
 
 
 @pytest.mark.parametrize("steps, filled", [(3, 0), (4, 1), (5, 2)])
-def test_the_learner_saves_only_the_filled_steps_of_its_window(tmp_path, steps, filled):
-    """Windows of 3 steps: after 3, 4 and 5 steps the window holds 0, 1 and 2 steps, and the file holds
-    those steps only (a saved view would carry its whole storage: the file would be larger)."""
+def test_the_learner_saves_only_the_filled_steps_of_its_window_with_peers_as_rows(tmp_path, steps, filled):
+    """Windows of 3 steps: after 3, 4 and 5 steps the window holds 0, 1 and 2 steps. Per filled step it
+    saves no more than its inputs with each peer as a row number (int32) and a blocked flag, not the
+    [N, K, P] peer features; and the file holds no storage beyond the tensors' own bytes (a saved view
+    carries its whole storage)."""
     _, _, learner = trained(steps=steps)
     state = learner.state_dict()
     window = state["window"]
-    assert window["steps"] == filled and window["peers"].shape[1] == filled and window["reward"].shape[1] == filled
+    assert window["steps"] == filled and window["reward"].shape[1] == filled and "peers" not in window
+    n, k, p = learner.num_slots, learner.num_peer_slots, learner.peer_dim
+    per_step = n * (k * (4 + 1) + (learner.self_dim + learner.gaussian_dim + p) * 4 + 8 + 8)  # rows, blocked, own,
+    window_bytes = sum(t.numel() * t.element_size() for t in tensors(window))  # pre-image, table, job, reward
+    assert window_bytes <= filled * per_step + 8 * n
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"learner": state})
     content = sum(t.numel() * t.element_size() for t in tensors(state))
+    assert os.path.getsize(path) < content + 100_000
     params = learner.flat_params.numel() * learner.flat_params.element_size()
-    assert os.path.getsize(path) < content + 100_000  # no storage beyond the tensors' own bytes
-    assert content < 3 * params + window["peers"].numel() * 4 * 2 + 50_000  # parameters, 2 moments, the window
+    assert content < 3 * params + window_bytes + 50_000  # parameters, two Adam moments, the window
 
 
 # -- refusing non-plain payloads ----------------------------------------------------------------------

@@ -325,6 +325,22 @@ def test_state_dict_round_trip_reproduces_actions_and_updates_bit_exactly():
     assert torch.equal(got["optimizer"]["exp_avg_sq"][0], expected["optimizer"]["exp_avg_sq"][0])
 
 
+def test_window_peers_that_are_not_rows_of_one_table_are_saved_as_they_are_and_resume_exactly():
+    """Synthetic observations whose peer slots all claim row 0 but show different features: the compact
+    form (rows of one table) cannot hold them, so the window keeps the features themselves."""
+    config = with_resources(3, num_agents=4, num_peers=3, max_steps=20)
+    learner = ReinforceLearner(config, LearnerConfig(update_every=4))
+    observation = observation_with_mask(config, torch.ones(4, 3))
+    for step in range(2):  # two window steps (as update would advance them, without needing a StepOutput)
+        learner.act(observation)
+        learner._t = step + 1
+    state = copy.deepcopy(learner.state_dict())
+    assert torch.equal(state["window"]["peers"], learner.window.buffer["peers"][:, :2])
+    other = ReinforceLearner(config, LearnerConfig(update_every=4, seed=5))
+    other.load_state_dict(state)
+    assert torch.equal(other.window.buffer["peers"][:, :2], learner.window.buffer["peers"][:, :2])
+
+
 def test_random_learner_state_round_trip():
     learner, economy, observation = started(learner="random")
     saved = learner.state_dict()
