@@ -121,17 +121,23 @@ class BatchedAdam:
             moments.index_fill_(1, index, 0.0)
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps.to(torch.int64), "exp_avg": [t.clone() for t in self.exp_avg],
-                "exp_avg_sq": [t.clone() for t in self.exp_avg_sq]}
+        """Steps [N] (int64) and both moments, as plain data. The moments are the live tensors, not
+        copies (views of one [2, N, ...] storage each, which a checkpoint writes once): save them right
+        away, or copy them to keep them across a step."""
+        return {"steps": self.steps.to(torch.int64), "exp_avg": list(self.exp_avg),
+                "exp_avg_sq": list(self.exp_avg_sq)}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["exp_avg"]) != len(self.params):
             raise ValueError(f"optimizer state has {len(state['exp_avg'])} tensors, expected {len(self.params)}")
-        for mine, theirs in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
-            if mine.shape != theirs.shape:
-                raise ValueError(f"optimizer state shape {tuple(theirs.shape)} != parameter shape {tuple(mine.shape)}")
+        pairs = list(zip(self.exp_avg + self.exp_avg_sq + [self.steps],
+                         list(state["exp_avg"]) + list(state["exp_avg_sq"]) + [state["steps"]]))
+        for mine, theirs in pairs:  # check everything before changing anything
+            if not isinstance(theirs, torch.Tensor) or mine.shape != theirs.shape:
+                got = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs).__name__
+                raise ValueError(f"optimizer state shape {got} != expected {tuple(mine.shape)}")
+        for mine, theirs in pairs:
             mine.copy_(theirs)
-        self.steps.copy_(state["steps"])
 
 
 _FUSED_ADAM: Optional[bool] = None
