@@ -119,7 +119,8 @@ class ReinforceLearner:
         self._step_index = torch.arange(self.config.update_every)  # [T]
         self._discount = discount_matrix(self.config.update_every, self.config.gamma)  # [T, T]
         self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
-                                    self.peer_dim, self.head_slices, c.num_jobs, r, self.heads.count * self.heads.hidden,
+                                    self.peer_dim, self.head_slices, c.num_jobs, r,
+                                    self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size)
         self._t = 0  # steps stored in the current window
 
@@ -342,7 +343,8 @@ class ReinforceLearner:
         finite = torch.isfinite(self.flat_params)  # [N, D]
         if not bool(finite.all()):
             self._refuse_non_finite(torch.where(finite.all(dim=1), 0.0, math.nan), active, acting_ids,
-                                    "parameters after the optimizer step", "the policy diverged (lower the learning rate)")
+                                    "parameters after the optimizer step",
+                                    "the policy diverged (lower the learning rate)")
 
         self.baseline = torch.where(active, decay * self.baseline + (1 - decay) * window_mean, self.baseline)
         self.baseline_updates = self.baseline_updates + active

@@ -49,10 +49,14 @@ class RolloutWindow:
         if attention_hidden is not None:
             self.activations["relu"] = torch.zeros(n, t, k, attention_hidden, dtype=DTYPE)
         buf, act = self.buffer, self.activations
-        step = lambda tensor, i: tensor[:, i:i + 1]  # [N, 1, ...] step i of a window tensor
+
+        def step(tensor, i):  # [N, 1, ...] step i of a window tensor
+            return tensor[:, i:i + 1]
+
         b = head_slices["broadcast"][1]
         # per step, what act writes: own [N, S], its holdings [N, R], peers [N, K, P], their holdings,
-        # blocked [N, 1, K], the peers' rows [N, K], pre-image [N, G], job [N], then the pre-images of the broadcast, sigmoid and trade heads
+        # blocked [N, 1, K], the peers' rows [N, K], pre-image [N, G], job [N], then the pre-images of the
+        # broadcast, sigmoid and trade heads
         self.act_slots = [(buf["own"][:, i], buf["own"][:, i, :r], buf["peers"][:, i], buf["peers"][:, i, :, -r:],
                            step(buf["peer_blocked"], i), self.peer_rows[:, i], buf["pre_image"][:, i], buf["job"][:, i],
                            padded[:, i, :b], padded[:, i, b:b + 1 + r], padded[:, i, b + 1 + r:]) for i in range(t)]

@@ -3,6 +3,7 @@ written atomically, refused with a clear CheckpointError when damaged (docs/desi
 import copy
 import dataclasses
 import io
+import math
 import os
 import pickle
 import struct
@@ -12,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import LearnerConfig, make_learner
-from agents import checkpoint
+from agents import LearnerConfig, checkpoint, make_learner
 from agents.checkpoint import FORMAT, CheckpointError, load_checkpoint, payload_digest, save_checkpoint
 from homoecon_env import EconomyConfig
 from homoecon_env.core import Economy
@@ -41,7 +41,7 @@ def same(a, b):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b or (a != a and b != b)
+    return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
 
 
 def trained(name="reinforce", steps=4, **economy_fields):
@@ -171,7 +171,8 @@ def test_the_learner_saves_only_the_filled_steps_of_its_window_with_peers_as_row
 
 # -- refusing non-plain payloads ----------------------------------------------------------------------
 @pytest.mark.parametrize("bad, where", [
-    ({"recorder": {"history": {"gini": [0.1, 0.2, 0.3, np.float64(0.4)]}}}, r"payload\['recorder'\]\['history'\]\['gini'\]\[3\]"),
+    ({"recorder": {"history": {"gini": [0.1, 0.2, 0.3, np.float64(0.4)]}}},
+     r"payload\['recorder'\]\['history'\]\['gini'\]\[3\]"),
     ({"rng": np.random.RandomState(0).get_state()}, r"payload\['rng'\]\[1\].*numpy\.ndarray"),
     ({"array": np.zeros(3)}, r"payload\['array'\].*numpy\.ndarray"),
     ({"config": EconomyConfig()}, r"payload\['config'\].*EconomyConfig"),

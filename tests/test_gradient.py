@@ -156,9 +156,11 @@ def test_each_agents_update_equals_its_own_clipped_torch_adam():
 def test_log_stds_below_the_clamp_get_no_gradient():
     """(An active agent's std of e^-10 is too ill-conditioned in float32 for the autograd test.)"""
     g = torch.Generator().manual_seed(9)
-    out, raw_log_std = torch.randn(2, 3, 2 + 4, generator=g, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64)
+    out = torch.randn(2, 3, 2 + 4, generator=g, dtype=torch.float64)
+    raw_log_std = torch.zeros(2, 4, dtype=torch.float64)
     raw_log_std[1, 2] = -11.0
     job, valid = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
-    advantage, pre_image = torch.randn(2, 3, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    advantage = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    pre_image = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
     *_, grad_log_std = reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, torch.full((2,), 3), 0.1, 2)
     assert grad_log_std[1, 2] == 0 and bool((grad_log_std[1, :2] != 0).all())

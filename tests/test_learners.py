@@ -241,7 +241,7 @@ def test_a_dead_agents_steps_do_not_train_the_newborn_in_its_slot():
     for bonus in (0.0, 3.0):
         learner, economy, observation = started(update_every=4)
         count = [0]
-        def change(out, bonus=bonus):
+        def change(out, bonus=bonus, count=count):
             count[0] += 1
             reward, cause = out.reward.clone(), torch.zeros_like(out.death_cause)
             if count[0] == 2:  # the agent in slot 5 dies at the window's second step with a changed reward
@@ -274,7 +274,7 @@ def test_non_finite_loss_names_the_agent_and_changes_nothing():
 
 def test_act_refuses_non_finite_actions_naming_the_slots_and_saying_the_policy_diverged():
     """Weights of 3e38 are finite, but their sums overflow to inf (and inf - inf = NaN): no such action may leave."""
-    learner, economy, observation = started()
+    learner, _, observation = started()
     with torch.no_grad():
         learner.params["broadcast_net.w2"][[2, 7]] = 3e38
         learner.params["production_net.b2"][[2, 7]] = 1e38
