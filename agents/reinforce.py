@@ -208,8 +208,8 @@ class ReinforceLearner:
         out, attention = self._act_forward(self._t)
         n, j = self.num_slots, self.economy_config.num_jobs
         out = out.view(n, -1)
-        if not bool(torch.isfinite(out).all()):  # huge but finite weights (a diverged policy) give NaN here
-            self._refuse_non_finite_actions(out)
+        if not bool(torch.isfinite(out.sum())):  # huge but finite weights (a diverged policy) give NaN here
+            self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
         std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
         noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
         torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
@@ -340,9 +340,10 @@ class ReinforceLearner:
             self._refuse_non_finite(norms, active, acting_ids, "gradient", "no weight was changed")
         self.optimizer.step([grad], active, grad_scale=clip_coefficients(norms, self.config.max_grad_norm))
         # a step that overflows leaves weights whose next forward pass is NaN: name the agents now
-        finite = torch.isfinite(self.flat_params)  # [N, D]
-        if not bool(finite.all()):
-            self._refuse_non_finite(torch.where(finite.all(dim=1), 0.0, math.nan), active, acting_ids,
+        # any NaN or inf makes the sum NaN or inf (one cheap pass); only then look row by row
+        if not bool(torch.isfinite(self.flat_params.sum())):
+            finite = torch.isfinite(self.flat_params).all(dim=1)  # [N]
+            self._refuse_non_finite(torch.where(finite, 0.0, math.nan), active, acting_ids,
                                     "parameters after the optimizer step",
                                     "the policy diverged (lower the learning rate)")
 
@@ -364,6 +365,8 @@ class ReinforceLearner:
     @staticmethod
     def _refuse_non_finite_actions(out: torch.Tensor) -> None:
         bad = (~torch.isfinite(out).all(dim=1)).nonzero().view(-1)
+        if bad.numel() == 0:  # the sum overflowed, the entries are finite
+            return
         slots = ", ".join(str(int(i)) for i in bad[:10]) + (f" and {bad.numel() - 10} more" if bad.numel() > 10 else "")
         raise NonFiniteLossError(f"the policy diverged: non-finite action logits or means for the agents in slots "
                                  f"{slots} (economy.state.agent_ids names them); no action was emitted")
