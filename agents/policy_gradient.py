@@ -104,7 +104,7 @@ def policy_gradient(window: dict, blocks: dict, heads, advantage: torch.Tensor, 
         # masked peers have attention 0, hence gradient 0
         grad_scores = softmax_backward(grad_attention, window["attention"])
         grad_own_part, grad_w_peer, grad_score = relu_scores_backward(grad_scores, peers, window["relu"],
-                                                                      blocks["score"])
+                                                                      blocks["score"], window.get("relu_grad"))
         grad_w_own = torch.bmm(window["own"].transpose(1, 2), grad_own_part)
         grads = [grad_w_own, grad_w_peer, grad_own_part.sum(1, keepdim=True), grad_score] + grads
     torch.cat([grad.reshape(n, -1) for grad in grads], dim=1, out=out)

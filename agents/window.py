@@ -48,6 +48,8 @@ class RolloutWindow:
                             "attention": torch.zeros(n, t, k, dtype=DTYPE)}
         if attention_hidden is not None:
             self.activations["relu"] = torch.zeros(n, t, k, attention_hidden, dtype=DTYPE)
+            # scratch for the relu layer's gradient (kept: a fresh block per update costs page faults)
+            self.activations["relu_grad"] = torch.zeros(n, t, k, attention_hidden, dtype=DTYPE)
         buf, act = self.buffer, self.activations
 
         def step(tensor, i):  # [N, 1, ...] step i of a window tensor
