@@ -139,9 +139,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         document = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{where}: unpickling refused: the file holds objects other than tensors, numbers, "
-                              f"strings and plain containers ({first_line})") from None
+                              f"strings and plain containers ({_refusal(error)}); it was not loaded") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, struct.error) as error:
         raise CheckpointError(f"{where}: truncated or corrupt (torch cannot read the archive: "
                               f"{type(error).__name__}: {str(error)[:200]})") from None
@@ -158,6 +157,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{where}: checksum mismatch (SHA-256 of the payload is {digest[:16]}..., the file "
                               f"says {document['sha256'][:16]}...); the file is corrupt")
     return document["payload"]
+
+
+def _refusal(error: Exception) -> str:
+    """The reason in torch's weights_only refusal (e.g. "Unsupported global: GLOBAL io.open"), without
+    its advice to load the file unsafely."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    text = text.strip().split(" was not an allowed global")[0].splitlines()[0] if text.strip() else ""
+    return text[:200] or type(error).__name__
 
 
 def _create_temporary(directory: str, name: str) -> tuple[str, int]:
