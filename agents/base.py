@@ -37,7 +37,10 @@ class Learner(Protocol):
         """Give each newborn slot its networks (from `births.parent_slots`) and fresh optimizer state."""
 
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-exactly (parameters, optimizer state, buffers, RNG)."""
+        """Everything needed to continue bit-exactly (parameters, optimizer state, buffers, RNG), as plain
+        data only: dict (str keys) / list / tuple / str / int / float / bool / None / torch.Tensor, which
+        `agents.checkpoint` saves and `torch.load(weights_only=True)` reads. It may return live tensors
+        (no copies): a checkpoint writes them at once."""
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
