@@ -37,11 +37,16 @@ class Learner(Protocol):
         """Give each newborn slot its networks (from `births.parent_slots`) and fresh optimizer state."""
 
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-exactly (parameters, optimizer state, buffers, RNG)."""
+        """Everything needed to continue bit-exactly (parameters, optimizer state, buffers, RNG), as plain
+        data only: dict (str keys) / list / tuple / str / int / float / bool / None / torch.Tensor, which
+        `agents.checkpoint` saves and `torch.load(weights_only=True)` reads. It may return live tensors
+        (no copies): a checkpoint writes them at once."""
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
 
 
 class NonFiniteLossError(ValueError):
-    """A loss or gradient is NaN or inf. Raised before any weight changes; names the agent(s)."""
+    """A learner diverged; the message names the agent(s). Raised when a loss or gradient is NaN or
+    inf (before any weight changes), when an optimizer step leaves a parameter NaN or inf, and when
+    `act` would emit a non-finite action (weights huge but finite give NaN in the forward pass)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.optim.adam import adam as functional_adam  # public (in torch.optim.adam.__all__)
 
 
 def clip_coefficients(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -55,17 +56,18 @@ class BatchedAdam:
 
         The gradient of an inactive row is ignored. `grad_scale` [N], if given, multiplies each row's
         gradient first (e.g. the clipping coefficients of `clip_coefficients`); `grads` may be
-        overwritten. With torch's fused CPU Adam kernel (torch >= 2.4) each active row is one tensor
-        of the kernel's list, with its own step count: one pass over parameters, gradients and
-        moments. Otherwise the step is a few in-place passes with per-row factors.
+        overwritten. With torch's fused CPU Adam (the public `torch.optim.adam.adam(..., fused=True)`,
+        torch >= 2.4) each active row is one tensor of its lists, with its own step count (which it
+        increments): one pass over parameters, gradients and moments. Otherwise the step is a few
+        in-place passes with per-row factors.
         """
         if grad_scale is not None:
             for grad in grads:
                 grad.mul_(grad_scale.view((-1,) + (1,) * (grad.dim() - 1)))
-        self.steps.add_(active)  # [N]
         if _fused_adam_works():
-            self._fused_step(grads, active)
+            self._fused_step(grads, active)  # counts each active row's step itself
         else:
+            self.steps.add_(active)  # [N]
             self._step_in_passes(grads, active, self.steps)
 
     def _rows_of(self, grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -80,11 +82,13 @@ class BatchedAdam:
         counts = pick(self._step_rows)
         if not counts:
             return
-        for param_rows, grad_rows, avg_rows, avg_sq_rows in zip(self._param_rows, self._rows_of(grads), self._avg_rows,
-                                                                 self._avg_sq_rows):
-            torch._fused_adam_(pick(param_rows), pick(grad_rows), pick(avg_rows), pick(avg_sq_rows), [],
-                               counts, lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps,
-                               amsgrad=False, maximize=False)
+        for index, (param_rows, grad_rows, avg_rows, avg_sq_rows) in enumerate(zip(
+                self._param_rows, self._rows_of(grads), self._avg_rows, self._avg_sq_rows)):
+            # adam increments the counts it is given: the rows' own once, then throwaway copies
+            steps = counts if index == 0 else [count - 1 for count in counts]
+            functional_adam(pick(param_rows), pick(grad_rows), pick(avg_rows), pick(avg_sq_rows), [], steps,
+                            fused=True, amsgrad=False, beta1=self.beta1, beta2=self.beta2, lr=self.lr,
+                            weight_decay=0.0, eps=self.eps, maximize=False)
 
     def _step_in_passes(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor) -> None:
         bias = 1.0 - self._betas.pow(steps.to(torch.float64))  # [2, N], in double like torch.optim.Adam's floats
@@ -117,30 +121,36 @@ class BatchedAdam:
             moments.index_fill_(1, index, 0.0)
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps.to(torch.int64), "exp_avg": [t.clone() for t in self.exp_avg],
-                "exp_avg_sq": [t.clone() for t in self.exp_avg_sq]}
+        """Steps [N] (int64) and both moments, as plain data. The moments are the live tensors, not
+        copies (views of one [2, N, ...] storage each, which a checkpoint writes once): save them right
+        away, or copy them to keep them across a step."""
+        return {"steps": self.steps.to(torch.int64), "exp_avg": list(self.exp_avg),
+                "exp_avg_sq": list(self.exp_avg_sq)}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["exp_avg"]) != len(self.params):
             raise ValueError(f"optimizer state has {len(state['exp_avg'])} tensors, expected {len(self.params)}")
-        for mine, theirs in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
-            if mine.shape != theirs.shape:
-                raise ValueError(f"optimizer state shape {tuple(theirs.shape)} != parameter shape {tuple(mine.shape)}")
+        pairs = list(zip(self.exp_avg + self.exp_avg_sq + [self.steps],
+                         list(state["exp_avg"]) + list(state["exp_avg_sq"]) + [state["steps"]]))
+        for mine, theirs in pairs:  # check everything before changing anything
+            if not isinstance(theirs, torch.Tensor) or mine.shape != theirs.shape:
+                got = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs).__name__
+                raise ValueError(f"optimizer state shape {got} != expected {tuple(mine.shape)}")
+        for mine, theirs in pairs:
             mine.copy_(theirs)
-        self.steps.copy_(state["steps"])
 
 
 _FUSED_ADAM: Optional[bool] = None
 
 
 def _fused_adam_works() -> bool:
-    """Whether torch has the fused CPU Adam kernel (torch >= 2.4); checked once on a tiny problem."""
+    """Whether torch's fused CPU Adam works here (torch >= 2.4); checked once on a tiny problem."""
     global _FUSED_ADAM
     if _FUSED_ADAM is None:
         try:
             param, grad, avg, avg_sq = torch.ones(2), torch.ones(2), torch.zeros(2), torch.zeros(2)
-            torch._fused_adam_([param], [grad], [avg], [avg_sq], [], [torch.ones(())], lr=0.1, beta1=0.9,
-                               beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+            functional_adam([param], [grad], [avg], [avg_sq], [], [torch.zeros(())], fused=True, amsgrad=False,
+                            beta1=0.9, beta2=0.999, lr=0.1, weight_decay=0.0, eps=1e-8, maximize=False)
             _FUSED_ADAM = bool(torch.allclose(param, torch.full((2,), 0.9)))
         except (AttributeError, RuntimeError, NotImplementedError):
             _FUSED_ADAM = False

@@ -1,4 +1,4 @@
-"""Independent per-agent REINFORCE, computed batched over agent slots (DESIGN.md section 5).
+"""Independent per-agent REINFORCE, computed batched over agent slots (docs/design.md section 5).
 
 Networks (each agent owns all five; every parameter is stacked [N, ...], see `agents.networks`):
     social_filter_net  score of peer k = v . relu(W_own own + W_peer peer_k + b); softmax over live
@@ -30,8 +30,8 @@ The social filter's hidden layer is relu, not tanh: it runs over N x K peers x w
 
 Learning. An agent's life is its episode. The learner writes each step's inputs and pre-images into
 preallocated window buffers of `update_every` steps ([N, T, ...], filled in place); at the end of the
-window (or on a truncated step, which ends every life) it recomputes all log-probabilities in one
-batched forward pass and takes one REINFORCE step per agent:
+window (`agents.window`; or on a truncated step, which ends every life) it takes one REINFORCE step
+per agent (the math in `agents.policy_gradient`), from the activations `act` stored:
     loss_i = -mean_t [ (G_it - b_i) log pi_i(a_it) + entropy_coef * H_it ]   over agent i's valid steps
 with G the discounted reward-to-go within the window and b_i the agent's own bias-corrected EMA of
 its mean window return (a fresh agent's first window uses its own mean).
@@ -42,9 +42,10 @@ newborn in its slot starts with an empty window. So a slot's valid steps are tho
 takes the slot of an agent that died in the step just recorded), no death follows a valid step
 within the window, and reward-to-go is one product with a discount matrix. Nothing runs under
 autograd: the forward pass is plain tensor operations and its gradient is written by hand
-(`_gradient`, the layers' `*_backward` in `agents.networks`), a few dozen operations in all, which
-is what a step costs at small N. Parameters update with `BatchedAdam`, clipped per agent; a NaN/inf
-loss or gradient raises NonFiniteLossError naming the agents before any change.
+(`agents.policy_gradient.policy_gradient`, the layers' `*_backward` in `agents.networks`), a few dozen
+operations in all, which is what a step costs at small N. Parameters update with `BatchedAdam`,
+clipped per agent. A NaN/inf loss or gradient raises NonFiniteLossError naming the agents before any
+change; so does a step that leaves a parameter NaN/inf, and `act` refuses to emit non-finite actions.
 
 Births: each of a newborn's five networks is copied whole from one of its two parents, chosen by a
 fair coin per network (crossover at the network level keeps each network's hidden units coherent,
@@ -64,58 +65,20 @@ from typing import Optional
 
 import torch
 
-from agents.config import LearnerConfig
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
-from agents.networks import (DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores,
-                             relu_scores_backward)
+from agents.config import LearnerConfig
+from agents.networks import DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores
 from agents.optim import BatchedAdam, clip_coefficients
+from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
+from agents.window import RolloutWindow
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
-
-
-def reinforce_loss(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image: torch.Tensor, job: torch.Tensor,
-                   advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, entropy_coef: float,
-                   num_jobs: int):
-    """Each agent's REINFORCE loss and its gradient, from the heads' output `out` [N, M, J + G] (job
-    logits, Gaussian means), the unclamped log stds [N, G], the stored pre-images [N, M, G] and jobs
-    [N, M], the advantages [N, M], the valid steps [N, M] and their counts [N] (at least 1):
-        loss_i = -sum_t valid_it (A_it log pi_i(a_it) + entropy_coef H_it) / counts_i
-    with log pi the job log-probability plus one Gaussian log density of the pre-images over all G
-    dimensions, and H the categorical entropy of the job plus the Gaussian entropy.
-    Returns (loss [N], entropy H [N, M], d sum(loss) / d out [N, M, J + G], d sum(loss) / d raw_log_std [N, G]).
-    """
-    g = raw_log_std.shape[-1]
-    log_std = raw_log_std.clamp(-10.0, 2.0)  # [N, G]
-    std = log_std.exp().unsqueeze(1)  # [N, 1, G]
-    z = (pre_image - out[..., num_jobs:]) / std  # [N, M, G]
-    log_p = torch.log_softmax(out[..., :num_jobs], dim=-1)  # [N, M, J]
-    p = log_p.exp()
-    categorical = (p * log_p).sum(-1).neg_()  # [N, M] entropy of the job
-    log_std_sum = log_std.sum(-1, keepdim=True)  # [N, 1]
-    log_prob = log_p.gather(-1, job.unsqueeze(-1)).squeeze(-1) - 0.5 * z.square().sum(-1) \
-        - (log_std_sum + g * _LOG_SQRT_2PI)
-    entropy = categorical + (log_std_sum + g * (0.5 + _LOG_SQRT_2PI))
-    objective = torch.where(valid, torch.add(advantage * log_prob, entropy, alpha=entropy_coef), 0.0)
-    weight = counts.to(out.dtype).reciprocal_().neg_()  # [N] d loss_i / d objective_it on valid steps
-    loss = objective.sum(dim=1) * weight
-
-    step = torch.where(valid, weight.unsqueeze(1), 0.0)  # [N, M] d total / d objective
-    a = (step * advantage).unsqueeze(-1)  # d / d log_prob
-    e = (step * entropy_coef).unsqueeze(-1)  # d / d entropy
-    grad_mean = a * z / std  # d log N(u; mean, std) / d mean = z / std
-    # d / d log_std: (z^2 - 1) from the log density, 1 from the entropy; zero where the clamp is active
-    grad_log_std = (a * (z.square() - 1.0)).sum(1) + e.sum(1)
-    grad_log_std.masked_fill_((raw_log_std < -10.0) | (raw_log_std > 2.0), 0.0)
-    # d log p_job / d logit_j = 1[j = job] - p_j;  d H / d logit_j = -p_j (log p_j + H)
-    grad_logits = (a + e * (log_p + categorical.unsqueeze(-1))).mul_(p).neg_()
-    grad_logits.scatter_add_(-1, job.unsqueeze(-1), a)
-    return loss, entropy, torch.cat([grad_logits, grad_mean], dim=-1), grad_log_std
+__all__ = ["ReinforceLearner", "reinforce_loss"]
 
 
 class ReinforceLearner:
@@ -153,11 +116,12 @@ class ReinforceLearner:
         self.baseline = torch.zeros(self.num_slots, dtype=torch.float64)  # [N] EMA of mean window return
         self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64)  # [N] EMA terms so far
         self.last_attention = torch.zeros(self.num_slots, self.num_peer_slots)  # [N, K]
-        t = self.config.update_every
-        self._step_index = torch.arange(t)  # [T]
-        powers = torch.arange(t)[:, None] - torch.arange(t)[None, :]  # [T, T] s - t'
-        self._discount = torch.where(powers >= 0, self.config.gamma ** powers.clamp(min=0).to(torch.float64), 0.0)
-        self._make_buffers()
+        self._step_index = torch.arange(self.config.update_every)  # [T]
+        self._discount = discount_matrix(self.config.update_every, self.config.gamma)  # [T, T]
+        self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
+                                    self.peer_dim, self.head_slices, c.num_jobs, r,
+                                    self.heads.count * self.heads.hidden,
+                                    None if self.uniform_attention else self.config.attention_hidden_size)
         self._t = 0  # steps stored in the current window
 
     # -- structure ---------------------------------------------------------------------------
@@ -206,57 +170,13 @@ class ReinforceLearner:
                            "score": blocks["social_filter_net.score"]})  # [N, A]
         return shaped
 
-    def _make_buffers(self) -> None:
-        """The window buffers ([N, T, ...], filled in place), what `act` computed from them (for the
-        backward pass) and, per window step, the views `act` writes."""
-        n, t, k, g = self.num_slots, self.config.update_every, self.num_peer_slots, self.gaussian_dim
-        r, b, s = self.economy_config.num_resources, self.economy_config.broadcast_dim, self.self_dim
-        # the pre-images carry one extra column, always 0: the fixed last logit of the trade weights
-        self._padded_pre_image = torch.zeros(n, t, g + 1, dtype=DTYPE)
-        x = torch.zeros(n, t, s + self.peer_dim, dtype=DTYPE)  # [N, T, S + P] the heads' input: own features, context
-        self._buffer = {
-            "own": x[..., :s],  # [N, T, S] prepared own features
-            "peers": torch.zeros(n, t, k, self.peer_dim, dtype=DTYPE),  # [N, T, K, P]
-            "peer_blocked": torch.ones(n, t, k, dtype=torch.bool),  # [N, T, K] True where no live peer
-            "pre_image": self._padded_pre_image[..., :g],  # [N, T, G] sampled u
-            "job": torch.zeros(n, t, dtype=torch.int64),  # [N, T]
-            "reward": torch.zeros(n, t, dtype=torch.float64),  # [N, T]
-            "window_start": torch.zeros(n, dtype=torch.int64),  # [N] first step that trains the slot's agent
-        }
-        # What act computed at each step, so that learning needs no second forward pass. Not part of
-        # the state: load_state_dict recomputes it from the buffers (the same operations, the same bits).
-        self._activations = {"x": x, "hidden": torch.zeros(n, t, self.heads.count * self.heads.hidden, dtype=DTYPE),
-                             "out": torch.zeros(n, t, self.economy_config.num_jobs + g, dtype=DTYPE),
-                             "attention": torch.zeros(n, t, k, dtype=DTYPE)}
-        if not self.uniform_attention:
-            self._activations["relu"] = torch.zeros(n, t, k, self.config.attention_hidden_size, dtype=DTYPE)
-        buf, pad, act = self._buffer, self._padded_pre_image, self._activations
-        step = lambda tensor, i: tensor[:, i:i + 1]  # [N, 1, ...] step i of a window tensor
-        broadcast = slice(*self.head_slices["broadcast"])
-        # per step, what act writes: own [N, S], its holdings [N, R], peers [N, K, P], their holdings,
-        # blocked [N, 1, K], pre-image [N, G], job [N], then the pre-images of the broadcast, sigmoid and trade heads
-        self._slots = [(buf["own"][:, i], buf["own"][:, i, :r], buf["peers"][:, i], buf["peers"][:, i, :, -r:],
-                        step(buf["peer_blocked"], i), buf["pre_image"][:, i], buf["job"][:, i],
-                        pad[:, i, broadcast], pad[:, i, b:b + 1 + r], pad[:, i, b + 1 + r:]) for i in range(t)]
-        # per step, what `_act_forward` reads and writes ([N, 1, ...] views)
-        self._step_views = [{**{key: step(value, i) for key, value in act.items()}, "own": step(buf["own"], i),
-                             "peers": step(buf["peers"], i), "blocked": step(buf["peer_blocked"], i),
-                             "context": x[:, i:i + 1, s:]} for i in range(t)]
-        self._rewards = [buf["reward"][:, i] for i in range(t)]
-        self._full_window = self._window(t)
-
-    def _window(self, t: int) -> dict:
-        """The first t steps of the window buffers and of the activations act stored ([N, t, ...] views)."""
-        return {key: value[:, :t] for key, value in {**self._buffer, **self._activations}.items()
-                if key != "window_start"}
-
     # -- policy ------------------------------------------------------------------------------
     def _act_forward(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every slot's policy at window step t, from the step's stored inputs; stores the activations
-        `_gradient` needs (the heads' input and hidden layer, the social filter's relu layer and the
+        `policy_gradient` needs (the heads' input and hidden layer, the social filter's relu layer and the
         attention). Returns the heads' output [N, 1, J + G] (job logits, Gaussian means) and the attention
         [N, 1, K]."""
-        views, blocks = self._step_views[t], self._blocks_now
+        views, blocks = self.window.step_views[t], self._blocks_now
         peers, blocked = views["peers"], views["blocked"]
         if self.uniform_attention:
             attention = uniform_attention_weights((~blocked).to(DTYPE))
@@ -273,48 +193,24 @@ class ReinforceLearner:
         views["out"].copy_(out)
         return out, attention
 
-    def _gradient(self, t: int, advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor):
-        """The gradient of the summed losses over the window's first t steps, written by hand into
-        self._grad [N, D] from the activations act stored (the backward of `_act_forward`, operation by
-        operation as autograd would). Returns (loss [N], entropy [N, t], self._grad)."""
-        window = self._full_window if t == self.config.update_every else self._window(t)
-        blocks, n, s = self._blocks_now, self.num_slots, self.self_dim
-        loss, entropy, grad_out, grad_log_std = reinforce_loss(
-            window["out"], blocks["log_std"], window["pre_image"], window["job"], advantage, valid, counts,
-            self.config.entropy_coef, self.economy_config.num_jobs)
-        grad_w1, grad_b1, grad_w2, grad_b2, grad_x = self.heads.backward(
-            grad_out, window["x"], window["hidden"], blocks["w1"], blocks["w2"])
-        grads = [grad_w1, grad_b1, grad_w2, grad_b2, grad_log_std]
-        if not self.uniform_attention:
-            peers = window["peers"]
-            _, m, k, p = peers.shape
-            grad_context = grad_x[..., s:].reshape(n * m, 1, p)
-            items = peers.reshape(n * m, k, p)
-            grad_attention = torch.bmm(grad_context, items.transpose(1, 2)).view(n, m, k)
-            # the softmax of the masked scores: masked slots have weight 0, hence gradient 0
-            grad_scores = torch._softmax_backward_data(grad_attention, window["attention"], -1, DTYPE)
-            grad_own_part, grad_w_peer, grad_score = relu_scores_backward(grad_scores, peers, window["relu"],
-                                                                          blocks["score"])
-            grad_w_own = torch.bmm(window["own"].transpose(1, 2), grad_own_part)
-            grads = [grad_w_own, grad_w_peer, grad_own_part.sum(1, keepdim=True), grad_score] + grads
-        torch.cat([grad.reshape(n, -1) for grad in grads], dim=1, out=self._grad)  # storage order of the blocks
-        return loss, entropy, self._grad
-
     # -- Learner protocol --------------------------------------------------------------------
     def act(self, observation: Observation) -> Actions:
         """Sample every slot's actions with the learner's generator and store them in the window."""
-        own, own_holdings, peers, peer_holdings, blocked, pre_image, job_slot, broadcast_u, sigmoid_u, trade_u = \
-            self._slots[self._t]
+        own, own_holdings, peers, peer_holdings, blocked, peer_rows, pre_image, job_slot, broadcast_u, sigmoid_u, \
+            trade_u = self.window.act_slots[self._t]
         r = self.economy_config.num_resources
         own.copy_(observation.self_features)
         torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observation.peers)
+        peer_rows.copy_(observation.peer_index)  # lets a checkpoint store peers as rows of one table per step
         peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
         torch.le(observation.peer_mask.unsqueeze(1), 0, out=blocked)
         out, attention = self._act_forward(self._t)
         n, j = self.num_slots, self.economy_config.num_jobs
         out = out.view(n, -1)
-        std = self._blocks_now["log_std"].clamp(-10.0, 2.0).exp_()  # [N, G]
+        if not bool(torch.isfinite(out.sum())):  # huge but finite weights (a diverged policy) give NaN here
+            self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
+        std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
         noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
         torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
         cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
@@ -329,9 +225,9 @@ class ReinforceLearner:
     def update(self, step: StepOutput) -> dict:
         """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""
         t = self._t
-        self._rewards[t].copy_(step.reward)
+        self.window.rewards[t].copy_(step.reward)
         # a dead agent's window trains nothing (its parameters are discarded): its slot starts afresh
-        self._buffer["window_start"].masked_fill_(step.death_cause != ALIVE, t + 1)
+        self.window.window_start.masked_fill_(step.death_cause != ALIVE, t + 1)
         self._t = t + 1
         if self._t < self.config.update_every and not step.truncated:
             return {}
@@ -367,21 +263,29 @@ class ReinforceLearner:
         self.baseline_updates.index_fill_(0, rows, 0)
 
     def state_dict(self) -> dict:
-        """Parameters, optimizer state, baselines, the current window and the generator: resume is bit-exact."""
+        """What a bit-exact resume needs, as plain data (tensors, numbers, strings, dicts, tuples): the
+        parameters, optimizer state, baselines, the filled steps of the window and the generator.
+
+        Not copies: the parameters, the optimizer's moments and the small per-slot tensors are the live
+        tensors (a checkpoint writes them right away; copy.deepcopy the result to keep it across a
+        learning step). Not saved: the activations of the window, which `load_state_dict` recomputes.
+        """
         return {
             "kind": "uniform_attention" if self.uniform_attention else "reinforce",
-            "params": self.flat_params.clone(),  # [N, D]
+            "params": self.flat_params,  # [N, D]
             "param_layout": {name: (start, stop) for name, (start, stop, _) in self.layout.entries.items()},
             "optimizer": self.optimizer.state_dict(),
-            "baseline": self.baseline.clone(),
-            "baseline_updates": self.baseline_updates.clone(),
-            "buffer": {key: value.clone() for key, value in self._buffer.items()},
+            "baseline": self.baseline,
+            "baseline_updates": self.baseline_updates,
+            "window": self.window.state_dict(self._t),
             "window_step": self._t,
             "generator": self.generator.get_state(),
-            "last_attention": self.last_attention.clone(),
+            "last_attention": self.last_attention,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (copied in; the state may be reused). ValueError naming
+        the entry when it does not fit this learner."""
         kind = "uniform_attention" if self.uniform_attention else "reinforce"
         if state.get("kind") != kind:
             raise ValueError(f"learner state is for {state.get('kind')!r}, this learner is {kind!r}")
@@ -391,20 +295,16 @@ class ReinforceLearner:
                              f"{state['param_layout']}, expected {tuple(self.flat_params.shape)} laid out as {layout} "
                              "(num_agents, hidden_size or the economy's sizes differ, or the state was saved by an "
                              "older version of this learner)")
-        buffer = state["buffer"]
-        for key, mine in self._buffer.items():
-            theirs = buffer.get(key)
-            if theirs is None or theirs.shape != mine.shape or theirs.dtype != mine.dtype:
-                got = None if theirs is None else (tuple(theirs.shape), theirs.dtype)
-                expected = (tuple(mine.shape), mine.dtype)
-                raise ValueError(f"learner state's window buffer {key!r} is {got}, expected {expected}")
+        for key in ("baseline", "baseline_updates"):
+            mine, theirs = getattr(self, key), state[key]
+            if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
+                raise ValueError(f"learner state's {key!r} is {(tuple(theirs.shape), theirs.dtype)}, expected "
+                                 f"{(tuple(mine.shape), mine.dtype)}")
+        self._t = self.window.load_state_dict(state["window"])  # checks its shapes before copying
         self.optimizer.load_state_dict(state["optimizer"])
         self.flat_params.copy_(state["params"])
-        for key, mine in self._buffer.items():
-            mine.copy_(buffer[key])  # in place: the per-step views stay valid
         self.baseline = state["baseline"].clone()
         self.baseline_updates = state["baseline_updates"].clone()
-        self._t = int(state["window_step"])
         for step in range(self._t):  # what act stored; valid steps were acted with these parameters
             self._act_forward(step)
         self.generator.set_state(state["generator"])
@@ -413,35 +313,43 @@ class ReinforceLearner:
     # -- learning ----------------------------------------------------------------------------
     def _clear_window(self) -> None:
         self._t = 0
-        self._buffer["window_start"].zero_()
+        self.window.clear()
 
     def _learn(self, acting_ids: torch.Tensor) -> dict:
-        """One REINFORCE step per agent with data in the window. Raises NonFiniteLossError before any change."""
+        """One REINFORCE step per agent with data in the window. Raises NonFiniteLossError before any
+        change on a non-finite loss or gradient, and naming the agents if a step leaves a parameter
+        non-finite."""
         t = self._t
-        start = self._buffer["window_start"]
+        start = self.window.window_start
         active = start < t  # [N] slots with at least one valid step
         if not bool(active.any()):
             return {}
-        reward = self._buffer["reward"][:, :t]
+        window = self.window.first(t)
         valid = self._step_index[:t] >= start[:, None]  # [N, T]
         counts = (t - start).clamp_(min=1)  # [N] valid steps (1 for inactive slots, whose sums are 0)
-        returns = reward @ self._discount[:t, :t]  # [N, T] discounted reward-to-go within the window
-        valid_returns = torch.where(valid, returns, 0.0)
-        window_mean = valid_returns.sum(dim=1) / counts  # [N]
         decay = self.config.baseline_decay
-        corrected = self.baseline / (1.0 - decay ** self.baseline_updates.to(torch.float64)).clamp(min=1e-300)
-        baseline = torch.where(self.baseline_updates > 0, corrected, window_mean)
-        advantage = torch.where(valid, returns - baseline[:, None], 0.0).to(DTYPE)  # [N, T]
-
-        loss, entropy, grad = self._gradient(t, advantage, valid, counts)  # [N], [N, T], [N, D]
+        returns, window_mean, _, advantage = advantages(window["reward"], valid, counts, self._discount[:t, :t],
+                                                        self.baseline, self.baseline_updates, decay)
+        advantage = advantage.to(DTYPE)  # [N, T]
+        loss, entropy, grad = policy_gradient(window, self._blocks_now, self.heads, advantage, valid, counts,
+                                              self.config.entropy_coef, self.economy_config.num_jobs,
+                                              self.self_dim, self._grad)  # [N], [N, T], [N, D]
         norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
         if not bool(torch.isfinite(loss + norms).all()):
-            self._refuse_non_finite(loss, active, acting_ids, "loss")
-            self._refuse_non_finite(norms, active, acting_ids, "gradient")
+            self._refuse_non_finite(loss, active, acting_ids, "loss", "no weight was changed")
+            self._refuse_non_finite(norms, active, acting_ids, "gradient", "no weight was changed")
         self.optimizer.step([grad], active, grad_scale=clip_coefficients(norms, self.config.max_grad_norm))
+        # a step that overflows leaves weights whose next forward pass is NaN: name the agents now
+        # any NaN or inf makes the sum NaN or inf (one cheap pass); only then look row by row
+        if not bool(torch.isfinite(self.flat_params.sum())):
+            finite = torch.isfinite(self.flat_params).all(dim=1)  # [N]
+            self._refuse_non_finite(torch.where(finite, 0.0, math.nan), active, acting_ids,
+                                    "parameters after the optimizer step",
+                                    "the policy diverged (lower the learning rate)")
 
         self.baseline = torch.where(active, decay * self.baseline + (1 - decay) * window_mean, self.baseline)
         self.baseline_updates = self.baseline_updates + active
+        valid_returns = torch.where(valid, returns, 0.0)
         num_active, num_valid, total, entropy_sum, norm_sum, return_sum, advantage_sum = torch.stack([
             active.sum(), valid.sum(), loss.sum(), torch.where(valid, entropy, 0.0).sum(),
             torch.where(active, norms, 0.0).sum(), valid_returns.sum(), advantage.abs().sum()]).tolist()
@@ -455,9 +363,19 @@ class ReinforceLearner:
         }
 
     @staticmethod
-    def _refuse_non_finite(values: torch.Tensor, active: torch.Tensor, acting_ids: torch.Tensor, what: str) -> None:
+    def _refuse_non_finite_actions(out: torch.Tensor) -> None:
+        bad = (~torch.isfinite(out).all(dim=1)).nonzero().view(-1)
+        if bad.numel() == 0:  # the sum overflowed, the entries are finite
+            return
+        slots = ", ".join(str(int(i)) for i in bad[:10]) + (f" and {bad.numel() - 10} more" if bad.numel() > 10 else "")
+        raise NonFiniteLossError(f"the policy diverged: non-finite action logits or means for the agents in slots "
+                                 f"{slots} (economy.state.agent_ids names them); no action was emitted")
+
+    @staticmethod
+    def _refuse_non_finite(values: torch.Tensor, active: torch.Tensor, acting_ids: torch.Tensor, what: str,
+                           consequence: str) -> None:
         bad = active & ~torch.isfinite(values)
         if bool(bad.any()):
             names = ", ".join(f"agent_{int(i)}" for i in acting_ids[bad][:10])
             more = f" and {int(bad.sum()) - 10} more" if int(bad.sum()) > 10 else ""
-            raise NonFiniteLossError(f"non-finite {what} for {names}{more}; no weight was changed")
+            raise NonFiniteLossError(f"non-finite {what} for {names}{more}; {consequence}")

@@ -1,12 +1,12 @@
 """agents: the registry, the REINFORCE learner's policy, learning, inheritance and safety, and the baselines."""
+import copy
 import dataclasses
 import math
 
 import pytest
 import torch
-from torch.distributions import Categorical, Normal
 
-from agents import LEARNERS, LearnerConfig, NonFiniteLossError, make_learner
+from agents import LEARNERS, LearnerConfig, make_learner
 from agents.base import Learner
 from agents.reinforce import ReinforceLearner
 from homoecon_env import EconomyConfig, Job
@@ -181,7 +181,7 @@ def test_act_samples_the_policy_and_squashes_the_samples_into_actions():
     jobs, draws = [], []
     for _ in range(2000):
         actions = learner.act(observation)
-        u = learner._buffer["pre_image"][:, 0]
+        u = learner.window.buffer["pre_image"][:, 0]
         s = {head: slice(*bounds) for head, bounds in learner.head_slices.items()}
         torch.testing.assert_close(actions.broadcast, torch.tanh(u[:, s["broadcast"]]))
         torch.testing.assert_close(actions.effort, torch.sigmoid(u[:, s["effort"]]).squeeze(1))
@@ -192,7 +192,7 @@ def test_act_samples_the_policy_and_squashes_the_samples_into_actions():
         draws.append(u.clone())
     own, peers = observation.self_features.clone(), observation.peers.clone()
     own[:, :3], peers[..., -3:] = own[:, :3].log1p(), peers[..., -3:].clamp(min=0).log1p()
-    torch.testing.assert_close(learner._buffer["own"][:, 0], own)
+    torch.testing.assert_close(learner.window.buffer["own"][:, 0], own)
     logits, mean, log_std, attention = reference_policy(learner, learner.params, own[:, None], peers[:, None],
                                                         (mask == 0)[:, None])
     torch.testing.assert_close(learner.last_attention, attention[:, 0])
@@ -206,55 +206,6 @@ def test_tanh_via_sigmoid_is_accurate():
     from agents.networks import tanh_
     x = torch.linspace(-30, 30, 20001)
     torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), atol=2e-7, rtol=0)
-
-
-@pytest.mark.parametrize("name", ["reinforce", "uniform_attention"])
-def test_hand_written_gradient_equals_autograd_of_the_plain_loss(name):
-    """The learner's loss, entropy and gradient (written by hand) equal autograd through the plain
-    policy, with torch.distributions' log-probabilities and entropies."""
-    config = with_resources(3, num_agents=6, num_peers=4)
-    learner, economy, observation = started(config, name, update_every=8, entropy_coef=0.3)
-    with torch.no_grad():
-        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
-        learner.params["broadcast_net.log_std"][0, 0] = 2.5  # clamped to 2: no gradient
-    # nobody dies or is born, so every step was acted with the current parameters (a window's valid steps are)
-    no_births = Births(torch.zeros(6, dtype=torch.bool), torch.full((6, 2), -1), 0)
-    run(learner, economy, observation, 4, lambda out: dataclasses.replace(
-        out, death_cause=torch.zeros_like(out.death_cause), births=no_births))
-    window = learner._window(4)
-    assert learner.state_dict()["window_step"] == 4
-    g = torch.Generator().manual_seed(8)
-    valid = torch.rand(6, 4, generator=g) < 0.7
-    valid[2] = False  # an inactive agent
-    advantage = torch.where(valid, torch.randn(6, 4, generator=g), 0.0)
-    counts = valid.sum(1).clamp(min=1)
-    loss, entropy, grad = learner._gradient(4, advantage, valid, counts)
-
-    leaf = learner.flat_params.detach().clone().requires_grad_(True)
-    own, peers, blocked, pre_image, job = (window[key] for key in ("own", "peers", "peer_blocked", "pre_image", "job"))
-    logits, mean, log_std, _ = reference_policy(learner, learner.layout.views(leaf), own, peers, blocked)
-    job_dist, normal = Categorical(logits=logits), Normal(mean, log_std.exp()[:, None])
-    expected_entropy = job_dist.entropy() + normal.entropy().sum(-1)
-    objective = advantage * (job_dist.log_prob(job) + normal.log_prob(pre_image).sum(-1)) + 0.3 * expected_entropy
-    expected_loss = -torch.where(valid, objective, 0.0).sum(1) / counts
-    expected_grad, = torch.autograd.grad(expected_loss.sum(), leaf)
-    torch.testing.assert_close(loss, expected_loss.detach(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(entropy, expected_entropy.detach(), atol=1e-5, rtol=1e-5)
-    assert bool((grad[2] == 0).all()) and bool((grad[0] != 0).any())
-    torch.testing.assert_close(grad, expected_grad, atol=2e-5, rtol=1e-4)
-    assert grad[0, learner.layout.entries["broadcast_net.log_std"][0]] == 0
-
-
-def test_log_stds_below_the_clamp_get_no_gradient():
-    """(An active agent's std of e^-10 is too ill-conditioned in float32 for the test above.)"""
-    from agents.reinforce import reinforce_loss
-    g = torch.Generator().manual_seed(9)
-    out, raw_log_std = torch.randn(2, 3, 2 + 4, generator=g, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64)
-    raw_log_std[1, 2] = -11.0
-    job, valid = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
-    advantage, pre_image = torch.randn(2, 3, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
-    *_, grad_log_std = reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, torch.full((2,), 3), 0.1, 2)
-    assert grad_log_std[1, 2] == 0 and bool((grad_log_std[1, :2] != 0).all())
 
 
 # -- learning ---------------------------------------------------------------------------------
@@ -290,7 +241,7 @@ def test_a_dead_agents_steps_do_not_train_the_newborn_in_its_slot():
     for bonus in (0.0, 3.0):
         learner, economy, observation = started(update_every=4)
         count = [0]
-        def change(out, bonus=bonus):
+        def change(out, bonus=bonus, count=count):
             count[0] += 1
             reward, cause = out.reward.clone(), torch.zeros_like(out.death_cause)
             if count[0] == 2:  # the agent in slot 5 dies at the window's second step with a changed reward
@@ -302,29 +253,12 @@ def test_a_dead_agents_steps_do_not_train_the_newborn_in_its_slot():
     assert torch.equal(results[0], results[1])
 
 
-def test_non_finite_loss_names_the_agent_and_changes_nothing():
-    learner, economy, observation = started(update_every=2)
-    observation, _ = run(learner, economy, observation, 2)
-    before = learner.state_dict()
-    out = economy.step(learner.act(observation))
-    learner.update(out)
-    out = economy.step(learner.act(out.observation))
-    reward = out.reward.clone()
-    reward[7] = math.nan
-    bad = dataclasses.replace(out, reward=reward, death_cause=torch.zeros_like(out.death_cause))
-    with pytest.raises(NonFiniteLossError, match=f"agent_{int(out.acting_ids[7])}\\b"):
-        learner.update(bad)
-    after = learner.state_dict()
-    assert torch.equal(before["params"], after["params"])
-    assert all(torch.equal(a, b) for a, b in zip(before["optimizer"]["exp_avg"], after["optimizer"]["exp_avg"]))
-    assert torch.equal(before["optimizer"]["steps"], after["optimizer"]["steps"])
-    assert torch.equal(before["baseline"], after["baseline"])
-
-
 def test_state_dict_round_trip_reproduces_actions_and_updates_bit_exactly():
     learner, economy, observation = started(update_every=3)
     observation, _ = run(learner, economy, observation, 4)  # mid-window
-    saved_learner, saved_economy = learner.state_dict(), economy.state_dict()
+    # state_dict returns live tensors (a checkpoint writes them at once): keep a copy across steps
+    saved_learner, saved_economy = copy.deepcopy(learner.state_dict()), copy.deepcopy(economy.state_dict())
+    assert saved_learner["window"]["pre_image"].shape[1] == 1  # only the filled step of the window is saved
     run(learner, economy, observation, 5)
     expected = learner.state_dict()
     other, other_economy, _ = started(seed=9, update_every=3)
@@ -334,7 +268,24 @@ def test_state_dict_round_trip_reproduces_actions_and_updates_bit_exactly():
     got = other.state_dict()
     assert torch.equal(got["params"], expected["params"])
     assert torch.equal(got["generator"], expected["generator"])
-    assert torch.equal(got["buffer"]["pre_image"], expected["buffer"]["pre_image"])
+    assert torch.equal(got["window"]["pre_image"], expected["window"]["pre_image"])
+    assert torch.equal(got["optimizer"]["exp_avg_sq"][0], expected["optimizer"]["exp_avg_sq"][0])
+
+
+def test_window_peers_that_are_not_rows_of_one_table_are_saved_as_they_are_and_resume_exactly():
+    """Synthetic observations whose peer slots all claim row 0 but show different features: the compact
+    form (rows of one table) cannot hold them, so the window keeps the features themselves."""
+    config = with_resources(3, num_agents=4, num_peers=3, max_steps=20)
+    learner = ReinforceLearner(config, LearnerConfig(update_every=4))
+    observation = observation_with_mask(config, torch.ones(4, 3))
+    for step in range(2):  # two window steps (as update would advance them, without needing a StepOutput)
+        learner.act(observation)
+        learner._t = step + 1
+    state = copy.deepcopy(learner.state_dict())
+    assert torch.equal(state["window"]["peers"], learner.window.buffer["peers"][:, :2])
+    other = ReinforceLearner(config, LearnerConfig(update_every=4, seed=5))
+    other.load_state_dict(state)
+    assert torch.equal(other.window.buffer["peers"][:, :2], learner.window.buffer["peers"][:, :2])
 
 
 def test_random_learner_state_round_trip():
@@ -422,9 +373,17 @@ def mean_reward(name, steps, seed=0, **learner_options):
     return sum(rewards[-steps // 4:]) / (steps // 4)
 
 
-def test_reinforce_beats_random_after_a_short_training():
-    """A smoke test of learning (a few seconds; the README's multi-seed comparison uses train.py)."""
-    # two seeds: one seed's ratio after 600 steps ranges 1.2-1.8x (seeds 0-5), the mean of two is steadier
-    trained = sum(mean_reward("reinforce", 600, seed) for seed in (0, 1))
-    random = sum(mean_reward("random", 600, seed) for seed in (0, 1))
-    assert trained > 1.25 * random, (trained, random)  # measured 1.5x (1.7x before issue 7's rounding changes)
+def test_training_beats_the_same_learner_frozen_by_a_margin_over_several_seeds():
+    """Learning, without hanging on one seed's luck: over k = 4 seeds, the mean of the paired difference
+    in mean reward per agent-step (last quarter of 600 steps) between REINFORCE and the same learner
+    with learning_rate 1e-12 (its initial policy, which already beats uniform random actions, so
+    "beats random" would not show learning) exceeds 0.03.
+
+    Measured over seeds 0-7 (issue 12): differences 0.075, 0.052, 0.056, 0.138, 0.061, 0.068, 0.027,
+    0.082; mean 0.070, standard deviation 0.032 per seed, 0.016 for a mean of 4. A change that only
+    reshuffles the random streams fails this test with probability P(z < (0.03 - 0.070) / 0.016 = -2.5)
+    ~ 0.6% (normal approximation). A learner that learns nothing (true difference 0) passes with
+    probability P(z > 0.03 / 0.016 = 1.9) ~ 3%; gradient ascent instead of descent measured 0.016."""
+    differences = [mean_reward("reinforce", 600, seed) - mean_reward("reinforce", 600, seed, learning_rate=1e-12)
+                   for seed in range(4)]
+    assert sum(differences) / len(differences) > 0.03, differences

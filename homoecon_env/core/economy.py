@@ -266,23 +266,38 @@ class Economy:
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-exactly: state tensors, step counters, generator, warm start."""
+        """Everything needed to continue bit-exactly, as plain data (tensors, numbers, strings, dicts; see
+        agents.checkpoint): the state arrays, the generator, the market's warm start and the peer sample.
+
+        The tensors are the live state's own memory, not copies: save them (or copy them) before the
+        next `step`. Not kept: the last step's stats, which a resumed run does not need.
+        """
         if self.state is None:
             raise ValueError("state_dict() before reset()")
+        trade = self._last_trade
         return {
             "state": {f.name: getattr(self.state, f.name) for f in fields(self.state)},
             "generator": self.generator.get_state(),
-            "last_trade": self._last_trade,
+            # the warm start of the next market clearing, as a plain dict of TradeResult's fields
+            "last_trade": None if trade is None else {f.name: getattr(trade, f.name) for f in fields(trade)},
             "peer_index": self.observation.peer_index,
         }
 
     def load_state_dict(self, snapshot: dict) -> None:
-        state = EconomyState(**snapshot["state"])
+        """Restore what `state_dict` returned (copies its tensors, so the snapshot may be reused)."""
+        state = EconomyState(**{name: value.clone() if isinstance(value, torch.Tensor) else value
+                                for name, value in snapshot["state"].items()})
         if state.num_slots != self.config.num_agents:
             raise ValueError(f"snapshot has {state.num_slots} agent slots, config num_agents={self.config.num_agents}")
+        trade = snapshot["last_trade"]
+        if trade is not None and not isinstance(trade, TradeResult):
+            if not isinstance(trade, dict) or set(trade) != {f.name for f in fields(TradeResult)}:
+                got = sorted(trade) if isinstance(trade, dict) else type(trade).__name__
+                raise ValueError(f"snapshot 'last_trade': expected None or a dict of TradeResult's fields, got {got}")
+            trade = TradeResult(**trade)
         self._set_state(state.as_numpy())
         self.generator.set_state(snapshot["generator"])
-        self._last_trade = snapshot["last_trade"]
+        self._last_trade = trade
         self.observation = observe.observe(self._arrays, snapshot["peer_index"].numpy(), self.jobs, self.config)
         self._stats_inputs, self._last_stats = None, None
 

@@ -1,0 +1,72 @@
+"""A learner that diverges says so clearly: NonFiniteLossError naming the agents, from the loss, the
+gradient, the parameters after an optimizer step, or an action that would not be finite."""
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from agents import NonFiniteLossError
+from test_learners import run, started
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_non_finite_loss_names_the_agent_and_changes_nothing():
+    learner, economy, observation = started(update_every=2)
+    observation, _ = run(learner, economy, observation, 2)
+    before = copy.deepcopy(learner.state_dict())
+    out = economy.step(learner.act(observation))
+    learner.update(out)
+    out = economy.step(learner.act(out.observation))
+    reward = out.reward.clone()
+    reward[7] = math.nan
+    bad = dataclasses.replace(out, reward=reward, death_cause=torch.zeros_like(out.death_cause))
+    with pytest.raises(NonFiniteLossError, match=f"agent_{int(out.acting_ids[7])}\\b"):
+        learner.update(bad)
+    after = learner.state_dict()
+    assert torch.equal(before["params"], after["params"])
+    assert all(torch.equal(a, b) for a, b in zip(before["optimizer"]["exp_avg"], after["optimizer"]["exp_avg"]))
+    assert torch.equal(before["optimizer"]["steps"], after["optimizer"]["steps"])
+    assert torch.equal(before["baseline"], after["baseline"])
+
+
+def test_act_refuses_non_finite_actions_naming_the_slots_and_saying_the_policy_diverged():
+    """Weights of 3e38 are finite, but their sums overflow to inf (and inf - inf = NaN): no such action may leave."""
+    learner, _, observation = started()
+    with torch.no_grad():
+        learner.params["broadcast_net.w2"][[2, 7]] = 3e38
+        learner.params["production_net.b2"][[2, 7]] = 1e38
+    with pytest.raises(NonFiniteLossError, match=r"policy diverged.*slots 2, 7\b"):
+        learner.act(observation)
+
+
+def test_a_huge_learning_rate_ends_in_a_clear_divergence_error():
+    """--learning-rate 1e30: the first update makes weights ~1e30; the next act or update says so."""
+    learner, economy, observation = started(update_every=2, learning_rate=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"diverged|non-finite"):
+        run(learner, economy, observation, 6)
+
+
+def test_an_optimizer_step_that_leaves_parameters_non_finite_names_the_agent():
+    learner, economy, observation = started(update_every=2)
+    step = learner.optimizer.step
+
+    def overflowing_step(*args, **kwargs):  # as if agent 4's step overflowed float32
+        step(*args, **kwargs)
+        learner.flat_params[4, 10] = math.inf
+
+    learner.optimizer.step = overflowing_step
+    out = economy.step(learner.act(observation))
+    learner.update(out)
+    out = economy.step(learner.act(out.observation))
+    with pytest.raises(NonFiniteLossError, match=f"parameters after the optimizer step for agent_{int(out.acting_ids[4])}\\b"
+                                                 ".*diverged"):
+        learner.update(out)

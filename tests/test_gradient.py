@@ -1,0 +1,166 @@
+"""agents.policy_gradient through the learner: the hand-written gradient against autograd (deaths in the
+window included), returns and baselines on a hand-worked case, per-agent clipping against separate
+torch optimizers."""
+import dataclasses
+
+import pytest
+import torch
+from torch.distributions import Categorical, Normal
+
+import agents.reinforce
+from agents.policy_gradient import reinforce_loss
+from homoecon_env.core.lifecycle import Births
+from test_learners import reference_policy, run, started, with_resources
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def recording_optimizer(learner):
+    """Record, at each optimizer step, the raw gradient [N, D], the active rows and the parameters before it."""
+    calls, step = [], learner.optimizer.step
+
+    def record(grads, active, grad_scale=None):
+        calls.append({"grad": grads[0].clone(), "active": active.clone(), "params": learner.flat_params.clone()})
+        return step(grads, active, grad_scale=grad_scale)
+
+    learner.optimizer.step = record
+    return calls
+
+
+def scripted(n, deaths=None, rewards=None, parents=(0, 2)):
+    """A change_step that replaces each step's deaths (step index -> dead slots), births (a newborn in
+    each dead slot, from `parents`) and rewards (step index -> [N] rewards)."""
+    count = [0]
+
+    def change(out):
+        index, count[0] = count[0], count[0] + 1
+        dead = torch.zeros(n, dtype=torch.bool)
+        dead[list((deaths or {}).get(index, ()))] = True
+        slots = torch.full((n, 2), -1, dtype=torch.long)
+        slots[dead] = torch.tensor(parents)
+        reward = out.reward if rewards is None else torch.as_tensor(rewards[index], dtype=torch.float64)
+        return dataclasses.replace(out, reward=reward, death_cause=dead.long(), births=Births(dead, slots, 0))
+    return change
+
+
+def plain_returns(rewards, gamma):
+    """Discounted reward-to-go within a window, one step at a time: [T] -> [T]."""
+    out, running = [], 0.0
+    for r in reversed(rewards):
+        running = r + gamma * running
+        out.append(running)
+    return list(reversed(out))
+
+
+@pytest.mark.parametrize("name", ["reinforce", "uniform_attention"])
+def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name):
+    """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
+    slot 0 dies at the last step (trains nothing). The gradient handed to the optimizer equals autograd
+    through the plain policy with torch.distributions, on each agent's own valid steps, with returns
+    and the first-window baseline (the agent's own mean return) computed one agent at a time."""
+    n, steps, gamma, entropy_coef = 6, 5, 0.8, 0.3
+    config = with_resources(3, num_agents=n, num_peers=4, max_steps=50)
+    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma)
+    with torch.no_grad():
+        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
+        learner.params["broadcast_net.log_std"][3, 0] = 2.5  # clamped to 2: no gradient
+    calls = recording_optimizer(learner)
+    rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
+    (call,) = calls
+    first_valid = {0: steps, 1: 2, 4: 4}  # the step after each slot's last death
+    assert call["active"].tolist() == [i != 0 for i in range(n)]
+
+    window = learner.window.buffer
+    leaf = call["params"].clone().requires_grad_(True)
+    logits, mean, log_std, _ = reference_policy(learner, learner.layout.views(leaf), window["own"], window["peers"],
+                                                window["peer_blocked"])
+    job_dist, normal = Categorical(logits=logits), Normal(mean, log_std.exp()[:, None])
+    log_prob = job_dist.log_prob(window["job"]) + normal.log_prob(window["pre_image"]).sum(-1)  # [N, T]
+    entropy = job_dist.entropy() + normal.entropy().sum(-1)
+    losses = []
+    for i in range(n):
+        start = first_valid.get(i, 0)
+        if start == steps:
+            continue
+        returns = torch.tensor(plain_returns(rewards[start:, i].tolist(), gamma))
+        advantage = (returns - returns.mean()).float()  # a fresh agent's first window: its own mean
+        objective = advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:]
+        losses.append(-objective.mean())
+    expected, = torch.autograd.grad(torch.stack(losses).sum(), leaf)
+    assert bool((call["grad"][0] == 0).all())
+    torch.testing.assert_close(call["grad"], expected, atol=2e-5, rtol=1e-4)
+    assert call["grad"][3, learner.layout.entries["broadcast_net.log_std"][0]] == 0
+
+
+def test_returns_and_baselines_on_a_hand_worked_case(monkeypatch):
+    """gamma 0.5, baseline decay 0.9, windows of 3 steps; advantages A = G - b computed by hand.
+    Agent 0, rewards [1, 2, 4]: G = [1 + 0.5*2 + 0.25*4, 2 + 0.5*4, 4] = [3, 4, 4], mean 11/3; the first
+    window's baseline is its own mean: A = [-2/3, 1/3, 1/3].
+    Rewards [0, 0, 8]: G = [2, 4, 8]; baseline = EMA 0.1 * 11/3 bias-corrected by 1 - 0.9 = 11/3:
+    A = [-5/3, 1/3, 13/3]. Rewards [2, 0, 0]: G = [2, 0, 0]; EMA = 0.9 * 0.1 * 11/3 + 0.1 * 14/3 = 0.79667,
+    / (1 - 0.81) = 4.19298: A = [-2.19298, -4.19298, -4.19298].
+    Agent 1 dies at step 0 of the first window: rewards [9, 1, 4] -> valid steps 1, 2 with G = [3, 4],
+    own mean 3.5: A = [0, -0.5, 0.5]."""
+    captured = []
+    real = agents.reinforce.policy_gradient
+
+    def capture(window, blocks, heads, advantage, *rest):
+        captured.append(advantage[:2].double().clone())
+        return real(window, blocks, heads, advantage, *rest)
+
+    monkeypatch.setattr(agents.reinforce, "policy_gradient", capture)
+    learner, economy, observation = started(update_every=3, gamma=0.5, baseline_decay=0.9)
+    rewards = torch.zeros(9, 12, dtype=torch.float64)
+    rewards[:, 0] = torch.tensor([1, 2, 4, 0, 0, 8, 2, 0, 0.0])
+    rewards[:3, 1] = torch.tensor([9, 1, 4.0])
+    run(learner, economy, observation, 9, scripted(12, {0: [1]}, rewards))
+    b3 = (0.9 * 0.1 * 11 / 3 + 0.1 * 14 / 3) / (1 - 0.81)
+    expected = [[[-2 / 3, 1 / 3, 1 / 3], [0.0, -0.5, 0.5]], [[-5 / 3, 1 / 3, 13 / 3]], [[2 - b3, -b3, -b3]]]
+    assert len(captured) == 3
+    for got, want in zip(captured, expected):
+        torch.testing.assert_close(got[:len(want)], torch.tensor(want, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_each_agents_update_equals_its_own_clipped_torch_adam():
+    """Agent 0's rewards are 1e3 times, agent 1's 1e-3 times the others': one is clipped every update,
+    the other never. Every row's parameters after three updates equal a separate torch.optim.Adam fed
+    that agent's raw gradient after torch.nn.utils.clip_grad_norm_ on that agent alone."""
+    n, max_norm, lr = 12, 0.5, 0.01
+    learner, economy, observation = started(update_every=2, max_grad_norm=max_norm, learning_rate=lr, entropy_coef=0.0)
+    calls = recording_optimizer(learner)
+    scale = torch.ones(n, dtype=torch.float64)
+    scale[0], scale[1] = 1e3, 1e-3
+    rewards = (torch.rand(6, n, generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 0.5) * scale
+    reference = [learner.flat_params[i].clone().requires_grad_(True) for i in range(n)]
+    adams = [torch.optim.Adam([p], lr=lr, betas=(0.9, 0.999), eps=1e-8) for p in reference]
+    for update in range(3):
+        observation, _ = run(learner, economy, observation, 2, scripted(n, rewards=rewards[2 * update:2 * update + 2]))
+        raw = calls[-1]["grad"]
+        norms = raw.norm(dim=1)
+        assert norms[0] > 10 * max_norm and norms[1] < max_norm / 10  # clipped, and not clipped
+        for i in range(n):
+            reference[i].grad = raw[i].clone()
+            torch.nn.utils.clip_grad_norm_([reference[i]], max_norm)
+            adams[i].step()
+        torch.testing.assert_close(learner.flat_params, torch.stack([p.detach() for p in reference]),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_log_stds_below_the_clamp_get_no_gradient():
+    """(An active agent's std of e^-10 is too ill-conditioned in float32 for the autograd test.)"""
+    g = torch.Generator().manual_seed(9)
+    out = torch.randn(2, 3, 2 + 4, generator=g, dtype=torch.float64)
+    raw_log_std = torch.zeros(2, 4, dtype=torch.float64)
+    raw_log_std[1, 2] = -11.0
+    job, valid = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+    advantage = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    pre_image = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    *_, grad_log_std = reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, torch.full((2,), 3), 0.1, 2)
+    assert grad_log_std[1, 2] == 0 and bool((grad_log_std[1, :2] != 0).all())
