@@ -34,3 +34,17 @@ def actions_from_dict(env, actions: dict) -> Actions:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def flip_a_stored_bit(checkpoint_path) -> None:
+    """Flip one bit inside the stored bytes of a run checkpoint's economy holdings: silent corruption
+    of the content that the zip container itself does not notice."""
+    from agents.checkpoint import load_checkpoint
+
+    data = bytearray(open(checkpoint_path, "rb").read())
+    holdings = load_checkpoint(checkpoint_path)["economy"]["state"]["holdings"]
+    offset = bytes(data).find(holdings.numpy().tobytes())
+    assert offset > 0, "the holdings' bytes are not stored verbatim"
+    data[offset + 3] ^= 0x01
+    with open(checkpoint_path, "wb") as stream:
+        stream.write(bytes(data))

@@ -9,6 +9,7 @@ import stat
 import imageio.v3 as iio
 import pytest
 
+from conftest import flip_a_stored_bit
 from homoecon_env.diagnostics import analysis, report
 from homoecon_lab import evaluation as evaluate
 from homoecon_lab.evaluation import Args
@@ -173,14 +174,8 @@ def _broken_copy(trained_run, tmp_path, break_it):
     return run_dir
 
 
-def _flip_byte(path):
-    data = bytearray(path.read_bytes())
-    data[-10] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("break_it, expected", [
-    (lambda d: _flip_byte(d / "checkpoint.pt"), "checksum mismatch"),
+    (lambda d: flip_a_stored_bit(d / "checkpoint.pt"), "checksum mismatch"),
     (lambda d: (d / "checkpoint.pt").write_bytes(b""), "the file is empty"),
     (lambda d: (d / "checkpoint.pt").unlink(), "missing ['checkpoint.pt']"),
     (lambda d: (d / "config.json").unlink(), "missing ['config.json']"),
@@ -204,7 +199,7 @@ def test_a_corrupt_checkpoint_is_refused_from_the_command_line(trained_run, tmp_
     import sys
     from pathlib import Path
 
-    run_dir = _broken_copy(trained_run, tmp_path, lambda d: _flip_byte(d / "checkpoint.pt"))
+    run_dir = _broken_copy(trained_run, tmp_path, lambda d: flip_a_stored_bit(d / "checkpoint.pt"))
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, str(root / "evaluate.py"), "--run", str(run_dir), "--out",
                              str(tmp_path / "out")], capture_output=True, text=True, cwd=root, timeout=120)

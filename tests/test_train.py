@@ -14,6 +14,7 @@ import train
 from agents.base import NonFiniteLossError
 from agents.baselines import RandomLearner
 from agents.checkpoint import load_checkpoint
+from conftest import flip_a_stored_bit
 from homoecon_lab import errors as train_errors
 from homoecon_lab import training
 from homoecon_lab.cli import parse_train_args
@@ -155,9 +156,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 def test_corrupt_checkpoint_is_refused_on_resume(tmp_path):
     run_dir = tmp_path / "run"
     training.train(parse_train_args(["--steps", "5", "--run-dir", str(run_dir), *TINY, "--learner", "random"]))
-    data = bytearray((run_dir / "checkpoint.pt").read_bytes())
-    data[-10] ^= 0xFF
-    (run_dir / "checkpoint.pt").write_bytes(bytes(data))
+    flip_a_stored_bit(run_dir / "checkpoint.pt")
     with pytest.raises(SystemExit) as stopped:
         train.main(["--resume", str(run_dir), "--steps", "10"])
     assert "checkpoint.pt" in str(stopped.value.code) and "checksum" in str(stopped.value.code)
