@@ -33,6 +33,7 @@ def config_for(n: int):
 
 def random_actions(economy, generator):
     import torch
+
     from homoecon_env.core import Actions
     n, c = economy.state.num_slots, economy.config
     rand = lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64)
@@ -59,6 +60,7 @@ def make_step(kind: str, n: int):
     """A callable that runs one unit of workload `kind` at N = n: an env step (dict, core, train) or
     one market clearing (trade, which returns its TradeResult). Everything is built and warm."""
     import torch
+
     from homoecon_env.core import Economy
     config = config_for(n)
     generator = torch.Generator().manual_seed(0)

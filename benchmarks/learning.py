@@ -10,7 +10,6 @@ TensorBoard event files. Writes a JSON summary and a figure of the learning curv
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -50,8 +49,9 @@ def run(learner: str, seed: int, steps, out_root: str) -> dict:
 
 
 def plot(results: list[dict], path: str) -> None:
-    from homoecon_env.diagnostics.plots import save_figure
     from matplotlib.figure import Figure
+
+    from homoecon_env.diagnostics.plots import save_figure
     figure = Figure(figsize=(8, 4.5), dpi=100)
     axes = figure.subplots()
     colours = {}

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from test_learners import run, started
 
 from agents import NonFiniteLossError
-from test_learners import run, started
 
 
 @pytest.fixture(autouse=True, scope="module")

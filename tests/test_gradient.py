@@ -5,12 +5,12 @@ import dataclasses
 
 import pytest
 import torch
+from test_learners import reference_policy, run, started, with_resources
 from torch.distributions import Categorical, Normal
 
 import agents.reinforce
 from agents.policy_gradient import reinforce_loss
 from homoecon_env.core.lifecycle import Births
-from test_learners import reference_policy, run, started, with_resources
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import flip_a_stored_bit
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
 from agents.base import NonFiniteLossError
 from agents.baselines import RandomLearner
 from agents.checkpoint import load_checkpoint
-from conftest import flip_a_stored_bit
 from homoecon_lab import errors as train_errors
 from homoecon_lab import training
 from homoecon_lab.cli import parse_train_args

@@ -8,8 +8,16 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .market import (EPS, IR_ALLOWANCE, _diagnostics, _finish, _MarketData, _sum_over_agents, _sum_over_goods,
-                     _water_fill)
+from .market import (
+    EPS,
+    IR_ALLOWANCE,
+    _diagnostics,
+    _finish,
+    _MarketData,
+    _sum_over_agents,
+    _sum_over_goods,
+    _water_fill,
+)
 
 DEFAULT_MAX_ITER = 100  # newton price updates when max_iter is None (and pgd's init_max_iter)
 LINE_SEARCH_STEPS = 80  # evaluations per line search, at most
