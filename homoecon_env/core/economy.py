@@ -98,8 +98,8 @@ class Economy:
             else:
                 self.generator.manual_seed(self.config.seed)
         state = initial_state(self.config, self.generator)
-        observation = self._observe(state)
         self._refuse_non_finite(state, None, None, before, "reset")
+        observation = self._observe(state)
         self._set_state(state)
         self._last_trade = None
         self._stats_inputs, self._last_stats = None, None
@@ -152,8 +152,8 @@ class Economy:
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
-        observation = self._observe(new_state)
         self._refuse_non_finite(new_state, reward, state.agent_ids, generator_before, f"step {t + 1}")
+        observation = self._observe(new_state)
         births = lifecycle.Births(torch.from_numpy(births.born), torch.from_numpy(births.parent_slots), births.founders)
         self._set_state(new_state)
         self._last_trade = trade
