@@ -38,6 +38,7 @@ def inflate_meat_of_agent(monkeypatch, row: int, value: float):
     monkeypatch.setattr(consumption, "decay_and_age", inflated)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul")  # inf * 0 in the test's own inf
 @pytest.mark.parametrize("num_peers, value, shown", [(None, 1e39, "1e+39"), (2, np.nan, "nan"), (None, np.inf, "inf")])
 def test_step_whose_holdings_leave_float32_is_refused_naming_agent_and_good_and_nothing_changes(
         monkeypatch, num_peers, value, shown):
@@ -62,6 +63,7 @@ def test_holdings_just_inside_float32_are_emitted(monkeypatch):
     assert torch.isfinite(out.observation.self_features).all() and out.observation.self_features[4, 1] == np.float32(3e38)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul")
 def test_refused_step_can_be_retried_exactly_like_a_twin_that_never_saw_it(monkeypatch):
     economy, twin = Economy(EconomyConfig(num_agents=6, num_peers=3)), Economy(EconomyConfig(num_agents=6, num_peers=3))
     economy.reset(0)
@@ -123,3 +125,17 @@ def test_default_economy_clears_its_market_without_warning():
         while env.agents:
             env.step(random_actions_dict(env, rng))
             assert env.last_stats["trade_converged"]
+
+
+def test_newborn_with_non_finite_tastes_is_refused_naming_it(monkeypatch):
+    from homoecon_env.core import lifecycle
+    economy = Economy(EconomyConfig(num_agents=6, max_age=1000))
+    economy.reset(0)
+    original = lifecycle.inherit_tastes
+    monkeypatch.setattr(lifecycle, "inherit_tastes", lambda *args: original(*args) * np.nan)
+    starving = Actions(**{**working_actions(6).__dict__, "consume": torch.tensor([[0.0, 0.0]] + [[0.5, 0.5]] * 5,
+                                                                                dtype=torch.float64)})
+    before = snapshot(economy)
+    with pytest.raises(NonFiniteStateError, match=r"step 1: .*agent_6's utility weights are \[nan, nan\]"):
+        economy.step(starving)  # agent_0 starves; its newborn, agent_6, would get nan tastes
+    assert unchanged(before, snapshot(economy))

@@ -5,6 +5,7 @@ PettingZoo dict API and produces identical trajectories from the same seed and a
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, fields
 from typing import Optional
@@ -98,7 +99,7 @@ class Economy:
             else:
                 self.generator.manual_seed(self.config.seed)
         state = initial_state(self.config, self.generator)
-        self._refuse_non_finite(state, None, None, before, "reset")
+        self._refuse_non_finite(state, state, None, before, "reset")
         observation = self._observe(state)
         self._set_state(state)
         self._last_trade = None
@@ -152,7 +153,7 @@ class Economy:
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
-        self._refuse_non_finite(new_state, reward, state.agent_ids, generator_before, f"step {t + 1}")
+        self._refuse_non_finite(lived, new_state, reward, generator_before, f"step {t + 1}")
         observation = self._observe(new_state)
         births = lifecycle.Births(torch.from_numpy(births.born), torch.from_numpy(births.parent_slots), births.founders)
         self._set_state(new_state)
@@ -173,30 +174,34 @@ class Economy:
         return torch.from_numpy(observe.self_features(step.dying_state, self.jobs, self.config))
 
     # -- guards ------------------------------------------------------------------------------
-    def _refuse_non_finite(self, state: EconomyState, reward, acting_ids, generator_before, when: str) -> None:
-        """Raise NonFiniteStateError naming the quantity and the agent if the observation of ``state``
-        (float32) or ``reward`` [N] would not be finite; the generator is put back first. The common
-        case costs a few reductions over [N, R] arrays."""
+    def _refuse_non_finite(self, lived: EconomyState, state: EconomyState, reward, generator_before, when: str) -> None:
+        """Raise NonFiniteStateError naming the quantity and the agent if an observation (float32) or
+        ``reward`` [N] would not be finite; the generator is put back first.
+
+        ``lived``: the acting agents after the step, before births (their holdings bound everyone's:
+        a gift is a share of a parent's, a founder's endowment is bounded by the config); ``state``:
+        the state after births (newborns' tastes). What could overflow: holdings (past float32 in
+        observations), rewards and tastes; the rest of an observation is bounded by construction
+        (actions are clipped; config bounds keep the season angle finite). The common case costs
+        three reductions.
+        """
+        holdings, tastes = lived.holdings, state.utility_weights
+        if holdings.max() <= FLOAT32_MAX and (reward is None or math.isfinite(reward.sum())) \
+                and math.isfinite(tastes.sum()):  # nan fails each test too
+            return
         problem = None
-        holdings = state.holdings
-        if not holdings.max() <= FLOAT32_MAX:  # nan fails this too
+        if not holdings.max() <= FLOAT32_MAX:
             row, good = np.unravel_index(np.argmax(~(holdings <= FLOAT32_MAX)), holdings.shape)
-            problem = (f"agent_{state.agent_ids[row]}'s holdings of {self.config.resources[good]} are "
+            problem = (f"agent_{lived.agent_ids[row]}'s holdings of {self.config.resources[good]} are "
                        f"{holdings[row, good]:.4g}, beyond float32's range ({FLOAT32_MAX:.4g}) in observations "
                        f"(holdings grow with initial_holdings and the jobs' output, shrink with decay_rate)")
         elif reward is not None and not np.isfinite(reward).all():
             row = int(np.flatnonzero(~np.isfinite(reward))[0])
-            problem = f"agent_{acting_ids[row]}'s reward is {reward[row]} (rest_bonus and consumption set it)"
-        elif not np.isfinite(state.utility_weights).all():
-            row = int(np.flatnonzero(~np.isfinite(state.utility_weights).all(axis=1))[0])
-            problem = (f"agent_{state.agent_ids[row]}'s utility weights are {state.utility_weights[row].tolist()} "
-                       f"(mutation={self.config.mutation})")
-        else:
-            season = production.season_features(self.jobs, state.step)
-            if not np.isfinite(season).all():
-                job = self.config.jobs[int(np.flatnonzero(~np.isfinite(season))[0]) % self.config.num_jobs]
-                problem = f"the season of job {job.name!r} is not finite (period={job.period}, phase={job.phase})"
-        if problem is not None:
+            problem = f"agent_{lived.agent_ids[row]}'s reward is {reward[row]} (rest_bonus and consumption set it)"
+        elif not np.isfinite(tastes).all():
+            row = int(np.flatnonzero(~np.isfinite(tastes).all(axis=1))[0])
+            problem = f"agent_{state.agent_ids[row]}'s utility weights are {tastes[row].tolist()} (mutation sets them)"
+        if problem is not None:  # else only a sum overflowed: every entry is finite
             self.generator.set_state(generator_before)
             raise NonFiniteStateError(f"{when}: refused, it would emit a non-finite observation or reward: {problem}; "
                                       "the economy is unchanged")
