@@ -154,7 +154,7 @@ def test_aec_view_is_deterministic_and_agrees_with_the_parallel_env():
         for agent in env.agents:
             turns[agent] = turns.get(agent, -1) + 1
             actions[agent] = scripted_action(env.action_space(agent), agent, turns[agent])
-        _, rewards, _, _, _ = env.step(actions)
+        env.step(actions)
         parallel_states.append(env.state().tobytes())
     assert parallel_states == states
     assert seen[0][1] == 0 and len({agent for agent, *_ in seen}) > 7

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import homoecon_env
-from homoecon_env import EconomyConfig, Job
+from homoecon_env import EconomyConfig
 from homoecon_env.core import Actions, Economy, MarketNotConvergedWarning, NonFiniteStateError, consumption
 
 def working_actions(n: int, job: int = 0) -> Actions:
@@ -51,7 +51,7 @@ def test_step_whose_holdings_leave_float32_is_refused_naming_agent_and_good_and_
         economy.step(working_actions(6))
     message = str(info.value)
     assert isinstance(info.value, ValueError)
-    assert f"step 2: " in message and "agent_4's holdings of meat are " + shown in message and "float32" in message
+    assert "step 2: " in message and "agent_4's holdings of meat are " + shown in message and "float32" in message
     assert unchanged(before, snapshot(economy)), "a refused step changes nothing, the generator included"
 
 
