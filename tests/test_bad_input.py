@@ -236,6 +236,8 @@ BATCHED_CASES = [
     ("job", lambda a: np.where(np.arange(a.shape[0]) == 3, -1, 0), ["agent_3", "out of range", "-1", "[0, 2)"]),
     ("job", lambda a: np.where(np.arange(a.shape[0]) == 2, 0.5, 1.0), ["agent_2", "not an int", "0.5"]),
     ("job", lambda a: np.ones(a.shape[0], dtype=bool), ["not an int", "bool"]),
+    ("job", lambda a: [0, 1, 2**64] + [0] * (a.shape[0] - 3), ["agent_2", "out of range", str(2**64)]),
+    ("job", lambda a: [0, 1, 0, "1"] + [0] * (a.shape[0] - 4), ["not an int", "text"]),
     ("consume", lambda a: a.numpy() + 0.5j, ["not numeric", "complex"]),
     ("consume", lambda a: a.numpy().astype(str), ["not numeric", "text"]),
     ("effort", lambda a: a > 0.5, ["not numeric", "bool"]),

@@ -114,6 +114,10 @@ class ActionChecker:
         integral = job.dtype.kind in "iu"
         if integral and (n == 0 or (job.min() >= 0 and job.max() < num_jobs)):  # the common case ends here
             return job.astype(np.int64)
+        if job.dtype.kind == "O":  # e.g. Python ints past 2**64: name the row that holds one
+            whole = np.array([isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in job])
+            refuse(agent_ids, ~whole, "job", "not an int", job, expected)
+            refuse(agent_ids, np.array([not 0 <= v < num_jobs for v in job]), "job", "out of range", job, expected)
         if job.dtype.kind not in "iuf":
             refuse(agent_ids, np.ones(n, dtype=bool), "job", f"not an int ({kind_name(job)})", job, expected)
         if not integral:
@@ -141,5 +145,6 @@ def refuse(agent_ids: np.ndarray, bad_rows: np.ndarray, key: str, problem: str, 
     if not expected:
         low, high = ACTION_BOUNDS[key]
         expected = f"finite real values in [{low}, {high}]"
-    raise ValueError(f"agent_{int(agent_ids[row])}: action '{key}' is {problem} (got {value[row].tolist()!r}); "
+    shown = value[row].tolist() if isinstance(value[row], (np.ndarray, np.generic)) else value[row]
+    raise ValueError(f"agent_{int(agent_ids[row])}: action '{key}' is {problem} (got {shown!r}); "
                      f"expected {expected}")
