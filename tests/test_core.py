@@ -96,6 +96,16 @@ def test_reward_is_cobb_douglas_like_plus_rest_bonus():
     assert capped.tolist() == [[1.5, 4.0]]
 
 
+def test_each_agent_is_rewarded_for_its_own_consumption_and_ages_one_step():
+    config = EconomyConfig(max_consume=1.0, rest_bonus=0.0, decay_rate=0.25)
+    holdings = np.array([[3.0, 0.0], [0.0, 8.0]])
+    consumed, left, reward = consumption.consume(holdings, np.array([[1.0, 0.0], [0.0, 0.5]]),
+                                                 np.array([[1.0, 0.0], [0.5, 0.5]]), np.ones(2), config)
+    assert reward.tolist() == pytest.approx([3.0, math.sqrt(5.0) - 1.0], rel=1e-12)  # (1 + 3) - 1; sqrt(1 + 4) - 1
+    decayed, ages = consumption.decay_and_age(left, np.array([0, 4]), config)
+    assert decayed.tolist() == [[0.0, 0.0], [0.0, 3.0]] and ages.tolist() == [1, 5]
+
+
 def test_death_causes_prefer_age_and_detect_starvation():
     config = EconomyConfig(max_age=5, min_consumption=0.1)
     need = np.array([1.0, 1.0], dtype=np.float64)

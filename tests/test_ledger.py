@@ -87,19 +87,21 @@ def test_ledger_closes_in_a_three_good_supply_chain(seed):
 
 def test_inputs_used_match_a_hand_worked_step():
     """One miller with 2 grain and full effort at the mill's peak: 0.5 grain per unit of effort goes in,
-    0.8 flour comes out; a baker with 0.1 grain and 3 flour is capped at 0.1 / 0.2 = 0.5 effort."""
-    config = chain_config(num_agents=2, yield_noise=0.0, age_effort_penalty=0.0, decay_rate=0.0,
+    0.8 flour comes out; a baker with 0.1 grain and 3 flour is capped at 0.1 / 0.2 = 0.5 effort; a
+    farmer holding nothing needs nothing and farms 1 grain at full effort."""
+    config = chain_config(num_agents=3, yield_noise=0.0, age_effort_penalty=0.0, decay_rate=0.0,
                           jobs=(Job("mill", output=(0.0, 0.8, 0.0), inputs=(0.5, 0.0, 0.0)),
-                                Job("bake", output=(0.0, 0.0, 1.5), inputs=(0.2, 0.6, 0.0))))
+                                Job("bake", output=(0.0, 0.0, 1.5), inputs=(0.2, 0.6, 0.0)),
+                                Job("farm", output=(1.0, 0.0, 0.0))))
     economy = Economy(config)
     economy.reset(0)
-    economy._set_state(economy.state_arrays.replace(holdings=np.array([[2.0, 0.0, 0.0], [0.1, 3.0, 0.0]]),
-                                                    ages=np.zeros(2, dtype=np.int64)))
-    economy.step(Actions(broadcast=torch.zeros(2, 6, dtype=torch.float64), job=torch.tensor([0, 1]),
-                         effort=torch.ones(2, dtype=torch.float64), trade_weights=torch.ones(2, 3, dtype=torch.float64),
-                         consume=torch.full((2, 3), 0.5, dtype=torch.float64)))
+    economy._set_state(economy.state_arrays.replace(holdings=np.array([[2.0, 0.0, 0.0], [0.1, 3.0, 0.0], [0.0] * 3]),
+                                                    ages=np.zeros(3, dtype=np.int64)))
+    economy.step(Actions(broadcast=torch.zeros(3, 6, dtype=torch.float64), job=torch.tensor([0, 1, 2]),
+                         effort=torch.ones(3, dtype=torch.float64), trade_weights=torch.ones(3, 3, dtype=torch.float64),
+                         consume=torch.full((3, 3), 0.5, dtype=torch.float64)))
     stats = economy.last_stats
     assert stats["founders"] == 0 and stats["deaths_starvation"] == 0
     np.testing.assert_allclose(stats["inputs_used"], [0.5 + 0.5 * 0.2, 0.5 * 0.6, 0.0], rtol=1e-12)
-    np.testing.assert_allclose(stats["produced"], [0.0, 0.8, 0.5 * 1.5], rtol=1e-12)
+    np.testing.assert_allclose(stats["produced"], [1.0, 0.8, 0.5 * 1.5], rtol=1e-12)
     assert (stats["decayed"] == 0).all() and (stats["founder_endowment"] == 0).all()

@@ -61,6 +61,8 @@ def test_peers_see_each_message_in_the_observation_after_it_was_sent(num_peers):
 
 def test_everyone_else_lists_the_other_rows_and_pads_beyond_them():
     assert observe.everyone_else(4, 3).tolist() == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]]
+    assert observe.everyone_else(4, 2).tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]]
+    assert observe.everyone_else(4, 5).dtype == observe.everyone_else(4, 3).dtype == torch.int64
     assert observe.everyone_else(4, 5).tolist() == [[1, 2, 3, -1, -1], [0, 2, 3, -1, -1], [0, 1, 3, -1, -1],
                                                     [0, 1, 2, -1, -1]]
     assert observe.everyone_else(2, 1).tolist() == [[1], [0]]
@@ -74,6 +76,26 @@ def test_peer_mask_marks_exactly_the_padding_when_peers_outnumber_the_others():
     public = observe.public_features(economy.state_arrays)
     for row, others in enumerate([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]]):
         np.testing.assert_array_equal(observation.peers[row, :3].numpy(), public[others])
+
+
+@pytest.mark.parametrize("all_valid", [True, False])
+def test_observation_arrays_have_the_space_dtypes(all_valid):
+    config = EconomyConfig(num_agents=4)
+    state = initial_state(config, torch.Generator().manual_seed(1))
+    peer_index = observe.everyone_else(4, 3).numpy()
+    observation = observe.observe(state, peer_index, production.JobTable.from_config(config), config, all_valid)
+    assert observation.self_features.dtype == observation.peers.dtype == observation.peer_mask.dtype == torch.float32
+    assert observation.peer_index.dtype == torch.int64 and observe.public_features(state).dtype == np.float32
+
+
+def test_padding_is_masked_by_default_even_when_everyone_lives():
+    """A caller that does not vouch for the assignment (e.g. restoring a checkpoint's padded one) gets
+    the -1 slots masked and zeroed."""
+    config = EconomyConfig(num_agents=3, num_peers=4)
+    state = initial_state(config, torch.Generator().manual_seed(1))
+    observation = observe.observe(state, observe.everyone_else(3, 4).numpy(), production.JobTable.from_config(config),
+                                  config)
+    assert observation.peer_mask.tolist() == [[1, 1, 0, 0]] * 3 and (observation.peers[:, 2:] == 0).all()
 
 
 def test_peer_mask_follows_the_living_rows_of_a_hand_built_assignment():
