@@ -73,6 +73,16 @@ def test_yield_noise_is_lognormal_with_mean_one():
     assert np.log(produced[:, 1]).std() == pytest.approx(0.5, rel=0.01)
 
 
+def test_a_job_s_own_yield_noise_overrides_the_economy_s():
+    config = EconomyConfig(yield_noise=0.5, jobs=(Job("steady", output=(1.0, 0.0), yield_noise=0.0),
+                                                  Job("risky", output=(0.0, 1.0))))
+    jobs = production.JobTable.from_config(config)
+    noise = np.array([1.5, 1.5])
+    _, produced, _ = production.produce(np.zeros((2, 2)), np.zeros(2, dtype=np.int64), np.array([0, 1]), np.ones(2),
+                                        noise, jobs, 0, config)  # t = 0: both jobs at phase 0, the peak
+    assert produced[0, 0] == pytest.approx(1.0) and produced[1, 1] == pytest.approx(math.exp(0.5 * 1.5 - 0.125))
+
+
 def test_inputs_cap_effort_and_are_used_up():
     config = EconomyConfig(yield_noise=0.0, age_effort_penalty=0.0,
                            jobs=(Job("cook", output=(0.0, 2.0), inputs=(1.0, 0.0)),))

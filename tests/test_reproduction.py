@@ -12,13 +12,14 @@ from homoecon_env.core.state import initial_state
 
 def test_parents_are_drawn_in_proportion_to_shifted_fitness_without_replacement():
     """A grid of uniform pairs stands in for random draws, so frequencies are exact to the grid.
-    Weights are fitness - min + 1e-6: [1e-6, 1, 3, 6] here (slot 4 is not eligible)."""
-    fitness = np.array([2.0, 3.0, 5.0, 8.0, 100.0])
+    Weights are fitness - min + 1e-6: [4, 1, 2, 1e-6] here (slot 4 is not eligible); not in increasing
+    order, so that skipping the first parent's interval is visible."""
+    fitness = np.array([5.0, 2.0, 3.0, 1.0, 100.0])
     eligible = np.array([True, True, True, True, False])
     grid = (np.arange(400) + 0.5) / 400
     uniforms = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
     pairs = lifecycle.draw_parents(fitness, eligible, uniforms)
-    weight = np.array([1e-6, 1.0, 3.0, 6.0])
+    weight = np.array([4.0, 1.0, 2.0, 1e-6])
     total = weight.sum()
     joint = np.zeros((4, 4))
     np.add.at(joint, (pairs[:, 0], pairs[:, 1]), 1.0 / len(pairs))
@@ -59,6 +60,13 @@ def test_newborns_start_blank_and_survivors_keep_everything_but_their_gifts(dead
                   "id_vectors", "agent_ids"):
         np.testing.assert_array_equal(getattr(new, field)[survivors], getattr(old, field)[survivors], err_msg=field)
     assert (births.parent_slots[survivors] == -1).all()
+
+
+def test_a_step_without_deaths_reports_no_births_in_the_usual_shapes():
+    config, old, dead, new, births = reproduce([])
+    assert births.born.dtype == bool and births.born.shape == (8,) and not births.born.any()
+    assert births.parent_slots.dtype == np.int64 and births.parent_slots.shape == (8, 2) and births.founders == 0
+    assert (births.parent_slots == -1).all()
 
 
 def test_founders_come_only_below_two_survivors_with_fresh_heterogeneous_traits():
