@@ -3,6 +3,8 @@
     from homoecon_env import EconomyConfig, parallel_env, env
 """
 from homoecon_env.config import EconomyConfig, Job
+from homoecon_env.core.economy import MarketNotConvergedWarning, NonFiniteStateError
 from homoecon_env.env import HomoEconEnv, env, parallel_env, raw_env
 
-__all__ = ["EconomyConfig", "HomoEconEnv", "Job", "env", "parallel_env", "raw_env"]
+__all__ = ["EconomyConfig", "HomoEconEnv", "Job", "MarketNotConvergedWarning", "NonFiniteStateError", "env",
+           "parallel_env", "raw_env"]

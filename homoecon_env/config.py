@@ -10,7 +10,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from homoecon_env.validation import check_float, check_int, check_vector
+from homoecon_env.validation import SEED_MAX, check_float, check_int, check_vector
+
+# Bounds on fields that would otherwise overflow to inf or nan (docs/design.md section 7), each far
+# beyond any sensible economy:
+MAX_GOODS = 1e6  # initial_holdings, a job's output per unit of effort, rest_bonus: the market is
+#   verified on holdings from 1e-9 to 1e6 (docs/design.md section 4), and holdings must stay inside
+#   float32 (3.4e38) in observations; 1e39 of output per step would overflow at once.
+MAX_MUTATION = 5.0  # sigma of the log-normal taste mutation: exp(5 z) stays below 1e20 for every
+#   float64 normal draw (|z| < 9), while mutation=300 overflows exp() and gives nan tastes; beyond 5 a
+#   child's tastes are a random corner of the simplex whatever its parents', so nothing is lost.
+MAX_STEP_COUNT = 2**53  # max_age, max_steps: every count up to 2**53 is exact in float64
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,7 @@ class Job:
     output: tuple[float, ...]
     inputs: Optional[tuple[float, ...]] = None  # None: needs nothing
     phase: float = 0.0  # radians
-    period: float = 100.0  # steps
+    period: float = 100.0  # steps, >= 1
     yield_noise: Optional[float] = None  # sigma of the log-yield; None: EconomyConfig.yield_noise
 
 
@@ -53,31 +63,32 @@ class EconomyConfig:
     need: tuple[float, ...] = (1.0, 1.0)  # starvation when need . consumed < min_consumption
     min_consumption: float = 0.01
     max_consume: float = 0.9  # cap on each consumed fraction of post-trade holdings
-    mutation: float = 0.1  # sigma of the log-normal mutation of a child's utility weights
+    mutation: float = 0.1  # in [0, 5], sigma of the log-normal mutation of a child's utility weights
     yield_noise: float = 0.1  # sigma of the lognormal yield noise (mean 1); 0 = deterministic
     parent_share: float = 0.2  # fraction of its holdings each parent gives a child
-    initial_holdings: float = 1.0  # mean of each resource at reset (uniform on [0, 2 * mean])
+    initial_holdings: float = 1.0  # in [0, 1e6], mean of each resource at reset (uniform on [0, 2 * mean])
     heterogeneous_tastes: bool = True  # False: every agent has uniform utility weights, never mutated
     max_steps: int = 1000  # episode length; every live agent is truncated at this step
     num_peers: Optional[int] = None  # K peers observed; None: everyone else (num_agents - 1)
-    seed: Optional[int] = 0  # used by reset() when no seed is given
+    seed: Optional[int] = 0  # in [0, 2**64 - 1]; the first reset() without a seed uses it (None: OS entropy)
 
     def __post_init__(self):
         check_int("num_agents", self.num_agents, 1)
         check_int("broadcast_dim", self.broadcast_dim, 1)
         check_int("id_dim", self.id_dim, 1)
-        check_int("max_age", self.max_age, 1)
-        check_int("max_steps", self.max_steps, 1)
+        # Step counts up to 2**53: float64 holds every such count exactly (age / max_age, t / period).
+        check_int("max_age", self.max_age, 1, MAX_STEP_COUNT)
+        check_int("max_steps", self.max_steps, 1, MAX_STEP_COUNT)
         if self.num_peers is not None:
             check_int("num_peers", self.num_peers, 1)
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            raise ValueError(f"seed must be None or an int >= 0, got {self.seed!r}")
+        if self.seed is not None:  # a Python int, as config.json stores it; torch.Generator's range
+            check_int("seed", self.seed, 0, SEED_MAX)
         for name, lo, hi in (
             ("decay_rate", 0.0, 1.0), ("max_consume", 0.0, 1.0), ("parent_share", 0.0, 0.5),
+            ("mutation", 0.0, MAX_MUTATION), ("initial_holdings", 0.0, MAX_GOODS), ("rest_bonus", 0.0, MAX_GOODS),
         ):
             check_float(name, getattr(self, name), lo, hi)
-        for name in ("rest_bonus", "age_effort_penalty", "min_consumption", "mutation", "yield_noise",
-                     "initial_holdings"):
+        for name in ("age_effort_penalty", "min_consumption", "yield_noise"):
             check_float(name, getattr(self, name), 0.0, math.inf)
         if not isinstance(self.heterogeneous_tastes, bool):
             raise ValueError(f"heterogeneous_tastes must be a bool, got {self.heterogeneous_tastes!r}")
@@ -94,16 +105,15 @@ class EconomyConfig:
         for job in self.jobs:
             if not isinstance(job, Job):
                 raise ValueError(f"jobs must hold Job objects, got {type(job).__name__}")
-            check_vector(f"jobs[{job.name}].output", job.output, num_resources)
+            check_vector(f"jobs[{job.name}].output", job.output, num_resources, high=MAX_GOODS)
             if job.inputs is not None:
                 check_vector(f"jobs[{job.name}].inputs", job.inputs, num_resources)
-            if not (isinstance(job.period, (int, float)) and math.isfinite(job.period) and job.period > 0):
-                raise ValueError(f"jobs[{job.name}].period must be a finite number > 0, got {job.period!r}")
-            if not (isinstance(job.phase, (int, float)) and math.isfinite(job.phase)):
-                raise ValueError(f"jobs[{job.name}].phase must be a finite number, got {job.phase!r}")
-            if job.yield_noise is not None and not (
-                    isinstance(job.yield_noise, (int, float)) and 0 <= job.yield_noise < math.inf):
-                raise ValueError(f"jobs[{job.name}].yield_noise must be None or in [0, inf), got {job.yield_noise!r}")
+            # A season sampled once per step: a period below one step only aliases a longer one, and
+            # a tiny one (1e-300) sends the season angle pi/2 * t / period to inf (nan features).
+            check_float(f"jobs[{job.name}].period", job.period, 1.0, math.inf)
+            check_float(f"jobs[{job.name}].phase", job.phase, -math.inf, math.inf)
+            if job.yield_noise is not None:
+                check_float(f"jobs[{job.name}].yield_noise", job.yield_noise, 0.0, math.inf)
 
     # -- derived sizes ------------------------------------------------------------------
     @property

@@ -6,23 +6,30 @@ exist only here.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import numpy as np
+import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Economy, StepOutput
+from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, as_array, kind_name
 from homoecon_env.core.lifecycle import DEATH_CAUSES
 from homoecon_env.core.production import season_features
 
 ACTION_KEYS = ("broadcast", "job", "effort", "trade_weights", "consume")
 _ACTION_KEY_SET = frozenset(ACTION_KEYS)
 _NAME = re.compile(r"agent_(0|[1-9][0-9]*)\Z")
+# The dtypes the stacked fast path takes as they are; anything else goes through the named checks.
+_REAL_DTYPES = frozenset(np.dtype(kind + str(size)) for kind, sizes in (("float", (16, 32, 64)), ("int", (8, 16, 32, 64)),
+                                                                        ("uint", (8, 16, 32, 64))) for size in sizes)
+_dtype_of = operator.attrgetter("dtype")
 
 
 class AgentNames(Sequence):
@@ -75,18 +82,42 @@ class HomoEconEnv(ParallelEnv):
     | trade_weights | Box(0, 1, (R,)) | weights w of the trade objective, normalised; all zeros = uniform |
     | consume | Box(0, 1, (R,)) | fraction of post-trade holdings eaten (capped at max_consume) |
 
-    Finite values outside a Box are clipped. NaN/inf, a wrong shape, a missing key, an unknown or dead
-    agent, or a missing live agent raise ``ValueError`` naming the agent and key; the env is unchanged.
+    Finite values outside a Box are clipped. NaN/inf, a wrong shape, a missing key, a value that is
+    not a real number (bools, complex numbers, text), a job outside [0, J), an unknown or dead agent,
+    or a missing live agent raise ``ValueError`` naming the agent and key; the env is unchanged.
+    Arrays of any real dtype, lists and torch tensors (detached) are accepted.
 
     ## Observation Space (Dict)
-    | key | shape | rows |
-    |---|---|---|
-    | self | (S,) = 2R+2+B+D+2J | holdings [0, inf) R, age/max_age [0, 1], last effort [0, 1], utility weights [0, 1] R, last broadcast [-1, 1] B, id vector [-1, 1] D, season sin J and cos J [-1, 1] |
-    | peers | (K, P) = (K, B+D+R) | per peer: last broadcast [-1, 1] B, id vector [-1, 1] D, holdings [0, inf) R; zeros in empty slots |
-    | peer_mask | (K,) | 1 where the slot holds a live peer, else 0 |
+    Three float32 entries; R resources, B = broadcast_dim, D = id_dim, J jobs, K peer slots.
+    K = num_peers (default num_agents - 1: everyone else, in slot order; a smaller K is a fresh
+    uniform sample each step). With the defaults (R = 2, B = 6, D = 4, J = 2, N = 50):
+    S = 20, P = 12, K = 49.
 
-    K = num_peers (default num_agents - 1, everyone else in slot order; smaller K is a fresh uniform
-    sample each step).
+    `self`, Box(S,) with S = 2R + 2 + B + D + 2J:
+
+    | Num | Observation | Min | Max |
+    |---|---|---|---|
+    | 0 .. R-1 | own holdings of each resource (after decay) | 0 | inf |
+    | R | age / max_age | 0 | 1 |
+    | R+1 | effort actually spent last step (after the age and input caps) | 0 | 1 |
+    | R+2 .. 2R+1 | own utility weights (heritable tastes, sum 1) | 0 | 1 |
+    | 2R+2 .. 2R+B+1 | own last broadcast | -1 | 1 |
+    | 2R+B+2 .. 2R+B+D+1 | own id vector (random at birth, public) | -1 | 1 |
+    | 2R+B+D+2 .. 2R+B+D+J+1 | sin of each job's season angle pi/2 * t / period + phase | -1 | 1 |
+    | 2R+B+D+J+2 .. S-1 | cos of each job's season angle | -1 | 1 |
+
+    `peers`, Box(K, P) with P = B + D + R; row k shows the peer in slot k (zeros in an empty slot):
+
+    | Num | Observation | Min | Max |
+    |---|---|---|---|
+    | 0 .. B-1 | the peer's last broadcast (sent last step: a one-step delay) | -1 | 1 |
+    | B .. B+D-1 | the peer's id vector | -1 | 1 |
+    | B+D .. P-1 | the peer's holdings of each resource | 0 | inf |
+
+    `peer_mask`, Box(0, 1, (K,)): 1 where slot k holds a live peer, else 0.
+
+    Holdings are unbounded above in the space; the economy refuses (NonFiniteStateError, nothing
+    changed) a step whose holdings would exceed float32's range, so every observation is finite.
 
     ## Rewards
     prod_r (1 + c_r) ** w_r - 1 + rest_bonus * (1 - effort spent), with c the goods consumed this
@@ -109,8 +140,26 @@ class HomoEconEnv(ParallelEnv):
     `config`: an EconomyConfig (default: the seed's economy); `render_mode`: None or "rgb_array";
     `**overrides`: EconomyConfig fields, e.g. `num_agents=200`.
 
+    ## Example
+    >>> from homoecon_env import parallel_env
+    >>> env = parallel_env(num_agents=4, max_steps=5)
+    >>> observations, infos = env.reset(seed=42)
+    >>> env.agents
+    ['agent_0', 'agent_1', 'agent_2', 'agent_3']
+    >>> observations["agent_0"]["self"].shape, observations["agent_0"]["peers"].shape  # (S,), (K, P)
+    ((20,), (3, 12))
+    >>> while env.agents:
+    ...     actions = {agent: env.action_space(agent).sample() for agent in env.agents}
+    ...     observations, rewards, terminations, truncations, infos = env.step(actions)
+    >>> env.economy.state.step, all(terminations[a] or truncations[a] for a in rewards)
+    (5, True)
+    >>> stats = env.last_stats  # the ledger of the last step, per good
+    >>> stats["totals"].shape, stats["founder_endowment"].shape
+    ((2,), (2,))
+
     ## Version History
-    v0: first release.
+    v0: first release. Since: `reset()` without a seed continues the generator (Gymnasium's rule);
+    `last_stats` closes the goods ledger (`inputs_used`, `decayed`, `founder_endowment`).
     """
 
     metadata = {"name": "homoecon_v0", "render_modes": ["rgb_array"], "is_parallelizable": True, "render_fps": 5}
@@ -171,7 +220,11 @@ class HomoEconEnv(ParallelEnv):
 
     # -- episode ----------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
-        """Found a new population; everything after is a pure function of `seed` and the actions."""
+        """Found a new population; everything after is a pure function of `seed` and the actions.
+
+        ``seed``: an int in [0, 2**64 - 1]. Without one (as in Gymnasium) the first reset uses
+        ``config.seed`` (OS entropy when None) and later resets continue the env's generator, so
+        consecutive episodes differ. A bad seed raises ValueError naming it; nothing changes."""
         observation = self.economy.reset(seed)
         self._slot_names = [f"agent_{k}" for k in self.economy.state.agent_ids.tolist()]
         self.agents = list(self._slot_names)
@@ -239,8 +292,10 @@ class HomoEconEnv(ParallelEnv):
 
     def _stack_well_formed(self, actions: Mapping) -> Optional[Actions]:
         """The common case in a few list-wide calls: one action dict with exactly the five keys per
-        live agent, every value of the right shape. Returns None for anything else, which
-        `_check_and_stack` then checks agent by agent to name the culprit."""
+        live agent, every value an array of a real dtype and the right shape, every job an int.
+        Returns None for anything else, which `_check_and_stack` then checks agent by agent to name
+        the culprit. (Values, finiteness and job range are the economy's checks, which name the
+        agent by its row.)"""
         names = self._slot_names
         if len(actions) != len(names) or len(names) != len(self.agents):
             return None
@@ -251,25 +306,26 @@ class HomoEconEnv(ParallelEnv):
         if not all((type(action) is dict or isinstance(action, Mapping)) and action.keys() == _ACTION_KEY_SET
                    for action in chosen):
             return None
-        kinds = {type(action["job"]) for action in chosen}
-        if not all(issubclass(kind, (int, np.integer)) and kind is not bool for kind in kinds):
+        jobs = [action["job"] for action in chosen]
+        if not all(issubclass(kind, (int, np.integer)) and kind is not bool for kind in set(map(type, jobs))):
             return None
-        return self._stack(chosen)
-
-    def _stack(self, chosen: list) -> Optional[Actions]:
-        """The action dicts ``chosen`` (slot order) as arrays; None if a float value is not numeric
-        or not of its Box's shape."""
         stacked = {}
         try:
+            job = np.asarray(jobs)  # int64, or uint64 / float64 / object past the int64 range
+            if job.dtype.kind not in "iu":
+                return None
             for key, shape in self._action_shapes.items():
-                value = np.asarray([action[key] for action in chosen], dtype=np.float64)
-                if value.shape[1:] != shape:
+                values = [action[key] for action in chosen]
+                if not _REAL_DTYPES.issuperset(map(_dtype_of, values)):  # lists, tensors, bools, complex, text
+                    return None
+                value = np.asarray(values)  # [N, ...] in their common dtype: the economy widens to float64
+                if value.shape[1:] != shape or value.dtype.kind not in REAL_KINDS:
                     return None
                 stacked[key] = value
-        except (TypeError, ValueError):
+        except (AttributeError, TypeError, ValueError, OverflowError):
             return None
         stacked["effort"] = stacked["effort"][:, 0]
-        return Actions(job=np.asarray([action["job"] for action in chosen], dtype=np.int64), **stacked)
+        return Actions(job=job, **stacked)
 
     @functools.cached_property
     def _action_shapes(self) -> dict:
@@ -288,7 +344,7 @@ class HomoEconEnv(ParallelEnv):
         if missing:
             raise ValueError(f"{missing[0]}: no action given for this live agent "
                              f"({len(missing)} live agent(s) missing, e.g. {missing[:3]})")
-        space, shapes = self._action_space, self._action_shapes
+        columns = {key: [] for key in ACTION_KEYS}
         for name in self._slot_names:
             action = actions[name]
             if not isinstance(action, Mapping):
@@ -296,23 +352,41 @@ class HomoEconEnv(ParallelEnv):
             for key in ACTION_KEYS:
                 if key not in action:
                     raise ValueError(f"{name}: action has no '{key}' (keys: {sorted(action)})")
-                value = action[key]
-                if key == "job":
-                    if not (isinstance(value, (int, np.integer)) or (np.ndim(value) == 0 and
-                            np.asarray(value).dtype.kind in "iu")) or isinstance(value, bool):
-                        raise ValueError(f"{name}: action 'job' is {value!r} ({type(value).__name__}); "
-                                         f"expected an int in [0, {space['job'].n})")
-                    continue
-                if np.shape(value) != shapes[key]:
-                    raise ValueError(f"{name}: action '{key}' has shape {np.shape(value)}, expected {shapes[key]}")
-                try:
-                    np.asarray(value, dtype=np.float64)
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"{name}: action '{key}' is not numeric ({exc})") from None
+                columns[key].append(self._checked_job(name, action[key]) if key == "job"
+                                    else self._checked_value(name, key, action[key]))
             extra = set(action) - set(ACTION_KEYS)
             if extra:
                 raise ValueError(f"{name}: action has unknown key(s) {sorted(extra)}; expected {list(ACTION_KEYS)}")
-        return self._stack([actions[name] for name in self._slot_names])
+        stacked = {key: np.stack(columns[key]).astype(np.float64) for key in self._action_shapes}
+        stacked["effort"] = stacked["effort"][:, 0]
+        return Actions(job=np.array(columns["job"], dtype=np.int64), **stacked)
+
+    def _checked_job(self, name: str, value) -> int:
+        """One agent's job as a Python int in [0, J), or ValueError naming the agent."""
+        integral = isinstance(value, (int, np.integer)) and not isinstance(value, bool) or (
+            isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0 and as_array(value, "job").dtype.kind in "iu")
+        num_jobs = self._action_space["job"].n
+        if not integral:
+            raise ValueError(f"{name}: action 'job' is not an int (got {value!r}, {type(value).__name__}); "
+                             f"expected an int in [0, {num_jobs})")
+        if not 0 <= int(value) < num_jobs:
+            raise ValueError(f"{name}: action 'job' is out of range (got {int(value)}); expected an int in [0, {num_jobs})")
+        return int(value)
+
+    def _checked_value(self, name: str, key: str, value) -> np.ndarray:
+        """One agent's float action as an array of a real dtype and its Box's shape, or ValueError
+        naming the agent and key. (Finiteness and clipping are the economy's.)"""
+        low, high = ACTION_BOUNDS[key]
+        try:
+            array = as_array(value, key)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        if array.shape != self._action_shapes[key]:
+            raise ValueError(f"{name}: action '{key}' has shape {array.shape}, expected {self._action_shapes[key]}")
+        if array.dtype.kind not in REAL_KINDS:
+            raise ValueError(f"{name}: action '{key}' is not numeric ({kind_name(array)}; got {value!r}); "
+                             f"expected real numbers in [{low}, {high}]")
+        return array
 
     # -- global views -------------------------------------------------------------------------
     def _state_size(self) -> int:
@@ -332,7 +406,9 @@ class HomoEconEnv(ParallelEnv):
 
     @property
     def last_stats(self) -> dict:
-        """Economy-wide figures of the last step, for loggers (DESIGN.md section 3)."""
+        """Economy-wide figures of the last step, for loggers (docs/design.md section 3): the goods
+        ledger (totals, produced, inputs_used, consumed, decayed, lost, founder_endowment), prices,
+        population and market figures; the keys are listed in `Economy.last_stats`."""
         return self.economy.last_stats
 
     def render(self):

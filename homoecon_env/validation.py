@@ -7,8 +7,11 @@ expected (``True`` is an int to Python, never a population size to a user). Stan
 from __future__ import annotations
 
 import math
+import numbers
 
-__all__ = ["check_int", "check_float", "check_vector", "is_number"]
+__all__ = ["check_int", "check_float", "check_vector", "check_seed", "is_number", "SEED_MAX"]
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes seeds modulo 2**64: larger ones (and -1) alias
 
 
 def is_number(value) -> bool:
@@ -40,3 +43,16 @@ def check_vector(name: str, vector, length: int, high: float = math.inf, what: s
     if not ok:
         bound = ">= 0" if high == math.inf else f"in [0, {high:g}]"
         raise ValueError(f"{name} must be {length} finite numbers {bound} ({what}), got {vector!r}")
+
+
+def check_seed(name: str, value, allow_none: bool = False) -> None:
+    """``value`` is an integer (Python or NumPy, not a bool) in [0, 2**64 - 1], or None if allowed.
+
+    The range is the torch generator's: it reduces seeds modulo 2**64, so -1 and 2**64 - 1 would
+    give the same stream, and 1.5 or "7" are not seeds at all.
+    """
+    if value is None and allow_none:
+        return
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value <= SEED_MAX:
+        none = "None or " if allow_none else ""
+        raise ValueError(f"{name} must be {none}an int in [0, 2**64 - 1], got {value!r} ({type(value).__name__})")

@@ -29,11 +29,51 @@ def test_config_is_frozen():
     ("parent_share", 0.7, "[0.0, 0.5]"), ("yield_noise", -0.1, "[0.0, inf)"), ("max_consume", 2.0, "[0.0, 1.0]"),
     ("need", (1.0,), "one per resource"), ("need", (1.0, -1.0), ">= 0"), ("seed", -4, "seed"),
     ("resources", ("a", "a"), "distinct"), ("heterogeneous_tastes", 1, "bool"),
+    # values that used to validate and then overflow to inf or nan
+    ("mutation", 300.0, "[0.0, 5.0]"), ("initial_holdings", 1e300, "[0.0, 1000000.0]"),
+    ("rest_bonus", 1e308, "[0.0, 1000000.0]"), ("seed", 2**64, str(2**64 - 1)), ("seed", 1.5, "seed"),
+    ("max_age", 10**400, "<="), ("max_steps", 2**60, "<="),
 ])
 def test_bad_value_names_field_and_range(field, value, words):
     with pytest.raises(ValueError) as info:
         EconomyConfig(**{field: value})
     assert field in str(info.value) and words in str(info.value)
+
+
+@pytest.mark.parametrize("job, words", [
+    (Job("mine", output=(1e39, 0.0)), "jobs[mine].output"), (Job("mine", output=(0.0, 1e7)), "[0, 1e+06]"),
+    (Job("mine", output=(1.0, 0.0), period=1e-300), "jobs[mine].period"),
+    (Job("mine", output=(1.0, 0.0), period=0.5), "[1.0, inf)"), (Job("mine", output=(1.0, 0.0), phase=True), "phase"),
+    (Job("mine", output=(1.0, 0.0), yield_noise=-1.0), "jobs[mine].yield_noise"),
+])
+def test_job_values_that_would_overflow_are_refused(job, words):
+    with pytest.raises(ValueError) as info:
+        EconomyConfig(jobs=(job,))
+    assert words in str(info.value), str(info.value)
+
+
+def test_an_economy_at_every_bound_stays_finite():
+    """The bounds are safe: at their extremes every observation, reward and stat stays finite."""
+    import numpy as np
+    import torch
+    from homoecon_env.core import Actions, Economy
+    jobs = (Job("mine", output=(1e6, 1e6), period=1.0, phase=1e300, yield_noise=8.0),
+            Job("rest", output=(0.0, 0.0), period=1e300))
+    config = EconomyConfig(num_agents=12, jobs=jobs, mutation=5.0, initial_holdings=1e6, rest_bonus=1e6, decay_rate=0.0,
+                           max_consume=1.0, max_age=2**53, max_steps=60, seed=2**64 - 1)
+    economy = Economy(config)
+    observation = economy.reset()
+    g = torch.Generator().manual_seed(0)
+    for t in range(60):
+        consume = torch.zeros(12, 2, dtype=torch.float64)
+        consume[: t % 3] = 1.0  # some agents starve (births, mutation), others eat everything
+        out = economy.step(Actions(broadcast=torch.zeros(12, 6, dtype=torch.float64), job=torch.zeros(12, dtype=torch.long),
+                                   effort=torch.ones(12, dtype=torch.float64), trade_weights=torch.rand(12, 2, generator=g),
+                                   consume=consume))
+        for tensor in (out.reward, out.observation.self_features, out.observation.peers):
+            assert torch.isfinite(tensor).all(), t
+        assert all(np.isfinite(v).all() for v in economy.last_stats.values() if isinstance(v, (float, np.ndarray)))
+    assert economy.last_stats["births"] >= 0 and torch.isfinite(observation.self_features).all()
 
 
 def test_bad_job_names_the_job():

@@ -28,6 +28,40 @@ def test_production_follows_season_noise_and_age_cap():
     assert production.seasonal_factor(jobs, t).tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
 
 
+def test_season_adds_the_phase_to_the_angle():
+    """At t = 50, period 100, phase pi/3 the angle is pi/4 + pi/3 = 7 pi/12, and cos^2(7 pi/12) = (2 - sqrt 3) / 4
+    (a flipped phase would give cos^2(-pi/12) = (2 + sqrt 3) / 4)."""
+    config = EconomyConfig(yield_noise=0.0, jobs=(Job("fish", output=(0.0, 2.0), phase=math.pi / 3),))
+    jobs = production.JobTable.from_config(config)
+    _, produced, _ = production.produce(np.zeros((1, 2)), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                                        np.ones(1), np.zeros(1), jobs, 50, config)
+    assert produced[0].tolist() == pytest.approx([0.0, 2.0 * (2 - math.sqrt(3)) / 4], rel=1e-12)
+    sin, cos = production.season_features(jobs, 50)
+    assert (sin, cos) == pytest.approx(((math.sqrt(6) + math.sqrt(2)) / 4, -(math.sqrt(6) - math.sqrt(2)) / 4), rel=1e-12)
+
+
+def test_effort_cap_raises_the_remaining_life_share_to_the_age_penalty():
+    """Cap (1 - age / max_age) ** age_effort_penalty by hand, with a penalty other than 1."""
+    config = EconomyConfig(yield_noise=0.0, age_effort_penalty=0.5, max_age=10)
+    jobs = production.JobTable.from_config(config)
+    ages = np.array([0, 6, 9, 10])
+    _, produced, spent = production.produce(np.zeros((4, 2)), ages, np.ones(4, dtype=np.int64), np.full(4, 0.8),
+                                            np.zeros(4), jobs, 0, config)  # hunting at its peak at t = 0
+    expected = [0.8, 0.8 * math.sqrt(0.4), 0.8 * math.sqrt(0.1), 0.0]
+    assert spent.tolist() == pytest.approx(expected, rel=1e-12)
+    assert produced[:, 1].tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_starvation_needs_strictly_less_than_min_consumption():
+    """need . consumed exactly at min_consumption is enough to live; just below it is not."""
+    config = EconomyConfig(max_age=10, min_consumption=0.5)
+    need = np.array([1.0, 2.0])
+    consumed = np.array([[0.25, 0.125], [0.5, 0.0], [0.0, 0.25], [0.25, 0.12499999], [0.0, 0.0]])  # exact in binary
+    causes = lifecycle.death_causes(np.zeros(5, dtype=np.int64), consumed, config, need)
+    assert causes.tolist() == [lifecycle.ALIVE, lifecycle.ALIVE, lifecycle.ALIVE, lifecycle.STARVATION,
+                               lifecycle.STARVATION]
+
+
 def test_yield_noise_is_lognormal_with_mean_one():
     config = EconomyConfig(yield_noise=0.5)
     jobs = production.JobTable.from_config(config)
@@ -37,6 +71,16 @@ def test_yield_noise_is_lognormal_with_mean_one():
                                         np.ones(n, dtype=np.int64), np.ones(n, dtype=np.float64), noise, jobs, 0, config)
     assert produced[:, 1].mean() == pytest.approx(1.0, rel=0.01)
     assert np.log(produced[:, 1]).std() == pytest.approx(0.5, rel=0.01)
+
+
+def test_a_job_s_own_yield_noise_overrides_the_economy_s():
+    config = EconomyConfig(yield_noise=0.5, jobs=(Job("steady", output=(1.0, 0.0), yield_noise=0.0),
+                                                  Job("risky", output=(0.0, 1.0))))
+    jobs = production.JobTable.from_config(config)
+    noise = np.array([1.5, 1.5])
+    _, produced, _ = production.produce(np.zeros((2, 2)), np.zeros(2, dtype=np.int64), np.array([0, 1]), np.ones(2),
+                                        noise, jobs, 0, config)  # t = 0: both jobs at phase 0, the peak
+    assert produced[0, 0] == pytest.approx(1.0) and produced[1, 1] == pytest.approx(math.exp(0.5 * 1.5 - 0.125))
 
 
 def test_inputs_cap_effort_and_are_used_up():
@@ -60,6 +104,16 @@ def test_reward_is_cobb_douglas_like_plus_rest_bonus():
     capped, _, _ = consumption.consume(holdings, np.ones((1, 2)), np.ones((1, 2)) / 2,
                                        np.zeros(1, dtype=np.float64), EconomyConfig(max_consume=0.5))
     assert capped.tolist() == [[1.5, 4.0]]
+
+
+def test_each_agent_is_rewarded_for_its_own_consumption_and_ages_one_step():
+    config = EconomyConfig(max_consume=1.0, rest_bonus=0.0, decay_rate=0.25)
+    holdings = np.array([[3.0, 0.0], [0.0, 8.0]])
+    consumed, left, reward = consumption.consume(holdings, np.array([[1.0, 0.0], [0.0, 0.5]]),
+                                                 np.array([[1.0, 0.0], [0.5, 0.5]]), np.ones(2), config)
+    assert reward.tolist() == pytest.approx([3.0, math.sqrt(5.0) - 1.0], rel=1e-12)  # (1 + 3) - 1; sqrt(1 + 4) - 1
+    decayed, ages = consumption.decay_and_age(left, np.array([0, 4]), config)
+    assert decayed.tolist() == [[0.0, 0.0], [0.0, 3.0]] and ages.tolist() == [1, 5]
 
 
 def test_death_causes_prefer_age_and_detect_starvation():
@@ -188,9 +242,10 @@ def test_steps_conserve_goods_keep_holdings_nonnegative_and_trade_is_rational(n,
         assert (out.trade.allocation >= 0).all() and (economy.state.holdings >= 0).all()
         assert stats["trade_conservation_error"] <= 1e-9 and stats["trade_ir_violation"] <= 1e-7
         np.testing.assert_allclose(stats["totals"], before_total + stats["produced"], rtol=1e-9, atol=1e-12)
-        if stats["founders"] == 0:  # every good is accounted for: eaten, decayed, lost, or still held
-            expected = (stats["totals"] - stats["consumed"]) * (1 - config.decay_rate) - stats["lost"]
-            np.testing.assert_allclose(economy.state.holdings.sum(0).numpy(), expected, rtol=1e-9, atol=1e-12)
+        # every good is accounted for: eaten, decayed, lost, or still held; founders bring their own
+        expected = (stats["totals"] - stats["consumed"]) * (1 - config.decay_rate) - stats["lost"] \
+            + stats["founder_endowment"]
+        np.testing.assert_allclose(economy.state.holdings.sum(0).numpy(), expected, rtol=1e-9, atol=1e-12)
         assert torch.isfinite(out.reward).all()
         if economy.done:
             break
@@ -202,15 +257,11 @@ def test_trade_in_a_step_is_individually_rational_for_every_agent():
     economy.reset(0)
     g = torch.Generator().manual_seed(0)
     for _ in range(10):
-        holdings_before = economy.state.holdings.numpy().copy()
-        ages = economy.state.ages.numpy().copy()
         actions = random_actions(40, config, g)
-        noise_state = economy.generator.get_state()
-        noise = torch.randn(40, generator=torch.Generator().set_state(noise_state), dtype=F64).numpy()
-        endowment, _, _ = production.produce(holdings_before, ages, actions.job.numpy(), actions.effort.numpy(), noise,
-                                             economy.jobs, economy.state.step, config)
         out = economy.step(actions)
-        w = Economy.normalised_trade_weights(actions.trade_weights.numpy())
+        endowment = out.pre_trade.numpy()  # what each agent brought to the market
+        weights = actions.trade_weights.numpy()
+        w = weights / weights.sum(axis=1, keepdims=True)  # the trade objective's weights, by hand
         gain = (w * np.log1p(out.trade.allocation.numpy())).sum(1) - (w * np.log1p(endowment)).sum(1)
         assert gain.min() >= -1e-7
         np.testing.assert_allclose(out.trade.allocation.sum(0).numpy(), endowment.sum(0), rtol=1e-9)

@@ -64,3 +64,97 @@ def test_dict_api_and_batched_core_give_identical_trajectories():
             assert rew[f"agent_{k}"] == out.reward[slot].item()
             assert term[f"agent_{k}"] == bool(out.death_cause[slot])
         np.testing.assert_array_equal(env.last_stats["totals"], core.last_stats["totals"])
+
+
+# -- reset(seed=None) follows Gymnasium (docs/design.md section 7) ----------------------------------
+
+def first_observation(env, **reset_kwargs) -> bytes:
+    obs, _ = env.reset(**reset_kwargs)
+    return b"".join(obs[a]["self"].tobytes() + obs[a]["peers"].tobytes() for a in sorted(obs))
+
+
+def test_first_reset_without_seed_uses_the_config_seed():
+    kw = dict(num_agents=6, max_steps=20, seed=11)
+    assert first_observation(homoecon_env.parallel_env(**kw)) == \
+        first_observation(homoecon_env.parallel_env(**kw), seed=11)
+    assert first_observation(homoecon_env.parallel_env(**kw)) != \
+        first_observation(homoecon_env.parallel_env(**kw), seed=12)
+
+
+def test_later_resets_without_seed_continue_the_generator_so_episodes_differ():
+    kw = dict(num_agents=6, max_steps=20, seed=11)
+    env, twin = homoecon_env.parallel_env(**kw), homoecon_env.parallel_env(**kw)
+    episodes = [first_observation(env) for _ in range(3)]
+    assert len(set(episodes)) == 3, "consecutive unseeded episodes must differ"
+    assert [first_observation(twin) for _ in range(3)] == episodes, "and still follow from the first seed"
+    assert first_observation(env, seed=11) == episodes[0], "an explicit seed restarts the stream"
+    # a run in between advances the generator too; the same run from the same seed gives the same next episode
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    first_observation(env, seed=3)
+    first_observation(twin, seed=3)
+    for _ in range(4):
+        env.step(random_actions_dict(env, rng_a))
+        twin.step(random_actions_dict(twin, rng_b))
+    assert first_observation(env) == first_observation(twin) != first_observation(homoecon_env.parallel_env(**kw), seed=3)
+
+
+def test_unseeded_config_draws_fresh_entropy_and_the_core_follows_the_same_rule():
+    kw = dict(num_agents=6, max_steps=20, seed=None)
+    assert first_observation(homoecon_env.parallel_env(**kw)) != first_observation(homoecon_env.parallel_env(**kw))
+    core, env = Economy(homoecon_env.EconomyConfig(num_agents=6, seed=9)), homoecon_env.parallel_env(num_agents=6, seed=9)
+    for _ in range(3):
+        observation = core.reset()
+        env.reset()
+        assert torch.equal(observation.self_features, env.economy.observation.self_features)
+
+
+# -- the AEC view -----------------------------------------------------------------------------------
+
+def scripted_action(space, name: str, turn: int) -> dict:
+    """A valid action that depends only on the agent's number and how often it has acted."""
+    rng = np.random.default_rng([int(name.split("_")[1]), turn])
+    return {"broadcast": rng.uniform(-1, 1, space["broadcast"].shape).astype(np.float32),
+            "job": int(rng.integers(space["job"].n)),
+            "effort": rng.uniform(0, 1, (1,)).astype(np.float32),
+            "trade_weights": rng.uniform(0, 1, space["trade_weights"].shape).astype(np.float32),
+            "consume": rng.uniform(0, 1, space["consume"].shape).astype(np.float32)}
+
+
+def aec_run(seed: int, kw: dict):
+    """Every (agent, reward, terminated, truncated) the AEC env reports, and the global state after each step."""
+    aec = homoecon_env.env(**kw)
+    aec.reset(seed=seed)
+    turns, seen, states, step = {}, [], [], 0
+    for agent in aec.agent_iter():
+        obs, reward, terminated, truncated, info = aec.last()
+        seen.append((agent, reward, terminated, truncated, obs["self"].tobytes(), obs["peers"].tobytes()))
+        if terminated or truncated:
+            action = None
+        else:
+            turns[agent] = turns.get(agent, -1) + 1
+            action = scripted_action(aec.action_space(agent), agent, turns[agent])
+        aec.step(action)
+        economy = aec.unwrapped.economy
+        if economy.state.step != step:
+            step = economy.state.step
+            states.append(aec.unwrapped.state().tobytes())
+    return seen, states
+
+
+def test_aec_view_is_deterministic_and_agrees_with_the_parallel_env():
+    kw = dict(num_agents=7, max_steps=25, num_peers=3)
+    seen, states = aec_run(5, kw)
+    assert (seen, states) == aec_run(5, kw)
+    assert len(states) == 25 and any(t for _, _, t, _, _, _ in seen), "the run includes deaths"
+    env = homoecon_env.parallel_env(**kw)
+    env.reset(seed=5)
+    turns, parallel_states = {}, []
+    while env.agents:
+        actions = {}
+        for agent in env.agents:
+            turns[agent] = turns.get(agent, -1) + 1
+            actions[agent] = scripted_action(env.action_space(agent), agent, turns[agent])
+        env.step(actions)
+        parallel_states.append(env.state().tobytes())
+    assert parallel_states == states
+    assert seen[0][1] == 0 and len({agent for agent, *_ in seen}) > 7

@@ -84,7 +84,6 @@ def test_everyone_dies_of_age_by_max_age(rng):
 def test_starvation_kills_agents_who_eat_nothing():
     env = homoecon_env.parallel_env(num_agents=6, max_steps=20)
     env.reset(seed=0)
-    space = env.action_space("agent_0")
     actions = {a: {"broadcast": np.zeros(6, np.float32), "job": 0, "effort": np.ones(1, np.float32),
                    "trade_weights": np.ones(2, np.float32), "consume": np.zeros(2, np.float32)} for a in env.agents}
     obs, rew, term, trunc, info = env.step(actions)

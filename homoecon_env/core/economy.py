@@ -1,4 +1,4 @@
-"""Economy: the batched core that runs the stages of a step in contract order (DESIGN.md section 2).
+"""Economy: the batched core that runs the stages of a step in contract order (docs/design.md section 2).
 
 Trainers may drive it directly (one tensor row per agent slot); `homoecon_env.env` wraps it in the
 PettingZoo dict API and produces identical trajectories from the same seed and actions.
@@ -6,6 +6,7 @@ PettingZoo dict API and produces identical trajectories from the same seed and a
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -14,21 +15,24 @@ import torch
 
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import consumption, lifecycle, observe, production
+from homoecon_env.core.actions import ACTION_BOUNDS, ActionChecker, Actions
 from homoecon_env.core.state import EconomyState, initial_state, normal
+from homoecon_env.core.stats import StepRecord, step_stats
 from homoecon_env.trade import TradeResult, clear_market
+from homoecon_env.validation import check_seed
 
-ACTION_BOUNDS = {"broadcast": (-1.0, 1.0), "effort": (0.0, 1.0), "trade_weights": (0.0, 1.0), "consume": (0.0, 1.0)}
+__all__ = ["ACTION_BOUNDS", "Actions", "Economy", "MarketNotConvergedWarning", "NonFiniteStateError", "StepOutput"]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # observations are float32: larger holdings would read inf
 
 
-@dataclass(frozen=True)
-class Actions:
-    """Batched actions, one row per slot (DESIGN.md section 3): torch tensors or NumPy arrays."""
+class MarketNotConvergedWarning(RuntimeWarning):
+    """The market hit its iteration cap: its allocation conserves goods and is individually rational,
+    but is not the optimum to the solver's tolerance. Issued once per Economy."""
 
-    broadcast: torch.Tensor  # [N, B] in [-1, 1]
-    job: torch.Tensor  # [N] int64 in [0, J)
-    effort: torch.Tensor  # [N] in [0, 1]
-    trade_weights: torch.Tensor  # [N, R] in [0, 1], normalised by the env; all zeros = uniform
-    consume: torch.Tensor  # [N, R] in [0, 1]
+
+class NonFiniteStateError(ValueError):
+    """A step (or reset) would emit a non-finite observation or reward; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class Economy:
     the same memory (see `homoecon_env.core.state`). Everything after `reset(seed)` is a pure
     function of the seed and the actions: one torch generator draws initial traits, yield noise,
     parents, mutations and peer samples.
+
+    `market_options`: keyword arguments passed to `clear_market` on every step (e.g. ``tol``,
+    ``max_iter``); empty by default (its defaults). A market that stops at its iteration cap
+    issues one `MarketNotConvergedWarning` per Economy, naming the step and the KKT residual.
     """
 
     def __init__(self, config: Optional[EconomyConfig] = None):
@@ -62,32 +70,41 @@ class Economy:
         self.jobs = production.JobTable.from_config(self.config)
         self.need = np.array(self.config.need, dtype=np.float64)
         self.generator = torch.Generator()
+        self.market_options: dict = {}
         self._arrays: Optional[EconomyState] = None  # the state as NumPy arrays: what the stages work on
         self._tensors: Optional[EconomyState] = None  # torch views of _arrays, made when `state` is first read
         self.observation: Optional[observe.Observation] = None
-        self._stats_inputs = None
+        self._stats_inputs: Optional[StepRecord] = None
         self._last_stats: Optional[dict] = None
         self._last_trade: Optional[TradeResult] = None
         self._all_peers = None  # cached [N, K] "everyone else" assignment
-        c = self.config
-        bounds = [ACTION_BOUNDS["broadcast"]] * c.broadcast_dim + [ACTION_BOUNDS["effort"]] \
-            + [ACTION_BOUNDS["trade_weights"]] * c.num_resources + [ACTION_BOUNDS["consume"]] * c.num_resources
-        self._action_low, self._action_high = np.array(bounds, dtype=np.float64).T.copy()  # [B + 1 + 2R] each
-        self._float_widths = (("broadcast", c.broadcast_dim), ("effort", 0), ("trade_weights", c.num_resources),
-                              ("consume", c.num_resources))  # float action keys, 0 for a scalar per row
+        self._checker = ActionChecker(self.config)
+        self._warned_market = False
 
     # -- episode ---------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> observe.Observation:
-        """Found a new population. `seed=None` uses config.seed (and fresh entropy when that is None too)."""
-        seed = self.config.seed if seed is None else seed
-        if seed is None:
-            self.generator.seed()
-        else:
+        """Found a new population (docs/design.md section 7, as Gymnasium does).
+
+        ``seed``: an int in [0, 2**64 - 1] reseeds the generator. Without one, the first reset uses
+        ``config.seed`` (OS entropy when that is None too), and later resets continue the generator,
+        so consecutive episodes differ. A bad seed raises ValueError and changes nothing.
+        """
+        check_seed("seed", seed, allow_none=True)
+        before = self.generator.get_state()
+        if seed is not None:
             self.generator.manual_seed(int(seed))
-        self._set_state(initial_state(self.config, self.generator))
+        elif self._arrays is None:  # never reset (nor loaded): start from the config's seed
+            if self.config.seed is None:
+                self.generator.seed()
+            else:
+                self.generator.manual_seed(self.config.seed)
+        state = initial_state(self.config, self.generator)
+        self._refuse_non_finite(state, state, None, before, "reset")
+        observation = self._observe(state)
+        self._set_state(state)
         self._last_trade = None
         self._stats_inputs, self._last_stats = None, None
-        self.observation = self._observe(self._arrays)
+        self.observation = observation
         return self.observation
 
     @property
@@ -111,7 +128,8 @@ class Economy:
         return self._arrays is not None and self._arrays.step >= self.config.max_steps
 
     def step(self, actions: Actions) -> StepOutput:
-        """Run one step in contract order. Bad actions raise ValueError before anything changes."""
+        """Run one step in contract order. Bad actions raise ValueError, and a step that would emit a
+        non-finite observation or reward raises NonFiniteStateError, before anything changes."""
         if self._arrays is None:
             raise ValueError("step() before reset(): call reset() first")
         if self.done:
@@ -119,10 +137,12 @@ class Economy:
         actions = self._checked_arrays(actions)
         config, state = self.config, self._arrays
         t = state.step
+        generator_before = self.generator.get_state()  # restored if the step is refused
         noise = normal(self.generator, state.num_slots)
         pre_trade, produced, effort = production.produce(
             state.holdings, state.ages, actions.job, actions.effort, noise, self.jobs, t, config)
-        trade = clear_market(pre_trade, self.normalised_trade_weights(actions.trade_weights), warm_start=self._last_trade)
+        trade = clear_market(pre_trade, self.normalised_trade_weights(actions.trade_weights),
+                             warm_start=self._last_trade, **self.market_options)
         consumed, left, reward = consumption.consume(
             trade.allocation.numpy(), actions.consume, state.utility_weights, effort, config)
         holdings, ages = consumption.decay_and_age(left, state.ages, config)
@@ -133,13 +153,17 @@ class Economy:
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
+        self._refuse_non_finite(lived, new_state, reward, generator_before, f"step {t + 1}")
+        observation = self._observe(new_state)
         births = lifecycle.Births(torch.from_numpy(births.born), torch.from_numpy(births.parent_slots), births.founders)
         self._set_state(new_state)
         self._last_trade = trade
-        self.observation = self._observe(new_state)
-        self._stats_inputs = (state.ages, produced, pre_trade, trade, consumed, reward, cause, births, lost, actions.job,
-                              effort)
+        self.observation = observation
+        self._stats_inputs = StepRecord(state.ages, produced, pre_trade, trade, consumed, reward, cause, births, lost,
+                                        actions.job, effort)
         self._last_stats = None
+        if not trade.converged:
+            self._warn_market(t + 1, trade)
         tensor = torch.from_numpy
         return StepOutput(tensor(reward), tensor(cause), tensor(state.agent_ids), births, truncated, self.observation,
                           lived, tensor(pre_trade), tensor(consumed), tensor(effort), trade)
@@ -149,9 +173,52 @@ class Economy:
         the last observation of those who died."""
         return torch.from_numpy(observe.self_features(step.dying_state, self.jobs, self.config))
 
+    # -- guards ------------------------------------------------------------------------------
+    def _refuse_non_finite(self, lived: EconomyState, state: EconomyState, reward, generator_before, when: str) -> None:
+        """Raise NonFiniteStateError naming the quantity and the agent if an observation (float32) or
+        ``reward`` [N] would not be finite; the generator is put back first.
+
+        ``lived``: the acting agents after the step, before births (their holdings bound everyone's:
+        a gift is a share of a parent's, a founder's endowment is bounded by the config); ``state``:
+        the state after births (newborns' tastes). What could overflow: holdings (past float32 in
+        observations), rewards and tastes; the rest of an observation is bounded by construction
+        (actions are clipped; config bounds keep the season angle finite). The common case costs
+        three reductions.
+        """
+        holdings, tastes = lived.holdings, state.utility_weights
+        if holdings.max() <= FLOAT32_MAX and (reward is None or math.isfinite(reward.sum())) \
+                and math.isfinite(tastes.sum()):  # nan fails each test too
+            return
+        problem = None
+        if not holdings.max() <= FLOAT32_MAX:
+            row, good = np.unravel_index(np.argmax(~(holdings <= FLOAT32_MAX)), holdings.shape)
+            problem = (f"agent_{lived.agent_ids[row]}'s holdings of {self.config.resources[good]} are "
+                       f"{holdings[row, good]:.4g}, beyond float32's range ({FLOAT32_MAX:.4g}) in observations "
+                       f"(holdings grow with initial_holdings and the jobs' output, shrink with decay_rate)")
+        elif reward is not None and not np.isfinite(reward).all():
+            row = int(np.flatnonzero(~np.isfinite(reward))[0])
+            problem = f"agent_{lived.agent_ids[row]}'s reward is {reward[row]} (rest_bonus and consumption set it)"
+        elif not np.isfinite(tastes).all():
+            row = int(np.flatnonzero(~np.isfinite(tastes).all(axis=1))[0])
+            problem = f"agent_{state.agent_ids[row]}'s utility weights are {tastes[row].tolist()} (mutation sets them)"
+        if problem is not None:  # else only a sum overflowed: every entry is finite
+            self.generator.set_state(generator_before)
+            raise NonFiniteStateError(f"{when}: refused, it would emit a non-finite observation or reward: {problem}; "
+                                      "the economy is unchanged")
+
+    def _warn_market(self, step: int, trade: TradeResult) -> None:
+        """One MarketNotConvergedWarning per Economy: later ones are in last_stats["trade_converged"]."""
+        if self._warned_market:
+            return
+        self._warned_market = True
+        warnings.warn(f"step {step}: the market stopped at its iteration cap without converging (KKT residual "
+                      f"{trade.kkt_residual:.3g}); its allocation conserves goods and is individually rational but "
+                      "is not the optimum. Later steps report it in last_stats['trade_converged'] and "
+                      "['trade_kkt_residual'] without warning.", MarketNotConvergedWarning, stacklevel=3)
+
     # -- actions ---------------------------------------------------------------------------
     def check_actions(self, actions: Actions) -> Actions:
-        """Validate shapes, finiteness and job range; clip finite values into their Box.
+        """Validate shapes, dtypes, finiteness and job range; clip finite values into their Box.
 
         Takes torch tensors or arrays; returns Actions of fresh torch tensors (float64, job int64).
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
@@ -160,47 +227,8 @@ class Economy:
         return Actions(**{f.name: torch.from_numpy(getattr(checked, f.name)) for f in fields(checked)})
 
     def _checked_arrays(self, actions: Actions) -> Actions:
-        """`check_actions` with NumPy arrays out, for the stages. The common case costs a few array
-        calls: all float keys are checked and clipped as one matrix."""
-        n, num_jobs = self._arrays.num_slots, self.config.num_jobs
-        columns = []
-        for key, width in self._float_widths:
-            value = _as_array(getattr(actions, key), key)
-            shape = (n, width) if width else (n,)
-            if value.shape != shape:
-                raise ValueError(f"action '{key}' has shape {value.shape}, expected {shape} (one row per slot)")
-            columns.append(value.reshape(n, -1))
-        try:
-            joined = np.concatenate(columns, axis=1, dtype=np.float64)  # [N, B + 1 + 2R]
-        except TypeError as error:
-            raise ValueError(f"actions: a float action is not numeric ({error})") from None
-        if not np.isfinite(joined).all():
-            for (key, _), value in zip(self._float_widths, columns):
-                self._refuse(~np.isfinite(value.astype(np.float64)).all(axis=1), key, "not finite", value)
-        joined = np.minimum(np.maximum(joined, self._action_low), self._action_high)
-        job = _as_array(actions.job, "job")
-        if job.shape != (n,):
-            raise ValueError(f"action 'job' has shape {job.shape}, expected {(n,)} (one row per slot)")
-        integral = job.dtype.kind in "iu"
-        if not integral or (n and (job.min() < 0 or job.max() >= num_jobs)):  # the common case ends here
-            problem = f"not an int in [0, {num_jobs})"
-            if job.dtype.kind not in "iuf":
-                self._refuse(np.ones(n, dtype=bool), "job", problem, job)
-            with np.errstate(invalid="ignore"):
-                bad = (job < 0) | (job >= num_jobs) | (False if integral else (job != np.round(job)) | ~np.isfinite(job))
-            self._refuse(bad, "job", problem, job)
-        b, r = self.config.broadcast_dim, self.config.num_resources
-        return Actions(joined[:, :b], job.astype(np.int64), joined[:, b], joined[:, b + 1:b + 1 + r],
-                       joined[:, b + 1 + r:])
-
-    def _refuse(self, bad_rows, key, problem, value):
-        if bad_rows.any():
-            row = int(np.flatnonzero(bad_rows)[0])
-            agent = f"agent_{int(self._arrays.agent_ids[row])}"
-            shown = value[row].tolist()
-            what = "nan" if problem == "not finite" and any(math.isnan(v) for v in np.ravel(shown)) else problem
-            raise ValueError(f"{agent}: action '{key}' is {what} (got {shown}); expected "
-                             + (f"finite values in {list(ACTION_BOUNDS[key])}" if key in ACTION_BOUNDS else problem))
+        """`check_actions` with NumPy arrays out, for the stages."""
+        return self._checker.check(actions, self._arrays.agent_ids)
 
     @staticmethod
     def normalised_trade_weights(trade_weights: np.ndarray) -> np.ndarray:
@@ -224,45 +252,24 @@ class Economy:
     # -- figures for loggers -----------------------------------------------------------------
     @property
     def last_stats(self) -> dict:
-        """Economy-wide figures of the last step (DESIGN.md section 3); {} before the first step.
+        """Economy-wide figures of the last step (docs/design.md section 3); {} before the first step.
 
+        Goods, [R] NumPy arrays summed over agents: ``totals`` (holdings after trade), ``produced``,
+        ``inputs_used`` (by supply-chain jobs), ``consumed``, ``decayed``, ``lost`` (holdings of the
+        childless dead), ``founder_endowment`` (goods given to founders when fewer than two agents
+        survive; zeros otherwise), ``prices`` (sum 1). They close the ledger, per good: holdings
+        before + produced - inputs_used - consumed - decayed - lost + founder_endowment = holdings after.
+        Numbers: ``step``, ``trade_volume``, ``gini`` (of wealth after trade), ``mean_reward``,
+        ``mean_age`` (of those who acted), ``mean_effort`` (spent), ``births``, ``founders``,
+        ``deaths_age``, ``deaths_starvation``, ``job_counts`` [J]; the market's ``trade_iterations``,
+        ``trade_init_iterations``, ``trade_outer_iterations``, ``trade_converged``,
+        ``trade_ir_violation``, ``trade_conservation_error``, ``trade_kkt_residual``.
         Computed on first access: code that never reads them (a bare rollout) does not pay for them.
         """
         if self._last_stats is None:
-            self._last_stats = self._stats(*self._stats_inputs) if self._stats_inputs is not None else {}
+            self._last_stats = {} if self._stats_inputs is None else step_stats(
+                self._stats_inputs, self._arrays.holdings, self._arrays.step, self.jobs, self.config)
         return self._last_stats
-
-    def _stats(self, ages_before, produced, pre_trade, trade: TradeResult, consumed, reward, cause, births, lost, job,
-               effort) -> dict:
-        from homoecon_env.diagnostics.metrics import gini  # leaf module, numpy only
-
-        # The step's NumPy arrays: a few microseconds per figure.
-        after_trade = trade.allocation.numpy()
-        return {
-            "step": self._arrays.step,
-            "totals": after_trade.sum(axis=0),
-            "produced": produced.sum(axis=0),
-            "consumed": consumed.sum(axis=0),
-            "prices": trade.prices.numpy(),
-            "trade_volume": float(0.5 * np.abs(after_trade - pre_trade).sum()),
-            "gini": float(gini(after_trade.sum(axis=1))),
-            "mean_reward": float(reward.mean()),
-            "mean_age": float(ages_before.mean()),  # of the agents that acted
-            "births": int(np.count_nonzero(births.born.numpy())),
-            "founders": births.founders,
-            "deaths_age": int(np.count_nonzero(cause == lifecycle.AGE)),
-            "deaths_starvation": int(np.count_nonzero(cause == lifecycle.STARVATION)),
-            "lost": lost,
-            "job_counts": np.bincount(job, minlength=self.config.num_jobs),
-            "mean_effort": float(effort.mean()),  # effort actually spent
-            "trade_iterations": int(trade.iterations),  # projected-gradient steps
-            "trade_init_iterations": int(trade.init_iterations),  # Newton steps of the dual start
-            "trade_outer_iterations": int(trade.outer_iterations),  # IR multiplier updates
-            "trade_converged": bool(trade.converged),
-            "trade_ir_violation": float(trade.ir_violation),
-            "trade_conservation_error": float(trade.conservation_error),
-            "trade_kkt_residual": float(trade.kkt_residual),
-        }
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -300,14 +307,3 @@ class Economy:
         self._last_trade = trade
         self.observation = observe.observe(self._arrays, snapshot["peer_index"].numpy(), self.jobs, self.config)
         self._stats_inputs, self._last_stats = None, None
-
-
-def _as_array(value, key: str) -> np.ndarray:
-    """A NumPy view (or copy) of a torch tensor or array-like action ``key``."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        return (value.double() if value.dtype == torch.bfloat16 else value).numpy()  # NumPy has no bfloat16
-    try:
-        return np.asarray(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"action '{key}': cannot convert {type(value).__name__} to an array ({error})") from None

@@ -45,10 +45,11 @@ def public_features(state: EconomyState) -> np.ndarray:
 
 
 def everyone_else(num_slots: int, num_peer_slots: int) -> torch.Tensor:
-    """[N, K] every other row in slot order; rows beyond N - 1 peers are padded with -1."""
+    """[N, K] int64: the first K other rows in slot order; slots beyond the N - 1 others hold -1."""
     others = torch.arange(num_slots - 1)[None, :] + (torch.arange(num_slots - 1)[None, :] >= torch.arange(num_slots)[:, None]).long()
-    pad = torch.full((num_slots, num_peer_slots - (num_slots - 1)), -1, dtype=torch.long)
-    return torch.cat([others, pad], dim=1) if pad.shape[1] > 0 else others[:, :num_peer_slots]
+    if num_peer_slots <= num_slots - 1:
+        return others[:, :num_peer_slots]
+    return torch.cat([others, torch.full((num_slots, num_peer_slots - (num_slots - 1)), -1, dtype=torch.long)], dim=1)
 
 
 def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator) -> torch.Tensor:

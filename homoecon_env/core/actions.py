@@ -1,0 +1,150 @@
+"""Batched actions and their checks (docs/design.md section 3): one row per agent slot.
+
+Refused input raises ``ValueError`` naming the agent (the occupant of the first bad row), the key,
+the value and what is allowed, e.g. ``agent_7: action 'effort' is nan (got [nan]); expected
+finite values in [0.0, 1.0]``. Finite values outside a Box are clipped. Only real numbers are
+actions: bools, complex numbers, text and other objects are refused rather than cast (NumPy
+would silently read True as 1.0, drop an imaginary part or parse "0.5").
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from homoecon_env.config import EconomyConfig
+
+ACTION_BOUNDS = {"broadcast": (-1.0, 1.0), "effort": (0.0, 1.0), "trade_weights": (0.0, 1.0), "consume": (0.0, 1.0)}
+REAL_KINDS = frozenset("fiu")  # NumPy dtype kinds taken as numbers: float, signed and unsigned int
+
+
+@dataclass(frozen=True)
+class Actions:
+    """Batched actions, one row per slot (docs/design.md section 3): torch tensors or NumPy arrays."""
+
+    broadcast: torch.Tensor  # [N, B] in [-1, 1]
+    job: torch.Tensor  # [N] int64 in [0, J)
+    effort: torch.Tensor  # [N] in [0, 1]
+    trade_weights: torch.Tensor  # [N, R] in [0, 1], normalised by the env; all zeros = uniform
+    consume: torch.Tensor  # [N, R] in [0, 1]
+
+
+def kind_name(array: np.ndarray) -> str:
+    """What a refused array holds, for a message: e.g. "complex numbers of dtype complex128"."""
+    names = {"b": "bools", "c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects"}
+    what = "bools among numbers" if array.dtype.kind == "O" and holds_bool(array) else names.get(array.dtype.kind, "values")
+    return f"{what} of dtype {array.dtype}"
+
+
+def holds_bool(value) -> bool:
+    """True when a list-like ``value`` (not an array) holds a bool, which NumPy would cast to 0.0/1.0."""
+    try:
+        items = np.asarray(value, dtype=object).ravel()
+    except (TypeError, ValueError):
+        return False
+    return any(isinstance(item, (bool, np.bool_)) for item in items)
+
+
+def as_array(value, key: str) -> np.ndarray:
+    """A NumPy view (or copy) of a torch tensor or array-like action ``key``, its dtype as given.
+
+    Tensors are detached (an action that still carries a graph is just its values) and moved to
+    the CPU; bfloat16 is widened to float64 (NumPy has no bfloat16). A list holding a bool comes
+    back as an object array, so that it is refused instead of read as a number.
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return (value.double() if value.dtype == torch.bfloat16 else value).numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ValueError(f"action '{key}': cannot convert {type(value).__name__} to an array ({error})") from None
+    if array.dtype.kind in REAL_KINDS and holds_bool(value):
+        return np.asarray(value, dtype=object)
+    return array
+
+
+class ActionChecker:
+    """Checks and clips batched actions for one config. The common case (real arrays of the right
+    shapes, all finite, jobs in range) costs a few array calls: the float keys are checked and
+    clipped as one [N, B + 1 + 2R] matrix."""
+
+    def __init__(self, config: EconomyConfig):
+        b, r = config.broadcast_dim, config.num_resources
+        bounds = [ACTION_BOUNDS["broadcast"]] * b + [ACTION_BOUNDS["effort"]] \
+            + [ACTION_BOUNDS["trade_weights"]] * r + [ACTION_BOUNDS["consume"]] * r
+        self.low, self.high = np.array(bounds, dtype=np.float64).T.copy()  # [B + 1 + 2R] each
+        self.widths = (("broadcast", b), ("effort", 0), ("trade_weights", r), ("consume", r))  # 0: a scalar per row
+        self.num_jobs, self.broadcast_dim, self.num_resources = config.num_jobs, b, r
+
+    def check(self, actions: Actions, agent_ids: np.ndarray) -> Actions:
+        """``actions`` as fresh NumPy arrays (float64, job int64), clipped into their Boxes.
+        ``agent_ids`` [N] name the rows in messages. Raises ValueError; changes nothing."""
+        n = agent_ids.shape[0]
+        columns = []
+        for key, width in self.widths:
+            value = as_array(getattr(actions, key), key)
+            shape = (n, width) if width else (n,)
+            if value.shape != shape:
+                raise ValueError(f"action '{key}' has shape {value.shape}, expected {shape} (one row per slot)")
+            if value.dtype.kind not in REAL_KINDS:
+                refuse(agent_ids, non_real_rows(value), key, f"not numeric ({kind_name(value)})", value)
+            columns.append(value.reshape(n, -1))
+        joined = np.concatenate(columns, axis=1, dtype=np.float64)  # [N, B + 1 + 2R]
+        if not np.isfinite(joined).all():
+            for (key, _), value in zip(self.widths, columns):
+                bad = ~np.isfinite(value.astype(np.float64)).all(axis=1)
+                nan = bad.any() and np.isnan(value[np.flatnonzero(bad)[0]].astype(np.float64)).any()
+                refuse(agent_ids, bad, key, "nan" if nan else "not finite", value)
+        joined = np.minimum(np.maximum(joined, self.low), self.high)
+        job = self.checked_job(as_array(actions.job, "job"), agent_ids)
+        b, r = self.broadcast_dim, self.num_resources
+        return Actions(joined[:, :b], job, joined[:, b], joined[:, b + 1:b + 1 + r], joined[:, b + 1 + r:])
+
+    def checked_job(self, job: np.ndarray, agent_ids: np.ndarray) -> np.ndarray:
+        """[N] int64 jobs: integers (or whole floats) in [0, J)."""
+        n, num_jobs = agent_ids.shape[0], self.num_jobs
+        expected = f"an int in [0, {num_jobs})"
+        if job.shape != (n,):
+            raise ValueError(f"action 'job' has shape {job.shape}, expected {(n,)} (one row per slot)")
+        integral = job.dtype.kind in "iu"
+        if integral and (n == 0 or (job.min() >= 0 and job.max() < num_jobs)):  # the common case ends here
+            return job.astype(np.int64)
+        if job.dtype.kind == "O":  # e.g. Python ints past 2**64: name the row that holds one
+            whole = np.array([isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in job])
+            refuse(agent_ids, ~whole, "job", "not an int", job, expected)
+            refuse(agent_ids, np.array([not 0 <= v < num_jobs for v in job]), "job", "out of range", job, expected)
+        if job.dtype.kind not in "iuf":
+            refuse(agent_ids, np.ones(n, dtype=bool), "job", f"not an int ({kind_name(job)})", job, expected)
+        if not integral:
+            with np.errstate(invalid="ignore"):
+                refuse(agent_ids, ~np.isfinite(job) | (job != np.round(job)), "job", "not an int", job, expected)
+        refuse(agent_ids, (job < 0) | (job >= num_jobs), "job", "out of range", job, expected)
+        return job.astype(np.int64)
+
+
+def non_real_rows(value: np.ndarray) -> np.ndarray:
+    """[N] bool: the rows of a refused array that hold something other than a real number (every
+    row when the whole dtype is not real, e.g. complex or text)."""
+    if value.dtype.kind != "O":
+        return np.ones(value.shape[0], dtype=bool)
+    real = lambda item: isinstance(item, numbers.Real) and not isinstance(item, (bool, np.bool_))
+    return np.array([not all(real(item) for item in np.ravel(row)) for row in value], dtype=bool)
+
+
+def refuse(agent_ids: np.ndarray, bad_rows: np.ndarray, key: str, problem: str, value: np.ndarray,
+           expected: str = "") -> None:
+    """Raise ValueError for the first row in ``bad_rows`` (if any), naming its agent and its value."""
+    if not bad_rows.any():
+        return
+    row = int(np.flatnonzero(bad_rows)[0])
+    if not expected:
+        low, high = ACTION_BOUNDS[key]
+        expected = f"finite real values in [{low}, {high}]"
+    shown = value[row].tolist() if isinstance(value[row], (np.ndarray, np.generic)) else value[row]
+    raise ValueError(f"agent_{int(agent_ids[row])}: action '{key}' is {problem} (got {shown!r}); "
+                     f"expected {expected}")
