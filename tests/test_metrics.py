@@ -268,12 +268,3 @@ def test_homoecon_env_and_metrics_load_no_plotting_scipy_or_networkx():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=root, env=environment)
     assert result.stdout.split("\n")[:3] == ["import []", "step []", "metrics []"]
-
-
-def test_names_moved_to_graphs_and_stats_still_resolve_from_metrics():
-    from homoecon_env.diagnostics import graphs, stats
-
-    assert metrics.favourite_graph is graphs.favourite_graph and metrics.lineage_depth is graphs.lineage_depth
-    assert metrics.spearman is stats.spearman and metrics.mean_ci95 is stats.mean_ci95
-    with pytest.raises(AttributeError, match="no attribute 'no_such_metric'"):
-        metrics.no_such_metric  # noqa: B018

@@ -2,11 +2,11 @@
 
 Pure functions: NumPy arrays (or CPU torch tensors) in, Python numbers or NumPy arrays out, no
 module state. Shapes use N agents, R resources, J jobs, K observed peers, B broadcast dim, T
-logged steps. Importing this module loads NumPy only (the core reads ``gini`` from here on every
-step); the entropy-based measures load ``scipy.stats`` the first time they are called.
+logged steps. Importing this module loads NumPy only; the entropy-based measures load
+``scipy.stats`` the first time they are called.
 
 Contents, by question:
-- inequality: :func:`gini`;
+- inequality: :func:`gini` (the core's own, from :mod:`homoecon_env.core.stats`);
 - specialization: :func:`job_shares`, :func:`job_concentration`, :func:`agent_specialization`,
   :func:`specialization_index`, :func:`division_of_labour`;
 - communication: :func:`broadcast_pca`, :func:`covariance_spectrum`, :func:`participation_ratio`;
@@ -14,17 +14,16 @@ Contents, by question:
 - markets: :func:`relative_prices`, :func:`trade_volume`.
 
 Graphs (favourite graph, PageRank, genealogies) live in :mod:`.graphs` (networkx); correlations
-and confidence intervals in :mod:`.stats` (scipy). Their old names here still work, loaded on
-first use (see ``__getattr__`` at the end).
+and confidence intervals in :mod:`.stats` (scipy).
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any
 
 import numpy as np
 
+from homoecon_env.core.stats import gini  # re-exported: metrics.gini is the core's
 from homoecon_env.diagnostics.arrays import bool_mask, finite_float_array, int_array, peer_index_array, to_numpy
 
 __all__ = [
@@ -63,26 +62,7 @@ def _normalised_entropy(probabilities: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- inequality
 
 
-# TODO re-export core.stats.gini after merge
-def gini(values: Any) -> float:
-    """Gini coefficient of a 1-D nonnegative array (e.g. wealth [N]).
-
-    Population formula (mean absolute difference over all ordered pairs, self-pairs included):
-    ``G = sum_i sum_j |x_i - x_j| / (2 n^2 mean(x))``, computed from the sorted values as
-    ``G = 2 sum_i i x_(i) / (n sum x) - (n + 1) / n`` (i = 1..n). It lies in [0, 1 - 1/n]:
-    [0, 0, 0, 1] gives 0.75. Returns 0.0 when all values are equal, all zero, or the array is
-    empty (no inequality to measure). Raises ValueError on negative or non-finite values.
-    """
-    x = finite_float_array(values, "gini values", ndim=1)
-    if x.size and x.min() < 0:
-        raise ValueError(f"gini values: expected nonnegative, got min {x.min()}")
-    total = x.sum()
-    n = x.size
-    if n == 0 or total <= 0:
-        return 0.0
-    ranks = np.arange(1, n + 1)
-    coefficient = 2.0 * float(ranks @ np.sort(x)) / (n * total) - (n + 1) / n
-    return float(max(coefficient, 0.0))  # rounding can give -1e-17 for equal values
+# gini is the core's own (homoecon_env.core.stats, NumPy only): one definition for last_stats and reports.
 
 
 # --------------------------------------------------------------------------- specialization
@@ -334,17 +314,3 @@ def trade_volume(before: Any, after: Any, *, per_resource: bool = False) -> floa
     per_good = 0.5 * np.abs(held_after - held_before).sum(axis=0)  # [R]
     return per_good if per_resource else float(per_good.sum())
 
-
-# --------------------------------------------------------------------------- moved names
-
-_MOVED = {"favourite_graph": "graphs", "graph_summary": "graphs", "lineage_depth": "graphs",
-          "lifecycle_stats": "graphs", "spearman": "stats", "mean_ci95": "stats",
-          "price_scarcity_correlation": "stats"}
-
-
-def __getattr__(name: str) -> Any:
-    """``metrics.spearman`` and the other names that moved to :mod:`.graphs` and :mod:`.stats`:
-    loaded on first use, so that importing metrics never loads networkx or scipy."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"homoecon_env.diagnostics.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
