@@ -24,8 +24,10 @@ def _param(default, help: str):
 class LearnerConfig:
     """Hyper-parameters shared by the learners. Invalid values raise ``ValueError`` naming the field."""
 
-    hidden_size: int = _param(32, "width of the hidden layer of the broadcast, production, trading and consumption nets")
-    attention_hidden_size: int = _param(16, "width of the social filter's hidden layer (its cost scales with peers x width)")
+    hidden_size: int = _param(
+        32, "width of the hidden layer of the broadcast, production, trading and consumption nets")
+    attention_hidden_size: int = _param(
+        16, "width of the social filter's hidden layer (its cost scales with peers x width)")
     learning_rate: float = _param(1e-2, "Adam step size of every agent's own optimizer")
     adam_beta1: float = _param(0.9, "Adam first-moment decay")
     adam_beta2: float = _param(0.999, "Adam second-moment decay")

@@ -72,7 +72,9 @@ class BatchedAdam:
 
     def _rows_of(self, grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
         """Each gradient tensor's rows as tensors; kept while the same gradient tensors come back."""
-        if len(grads) != len(self._grad_rows) or any(grad is not mine for grad, (mine, _) in zip(grads, self._grad_rows)):
+        stale = len(grads) != len(self._grad_rows) or any(
+            grad is not mine for grad, (mine, _) in zip(grads, self._grad_rows))
+        if stale:
             self._grad_rows = [(grad, list(grad.unbind(0))) for grad in grads]
         return [rows for _, rows in self._grad_rows]
 

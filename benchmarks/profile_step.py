@@ -46,7 +46,8 @@ def main() -> None:
     print(f"{args.workload} at N = {args.num_agents}: {1e3 * total / args.steps:.3f} ms per step under cProfile\n")
     print("| function | calls per step | ms per step (cumulative) | share |\n|---|---:|---:|---:|")
     for cumulative, calls, where in rows[:args.top]:
-        print(f"| {where} | {calls / args.steps:.1f} | {1e3 * cumulative / args.steps:.3f} | {cumulative / total:.0%} |")
+        print(f"| {where} | {calls / args.steps:.1f} | {1e3 * cumulative / args.steps:.3f} | "
+              f"{cumulative / total:.0%} |")
 
 
 if __name__ == "__main__":

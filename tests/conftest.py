@@ -26,7 +26,10 @@ def random_actions_dict(env, rng: np.random.Generator) -> dict:
 def actions_from_dict(env, actions: dict) -> Actions:
     """The batched form (slot order) of a dict of actions, as a trainer would build it."""
     names = env._slot_names
-    stack = lambda key: torch.tensor(np.array([actions[n][key] for n in names]), dtype=torch.float64)
+
+    def stack(key):
+        return torch.tensor(np.array([actions[n][key] for n in names]), dtype=torch.float64)
+
     return Actions(broadcast=stack("broadcast"), job=torch.tensor([actions[n]["job"] for n in names]),
                    effort=stack("effort")[:, 0], trade_weights=stack("trade_weights"), consume=stack("consume"))
 

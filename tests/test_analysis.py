@@ -139,7 +139,8 @@ def test_summarise_rollout_on_a_synthetic_trace():
     season = np.tile([[1.0, 0.0], [0.0, 1.0]], (steps // 2, 1))  # berries in season on even steps
     s = analysis.summarise_rollout(detailed_trace(config, steps), config, season)
     assert s["reward_early"] == pytest.approx(np.linspace(0, 1, 10)[:2].mean())
-    assert s["gini_change"] == pytest.approx(np.linspace(0.2, 0.4, 10)[8:].mean() - np.linspace(0.2, 0.4, 10)[:2].mean())
+    gini = np.linspace(0.2, 0.4, 10)
+    assert s["gini_change"] == pytest.approx(gini[8:].mean() - gini[:2].mean())
     assert s["specialization_all"] == pytest.approx(1.0)  # everyone always gathers
     assert s["job_share_late_gathering"] == 1.0 and s["job_share_late_hunting"] == 0.0
     assert s["pc1_share_late"] == pytest.approx(0.75) and s["pc12_share_late"] == pytest.approx(1.0)
@@ -149,7 +150,8 @@ def test_summarise_rollout_on_a_synthetic_trace():
     assert s["top_share_late"] == pytest.approx(50.0 / sum(10.0 * a + 10 for a in range(5)))  # richest 1 of 5
     assert s["price_scarcity_spearman"] == pytest.approx(1.0)
     # Relative berry price: 5/7 when scarce (in season here), 5/13 when plentiful.
-    assert s["price_in_season_berries"] == pytest.approx(5 / 7) and s["price_out_of_season_berries"] == pytest.approx(5 / 13)
+    assert s["price_in_season_berries"] == pytest.approx(5 / 7)
+    assert s["price_out_of_season_berries"] == pytest.approx(5 / 13)
     assert s["births_total"] == 10 and s["deaths_starvation_total"] == 0
     with pytest.raises(ValueError, match=r"season: expected shape \(10, 2\)"):
         analysis.summarise_rollout(detailed_trace(config, steps), config, season[:5])

@@ -28,7 +28,8 @@ def test_bench_writes_every_workload_with_rates_and_memory(tmp_path):
 
 def test_profile_step_attributes_the_step_to_its_stages():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_step.py"), "--workload", "core",
-                           "--num-agents", "20", "--steps", "20"], check=False, capture_output=True, text=True, timeout=300)
+                           "--num-agents", "20", "--steps", "20"],
+                          check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     table = done.stdout
     assert "| economy.py:step | 1.0 |" in table

@@ -67,6 +67,6 @@ def test_an_optimizer_step_that_leaves_parameters_non_finite_names_the_agent():
     out = economy.step(learner.act(observation))
     learner.update(out)
     out = economy.step(learner.act(out.observation))
-    with pytest.raises(NonFiniteLossError, match=f"parameters after the optimizer step for agent_{int(out.acting_ids[4])}\\b"
-                                                 ".*diverged"):
+    with pytest.raises(NonFiniteLossError,
+                       match=f"parameters after the optimizer step for agent_{int(out.acting_ids[4])}\\b.*diverged"):
         learner.update(out)

@@ -111,7 +111,8 @@ def observation_with_mask(config, mask):
     g = torch.Generator().manual_seed(5)
     n, k = mask.shape
     probe = ReinforceLearner(config)
-    return Observation(torch.rand(n, probe.self_dim, generator=g), torch.randn(n, k, probe.peer_dim, generator=g) * mask[..., None],
+    return Observation(torch.rand(n, probe.self_dim, generator=g),
+                       torch.randn(n, k, probe.peer_dim, generator=g) * mask[..., None],
                        mask, torch.where(mask > 0, 0, -1))
 
 
@@ -187,7 +188,8 @@ def test_act_samples_the_policy_and_squashes_the_samples_into_actions():
         torch.testing.assert_close(actions.effort, torch.sigmoid(u[:, s["effort"]]).squeeze(1))
         torch.testing.assert_close(actions.consume, torch.sigmoid(u[:, s["consume"]]))
         last_logit = torch.zeros(4, 1)
-        torch.testing.assert_close(actions.trade_weights, torch.softmax(torch.cat([u[:, s["trade_weights"]], last_logit], 1), 1))
+        torch.testing.assert_close(actions.trade_weights,
+                                   torch.softmax(torch.cat([u[:, s["trade_weights"]], last_logit], 1), 1))
         jobs.append(torch.nn.functional.one_hot(actions.job, config.num_jobs).float())
         draws.append(u.clone())
     own, peers = observation.self_features.clone(), observation.peers.clone()

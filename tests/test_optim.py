@@ -96,7 +96,8 @@ def test_inactive_rows_are_left_alone_whatever_their_gradient(adam_path):
 def test_a_new_gradient_tensor_is_used_not_the_last_ones_rows(adam_path):
     """The optimizer keeps the rows of the gradient it was last given; a different tensor must be read afresh."""
     params = [torch.zeros(2, 3)]
-    adam, reference = BatchedAdam([params[0].clone()], lr=0.1), torch.optim.Adam([torch.zeros(3, requires_grad=True)], lr=0.1)
+    adam = BatchedAdam([params[0].clone()], lr=0.1)
+    reference = torch.optim.Adam([torch.zeros(3, requires_grad=True)], lr=0.1)
     for sign in (1.0, -1.0, -1.0):
         grad = torch.full((2, 3), sign)  # a fresh tensor each time
         adam.step([grad], torch.tensor([True, True]))

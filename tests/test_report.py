@@ -31,7 +31,8 @@ def test_with_ci_and_change_word():
 
 def ablation(verdicts):
     stat = {"mean": 1.0, "ci95": 0.5}
-    return {"first": "a", "second": "b", "arms": {"a": dict.fromkeys(MEASURES, stat), "b": dict.fromkeys(MEASURES, stat)},
+    return {"first": "a", "second": "b",
+            "arms": {"a": dict.fromkeys(MEASURES, stat), "b": dict.fromkeys(MEASURES, stat)},
             "difference": dict.fromkeys(MEASURES, stat), "verdict": verdicts}
 
 

@@ -49,7 +49,8 @@ def ablation_table(result: dict, title_first: str, title_second: str) -> list[st
         verdict = result["verdict"][measure]
         verdict = verdict if verdict == "no significant difference" else f"{title_first} {verdict}"
         lines.append(f"| {MEASURE_LABELS[measure]} | {with_ci(result['arms'][first][measure])} | "
-                     f"{with_ci(result['arms'][second][measure])} | {with_ci(result['difference'][measure])} | {verdict} |")
+                     f"{with_ci(result['arms'][second][measure])} | "
+                     f"{with_ci(result['difference'][measure])} | {verdict} |")
     return lines
 
 
@@ -91,16 +92,19 @@ def render_report(m: dict) -> str:
         lines += ["This learner has no attention (every peer counts the same), so there is nothing to track.", ""]
     else:
         lines += ["| | early | late |", "|---|---|---|"]
-        rows = [("attention entropy (normalised)", "attention_entropy"), ("attention entropy (nats)", "attention_entropy_nats")]
+        rows = [("attention entropy (normalised)", "attention_entropy"),
+                ("attention entropy (nats)", "attention_entropy_nats")]
         for label, key in rows:
             lines.append(f"| {label} | {mean(key + '_early')} | {mean(key + '_late')} |")
         for label, key in (("favourite-graph components", "components"), ("distinct component shapes", "shapes"),
-                           ("largest in-degree", "max_in_degree"), ("fraction of agents in mutual pairs", "mutual_fraction"),
+                           ("largest in-degree", "max_in_degree"),
+                           ("fraction of agents in mutual pairs", "mutual_fraction"),
                            ("largest PageRank", "pagerank_max"), ("mean clustering", "mean_clustering"),
                            ("Spearman correlation of in-degree with wealth", "in_degree_wealth_corr")):
             lines.append(f"| {label} | {mean(f'graph_{key}_early')} | {mean(f'graph_{key}_late')} |")
-        lines += ["", f"Between the early and late windows the attention entropy "
-                  f"{change_word(s['attention_entropy_change'], 'rose, i.e. attention became more diffuse', 'fell, i.e. attention became more focused')} "
+        entropy_trend = change_word(s["attention_entropy_change"], "rose, i.e. attention became more diffuse",
+                                    "fell, i.e. attention became more focused")
+        lines += ["", f"Between the early and late windows the attention entropy {entropy_trend} "
                   f"(change {mean('attention_entropy_change')}). "
                   + ("Attention stays close to uniform throughout: the late normalised entropy is above "
                      f"{number(meta['near_uniform_entropy'])}, so favourites are picked by small differences in "
@@ -151,13 +155,14 @@ def render_report(m: dict) -> str:
               "![ages and reproduction](ages_reproduction.png)", "",
               "The market, before and after each clearing (the seed's trade scatter; also animated in "
               "[trade.gif](trade.gif)): "
-              + ", ".join(f"[step {number(t)}]({path})" for t, path in zip(figures["trade_scatter_steps"], figures["trade_scatter"]))
+              + ", ".join(f"[step {number(t)}]({path})"
+                          for t, path in zip(figures["trade_scatter_steps"], figures["trade_scatter"]))
               + ".", "", f"![trade scatter]({figures['trade_scatter'][-1]})", ""]
 
     # Q4, Q5 and the policy ablation.
     ablations = m["ablations"]
-    protocol = (f"Protocol: {number(meta['ablation_seeds'])} paired seeds. Per seed, each arm starts from fresh networks, "
-                f"trains for {number(meta['ablation_train_steps'])} steps, then is evaluated frozen for "
+    protocol = (f"Protocol: {number(meta['ablation_seeds'])} paired seeds. Per seed, each arm starts from fresh "
+                f"networks, trains for {number(meta['ablation_train_steps'])} steps, then is evaluated frozen for "
                 f"{number(meta['ablation_steps'])} steps on a held-out economy seed shared by all arms. "
                 f"Entries are means ± {number(ci)}% CI over seeds; differences are paired by seed.")
     if not ablations:
@@ -182,19 +187,24 @@ def render_report(m: dict) -> str:
     # Lineages.
     g = m["genealogy"]
     lines += ["## Lineages", "",
-              f"In the first rollout {number(g['agents'])} agents lived: {number(g['initial_population'])} founders and "
-              f"{number(g['births'])} births ({number(g['founder_births'])} of them refounding after a collapse). "
+              f"In the first rollout {number(g['agents'])} agents lived: "
+              f"{number(g['initial_population'])} founders and {number(g['births'])} births "
+              f"({number(g['founder_births'])} of them refounding after a collapse). "
               f"{number(g['deaths_age'])} died of age and {number(g['deaths_starvation'])} of starvation. The deepest "
               f"lineage reached generation {number(g['lineage_depth'])}; the living end at mean generation "
               f"{number(g['mean_generation_alive'])}, and "
               f"{number(g['founder_lineages_surviving'])} of the {number(g['initial_population'])} founders have "
-              "living descendants. Every agent, its parents, birth and death are in [genealogy.csv](genealogy.csv).", ""]
+              "living descendants. Every agent, its parents, birth and death are in "
+              "[genealogy.csv](genealogy.csv).", ""]
     if g["most_prolific"]:
-        lines += ["Most prolific ancestors:", "", "| agent | generation | born at step | children | descendants | living descendants |",
+        lines += ["Most prolific ancestors:", "",
+                  "| agent | generation | born at step | children | descendants | living descendants |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| `{r['agent']}` | {number(r['generation'])} | {number(r['birth_step'])} | {number(r['children'])} | "
+        lines += [f"| `{r['agent']}` | {number(r['generation'])} | {number(r['birth_step'])} | "
+                  f"{number(r['children'])} | "
                   f"{number(r['descendants'] if r['descendants'] != '' else None)} | "
-                  f"{number(r['living_descendants'] if r['living_descendants'] != '' else None)} |" for r in g["most_prolific"]]
+                  f"{number(r['living_descendants'] if r['living_descendants'] != '' else None)} |"
+                  for r in g["most_prolific"]]
         lines.append("")
 
     # Prices and scarcity.

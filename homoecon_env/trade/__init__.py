@@ -49,7 +49,8 @@ exact for each price vector:
 - For given prices each agent's problem max u_i(x) - lambda.x s.t. x >= 0, u_i(x) >= u_i(e_i) has
   a closed form: x_ir = max(0, (1 + mu_i) w_ir / lambda_r - 1), where mu_i >= 0 is the least
   multiplier restoring the agent's endowment utility (the root of a convex piecewise-linear
-  function, in closed form: the least root of its lines, for all agents at once). With mu = 0 this is the water-filling (no-IR) optimum.
+  function, in closed form: the least root of its lines, for all agents at once). With mu = 0 this
+  is the water-filling (no-IR) optimum.
 - The dual function of prices, Phi(lambda) = sum_i max_x [u_i - lambda.x] + lambda.s, is convex
   in R variables, and its gradient is minus the excess demand. Prices take Newton steps on it
   (the Hessian is an R x R sum of per-agent compensated demand slopes), taken in 1 / lambda (where
@@ -197,7 +198,8 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
             x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
             diagnostics = _diagnostics(market, x, lam, mu)
         # One sum is finite exactly when every term is (short of overflow, where no trade is also safe).
-        if not math.isfinite(float(np.add.reduce(x, axis=None)) + sum(lam.tolist()) + float(np.add.reduce(mu, axis=None))):
+        if not math.isfinite(float(np.add.reduce(x, axis=None)) + sum(lam.tolist())
+                             + float(np.add.reduce(mu, axis=None))):
             # Last line of defence, never expected: no trade is conserving and individually rational.
             x, lam, mu = e.copy(), np.zeros(num_goods), np.zeros(num_agents)
             diagnostics = {**_diagnostics(market, x, lam, mu), "kkt_residual": np.inf}

@@ -60,7 +60,8 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     target = np.where(endowment_utility > 0, endowment_utility, -np.inf)
     scratch = np.ones((num_goods + 1, num_agents))
     if not (num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET):
-        return _Economy(weights, supply, supply.tolist(), None, None, target, log_weights, weights * log_weights, scratch)
+        return _Economy(weights, supply, supply.tolist(), None, None, target, log_weights, weights * log_weights,
+                        scratch)
     subsets = _subsets(num_goods)  # [K, R]
     num_sets = subsets.shape[0]
     # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
@@ -277,10 +278,10 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     otherwise the water-filling prices for the warm-start multipliers. Newton stops on the clearing
     error (excess demand, the dual gradient, in KKT units), once below max(1e-3 tol, half the IR
     allowance min(0.1 tol, IR_ALLOWANCE)); the candidate is then made exactly conserving and IR
-    (violations up to the allowance left alone) and its full KKT residual measured. If the repair cost more than ``tol``,
-    the target is tightened (x 0.01) and Newton resumes. A Newton step that cannot lower Phi is
-    replaced by a diagonally scaled one; it stops early when the error reaches rounding level, or
-    has not halved in 20 steps.
+    (violations up to the allowance left alone) and its full KKT residual measured. If the repair
+    cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes. A Newton step that
+    cannot lower Phi is replaced by a diagonally scaled one; it stops early when the error reaches
+    rounding level, or has not halved in 20 steps.
     """
     e, traded = data.endowment, data.traded
     num_goods, num_agents = e.shape
@@ -350,4 +351,5 @@ def _clearing_error(economy: _Economy, market: _Market):
     if error > 8 * EPS * bound:
         return error, 8 * EPS * bound
     holders = _sum_over_agents(market.allocation > 0).tolist()  # sum_i (1 + x_ir) over holders
-    return error, 8 * EPS * max(share * (held + count) for share, held, count in zip(shares, market.demand.tolist(), holders))
+    return error, 8 * EPS * max(share * (held + count)
+                                for share, held, count in zip(shares, market.demand.tolist(), holders))
