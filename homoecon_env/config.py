@@ -93,7 +93,8 @@ class EconomyConfig:
         if not isinstance(self.heterogeneous_tastes, bool):
             raise ValueError(f"heterogeneous_tastes must be a bool, got {self.heterogeneous_tastes!r}")
         if not isinstance(self.resources, tuple) or not self.resources or \
-                not all(isinstance(r, str) and r for r in self.resources) or len(set(self.resources)) != len(self.resources):
+                not all(isinstance(r, str) and r for r in self.resources) or \
+                len(set(self.resources)) != len(self.resources):
             raise ValueError(f"resources must be a non-empty tuple of distinct names, got {self.resources!r}")
         num_resources = len(self.resources)
         check_vector("need", self.need, num_resources)

@@ -27,8 +27,10 @@ ACTION_KEYS = ("broadcast", "job", "effort", "trade_weights", "consume")
 _ACTION_KEY_SET = frozenset(ACTION_KEYS)
 _NAME = re.compile(r"agent_(0|[1-9][0-9]*)\Z")
 # The dtypes the stacked fast path takes as they are; anything else goes through the named checks.
-_REAL_DTYPES = frozenset(np.dtype(kind + str(size)) for kind, sizes in (("float", (16, 32, 64)), ("int", (8, 16, 32, 64)),
-                                                                        ("uint", (8, 16, 32, 64))) for size in sizes)
+_REAL_DTYPES = frozenset(np.dtype(kind + str(size))
+                         for kind, sizes in (("float", (16, 32, 64)), ("int", (8, 16, 32, 64)),
+                                             ("uint", (8, 16, 32, 64)))
+                         for size in sizes)
 _dtype_of = operator.attrgetter("dtype")
 
 
@@ -348,7 +350,8 @@ class HomoEconEnv(ParallelEnv):
         for name in self._slot_names:
             action = actions[name]
             if not isinstance(action, Mapping):
-                raise ValueError(f"{name}: action must be a dict with keys {list(ACTION_KEYS)}, got {type(action).__name__}")
+                raise ValueError(f"{name}: action must be a dict with keys {list(ACTION_KEYS)}, "
+                                 f"got {type(action).__name__}")
             for key in ACTION_KEYS:
                 if key not in action:
                     raise ValueError(f"{name}: action has no '{key}' (keys: {sorted(action)})")
@@ -364,13 +367,15 @@ class HomoEconEnv(ParallelEnv):
     def _checked_job(self, name: str, value) -> int:
         """One agent's job as a Python int in [0, J), or ValueError naming the agent."""
         integral = isinstance(value, (int, np.integer)) and not isinstance(value, bool) or (
-            isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0 and as_array(value, "job").dtype.kind in "iu")
+            isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0
+            and as_array(value, "job").dtype.kind in "iu")
         num_jobs = self._action_space["job"].n
         if not integral:
             raise ValueError(f"{name}: action 'job' is not an int (got {value!r}, {type(value).__name__}); "
                              f"expected an int in [0, {num_jobs})")
         if not 0 <= int(value) < num_jobs:
-            raise ValueError(f"{name}: action 'job' is out of range (got {int(value)}); expected an int in [0, {num_jobs})")
+            raise ValueError(f"{name}: action 'job' is out of range (got {int(value)}); "
+                             f"expected an int in [0, {num_jobs})")
         return int(value)
 
     def _checked_value(self, name: str, key: str, value) -> np.ndarray:

@@ -4,10 +4,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-
-import homoecon_env
 from conftest import random_actions_dict
 from test_determinism import digest
+
+import homoecon_env
 
 
 def snapshot(env):
@@ -269,7 +269,8 @@ def test_batched_tensors_with_requires_grad_step_like_plain_ones():
     graphed.reset(2)
     plain.reset(2)
     actions = batched(graphed)
-    with_graph = Actions(**{k: v if k == "job" else v.clone().requires_grad_(True) for k, v in actions.__dict__.items()})
+    with_graph = Actions(**{k: v if k == "job" else v.clone().requires_grad_(True)
+                            for k, v in actions.__dict__.items()})
     assert torch.equal(graphed.step(with_graph).reward, plain.step(actions).reward)
 
 

@@ -56,6 +56,7 @@ def test_an_economy_at_every_bound_stays_finite():
     """The bounds are safe: at their extremes every observation, reward and stat stays finite."""
     import numpy as np
     import torch
+
     from homoecon_env.core import Actions, Economy
     jobs = (Job("mine", output=(1e6, 1e6), period=1.0, phase=1e300, yield_noise=8.0),
             Job("rest", output=(0.0, 0.0), period=1e300))
@@ -67,8 +68,10 @@ def test_an_economy_at_every_bound_stays_finite():
     for t in range(60):
         consume = torch.zeros(12, 2, dtype=torch.float64)
         consume[: t % 3] = 1.0  # some agents starve (births, mutation), others eat everything
-        out = economy.step(Actions(broadcast=torch.zeros(12, 6, dtype=torch.float64), job=torch.zeros(12, dtype=torch.long),
-                                   effort=torch.ones(12, dtype=torch.float64), trade_weights=torch.rand(12, 2, generator=g),
+        out = economy.step(Actions(broadcast=torch.zeros(12, 6, dtype=torch.float64),
+                                   job=torch.zeros(12, dtype=torch.long),
+                                   effort=torch.ones(12, dtype=torch.float64),
+                                   trade_weights=torch.rand(12, 2, generator=g),
                                    consume=consume))
         for tensor in (out.reward, out.observation.self_features, out.observation.peers):
             assert torch.isfinite(tensor).all(), t

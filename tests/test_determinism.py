@@ -3,10 +3,10 @@ import hashlib
 
 import numpy as np
 import torch
+from conftest import actions_from_dict, random_actions_dict
 
 import homoecon_env
 from homoecon_env.core import Economy
-from conftest import actions_from_dict, random_actions_dict
 
 
 def digest(out, agents) -> str:
@@ -57,7 +57,8 @@ def test_dict_api_and_batched_core_give_identical_trajectories():
         obs, rew, term, trunc, info = env.step(actions)
         out = core.step(batched)
         a, b = env.economy.state, core.state
-        for field in ("holdings", "ages", "utility_weights", "agent_ids", "parent_ids", "generation", "lifetime_reward"):
+        for field in ("holdings", "ages", "utility_weights", "agent_ids", "parent_ids", "generation",
+                      "lifetime_reward"):
             assert torch.equal(getattr(a, field), getattr(b, field)), (t, field)
         assert torch.equal(env.economy.observation.peers, out.observation.peers)
         for slot, k in enumerate(out.acting_ids.tolist()):
@@ -95,13 +96,15 @@ def test_later_resets_without_seed_continue_the_generator_so_episodes_differ():
     for _ in range(4):
         env.step(random_actions_dict(env, rng_a))
         twin.step(random_actions_dict(twin, rng_b))
-    assert first_observation(env) == first_observation(twin) != first_observation(homoecon_env.parallel_env(**kw), seed=3)
+    other_seed = first_observation(homoecon_env.parallel_env(**kw), seed=3)
+    assert first_observation(env) == first_observation(twin) != other_seed
 
 
 def test_unseeded_config_draws_fresh_entropy_and_the_core_follows_the_same_rule():
     kw = dict(num_agents=6, max_steps=20, seed=None)
     assert first_observation(homoecon_env.parallel_env(**kw)) != first_observation(homoecon_env.parallel_env(**kw))
-    core, env = Economy(homoecon_env.EconomyConfig(num_agents=6, seed=9)), homoecon_env.parallel_env(num_agents=6, seed=9)
+    core = Economy(homoecon_env.EconomyConfig(num_agents=6, seed=9))
+    env = homoecon_env.parallel_env(num_agents=6, seed=9)
     for _ in range(3):
         observation = core.reset()
         env.reset()

@@ -9,6 +9,7 @@ import homoecon_env
 from homoecon_env import EconomyConfig
 from homoecon_env.core import Actions, Economy, MarketNotConvergedWarning, NonFiniteStateError, consumption
 
+
 def working_actions(n: int, job: int = 0) -> Actions:
     return Actions(broadcast=torch.zeros(n, 6, dtype=torch.float64), job=torch.full((n,), job),
                    effort=torch.ones(n, dtype=torch.float64), trade_weights=torch.ones(n, 2, dtype=torch.float64),
@@ -17,7 +18,8 @@ def working_actions(n: int, job: int = 0) -> Actions:
 
 def snapshot(economy):
     s = economy.state
-    return s.step, s.next_id, economy.generator.get_state().clone(), s.holdings.clone(), economy.observation.peers.clone()
+    return (s.step, s.next_id, economy.generator.get_state().clone(), s.holdings.clone(),
+            economy.observation.peers.clone())
 
 
 def unchanged(before, after):
@@ -60,7 +62,8 @@ def test_holdings_just_inside_float32_are_emitted(monkeypatch):
     economy.reset(0)
     inflate_meat_of_agent(monkeypatch, 4, 3.0e38)
     out = economy.step(working_actions(6))
-    assert torch.isfinite(out.observation.self_features).all() and out.observation.self_features[4, 1] == np.float32(3e38)
+    assert torch.isfinite(out.observation.self_features).all()
+    assert out.observation.self_features[4, 1] == np.float32(3e38)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul")
@@ -104,7 +107,8 @@ def test_market_at_its_iteration_cap_warns_once_naming_step_and_residual():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(5):
-            economy.step(Actions(broadcast=torch.zeros(30, 6, dtype=torch.float64), job=torch.randint(0, 2, (30,), generator=g),
+            economy.step(Actions(broadcast=torch.zeros(30, 6, dtype=torch.float64),
+                                 job=torch.randint(0, 2, (30,), generator=g),
                                  effort=torch.rand(30, generator=g, dtype=torch.float64),
                                  trade_weights=torch.rand(30, 2, generator=g, dtype=torch.float64),
                                  consume=torch.rand(30, 2, generator=g, dtype=torch.float64)))

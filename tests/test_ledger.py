@@ -19,7 +19,8 @@ def chain_config(**overrides) -> EconomyConfig:
     jobs = (Job("farm", output=(1.0, 0.0, 0.0)),
             Job("mill", output=(0.0, 0.8, 0.0), inputs=(0.5, 0.0, 0.0), phase=0.4),
             Job("bake", output=(0.0, 0.0, 1.5), inputs=(0.2, 0.6, 0.0), phase=1.1))
-    return EconomyConfig(**{"resources": ("grain", "flour", "bread"), "jobs": jobs, "need": (0.2, 0.3, 1.0), **overrides})
+    return EconomyConfig(**{"resources": ("grain", "flour", "bread"), "jobs": jobs, "need": (0.2, 0.3, 1.0),
+                            **overrides})
 
 
 def assert_ledger_closes(economy: Economy, actions_for, steps: int) -> dict:

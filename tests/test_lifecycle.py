@@ -1,9 +1,9 @@
 """Births, deaths and names over long rollouts (DESIGN.md sections 2 and 3)."""
 import numpy as np
 import pytest
+from conftest import random_actions_dict
 
 import homoecon_env
-from conftest import random_actions_dict
 
 
 def rollout(env, seed, steps, rng):
@@ -98,8 +98,8 @@ def test_starvation_kills_agents_who_eat_nothing():
 
 def test_truncation_at_max_steps_and_step_after_end_is_refused(rng):
     env = homoecon_env.parallel_env(num_agents=5, max_steps=7)
-    for t, _, (_, _, term, trunc, _) in rollout(env, 0, 7, rng):
-        pass
+    *_, (_, _, last) = rollout(env, 0, 7, rng)  # run all 7 steps; keep the final step's output
+    _, _, term, trunc, _ = last
     assert env.agents == [] and all(trunc[a] or term[a] for a in trunc)
     with pytest.raises(ValueError, match="reset"):
         env.step({})

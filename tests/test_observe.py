@@ -120,7 +120,8 @@ def test_on_the_final_step_no_dead_row_is_shown_as_a_peer():
     consume = torch.full((n, 2), 0.5, dtype=F64)
     consume[:10] = 0.0  # rows 0..9 eat nothing and starve; nobody is born on the final step
     out = economy.step(Actions(broadcast=torch.zeros(n, 6, dtype=F64), job=torch.zeros(n, dtype=torch.long),
-                               effort=torch.ones(n, dtype=F64), trade_weights=torch.ones(n, 2, dtype=F64), consume=consume))
+                               effort=torch.ones(n, dtype=F64), trade_weights=torch.ones(n, 2, dtype=F64),
+                               consume=consume))
     dead = set(np.flatnonzero(out.death_cause.numpy()).tolist())
     assert set(range(10)) <= dead and len(dead) < n
     shown, mask = out.observation.peer_index.numpy(), out.observation.peer_mask.numpy()

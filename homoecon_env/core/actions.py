@@ -34,7 +34,10 @@ class Actions:
 def kind_name(array: np.ndarray) -> str:
     """What a refused array holds, for a message: e.g. "complex numbers of dtype complex128"."""
     names = {"b": "bools", "c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects"}
-    what = "bools among numbers" if array.dtype.kind == "O" and holds_bool(array) else names.get(array.dtype.kind, "values")
+    if array.dtype.kind == "O" and holds_bool(array):
+        what = "bools among numbers"
+    else:
+        what = names.get(array.dtype.kind, "values")
     return f"{what} of dtype {array.dtype}"
 
 
@@ -132,7 +135,10 @@ def non_real_rows(value: np.ndarray) -> np.ndarray:
     row when the whole dtype is not real, e.g. complex or text)."""
     if value.dtype.kind != "O":
         return np.ones(value.shape[0], dtype=bool)
-    real = lambda item: isinstance(item, numbers.Real) and not isinstance(item, (bool, np.bool_))
+
+    def real(item) -> bool:
+        return isinstance(item, numbers.Real) and not isinstance(item, (bool, np.bool_))
+
     return np.array([not all(real(item) for item in np.ravel(row)) for row in value], dtype=bool)
 
 
