@@ -30,17 +30,17 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import secrets
 import struct
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
+from homoecon_env.files import atomic_write
+
 FORMAT = "homoecon-checkpoint/2"
 OLD_MAGIC = b"HECKPT01"  # the first format: a header in front of a full (code-running) pickle
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive is a zip file
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
 class CheckpointError(ValueError):
@@ -100,22 +100,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> str:
     if type(payload) is not dict:
         raise TypeError(f"payload: expected a dict, got {type(payload).__name__}")
     document = {"format": FORMAT, "sha256": payload_digest(payload), "payload": payload}
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    temporary, handle = _create_temporary(directory, os.path.basename(target))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(document, stream)  # streamed: tensors are written from their own memory
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-    return target
+    # streamed into the temporary file: tensors are written from their own memory, no second copy
+    return atomic_write(path, lambda stream: torch.save(document, stream))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -168,28 +154,4 @@ def _refusal(error: Exception) -> str:
         text = text.split(marker, 1)[1]
     text = text.strip().split(" was not an allowed global")[0].splitlines()[0] if text.strip() else ""
     return text[:200] or type(error).__name__
-
-
-def _create_temporary(directory: str, name: str) -> tuple[str, int]:
-    """A new, empty ``.<name>.<random>.tmp`` in ``directory``, with the permissions open() would give."""
-    while True:
-        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return temporary, os.open(temporary, _NEW_FILE, 0o666)  # the umask applies, as for open()
-        except FileExistsError:
-            continue
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable (a no-op where directories cannot be opened)."""
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
