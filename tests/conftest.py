@@ -8,6 +8,16 @@ from homoecon_env.core import Actions
 pytest.register_assert_rewrite("trade_markets")  # its checks report values like a test file's
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: small batched ops run fastest so (two threads on two busy
+    cores mostly wait). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def random_actions_dict(env, rng: np.random.Generator) -> dict:
     """Valid random actions for every live agent of a parallel env."""
     space = env.action_space(env.agents[0]) if env.agents else None

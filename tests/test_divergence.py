@@ -10,13 +10,7 @@ from test_learners import run, started
 
 from agents import NonFiniteLossError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_non_finite_loss_names_the_agent_and_changes_nothing():

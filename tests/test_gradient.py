@@ -12,13 +12,7 @@ import agents.reinforce
 from agents.policy_gradient import reinforce_loss
 from homoecon_env.core.lifecycle import Births
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def recording_optimizer(learner):

@@ -16,13 +16,7 @@ from homoecon_env.core.lifecycle import Births
 SMALL = EconomyConfig(num_agents=12, max_steps=40)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched ops run fastest on one thread (two threads on two busy cores mostly wait)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_resources(count, **fields):
