@@ -1,4 +1,4 @@
-"""Learners that live in the economy (DESIGN.md section 5).
+"""Learners that live in the economy (docs/design.md section 5).
 
 `LEARNERS` maps a `--learner` name to a constructor `(EconomyConfig, LearnerConfig) -> Learner`;
 `make_learner` looks one up. A new algorithm is one module, one registry line and one test.

@@ -1,4 +1,4 @@
-"""The Learner protocol: what train.py and evaluate.py need from any algorithm (DESIGN.md section 5).
+"""The Learner protocol: what train.py and evaluate.py need from any algorithm (docs/design.md section 5).
 
 A learner controls every slot of a batched `homoecon_env.core.Economy` at once: one tensor row per
 agent. The loop is

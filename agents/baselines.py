@@ -1,4 +1,4 @@
-"""Baselines: uniform random actions, and the uniform-attention ablation of REINFORCE (DESIGN.md section 5).
+"""Baselines: uniform random actions, and the uniform-attention ablation of REINFORCE (docs/design.md section 5).
 
 `RandomLearner` is the floor any learner must beat: every action drawn uniformly from its space
 with the learner's own generator. `uniform_attention_learner` is `ReinforceLearner` with the learned

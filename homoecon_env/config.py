@@ -1,4 +1,4 @@
-"""EconomyConfig: every parameter of the economy, frozen and validated (DESIGN.md section 2).
+"""EconomyConfig: every parameter of the economy, frozen and validated (docs/design.md section 2).
 
 This module is the only home of defaults. The defaults reproduce the seed's setting: 50 agents,
 two resources (berries, meat), gathering (berries, phase pi/2) and hunting (meat, phase 0).

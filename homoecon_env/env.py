@@ -1,4 +1,4 @@
-"""The PettingZoo glue: agent names, dicts <-> tensors, input checks (DESIGN.md section 3).
+"""The PettingZoo glue: agent names, dicts <-> tensors, input checks (docs/design.md section 3).
 
 All economics lives in `homoecon_env.core.Economy`; this module only converts. Name-keyed dicts
 exist only here.
@@ -72,7 +72,7 @@ class HomoEconEnv(ParallelEnv):
 
     ## Description
     Each step runs broadcast -> production -> trade (projected gradient market clearing) ->
-    consumption -> decay and ageing -> death and reproduction (DESIGN.md section 2). Social filtering
+    consumption -> decay and ageing -> death and reproduction (docs/design.md section 2). Social filtering
     over peers happens inside the learners; the env supplies the peers' public features.
 
     ## Action Space (Dict)

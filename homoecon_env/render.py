@@ -1,4 +1,4 @@
-"""A dependency-free rgb_array frame of the economy (DESIGN.md section 3).
+"""A dependency-free rgb_array frame of the economy (docs/design.md section 3).
 
 Top band: each agent's holdings as stacked bars, one colour per resource, agents in slot order.
 Bottom band: a strip per agent coloured by its last job, and its age as a grey bar.

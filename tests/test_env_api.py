@@ -8,7 +8,7 @@ from pettingzoo.test import api_test, parallel_api_test
 
 import homoecon_env
 
-# Advisories any env with Dict spaces and a growing possible_agents raises (DESIGN.md section 3).
+# Advisories any env with Dict spaces and a growing possible_agents raises (docs/design.md section 3).
 TOLERATED = (
     "Observation is not a NumPy array",
     "Observation space for each agent probably should be gymnasium.spaces.box or gymnasium.spaces.discrete",

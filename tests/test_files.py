@@ -1,4 +1,4 @@
-"""homoecon_env.files: atomic writes with the permissions of a normal open() (DESIGN.md section 7)."""
+"""homoecon_env.files: atomic writes with the permissions of a normal open() (docs/design.md section 7)."""
 import os
 import stat
 

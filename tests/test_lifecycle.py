@@ -1,4 +1,4 @@
-"""Births, deaths and names over long rollouts (DESIGN.md sections 2 and 3)."""
+"""Births, deaths and names over long rollouts (docs/design.md sections 2 and 3)."""
 import numpy as np
 import pytest
 from conftest import random_actions_dict

@@ -1,4 +1,4 @@
-"""Consumption, reward, decay and ageing (DESIGN.md section 2, stages 5 and 6)."""
+"""Consumption, reward, decay and ageing (docs/design.md section 2, stages 5 and 6)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Death, inheritance and reproduction (DESIGN.md section 2, stage 7). No loop over agents.
+"""Death, inheritance and reproduction (docs/design.md section 2, stage 7). No loop over agents.
 
 Death causes are coded ALIVE (0), AGE (1), STARVATION (2); age wins when both apply.
 """

@@ -1,4 +1,4 @@
-"""Observations (DESIGN.md section 3): own features, K peers' public features, peer mask.
+"""Observations (docs/design.md section 3): own features, K peers' public features, peer mask.
 
 `self` row layout (S = 2R + 2 + B + D + 2J):
     holdings [R] | age / max_age [1] | last effort [1] | utility weights [R] | last broadcast [B] |

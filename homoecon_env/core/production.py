@@ -1,4 +1,4 @@
-"""Production (DESIGN.md section 2, stage 3): seasonal, stochastic, input-limited effort, age cap."""
+"""Production (docs/design.md section 2, stage 3): seasonal, stochastic, input-limited effort, age cap."""
 from __future__ import annotations
 
 import math

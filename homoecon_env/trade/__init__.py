@@ -1,4 +1,4 @@
-"""Market clearing: the trade stage of a step (DESIGN.md section 4).
+"""Market clearing: the trade stage of a step (docs/design.md section 4).
 
 The market reallocates the holdings e [N, R] of N agents to x [N, R] by solving
 
