@@ -1,4 +1,5 @@
-"""train.py: the CLI end to end, TensorBoard tags, bit-exact resume, bad flags, NaN stop (docs/design.md sections 6 and 7)."""
+"""train.py: the CLI end to end, TensorBoard tags, bit-exact resume, bad flags, NaN stop
+(docs/design.md sections 6 and 7)."""
 import dataclasses
 import os
 import subprocess
