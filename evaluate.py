@@ -47,10 +47,10 @@ def _raise_stop(signum, frame):
 def main(argv=None) -> None:
     paragraphs = __doc__.split("\n\n")
     args = parse_eval_args(argv, description=paragraphs[0], epilog="\n\n".join(paragraphs[1:2]))
-    previous = signal.signal(signal.SIGTERM, _raise_stop)  # unwinds like Ctrl-C: no half-written file
+    previous = signal.signal(signal.SIGTERM, _raise_stop)  # unwinds like Ctrl-C (run_tasks only sets a flag)
     try:
         result = evaluate(args)
-    except (KeyboardInterrupt, StopRequested) as stop:  # queued rollouts are dropped, workers exit with us
+    except (KeyboardInterrupt, StopRequested) as stop:  # run_tasks has dropped the rollouts, ended its workers
         signum = getattr(stop, "signum", signal.SIGINT)
         print(f"evaluate.py: stopped by {signal.Signals(signum).name}; the files already written are complete",
               file=sys.stderr)

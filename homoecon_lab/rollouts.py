@@ -10,6 +10,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import queue
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -24,9 +25,10 @@ from homoecon_env.core import Economy
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.diagnostics import analysis, metrics
 from homoecon_env.diagnostics.painter import exit_with_parent
-from homoecon_lab.errors import RunError
+from homoecon_lab.errors import RunError, StopRequested
 from homoecon_lab.seeding import seed_everything
 from homoecon_lab.settings import read_run_config
+from homoecon_lab.stopping import GracefulStop
 
 GRAPH_SNAPSHOTS = 25  # favourite graphs and wealth cross-sections recorded per main rollout
 
@@ -204,49 +206,100 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
 
 
 # -- running tasks (in parallel, with one progress bar) ---------------------------------------------
+STOP_GRACE_S = 10.0  # a worker told to stop ends its rollout at its next step; one still running after this is killed
 _PROGRESS: Optional[multiprocessing.Queue] = None
+_STOP = None  # shared byte, set to 1 by the parent: every worker ends its rollout at its next step
 
 
-def _init_worker(threads: int, progress) -> None:
-    global _PROGRESS
-    exit_with_parent()  # a killed evaluate.py leaves no worker behind
+class _Stopped(Exception):
+    """Raised in a worker whose parent asked it to stop; the parent drops the task."""
+
+
+def _init_worker(threads: int, progress, stop) -> None:
+    global _PROGRESS, _STOP
+    exit_with_parent()  # a killed evaluate.py leaves no worker behind; SIGTERM/SIGINT are the parent's
     torch.set_num_threads(threads)
-    _PROGRESS = progress
+    _PROGRESS, _STOP = progress, stop
 
 
 def _worker(task: Task) -> dict:
     pending = [0]
 
     def report(done: int) -> None:  # batch the messages: one per 10 steps
+        if _STOP.value:
+            raise _Stopped(task.key)
         pending[0] += done
         if pending[0] >= 10:
             _PROGRESS.put(pending[0])
             pending[0] = 0
 
+    report(0)  # a task queued before the stop ends before building its learner
     result = run_task(task, report)
     _PROGRESS.put(pending[0])
     return result
 
 
+def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor, stop, processes: list) -> None:
+    """Drop queued tasks, end running ones at their next step, kill a worker still running after STOP_GRACE_S.
+
+    The workers ignore SIGTERM (exit_with_parent), so only the flag or SIGKILL ends them; once they are
+    gone the executor's manager thread ends too, so the interpreter's exit (which joins it) does not hang.
+    """
+    stop.value = 1
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for worker in processes:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    for worker in processes:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
 def run_tasks(tasks: list[Task], workers: int, threads: int) -> dict[tuple, dict]:
-    """Run every task (in ``workers`` processes when > 1) under one tqdm bar counting env steps."""
+    """Run every task (in ``workers`` processes when > 1) under one tqdm bar counting env steps.
+
+    SIGTERM and SIGINT only set a flag (homoecon_lab.stopping) that is checked between steps (one
+    worker) or every 0.3 s (several): raising from wherever the signal lands could leave a lock of
+    the executor held and hang the exit. A stop ends every worker, then raises `StopRequested`.
+    """
+    with GracefulStop() as stop:
+        results = _run_tasks(tasks, workers, threads, stop)
+    if stop.signum is not None:  # came after the last check
+        raise StopRequested(stop.signum, "the files already written are complete")
+    return results
+
+
+def _check(stop: GracefulStop) -> None:
+    if stop.signum is not None:
+        raise StopRequested(stop.signum, "the files already written are complete")
+
+
+def _run_tasks(tasks: list[Task], workers: int, threads: int, stop: GracefulStop) -> dict[tuple, dict]:
     total = sum(task.train_steps + task.steps for task in tasks)
     results: dict[tuple, dict] = {}
     with tqdm(total=total, desc="evaluate", unit="step", dynamic_ncols=True, mininterval=0.5) as bar:
         if workers == 1:
             torch.set_num_threads(threads)
+
+            def report(done: int) -> None:
+                bar.update(done)
+                _check(stop)
+
             for task in tasks:
-                results[task.key] = run_task(task, bar.update)
+                results[task.key] = run_task(task, report)
             return results
         context = multiprocessing.get_context("spawn")
-        progress = context.Queue()
+        progress, stop_flag = context.Queue(), context.RawValue("b", 0)
         others = set(multiprocessing.active_children())
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
-                                                      initializer=_init_worker, initargs=(threads, progress))
+                                                      initializer=_init_worker,
+                                                      initargs=(threads, progress, stop_flag))
         try:
             futures = {pool.submit(_worker, task): task.key for task in tasks}
             waiting = set(futures)
             while waiting:
+                _check(stop)
                 done, waiting = concurrent.futures.wait(waiting, timeout=0.3)
                 for future in done:
                     results[futures[future]] = future.result()  # re-raises a worker's error here
@@ -255,13 +308,9 @@ def run_tasks(tasks: list[Task], workers: int, threads: int) -> dict[tuple, dict
                         bar.update(progress.get_nowait())
                 except queue.Empty:
                     pass
-        except BaseException:  # a failed task, Ctrl-C or SIGTERM: drop every task, end the workers now
-            pool.shutdown(wait=False, cancel_futures=True)
-            for worker in set(multiprocessing.active_children()) - others:
-                worker.terminate()
+        except BaseException:  # a failed task or a stop: drop every task, end the workers now
+            _stop_workers(pool, stop_flag, list(set(multiprocessing.active_children()) - others))
             raise
         pool.shutdown(wait=True)
         bar.update(total - bar.n)
     return results
-
-

@@ -271,3 +271,54 @@ def test_sigterm_stops_an_evaluation_with_one_message_and_no_worker_left(tmp_pat
         assert time.monotonic() < deadline, f"workers left running: {started}"
         time.sleep(0.1)
     assert not out.exists() or not [p for p in out.rglob("*.tmp")]
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_workers_step_ends_the_evaluation_and_every_worker(tmp_path, signum):
+    """Regression: the workers ignore SIGTERM (the parent owns it), so a stop that only sent them SIGTERM
+    left them stepping and the exit hung joining the pool; here the signal lands once both are stepping."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, str(root / "evaluate.py"), "--out", str(tmp_path / "out"),
+                                "--num-agents", "6", "--steps", "100000", "--seeds", "2", "--ablation-seeds", "0",
+                                "--workers", "2"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        counts = []
+        while len(counts) < 2 or counts[-1] == counts[-2]:  # the bar has moved: the workers are past their setup
+            assert time.monotonic() < deadline and process.poll() is None, "".join(err)
+            time.sleep(0.2)
+            counts = [int(n) for n in re.findall(r"(\d+)/200000", "".join(err))]
+        workers = {int(pid) for path in Path(f"/proc/{process.pid}/task").glob("*/children")
+                   for pid in path.read_text().split()}
+        process.send_signal(getattr(signal, signum))
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = "".join(err)
+    assert process.returncode == 128 + getattr(signal, signum), text
+    assert text.count(f"evaluate.py: stopped by {signum}") == 1 and "Traceback" not in text, text
+
+    def running(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30  # the resource tracker, a child too, ends once it sees the parent gone
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"children left running: {workers}"
+        time.sleep(0.1)
+    assert not list((tmp_path / "out").rglob("*.tmp"))
