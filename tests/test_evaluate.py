@@ -8,8 +8,8 @@ import stat
 
 import imageio.v3 as iio
 import pytest
-
 from conftest import flip_a_stored_bit
+
 from homoecon_env.diagnostics import analysis, report
 from homoecon_lab import evaluation as evaluate
 from homoecon_lab.evaluation import Args
