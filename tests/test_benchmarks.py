@@ -68,3 +68,22 @@ def test_bench_trade_target_is_met_only_by_a_converged_default_clear_within_the_
     assert [target["met"] for target in checked] == [True, False]
     assert bench_trade.targets([{**row, "seconds": 0.05, "converged": False}])[0]["met"] is False
     assert bench_trade.targets([{**row, "N": 50, "seconds": 5.0}, {**row, "method": "newton", "seconds": 5.0}]) == []
+
+
+def test_bench_gradient_times_hand_and_autograd_after_checking_they_agree(tmp_path):
+    """Both gradients of the same window are timed, per update and per training step, and the JSON
+    records that they agreed before timing (no timing is asserted)."""
+    out = tmp_path / "gradient.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gradient.py"), "--sizes", "12",
+                           "--seconds", "0.05", "--windows", "2", "--repeats", "1", "--out", str(out)],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    check = row["gradient_check"]
+    assert row["num_agents"] == 12 and check["agree"] and check["max_abs_diff"] <= 1e-4 * check["max_abs_grad"]
+    assert check["max_abs_grad"] > 0  # a zero gradient would agree trivially
+    for part, variants in (("update", ("hand", "hand+forward", "autograd")), ("step", ("hand", "autograd"))):
+        for variant in variants:
+            timing = row[part][variant]
+            assert 0 < timing["best_ms"] <= timing["median_ms"] and len(timing["windows_ms"]) == 2, (part, variant)
+    assert "| 12 | update (backward) |" in done.stdout and "| 12 | step |" in done.stdout
