@@ -63,7 +63,7 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
         order = torch.rand(n, n - 1, generator=generator).argsort(dim=1)[:, :k]
         return everyone_else(n, n - 1).gather(1, order)
     offsets = torch.randint(1, n, (n, k), generator=generator)
-    while True:
+    while True:  # pragma: no mutate block (a mutant that never ends the redraw loop hangs)
         ordered, where = offsets.sort(dim=1)
         repeated = ordered[:, 1:] == ordered[:, :-1]  # [N, K-1]
         if not bool(repeated.any()):
