@@ -4,10 +4,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-
-import homoecon_env
 from conftest import random_actions_dict
 from test_determinism import digest
+
+import homoecon_env
 
 
 def snapshot(env):
@@ -243,6 +243,11 @@ BATCHED_CASES = [
     ("effort", lambda a: a > 0.5, ["not numeric", "bool"]),
     ("trade_weights", lambda a: [[0.5, True]] + a.numpy()[1:].tolist(), ["agent_0", "not numeric", "bool"]),
     ("broadcast", lambda a: torch.complex(a, a), ["not numeric", "complex"]),
+    # the first bad row is named, not row 0: mixed lists become object arrays, checked row by row
+    ("trade_weights", lambda a: a.numpy()[:3].tolist() + [[0.5, True]] + a.numpy()[4:].tolist(),
+     ["agent_3", "not numeric", "bool"]),
+    ("consume", lambda a: a.numpy()[:5].tolist() + [[0.5, None]] + a.numpy()[6:].tolist(),
+     ["agent_5", "not numeric"]),
 ]
 
 
@@ -269,7 +274,8 @@ def test_batched_tensors_with_requires_grad_step_like_plain_ones():
     graphed.reset(2)
     plain.reset(2)
     actions = batched(graphed)
-    with_graph = Actions(**{k: v if k == "job" else v.clone().requires_grad_(True) for k, v in actions.__dict__.items()})
+    with_graph = Actions(**{k: v if k == "job" else v.clone().requires_grad_(True)
+                            for k, v in actions.__dict__.items()})
     assert torch.equal(graphed.step(with_graph).reward, plain.step(actions).reward)
 
 
