@@ -94,3 +94,24 @@ def test_non_finite_losses_name_ten_agents_then_count_the_rest(count, more):
     bad = dataclasses.replace(out, reward=reward, death_cause=torch.zeros_like(out.death_cause))
     with pytest.raises(NonFiniteLossError, match=rf"non-finite .* for (agent_\d+, ){{9}}agent_\d+{more}; "):
         learner.update(bad)
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_names_the_agent_and_changes_nothing(monkeypatch):
+    import agents.reinforce
+    real = agents.reinforce.policy_gradient
+
+    def overflowing_gradient(*args):  # as if agent 6's backward overflowed float32
+        loss, entropy, grad = real(*args)
+        grad[6, 3] = math.inf
+        return loss, entropy, grad
+
+    monkeypatch.setattr(agents.reinforce, "policy_gradient", overflowing_gradient)
+    learner, economy, observation = started(update_every=2)
+    out = economy.step(learner.act(observation))
+    learner.update(out)
+    out = economy.step(learner.act(out.observation))
+    before = copy.deepcopy(learner.state_dict())
+    with pytest.raises(NonFiniteLossError,
+                       match=f"non-finite gradient for agent_{int(out.acting_ids[6])}; no weight was changed"):
+        learner.update(out)
+    assert torch.equal(before["params"], learner.state_dict()["params"])

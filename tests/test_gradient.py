@@ -187,3 +187,18 @@ def test_reported_loss_and_entropy_equal_torch_distributions():
     objective = torch.where(valid, advantage * log_prob + entropy_coef * expected_entropy, 0.0)
     torch.testing.assert_close(entropy, expected_entropy)
     torch.testing.assert_close(loss, -objective.sum(1) / counts)
+
+
+def test_update_reports_the_mean_valid_return_and_the_mean_raw_gradient_norm():
+    """The hand-worked first window above (gamma 0.5, 3 steps): agent 0's G = [3, 4, 4], agent 1 dies at
+    step 0 and then has G = [3, 4], ten agents earn nothing: a return sum of 18 over 35 valid steps."""
+    learner, economy, observation = started(update_every=3, gamma=0.5)
+    calls = recording_optimizer(learner)
+    rewards = torch.zeros(3, 12, dtype=torch.float64)
+    rewards[:, 0] = torch.tensor([1, 2, 4.0])
+    rewards[:, 1] = torch.tensor([9, 1, 4.0])
+    _, metrics = run(learner, economy, observation, 3, scripted(12, {0: [1]}, rewards))
+    assert metrics[2]["return"] == pytest.approx(18 / 35, rel=1e-9)
+    (call,) = calls
+    norms = torch.linalg.vector_norm(call["grad"][call["active"]].double(), dim=1)
+    assert metrics[2]["grad_norm"] == pytest.approx(norms.mean().item(), rel=1e-5)
