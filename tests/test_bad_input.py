@@ -247,7 +247,12 @@ BATCHED_CASES = [
     ("trade_weights", lambda a: a.numpy()[:3].tolist() + [[0.5, True]] + a.numpy()[4:].tolist(),
      ["agent_3", "not numeric", "bool"]),
     ("consume", lambda a: a.numpy()[:5].tolist() + [[0.5, None]] + a.numpy()[6:].tolist(),
-     ["agent_5", "not numeric"]),
+     ["agent_5", "not numeric (Python objects of dtype object)", "expected finite real values in [0.0, 1.0]"]),
+    # the message says what the array holds, in words
+    ("trade_weights", lambda a: [[0.5, True]] + a.numpy()[1:].tolist(), ["bools among numbers of dtype object"]),
+    ("broadcast", lambda a: torch.complex(a, a), ["complex numbers of dtype complex128"]),
+    ("effort", lambda a: a > 0.5, ["bools of dtype bool"]),
+    ("effort", lambda a: np.zeros(a.shape, dtype="datetime64[s]"), ["values of dtype datetime64[s]"]),
 ]
 
 
