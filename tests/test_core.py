@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homoecon_env import EconomyConfig, Job
 from homoecon_env.core import Actions, Economy, consumption, lifecycle, observe, production
@@ -20,7 +21,8 @@ def test_production_follows_season_noise_and_age_cap():
     ages = np.array([0, 5, 0])
     job = np.array([1, 1, 0])
     effort = np.array([1.0, 1.0, 0.5], dtype=np.float64)
-    after, produced, spent = production.produce(holdings, ages, job, effort, np.zeros(3, dtype=np.float64), jobs, 0, config)
+    after, produced, spent = production.produce(holdings, ages, job, effort, np.zeros(3, dtype=np.float64), jobs, 0,
+                                                config)
     # t = 0: hunting (phase 0) at its peak, gathering (phase pi/2) out of season
     assert np.allclose(produced, np.array([[0, 1.0], [0, 0.5], [0, 0]], dtype=np.float64))
     assert np.allclose(spent, np.array([1.0, 0.5, 0.5], dtype=np.float64))
@@ -37,7 +39,8 @@ def test_season_adds_the_phase_to_the_angle():
                                         np.ones(1), np.zeros(1), jobs, 50, config)
     assert produced[0].tolist() == pytest.approx([0.0, 2.0 * (2 - math.sqrt(3)) / 4], rel=1e-12)
     sin, cos = production.season_features(jobs, 50)
-    assert (sin, cos) == pytest.approx(((math.sqrt(6) + math.sqrt(2)) / 4, -(math.sqrt(6) - math.sqrt(2)) / 4), rel=1e-12)
+    assert (sin, cos) == pytest.approx(((math.sqrt(6) + math.sqrt(2)) / 4, -(math.sqrt(6) - math.sqrt(2)) / 4),
+                                       rel=1e-12)
 
 
 def test_effort_cap_raises_the_remaining_life_share_to_the_age_penalty():
@@ -68,7 +71,8 @@ def test_yield_noise_is_lognormal_with_mean_one():
     n = 200_000
     noise = np.random.default_rng(0).standard_normal(n)
     _, produced, _ = production.produce(np.zeros((n, 2)), np.zeros(n, dtype=np.int64),
-                                        np.ones(n, dtype=np.int64), np.ones(n, dtype=np.float64), noise, jobs, 0, config)
+                                        np.ones(n, dtype=np.int64), np.ones(n, dtype=np.float64), noise, jobs, 0,
+                                        config)
     assert produced[:, 1].mean() == pytest.approx(1.0, rel=0.01)
     assert np.log(produced[:, 1]).std() == pytest.approx(0.5, rel=0.01)
 
@@ -89,7 +93,8 @@ def test_inputs_cap_effort_and_are_used_up():
     jobs = production.JobTable.from_config(config)
     holdings = np.array([[0.25, 0.0], [3.0, 0.0]], dtype=np.float64)
     after, produced, spent = production.produce(holdings, np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64),
-                                                np.ones(2, dtype=np.float64), np.zeros(2, dtype=np.float64), jobs, 0, config)
+                                                np.ones(2, dtype=np.float64), np.zeros(2, dtype=np.float64), jobs, 0,
+                                                config)
     assert spent.tolist() == [0.25, 1.0]
     assert after.tolist() == [[0.0, 0.5], [2.0, 2.0]]
 
@@ -98,7 +103,8 @@ def test_reward_is_cobb_douglas_like_plus_rest_bonus():
     config = EconomyConfig(max_consume=1.0, rest_bonus=0.1)
     holdings = np.array([[3.0, 8.0]], dtype=np.float64)
     consumed, left, reward = consumption.consume(holdings, np.array([[1.0, 0.5]], dtype=np.float64),
-                                                 np.array([[0.5, 0.5]], dtype=np.float64), np.array([0.4], dtype=np.float64), config)
+                                                 np.array([[0.5, 0.5]], dtype=np.float64),
+                                                 np.array([0.4], dtype=np.float64), config)
     assert consumed.tolist() == [[3.0, 4.0]] and left.tolist() == [[0.0, 4.0]]
     assert reward.item() == pytest.approx(math.sqrt(4 * 5) - 1 + 0.1 * 0.6)
     capped, _, _ = consumption.consume(holdings, np.ones((1, 2)), np.ones((1, 2)) / 2,
@@ -179,6 +185,20 @@ def test_mutation_has_the_configured_scale():
     homogeneous = lifecycle.inherit_tastes(np.stack([parent, parent], axis=1), blend, noise,
                                            EconomyConfig(heterogeneous_tastes=False))
     assert np.array_equal(homogeneous, parent)
+
+
+def test_children_born_in_one_step_mutate_independently():
+    """Every parent has tastes (0.5, 0.5): each child's log taste ratio is the difference of its own two
+    N(0, 0.1^2) draws, std 0.1 * sqrt(2) across the 300 children (a 25% band: about 6 standard errors)."""
+    config = EconomyConfig(num_agents=400, mutation=0.1)
+    g = torch.Generator().manual_seed(2)
+    state = initial_state(config, g)
+    state = state.replace(utility_weights=np.full((400, 2), 0.5), lifetime_reward=np.ones(400))
+    dead = np.arange(400) < 300
+    new, _ = lifecycle.reproduce(state.replace(holdings=np.where(dead[:, None], 0.0, state.holdings)), dead, True,
+                                 g, config)
+    log_ratio = np.log(new.utility_weights[dead, 0] / new.utility_weights[dead, 1])
+    assert log_ratio.std() == pytest.approx(0.1 * math.sqrt(2), rel=0.25)
 
 
 def test_child_tastes_blend_the_parents_by_the_drawn_weight():
