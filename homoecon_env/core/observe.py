@@ -1,4 +1,4 @@
-"""Observations (docs/design.md section 3): own features, K peers' public features, peer mask.
+"""Observations (DESIGN.md section 3): own features, K peers' public features, peer mask.
 
 `self` row layout (S = 2R + 2 + B + D + 2J):
     holdings [R] | age / max_age [1] | last effort [1] | utility weights [R] | last broadcast [B] |
@@ -46,8 +46,7 @@ def public_features(state: EconomyState) -> np.ndarray:
 
 def everyone_else(num_slots: int, num_peer_slots: int) -> torch.Tensor:
     """[N, K] int64: the first K other rows in slot order; slots beyond the N - 1 others hold -1."""
-    columns = torch.arange(num_slots - 1)[None, :]  # [1, N - 1]
-    others = columns + (columns >= torch.arange(num_slots)[:, None]).long()
+    others = torch.arange(num_slots - 1)[None, :] + (torch.arange(num_slots - 1)[None, :] >= torch.arange(num_slots)[:, None]).long()
     if num_peer_slots <= num_slots - 1:
         return others[:, :num_peer_slots]
     return torch.cat([others, torch.full((num_slots, num_peer_slots - (num_slots - 1)), -1, dtype=torch.long)], dim=1)
@@ -83,8 +82,7 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
     """
     public = public_features(state)
     if all_valid and state.alive.all():
-        peers = public.take(peer_index, axis=0)
-        mask, shown = np.ones(peer_index.shape, dtype=np.float32), peer_index.copy()
+        peers, mask, shown = public.take(peer_index, axis=0), np.ones(peer_index.shape, dtype=np.float32), peer_index.copy()
     else:
         rows = np.maximum(peer_index, 0)
         live = (peer_index >= 0) & state.alive[rows]
