@@ -243,6 +243,17 @@ BATCHED_CASES = [
     ("effort", lambda a: a > 0.5, ["not numeric", "bool"]),
     ("trade_weights", lambda a: [[0.5, True]] + a.numpy()[1:].tolist(), ["agent_0", "not numeric", "bool"]),
     ("broadcast", lambda a: torch.complex(a, a), ["not numeric", "complex"]),
+    # the first bad row is named, not row 0: mixed lists become object arrays, checked row by row
+    ("trade_weights", lambda a: a.numpy()[:3].tolist() + [[0.5, True]] + a.numpy()[4:].tolist(),
+     ["agent_3", "not numeric", "bool"]),
+    ("consume", lambda a: a.numpy()[:5].tolist() + [[0.5, None]] + a.numpy()[6:].tolist(),
+     ["agent_5", "not numeric (Python objects of dtype object)", "expected finite real values in [0.0, 1.0]"]),
+    ("job", lambda a: [0, 0.5, 2**64] + [0] * (a.shape[0] - 3), ["agent_1", "not an int", "0.5"]),
+    # the message says what the array holds, in words
+    ("trade_weights", lambda a: [[0.5, True]] + a.numpy()[1:].tolist(), ["bools among numbers of dtype object"]),
+    ("broadcast", lambda a: torch.complex(a, a), ["complex numbers of dtype complex128"]),
+    ("effort", lambda a: a > 0.5, ["bools of dtype bool"]),
+    ("effort", lambda a: np.zeros(a.shape, dtype="datetime64[s]"), ["values of dtype datetime64[s]"]),
 ]
 
 
@@ -260,6 +271,30 @@ def test_batched_actions_that_are_not_real_numbers_are_refused_naming_agent_and_
     assert f"action '{key}'" in message and "agent_" in message and all(w in message for w in words), message
     after = core_snapshot(economy)
     assert before[:2] == after[:2] and all(torch.equal(x, y) for x, y in zip(before[2:], after[2:]))
+
+
+@pytest.mark.parametrize("key, row, bad, words", [("effort", 4, np.nan, "is nan"),
+                                                   ("consume", 2, -np.inf, "is not finite"),
+                                                   ("broadcast", 6, np.inf, "is not finite")])
+def test_batched_non_finite_actions_are_refused_naming_the_first_bad_agent(key, row, bad, words):
+    from homoecon_env.core import Actions, Economy
+    economy = Economy(homoecon_env.EconomyConfig(num_agents=8, max_steps=20))
+    economy.reset(1)
+    actions = batched(economy)
+    value = getattr(actions, key).clone()
+    value[row] = bad
+    with pytest.raises(ValueError, match=rf"agent_{row}: action '{key}' {words}"):
+        economy.step(Actions(**{**actions.__dict__, key: value}))
+
+
+def test_a_batched_action_that_is_no_array_is_refused_naming_key_and_type():
+    from homoecon_env.core import Actions, Economy
+    economy = Economy(homoecon_env.EconomyConfig(num_agents=8, max_steps=20))
+    economy.reset(1)
+    actions = batched(economy)
+    ragged = [[0.5]] + actions.consume[1:].tolist()
+    with pytest.raises(ValueError, match=r"action 'consume': cannot convert list to an array"):
+        economy.step(Actions(**{**actions.__dict__, "consume": ragged}))
 
 
 def test_batched_tensors_with_requires_grad_step_like_plain_ones():

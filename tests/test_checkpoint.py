@@ -320,3 +320,19 @@ def test_a_write_that_fails_midway_removes_its_temporary_file(tmp_path, monkeypa
     with pytest.raises(OSError, match="No space"):
         save_checkpoint(path, payload())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_window_state_with_steps_or_peer_rows_out_of_range_is_refused_naming_the_range():
+    """Two filled steps of a 3-step window, 12 agents: 'steps' must be in [0, 3), peer rows -1 or in [0, 12)."""
+    from test_learners import run, started
+    learner, economy, observation = started(update_every=3)
+    run(learner, economy, observation, 2)
+    state = copy.deepcopy(learner.state_dict())
+    window = state["window"]
+    assert window["steps"] == 2 and "peer_rows" in window
+    with pytest.raises(ValueError, match=r"window 'steps' is 3, expected an int in \[0, 3\)"):
+        learner.load_state_dict({**state, "window": {**window, "steps": 3}})
+    rows = window["peer_rows"].clone()
+    rows[0, 0] = 12
+    with pytest.raises(ValueError, match=r"'peer_rows' holds rows in \[-?\d+, 12\], expected -1 or \[0, 12\)"):
+        learner.load_state_dict({**state, "window": {**window, "peer_rows": rows}})

@@ -186,6 +186,20 @@ def test_mutation_has_the_configured_scale():
     assert np.array_equal(homogeneous, parent)
 
 
+def test_children_born_in_one_step_mutate_independently():
+    """Every parent has tastes (0.5, 0.5): each child's log taste ratio is the difference of its own two
+    N(0, 0.1^2) draws, std 0.1 * sqrt(2) across the 300 children (a 25% band: about 6 standard errors)."""
+    config = EconomyConfig(num_agents=400, mutation=0.1)
+    g = torch.Generator().manual_seed(2)
+    state = initial_state(config, g)
+    state = state.replace(utility_weights=np.full((400, 2), 0.5), lifetime_reward=np.ones(400))
+    dead = np.arange(400) < 300
+    new, _ = lifecycle.reproduce(state.replace(holdings=np.where(dead[:, None], 0.0, state.holdings)), dead, True,
+                                 g, config)
+    log_ratio = np.log(new.utility_weights[dead, 0] / new.utility_weights[dead, 1])
+    assert log_ratio.std() == pytest.approx(0.1 * math.sqrt(2), rel=0.25)
+
+
 def test_child_tastes_blend_the_parents_by_the_drawn_weight():
     config = EconomyConfig(mutation=0.1)
     parents = np.array([[[0.9, 0.1], [0.2, 0.8]]] * 3)  # [3 children, 2 parents, R]

@@ -158,3 +158,41 @@ def test_log_stds_below_the_clamp_get_no_gradient():
     pre_image = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
     *_, grad_log_std = reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, torch.full((2,), 3), 0.1, 2)
     assert grad_log_std[1, 2] == 0 and bool((grad_log_std[1, :2] != 0).all())
+
+
+def test_reported_loss_and_entropy_equal_torch_distributions():
+    """The loss and entropy that reinforce_loss reports (the gradient is written separately) are the
+    plain policy's, with more Gaussian dimensions than agents and some invalid steps."""
+    g = torch.Generator().manual_seed(4)
+    n, m, num_jobs, dims, entropy_coef = 3, 5, 3, 4, 0.2
+    out = torch.randn(n, m, num_jobs + dims, generator=g, dtype=torch.float64)
+    raw_log_std = 0.3 * torch.randn(n, dims, generator=g, dtype=torch.float64)
+    pre_image = torch.randn(n, m, dims, generator=g, dtype=torch.float64)
+    job = torch.randint(0, num_jobs, (n, m), generator=g)
+    advantage = torch.randn(n, m, generator=g, dtype=torch.float64)
+    valid = torch.arange(m)[None, :] >= torch.tensor([0, 2, 4])[:, None]  # [N, M]
+    counts = valid.sum(1)
+    loss, entropy, *_ = reinforce_loss(out, raw_log_std, pre_image, job, advantage, valid, counts, entropy_coef,
+                                       num_jobs)
+    job_dist = Categorical(logits=out[..., :num_jobs])
+    normal = Normal(out[..., num_jobs:], raw_log_std.exp()[:, None])
+    log_prob = job_dist.log_prob(job) + normal.log_prob(pre_image).sum(-1)
+    expected_entropy = job_dist.entropy() + normal.entropy().sum(-1)
+    objective = torch.where(valid, advantage * log_prob + entropy_coef * expected_entropy, 0.0)
+    torch.testing.assert_close(entropy, expected_entropy)
+    torch.testing.assert_close(loss, -objective.sum(1) / counts)
+
+
+def test_update_reports_the_mean_valid_return_and_the_mean_raw_gradient_norm():
+    """The hand-worked first window above (gamma 0.5, 3 steps): agent 0's G = [3, 4, 4], agent 1 dies at
+    step 0 and then has G = [3, 4], ten agents earn nothing: a return sum of 18 over 35 valid steps."""
+    learner, economy, observation = started(update_every=3, gamma=0.5)
+    calls = recording_optimizer(learner)
+    rewards = torch.zeros(3, 12, dtype=torch.float64)
+    rewards[:, 0] = torch.tensor([1, 2, 4.0])
+    rewards[:, 1] = torch.tensor([9, 1, 4.0])
+    _, metrics = run(learner, economy, observation, 3, scripted(12, {0: [1]}, rewards))
+    assert metrics[2]["return"] == pytest.approx(18 / 35, rel=1e-9)
+    (call,) = calls
+    norms = torch.linalg.vector_norm(call["grad"][call["active"]].double(), dim=1)
+    assert metrics[2]["grad_norm"] == pytest.approx(norms.mean().item(), rel=1e-5)

@@ -383,3 +383,13 @@ def test_training_beats_the_same_learner_frozen_by_a_margin_over_several_seeds()
     differences = [mean_reward("reinforce", 600, seed) - mean_reward("reinforce", 600, seed, learning_rate=1e-12)
                    for seed in range(4)]
     assert sum(differences) / len(differences) > 0.03, differences
+
+
+def test_social_filter_weights_start_uniform_within_one_over_root_fan_in():
+    """Like torch.nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = own + peer features; with
+    thousands of draws per block the largest magnitude comes within 2% of the bound."""
+    learner = make_learner("reinforce", SMALL, LearnerConfig(seed=3))
+    bound = 1.0 / math.sqrt(learner.self_dim + learner.peer_dim)
+    for name in ("w_own", "w_peer"):
+        largest = learner.params[f"social_filter_net.{name}"].abs().max().item()
+        assert 0.98 * bound < largest <= bound, (name, largest, bound)

@@ -160,3 +160,17 @@ def test_dict_observation_of_a_peer_shows_its_last_broadcast():
     obs, *_ = env.step(actions)
     # agent_0's peers are agent_1, agent_2, agent_3 in slot order
     np.testing.assert_allclose(obs["agent_0"]["peers"][:, :2], [[0.1, -0.1], [0.2, -0.2], [0.3, -0.3]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n, k", [(6, 4), (40, 3)])  # a permutation per row; offsets with redraws
+def test_sampled_peers_are_uniform_over_the_other_rows(n, k):
+    """Each other row is drawn with probability k / (n - 1): a chi-square test over the [N, N - 1] pair
+    counts (false-failure rate 1e-6); a row never drawn, or drawn too often, fails it."""
+    from scipy.stats import chisquare
+    g, draws = torch.Generator().manual_seed(11), 600
+    counts = torch.zeros(n, n, dtype=torch.long)
+    for _ in range(draws):
+        counts.scatter_add_(1, observe.sample_peers(n, k, g), torch.ones(n, k, dtype=torch.long))
+    assert counts.diagonal().sum() == 0
+    off_diagonal = counts[~torch.eye(n, dtype=torch.bool)].numpy()
+    assert chisquare(off_diagonal).pvalue > 1e-6, off_diagonal.reshape(n, n - 1)

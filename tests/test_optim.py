@@ -104,3 +104,17 @@ def test_a_new_gradient_tensor_is_used_not_the_last_ones_rows(adam_path):
         reference.param_groups[0]["params"][0].grad = torch.full((3,), sign)
         reference.step()
     torch.testing.assert_close(adam.params[0][1], reference.param_groups[0]["params"][0].detach())
+
+
+def test_loading_a_misshapen_or_non_tensor_state_is_refused_naming_what_came_and_changes_nothing():
+    g = torch.Generator().manual_seed(5)
+    params = stacked_params(2, g)
+    opt = BatchedAdam(params, lr=0.1)
+    opt.step([torch.randn(p.shape, generator=g) for p in params], torch.tensor([True, True]))
+    before = opt.state_dict()
+    wide = dict(before, exp_avg=[torch.zeros(2, 3, 5)] + before["exp_avg"][1:])  # SHAPES[0] is (3, 4)
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 5\) != expected \(2, 3, 4\)"):
+        opt.load_state_dict(wide)
+    with pytest.raises(ValueError, match=r"shape list != expected"):
+        opt.load_state_dict(dict(before, exp_avg_sq=[[0.0]] + before["exp_avg_sq"][1:]))
+    assert all(torch.equal(a, b) for a, b in zip(opt.exp_avg, before["exp_avg"]))
