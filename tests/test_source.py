@@ -1,5 +1,5 @@
-"""The code base keeps to public APIs (issue 12): no private torch functions or aten operators,
-which change without notice between torch releases."""
+"""Source hygiene (issue 12): public APIs only (no private torch functions or aten operators, which
+change without notice between torch releases), and the code clean under the ruff configuration."""
 import re
 from pathlib import Path
 
@@ -13,3 +13,12 @@ def test_no_private_torch_apis_outside_the_tests():
     found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in sources
              for number, line in enumerate(path.read_text().splitlines(), 1) if PRIVATE_TORCH.search(line)]
     assert len(sources) > 30 and not found, found
+
+
+def test_the_code_is_clean_under_the_projects_ruff_configuration():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
