@@ -8,6 +8,7 @@ no step), as a separate optimizer that is not called would be.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -142,18 +143,13 @@ class BatchedAdam:
             mine.copy_(theirs)
 
 
-_FUSED_ADAM: Optional[bool] = None
-
-
+@functools.cache
 def _fused_adam_works() -> bool:
     """Whether torch's fused CPU Adam works here (torch >= 2.4); checked once on a tiny problem."""
-    global _FUSED_ADAM
-    if _FUSED_ADAM is None:
-        try:
-            param, grad, avg, avg_sq = torch.ones(2), torch.ones(2), torch.zeros(2), torch.zeros(2)
-            functional_adam([param], [grad], [avg], [avg_sq], [], [torch.zeros(())], fused=True, amsgrad=False,
-                            beta1=0.9, beta2=0.999, lr=0.1, weight_decay=0.0, eps=1e-8, maximize=False)
-            _FUSED_ADAM = bool(torch.allclose(param, torch.full((2,), 0.9)))
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _FUSED_ADAM = False
-    return _FUSED_ADAM
+    try:
+        param, grad, avg, avg_sq = torch.ones(2), torch.ones(2), torch.zeros(2), torch.zeros(2)
+        functional_adam([param], [grad], [avg], [avg_sq], [], [torch.zeros(())], fused=True, amsgrad=False,
+                        beta1=0.9, beta2=0.999, lr=0.1, weight_decay=0.0, eps=1e-8, maximize=False)
+        return bool(torch.allclose(param, torch.full((2,), 0.9)))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False

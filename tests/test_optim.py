@@ -22,7 +22,8 @@ def adam_path(request, monkeypatch):
     """Run a test with torch's fused Adam kernel and again with the in-pass fallback (torch < 2.4)."""
     if request.param == "fused" and not agents.optim._fused_adam_works():
         pytest.skip("this torch has no fused CPU Adam kernel")
-    monkeypatch.setattr(agents.optim, "_FUSED_ADAM", request.param == "fused")
+    use_fused = request.param == "fused"
+    monkeypatch.setattr(agents.optim, "_fused_adam_works", lambda: use_fused)
     return request.param
 
 
