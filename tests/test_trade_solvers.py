@@ -177,6 +177,19 @@ def test_warm_prices_far_off_still_clear():
             check_optimal(warm, holdings, weights)
 
 
+@pytest.mark.parametrize("method", ["pgd", "newton"])
+def test_warm_start_with_a_zero_price_for_a_now_traded_good_still_clears(method):
+    """Last step nobody held good 1 (price 0); now it is held: a zero price is no Newton start
+    (everyone's demand for it is infinite), so the solver must fall back to water-filling."""
+    weights = np.array([[0.3, 0.7], [0.6, 0.4]])
+    previous = clear_market(np.array([[1.0, 0.0], [2.0, 0.0]]), weights, method="newton")
+    assert previous.prices[1] == 0.0 and previous.price_scale > 0  # the warm start holds a zero price
+    holdings = np.array([[1.0, 1.0], [2.0, 0.5]])
+    warm = clear_market(holdings, weights, method=method, warm_start=previous)
+    assert warm.converged
+    check_optimal(warm, holdings, weights)
+
+
 def best_response(weights, endowment_utility, prices):
     """Each agent's demand at ``prices`` with the least IR multiplier restoring its endowment
     utility, found by bisection on z = log(1 + mu) (independent of the solver's closed form).
