@@ -190,6 +190,22 @@ def test_warm_start_with_a_zero_price_for_a_now_traded_good_still_clears(method)
     check_optimal(warm, holdings, weights)
 
 
+def test_a_misleading_newton_direction_falls_back_to_the_diagonal_step(monkeypatch):
+    """Newton's model pointing uphill (the Newton step reversed) leaves the line search no
+    decrease; the diagonally scaled gradient must take over and still reach the optimum."""
+    honest = trade_newton._newton_direction
+
+    def uphill(economy, market):
+        direction, descent = honest(economy, market)
+        return -direction, descent
+
+    monkeypatch.setattr(trade_newton, "_newton_direction", uphill)
+    holdings, weights = random_instance(np.random.default_rng(3), 12, 3)
+    result = clear_market(holdings, weights, method="newton")
+    assert result.converged
+    check_optimal(result, holdings, weights)
+
+
 def best_response(weights, endowment_utility, prices):
     """Each agent's demand at ``prices`` with the least IR multiplier restoring its endowment
     utility, found by bisection on z = log(1 + mu) (independent of the solver's closed form).
