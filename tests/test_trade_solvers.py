@@ -206,6 +206,19 @@ def test_a_misleading_newton_direction_falls_back_to_the_diagonal_step(monkeypat
     check_optimal(result, holdings, weights)
 
 
+def test_repair_of_an_early_stop_conserves_a_good_nobody_demands():
+    """An iterate stopped early may hold none of a traded good; the final repair must still
+    hand out exactly the supply (projection) and leave everyone individually rational."""
+    holdings = np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 3.0]])  # [N, R]
+    weights = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])
+    data = trade_market._market_data(holdings.T.copy(), weights.T.copy())
+    iterate = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])  # good 1 demanded by nobody
+    x, _ = trade_market._finish(iterate, data, 0.0)
+    np.testing.assert_allclose(x.sum(axis=1), holdings.sum(axis=0), rtol=1e-15)
+    assert np.all(x >= 0)
+    assert np.all(utility(weights, x.T) >= utility(weights, holdings) - 1e-12)
+
+
 def best_response(weights, endowment_utility, prices):
     """Each agent's demand at ``prices`` with the least IR multiplier restoring its endowment
     utility, found by bisection on z = log(1 + mu) (independent of the solver's closed form).
