@@ -29,6 +29,7 @@ from trade_markets import (
 from homoecon_env.trade import clear_market
 from homoecon_env.trade import market as trade_market
 from homoecon_env.trade import newton as trade_newton
+from homoecon_env.trade import pgd as trade_pgd
 
 # ------------------------------------------------------------------------------------------------
 # Projected gradient alone: optimum, acceleration, tolerance, warm start
@@ -217,6 +218,16 @@ def test_repair_of_an_early_stop_conserves_a_good_nobody_demands():
     np.testing.assert_allclose(x.sum(axis=1), holdings.sum(axis=0), rtol=1e-15)
     assert np.all(x >= 0)
     assert np.all(utility(weights, x.T) >= utility(weights, holdings) - 1e-12)
+
+
+def test_projected_gradient_keeps_the_endowment_when_its_first_iterate_is_not_finite(monkeypatch):
+    """If rounding breaks down before any candidate exists, pgd falls back to no trade."""
+    monkeypatch.setattr(trade_pgd, "_lipschitz_estimate", lambda *args: np.inf)
+    holdings, weights = random_instance(np.random.default_rng(1), 5, 3)
+    result = clear_market(holdings, weights, init="endowment")
+    np.testing.assert_array_equal(result.allocation.numpy(), holdings)
+    assert result.prices.shape == (3,) and torch.all(result.prices == 0)
+    assert result.conservation_error == 0.0 and result.ir_violation == 0.0
 
 
 def best_response(weights, endowment_utility, prices):
