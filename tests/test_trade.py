@@ -281,3 +281,22 @@ def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch, broken_p
     result = trade.clear_market(holdings, torch.full((2, 2), 0.5, dtype=torch.float64), method="newton")
     assert torch.equal(result.allocation, holdings) and not result.converged
     assert torch.isfinite(result.prices).all() and result.ir_violation == 0.0
+
+
+def test_refused_max_iter_is_named_itself_not_init_max_iter():
+    # "init_max_iter" contains "max_iter": anchor the match so the message must start with the name.
+    with pytest.raises(ValueError, match=r"^max_iter: 0;"):
+        clear_market(np.ones((1, 2)), np.ones((1, 2)), max_iter=0)
+
+
+@pytest.mark.parametrize("value", [[[None, 1.0]], [["one", 1.0]], [[1.0, object()]]])
+def test_non_numeric_input_is_refused_with_a_value_error_naming_the_argument(value):
+    with pytest.raises(ValueError, match="^holdings: "):
+        clear_market(value, np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("method", ["pgd", "newton", "penalty"])
+def test_a_market_without_agents_reports_the_requested_method(method):
+    empty = clear_market(np.zeros((0, 3)), np.zeros((0, 3)), method=method)
+    assert empty.method == method and empty.converged and empty.iterations == 0
+    assert torch.all(empty.prices == 0) and empty.prices.shape == (3,)

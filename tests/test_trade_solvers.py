@@ -29,6 +29,7 @@ from trade_markets import (
 from homoecon_env.trade import clear_market
 from homoecon_env.trade import market as trade_market
 from homoecon_env.trade import newton as trade_newton
+from homoecon_env.trade import pgd as trade_pgd
 
 # ------------------------------------------------------------------------------------------------
 # Projected gradient alone: optimum, acceleration, tolerance, warm start
@@ -175,6 +176,58 @@ def test_warm_prices_far_off_still_clear():
             newton_steps = warm.iterations if method == "newton" else warm.init_iterations
             assert warm.converged and newton_steps > 1  # the far start had to be walked back
             check_optimal(warm, holdings, weights)
+
+
+@pytest.mark.parametrize("method", ["pgd", "newton"])
+def test_warm_start_with_a_zero_price_for_a_now_traded_good_still_clears(method):
+    """Last step nobody held good 1 (price 0); now it is held: a zero price is no Newton start
+    (everyone's demand for it is infinite), so the solver must fall back to water-filling."""
+    weights = np.array([[0.3, 0.7], [0.6, 0.4]])
+    previous = clear_market(np.array([[1.0, 0.0], [2.0, 0.0]]), weights, method="newton")
+    assert previous.prices[1] == 0.0 and previous.price_scale > 0  # the warm start holds a zero price
+    holdings = np.array([[1.0, 1.0], [2.0, 0.5]])
+    warm = clear_market(holdings, weights, method=method, warm_start=previous)
+    assert warm.converged
+    check_optimal(warm, holdings, weights)
+
+
+def test_a_misleading_newton_direction_falls_back_to_the_diagonal_step(monkeypatch):
+    """Newton's model pointing uphill (the Newton step reversed) leaves the line search no
+    decrease; the diagonally scaled gradient must take over and still reach the optimum."""
+    honest = trade_newton._newton_direction
+
+    def uphill(economy, market):
+        direction, descent = honest(economy, market)
+        return -direction, descent
+
+    monkeypatch.setattr(trade_newton, "_newton_direction", uphill)
+    holdings, weights = random_instance(np.random.default_rng(3), 12, 3)
+    result = clear_market(holdings, weights, method="newton")
+    assert result.converged
+    check_optimal(result, holdings, weights)
+
+
+def test_repair_of_an_early_stop_conserves_a_good_nobody_demands():
+    """An iterate stopped early may hold none of a traded good; the final repair must still
+    hand out exactly the supply (projection) and leave everyone individually rational."""
+    holdings = np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 3.0]])  # [N, R]
+    weights = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])
+    data = trade_market._market_data(holdings.T.copy(), weights.T.copy())
+    iterate = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])  # good 1 demanded by nobody
+    x, _ = trade_market._finish(iterate, data, 0.0)
+    np.testing.assert_allclose(x.sum(axis=1), holdings.sum(axis=0), rtol=1e-15)
+    assert np.all(x >= 0)
+    assert np.all(utility(weights, x.T) >= utility(weights, holdings) - 1e-12)
+
+
+def test_projected_gradient_keeps_the_endowment_when_its_first_iterate_is_not_finite(monkeypatch):
+    """If rounding breaks down before any candidate exists, pgd falls back to no trade."""
+    monkeypatch.setattr(trade_pgd, "_lipschitz_estimate", lambda *args: np.inf)
+    holdings, weights = random_instance(np.random.default_rng(1), 5, 3)
+    result = clear_market(holdings, weights, init="endowment")
+    np.testing.assert_array_equal(result.allocation.numpy(), holdings)
+    assert result.prices.shape == (3,) and torch.all(result.prices == 0)
+    assert result.conservation_error == 0.0 and result.ir_violation == 0.0
 
 
 def best_response(weights, endowment_utility, prices):
