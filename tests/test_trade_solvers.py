@@ -228,6 +228,7 @@ def test_projected_gradient_keeps_the_endowment_when_its_first_iterate_is_not_fi
     np.testing.assert_array_equal(result.allocation.numpy(), holdings)
     assert result.prices.shape == (3,) and torch.all(result.prices == 0)
     assert result.conservation_error == 0.0 and result.ir_violation == 0.0
+    assert not result.converged and result.kkt_residual == np.inf  # nothing was certified
 
 
 def best_response(weights, endowment_utility, prices):

@@ -215,7 +215,8 @@ def _solve_pgd(data: _MarketData, tol, max_iter, init, init_max_iter, warm_alloc
                     best = (diagnostics["kkt_residual"], x_full, lam, point.multipliers, diagnostics)
             elif best is None:  # rounding broke down (not seen in tests): keep the endowment
                 lam, mu = np.zeros(num_goods), np.zeros(num_agents)
-                best = (np.inf, e.copy(), lam, mu, _diagnostics(data, e, lam, mu))
+                # nothing was certified: report it as such (converged False), whatever no trade's residual
+                best = (np.inf, e.copy(), lam, mu, {**_diagnostics(data, e, lam, mu), "kkt_residual": np.inf})
             if best[0] <= tol or not finite or iterations >= max_iter or target < 1e-6 * tol:
                 break
             target *= 0.01
