@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_numpy", "finite_float_array", "int_array", "bool_mask", "peer_index_array"]
+__all__ = ["to_numpy", "float_array", "finite_float_array", "int_array", "bool_mask", "peer_index_array"]
 
 
 def to_numpy(values: Any, dtype: Any = None) -> np.ndarray:
@@ -20,13 +20,19 @@ def to_numpy(values: Any, dtype: Any = None) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
-def finite_float_array(values: Any, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """``values`` as float64 with one of the allowed numbers of dimensions, every entry finite."""
+def float_array(values: Any, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+    """``values`` as a float64 array with one of the allowed numbers of dimensions."""
     array = to_numpy(values, dtype=np.float64)
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if array.ndim not in allowed:
         raise ValueError(f"{name}: expected {' or '.join(f'{d}-D' for d in allowed)} array, "
                          f"got shape {array.shape}")
+    return array
+
+
+def finite_float_array(values: Any, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+    """:func:`float_array` with every entry finite."""
+    array = float_array(values, name, ndim)
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name}: contains nan or inf; expected finite values")
     return array

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from homoecon_env.diagnostics.arrays import to_numpy
+from homoecon_env.diagnostics.arrays import float_array as as_array  # plots accept non-finite values
 from homoecon_env.files import atomic_write_bytes
 
 DPI = 100
@@ -41,16 +41,6 @@ def add_legend(ax: Axes, **kwargs: Any) -> None:
     """A small legend, only if something is labelled."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=TICK_SIZE, framealpha=0.8, **kwargs)
-
-
-def as_array(values: Any, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """``values`` as a float64 array with one of the allowed numbers of dimensions."""
-    array = to_numpy(values, dtype=np.float64)
-    allowed = (ndim,) if isinstance(ndim, int) else ndim
-    if array.ndim not in allowed:
-        raise ValueError(f"{name}: expected {' or '.join(f'{d}-D' for d in allowed)} array, "
-                         f"got shape {array.shape}")
-    return array
 
 
 def x_values(length: int, steps: Any, name: str) -> np.ndarray:
