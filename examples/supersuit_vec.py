@@ -22,7 +22,15 @@ Layout (row m of every array is slot m % N of economy m // N)
 
 Episodes: with on_death="terminate" a slot's occupant dying sets terminations[m] = True and the slot
 goes on with the newborn (the vector-env auto-reset convention). At max_steps every slot of that
-economy is truncated and SuperSuit resets that economy by itself; the vector env keeps going.
+economy is truncated and SuperSuit resets that economy by itself (its last observations are in
+infos[m]["terminal_observation"]); the vector env keeps going. SuperSuit's own rules to know:
+  - it resets an economy whenever ALL its slots are done at once, so a step in which every
+    occupant dies (a mass starvation) also starts a new episode there;
+  - on the step of a reset, infos[m] holds the new episode's reset infos (agent_id, born, died, ...
+    of the last step are overwritten);
+  - per-agent wrappers (normalize_obs_v0, clip_actions_v0, agent_indicator_v0, dtype_v0, ...) go
+    through PettingZoo's AEC conversion, where a terminated agent must leave: use them with
+    on_death="continue" (deaths then show only in infos[m]["died"]).
 """
 import argparse
 import copy

@@ -110,6 +110,26 @@ def test_vector_env_resets_an_economy_at_max_steps_and_keeps_going(supersuit):
     assert all(env.economy.state.step == 2 for env in references)
 
 
+def test_vector_env_restarts_an_economy_whose_occupants_all_die_in_one_step(supersuit):
+    """SuperSuit's rule the recipe documents: every sub-env done means a new episode, so with
+    on_death='terminate' a step in which every occupant dies (max_age=1: all die of age) restarts
+    the economy, where the plain slot view goes on with the newborns."""
+    kwargs = dict(num_agents=4, max_steps=10, max_age=1, on_death="terminate")
+    vec_env, reference = vector_env(supersuit, 1, **kwargs), slot_parallel_env(**kwargs)
+    slots = reference.possible_agents
+    actions = action_sequence(vec_env.action_space, 4, 1, seed=2)[0]
+    vec_env.reset(seed=3)
+    reference.reset(seed=3)
+    observations, _, terminations, truncations, infos = vec_env.step(actions)
+    step_observations, _, _, _, step_infos = reference.step(dict(zip(slots, actions)))
+    assert terminations.all() and not truncations.any()
+    assert [step_infos[slot]["agent_id"] for slot in slots] == [4, 5, 6, 7]  # the plain view: newborns
+    np.testing.assert_array_equal(np.stack([info["terminal_observation"] for info in infos]),
+                                  stacked([step_observations], slots))
+    np.testing.assert_array_equal(observations, stacked([reference.reset()[0]], slots))
+    assert [info["agent_id"] for info in infos] == [0, 1, 2, 3]  # a new episode's founders
+
+
 def test_recipe_short_run_gives_a_finite_loss_and_changes_the_policy(capsys):
     import_extra("supersuit", "supersuit")
     spec = importlib.util.spec_from_file_location("supersuit_vec", RECIPE)
