@@ -1,6 +1,6 @@
 """SuperSuit recipe: HomoEcon's fixed-slot view as one Gymnasium-style vector env, one batched policy.
 
-    python examples/supersuit_vec.py                      # E=4 economies of N=50 agents, ~2 minutes
+    python examples/supersuit_vec.py                      # E=4 economies of N=50 agents, ~3 minutes
     python examples/supersuit_vec.py --iterations 3       # a quick smoke run
 
 What it does
@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-envs", type=int, default=4, help="E economies in the vector env")
     parser.add_argument("--num-agents", type=int, default=50, help="N slots per economy")
     parser.add_argument("--max-steps", type=int, default=200, help="episode length of each economy")
-    parser.add_argument("--iterations", type=int, default=150, help="rollout + update iterations")
+    parser.add_argument("--iterations", type=int, default=60, help="rollout + update iterations")
     parser.add_argument("--rollout-steps", type=int, default=16, help="vector steps per rollout")
     parser.add_argument("--eval-steps", type=int, default=100, help="vector steps of the final comparison")
     parser.add_argument("--gamma", type=float, default=0.9)
