@@ -72,7 +72,8 @@ class Policy(nn.Module):
 
 def discounted_returns(rewards, dones, last_value, gamma):
     """n-step returns [T, M]: G_t = r_t + gamma * G_{t+1}, cut where a slot's episode ended (done)
-    and bootstrapped with the value of the observation after the rollout."""
+    and bootstrapped with the value of the observation after the rollout. (A truncation at max_steps
+    is cut like a death, without bootstrapping: a small bias, kept for brevity.)"""
     returns = torch.zeros_like(rewards)
     running = last_value
     for t in reversed(range(len(rewards))):
@@ -91,14 +92,22 @@ def mean_reward(vec_env, act, steps: int, seed: int) -> float:
     return total / steps
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (a clear usage error otherwise)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
+    return value
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-envs", type=int, default=4, help="E economies in the vector env")
-    parser.add_argument("--num-agents", type=int, default=50, help="N slots per economy")
-    parser.add_argument("--max-steps", type=int, default=200, help="episode length of each economy")
-    parser.add_argument("--iterations", type=int, default=60, help="rollout + update iterations")
-    parser.add_argument("--rollout-steps", type=int, default=16, help="vector steps per rollout")
-    parser.add_argument("--eval-steps", type=int, default=100, help="vector steps of the final comparison")
+    parser.add_argument("--num-envs", type=positive_int, default=4, help="E economies in the vector env")
+    parser.add_argument("--num-agents", type=positive_int, default=50, help="N slots per economy")
+    parser.add_argument("--max-steps", type=positive_int, default=200, help="episode length of each economy")
+    parser.add_argument("--iterations", type=positive_int, default=60, help="rollout + update iterations")
+    parser.add_argument("--rollout-steps", type=positive_int, default=16, help="vector steps per rollout")
+    parser.add_argument("--eval-steps", type=positive_int, default=100, help="vector steps of the final comparison")
     parser.add_argument("--gamma", type=float, default=0.9)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--entropy-coef", type=float, default=1e-3)
