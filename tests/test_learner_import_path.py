@@ -7,6 +7,7 @@ recorded (TensorBoard's job shares, evaluate's metrics.json), not from the learn
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -221,3 +222,17 @@ def test_the_current_directory_is_searched_last_and_only_once(isolated_imports):
     search_current_directory()
     search_current_directory()
     assert sys.path.count(str(isolated_imports)) == 1 and sys.path[-1] == str(isolated_imports)
+
+
+def test_the_readme_import_path_commands_name_the_readme_class(isolated_imports):
+    """The README's `--learner mymodule:GreedyLearner` resolves to its example class saved as mymodule.py."""
+    section = (ROOT / "README.md").read_text().split("## Plug in another algorithm", 1)[1].split("\n## ", 1)[0]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (isolated_imports / "mymodule.py").write_text("\n".join(line for line in example.splitlines()
+                                                            if "LEARNERS" not in line))
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    names = set(re.findall(r"--learner (\S+)", commands))
+    assert names == {"mymodule:GreedyLearner"}
+    sys.path.append(str(isolated_imports))
+    learner = make_learner(names.pop(), EconomyConfig(num_agents=3))
+    assert type(learner).__name__ == "GreedyLearner" and isinstance(learner, Learner)
