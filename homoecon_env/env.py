@@ -6,32 +6,23 @@ exist only here.
 from __future__ import annotations
 
 import functools
-import operator
 import re
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import numpy as np
-import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
+from homoecon_env.action_dicts import DictActionStacker, dict_action_space
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Economy, StepOutput
-from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, as_array, kind_name
 from homoecon_env.core.lifecycle import DEATH_CAUSES
 from homoecon_env.core.production import season_features
+from homoecon_env.render import RenderModes
 
-ACTION_KEYS = ("broadcast", "job", "effort", "trade_weights", "consume")
-_ACTION_KEY_SET = frozenset(ACTION_KEYS)
 _NAME = re.compile(r"agent_(0|[1-9][0-9]*)\Z")
-# The dtypes the stacked fast path takes as they are; anything else goes through the named checks.
-_REAL_DTYPES = frozenset(np.dtype(kind + str(size))
-                         for kind, sizes in (("float", (16, 32, 64)), ("int", (8, 16, 32, 64)),
-                                             ("uint", (8, 16, 32, 64)))
-                         for size in sizes)
-_dtype_of = operator.attrgetter("dtype")
 
 
 class AgentNames(Sequence):
@@ -135,11 +126,14 @@ class HomoEconEnv(ParallelEnv):
     "starvation", and it leaves `agents`; its last observation has its own features at death and the
     peer slots of the row it held after the step (that row's newborn's sample when peers are
     sampled). In the same step a newborn `agent_<next k>` takes its place, present in all five
-    dicts with reward 0.0 and `infos = {"born": True, "parents": (p1, p2), "generation": g}`.
+    dicts with reward 0.0 and `infos = {"born": True, "parents": (p1, p2), "generation": g, "slot": i}`
+    (i: the row it took, the `slot_i` of the fixed-slot view, docs/design.md section 8).
     At `max_steps` every live agent is truncated and nobody is born.
 
     ## Arguments
-    `config`: an EconomyConfig (default: the seed's economy); `render_mode`: None or "rgb_array";
+    `config`: an EconomyConfig (default: the seed's economy); `render_mode`: None, "rgb_array" (render()
+    returns a frame) or "human" (every reset and step draws the frame in a matplotlib window; nothing
+    is drawn when matplotlib's backend is not interactive, e.g. headless);
     `**overrides`: EconomyConfig fields, e.g. `num_agents=200`.
 
     ## Example
@@ -164,16 +158,16 @@ class HomoEconEnv(ParallelEnv):
     `last_stats` closes the goods ledger (`inputs_used`, `decayed`, `founder_endowment`).
     """
 
-    metadata = {"name": "homoecon_v0", "render_modes": ["rgb_array"], "is_parallelizable": True, "render_fps": 5}
+    metadata = {"name": "homoecon_v0", "render_modes": list(RenderModes.MODES), "is_parallelizable": True,
+                "render_fps": RenderModes.FPS}
 
     def __init__(self, config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides):
         if config is not None and not isinstance(config, EconomyConfig):
             raise ValueError(f"config must be an EconomyConfig or None, got {type(config).__name__}")
         config = (config or EconomyConfig()).replace(**overrides) if overrides else (config or EconomyConfig())
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.config = config
-        self.render_mode = render_mode
+        self.render_mode = RenderModes.checked(render_mode)
+        self._renderer = RenderModes(self.render_mode, self.metadata["render_fps"])
         self.economy = Economy(config)
         self.possible_agents = AgentNames(config.max_population_names)
         self.agents: list[str] = []
@@ -184,12 +178,8 @@ class HomoEconEnv(ParallelEnv):
     # even for millions of possible names (an lru_cache keyed by name would grow with the episode).
     @functools.cached_property
     def _observation_space(self) -> spaces.Dict:
-        c = self.config
-        nr, b, d, nj, k = c.num_resources, c.broadcast_dim, c.id_dim, c.num_jobs, c.peers_observed
-        self_low = np.concatenate([np.zeros(nr), [0, 0], np.zeros(nr), -np.ones(b), -np.ones(d), -np.ones(2 * nj)])
-        self_high = np.concatenate([np.full(nr, np.inf), [1, 1], np.ones(nr), np.ones(b), np.ones(d), np.ones(2 * nj)])
-        peer_low = np.concatenate([-np.ones(b), -np.ones(d), np.zeros(nr)])
-        peer_high = np.concatenate([np.ones(b), np.ones(d), np.full(nr, np.inf)])
+        (self_low, self_high), (peer_low, peer_high) = observation_bounds(self.config)
+        k = self.config.peers_observed
         return spaces.Dict({
             "self": spaces.Box(self_low.astype(np.float32), self_high.astype(np.float32), dtype=np.float32),
             "peers": spaces.Box(np.tile(peer_low, (k, 1)).astype(np.float32),
@@ -200,13 +190,7 @@ class HomoEconEnv(ParallelEnv):
     @functools.cached_property
     def _action_space(self) -> spaces.Dict:
         c = self.config
-        return spaces.Dict({
-            "broadcast": spaces.Box(-1.0, 1.0, (c.broadcast_dim,), dtype=np.float32),
-            "job": spaces.Discrete(c.num_jobs),
-            "effort": spaces.Box(0.0, 1.0, (1,), dtype=np.float32),
-            "trade_weights": spaces.Box(0.0, 1.0, (c.num_resources,), dtype=np.float32),
-            "consume": spaces.Box(0.0, 1.0, (c.num_resources,), dtype=np.float32),
-        })
+        return dict_action_space(c.broadcast_dim, c.num_jobs, c.num_resources)
 
     def observation_space(self, agent) -> spaces.Dict:
         """The observation space; MUST be (and is) the same object for every agent."""
@@ -218,7 +202,7 @@ class HomoEconEnv(ParallelEnv):
 
     @functools.cached_property
     def state_space(self) -> spaces.Box:
-        return spaces.Box(-np.inf, np.inf, (self._state_size(),), dtype=np.float32)
+        return global_state_space(self.config)
 
     # -- episode ----------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
@@ -230,6 +214,7 @@ class HomoEconEnv(ParallelEnv):
         observation = self.economy.reset(seed)
         self._slot_names = [f"agent_{k}" for k in self.economy.state.agent_ids.tolist()]
         self.agents = list(self._slot_names)
+        self._renderer.after_step(self.economy)
         return self._observation_dict(observation, self.agents), {a: {} for a in self.agents}
 
     def step(self, actions: Mapping):
@@ -237,7 +222,9 @@ class HomoEconEnv(ParallelEnv):
         alive after the step plus those that died in it. Refused input leaves the env unchanged."""
         batched = self._actions_to_tensors(actions)
         out = self.economy.step(batched)
-        return self._step_dicts(out)
+        dicts = self._step_dicts(out)
+        self._renderer.after_step(self.economy)
+        return dicts
 
     def _step_dicts(self, out: StepOutput):
         acting, state = self._slot_names, self.economy.state_arrays
@@ -270,7 +257,7 @@ class HomoEconEnv(ParallelEnv):
                 terminations[name] = False
                 truncations[name] = False
                 infos[name] = {"born": True, "parents": tuple(acting[p] for p in parent_slots if p >= 0),
-                               "generation": born_generation}
+                               "generation": born_generation, "slot": slot}
         self._slot_names = new_names
         self.agents = [] if out.truncated else (list(new_names) if state.alive.all() else
                                                 [name for name, live in zip(new_names, state.alive.tolist()) if live])
@@ -290,52 +277,23 @@ class HomoEconEnv(ParallelEnv):
             raise ValueError("no live agents: the episode is over (or reset() was not called); call reset()")
         if not isinstance(actions, Mapping):
             raise ValueError(f"actions must be a dict keyed by agent name, got {type(actions).__name__}")
-        return self._stack_well_formed(actions) or self._check_and_stack(actions)
-
-    def _stack_well_formed(self, actions: Mapping) -> Optional[Actions]:
-        """The common case in a few list-wide calls: one action dict with exactly the five keys per
-        live agent, every value an array of a real dtype and the right shape, every job an int.
-        Returns None for anything else, which `_check_and_stack` then checks agent by agent to name
-        the culprit. (Values, finiteness and job range are the economy's checks, which name the
-        agent by its row.)"""
         names = self._slot_names
-        if len(actions) != len(names) or len(names) != len(self.agents):
-            return None
         try:
-            chosen = [actions[name] for name in names]
+            chosen = [actions[name] for name in names] \
+                if len(actions) == len(names) == len(self.agents) else None
         except (KeyError, TypeError):
-            return None
-        if not all((type(action) is dict or isinstance(action, Mapping)) and action.keys() == _ACTION_KEY_SET
-                   for action in chosen):
-            return None
-        jobs = [action["job"] for action in chosen]
-        if not all(issubclass(kind, (int, np.integer)) and kind is not bool for kind in set(map(type, jobs))):
-            return None
-        stacked = {}
-        try:
-            job = np.asarray(jobs)  # int64, or uint64 / float64 / object past the int64 range
-            if job.dtype.kind not in "iu":
-                return None
-            for key, shape in self._action_shapes.items():
-                values = [action[key] for action in chosen]
-                if not _REAL_DTYPES.issuperset(map(_dtype_of, values)):  # lists, tensors, bools, complex, text
-                    return None
-                value = np.asarray(values)  # [N, ...] in their common dtype: the economy widens to float64
-                if value.shape[1:] != shape or value.dtype.kind not in REAL_KINDS:
-                    return None
-                stacked[key] = value
-        except (AttributeError, TypeError, ValueError, OverflowError):
-            return None
-        stacked["effort"] = stacked["effort"][:, 0]
-        return Actions(job=job, **stacked)
+            chosen = None
+        if chosen is None:
+            self._check_names(actions)
+            chosen = [actions[name] for name in names]
+        return self._stacker.stack(chosen, names)
 
     @functools.cached_property
-    def _action_shapes(self) -> dict:
-        """Shape of each float action in the action space."""
-        return {key: self._action_space[key].shape for key in ACTION_KEYS if key != "job"}
+    def _stacker(self) -> DictActionStacker:
+        return DictActionStacker(self._action_space)
 
-    def _check_and_stack(self, actions: Mapping) -> Actions:
-        """Check every agent's action one by one, raising ValueError at the first fault; then stack."""
+    def _check_names(self, actions: Mapping) -> None:
+        """ValueError naming the first unknown or dead agent, or the first live agent without an action."""
         live = set(self.agents)
         for name in actions:
             if name not in live:
@@ -346,68 +304,12 @@ class HomoEconEnv(ParallelEnv):
         if missing:
             raise ValueError(f"{missing[0]}: no action given for this live agent "
                              f"({len(missing)} live agent(s) missing, e.g. {missing[:3]})")
-        columns = {key: [] for key in ACTION_KEYS}
-        for name in self._slot_names:
-            action = actions[name]
-            if not isinstance(action, Mapping):
-                raise ValueError(f"{name}: action must be a dict with keys {list(ACTION_KEYS)}, "
-                                 f"got {type(action).__name__}")
-            for key in ACTION_KEYS:
-                if key not in action:
-                    raise ValueError(f"{name}: action has no '{key}' (keys: {sorted(action)})")
-                columns[key].append(self._checked_job(name, action[key]) if key == "job"
-                                    else self._checked_value(name, key, action[key]))
-            extra = set(action) - set(ACTION_KEYS)
-            if extra:
-                raise ValueError(f"{name}: action has unknown key(s) {sorted(extra)}; expected {list(ACTION_KEYS)}")
-        stacked = {key: np.stack(columns[key]).astype(np.float64) for key in self._action_shapes}
-        stacked["effort"] = stacked["effort"][:, 0]
-        return Actions(job=np.array(columns["job"], dtype=np.int64), **stacked)
-
-    def _checked_job(self, name: str, value) -> int:
-        """One agent's job as a Python int in [0, J), or ValueError naming the agent."""
-        integral = isinstance(value, (int, np.integer)) and not isinstance(value, bool) or (
-            isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0
-            and as_array(value, "job").dtype.kind in "iu")
-        num_jobs = self._action_space["job"].n
-        if not integral:
-            raise ValueError(f"{name}: action 'job' is not an int (got {value!r}, {type(value).__name__}); "
-                             f"expected an int in [0, {num_jobs})")
-        if not 0 <= int(value) < num_jobs:
-            raise ValueError(f"{name}: action 'job' is out of range (got {int(value)}); "
-                             f"expected an int in [0, {num_jobs})")
-        return int(value)
-
-    def _checked_value(self, name: str, key: str, value) -> np.ndarray:
-        """One agent's float action as an array of a real dtype and its Box's shape, or ValueError
-        naming the agent and key. (Finiteness and clipping are the economy's.)"""
-        low, high = ACTION_BOUNDS[key]
-        try:
-            array = as_array(value, key)
-        except ValueError as error:
-            raise ValueError(f"{name}: {error}") from None
-        if array.shape != self._action_shapes[key]:
-            raise ValueError(f"{name}: action '{key}' has shape {array.shape}, expected {self._action_shapes[key]}")
-        if array.dtype.kind not in REAL_KINDS:
-            raise ValueError(f"{name}: action '{key}' is not numeric ({kind_name(array)}; got {value!r}); "
-                             f"expected real numbers in [{low}, {high}]")
-        return array
 
     # -- global views -------------------------------------------------------------------------
-    def _state_size(self) -> int:
-        c = self.config
-        return c.num_agents * (2 * c.num_resources + c.broadcast_dim + 3) + 1 + 2 * c.num_jobs
-
     def state(self) -> np.ndarray:
         """Global float32 state: per slot holdings, age/max_age, tastes, broadcast, effort, alive; then
         t/max_steps and the season features."""
-        s = self.economy.state_arrays
-        if s is None:
-            raise ValueError("state() before reset()")
-        per_agent = np.concatenate([s.holdings, (s.ages / self.config.max_age)[:, None], s.utility_weights,
-                                    s.broadcast, s.effort[:, None], s.alive[:, None]], axis=1, dtype=np.float64)
-        season = season_features(self.economy.jobs, s.step)
-        return np.concatenate([per_agent.reshape(-1), [s.step / self.config.max_steps], season], dtype=np.float32)
+        return global_state(self.economy)
 
     @property
     def last_stats(self) -> dict:
@@ -417,14 +319,41 @@ class HomoEconEnv(ParallelEnv):
         return self.economy.last_stats
 
     def render(self):
-        """An rgb_array dashboard frame (H, W, 3) uint8; None when render_mode is None."""
-        if self.render_mode is None:
-            return None
-        from homoecon_env.render import dashboard_frame
-        return dashboard_frame(self.economy)
+        """rgb_array: an (H, W, 3) uint8 dashboard frame; human: shows it in a window (nothing when
+        headless) and returns None; None when render_mode is None."""
+        return self._renderer.render(self.economy)
 
     def close(self):
-        pass
+        self._renderer.close()
+
+
+def observation_bounds(config: EconomyConfig):
+    """((self_low, self_high), (peer_low, peer_high)) float64 bounds of one observation's own
+    features [S] and of one peer row [P]; holdings are unbounded above (docs/design.md section 3)."""
+    nr, b, d, nj = config.num_resources, config.broadcast_dim, config.id_dim, config.num_jobs
+    self_low = np.concatenate([np.zeros(nr), [0, 0], np.zeros(nr), -np.ones(b), -np.ones(d), -np.ones(2 * nj)])
+    self_high = np.concatenate([np.full(nr, np.inf), [1, 1], np.ones(nr), np.ones(b), np.ones(d), np.ones(2 * nj)])
+    peer_low = np.concatenate([-np.ones(b), -np.ones(d), np.zeros(nr)])
+    peer_high = np.concatenate([np.ones(b), np.ones(d), np.full(nr, np.inf)])
+    return (self_low, self_high), (peer_low, peer_high)
+
+
+def global_state_space(config: EconomyConfig) -> spaces.Box:
+    """The Box of `global_state`."""
+    size = config.num_agents * (2 * config.num_resources + config.broadcast_dim + 3) + 1 + 2 * config.num_jobs
+    return spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32)
+
+
+def global_state(economy: Economy) -> np.ndarray:
+    """Global float32 state: per slot holdings, age/max_age, tastes, broadcast, effort, alive; then
+    t/max_steps and the season features."""
+    s, config = economy.state_arrays, economy.config
+    if s is None:
+        raise ValueError("state() before reset()")
+    per_agent = np.concatenate([s.holdings, (s.ages / config.max_age)[:, None], s.utility_weights,
+                                s.broadcast, s.effort[:, None], s.alive[:, None]], axis=1, dtype=np.float64)
+    season = season_features(economy.jobs, s.step)
+    return np.concatenate([per_agent.reshape(-1), [s.step / config.max_steps], season], dtype=np.float32)
 
 
 def parallel_env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides) -> HomoEconEnv:

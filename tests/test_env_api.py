@@ -75,7 +75,7 @@ def test_render_returns_an_rgb_frame():
     assert frame.std() > 0  # not a blank picture
     assert homoecon_env.parallel_env(num_agents=3).render() is None
     with pytest.raises(ValueError, match="render_mode"):
-        homoecon_env.parallel_env(render_mode="human")
+        homoecon_env.parallel_env(render_mode="ansi")
 
 
 def test_state_is_a_fixed_size_finite_float32_vector():

@@ -1,0 +1,125 @@
+"""Per-agent Dict actions -> the batched `Actions`, with checks that name the agent and key.
+
+Both PettingZoo views use it: the named env labels rows `agent_<k>`, the slot view `slot_<i>`
+(docs/design.md sections 3 and 8). Values, finiteness and job range of a well-formed batch are the
+economy's checks; this module checks structure (keys, shapes, types) and names the culprit.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, Actions, as_array, kind_name
+
+ACTION_KEYS = ("broadcast", "job", "effort", "trade_weights", "consume")
+_ACTION_KEY_SET = frozenset(ACTION_KEYS)
+# The dtypes the stacked fast path takes as they are; anything else goes through the named checks.
+_REAL_DTYPES = frozenset(np.dtype(kind + str(size))
+                         for kind, sizes in (("float", (16, 32, 64)), ("int", (8, 16, 32, 64)),
+                                             ("uint", (8, 16, 32, 64)))
+                         for size in sizes)
+_dtype_of = operator.attrgetter("dtype")
+
+
+def dict_action_space(broadcast_dim: int, num_jobs: int, num_resources: int) -> spaces.Dict:
+    """The Dict action space of one agent (docs/design.md section 3)."""
+    return spaces.Dict({
+        "broadcast": spaces.Box(-1.0, 1.0, (broadcast_dim,), dtype=np.float32),
+        "job": spaces.Discrete(num_jobs),
+        "effort": spaces.Box(0.0, 1.0, (1,), dtype=np.float32),
+        "trade_weights": spaces.Box(0.0, 1.0, (num_resources,), dtype=np.float32),
+        "consume": spaces.Box(0.0, 1.0, (num_resources,), dtype=np.float32),
+    })
+
+
+class DictActionStacker:
+    """Stacks one Dict action per row (in row order) into `Actions` of NumPy arrays."""
+
+    def __init__(self, action_space: spaces.Dict):
+        self.num_jobs = action_space["job"].n
+        self.shapes = {key: action_space[key].shape for key in ACTION_KEYS if key != "job"}
+
+    def stack(self, chosen: Sequence, labels: Sequence[str]) -> Actions:
+        """``chosen[i]`` is the action of the row labelled ``labels[i]``. Raises ValueError naming
+        the label and key of the first malformed action."""
+        return self._stack_well_formed(chosen) or self._check_and_stack(chosen, labels)
+
+    def _stack_well_formed(self, chosen: Sequence):
+        """The common case in a few list-wide calls: exactly the five keys per row, every value an
+        array of a real dtype and the right shape, every job an int. None for anything else, which
+        `_check_and_stack` then checks row by row to name the culprit."""
+        if not all((type(action) is dict or isinstance(action, Mapping)) and action.keys() == _ACTION_KEY_SET
+                   for action in chosen):
+            return None
+        jobs = [action["job"] for action in chosen]
+        if not all(issubclass(kind, (int, np.integer)) and kind is not bool for kind in set(map(type, jobs))):
+            return None
+        stacked = {}
+        try:
+            job = np.asarray(jobs)  # int64, or uint64 / float64 / object past the int64 range
+            if job.dtype.kind not in "iu":
+                return None
+            for key, shape in self.shapes.items():
+                values = [action[key] for action in chosen]
+                if not _REAL_DTYPES.issuperset(map(_dtype_of, values)):  # lists, tensors, bools, complex, text
+                    return None
+                value = np.asarray(values)  # [N, ...] in their common dtype: the economy widens to float64
+                if value.shape[1:] != shape or value.dtype.kind not in REAL_KINDS:
+                    return None
+                stacked[key] = value
+        except (AttributeError, TypeError, ValueError, OverflowError):
+            return None
+        stacked["effort"] = stacked["effort"][:, 0]
+        return Actions(job=job, **stacked)
+
+    def _check_and_stack(self, chosen: Sequence, labels: Sequence[str]) -> Actions:
+        """Check every row's action one by one, raising ValueError at the first fault; then stack."""
+        columns = {key: [] for key in ACTION_KEYS}
+        for name, action in zip(labels, chosen):
+            if not isinstance(action, Mapping):
+                raise ValueError(f"{name}: action must be a dict with keys {list(ACTION_KEYS)}, "
+                                 f"got {type(action).__name__}")
+            for key in ACTION_KEYS:
+                if key not in action:
+                    raise ValueError(f"{name}: action has no '{key}' (keys: {sorted(action)})")
+                columns[key].append(self._checked_job(name, action[key]) if key == "job"
+                                    else self._checked_value(name, key, action[key]))
+            extra = set(action) - set(ACTION_KEYS)
+            if extra:
+                raise ValueError(f"{name}: action has unknown key(s) {sorted(extra)}; expected {list(ACTION_KEYS)}")
+        stacked = {key: np.stack(columns[key]).astype(np.float64) for key in self.shapes}
+        stacked["effort"] = stacked["effort"][:, 0]
+        return Actions(job=np.array(columns["job"], dtype=np.int64), **stacked)
+
+    def _checked_job(self, name: str, value) -> int:
+        """One row's job as a Python int in [0, J), or ValueError naming the row."""
+        integral = isinstance(value, (int, np.integer)) and not isinstance(value, bool) or (
+            isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0
+            and as_array(value, "job").dtype.kind in "iu")
+        if not integral:
+            raise ValueError(f"{name}: action 'job' is not an int (got {value!r}, {type(value).__name__}); "
+                             f"expected an int in [0, {self.num_jobs})")
+        if not 0 <= int(value) < self.num_jobs:
+            raise ValueError(f"{name}: action 'job' is out of range (got {int(value)}); "
+                             f"expected an int in [0, {self.num_jobs})")
+        return int(value)
+
+    def _checked_value(self, name: str, key: str, value) -> np.ndarray:
+        """One row's float action as an array of a real dtype and its Box's shape, or ValueError
+        naming the row and key. (Finiteness and clipping are the economy's.)"""
+        low, high = ACTION_BOUNDS[key]
+        try:
+            array = as_array(value, key)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        if array.shape != self.shapes[key]:
+            raise ValueError(f"{name}: action '{key}' has shape {array.shape}, expected {self.shapes[key]}")
+        if array.dtype.kind not in REAL_KINDS:
+            raise ValueError(f"{name}: action '{key}' is not numeric ({kind_name(array)}; got {value!r}); "
+                             f"expected real numbers in [{low}, {high}]")
+        return array
+
