@@ -12,6 +12,14 @@ trained on every slot's experience (parameter sharing). Sampling and learning bo
 process (`num_env_runners=0`, `num_learners=0`), so it runs on a laptop; raise
 `--num-env-runners` to sample in parallel Ray workers.
 
+Deaths: the view runs with `on_death="continue"` (deaths only in infos; a slot's newborn goes on
+in the same RLlib episode, so PPO's returns run across occupants of a slot). `"terminate"` does
+not fit RLlib: it sends no more actions for an agent once terminated, while every slot must act
+every step (the slot view then raises "slot_k: no action given").
+
+Seeding: `--seed` seeds torch, NumPy and the env's first reset; RLlib walks the slots through Python
+sets, so a run repeats exactly only under a fixed hash seed: `PYTHONHASHSEED=0 python ...`.
+
 Each iteration prints env steps sampled (one env step = every slot acting once), the mean episode
 return (summed over slots, as RLlib reports multi-agent returns) and the PPO losses.
 """
@@ -20,6 +28,7 @@ import math
 import time
 
 import ray
+import torch
 import tyro
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
@@ -54,6 +63,8 @@ class Args:
     """CPUs Ray may use when this script starts it"""
     seed: int = 0
     """seeds RLlib (torch, numpy, env resets)"""
+    torch_threads: int = 1
+    """torch threads in this process: the networks and the economy are small, and more threads mostly contend"""
 
 
 def make_env(env_config: dict) -> ParallelPettingZooEnv:
@@ -90,6 +101,7 @@ def build_config(args: Args) -> PPOConfig:
 
 def main(args: Args) -> list[dict]:
     """Train `args.iterations` PPO iterations; print and return each iteration's summary."""
+    torch.set_num_threads(args.torch_threads)
     register_env(ENV_NAME, make_env)
     started_ray = not ray.is_initialized()
     if started_ray:
