@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gymnasium.spaces import Box
 
 from homoecon_env import slot_parallel_env
 from tests.extras import import_extra
@@ -32,10 +33,12 @@ def recipe():
 def ray_session():
     """One local Ray for the module (startup costs seconds), shut down after its last test."""
     ray = import_extra("ray", "rllib")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
+    torch.set_num_threads(threads)  # the recipe sets 1 too; later test modules get the default back
 
 
 def test_rllib_env_checker_accepts_the_wrapped_slot_view(recipe):
@@ -45,10 +48,9 @@ def test_rllib_env_checker_accepts_the_wrapped_slot_view(recipe):
     check_multiagent_environments(env)  # raises on a malformed reset/step
     slots = [f"slot_{i}" for i in range(SMALL["num_agents"])]
     assert sorted(env.possible_agents) == sorted(slots)
-    for slot in slots:  # flat Box spaces for every slot, as RLlib's default encoder needs
-        assert env.get_observation_space(slot).shape is not None
-        assert len(env.get_observation_space(slot).shape) == 1
-        assert len(env.get_action_space(slot).shape) == 1
+    for slot in slots:  # one flat Box per slot each way, as RLlib's default encoder and Gaussian need
+        for space in (env.get_observation_space(slot), env.get_action_space(slot)):
+            assert isinstance(space, Box) and len(space.shape) == 1
 
 
 def test_wrapper_passes_slot_rewards_through_and_ends_the_episode_exactly_at_max_steps(recipe):
