@@ -3,12 +3,13 @@
     python evaluate.py                                    # untrained (freshly initialised) REINFORCE agents
     python evaluate.py --run runs/<run_name> --out eval_run
     python evaluate.py --steps 600 --seeds 5 --num-agents 100 --ablation-seeds 10
+    python evaluate.py --learner mymodule:MyLearner       # a plug-in learner (mymodule.py in this folder), untrained
 
 Top to bottom:
 1. Main rollouts: `--seeds` episodes of `--steps` steps on the batched `Economy`, driven by the
-   learner (the trained run's, or freshly initialised REINFORCE agents). The learners keep learning
-   during these rollouts, as they do in training (`--no-learn` freezes their weights; newborns
-   inherit their parents' networks either way): the economy is a population that learns and
+   learner (the trained run's, or freshly initialised `--learner` agents, REINFORCE by default). The
+   learners keep learning during these rollouts, as they do in training (`--no-learn` freezes their
+   weights; newborns inherit their parents' networks either way): the economy is a population that learns and
    evolves, and the research questions ask how it changes over time. The first seed is recorded in
    detail for the figures; every seed contributes to the means and 95% confidence intervals.
 2. Ablations over `--ablation-seeds` paired seeds. Per seed, every arm starts from fresh networks,
@@ -18,7 +19,7 @@ Top to bottom:
    - social filter: REINFORCE with its learned attention vs the `uniform_attention` ablation;
    - tastes: REINFORCE with heterogeneous vs homogeneous utility weights;
    - policy: trained vs uniformly random actions (trained = the run's learner, frozen, with `--run`;
-     else the REINFORCE arm above, i.e. after the short training).
+     else the `--learner` after the same short training: for REINFORCE, the arm above).
    Outcomes: mean reward, Gini of wealth, specialization index and trade volume.
 3. Outputs in `--out`: trade_scatter/step_XXXX.png, trade.gif, gini.png, dashboard.png, one PNG per
    single figure, metrics.json, genealogy.csv and report.md. Every number in report.md is read from

@@ -2,13 +2,15 @@
 
     python train.py                                   # the default 50-agent economy, REINFORCE
     python train.py --learner random --seed 2         # a baseline
+    python train.py --learner mymodule:MyLearner      # your own Learner class (mymodule.py in this folder)
     python train.py --num-agents 200 --max-age 20 --steps 20000
     python train.py --resume runs/<run_name> --steps 20000   # continue bit-exactly up to 20000 steps
     tensorboard --logdir runs
 
 Every flag is a field of RunArgs, EconomyConfig or LearnerConfig (`--help` lists them with their
 help and defaults). Output in runs/<run_name>/ (or --run-dir, which must be new or empty):
-config.json, TensorBoard event files and checkpoint.pt; the tags are listed in homoecon_lab.recorder.
+config.json (which records --learner, so --resume and evaluate.py --run find a plug-in again),
+TensorBoard event files and checkpoint.pt; the tags are listed in homoecon_lab.recorder.
 SIGTERM or SIGINT (Ctrl-C) stops the run after the current step with a final checkpoint (exit code
 128 + the signal); a learner that diverges, a full disk or a broken run folder ends the run with one
 message naming the step, and the last good checkpoint is left as it was.

@@ -7,6 +7,7 @@ Each measurement runs in fresh subprocesses (--repeats of them) so that its peak
 and reports the median and the fastest of their timing windows (a shared machine has bursts of
 interference lasting seconds to minutes). Workloads:
 - dict:  PettingZoo dict API with random actions from the action spaces (sampled beforehand);
+- slots: the fixed-slot view (flat Box spaces, docs/design.md section 8), likewise;
 - core:  the batched Economy with random [N, ...] action tensors;
 - train: act + env step + REINFORCE update + births + the step's stats (train.py's loop);
 - trade: clear_market alone on the holdings and weights of a live economy.
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ("dict", "core", "train", "trade")
+WORKLOADS = ("dict", "slots", "core", "train", "trade")
 
 
 def config_for(n: int):
@@ -82,6 +83,20 @@ def make_step(kind: str, n: int):
             return env.step({agent: row[i] for i, agent in enumerate(env.agents)})
 
         return dict_step
+    if kind == "slots":
+        from homoecon_env import slot_parallel_env
+        slots = slot_parallel_env(config)
+        slots.reset(seed=0)
+        space = slots.action_space("slot_0")
+        space.seed(0)
+        flat_pool = [[space.sample() for _ in range(n)] for _ in range(4)]
+        tick = {"t": 0}
+
+        def slots_step():
+            tick["t"] += 1
+            return slots.step(dict(zip(slots.possible_agents, flat_pool[tick["t"] % len(flat_pool)])))
+
+        return slots_step
     economy = Economy(config)
     observation = economy.reset(0)
     if kind == "core":
@@ -165,8 +180,8 @@ def main() -> None:
           "|---|---:|---:|---|---|---:|", flush=True)
     for n in args.sizes:
         for kind in args.workloads:
-            if kind == "dict" and n > 1000:
-                continue  # the dict API is for small populations; large ones use the core
+            if kind in ("dict", "slots") and n > 1000:
+                continue  # the dict APIs are for small populations; large ones use the core
             threads = args.threads or (1 if n <= 1000 else os.cpu_count())
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
                        "--threads", str(threads)]

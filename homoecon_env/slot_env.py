@@ -316,6 +316,11 @@ def slot_parallel_env(config: Optional[EconomyConfig] = None, *, on_death: str =
 
 def slot_env(config: Optional[EconomyConfig] = None, *, on_death: str = "continue", flatten: bool = True,
              render_mode: Optional[str] = None, **overrides):
-    """The fixed-slot view as an AEC env, with PettingZoo's order-enforcing wrapper."""
+    """The fixed-slot view as an AEC env, with PettingZoo's order-enforcing wrapper. on_death is
+    "continue" only: the AEC cycle drops a terminated agent, so auto-reset slots ("terminate", a
+    vector-env convention) exist in the parallel view alone."""
+    if on_death != "continue":
+        raise ValueError(f"on_death must be 'continue' for the AEC slot_env (got {on_death!r}); "
+                         f"on_death='terminate' is the auto-reset convention of slot_parallel_env")
     return wrappers.OrderEnforcingWrapper(parallel_to_aec(slot_parallel_env(
         config, on_death=on_death, flatten=flatten, render_mode=render_mode, **overrides)))

@@ -9,6 +9,11 @@ a bad value ends with one parser-style line naming the flag and exit code 2::
 `--resume DIR` reads the run's config.json (strictly) and parses the flags again with its values as
 defaults: a flag that changes anything but --steps, --checkpoint-every, --log-every or
 --dashboard-every is refused.
+
+`--learner` takes a built-in name or a plug-in class by import path, ``package.module:ClassName``
+(agents.resolve_learner). Both parsers first append the current directory to ``sys.path``
+(`search_current_directory`), so a researcher's ``mymodule.py`` next to where they run the command is
+found, whichever folder train.py itself lives in.
 """
 from __future__ import annotations
 
@@ -38,7 +43,9 @@ class _RunFlags(RunArgs):
     """How long to train, where to write, how often to log and checkpoint."""
 
     learner: Annotated[str, tyro.conf.arg(
-        help=f"the algorithm, one of {{{','.join(sorted(LEARNERS))}}}")] = RunArgs.learner
+        help=f"the algorithm, one of {{{','.join(sorted(LEARNERS))}}}, or any class implementing "
+             "agents.base.Learner by its import path package.module:ClassName (a module in the current "
+             "directory is found too)")] = RunArgs.learner
 
     def __post_init__(self):
         pass
@@ -75,6 +82,19 @@ class TrainFlags:
     learner: _LearnerFlags
 
 
+def search_current_directory() -> None:
+    """Append the current directory to ``sys.path`` (once), for ``--learner mymodule:MyLearner``.
+
+    ``python train.py`` puts the script's own folder on sys.path, not the current directory (``python
+    -m`` would). It goes last, so it never shadows the project's or an installed package of the same
+    name. Evaluate's worker processes (spawn) start with the parent's sys.path and working directory,
+    so they import the same module.
+    """
+    here = os.getcwd()
+    if here not in (os.path.abspath(entry or os.curdir) for entry in sys.path):
+        sys.path.append(here)
+
+
 def fail(prog: str, message: str) -> NoReturn:
     """Print ``<prog>: error: <message>`` (argparse's form) and exit with status 2."""
     print(f"usage: {prog} [-h] [OPTIONS]\n{prog}: error: {message}", file=sys.stderr)
@@ -108,6 +128,7 @@ def _parse(argv, description: str, default: Optional[TrainFlags] = None) -> Trai
 def parse_train_args(argv=None, description: str = "Train learners in the HomoEcon economy.") -> Settings:
     """train.py's flags -> validated Settings (with --resume: the run's, less the resumable ones given)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    search_current_directory()
     flags = _parse(argv, description)
     if flags.run.resume is not None:
         return _resumed(argv, flags.run.resume, description)
@@ -151,6 +172,7 @@ def parse_eval_args(argv=None, description: str = "Evaluate HomoEcon learners.",
     """evaluate.py's flags -> checked `homoecon_lab.evaluation.Args` (the run it names is read and checked)."""
     from homoecon_lab.evaluation import Args, check_args, load_source
 
+    search_current_directory()
     args = tyro.cli(Args, args=sys.argv[1:] if argv is None else list(argv), prog="evaluate.py",
                     description=f"{description}\n\n{epilog}".strip())
     try:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from agents import LearnerConfig
+from agents import LearnerConfig, is_import_path, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.production import JobTable, seasonal_factor
@@ -38,6 +38,9 @@ class Args:
 
     run: Optional[str] = None
     """trained run folder from train.py (config.json, checkpoint.pt); default: untrained REINFORCE agents"""
+    learner: Optional[str] = None
+    """the learner to evaluate untrained: a name in agents.LEARNERS or a plug-in's package.module:ClassName
+    (default reinforce); with --run, the run's own learner (another one is refused)"""
     out: str = "eval_out"
     """output folder (created if missing; the files in it are replaced atomically)"""
     steps: int = 300
@@ -79,6 +82,11 @@ def check_args(args: Args) -> None:
         raise ValueError("--ablation-seeds must be 0 (no ablations) or >= 2 (a confidence interval needs two)")
     if args.num_agents is not None and (not isinstance(args.num_agents, int) or args.num_agents < 2):
         raise ValueError(f"--num-agents must be an int >= 2, got {args.num_agents!r}")
+    if args.learner is not None:
+        try:
+            resolve_learner(args.learner)
+        except ValueError as error:  # "learner 'x': ..." -> "--learner 'x': ..."
+            raise ValueError(f"--{error}") from None
     if args.run is not None:
         try:
             rundir.check_resumable(args.run)
@@ -91,7 +99,7 @@ class Source:
     """Where the evaluated economy and learner come from: a trained run, or fresh defaults."""
 
     economy: EconomyConfig
-    learner_name: str  # the run's learner, or "reinforce"
+    learner_name: str  # the run's learner, else --learner (default "reinforce")
     learner_config: LearnerConfig
     run_dir: Optional[str]  # None: untrained
 
@@ -100,7 +108,7 @@ def load_source(args: Args) -> Source:
     """The run's economy and learner settings (checked against --num-agents), or the defaults."""
     if args.run is None:
         economy = EconomyConfig() if args.num_agents is None else EconomyConfig(num_agents=args.num_agents)
-        return Source(economy, "reinforce", LearnerConfig(), None)
+        return Source(economy, args.learner or "reinforce", LearnerConfig(), None)
     try:
         saved = read_run_config(os.path.join(args.run, "config.json"))
         load_checkpoint(os.path.join(args.run, "checkpoint.pt"))  # refuse a corrupt checkpoint before running
@@ -110,6 +118,9 @@ def load_source(args: Args) -> Source:
     if args.num_agents is not None and args.num_agents != economy.num_agents:
         raise ValueError(f"--num-agents {args.num_agents}: the run in {args.run!r} was trained with "
                          f"{economy.num_agents} agents (its networks are per agent); leave --num-agents out")
+    if args.learner is not None and args.learner != saved.run.learner:
+        raise ValueError(f"--learner {args.learner!r}: the run in {args.run!r} was trained with learner "
+                         f"{saved.run.learner!r} (its checkpoint holds that learner's state); leave --learner out")
     return Source(economy, saved.run.learner, saved.learner, args.run)
 
 
@@ -131,7 +142,7 @@ ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated 
     "homogeneous": ("reinforce", False),
     "random": ("random", None),
 }
-LEARNING_ARMS = ("reinforce", "uniform_attention")  # learners that train before their frozen evaluation
+LEARNING_ARMS = ("reinforce", "uniform_attention")  # learners that train before their frozen evaluation (plug-ins too)
 ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
              "policy": ("trained", "random")}
 
@@ -141,7 +152,7 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
 
     Returns the tasks and, for every ablation arm, the key stem of its tasks (key + (seed index,)).
     """
-    trained = "run" if source.run_dir else "reinforce"
+    trained = "run" if source.run_dir else source.learner_name
     tasks = [Task(key=("main", k), economy=source.economy, learner=trained,
                   learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
                   economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=args.learn,
@@ -150,14 +161,14 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     if not args.ablation_seeds:
         return tasks, {}
     arms = dict(ABLATION_ARMS)
-    arms["trained"] = ("run", None) if source.run_dir else ABLATION_ARMS["learned"]
+    arms["trained"] = ("run", None) if source.run_dir else (source.learner_name, None)  # reinforce: the "learned" arm
     stems: dict[str, tuple] = {}
     for arm, (learner, heterogeneous) in arms.items():
         tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
         stems[arm] = ("ablation", learner, tastes)
     for stem in dict.fromkeys(stems.values()):
         _, learner, tastes = stem
-        trains = learner in LEARNING_ARMS
+        trains = learner in LEARNING_ARMS or is_import_path(learner)
         for i in range(args.ablation_seeds):
             train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
             tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),

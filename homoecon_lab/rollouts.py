@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents import LearnerConfig, make_learner
+from agents import LearnerConfig, make_learner, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
@@ -39,7 +39,7 @@ class Task:
 
     key: tuple  # ("main", k) or ("ablation", learner, heterogeneous tastes, seed index)
     economy: EconomyConfig
-    learner: str  # a name in agents.LEARNERS, or "run" for the trained run's learner
+    learner: str  # a name in agents.LEARNERS, a plug-in's "module:ClassName", or "run" for the trained run's learner
     learner_config: LearnerConfig
     economy_seed: int  # seed of the recorded rollout
     steps: int  # recorded steps
@@ -52,11 +52,20 @@ class Task:
 
 
 def build_learner(task: Task):
-    """A fresh learner, or the trained run's learner restored from its checkpoint."""
-    if task.learner != "run":
-        return make_learner(task.learner, task.economy, task.learner_config)
-    name = read_run_config(os.path.join(task.run_dir, "config.json")).run.learner
+    """A fresh learner, or the trained run's learner restored from its checkpoint.
+
+    In a worker process a plug-in's module is imported again (the parent's sys.path and working
+    directory come with the spawn); a failure is a RunError naming the task."""
+    name = task.learner
+    try:
+        if name == "run":
+            name = read_run_config(os.path.join(task.run_dir, "config.json")).run.learner
+        resolve_learner(name)
+    except ValueError as error:
+        raise RunError(f"rollout {task.key}: {error}") from None
     learner = make_learner(name, task.economy, task.learner_config)
+    if task.learner != "run":
+        return learner
     learner.load_state_dict(load_checkpoint(os.path.join(task.run_dir, "checkpoint.pt"))["learner"])
     return learner
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from agents import LEARNERS
+from agents import resolve_learner
 from agents.config import LearnerConfig
 from homoecon_env.config import EconomyConfig, Job
 from homoecon_env.validation import check_int
@@ -31,7 +31,8 @@ class RunArgs:
     seed: int = 1
     """seeds python, numpy, torch, the learner and every episode of the economy (0 to 2**32 - 1)"""
     learner: str = "reinforce"
-    """the algorithm, a name in agents.LEARNERS"""
+    """the algorithm: a name in agents.LEARNERS, or a class implementing agents.base.Learner by its import
+    path package.module:ClassName (found from the current directory too; docs/design.md section 5)"""
     run_name: Optional[str] = None
     """name of the run folder; default <learner>_s<seed>_<date-time>"""
     run_dir: Optional[str] = None
@@ -61,8 +62,7 @@ def check_run_args(args: RunArgs) -> None:
     check_int("dashboard_every", args.dashboard_every, 0)
     if args.threads is not None:
         check_int("threads", args.threads, 1)
-    if not isinstance(args.learner, str) or args.learner not in LEARNERS:
-        raise ValueError(f"learner must be one of {sorted(LEARNERS)}, got {args.learner!r}")
+    resolve_learner(args.learner)  # imports a plug-in's module now, so a bad name fails before any run starts
     for name in ("run_name", "run_dir", "resume"):
         value = getattr(args, name)
         if value is not None and (not isinstance(value, str) or not value):

@@ -41,10 +41,13 @@ from homoecon_lab.stopping import GracefulStop
 
 
 def complete_run_settings(settings: Settings) -> Settings:
-    """Fill the run's derived fields: run_name, run_dir (runs/<run_name>) and the thread count."""
+    """Fill the run's derived fields: run_name, run_dir (runs/<run_name>) and the thread count.
+
+    The default run_name starts with the learner's name (a plug-in's class name, without its module)."""
     run = settings.run
+    label = run.learner.rpartition(":")[2]  # a plug-in's class name: no ':' in folder names (TensorBoard's logdir)
     name = run.run_name or (os.path.basename(os.path.normpath(run.run_dir)) if run.run_dir else
-                            f"{run.learner}_s{run.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
+                            f"{label}_s{run.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
     return dataclasses.replace(settings, run=dataclasses.replace(
         run, run_name=name, run_dir=run.run_dir or os.path.join("runs", name),
         threads=run.threads or default_threads(settings.economy.num_agents)))
@@ -88,8 +91,9 @@ def train(settings: Settings, learner: Optional[Learner] = None) -> str:
     """Train for settings.run.steps env steps in total; returns the run folder.
 
     ``learner``: an already built Learner (any algorithm following agents.base.Learner); default:
-    make_learner(settings.run.learner, ...). A new run needs a new or empty folder; with
-    ``settings.run.resume`` the run continues bit-exactly from its checkpoint.
+    make_learner(settings.run.learner, ...), a built-in name or a plug-in's ``module:ClassName``. A new
+    run needs a new or empty folder; with ``settings.run.resume`` the run continues bit-exactly from
+    its checkpoint.
     """
     with _writer_thread_errors_reported_by_the_loop():
         return _train(complete_run_settings(settings), learner)

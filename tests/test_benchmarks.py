@@ -15,8 +15,8 @@ def test_bench_writes_every_workload_with_rates_and_memory(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     rows = {row["workload"]: row for row in report["results"]}
-    assert set(rows) == {"dict", "core", "train", "trade"}
-    for kind in ("dict", "core", "train"):
+    assert set(rows) == {"dict", "slots", "core", "train", "trade"}
+    for kind in ("dict", "slots", "core", "train"):
         assert 0 < rows[kind]["steps_per_sec"] <= rows[kind]["best_steps_per_sec"], rows[kind]
         assert rows[kind]["repeats"] == 2 and len(rows[kind]["window_rates"]) == 10  # both runs' windows pooled
         assert rows[kind]["best_steps_per_sec"] == max(rows[kind]["window_rates"])

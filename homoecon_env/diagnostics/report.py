@@ -73,7 +73,7 @@ def render_report(m: dict) -> str:
     mean = lambda key: with_ci(s[key])  # noqa: E731
     lines = ["# HomoEcon evaluation report", ""]
     source = (f"the trained run `{meta['run']}` (learner `{meta['learner']}`)" if meta["run"]
-              else "untrained agents (freshly initialised `reinforce` learners)")
+              else f"untrained agents (freshly initialised `{meta['learner']}` learners)")
     mode = "kept learning" if meta["learn"] else "were frozen (no weight updates; newborns still inherit networks)"
     lines += [
         f"Evaluated {source}: an economy of {number(meta['num_agents'])} agents, {number(meta['seeds'])} rollouts "
@@ -180,7 +180,8 @@ def render_report(m: dict) -> str:
                   "## Trained vs random policy", "",
                   ("The trained arm is the run's learner, frozen, evaluated on the same held-out seeds (no further "
                    "training)." if meta["run"] else
-                   "Without `--run`, the trained arm is the REINFORCE arm above after its short training."),
+                   f"Without `--run`, the trained arm is the `{meta['learner']}` learner after the same short "
+                   "training."),
                   "", *ablation_table(ablations["policy"], "trained", "random"), "",
                   ablation_sentence(ablations["policy"], "the trained policy", "random actions"), ""]
 
