@@ -27,6 +27,7 @@ MAX_ENUMERATED_GOODS = 3  # IR multipliers by enumerating the 2^R - 1 sets of go
 ENUMERATION_BUDGET = 1 << 12  # or while N 2^R is at most this; by sorting the goods otherwise
 MAX_LOG_MULTIPLIER = 200.0  # log(1 + mu) is capped so that (1 + mu) w / lambda stays finite
 _SUBNORMAL = np.finfo(np.float64).smallest_subnormal
+_TINY = np.finfo(np.float64).tiny  # the least normal float64: 1 / _TINY is finite
 
 
 class _Economy(NamedTuple):
@@ -52,6 +53,7 @@ class _Economy(NamedTuple):
     log_weights: Optional[np.ndarray]  # 0 where not valued
     weighted_log_weights: Optional[np.ndarray]  # w log w, 0 where w = 0
     scratch: np.ndarray  # [R_traded + 1, N] working space of _newton_direction, last row ones
+    weight_floor: float = _SUBNORMAL  # W_i's floor in _newton_direction (_TINY: the corner-safe Hessian)
 
 
 def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndarray) -> _Economy:
@@ -151,8 +153,13 @@ def _newton_direction(economy: _Economy, market: _Market):
     active = market.allocation > 0
     one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N], 0 where x = 0
     active_weights = np.where(active, economy.weights, 0.0)
-    # 1 / W_i for IR-binding agents, 0 for slack ones (whose W_i may be 0: divided by the least subnormal)
-    binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), _SUBNORMAL)
+    # 1 / W_i for IR-binding agents, 0 for slack ones (whose W_i may be 0). An IR-binding agent may
+    # have W_i = 0 too: one whose endowment utility is tiny (holdings ~1e-30) and whose demand rounds
+    # to 0 at every good (it sits at a corner; its demand is flat in the prices, so it adds nothing
+    # to the Hessian). With the floor _TINY, 1 / W_i is finite and its coupling row 0 * finite = 0;
+    # with the least subnormal (the first pass, see _solve_prices), 1 / W_i overflows to inf and
+    # 0 * inf = nan makes the Newton step nan, so only the diagonal fallback is left.
+    binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), economy.weight_floor)
     scaled = economy.scratch  # [R + 1, N]: the coupling's w_iq / W_i, and a row of ones for the diagonal
     np.multiply(active_weights, binding, out=scaled[:num_goods])
     sums = np.einsum("rn,qn->rq", one_plus_x, scaled).tolist()  # [R, R + 1]: the coupling, then the diagonal
@@ -275,18 +282,22 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     """Newton steps on traded goods' prices until the returned allocation's KKT residual <= tol.
 
     The first prices are ``warm_prices`` (the previous call's) where they price every traded good,
-    otherwise the water-filling prices for the warm-start multipliers. Newton stops on the clearing
-    error (excess demand, the dual gradient, in KKT units), once below max(1e-3 tol, half the IR
-    allowance min(0.1 tol, IR_ALLOWANCE)); the candidate is then made exactly conserving and IR
-    (violations up to the allowance left alone) and its full KKT residual measured. If the repair
-    cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes. A Newton step that
-    cannot lower Phi is replaced by a diagonally scaled one; it stops early when the error reaches
-    rounding level, or has not halved in 20 steps.
+    otherwise the water-filling prices for the warm-start multipliers. Then up to two passes of
+    Newton (_newton_passes). The first is the solver as it was before the corner fix, its W_i
+    floor the least subnormal: where an IR-binding agent demands nothing at all (its endowment
+    utility is tiny, holdings ~1e-30, and its demand rounds to 0 at every good), the Hessian is
+    nan and every step falls back to the diagonally scaled gradient, which often still converges,
+    slowly (kept so that those results, and the economy's trajectories through them, stay bit for
+    bit what they were), but may crawl to ``max_iter``. Only when such a corner was met and the
+    first pass did not certify its result does a second pass, at most ``max_iter`` more updates
+    from the first pass's last prices, use the corner-safe Hessian (floor _TINY: the corner agent
+    adds 0, as its demand is flat in the prices), which converges in a few
+    Newton steps; the result with the lower KKT residual is returned.
     """
     e, traded = data.endowment, data.traded
     num_goods, num_agents = e.shape
-    lam = np.zeros(num_goods)
     if not traded.any():
+        lam = np.zeros(num_goods)
         x, utility = _finish(np.zeros_like(e), data, 0.0)
         return x, lam, np.zeros(num_agents), 0, _diagnostics(data, x, lam, np.zeros(num_agents), utility)
     all_traded = min(traded.tolist())
@@ -296,6 +307,34 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     if start is None or not all(0.0 < price < np.inf for price in start.tolist()):
         initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
         start = _water_fill((1.0 + initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))) * weights, economy.supply)
+    first, prices, corner = _newton_passes(data, economy, start, tol, max_iter, all_traded)
+    if not corner or first[4]["kkt_residual"] <= tol:
+        return first
+    second, _, _ = _newton_passes(data, economy._replace(weight_floor=_TINY), prices, tol, max_iter, all_traded)
+    better = second if second[4]["kkt_residual"] <= first[4]["kkt_residual"] else first
+    return (*better[:3], first[3] + second[3], better[4])
+
+
+def _binding_without_goods(market: _Market) -> bool:
+    """Whether some IR-binding agent demands nothing at all (its W_i in _newton_direction is 0)."""
+    return bool(np.any((market.log_multipliers > 0) & ~np.any(market.allocation > 0, axis=0)))
+
+
+def _newton_passes(data: _MarketData, economy: _Economy, start, tol, max_iter, all_traded):
+    """One pass of _solve_prices from prices ``start``: ((x, lam, mu, iterations, diagnostics),
+    the last prices, whether the first pass met an IR-binding agent without goods).
+
+    Newton stops on the clearing error (excess demand, the dual gradient, in KKT units), once below
+    max(1e-3 tol, half the IR allowance min(0.1 tol, IR_ALLOWANCE)); the candidate is then made
+    exactly conserving and IR (violations up to the allowance left alone) and its full KKT residual
+    measured. If the repair cost more than ``tol``, the target is tightened (x 0.01) and Newton
+    resumes. A Newton step that cannot lower Phi is replaced by a diagonally scaled one; it stops
+    early when the error reaches rounding level, or has not halved in 20 steps.
+    """
+    e, traded = data.endowment, data.traded
+    num_goods = e.shape[0]
+    lam = np.zeros(num_goods)
+    first_pass, corner = economy.weight_floor == _SUBNORMAL, False
     market, value = _respond(economy, start), None
     # The final rescaling moves an IR-binding agent's utility by about the clearing error (weights
     # summing to 1): stopping below half the allowance the repair leaves alone makes blending rare.
@@ -307,6 +346,8 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
         stalled = idle >= 20  # no halving of the error in twenty steps: give up
         if error > max(target, rounding) and iterations < max_iter and not stalled:
             previous = market
+            if first_pass and not corner:
+                corner = _binding_without_goods(market)
             market, value = _line_search(economy, market, *_newton_direction(economy, market), value)
             if market is previous:  # Newton's model misled it: try the diagonally scaled gradient
                 direction = _diagonal_direction(market)
@@ -327,7 +368,7 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
         mu = np.expm1(market.log_multipliers)
         diagnostics = _diagnostics(data, x, lam, mu, utility, marginal)
         if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled or error <= rounding:
-            return x, lam, mu, iterations, diagnostics
+            return (x, lam, mu, iterations, diagnostics), market.prices, corner
         target = 0.01 * min(target, error)
     raise AssertionError("unreachable: the last iteration always returns")
 
