@@ -20,6 +20,7 @@ from .market import (
 )
 
 DEFAULT_MAX_ITER = 100  # newton price updates when max_iter is None (and pgd's init_max_iter)
+CORNER_MAX_ITER = 100  # extra updates of the corner-safe second pass when the cap is left at its default
 LINE_SEARCH_STEPS = 80  # evaluations per line search, at most
 LINE_SEARCH_SLOPE = 0.5  # a line search stops where |slope| <= this times the start's
 MAX_PRICE_GROWTH = 3.0  # a line search's first trial raises no price more than (1 + this) fold
@@ -289,10 +290,12 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     nan and every step falls back to the diagonally scaled gradient, which often still converges,
     slowly (kept so that those results, and the economy's trajectories through them, stay bit for
     bit what they were), but may crawl to ``max_iter``. Only when such a corner was met and the
-    first pass did not certify its result does a second pass, at most ``max_iter`` more updates
-    from the first pass's last prices, use the corner-safe Hessian (floor _TINY: the corner agent
-    adds 0, as its demand is flat in the prices), which converges in a few
-    Newton steps; the result with the lower KKT residual is returned.
+    first pass did not certify its result does a second pass, from the first pass's last prices,
+    use the corner-safe Hessian (floor _TINY: the corner agent adds 0, as its demand is flat in
+    the prices), which converges in a few Newton steps; the result with the lower KKT residual is
+    returned. ``max_iter`` bounds the price updates of both passes together; None (the default
+    cap) gives the first pass DEFAULT_MAX_ITER and the second CORNER_MAX_ITER more, since the
+    first often spends all of its own.
     """
     e, traded = data.endowment, data.traded
     num_goods, num_agents = e.shape
@@ -307,10 +310,15 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     if start is None or not all(0.0 < price < np.inf for price in start.tolist()):
         initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
         start = _water_fill((1.0 + initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))) * weights, economy.supply)
-    first, prices, corner = _newton_passes(data, economy, start, tol, max_iter, all_traded)
-    if not corner or first[4]["kkt_residual"] <= tol:
+    if max_iter is None:
+        first_cap, total_cap = DEFAULT_MAX_ITER, DEFAULT_MAX_ITER + CORNER_MAX_ITER
+    else:
+        first_cap = total_cap = max_iter
+    first, prices, corner = _newton_passes(data, economy, start, tol, first_cap, all_traded)
+    budget = total_cap - first[3]
+    if not corner or first[4]["kkt_residual"] <= tol or budget < 1:
         return first
-    second, _, _ = _newton_passes(data, economy._replace(weight_floor=_TINY), prices, tol, max_iter, all_traded)
+    second, _, _ = _newton_passes(data, economy._replace(weight_floor=_TINY), prices, tol, budget, all_traded)
     better = second if second[4]["kkt_residual"] <= first[4]["kkt_residual"] else first
     return (*better[:3], first[3] + second[3], better[4])
 
