@@ -224,3 +224,21 @@ def test_wrapped_slot_views_vectorise_with_the_stacked_observation_shape(supersu
         assert observations.shape == (8, 2 * (size + 4))
         assert observations.min() >= 0.0 and observations.max() <= 1.0
     assert vec_env.num_envs == 8
+
+
+def test_frame_skip_repeats_each_action_for_a_seeded_random_count_of_economy_steps(supersuit):
+    """frame_skip_v0 draws its skip counts from the env's np_random (seeded by reset), repeating
+    each action 2 to 4 economy steps and summing the rewards; the same seed gives the same counts."""
+    def episode(seed):
+        env = supersuit.frame_skip_v0(slot_parallel_env(num_agents=4, max_steps=30), (2, 4))
+        env.reset(seed=seed)
+        steps_per_call = []
+        while env.agents:
+            before = env.unwrapped.economy.state.step
+            env.step({a: env.action_space(a).sample() for a in env.agents})
+            steps_per_call.append(env.unwrapped.economy.state.step - before)
+        return steps_per_call
+
+    counts = episode(3)
+    assert sum(counts) == 30 and all(1 <= c <= 4 for c in counts) and all(c >= 2 for c in counts[:-1])
+    assert len(set(counts)) > 1 and episode(3) == counts
