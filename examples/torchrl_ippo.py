@@ -119,7 +119,7 @@ def mean_reward_per_agent_step(env: PettingZooWrapper, policy, seeds: list, step
         for seed in seeds:
             torch.manual_seed(seed)  # the random policy's draws
             start = env.reset(seed=seed)
-            rollout = env.rollout(steps, policy, auto_reset=False, tensordict=start, break_when_any_done=True)
+            rollout = env.rollout(steps, policy, auto_reset=False, tensordict=start, break_when_any_done=False)
             totals.append(rollout["next", GROUP, "reward"].mean())
     return float(torch.stack(totals).mean())
 
