@@ -17,7 +17,7 @@ Swap `IppoConfig` for `MappoConfig` (or any continuous-action BenchMARL algorith
 import copy
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Literal, Optional
 
 import torch
 import tyro
@@ -103,7 +103,7 @@ class Args:
     """population size (slots)"""
     max_steps: int = 200
     """episode length of the economy"""
-    on_death: str = "continue"
+    on_death: Literal["continue", "terminate"] = "continue"
     """slot view death rule: "continue" or "terminate" """
     max_frames: int = 4000
     """env steps to train for (each is num_agents agent-steps)"""

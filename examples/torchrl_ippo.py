@@ -25,6 +25,7 @@ policy's, both over the same seeds and steps.
 """
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import tyro
@@ -48,7 +49,7 @@ class Args:
     """population size (slots) of the economy"""
     max_steps: int = 1000
     """episode length of the economy; the collector resets it when every slot is truncated"""
-    on_death: str = "continue"
+    on_death: Literal["continue", "terminate"] = "continue"
     """slot view death rule: "continue" (deaths in infos only) or "terminate" (a death ends the slot's trajectory)"""
     seed: int = 0
     """seed of torch and of the economy"""
@@ -125,6 +126,9 @@ def mean_reward_per_agent_step(env: PettingZooWrapper, policy, seeds: list, step
 
 
 def main(args: Args) -> dict:
+    if not 0 < args.minibatch_steps <= args.steps_per_batch:
+        raise ValueError(f"minibatch_steps must be in [1, steps_per_batch={args.steps_per_batch}], "
+                         f"got {args.minibatch_steps}")
     # One intra-op thread: the tensors are small and the wrapper works agent by agent, so extra
     # threads only contend (on a busy 2-core machine they made a run several times slower).
     torch.set_num_threads(1)
@@ -133,7 +137,7 @@ def main(args: Args) -> dict:
     actor, critic = make_actor_and_critic(env, args.hidden)
 
     collector = Collector(env, actor, frames_per_batch=args.steps_per_batch,
-                                  total_frames=args.steps_per_batch * args.iterations)
+                          total_frames=args.steps_per_batch * args.iterations)
     buffer = ReplayBuffer(storage=LazyTensorStorage(args.steps_per_batch), sampler=SamplerWithoutReplacement(),
                           batch_size=args.minibatch_steps)
 
@@ -144,8 +148,9 @@ def main(args: Args) -> dict:
     loss_module.make_value_estimator(ValueEstimators.GAE, gamma=args.gamma, lmbda=args.gae_lambda)
     optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.learning_rate)
 
+    eval_env = make_env(args, args.seed)  # its own economy, so evaluating never moves the collector's
     seeds = [args.seed + 1000 + k for k in range(args.eval_seeds)]
-    untrained = mean_reward_per_agent_step(env, actor, seeds, args.eval_steps)
+    untrained = mean_reward_per_agent_step(eval_env, actor, seeds, args.eval_steps)
 
     start, losses = time.perf_counter(), []
     for iteration, batch in enumerate(collector, start=1):
@@ -164,17 +169,17 @@ def main(args: Args) -> dict:
                 nn.utils.clip_grad_norm_(loss_module.parameters(), 1.0)
                 optimizer.step()
                 losses.append(loss.item())
-        collector.update_policy_weights_()
+        collector.update_policy_weights_()  # the collector acts with the updated actor from here
         reward = float(batch["next", GROUP, "reward"].mean())
         print(f"iter {iteration:3d}/{args.iterations}  reward/agent-step {reward:7.4f}  loss {losses[-1]:8.4f}  "
               f"entropy {float(terms['entropy']):7.3f}  {time.perf_counter() - start:6.1f} s", flush=True)
     collector.shutdown()
 
-    trained = mean_reward_per_agent_step(env, actor, seeds, args.eval_steps)
-    random = mean_reward_per_agent_step(env, RandomPolicy(env.full_action_spec), seeds, args.eval_steps)
+    trained = mean_reward_per_agent_step(eval_env, actor, seeds, args.eval_steps)
+    random = mean_reward_per_agent_step(eval_env, RandomPolicy(eval_env.full_action_spec), seeds, args.eval_steps)
     print(f"mean reward per agent-step over {args.eval_seeds} x {args.eval_steps} steps: trained {trained:.4f}  "
           f"untrained {untrained:.4f}  random {random:.4f}  ({time.perf_counter() - start:.0f} s in all)")
-    env.close()
+    eval_env.close()
     return {"trained": trained, "untrained": untrained, "random": random, "losses": losses}
 
 
