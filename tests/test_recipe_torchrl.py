@@ -92,6 +92,7 @@ def test_torchrl_tensordict_matches_the_slot_view_stepped_with_the_same_seed_and
         assert tensordict["next", "slot", "info", "agent_id"].numpy().astype(int).tolist() == agent_ids.tolist()
         np.testing.assert_array_equal(tensordict["next", "slot", "observation"].numpy(), next_observation)
         # the economy goes on after a death: the env is done only at the end, when every slot is truncated
+        # (done_on_any=False; it would also be done if every slot died in one step, which this case avoids)
         assert bool(tensordict["next", "done"]) == (t == steps - 1)
         deaths += int(terminated.sum())
         tensordict = tensordict["next"].exclude("reward", "done", "terminated", "truncated")
