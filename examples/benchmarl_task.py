@@ -1,4 +1,4 @@
-"""HomoEcon as a BenchMARL task: the fixed-slot view (DESIGN.md section 8) under BenchMARL's IPPO.
+"""HomoEcon as a BenchMARL task: the fixed-slot view (docs/design.md section 8) under BenchMARL's IPPO.
 
 BenchMARL builds its environments through a `TaskClass`: `get_env_fun` returns a TorchRL env (here
 TorchRL's `PettingZooWrapper` over `homoecon_env.slot_parallel_env`, all slots in one group "slot"),

@@ -1,7 +1,7 @@
 """IPPO on HomoEcon with TorchRL: every slot of the economy learns with one shared PPO policy.
 
-TorchRL's `PettingZooWrapper` wraps the fixed-slot view (`homoecon_env.slot_parallel_env`, DESIGN.md
-section 8), which keeps `slot_0 .. slot_{N-1}` for the whole episode and flattens the observation and
+TorchRL's `PettingZooWrapper` wraps the fixed-slot view (`homoecon_env.slot_parallel_env`,
+docs/design.md section 8), which keeps `slot_0 .. slot_{N-1}` for the whole episode and flattens the observation and
 the action into one Box each. All slots form one group, "slot", so a batch holds [time, N] of
 everything. The loop is TorchRL's own pieces: a `Collector`, a `ProbabilisticActor` with a
 `TanhNormal` on the flat action box, `ClipPPOLoss` with GAE advantages, and a replay buffer that
