@@ -254,3 +254,16 @@ def test_lists_and_tensors_are_accepted_as_flat_actions():
     actions["slot_1"] = torch.tensor(actions["slot_1"])
     env.step(actions)
     assert env.economy.state.step == 1
+
+
+def test_the_readme_slot_view_example_runs_and_its_shapes_are_right():
+    import re
+    from pathlib import Path
+
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Use with other libraries", 1)[1], re.S).group(1)
+    namespace = {}
+    exec(compile(code.replace("num_agents=50", "num_agents=50, max_steps=40"), "README.md", "exec"), namespace)
+    env, infos = namespace["env"], namespace["infos"]
+    assert env.observation_space("slot_3").shape == (657,) and env.action_space("slot_3").shape == (13,)
+    assert env.agents == [] and tuple(infos["slot_3"]) == INFO_KEYS
