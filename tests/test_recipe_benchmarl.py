@@ -4,42 +4,25 @@ References: the PettingZoo slot view's own spaces (observation size, action box)
 length; BenchMARL must feed its models the observation alone and act inside the action box.
 """
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from extras import import_extra, load_example
 
 from homoecon_env import slot_parallel_env
-from tests.extras import import_extra
 
-pytestmark = pytest.mark.recipe
+pytestmark = [pytest.mark.recipe, pytest.mark.usefixtures("one_thread")]
 
-RECIPE = Path(__file__).resolve().parent.parent / "examples" / "benchmarl_task.py"
 # Twelve slots and max_age 3: deaths every step, but never all slots at once (TorchRL's
 # PettingZooWrapper ends the episode when every slot is done, which a whole population dying in one
 # step would also be).
 SMALL = {"num_agents": 12, "max_steps": 20}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load_recipe():
     import_extra("benchmarl", "benchmarl")
-    spec = importlib.util.spec_from_file_location("benchmarl_task", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    # BenchMARL pickles the task into its run folder, which needs the task class importable by name
-    sys.modules["benchmarl_task"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("benchmarl_task")
 
 
 def test_benchmarl_task_env_passes_torchrl_check_env_specs_and_splits_observation_from_info():

@@ -4,19 +4,16 @@ auto-reset, the recipe's short run, and the SuperSuit wrappers a researcher woul
 The reference throughout is the plain slot view (`slot_parallel_env`) driven by hand with the same
 seed and actions: SuperSuit must only re-lay its dicts as arrays, never change the economy.
 """
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from extras import import_extra
+from extras import import_extra, load_example
 
 from homoecon_env import slot_parallel_env
 
 pytestmark = [pytest.mark.recipe, pytest.mark.usefixtures("one_thread")]
-RECIPE = Path(__file__).resolve().parents[1] / "examples" / "supersuit_vec.py"
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +129,7 @@ def test_vector_env_restarts_an_economy_whose_occupants_all_die_in_one_step(supe
 
 def test_recipe_short_run_gives_a_finite_loss_and_changes_the_policy(capsys):
     import_extra("supersuit", "supersuit")
-    spec = importlib.util.spec_from_file_location("supersuit_vec", RECIPE)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_example("supersuit_vec")
     result = recipe.main(["--num-envs", "2", "--num-agents", "6", "--max-steps", "6", "--iterations", "3",
                           "--rollout-steps", "4", "--eval-steps", "3"])
     assert math.isfinite(result["final_loss"])

@@ -3,39 +3,25 @@
 The reference for the wiring is the PettingZoo slot view itself, stepped with the same seed and
 actions: TorchRL must report each slot's reward, observation and termination in the right row.
 """
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from extras import import_extra, load_example
 
 from homoecon_env import slot_parallel_env
-from tests.extras import import_extra
 
-pytestmark = pytest.mark.recipe
+pytestmark = [pytest.mark.recipe, pytest.mark.usefixtures("one_thread")]
 
-RECIPE = Path(__file__).resolve().parent.parent / "examples" / "torchrl_ippo.py"
 # Twelve slots: "slot_10" and "slot_11" sort before "slot_2" as text, so a wrapper that ordered the
 # group by name rather than by slot number would put rows in the wrong place. max_age 3 makes deaths
 # (and births) happen within a few steps.
 SMALL = {"num_agents": 12, "max_age": 3, "max_steps": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load_recipe():
     import_extra("torchrl", "torchrl")
-    spec = importlib.util.spec_from_file_location("torchrl_ippo", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("torchrl_ippo")
 
 
 def recipe_env(recipe, on_death: str, seed: int):
