@@ -3,7 +3,7 @@
     pip install -e '.[rllib]'
     python examples/rllib_ppo.py --iterations 5
 
-What it does: `homoecon_env.slot_parallel_env` (DESIGN.md section 8: agents `slot_0 ..
+What it does: `homoecon_env.slot_parallel_env` (docs/design.md section 8: agents `slot_0 ..
 slot_{N-1}`, one flat float32 Box observation and action per slot) is wrapped in RLlib's
 `ParallelPettingZooEnv`, the wrapper RLlib documents for PettingZoo parallel envs. PPO runs on the
 new API stack (RLModule, Learner, EnvRunner): default MLP encoder, diagonal Gaussian over the flat

@@ -4,7 +4,7 @@
     python examples/supersuit_vec.py --iterations 3       # a quick smoke run
 
 What it does
-    `supersuit.pettingzoo_env_to_vec_env_v1` turns one slot view (N slots, DESIGN.md section 8) into a
+    `supersuit.pettingzoo_env_to_vec_env_v1` turns one slot view (N slots, docs/design.md section 8) into a
     vector env of N sub-envs; `supersuit.concat_vec_envs_v1` stacks E copies of it (seeded seed, seed+1,
     ...), giving one vector env of M = E * N sub-envs. One small torch network acts on the whole
     [M, obs] batch (parameters shared by every slot of every economy) and is trained by advantage

@@ -40,7 +40,8 @@ class FlatLayout:
 
     Observation [S + K*P + K]: self [S] | peers [K, P] row by row | peer_mask [K], the named env's
     features (docs/design.md section 3) with every holdings entry squashed by `squash_holdings`.
-    Action [B + J + 1 + 2R]: broadcast [B] | job scores [J] (argmax, ties to the lowest) |
+    Action [B + J + 1 + 2R]: broadcast [B] | job scores [J] (clipped to [-1, 1], then argmax, ties
+    to the lowest) |
     effort [1] | trade_weights [R] | consume [R].
     """
 
@@ -91,7 +92,8 @@ class FlatLayout:
 
     def actions(self, matrix: np.ndarray, labels) -> Actions:
         """Split a float64 [N, A] matrix into Actions; ValueError naming the first slot and field
-        that is not finite. The job is the argmax of the scores (ties to the lowest job)."""
+        that is not finite. The job is the argmax of the scores clipped to [-1, 1] (ties to the lowest
+        job)."""
         if not np.isfinite(matrix).all():
             for name, columns in self.action_slices.items():
                 bad = ~np.isfinite(matrix[:, columns]).all(axis=1)
@@ -102,7 +104,10 @@ class FlatLayout:
                                      f"{columns.stop - 1} of the flat action) is {problem} "
                                      f"(got {matrix[row, columns].tolist()}); expected finite real values")
         part = {name: matrix[:, columns] for name, columns in self.action_slices.items()}
-        return Actions(broadcast=part["broadcast"], job=part["job"].argmax(axis=1), effort=part["effort"][:, 0],
+        # clipped first, like every other field: scores [2, 3] are a tie at the bound, as a library's
+        # clip-to-Box wrapper would make them, and go to the lowest job
+        job = np.clip(part["job"], -1.0, 1.0).argmax(axis=1)
+        return Actions(broadcast=part["broadcast"], job=job, effort=part["effort"][:, 0],
                        trade_weights=part["trade_weights"], consume=part["consume"])
 
 
@@ -147,6 +152,7 @@ class SlotParallelEnv(ParallelEnv):
         self.layout = FlatLayout(self.config)
         self.possible_agents = [f"slot_{i}" for i in range(self.config.num_agents)]
         self.agents: list[str] = []
+        self.np_random = np.random.default_rng(self.config.seed)
         self._renderer = RenderModes(self.render_mode, self.metadata["render_fps"])
 
     # -- spaces: one object for every slot ------------------------------------------------------
@@ -179,6 +185,9 @@ class SlotParallelEnv(ParallelEnv):
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
         """Found a new population (the named env's reset, docs/design.md section 3)."""
         observation = self.economy.reset(seed)
+        # for wrappers that draw their own randomness (e.g. SuperSuit's frame_skip); the economy
+        # never reads it, so trajectories do not depend on it
+        self.np_random = np.random.default_rng(seed)
         self.agents = list(self.possible_agents)
         state = self.economy.state_arrays
         n = self.config.num_agents

@@ -20,3 +20,18 @@ def import_extra(module: str, extra: str):
             raise ImportError(f"{module} (extra [{extra}]) is required here (HOMOECON_REQUIRE_EXTRAS=1): "
                               f"pip install -e '.[{extra}]'") from error
         pytest.skip(f"{module} not installed: pip install -e '.[{extra}]'")
+
+
+def load_example(stem: str):
+    """The recipe examples/<stem>.py as a module named `stem`, registered in sys.modules (BenchMARL
+    pickles its task class, which must then be importable by that name)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[stem] = module
+    spec.loader.exec_module(module)
+    return module

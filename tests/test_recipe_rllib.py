@@ -1,21 +1,18 @@
 """The RLlib recipe (examples/rllib_ppo.py): RLlib's env checker accepts the wrapped slot view, the
 wrapper passes the slot view's rewards and episode end through unchanged, and one PPO iteration of
 the recipe samples every slot every step with finite losses. One Ray session for the module."""
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from extras import import_extra, load_example
 from gymnasium.spaces import Box
 
 from homoecon_env import slot_parallel_env
-from tests.extras import import_extra
 
 pytestmark = pytest.mark.recipe
 
-RECIPE = Path(__file__).resolve().parents[1] / "examples" / "rllib_ppo.py"
 SMALL = {"num_agents": 4, "max_steps": 20}
 
 
@@ -23,10 +20,7 @@ SMALL = {"num_agents": 4, "max_steps": 20}
 def recipe():
     """The recipe module, imported from its file (examples/ is not a package)."""
     import_extra("ray.rllib", "rllib")
-    spec = importlib.util.spec_from_file_location("rllib_ppo", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("rllib_ppo")
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,16 @@ auto-reset, the recipe's short run, and the SuperSuit wrappers a researcher woul
 The reference throughout is the plain slot view (`slot_parallel_env`) driven by hand with the same
 seed and actions: SuperSuit must only re-lay its dicts as arrays, never change the economy.
 """
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from extras import import_extra
+from extras import import_extra, load_example
 
 from homoecon_env import slot_parallel_env
 
 pytestmark = [pytest.mark.recipe, pytest.mark.usefixtures("one_thread")]
-RECIPE = Path(__file__).resolve().parents[1] / "examples" / "supersuit_vec.py"
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +129,7 @@ def test_vector_env_restarts_an_economy_whose_occupants_all_die_in_one_step(supe
 
 def test_recipe_short_run_gives_a_finite_loss_and_changes_the_policy(capsys):
     import_extra("supersuit", "supersuit")
-    spec = importlib.util.spec_from_file_location("supersuit_vec", RECIPE)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_example("supersuit_vec")
     result = recipe.main(["--num-envs", "2", "--num-agents", "6", "--max-steps", "6", "--iterations", "3",
                           "--rollout-steps", "4", "--eval-steps", "3"])
     assert math.isfinite(result["final_loss"])
@@ -224,3 +219,21 @@ def test_wrapped_slot_views_vectorise_with_the_stacked_observation_shape(supersu
         assert observations.shape == (8, 2 * (size + 4))
         assert observations.min() >= 0.0 and observations.max() <= 1.0
     assert vec_env.num_envs == 8
+
+
+def test_frame_skip_repeats_each_action_for_a_seeded_random_count_of_economy_steps(supersuit):
+    """frame_skip_v0 draws its skip counts from the env's np_random (seeded by reset), repeating
+    each action 2 to 4 economy steps and summing the rewards; the same seed gives the same counts."""
+    def episode(seed):
+        env = supersuit.frame_skip_v0(slot_parallel_env(num_agents=4, max_steps=30), (2, 4))
+        env.reset(seed=seed)
+        steps_per_call = []
+        while env.agents:
+            before = env.unwrapped.economy.state.step
+            env.step({a: env.action_space(a).sample() for a in env.agents})
+            steps_per_call.append(env.unwrapped.economy.state.step - before)
+        return steps_per_call
+
+    counts = episode(3)
+    assert sum(counts) == 30 and all(1 <= c <= 4 for c in counts) and all(c >= 2 for c in counts[:-1])
+    assert len(set(counts)) > 1 and episode(3) == counts

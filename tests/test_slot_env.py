@@ -150,7 +150,7 @@ def test_a_flat_action_is_broadcast_job_scores_effort_weights_consume_and_ties_g
     # broadcast | scores | effort | weights | consume
     rows = {"slot_0": [0.5, -0.5, 0.2, 0.9, 0.9, 1.0, 1, 0, 0.9, 0.9],  # a tie between jobs 1 and 2 -> job 1
             "slot_1": [3.0, 0.0, 1.0, 0.0, 0.0, 0.25, 0, 1, 0.9, 0.9],  # broadcast 3.0 is clipped to 1.0
-            "slot_2": [0.0, 0.0, -1.0, -1.0, -1.0, 0.7, 0, 0, 0.9, 0.9]}  # all scores tied -> job 0
+            "slot_2": [0.0, 0.0, 2.0, 3.0, -1.0, 0.7, 0, 0, 0.9, 0.9]}  # clipped to a tie at 1 -> job 0
     _, rewards, _, _, _ = env.step({slot: np.array(row, dtype=np.float32) for slot, row in rows.items()})
     assert env.last_stats["job_counts"].tolist() == [2, 1, 0]
 
@@ -254,3 +254,16 @@ def test_lists_and_tensors_are_accepted_as_flat_actions():
     actions["slot_1"] = torch.tensor(actions["slot_1"])
     env.step(actions)
     assert env.economy.state.step == 1
+
+
+def test_the_readme_slot_view_example_runs_and_its_shapes_are_right():
+    import re
+    from pathlib import Path
+
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Use with other libraries", 1)[1], re.S).group(1)
+    namespace = {}
+    exec(compile(code.replace("num_agents=50", "num_agents=50, max_steps=40"), "README.md", "exec"), namespace)
+    env, infos = namespace["env"], namespace["infos"]
+    assert env.observation_space("slot_3").shape == (657,) and env.action_space("slot_3").shape == (13,)
+    assert env.agents == [] and tuple(infos["slot_3"]) == INFO_KEYS
