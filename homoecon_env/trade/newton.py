@@ -55,6 +55,7 @@ class _Economy(NamedTuple):
     weighted_log_weights: Optional[np.ndarray]  # w log w, 0 where w = 0
     scratch: np.ndarray  # [R_traded + 1, N] working space of _newton_direction, last row ones
     weight_floor: float = _SUBNORMAL  # W_i's floor in _newton_direction (_TINY: the corner-safe Hessian)
+    corners: Optional[list] = None  # one entry per nan Newton step (a corner with the subnormal floor)
 
 
 def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndarray) -> _Economy:
@@ -64,7 +65,7 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     scratch = np.ones((num_goods + 1, num_agents))
     if not (num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET):
         return _Economy(weights, supply, supply.tolist(), None, None, target, log_weights, weights * log_weights,
-                        scratch)
+                        scratch, corners=[])
     subsets = _subsets(num_goods)  # [K, R]
     num_sets = subsets.shape[0]
     # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
@@ -80,7 +81,7 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     for good_slopes, good_log_weights in zip(line_slopes, log_weights):
         spent -= good_slopes[:num_sets] * good_log_weights
     offset[:num_sets] = np.where(valued_set, spent, target * np.inf)
-    return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch)
+    return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch, corners=[])
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,6 +177,8 @@ def _newton_direction(economy: _Economy, market: _Market):
         slope = sum([gap * p for gap, p in zip(excess, direction)])  # nan or inf unless the direction is finite
         if 0.0 < slope < np.inf:
             return np.array(direction), slope
+    if economy.corners is not None and any([p != p for p in newton]):  # nan: noted for _solve_prices
+        economy.corners.append(len(economy.corners))
     direction = _diagonal_direction(market)  # always raises prices where demand exceeds
     return direction, float(market.excess @ direction)
 
@@ -289,7 +292,7 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     utility is tiny, holdings ~1e-30, and its demand rounds to 0 at every good), the Hessian is
     nan and every step falls back to the diagonally scaled gradient, which often still converges,
     slowly (kept so that those results, and the economy's trajectories through them, stay bit for
-    bit what they were), but may crawl to ``max_iter``. Only when such a corner was met and the
+    bit what they were), but may crawl to ``max_iter``. Only when such a nan step was met and the
     first pass did not certify its result does a second pass, from the first pass's last prices,
     use the corner-safe Hessian (floor _TINY: the corner agent adds 0, as its demand is flat in
     the prices), which converges in a few Newton steps; the result with the lower KKT residual is
@@ -323,14 +326,11 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     return (*better[:3], first[3] + second[3], better[4])
 
 
-def _binding_without_goods(market: _Market) -> bool:
-    """Whether some IR-binding agent demands nothing at all (its W_i in _newton_direction is 0)."""
-    return bool(np.any((market.log_multipliers > 0) & ~np.any(market.allocation > 0, axis=0)))
-
-
 def _newton_passes(data: _MarketData, economy: _Economy, start, tol, max_iter, all_traded):
     """One pass of _solve_prices from prices ``start``: ((x, lam, mu, iterations, diagnostics),
-    the last prices, whether the first pass met an IR-binding agent without goods).
+    the last prices, whether a Newton step of this first-pass (subnormal-floor) economy was nan:
+    an IR-binding agent without goods, a corner; noted by _newton_direction, at no cost to the usual
+    path).
 
     Newton stops on the clearing error (excess demand, the dual gradient, in KKT units), once below
     max(1e-3 tol, half the IR allowance min(0.1 tol, IR_ALLOWANCE)); the candidate is then made
@@ -342,7 +342,6 @@ def _newton_passes(data: _MarketData, economy: _Economy, start, tol, max_iter, a
     e, traded = data.endowment, data.traded
     num_goods = e.shape[0]
     lam = np.zeros(num_goods)
-    first_pass, corner = economy.weight_floor == _SUBNORMAL, False
     market, value = _respond(economy, start), None
     # The final rescaling moves an IR-binding agent's utility by about the clearing error (weights
     # summing to 1): stopping below half the allowance the repair leaves alone makes blending rare.
@@ -354,8 +353,6 @@ def _newton_passes(data: _MarketData, economy: _Economy, start, tol, max_iter, a
         stalled = idle >= 20  # no halving of the error in twenty steps: give up
         if error > max(target, rounding) and iterations < max_iter and not stalled:
             previous = market
-            if first_pass and not corner:
-                corner = _binding_without_goods(market)
             market, value = _line_search(economy, market, *_newton_direction(economy, market), value)
             if market is previous:  # Newton's model misled it: try the diagonally scaled gradient
                 direction = _diagonal_direction(market)
@@ -376,6 +373,7 @@ def _newton_passes(data: _MarketData, economy: _Economy, start, tol, max_iter, a
         mu = np.expm1(market.log_multipliers)
         diagnostics = _diagnostics(data, x, lam, mu, utility, marginal)
         if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled or error <= rounding:
+            corner = economy.weight_floor == _SUBNORMAL and bool(economy.corners)
             return (x, lam, mu, iterations, diagnostics), market.prices, corner
         target = 0.01 * min(target, error)
     raise AssertionError("unreachable: the last iteration always returns")
