@@ -24,7 +24,8 @@ The conservation multipliers lambda are the market prices. Three methods:
   ``accelerate=False`` gives plain projected gradient (same steps, no momentum).
   log(1 + x) is continued below 0 by x - x^2/2, so extrapolated points y outside x >= 0 have
   a gradient; iterates themselves are projections and never leave C.
-- Outer loop: once the inner problem is stationary to 0.3 times the relative IR residual, the
+- Outer loop: once the inner problem is stationary to 0.3 times the relative IR residual
+  (residual / max(u_i(e_i), u_i(x_i), the IR slack the final repair leaves alone), the
   multipliers update mu <- max(0, mu + rho g(x)), with rho_i = 10 (1 + mu_i) / sum_r w_ir (the
   dual curvature's scale), doubled for an agent whose IR residual is among the largest and has
   not halved since the last update (its demand is flat in mu, e.g. it holds nothing).
@@ -65,6 +66,13 @@ exact for each price vector:
 - Fixed-step dual ascent, and alternating water-filling with multiplier updates, converge slowly
   or cycle when holdings are small and utilities nearly linear; Newton on the R prices converges
   in about 5 steps across holdings from 1e-9 to 1e6.
+- Corners: an agent whose endowment utility is tiny (residue holdings ~1e-33) can be IR-binding
+  while its demand rounds to 0 for every good; its Hessian term is then 0. The first pass keeps
+  the solver's original arithmetic, where that term was nan and only gradient steps were left
+  (results that converged so stay bit for bit); if it met such a corner and did not certify, a
+  second pass from its last prices uses the corner-safe Hessian and converges in a few steps.
+  ``max_iter`` bounds both passes together; the default cap allows 100 updates for the first pass
+  and 100 more for the second.
 
 ``method="penalty"`` is the seed's method, kept for comparison: 100 fixed-size projected gradient
 steps on welfare minus a quadratic penalty on IR violations. Its IR violation is reported as is.
@@ -93,7 +101,7 @@ import numpy as np
 import torch
 
 from .market import _as_array, _as_matrix, _as_tensor, _diagnostics, _market_data, project_onto_conservation
-from .newton import DEFAULT_MAX_ITER, _solve_prices
+from .newton import _solve_prices
 from .penalty import PENALTY_STEPS, _solve_penalty
 from .pgd import PGD_MAX_ITER, _solve_pgd
 
@@ -138,19 +146,20 @@ class TradeResult:
 
 def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
                  max_iter: Optional[int] = None, warm_start: Optional[TradeResult] = None,
-                 init: str = "dual", accelerate: bool = True, init_max_iter: int = DEFAULT_MAX_ITER) -> TradeResult:
+                 init: str = "dual", accelerate: bool = True, init_max_iter: Optional[int] = None) -> TradeResult:
     """Reallocate ``holdings`` [N, R] to maximise summed utility, conserving goods, keeping IR.
 
     ``weights`` [N, R] are the utility weights w (nonnegative; a row may be all zero).
     ``method``: "pgd" (default), "newton" or "penalty" (module docstring). ``tol`` bounds the
     KKT residual (pgd, newton). ``max_iter`` caps the projected-gradient iterations (pgd, default
-    20,000) or the price updates (newton, default 100), or sets the number of steps (penalty,
-    default 100). ``warm_start``, a previous result with N agents, seeds the IR multipliers (and,
-    for pgd with ``init="endowment"``, the allocation, rescaled to the current supply).
-    pgd only: ``init`` is "dual" (start from the Newton dual solution) or "endowment" (start from
-    the holdings: projected gradient alone); ``init_max_iter`` caps the Newton price updates of
-    the dual start (default 100); ``accelerate=False`` drops FISTA's momentum (plain projected
-    gradient, for comparison). Bad input raises ``ValueError`` naming the argument.
+    20,000) or the price updates (newton, default 100, plus 100 for a corner pass: module
+    docstring), or sets the number of steps (penalty, default 100). ``warm_start``, a previous
+    result with N agents, seeds the IR multipliers (and, for pgd with ``init="endowment"``, the
+    allocation, rescaled to the current supply). pgd only: ``init`` is "dual" (start from the
+    Newton dual solution) or "endowment" (start from the holdings: projected gradient alone);
+    ``init_max_iter`` caps the Newton price updates of the dual start (default as newton's);
+    ``accelerate=False`` drops FISTA's momentum (plain projected gradient, for comparison).
+    Bad input raises ``ValueError`` naming the argument.
     """
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {METHODS}")
@@ -192,8 +201,7 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
                 market, tol, max_iter or PGD_MAX_ITER, init, init_max_iter, warm_allocation, warm_multipliers,
                 warm_prices, accelerate)
         elif method == "newton":
-            x, lam, mu, iterations, diagnostics = _solve_prices(market, tol, max_iter or DEFAULT_MAX_ITER,
-                                                                warm_multipliers, warm_prices)
+            x, lam, mu, iterations, diagnostics = _solve_prices(market, tol, max_iter, warm_multipliers, warm_prices)
         else:
             x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
             diagnostics = _diagnostics(market, x, lam, mu)

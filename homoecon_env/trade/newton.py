@@ -20,6 +20,7 @@ from .market import (
 )
 
 DEFAULT_MAX_ITER = 100  # newton price updates when max_iter is None (and pgd's init_max_iter)
+CORNER_MAX_ITER = 100  # extra updates of the corner-safe second pass when the cap is left at its default
 LINE_SEARCH_STEPS = 80  # evaluations per line search, at most
 LINE_SEARCH_SLOPE = 0.5  # a line search stops where |slope| <= this times the start's
 MAX_PRICE_GROWTH = 3.0  # a line search's first trial raises no price more than (1 + this) fold
@@ -27,6 +28,7 @@ MAX_ENUMERATED_GOODS = 3  # IR multipliers by enumerating the 2^R - 1 sets of go
 ENUMERATION_BUDGET = 1 << 12  # or while N 2^R is at most this; by sorting the goods otherwise
 MAX_LOG_MULTIPLIER = 200.0  # log(1 + mu) is capped so that (1 + mu) w / lambda stays finite
 _SUBNORMAL = np.finfo(np.float64).smallest_subnormal
+_TINY = np.finfo(np.float64).tiny  # the least normal float64: 1 / _TINY is finite
 
 
 class _Economy(NamedTuple):
@@ -52,6 +54,8 @@ class _Economy(NamedTuple):
     log_weights: Optional[np.ndarray]  # 0 where not valued
     weighted_log_weights: Optional[np.ndarray]  # w log w, 0 where w = 0
     scratch: np.ndarray  # [R_traded + 1, N] working space of _newton_direction, last row ones
+    weight_floor: float = _SUBNORMAL  # W_i's floor in _newton_direction (_TINY: the corner-safe Hessian)
+    corners: Optional[list] = None  # one entry per nan Newton step (a corner with the subnormal floor)
 
 
 def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndarray) -> _Economy:
@@ -61,7 +65,7 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     scratch = np.ones((num_goods + 1, num_agents))
     if not (num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET):
         return _Economy(weights, supply, supply.tolist(), None, None, target, log_weights, weights * log_weights,
-                        scratch)
+                        scratch, corners=[])
     subsets = _subsets(num_goods)  # [K, R]
     num_sets = subsets.shape[0]
     # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
@@ -77,7 +81,7 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     for good_slopes, good_log_weights in zip(line_slopes, log_weights):
         spent -= good_slopes[:num_sets] * good_log_weights
     offset[:num_sets] = np.where(valued_set, spent, target * np.inf)
-    return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch)
+    return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch, corners=[])
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,8 +155,13 @@ def _newton_direction(economy: _Economy, market: _Market):
     active = market.allocation > 0
     one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N], 0 where x = 0
     active_weights = np.where(active, economy.weights, 0.0)
-    # 1 / W_i for IR-binding agents, 0 for slack ones (whose W_i may be 0: divided by the least subnormal)
-    binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), _SUBNORMAL)
+    # 1 / W_i for IR-binding agents, 0 for slack ones (whose W_i may be 0). An IR-binding agent may
+    # have W_i = 0 too: one whose endowment utility is tiny (holdings ~1e-30) and whose demand rounds
+    # to 0 at every good (it sits at a corner; its demand is flat in the prices, so it adds nothing
+    # to the Hessian). With the floor _TINY, 1 / W_i is finite and its coupling row 0 * finite = 0;
+    # with the least subnormal (the first pass, see _solve_prices), 1 / W_i overflows to inf and
+    # 0 * inf = nan makes the Newton step nan, so only the diagonal fallback is left.
+    binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), economy.weight_floor)
     scaled = economy.scratch  # [R + 1, N]: the coupling's w_iq / W_i, and a row of ones for the diagonal
     np.multiply(active_weights, binding, out=scaled[:num_goods])
     sums = np.einsum("rn,qn->rq", one_plus_x, scaled).tolist()  # [R, R + 1]: the coupling, then the diagonal
@@ -168,6 +177,8 @@ def _newton_direction(economy: _Economy, market: _Market):
         slope = sum([gap * p for gap, p in zip(excess, direction)])  # nan or inf unless the direction is finite
         if 0.0 < slope < np.inf:
             return np.array(direction), slope
+    if economy.corners is not None and any([p != p for p in newton]):  # nan: noted for _solve_prices
+        economy.corners.append(len(economy.corners))
     direction = _diagonal_direction(market)  # always raises prices where demand exceeds
     return direction, float(market.excess @ direction)
 
@@ -275,18 +286,24 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     """Newton steps on traded goods' prices until the returned allocation's KKT residual <= tol.
 
     The first prices are ``warm_prices`` (the previous call's) where they price every traded good,
-    otherwise the water-filling prices for the warm-start multipliers. Newton stops on the clearing
-    error (excess demand, the dual gradient, in KKT units), once below max(1e-3 tol, half the IR
-    allowance min(0.1 tol, IR_ALLOWANCE)); the candidate is then made exactly conserving and IR
-    (violations up to the allowance left alone) and its full KKT residual measured. If the repair
-    cost more than ``tol``, the target is tightened (x 0.01) and Newton resumes. A Newton step that
-    cannot lower Phi is replaced by a diagonally scaled one; it stops early when the error reaches
-    rounding level, or has not halved in 20 steps.
+    otherwise the water-filling prices for the warm-start multipliers. Then up to two passes of
+    Newton (_newton_passes). The first is the solver as it was before the corner fix, its W_i
+    floor the least subnormal: where an IR-binding agent demands nothing at all (its endowment
+    utility is tiny, holdings ~1e-30, and its demand rounds to 0 at every good), the Hessian is
+    nan and every step falls back to the diagonally scaled gradient, which often still converges,
+    slowly (kept so that those results, and the economy's trajectories through them, stay bit for
+    bit what they were), but may crawl to ``max_iter``. Only when such a nan step was met and the
+    first pass did not certify its result does a second pass, from the first pass's last prices,
+    use the corner-safe Hessian (floor _TINY: the corner agent adds 0, as its demand is flat in
+    the prices), which converges in a few Newton steps; the result with the lower KKT residual is
+    returned. ``max_iter`` bounds the price updates of both passes together; None (the default
+    cap) gives the first pass DEFAULT_MAX_ITER and the second CORNER_MAX_ITER more, since the
+    first often spends all of its own.
     """
     e, traded = data.endowment, data.traded
     num_goods, num_agents = e.shape
-    lam = np.zeros(num_goods)
     if not traded.any():
+        lam = np.zeros(num_goods)
         x, utility = _finish(np.zeros_like(e), data, 0.0)
         return x, lam, np.zeros(num_agents), 0, _diagnostics(data, x, lam, np.zeros(num_agents), utility)
     all_traded = min(traded.tolist())
@@ -296,6 +313,35 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     if start is None or not all(0.0 < price < np.inf for price in start.tolist()):
         initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
         start = _water_fill((1.0 + initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))) * weights, economy.supply)
+    if max_iter is None:
+        first_cap, total_cap = DEFAULT_MAX_ITER, DEFAULT_MAX_ITER + CORNER_MAX_ITER
+    else:
+        first_cap = total_cap = max_iter
+    first, prices, corner = _newton_passes(data, economy, start, tol, first_cap, all_traded)
+    budget = total_cap - first[3]
+    if not corner or first[4]["kkt_residual"] <= tol or budget < 1:
+        return first
+    second, _, _ = _newton_passes(data, economy._replace(weight_floor=_TINY), prices, tol, budget, all_traded)
+    better = second if second[4]["kkt_residual"] <= first[4]["kkt_residual"] else first
+    return (*better[:3], first[3] + second[3], better[4])
+
+
+def _newton_passes(data: _MarketData, economy: _Economy, start, tol, max_iter, all_traded):
+    """One pass of _solve_prices from prices ``start``: ((x, lam, mu, iterations, diagnostics),
+    the last prices, whether a Newton step of this first-pass (subnormal-floor) economy was nan:
+    an IR-binding agent without goods, a corner; noted by _newton_direction, at no cost to the usual
+    path).
+
+    Newton stops on the clearing error (excess demand, the dual gradient, in KKT units), once below
+    max(1e-3 tol, half the IR allowance min(0.1 tol, IR_ALLOWANCE)); the candidate is then made
+    exactly conserving and IR (violations up to the allowance left alone) and its full KKT residual
+    measured. If the repair cost more than ``tol``, the target is tightened (x 0.01) and Newton
+    resumes. A Newton step that cannot lower Phi is replaced by a diagonally scaled one; it stops
+    early when the error reaches rounding level, or has not halved in 20 steps.
+    """
+    e, traded = data.endowment, data.traded
+    num_goods = e.shape[0]
+    lam = np.zeros(num_goods)
     market, value = _respond(economy, start), None
     # The final rescaling moves an IR-binding agent's utility by about the clearing error (weights
     # summing to 1): stopping below half the allowance the repair leaves alone makes blending rare.
@@ -327,7 +373,8 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
         mu = np.expm1(market.log_multipliers)
         diagnostics = _diagnostics(data, x, lam, mu, utility, marginal)
         if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled or error <= rounding:
-            return x, lam, mu, iterations, diagnostics
+            corner = economy.weight_floor == _SUBNORMAL and bool(economy.corners)
+            return (x, lam, mu, iterations, diagnostics), market.prices, corner
         target = 0.01 * min(target, error)
     raise AssertionError("unreachable: the last iteration always returns")
 

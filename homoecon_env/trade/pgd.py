@@ -224,7 +224,7 @@ def _solve_pgd(data: _MarketData, tol, max_iter, init, init_max_iter, warm_alloc
         if inner > 0 and not ir_met:  # while IR is unmet, the multipliers may need an update
             shortfall = problem.endowment_utility - point.utility
             ir_residual = np.where(point.multipliers > 0, np.abs(shortfall), np.maximum(shortfall, 0.0))  # [N]
-            scale = np.maximum(np.maximum(problem.endowment_utility, point.utility), np.finfo(np.float64).tiny)
+            scale = np.maximum(np.maximum(problem.endowment_utility, point.utility), problem.ir_slack)
             relative_residual = float(np.max(ir_residual / scale))
             if _inner_stationarity(problem, point, prices) <= INNER_FACTOR * relative_residual or inner >= MAX_INNER:
                 mu = point.multipliers  # the augmented-Lagrangian multiplier update
