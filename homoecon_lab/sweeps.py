@@ -143,8 +143,8 @@ def _field_group(name: str) -> tuple[str, type]:
         hints = typing.get_type_hints(cls)
         if name in hints:
             return part, hints[name]
-    raise ValueError(f"argument --grid: unknown field {name!r}; expected a RunArgs, EconomyConfig or LearnerConfig "
-                     "field (the names of train.py's flags, e.g. num_agents for --num-agents)")
+    raise ValueError(f"unknown field {name!r}; expected a RunArgs, EconomyConfig or LearnerConfig field (the names "
+                     "of train.py's flags, e.g. num_agents for --num-agents)")
 
 
 def convert(name: str, text: str, hint):
@@ -181,7 +181,10 @@ def parse_grid(entries) -> dict:
             raise ValueError(f"{where}: {name} cannot be swept ({FIXED_PER_TRIAL[name]})")
         if name in grid:
             raise ValueError(f"{where}: {name} is given twice; list all its values in one --grid")
-        _field_group(name)
+        try:
+            _field_group(name)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
         texts = [value.strip() for value in values.split(",")]
         if "" in texts or len(set(texts)) != len(texts):
             raise ValueError(f"{where}: expected distinct non-empty values, got {texts}")
