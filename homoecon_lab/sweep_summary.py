@@ -95,7 +95,7 @@ def write_summary(path: str, name: str, grid: dict, points: dict, rows: Sequence
 
 
 def write_figure(path: str, name: str, points: Sequence[str], rows: Sequence[dict]) -> None:
-    """comparison.png: one panel per headline metric, a bar per grid point with its 95% CI."""
+    """comparison.png: one panel per headline metric, a bar per grid point with its 95% CI and each seed's dot."""
     table = point_statistics(points, rows)
     columns_ = 3
     lines = max(1, math.ceil(len(HEADLINE) / columns_))
@@ -111,6 +111,9 @@ def write_figure(path: str, name: str, points: Sequence[str], rows: Sequence[dic
         ax.bar(x, means, color="tab:blue", alpha=0.7)
         finite = np.isfinite(halves) & np.isfinite(means)
         ax.errorbar(x[finite], means[finite], yerr=halves[finite], fmt="none", ecolor="black", capsize=4)
+        for i, point in enumerate(points):  # each seed's value
+            seeds = [row[metric] for row in rows if row["point"] == point and row["status"] == "ok" and metric in row]
+            ax.plot(np.full(len(seeds), float(i)), seeds, "o", color="tab:orange", markersize=3, zorder=3)
         ax.set_xticks(x, labels, rotation=0 if len(points) <= 4 else 30, ha="center" if len(points) <= 4 else "right")
         style_axes(ax, label)
     save_figure(figure, path)

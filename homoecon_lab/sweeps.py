@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -406,7 +407,6 @@ def run_sweep(sweep: Sweep) -> list[dict]:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress bar only
         started = not ray.is_initialized()
         if started:
-            import logging
             ray.init(address=sweep.address, num_cpus=sweep.num_cpus, include_dashboard=False,
                      logging_level=logging.WARNING, log_to_driver=False)
         try:
@@ -433,9 +433,13 @@ def _fit(sweep: Sweep, pending: list, tune) -> dict:
     main = threading.current_thread() is threading.main_thread()
     if main:  # a scheduler's SIGTERM stops the sweep as Ctrl-C does (Tune ends the trials; rerun to resume)
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    quiet = logging.getLogger("ray.tune")  # its advice on a stop (Tuner.restore) is not how a sweep resumes
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         grid = tuner.fit()
     finally:
+        quiet.setLevel(level)
         if main:
             signal.signal(signal.SIGTERM, previous)
     errors = {}
