@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import sys
 
-from homoecon_lab.sweeps import SweepError, parse_sweep_args, run_sweep
+from homoecon_lab.sweep_runner import run_sweep
+from homoecon_lab.sweeps import SweepError, parse_sweep_args
 
 
 def main(argv=None) -> None:
@@ -31,6 +32,7 @@ def main(argv=None) -> None:
     done = sum(row["status"] == "ok" for row in rows)
     failed = sum(row["status"] == "error" for row in rows)
     where = os.path.relpath(sweep.folder)
+    where = sweep.folder if where.startswith("..") else where
     print(f"{done} of {len(rows)} trials finished, {failed} failed: {where}/summary.md, results.csv, comparison.png "
           f"(tensorboard --logdir {where})")
     if done < len(rows):

@@ -1,35 +1,21 @@
-"""Sweeps and multi-seed experiments on Ray Tune: sweep.py's flags, trials and bookkeeping (docs/design.md
-section 10).
+"""What a sweep is: sweep.py's flags, its trials and its folder (docs/design.md section 10).
 
-A sweep is a grid (``--grid FIELD=v1,v2``, any train.py setting) times seeds. Every trial is one
-`homoecon_lab.training.train` call with one CPU and one thread, run by Ray Tune: a local Ray by default,
-a running cluster with ``--address``. Each trial's settings are built and validated here before Ray
-starts, so a bad field or value ends at once with one message naming it.
+A sweep is a grid (``--grid FIELD=v1,v2``, any train.py setting) times seeds; each trial is one
+`homoecon_lab.training.train` call (`homoecon_lab.sweep_runner` runs them on Ray Tune). Every trial's
+Settings is built and validated here, without Ray, so a bad field or value ends at once with one
+message naming it.
 
-Output in ``sweeps/<name>/``: sweep.json (the sweep's settings), runs/<grid point>_s<seed>/ (one train.py
-run folder per trial), trials/<trial>.json (status, error, wall time), results.csv, summary.md and
-comparison.png (`homoecon_lab.sweep_summary`).
-
-Resuming is our own bookkeeping over the run folders, not Tune's experiment state: a trial whose run
-folder holds final_metrics.json is finished and never re-run; one with a checkpoint continues from it
-(train.py's --resume, bit-exact); any other starts over. The run folders are always up to date (a
-checkpoint is written atomically as the run goes), while Tune's snapshot of its experiment can lag
-behind the trials it lost and knows nothing of train()'s checkpoints.
+The folder ``sweeps/<name>/`` holds sweep.json (the sweep's settings: a rerun with others is refused),
+runs/<grid point>_s<seed>/ (one train.py run folder per trial; final_metrics.json there means finished),
+trials/<trial>.json (status, error, attempts, wall time), and the outputs of `homoecon_lab.sweep_summary`.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
-import logging
 import os
 import re
-import shutil
-import signal
 import sys
-import threading
-import time
 import types
 import typing
 from dataclasses import dataclass
@@ -39,22 +25,19 @@ import tyro
 
 from agents.config import LearnerConfig
 from homoecon_env.config import EconomyConfig
-from homoecon_env.files import atomic_write_text
-from homoecon_lab import sweep_summary
 from homoecon_lab.cli import _EconomyFlags, _LearnerFlags, _RunFlags, fail, flag_message, search_current_directory
 from homoecon_lab.recorder import FINAL_METRICS
-from homoecon_lab.settings import MAX_SEED, RunArgs, Settings, flag, settings_from_json, shallow_fields
+from homoecon_lab.settings import MAX_SEED, RunArgs, Settings, flag, shallow_fields
 
 GROUPS = {"run": RunArgs, "economy": EconomyConfig, "learner": LearnerConfig}
 IN_PYTHON = "set in Python, not on the command line"
 FIXED_PER_TRIAL = {"seed": "use --seeds or --seed-list", "run_name": "a trial's folder is named after it",
                    "run_dir": "a trial's folder is sweeps/<name>/runs/<trial>", "resume": "a sweep resumes itself",
                    "resources": IN_PYTHON, "jobs": IN_PYTHON}
-INSTALL = "pip install -e '.[ray]'"
 
 
 class SweepError(ValueError):
-    """A sweep cannot start or go on (a different sweep in its folder, Ray missing); one message."""
+    """A sweep cannot start or go on (another sweep in its folder, Ray missing): one message."""
 
 
 @dataclass(frozen=True)
@@ -300,183 +283,3 @@ def read_record(folder: str, label: str) -> dict:
 
 def is_finished(trial: Trial) -> bool:
     return os.path.isfile(os.path.join(trial.settings.run.run_dir, FINAL_METRICS))
-
-
-# --------------------------------------------------------------------------- one trial (in a Ray worker)
-
-
-def run_trial(job: dict) -> dict:
-    """Run (or continue) one trial: job = {"label", "folder", "search_path", "settings" (Settings.to_json())}.
-
-    Never raises for a failing run: the error goes into trials/<label>.json and the returned record."""
-    from agents.checkpoint import load_checkpoint
-    from homoecon_lab.recorder import Recorder
-    from homoecon_lab.training import train
-
-    if job["search_path"] not in sys.path:  # a plug-in learner next to where sweep.py was started
-        sys.path.append(job["search_path"])
-    previous = read_record(job["folder"], job["label"])
-    start = time.perf_counter()
-    try:
-        settings = settings_from_json(job["settings"])
-        run_dir = settings.run.run_dir
-        checkpoint = os.path.join(run_dir, "checkpoint.pt")
-        # train()'s progress bar is for a terminal; Tune shows the sweep's progress instead.
-        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
-            if os.path.isfile(checkpoint) and os.path.isfile(os.path.join(run_dir, "config.json")):
-                saved = load_checkpoint(checkpoint)
-                if saved["step"] >= settings.run.steps:  # stopped after its last checkpoint, before the metrics
-                    recorder = Recorder(settings.economy)
-                    recorder.load_state_dict(saved["recorder"])
-                    recorder.write_final_metrics(run_dir)
-                else:
-                    train(dataclasses.replace(settings, run=dataclasses.replace(settings.run, resume=run_dir)))
-            else:
-                shutil.rmtree(run_dir, ignore_errors=True)  # started, but nothing to continue from: start over
-                train(settings)
-        status, error = "ok", ""
-    except Exception as failure:  # noqa: BLE001 - any failure of the trial is its result
-        status, error = "error", " ".join(f"{type(failure).__name__}: {failure}".split())
-    record = {"status": status, "error": error, "attempts": previous.get("attempts", 0) + 1,
-              "wall_s": round(previous.get("wall_s", 0.0) + time.perf_counter() - start, 3)}
-    atomic_write_text(trial_record_path(job["folder"], job["label"]), json.dumps(record, indent=2) + "\n")
-    return record
-
-
-def _trainable(config: dict) -> None:
-    """The Tune function trainable: one trial, one report."""
-    from ray import tune
-
-    record = run_trial(config["job"])
-    tune.report({"ok": float(record["status"] == "ok"), "wall_s": record["wall_s"]})
-
-
-# --------------------------------------------------------------------------- the driver
-
-
-def require_ray():
-    """Import Ray Tune, or SweepError with the install command."""
-    try:
-        import ray
-        from ray import tune
-    except ImportError as error:
-        raise SweepError(f"sweeps run on Ray Tune, which is not installed ({error}); install it with {INSTALL}") \
-            from None
-    return ray, tune
-
-
-def result_row(sweep: Sweep, trial: Trial, tune_error: str = "") -> dict:
-    """results.csv's row of a trial: grid values, seed, status, wall time, error, final metrics."""
-    record = read_record(sweep.folder, trial.label)
-    row = {"trial": trial.label, "point": trial.point, **trial.values, "seed": trial.seed,
-           "wall_s": record.get("wall_s", "")}
-    if is_finished(trial):
-        with open(os.path.join(trial.settings.run.run_dir, FINAL_METRICS), encoding="utf-8") as stream:
-            row.update(json.load(stream)["metrics"], status="ok", error="")
-    elif record.get("status") == "error" or tune_error:
-        row.update(status="error", error=record.get("error") or " ".join(tune_error.split()))
-    else:
-        row.update(status="unfinished", error="")
-    return row
-
-
-def write_outputs(sweep: Sweep, tune_errors: Optional[dict] = None, figure: bool = True) -> list[dict]:
-    """results.csv, and with ``figure`` summary.md and comparison.png, from the run folders; returns the rows."""
-    rows = [result_row(sweep, trial, (tune_errors or {}).get(trial.label, "")) for trial in sweep.trials]
-    sweep_summary.write_results(os.path.join(sweep.folder, "results.csv"), list(sweep.grid), rows)
-    if figure:
-        sweep_summary.write_summary(os.path.join(sweep.folder, "summary.md"), sweep.name, sweep.grid, sweep.points,
-                                    rows)
-        sweep_summary.write_figure(os.path.join(sweep.folder, "comparison.png"), sweep.name, list(sweep.points), rows)
-    return rows
-
-
-def run_sweep(sweep: Sweep) -> list[dict]:
-    """Run the sweep's unfinished trials on Ray Tune and write its outputs; returns results.csv's rows.
-
-    Finished trials are kept; the others continue from their checkpoint or start over. Uses the Ray
-    already initialised in this process if any, else starts a local one (or joins ``sweep.address``)."""
-    check_folder(sweep)
-    ray, tune = require_ray()
-    os.makedirs(os.path.join(sweep.folder, "trials"), exist_ok=True)
-    atomic_write_text(os.path.join(sweep.folder, "sweep.json"), json.dumps(sweep.spec, indent=2) + "\n")
-    pending = [trial for trial in sweep.trials if not is_finished(trial)]
-    tune_errors = {}
-    if pending:
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no Tune event files beside the runs'
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress bar only
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=sweep.address, num_cpus=sweep.num_cpus, include_dashboard=False,
-                     logging_level=logging.WARNING, log_to_driver=False)
-        try:
-            tune_errors = _fit(sweep, pending, tune)
-        finally:
-            if started:
-                ray.shutdown()
-    return write_outputs(sweep, tune_errors)
-
-
-def _fit(sweep: Sweep, pending: list, tune) -> dict:
-    """One Tune experiment over the pending trials; returns trial label -> Tune's error (a lost worker)."""
-    jobs = [{"label": trial.label, "folder": sweep.folder, "search_path": os.getcwd(),
-             "settings": json.loads(json.dumps(trial.settings.to_json()))} for trial in pending]  # as config.json
-    from ray.tune.logger import JsonLoggerCallback
-
-    tuner = tune.Tuner(
-        tune.with_resources(_trainable, {"cpu": 1}),
-        param_space={"job": tune.grid_search(jobs)},
-        tune_config=tune.TuneConfig(trial_name_creator=lambda t: t.config["job"]["label"],
-                                    trial_dirname_creator=lambda t: t.config["job"]["label"]),
-        run_config=tune.RunConfig(name="tune", storage_path=os.path.join(sweep.folder, ".tune"), verbose=0,
-                                  callbacks=[_progress(tune, sweep, len(pending)), JsonLoggerCallback()]))
-    main = threading.current_thread() is threading.main_thread()
-    if main:  # a scheduler's SIGTERM stops the sweep as Ctrl-C does (Tune ends the trials; rerun to resume)
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
-    quiet = logging.getLogger("ray.tune")  # its advice on a stop (Tuner.restore) is not how a sweep resumes
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        grid = tuner.fit()
-    finally:
-        quiet.setLevel(level)
-        if main:
-            signal.signal(signal.SIGTERM, previous)
-    errors = {}
-    for result in grid:
-        if result.error is not None and result.config:
-            errors[result.config["job"]["label"]] = f"{type(result.error).__name__}: {result.error}"
-    return errors
-
-
-def _progress(tune, sweep: Sweep, pending: int):
-    """A Tune callback: a progress bar over finished trials, one line per trial, results.csv kept current."""
-    from tqdm import tqdm
-
-    class Progress(tune.Callback):
-        def setup(self, **info) -> None:
-            self.bar = tqdm(total=len(sweep.trials), initial=len(sweep.trials) - pending, desc=f"sweep {sweep.name}",
-                            unit="trial", dynamic_ncols=True)
-            self.failed = 0
-
-        def _done(self, trial, error: str = "") -> None:
-            label = trial.config["job"]["label"]
-            record = read_record(sweep.folder, label)
-            ok = record.get("status") == "ok" and not error
-            self.failed += not ok
-            text = "ok" if ok else f"error: {record.get('error') or error}"
-            self.bar.write(f"{label}: {text} ({record.get('wall_s', '?')} s)")
-            self.bar.set_postfix(failed=self.failed, refresh=False)
-            self.bar.update(1)
-            write_outputs(sweep, {label: error} if error else None, figure=False)
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self._done(trial)
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._done(trial, "the trial's Ray worker failed")
-
-        def on_experiment_end(self, trials, **info) -> None:
-            self.bar.close()
-
-    return Progress()

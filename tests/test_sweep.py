@@ -17,7 +17,7 @@ import scipy.stats
 from extras import import_extra
 
 import sweep as sweep_script
-from homoecon_lab import sweeps
+from homoecon_lab import sweep_runner, sweeps
 from homoecon_lab.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,14 +77,14 @@ def swept(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         argv = [*ARGS, "--sweep-dir", str(tmp / "sweeps")]
-        first = sweeps.run_sweep(sweeps.parse_sweep_args(argv))
+        first = sweep_runner.run_sweep(sweeps.parse_sweep_args(argv))
         folder = tmp / "sweeps" / "tiny"
         first_summary = (folder / "summary.md").read_text()
         records = {label: json.loads(path.read_text()) for label, path in
                    ((p.stem, p) for p in (folder / "trials").glob("*.json"))}
         stamps = {path: path.stat().st_mtime_ns for path in folder.glob("runs/*/final_metrics.json")}
         marker.unlink()
-        second = sweeps.run_sweep(sweeps.parse_sweep_args(argv))
+        second = sweep_runner.run_sweep(sweeps.parse_sweep_args(argv))
     finally:
         ray.shutdown()
         os.chdir(here)
