@@ -116,7 +116,7 @@ def write_outputs(sweep: Sweep, tune_errors: Optional[dict] = None, figure: bool
     if figure:
         sweep_summary.write_summary(os.path.join(sweep.folder, "summary.md"), sweep.name, sweep.grid, sweep.points,
                                     rows)
-        sweep_summary.write_figure(os.path.join(sweep.folder, "comparison.png"), sweep.name, list(sweep.points), rows)
+        sweep_summary.write_figure(os.path.join(sweep.folder, "comparison.png"), sweep.name, sweep.points, rows)
     return rows
 
 

@@ -94,16 +94,20 @@ def write_summary(path: str, name: str, grid: dict, points: dict, rows: Sequence
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_figure(path: str, name: str, points: Sequence[str], rows: Sequence[dict]) -> None:
-    """comparison.png: one panel per headline metric, a bar per grid point with its 95% CI and each seed's dot."""
-    table = point_statistics(points, rows)
+def write_figure(path: str, name: str, points: dict, rows: Sequence[dict]) -> None:
+    """comparison.png: one panel per headline metric, a bar per grid point with its 95% CI and each seed's dot.
+
+    ``points``: grid point label -> its grid values; a bar is labelled with its values, one per line."""
+    table = point_statistics(list(points), rows)
+    fields = list(next(iter(points.values()), {}))
     columns_ = 3
     lines = max(1, math.ceil(len(HEADLINE) / columns_))
-    width = max(9.0, 1.0 + 0.9 * len(points) * columns_)
+    width = max(9.0, 1.0 + 1.2 * len(points) * columns_)
     figure = new_figure(width, 3.2 * lines)
     figure.suptitle(f"Sweep {name}: final metrics, mean and 95% CI over seeds", fontsize=11)
     x = np.arange(len(points))
-    labels = [point.replace(",", "\n") + f"\n(n={table[point]['n']})" for point in points]
+    labels = [("\n".join(str(value).rpartition(":")[2] for value in values.values()) or point)
+              + f"\n(n={table[point]['n']})" for point, values in points.items()]
     for k, (metric, label) in enumerate(HEADLINE.items()):
         ax = figure.add_subplot(lines, columns_, k + 1)
         means = np.array([table[point][metric][0] for point in points])
@@ -115,5 +119,5 @@ def write_figure(path: str, name: str, points: Sequence[str], rows: Sequence[dic
             seeds = [row[metric] for row in rows if row["point"] == point and row["status"] == "ok" and metric in row]
             ax.plot(np.full(len(seeds), float(i)), seeds, "o", color="tab:orange", markersize=3, zorder=3)
         ax.set_xticks(x, labels, rotation=0 if len(points) <= 4 else 30, ha="center" if len(points) <= 4 else "right")
-        style_axes(ax, label)
+        style_axes(ax, label, xlabel=" / ".join(fields))
     save_figure(figure, path)
