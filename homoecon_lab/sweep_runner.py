@@ -136,8 +136,13 @@ def run_sweep(sweep: Sweep) -> list[dict]:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress bar only
         started = not ray.is_initialized()
         if started:
-            ray.init(address=sweep.address, num_cpus=sweep.num_cpus, include_dashboard=False,
-                     logging_level=logging.WARNING, log_to_driver=False)
+            try:
+                ray.init(address=sweep.address, num_cpus=sweep.num_cpus, include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=False)
+            except ConnectionError as error:
+                raise SweepError(f"--address {sweep.address}: cannot connect to a Ray cluster there ({error}); "
+                                 "start one with `ray start --head` (its token too if it uses token "
+                                 "authentication), or leave out --address for a local Ray") from None
         try:
             tune_errors = _fit(sweep, pending, tune)
         finally:
