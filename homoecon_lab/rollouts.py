@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -371,7 +372,7 @@ def _run_in_processes(tasks: list[Task], workers: int, threads: int, stop: Grace
 
 
 # -- backend "ray": Ray tasks on a local instance or a cluster ------------------------------------
-RAY_MISSING = 'Ray is not installed; it is an optional extra: pip install -e ".[ray]"'
+RAY_MISSING = '--backend ray needs Ray, an optional extra that is not installed: pip install -e ".[ray]"'
 
 
 def require_ray():
@@ -379,7 +380,9 @@ def require_ray():
     try:
         import ray
     except ImportError:
-        raise ValueError(f"--backend ray: {RAY_MISSING}") from None
+        raise ValueError(RAY_MISSING) from None
+    if not hasattr(ray, "remote"):  # a folder named ray on sys.path (Ray's own /tmp/ray, in /tmp), not Ray
+        raise ValueError(f"{RAY_MISSING} (here 'ray' is the folder {', '.join(ray.__path__)})")
     return ray
 
 
@@ -402,8 +405,9 @@ def _ray_worker(task: Task, threads: int, paths: list[str], progress) -> bytes:
 
     ``paths`` is the parent's sys.path (absolute): entries missing here are appended, so a plug-in
     learner's module (found by the parent through its working directory or sys.path) is found here too,
-    without shadowing this worker's own packages. The trace comes back pickled, as from a worker
-    process: Ray's zero-copy NumPy arrays would be read-only.
+    without shadowing this worker's own packages. On a cluster, the plug-in's module and ``--run``'s
+    folder must be at the same paths on every node (a shared file system). The trace comes back pickled,
+    as from a worker process: Ray's zero-copy NumPy arrays would be read-only.
     """
     for path in paths:
         if path not in sys.path:
@@ -482,6 +486,8 @@ def _run_on_ray(ray, tasks: list[Task], workers: int, threads: int, stop: Gracef
             _check(stop)
             while waiting and len(running) < workers:
                 task = waiting.pop()
+                if task.run_dir is not None:  # a Ray worker has its own working directory
+                    task = dataclasses.replace(task, run_dir=os.path.abspath(task.run_dir))
                 running[remote.remote(task, threads, paths, progress)] = task.key
             done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             for ref in done:
