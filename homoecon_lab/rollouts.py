@@ -15,7 +15,9 @@ import multiprocessing
 import os
 import pickle
 import queue
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -249,8 +251,24 @@ def run_tasks(tasks: list[Task], workers: int, threads: int, backend: str = "pro
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "process":
+        if workers == 1:
+            return _stoppable(tasks, lambda stop, advance: _run_here(tasks, threads, stop, advance))
+        return _stoppable(tasks, lambda stop, advance: _run_in_processes(tasks, workers, threads, stop, advance))
+    ray = require_ray()
+    owned = _connect_ray(ray, address)  # before signals become a flag: Ctrl-C ends a connection that hangs
+    try:
+        return _stoppable(tasks, lambda stop, advance: _run_on_ray(ray, tasks, workers, threads, stop, advance))
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def _stoppable(tasks: list[Task], run: Callable) -> dict[tuple, dict]:
+    """``run(stop, advance)`` with SIGTERM/SIGINT as a flag (``stop``) and one bar (``advance``)."""
     with GracefulStop() as stop:
-        results = _run_tasks(tasks, workers, threads, backend, address, stop)
+        with _progress_bar(tasks) as bar:
+            results = run(stop, bar.update)
     if stop.signum is not None:  # came after the last check
         raise StopRequested(stop.signum, "the files already written are complete")
     return results
@@ -259,23 +277,6 @@ def run_tasks(tasks: list[Task], workers: int, threads: int, backend: str = "pro
 def _check(stop: GracefulStop) -> None:
     if stop.signum is not None:
         raise StopRequested(stop.signum, "the files already written are complete")
-
-
-def _run_tasks(tasks: list[Task], workers: int, threads: int, backend: str, address: Optional[str],
-               stop: GracefulStop) -> dict[tuple, dict]:
-    if backend == "ray":
-        ray = require_ray()
-        owned = _connect_ray(ray, address)  # before the bar: Ray's start-up lines would break it
-        try:
-            with _progress_bar(tasks) as bar:
-                return _run_on_ray(ray, tasks, workers, threads, stop, bar.update)
-        finally:
-            if owned:
-                ray.shutdown()
-    with _progress_bar(tasks) as bar:
-        if workers == 1:
-            return _run_here(tasks, threads, stop, bar.update)
-        return _run_in_processes(tasks, workers, threads, stop, bar.update)
 
 
 @contextlib.contextmanager
@@ -372,6 +373,7 @@ def _run_in_processes(tasks: list[Task], workers: int, threads: int, stop: Grace
 
 
 # -- backend "ray": Ray tasks on a local instance or a cluster ------------------------------------
+CONNECT_TIMEOUT_S = 10.0  # a cluster's address must accept a connection within this
 RAY_MISSING = '--backend ray needs Ray, an optional extra that is not installed: pip install -e ".[ray]"'
 
 
@@ -426,14 +428,28 @@ def _ray_worker(task: Task, threads: int, paths: list[str], progress) -> bytes:
     return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) address where nothing answers, in CONNECT_TIMEOUT_S:
+    ray.init retries one for many minutes, deaf to Ctrl-C. Other forms ("auto") are left to Ray."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\s\[\]]+?)\]?:(\d+)", address)
+    if match is None:
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise RunError(f"--address {address!r}: no Ray cluster answers there ({error.strerror or error})") from None
+
+
 def _connect_ray(ray, address: Optional[str]) -> bool:
     """Connect to the cluster at ``address`` (None: start a local instance) unless this process already is
     connected; True when this call connected (and so disconnects at the end).
 
-    ray.init makes SIGTERM exit the process at once; the handler it replaced (GracefulStop's) comes back.
+    ray.init makes SIGTERM exit the process at once; the handler it replaced comes back.
     """
     if ray.is_initialized():
         return False
+    if address is not None:
+        _check_reachable(address)
     handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address)

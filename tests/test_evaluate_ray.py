@@ -214,6 +214,16 @@ def test_sigterm_cancels_the_tasks_on_a_cluster_given_by_address(ray, tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+def test_an_address_where_no_cluster_answers_is_one_message_not_a_hang(tmp_path):
+    import_extra("ray", "ray")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--backend", "ray", "--address", "127.0.0.1:1",
+                             "--out", str(out), "--num-agents", "4", "--steps", "3", "--seeds", "1", "--frames", "1",
+                             "--ablation-seeds", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "evaluate.py: error: --address '127.0.0.1:1': no Ray cluster answers there" in result.stderr
+
+
 def test_address_is_refused_without_the_ray_backend():
     with pytest.raises(ValueError, match=r"^--address 'auto': an address applies only with --backend ray"):
         evaluation.check_args(Args(address="auto"))
