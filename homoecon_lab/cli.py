@@ -6,6 +6,9 @@ a bad value ends with one parser-style line naming the flag and exit code 2::
 
     train.py: error: argument --num-agents: num_agents must be an int >= 1, got -3
 
+`--scenario NAME` (homoecon_env.scenarios) picks the economy's base: the flags are parsed once to find
+it, then again with its economy as the economy flags' defaults, so only the flags given override it.
+
 `--resume DIR` reads the run's config.json (strictly) and parses the flags again with its values as
 defaults: a flag that changes anything but --steps, --checkpoint-every, --log-every or
 --dashboard-every is refused.
