@@ -21,6 +21,7 @@ from homoecon_env.core import Actions, Economy, StepOutput
 from homoecon_env.core.lifecycle import DEATH_CAUSES
 from homoecon_env.core.production import season_features
 from homoecon_env.render import RenderModes
+from homoecon_env.scenarios import env_config
 
 _NAME = re.compile(r"agent_(0|[1-9][0-9]*)\Z")
 
@@ -131,10 +132,12 @@ class HomoEconEnv(ParallelEnv):
     At `max_steps` every live agent is truncated and nobody is born.
 
     ## Arguments
-    `config`: an EconomyConfig (default: the seed's economy); `render_mode`: None, "rgb_array" (render()
+    `config`: an EconomyConfig (default: the seed's economy); `scenario`: instead of `config`, a name in
+    `homoecon_env.scenarios.SCENARIOS` whose economy is the base (docs/design.md section 9; giving both
+    is a ValueError); `render_mode`: None, "rgb_array" (render()
     returns a frame) or "human" (every reset and step draws the frame in a matplotlib window; nothing
     is drawn when matplotlib's backend is not interactive, e.g. headless);
-    `**overrides`: EconomyConfig fields, e.g. `num_agents=200`.
+    `**overrides`: EconomyConfig fields applied on top of `config` or `scenario`, e.g. `num_agents=200`.
 
     ## Example
     >>> from homoecon_env import parallel_env
@@ -161,10 +164,9 @@ class HomoEconEnv(ParallelEnv):
     metadata = {"name": "homoecon_v0", "render_modes": list(RenderModes.MODES), "is_parallelizable": True,
                 "render_fps": RenderModes.FPS}
 
-    def __init__(self, config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides):
-        if config is not None and not isinstance(config, EconomyConfig):
-            raise ValueError(f"config must be an EconomyConfig or None, got {type(config).__name__}")
-        config = (config or EconomyConfig()).replace(**overrides) if overrides else (config or EconomyConfig())
+    def __init__(self, config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, *,
+                 scenario: Optional[str] = None, **overrides):
+        config = env_config(config, scenario, overrides)
         self.config = config
         self.render_mode = RenderModes.checked(render_mode)
         self._renderer = RenderModes(self.render_mode, self.metadata["render_fps"])
@@ -356,16 +358,19 @@ def global_state(economy: Economy) -> np.ndarray:
     return np.concatenate([per_agent.reshape(-1), [s.step / config.max_steps], season], dtype=np.float32)
 
 
-def parallel_env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides) -> HomoEconEnv:
-    """The ParallelEnv (all agents act at once)."""
-    return HomoEconEnv(config, render_mode=render_mode, **overrides)
+def parallel_env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, *,
+                 scenario: Optional[str] = None, **overrides) -> HomoEconEnv:
+    """The ParallelEnv (all agents act at once); `scenario=NAME` starts from a registered economy."""
+    return HomoEconEnv(config, render_mode=render_mode, scenario=scenario, **overrides)
 
 
-def raw_env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides):
+def raw_env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, *,
+            scenario: Optional[str] = None, **overrides):
     """The AEC version without wrappers."""
-    return parallel_to_aec(parallel_env(config, render_mode=render_mode, **overrides))
+    return parallel_to_aec(parallel_env(config, render_mode=render_mode, scenario=scenario, **overrides))
 
 
-def env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, **overrides):
+def env(config: Optional[EconomyConfig] = None, render_mode: Optional[str] = None, *,
+        scenario: Optional[str] = None, **overrides):
     """The AEC version with PettingZoo's order-enforcing wrapper."""
-    return wrappers.OrderEnforcingWrapper(raw_env(config, render_mode=render_mode, **overrides))
+    return wrappers.OrderEnforcingWrapper(raw_env(config, render_mode=render_mode, scenario=scenario, **overrides))

@@ -24,6 +24,7 @@ from homoecon_env.core import Actions, Economy
 from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, as_array, kind_name
 from homoecon_env.env import global_state, global_state_space, observation_bounds
 from homoecon_env.render import RenderModes
+from homoecon_env.scenarios import env_config
 
 ON_DEATH = ("continue", "terminate")
 INFO_KEYS = ("agent_id", "actor_id", "generation", "born", "died", "death_cause")
@@ -132,20 +133,23 @@ class SlotParallelEnv(ParallelEnv):
     Every slot, at reset and every step, the same int keys: `agent_id` (k of `agent_k`, the
     occupant now), `actor_id` (who acted this step and earned the reward), `generation`, `born`
     (0/1), `died` (0/1), `death_cause` (0 none, 1 age, 2 starvation).
+
+    ## Arguments
+    `config` or `scenario` (a name in `homoecon_env.scenarios.SCENARIOS`; not both) and `**overrides`
+    as in `homoecon_env.env.parallel_env`; `on_death`, `flatten` and `render_mode` as above.
     """
 
     metadata = {"name": "homoecon_slots_v0", "render_modes": list(RenderModes.MODES), "is_parallelizable": True,
                 "render_fps": RenderModes.FPS}
 
     def __init__(self, config: Optional[EconomyConfig] = None, *, on_death: str = "continue", flatten: bool = True,
-                 render_mode: Optional[str] = None, **overrides):
-        if config is not None and not isinstance(config, EconomyConfig):
-            raise ValueError(f"config must be an EconomyConfig or None, got {type(config).__name__}")
+                 render_mode: Optional[str] = None, scenario: Optional[str] = None, **overrides):
+        config = env_config(config, scenario, overrides)
         if on_death not in ON_DEATH:
             raise ValueError(f"on_death must be one of {ON_DEATH}, got {on_death!r}")
         if not isinstance(flatten, bool):
             raise ValueError(f"flatten must be True or False, got {flatten!r}")
-        self.config = (config or EconomyConfig()).replace(**overrides)
+        self.config = config
         self.render_mode = RenderModes.checked(render_mode)
         self.on_death, self.flatten = on_death, flatten
         self.economy = Economy(self.config)
@@ -318,13 +322,15 @@ class SlotParallelEnv(ParallelEnv):
 
 
 def slot_parallel_env(config: Optional[EconomyConfig] = None, *, on_death: str = "continue", flatten: bool = True,
-                      render_mode: Optional[str] = None, **overrides) -> SlotParallelEnv:
-    """The fixed-slot ParallelEnv (docs/design.md section 8)."""
-    return SlotParallelEnv(config, on_death=on_death, flatten=flatten, render_mode=render_mode, **overrides)
+                      render_mode: Optional[str] = None, scenario: Optional[str] = None,
+                      **overrides) -> SlotParallelEnv:
+    """The fixed-slot ParallelEnv (docs/design.md section 8); `scenario=NAME` as in `parallel_env`."""
+    return SlotParallelEnv(config, on_death=on_death, flatten=flatten, render_mode=render_mode, scenario=scenario,
+                           **overrides)
 
 
 def slot_env(config: Optional[EconomyConfig] = None, *, on_death: str = "continue", flatten: bool = True,
-             render_mode: Optional[str] = None, **overrides):
+             render_mode: Optional[str] = None, scenario: Optional[str] = None, **overrides):
     """The fixed-slot view as an AEC env, with PettingZoo's order-enforcing wrapper. on_death is
     "continue" only: the AEC cycle drops a terminated agent, so auto-reset slots ("terminate", a
     vector-env convention) exist in the parallel view alone."""
@@ -332,4 +338,4 @@ def slot_env(config: Optional[EconomyConfig] = None, *, on_death: str = "continu
         raise ValueError(f"on_death must be 'continue' for the AEC slot_env (got {on_death!r}); "
                          f"on_death='terminate' is the auto-reset convention of slot_parallel_env")
     return wrappers.OrderEnforcingWrapper(parallel_to_aec(slot_parallel_env(
-        config, on_death=on_death, flatten=flatten, render_mode=render_mode, **overrides)))
+        config, on_death=on_death, flatten=flatten, render_mode=render_mode, scenario=scenario, **overrides)))

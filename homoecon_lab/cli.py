@@ -6,6 +6,9 @@ a bad value ends with one parser-style line naming the flag and exit code 2::
 
     train.py: error: argument --num-agents: num_agents must be an int >= 1, got -3
 
+`--scenario NAME` (homoecon_env.scenarios) picks the economy's base: the flags are parsed once to find
+it, then again with its economy as the economy flags' defaults, so only the flags given override it.
+
 `--resume DIR` reads the run's config.json (strictly) and parses the flags again with its values as
 defaults: a flag that changes anything but --steps, --checkpoint-every, --log-every or
 --dashboard-every is refused.
@@ -29,6 +32,7 @@ import tyro
 from agents import LEARNERS
 from agents.config import LearnerConfig
 from homoecon_env.config import EconomyConfig, Job
+from homoecon_env.scenarios import SCENARIOS, scenario_config
 from homoecon_lab import rundir
 from homoecon_lab.settings import RESUMABLE, RunArgs, Settings, flag, read_run_config, shallow_fields
 from homoecon_lab.training import complete_run_settings
@@ -46,6 +50,10 @@ class _RunFlags(RunArgs):
         help=f"the algorithm, one of {{{','.join(sorted(LEARNERS))}}}, or any class implementing "
              "agents.base.Learner by its import path package.module:ClassName (a module in the current "
              "directory is found too)")] = RunArgs.learner
+    scenario: Annotated[str, tyro.conf.arg(
+        help=f"the economy's base settings, one of {{{','.join(sorted(SCENARIOS))}}} "
+             "(homoecon_env.scenarios.SCENARIOS); the economy flags given override it, the others take its "
+             "values. config.json records it (docs/design.md section 9)")] = RunArgs.scenario
 
     def __post_init__(self):
         pass
@@ -53,7 +61,8 @@ class _RunFlags(RunArgs):
 
 @dataclass(frozen=True)
 class _EconomyFlags(EconomyConfig):
-    """Economy settings (EconomyConfig fields; resources and jobs are set in Python, see the README)."""
+    """Economy settings (EconomyConfig fields; resources and jobs are set in Python, see the README). Their
+    defaults are the --scenario's (`python train.py --scenario NAME --help` shows them)."""
 
     resources: tyro.conf.Suppress[tuple[str, ...]] = EconomyConfig.resources
     jobs: tyro.conf.Suppress[tuple[Job, ...]] = field(default_factory=_JOBS_DEFAULT)
@@ -125,11 +134,25 @@ def _parse(argv, description: str, default: Optional[TrainFlags] = None) -> Trai
                     config=(tyro.conf.OmitArgPrefixes,))
 
 
+def _with_scenario_defaults(argv, description: str) -> TrainFlags:
+    """The flags parsed twice: once to learn --scenario (and --resume), then with the scenario's economy
+    as the economy flags' defaults, so only the flags given override it (--help shows its values)."""
+    first = _parse([arg for arg in argv if arg not in ("-h", "--help")], description)
+    if first.run.resume is not None:
+        return first
+    base = _build("train.py", lambda: scenario_config(first.run.scenario), ["scenario"], "run")
+    return _parse(argv, description, default=TrainFlags(_RunFlags(), _EconomyFlags(**shallow_fields(base)),
+                                                        _LearnerFlags()))
+
+
 def parse_train_args(argv=None, description: str = "Train learners in the HomoEcon economy.") -> Settings:
-    """train.py's flags -> validated Settings (with --resume: the run's, less the resumable ones given)."""
+    """train.py's flags -> validated Settings (with --resume: the run's, less the resumable ones given).
+
+    The economy is --scenario's (`homoecon_env.scenarios.scenario_config`) with the economy flags given
+    applied on top; a flag not given keeps the scenario's value, not EconomyConfig's default."""
     argv = sys.argv[1:] if argv is None else list(argv)
     search_current_directory()
-    flags = _parse(argv, description)
+    flags = _with_scenario_defaults(argv, description)
     if flags.run.resume is not None:
         return _resumed(argv, flags.run.resume, description)
     run = _build("train.py", lambda: RunArgs(**shallow_fields(flags.run)), _names(RunArgs), "run")

@@ -24,6 +24,7 @@ from homoecon_env.core.production import JobTable, seasonal_factor
 from homoecon_env.diagnostics import analysis, report_figures
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
+from homoecon_env.scenarios import check_scenario, scenario_config
 from homoecon_lab import rundir
 from homoecon_lab.rollouts import BACKENDS, Task, require_ray, run_tasks
 from homoecon_lab.seeding import derive_seed
@@ -41,6 +42,9 @@ class Args:
     learner: Optional[str] = None
     """the learner to evaluate untrained: a name in agents.LEARNERS or a plug-in's package.module:ClassName
     (default reinforce); with --run, the run's own learner (another one is refused)"""
+    scenario: Optional[str] = None
+    """the economy: a name in homoecon_env.scenarios.SCENARIOS (default seed); with --run, the run's own,
+    read from its config.json (another one is refused)"""
     out: str = "eval_out"
     """output folder (created if missing; the files in it are replaced atomically)"""
     steps: int = 300
@@ -50,7 +54,7 @@ class Args:
     seed: int = 0
     """base seed from which every rollout's economy and learner seeds are derived"""
     num_agents: Optional[int] = None
-    """population size; default: the run's, else EconomyConfig's (50)"""
+    """population size; default: the run's, else the scenario's (50 for seed)"""
     learn: bool = True
     """learners keep learning during the main rollouts (--no-learn: frozen weights)"""
     frames: int = 10
@@ -98,6 +102,11 @@ def check_args(args: Args) -> None:
             resolve_learner(args.learner)
         except ValueError as error:  # "learner 'x': ..." -> "--learner 'x': ..."
             raise ValueError(f"--{error}") from None
+    if args.scenario is not None:
+        try:
+            check_scenario(args.scenario)
+        except ValueError as error:
+            raise ValueError(f"--scenario: {error}") from None
     if args.run is not None:
         try:
             rundir.check_resumable(args.run)
@@ -113,13 +122,15 @@ class Source:
     learner_name: str  # the run's learner, else --learner (default "reinforce")
     learner_config: LearnerConfig
     run_dir: Optional[str]  # None: untrained
+    scenario: str = "seed"  # the run's (config.json), else --scenario
 
 
 def load_source(args: Args) -> Source:
     """The run's economy and learner settings (checked against --num-agents), or the defaults."""
     if args.run is None:
-        economy = EconomyConfig() if args.num_agents is None else EconomyConfig(num_agents=args.num_agents)
-        return Source(economy, args.learner or "reinforce", LearnerConfig(), None)
+        scenario = args.scenario or "seed"
+        economy = scenario_config(scenario, **({} if args.num_agents is None else {"num_agents": args.num_agents}))
+        return Source(economy, args.learner or "reinforce", LearnerConfig(), None, scenario)
     try:
         saved = read_run_config(os.path.join(args.run, "config.json"))
         load_checkpoint(os.path.join(args.run, "checkpoint.pt"))  # refuse a corrupt checkpoint before running
@@ -132,7 +143,10 @@ def load_source(args: Args) -> Source:
     if args.learner is not None and args.learner != saved.run.learner:
         raise ValueError(f"--learner {args.learner!r}: the run in {args.run!r} was trained with learner "
                          f"{saved.run.learner!r} (its checkpoint holds that learner's state); leave --learner out")
-    return Source(economy, saved.run.learner, saved.learner, args.run)
+    if args.scenario is not None and args.scenario != saved.run.scenario:
+        raise ValueError(f"--scenario {args.scenario!r}: the run in {args.run!r} was trained on scenario "
+                         f"{saved.run.scenario!r} (config.json holds its economy); leave --scenario out")
+    return Source(economy, saved.run.learner, saved.learner, args.run, saved.run.scenario)
 
 
 # -- files ------------------------------------------------------------------------------------------
@@ -235,6 +249,7 @@ def evaluate(args: Args) -> dict:
             "top_share": analysis.TOP_SHARE, "min_life_steps": analysis.MIN_LIFE_STEPS,
             "ablation_seeds": args.ablation_seeds, "ablation_train_steps": args.ablation_train_steps,
             "ablation_steps": args.ablation_steps, "wall_seconds": round(time.perf_counter() - start, 1)}
+    meta["scenario"] = source.scenario
     result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
                                "learner_config": dataclasses.asdict(source.learner_config),
                                "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},

@@ -16,6 +16,7 @@ from typing import Optional
 from agents import resolve_learner
 from agents.config import LearnerConfig
 from homoecon_env.config import EconomyConfig, Job
+from homoecon_env.scenarios import check_scenario
 from homoecon_env.validation import check_int
 
 MAX_SEED = 2**32 - 1  # the run seed seeds NumPy's legacy global generator, which takes [0, 2**32 - 1]
@@ -33,6 +34,9 @@ class RunArgs:
     learner: str = "reinforce"
     """the algorithm: a name in agents.LEARNERS, or a class implementing agents.base.Learner by its import
     path package.module:ClassName (found from the current directory too; docs/design.md section 5)"""
+    scenario: str = "seed"
+    """the economy's base settings, a name in homoecon_env.scenarios.SCENARIOS (docs/design.md section 9); the
+    economy settings given apply on top. config.json records it; one without it (older runs) means seed"""
     run_name: Optional[str] = None
     """name of the run folder; default <learner>_s<seed>_<date-time>"""
     run_dir: Optional[str] = None
@@ -62,6 +66,7 @@ def check_run_args(args: RunArgs) -> None:
     check_int("dashboard_every", args.dashboard_every, 0)
     if args.threads is not None:
         check_int("threads", args.threads, 1)
+    check_scenario(args.scenario)
     resolve_learner(args.learner)  # imports a plug-in's module now, so a bad name fails before any run starts
     for name in ("run_name", "run_dir", "resume"):
         value = getattr(args, name)
@@ -125,7 +130,10 @@ def settings_from_json(data) -> Settings:
     missing, unknown = [g for g in groups if g not in data], sorted(set(data) - set(groups))
     if missing or unknown:
         raise ValueError(f"expected keys {groups}, missing {missing}, unknown {unknown}")
-    return Settings(_build(RunArgs, data["run"], "run"), economy_from_json(data["economy"]),
+    run = data["run"]
+    if isinstance(run, dict) and "scenario" not in run:  # written before scenarios existed: the seed's economy
+        run = {**run, "scenario": "seed"}
+    return Settings(_build(RunArgs, run, "run"), economy_from_json(data["economy"]),
                     _build(LearnerConfig, data["learner"], "learner"))
 
 

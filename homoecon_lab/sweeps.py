@@ -33,7 +33,8 @@ GROUPS = {"run": RunArgs, "economy": EconomyConfig, "learner": LearnerConfig}
 IN_PYTHON = "set in Python, not on the command line"
 FIXED_PER_TRIAL = {"seed": "use --seeds or --seed-list", "run_name": "a trial's folder is named after it",
                    "run_dir": "a trial's folder is sweeps/<name>/runs/<trial>", "resume": "a sweep resumes itself",
-                   "resources": IN_PYTHON, "jobs": IN_PYTHON}
+                   "resources": IN_PYTHON, "jobs": IN_PYTHON,
+                   "scenario": "sweep.py runs the seed scenario; its economy flags set the rest"}
 
 
 class SweepError(ValueError):
@@ -69,6 +70,7 @@ class _SweepRunFlags(_RunFlags):
     run_name: tyro.conf.Suppress[Optional[str]] = None
     run_dir: tyro.conf.Suppress[Optional[str]] = None
     resume: tyro.conf.Suppress[Optional[str]] = None
+    scenario: tyro.conf.Suppress[str] = "seed"  # not yet: trials would need the scenario's economy as their base
     threads: Optional[int] = 1
     """torch CPU threads of each trial (each trial gets one CPU)"""
 

@@ -1,0 +1,80 @@
+"""Named economies: the scenario registry (docs/design.md section 9).
+
+A scenario is a function that takes no arguments and returns an `EconomyConfig`; `SCENARIOS` maps
+its name to it. Every entry point picks one by name and treats it as the economy's base settings,
+to which the caller's own settings are applied on top:
+
+    parallel_env(scenario="seed", num_agents=80)       # also env, raw_env, slot_parallel_env, slot_env
+    scenario_config("seed", num_agents=80)             # the EconomyConfig itself
+    python train.py --scenario seed --num-agents 80    # only the economy flags given override it
+    python evaluate.py --scenario seed                 # with --run: the run's scenario, from config.json
+
+``"seed"`` is the default: `EconomyConfig()`, the economy of docs/design.md section 2 unchanged.
+
+Adding a scenario is one function and one line in `SCENARIOS`::
+
+    def supply_chain() -> EconomyConfig:
+        \"\"\"Raw goods -> intermediates -> final goods (docs/design.md section 9).\"\"\"
+        return EconomyConfig(resources=(...), jobs=(...))
+
+    SCENARIOS = {"seed": seed, "supply_chain": supply_chain}
+
+The function's docstring is the scenario's one-line description. Nothing else needs to change:
+`train.py --scenario supply_chain`, `evaluate.py --scenario supply_chain`, the env constructors and
+the validation of every name all read `SCENARIOS`. A run records its scenario's name in
+config.json (``run.scenario``); the economy it trained is the full `economy` object stored beside
+it, so a scenario whose function changes later does not change what an old run was.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from homoecon_env.config import EconomyConfig
+
+
+def seed() -> EconomyConfig:
+    """The seed's economy: 50 agents, berries and meat, gathering and hunting (docs/design.md section 2)."""
+    return EconomyConfig()
+
+
+SCENARIOS: dict[str, Callable[[], EconomyConfig]] = {
+    "seed": seed,
+}
+
+
+def check_scenario(name) -> str:
+    """``name`` when it names a registered scenario; else ValueError naming it and the known names."""
+    if not isinstance(name, str) or name not in SCENARIOS:
+        raise ValueError(f"scenario {name!r} is not a known scenario; known: {', '.join(sorted(SCENARIOS))}")
+    return name
+
+
+def scenario_config(name: str, **overrides) -> EconomyConfig:
+    """The scenario's EconomyConfig with ``overrides`` (EconomyConfig fields) applied.
+
+    ValueError when ``name`` is unknown (naming it and the known names), when the scenario's function
+    does not return an EconomyConfig, or when an override is not a field or not a valid value.
+    """
+    config = SCENARIOS[check_scenario(name)]()
+    if not isinstance(config, EconomyConfig):
+        raise ValueError(f"scenario {name!r}: its function must return an EconomyConfig, got {type(config).__name__}")
+    return config.replace(**overrides) if overrides else config
+
+
+def env_config(config: Optional[EconomyConfig], scenario: Optional[str], overrides: dict) -> EconomyConfig:
+    """The economy of an env constructor's ``config=``, ``scenario=`` and ``**overrides``.
+
+    - neither: `EconomyConfig()` with the overrides;
+    - ``config`` alone: that config with the overrides;
+    - ``scenario`` alone: `scenario_config(scenario, **overrides)`;
+    - both: ValueError (a scenario *is* a config; say which one you mean).
+    """
+    if config is not None and not isinstance(config, EconomyConfig):
+        raise ValueError(f"config must be an EconomyConfig or None, got {type(config).__name__}")
+    if scenario is not None:
+        if config is not None:
+            raise ValueError(f"config and scenario={scenario!r} were both given; pass one: scenario=NAME with "
+                             "EconomyConfig fields as keyword overrides, or config=EconomyConfig(...)")
+        return scenario_config(scenario, **overrides)
+    config = config if config is not None else EconomyConfig()
+    return config.replace(**overrides) if overrides else config
