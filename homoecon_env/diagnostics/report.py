@@ -76,7 +76,8 @@ def render_report(m: dict) -> str:
               else f"untrained agents (freshly initialised `{meta['learner']}` learners)")
     mode = "kept learning" if meta["learn"] else "were frozen (no weight updates; newborns still inherit networks)"
     lines += [
-        f"Evaluated {source}: an economy of {number(meta['num_agents'])} agents, {number(meta['seeds'])} rollouts "
+        f"Evaluated {source}: the `{meta.get('scenario', 'seed')}` scenario's economy of "
+        f"{number(meta['num_agents'])} agents, {number(meta['seeds'])} rollouts "
         f"of {number(meta['steps'])} steps each, during which the learners {mode}. Figures show the first rollout; "
         f"numbers are means over the rollouts ± the half-width of a {number(ci)}% confidence interval "
         f"(Student t over seeds; n/a with a single seed). \"Early\" is the first {number(meta['early_steps'])} steps, "
