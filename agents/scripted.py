@@ -81,8 +81,8 @@ class ScriptedLearner:
     def act(self, observation: Observation) -> Actions:
         features = observation.self_features  # [N, S]
         if features.ndim != 2 or features.shape[1] != self.self_dim:
-            raise ValueError(f"observation.self_features has shape {tuple(features.shape)}; expected [N, {self.self_dim}] "
-                             "for this learner's economy config")
+            raise ValueError(f"observation.self_features has shape {tuple(features.shape)}; "
+                             f"expected [N, {self.self_dim}] for this learner's economy config")
         n, c = features.shape[0], self.economy_config
         start, stop = self.tastes_columns
         self.last_attention = uniform_attention_weights(observation.peer_mask)

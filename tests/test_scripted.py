@@ -2,6 +2,7 @@
 
 Hand-built observations give the exact actions; the real economy shows it earns far more than random,
 eats the fraction it says, and runs, checkpoints and resumes through train.py (issue 15, point 5)."""
+import importlib.util
 import io
 import math
 import subprocess
@@ -75,9 +76,9 @@ def test_three_jobs_with_their_own_periods_pick_the_largest_season_factor():
             Job("c", output=(0.0, 0.0, 1.0), phase=2 * math.pi / 3, period=200.0))
     config = EconomyConfig(num_agents=4, resources=("x", "y", "z"), jobs=jobs, need=(1.0, 1.0, 1.0))
     tastes = [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.4, 0.4, 0.2]]
-    learner = ScriptedLearner(config, LearnerConfig())
-    assert_heuristic(learner.act(observation_by_hand(config, 40, [[1.0, 1.0, 1.0]] * 4, tastes)), config, [0] * 4, tastes)
-    assert_heuristic(learner.act(observation_by_hand(config, 60, [[1.0, 1.0, 1.0]] * 4, tastes)), config, [2] * 4, tastes)
+    learner, holdings = ScriptedLearner(config, LearnerConfig()), [[1.0, 1.0, 1.0]] * 4
+    assert_heuristic(learner.act(observation_by_hand(config, 40, holdings, tastes)), config, [0] * 4, tastes)
+    assert_heuristic(learner.act(observation_by_hand(config, 60, holdings, tastes)), config, [2] * 4, tastes)
 
 
 def test_eat_fraction_is_an_option_and_bad_values_are_refused():
@@ -95,7 +96,8 @@ def test_a_job_whose_inputs_the_agent_lacks_is_scored_by_what_it_can_really_make
     """Job 'bake' (in season at t=0, cos^2 = 1) needs 2 flour per unit of effort; 'mill' (phase pi/3,
     cos^2 = 0.25) needs nothing. Holding 0 flour: bake scores 0 -> mill. Holding 4: bake 1 -> bake.
     Holding 0.4 flour: bake scores 1 * 0.2 = 0.2 < 0.25 -> mill; holding 1: 0.5 -> bake."""
-    jobs = (Job("bake", output=(0.0, 1.0), inputs=(2.0, 0.0), phase=0.0), Job("mill", output=(1.0, 0.0), phase=math.pi / 3))
+    jobs = (Job("bake", output=(0.0, 1.0), inputs=(2.0, 0.0), phase=0.0),
+            Job("mill", output=(1.0, 0.0), phase=math.pi / 3))
     config = EconomyConfig(num_agents=4, resources=("flour", "bread"), jobs=jobs)
     tastes = [[0.3, 0.7]] * 4
     holdings = [[0.0, 5.0], [4.0, 0.0], [0.4, 1.0], [1.0, 0.0]]
@@ -214,3 +216,33 @@ def test_train_script_runs_the_scripted_learner(tmp_path):
     assert result.returncode == 0, result.stderr
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["step"] == 50 and checkpoint["settings"]["run"]["learner"] == "scripted"
+    steps, reward, learns = learning_benchmark().reward_curve(str(tmp_path / "run"))  # what the benchmark reads
+    assert steps.max() == 50 and not learns and reward.mean() > 0.2
+
+
+# -- the learning benchmark shows it -----------------------------------------------------------
+def learning_benchmark():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", ROOT / "benchmarks" / "learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_learning_benchmark_summary_measures_learners_against_the_scripted_bar(tmp_path):
+    """Share of the heuristic's gain over random = (score - random) / (scripted - random), by hand:
+    reinforce (0.215 - 0.1) / (0.333 - 0.1) = 0.4936; scripted 1, random 0. Runs without a
+    `learns` entry (written before it existed) count as learning unless random or scripted."""
+    def runs(learner, scores, learns=None):
+        return [{"learner": learner, "seed": seed, "seconds": 1.0, "score": score, "steps": [10, 20, 30],
+                 "reward": [score] * 3, **({} if learns is None else {"learns": learns})}
+                for seed, score in enumerate(scores)]
+    results = runs("reinforce", [0.2, 0.23]) + runs("scripted", [0.333, 0.333], False) + runs("random", [0.1, 0.1])
+    summary = learning_benchmark().summarise(results)
+    assert list(summary) == ["reinforce", "scripted", "random"]
+    assert summary["reinforce"]["share_of_scripted_gain"] == pytest.approx(0.115 / 0.233)
+    assert summary["scripted"]["share_of_scripted_gain"] == pytest.approx(1.0)
+    assert summary["random"]["share_of_scripted_gain"] == pytest.approx(0.0)
+    assert [summary[name]["learns"] for name in summary] == [True, False, False]
+    assert "share_of_scripted_gain" not in learning_benchmark().summarise(runs("reinforce", [0.2]))["reinforce"]
+    learning_benchmark().plot(results, str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
