@@ -2,6 +2,9 @@
 
 `LEARNERS` maps a `--learner` name to a constructor `(EconomyConfig, LearnerConfig) -> Learner`;
 `make_learner` builds one. A new algorithm is one module, one registry line and one test.
+Built in: ``reinforce`` (agents.reinforce), its ablation ``uniform_attention``, and two that never
+learn: ``random`` (the floor) and ``scripted`` (agents.scripted: full effort on the job in season,
+trade weights = own tastes, eat 90%; the bar a learner must reach).
 
 A learner may also be named by its import path, ``package.module:ClassName`` (the attribute part may
 be dotted, ``module:Outer.Inner``): any class implementing the `Learner` protocol whose constructor
@@ -39,10 +42,16 @@ def _random(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Lea
     return RandomLearner(economy_config, learner_config)
 
 
+def _scripted(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
+    from agents.scripted import ScriptedLearner
+    return ScriptedLearner(economy_config, learner_config)
+
+
 LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "reinforce": _reinforce,  # independent per-agent REINFORCE with a learned social filter
     "random": _random,  # uniform random actions: the floor every learner must beat
     "uniform_attention": _uniform_attention,  # ablation: REINFORCE with attention = mean over live peers
+    "scripted": _scripted,  # the one-line heuristic (job in season, own tastes, eat 90%): the bar to reach
 }
 
 # The protocol's methods, read from the protocol itself so the check follows it.

@@ -1,0 +1,108 @@
+"""The scripted policy: a one-line heuristic, the bar a learner must reach (docs/design.md section 5, issue 15).
+
+Every agent, every step:
+    job           = the job in season: argmax_j cos^2(pi/2 * t / period_j + phase_j), read from the
+                    observation's season features (the cos half), times the share of a full day's
+                    work the agent's holdings allow when the job needs inputs (see below)
+    effort        = 1 (the economy caps it by age, and by held inputs for jobs that need them)
+    trade_weights = the agent's own tastes (its utility weights, from the observation)
+    consume       = `eat_fraction` of every good (default 0.9; the economy caps it at max_consume)
+    broadcast     = 0 (it says nothing and listens to nobody)
+
+It never learns: `update` returns {} and `on_births` has nothing to pass on (a newborn reads its own
+tastes from its observation). `last_attention` is uniform over live peers, like the random learner's,
+so the attention diagnostics run.
+
+Jobs with inputs (supply chains): a unit of effort uses `Job.inputs` from the worker's holdings, and
+the economy caps effort at what the worker holds. The score of a job is its season factor times
+min(1, held / needed) over its inputs, i.e. the output a full-effort day would really yield per unit
+of peak output, so an agent without a job's inputs does not pick it. Nothing more: it does not plan a
+chain (buy inputs, then work) nor weigh a job's output by its tastes or prices. On economies whose
+jobs need no inputs (the default) the score is the season factor alone.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from agents.baselines import uniform_attention_weights
+from homoecon_env.config import EconomyConfig
+from homoecon_env.core import Actions, Observation, StepOutput
+from homoecon_env.core.lifecycle import Births
+from homoecon_env.core.production import JobTable
+
+DEFAULT_EAT_FRACTION = 0.9
+
+
+class ScriptedLearner:
+    """Full effort on the job in season, trade for one's own tastes, eat `eat_fraction`; never learns.
+
+    Batched over slots: every row of the observation is handled by the same few tensor operations.
+    `eat_fraction` (in [0, 1]) is the consumed fraction of every good; built by name (`--learner
+    scripted`) it is 0.9, the issue's heuristic; `ScriptedLearner(config, None, eat_fraction=0.5)`
+    measures the variant eating half.
+    """
+
+    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION):
+        from agents.config import LearnerConfig
+        self.economy_config = economy_config
+        self.config = learner_config or LearnerConfig()
+        self.eat_fraction = self._checked_fraction(eat_fraction)
+        c = economy_config
+        r, j = c.num_resources, c.num_jobs
+        self.self_dim = 2 * r + 2 + c.broadcast_dim + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
+        self.tastes_columns = (r + 2, 2 * r + 2)  # utility weights [R]
+        self.season_cos_columns = (self.self_dim - j, self.self_dim)  # cos of every job's season angle [J]
+        jobs = JobTable.from_config(c)
+        self.needs_inputs = jobs.needs_inputs
+        self.job_inputs = torch.from_numpy(jobs.inputs).to(torch.float32)  # [J, R] goods used per unit of effort
+        self.last_attention = torch.zeros(c.num_agents, c.peers_observed)  # [N, K]
+
+    @staticmethod
+    def _checked_fraction(value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0.0 <= value <= 1.0:
+            raise ValueError(f"eat_fraction must be a finite number in [0, 1], got {value!r}")
+        return float(value)
+
+    def job_scores(self, self_features: torch.Tensor) -> torch.Tensor:
+        """[N, J] the output a full-effort day would give per unit of peak output: the season factor
+        cos^2, times min(1, held / needed) over the job's inputs when it needs any."""
+        start, stop = self.season_cos_columns
+        scores = self_features[:, start:stop] ** 2  # [N, J] season factor
+        if self.needs_inputs:
+            holdings = self_features[:, :self.economy_config.num_resources].clamp(min=0)  # [N, R]
+            needed = self.job_inputs[None, :, :]  # [1, J, R]
+            ratio = torch.where(needed > 0, holdings[:, None, :] / needed.clamp(min=1e-30), torch.ones(()))  # [N, J, R]
+            scores = scores * ratio.amin(dim=2).clamp(max=1.0)
+        return scores
+
+    def act(self, observation: Observation) -> Actions:
+        features = observation.self_features  # [N, S]
+        if features.ndim != 2 or features.shape[1] != self.self_dim:
+            raise ValueError(f"observation.self_features has shape {tuple(features.shape)}; "
+                             f"expected [N, {self.self_dim}] for this learner's economy config")
+        n, c = features.shape[0], self.economy_config
+        start, stop = self.tastes_columns
+        self.last_attention = uniform_attention_weights(observation.peer_mask)
+        return Actions(
+            broadcast=torch.zeros(n, c.broadcast_dim),  # [N, B]
+            job=self.job_scores(features).argmax(dim=1),  # [N] first job on a tie
+            effort=torch.ones(n),  # [N]
+            trade_weights=features[:, start:stop].clone(),  # [N, R] own tastes
+            consume=torch.full((n, c.num_resources), self.eat_fraction),  # [N, R]
+        )
+
+    def update(self, step: StepOutput) -> dict:
+        return {}
+
+    def on_births(self, births: Births) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"eat_fraction": self.eat_fraction, "last_attention": self.last_attention.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.eat_fraction = self._checked_fraction(state["eat_fraction"])
+        self.last_attention = state["last_attention"].clone()
