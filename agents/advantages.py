@@ -25,12 +25,12 @@ def gae(reward: torch.Tensor, value: torch.Tensor, bootstrap: torch.Tensor, done
         raise ValueError(f"gae: reward {tuple(reward.shape)}, value {tuple(value.shape)} and done "
                          f"{tuple(done.shape)} must be [N, T] and bootstrap {tuple(bootstrap.shape)} [N]")
     value = value.to(reward.dtype)
-    alive = (~done).to(reward.dtype)  # [N, T] 1 where the occupant lives on after step t
     advantage = torch.zeros_like(reward)
     next_value, running = bootstrap.to(reward.dtype), torch.zeros_like(reward[:, 0])
     for t in range(reward.shape[1] - 1, -1, -1):
-        delta = reward[:, t] + gamma * next_value * alive[:, t] - value[:, t]
-        running = delta + gamma * lam * alive[:, t] * running
+        ended = done[:, t]  # where, not a product with 0: a successor's value never enters, even inf or NaN
+        delta = reward[:, t] + gamma * torch.where(ended, 0.0, next_value) - value[:, t]
+        running = delta + gamma * lam * torch.where(ended, 0.0, running)
         advantage[:, t] = running
         next_value = value[:, t]
     return advantage, advantage + value

@@ -31,14 +31,14 @@ def test_gae_matches_hand_worked_values_and_stops_at_a_death():
     a death at the last step (no bootstrap). Worked on paper from delta_t = r + gamma V' (1 - done) - V."""
     reward = torch.tensor([[1.0, 0.0, 2.0, 1.0]] * 3, dtype=torch.float64)
     value = torch.tensor([[0.5, 1.0, 0.0, 2.0]] * 3, dtype=torch.float64)
-    bootstrap = torch.tensor([4.0, 4.0, 4.0], dtype=torch.float64)
+    bootstrap = torch.tensor([4.0, 4.0, math.nan], dtype=torch.float64)  # row 2's successor: must not enter
     done = torch.zeros(3, 4, dtype=torch.bool)
     done[1, 1] = True
     done[2, 3] = True
     advantage, returns = gae(reward, value, bootstrap, done, gamma=0.5, lam=0.5)
     expected = torch.tensor([[0.953125, -0.1875, 3.25, 1.0],  # deltas 1, -1, 3, 1 chained by 0.25
                              [0.75, -1.0, 3.25, 1.0],  # step 1 ends a life: its delta is -1 alone, not 1's successor
-                             [0.921875, -0.3125, 2.75, -1.0]], dtype=torch.float64)  # no bootstrap: delta_3 = 1 - 2
+                             [0.921875, -0.3125, 2.75, -1.0]], dtype=torch.float64)  # delta_3 = 1 - 2
     torch.testing.assert_close(advantage, expected, rtol=0, atol=1e-15)
     torch.testing.assert_close(returns, expected + value, rtol=0, atol=1e-15)
 
