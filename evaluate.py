@@ -4,6 +4,8 @@
     python evaluate.py --run runs/<run_name> --out eval_run
     python evaluate.py --steps 600 --seeds 5 --num-agents 100 --ablation-seeds 10
     python evaluate.py --learner mymodule:MyLearner       # a plug-in learner (mymodule.py in this folder), untrained
+    python evaluate.py --backend ray                      # the rollouts as Ray tasks on a local Ray instance
+    python evaluate.py --backend ray --address auto --workers 64   # ... on a running Ray cluster, 64 at a time
 
 Top to bottom:
 1. Main rollouts: `--seeds` episodes of `--steps` steps on the batched `Economy`, driven by the
@@ -26,8 +28,8 @@ Top to bottom:
    the dict that metrics.json holds. Every file is written atomically (temporary file + rename).
 
 The work happens in homoecon_lab.evaluation (planning, outputs) and homoecon_lab.rollouts (the
-rollouts, in worker processes). A learner that diverges, a corrupt run or a full disk ends with one
-message, never a traceback.
+rollouts, in worker processes or, with `--backend ray`, as Ray tasks: same results). A learner that
+diverges, a corrupt run, a full disk or a missing Ray ends with one message, never a traceback.
 """
 from __future__ import annotations
 

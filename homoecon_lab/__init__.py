@@ -5,8 +5,9 @@ dataclasses with tyro, parser-style errors), `seeding` (one seeding block, deriv
 as plain data), `rundir` (run folders: refuse occupied ones, clean stale temporary files),
 `recorder` (TensorBoard scalars, histograms and dashboards), `stopping` (SIGTERM/SIGINT become a
 clean stop), `training` (the `train(settings)` loop), `rollouts` and `evaluation` (evaluate.py's
-rollouts, ablations and outputs). The scripts are thin command lines over these modules, so a sweep
-calls `homoecon_lab.training.train(settings)` directly.
+rollouts, ablations and outputs), `sweeps`, `sweep_runner` and `sweep_summary` (sweep.py's grid and
+trials, their run on Ray Tune, results.csv, summary.md and the figure). The scripts are thin command
+lines over these modules; a sweep trial calls `homoecon_lab.training.train(settings)` directly.
 """
 from homoecon_lab.errors import RunError, StopRequested
 

@@ -13,7 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from homoecon_env.diagnostics import analysis, report_figures
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_lab import rundir
-from homoecon_lab.rollouts import Task, run_tasks
+from homoecon_lab.rollouts import BACKENDS, Task, require_ray, run_tasks
 from homoecon_lab.seeding import derive_seed
 from homoecon_lab.settings import MAX_SEED, read_run_config
 
@@ -62,9 +62,13 @@ class Args:
     ablation_steps: int = 100
     """frozen evaluation steps per ablation arm and seed, on a held-out economy seed"""
     workers: int = 2
-    """processes running rollouts and ablation arms in parallel (1: all in this process)"""
+    """rollouts and ablation arms run at once: processes (1: all in this process), or Ray tasks with --backend ray"""
     threads: int = 1
-    """torch CPU threads per process"""
+    """torch CPU threads per process (per Ray task)"""
+    backend: Literal["process", "ray"] = "process"
+    """where the rollouts run: a pool of local processes, or Ray tasks of one CPU each (the [ray] extra)"""
+    address: Optional[str] = None
+    """with --backend ray: a running Ray cluster's address (auto, host:6379); default: start a local instance"""
 
 
 def check_args(args: Args) -> None:
@@ -78,6 +82,13 @@ def check_args(args: Args) -> None:
     if args.seed + args.seeds - 1 > MAX_SEED:  # rollout k seeds NumPy's global generator with seed + k
         raise ValueError(f"--seed must be an int <= {MAX_SEED} - (--seeds - 1) = {MAX_SEED - args.seeds + 1}, "
                          f"got {args.seed}")
+    if args.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
+    if args.address is not None and (args.backend != "ray" or not isinstance(args.address, str) or not args.address):
+        raise ValueError(f"--address {args.address!r}: an address applies only with --backend ray, and is a "
+                         "non-empty string (e.g. auto, or host:6379)")
+    if args.backend == "ray":
+        require_ray()  # a missing extra is reported before any work starts
     if args.ablation_seeds == 1:
         raise ValueError("--ablation-seeds must be 0 (no ablations) or >= 2 (a confidence interval needs two)")
     if args.num_agents is not None and (not isinstance(args.num_agents, int) or args.num_agents < 2):
@@ -200,7 +211,7 @@ def evaluate(args: Args) -> dict:
 
     # Rollouts: the main ones and every ablation arm, in parallel under one progress bar.
     tasks, stems = plan_tasks(args, source)
-    results = run_tasks(tasks, args.workers, args.threads)
+    results = run_tasks(tasks, args.workers, args.threads, args.backend, args.address)
     traces = [results[("main", k)] for k in range(args.seeds)]
 
     # Numbers.

@@ -7,9 +7,17 @@ init_iterations, converged (fraction of steps whose market converged), kkt_resid
 ir_violation (max)}; learner/<metric> (over the updates in the interval); at the logged step
 comm/participation_ratio and social/attention_entropy; perf/steps_per_sec. Every --dashboard-every
 steps: histograms and the `dashboard` image (docs/design.md section 6).
+
+At the end of a run, final_metrics.json holds the run's final metrics (`Recorder.final_metrics`): the
+same per-step figures (tags as above) averaged over the last 10% of the run's env steps (at least one
+step; maxima for the trade/ maxima, learner/ over the updates in those steps). They are computed from
+every step, not from the logs, so they do not depend on --log-every; a sweep compares them (section 10).
 """
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
 
 import numpy as np
@@ -20,6 +28,7 @@ from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
 from homoecon_env.diagnostics import metrics
 from homoecon_env.diagnostics.painter import BackgroundPainter
+from homoecon_env.files import atomic_write_text
 from homoecon_lab.settings import Settings, flag
 
 AVERAGED = {"mean_reward": "reward/mean", "gini": "economy/gini", "trade_volume": "economy/trade_volume",
@@ -30,6 +39,13 @@ AVERAGED = {"mean_reward": "reward/mean", "gini": "economy/gini", "trade_volume"
 PER_RESOURCE = {"prices": "economy/price", "totals": "economy/total", "produced": "economy/produced"}
 MAXIMA = {"trade_ir_violation": "trade/ir_violation", "trade_kkt_residual": "trade/kkt_residual"}
 MAX_HISTORY = 2000  # dashboard time-series points kept (thinned by half when full)
+FINAL_FRACTION = 0.1  # final metrics: means over this last fraction of a run's env steps
+FINAL_METRICS = "final_metrics.json"
+
+
+def first_final_step(steps: int) -> int:
+    """The first env step (1-based) of a ``steps``-step run's final window: its last 10%, at least one step."""
+    return steps - max(1, math.ceil(FINAL_FRACTION * steps)) + 1
 
 
 def to_plain(value):
@@ -68,33 +84,73 @@ class Recorder:
         self.sums, self.count, self.learned, self.learner_count = {}, 0, {}, 0
         self.maxima = dict.fromkeys(MAXIMA, 0.0)
         self.history = {}  # dashboard key -> one entry per log (plots.DASHBOARD_KEYS)
+        self.final = _empty_window(None)  # sums over the final window (`begin_final_window`)
         self.start_clock(0)
 
     def start_clock(self, step: int) -> None:
         """perf/steps_per_sec counts wall time from here (the loop's start) on."""
         self.clock, self.clock_step = time.perf_counter(), step
 
-    def add(self, stats: dict, learned: dict) -> None:
-        for key in (*AVERAGED, *PER_RESOURCE, "job_counts"):
-            self.sums[key] = self.sums.get(key, 0.0) + np.asarray(stats[key], dtype=np.float64)
-        for key in MAXIMA:
-            self.maxima[key] = max(self.maxima[key], float(stats[key]))
-        self.count += 1
-        if learned:
-            for key, value in learned.items():
-                self.learned[key] = self.learned.get(key, 0.0) + float(value)
-            self.learner_count += 1
+    def begin_final_window(self, steps: int, step: int) -> None:
+        """Sum the final metrics over steps `first_final_step(steps)` .. ``steps``; ``step``: steps done.
 
-    def write(self, writer: SummaryWriter, step: int, broadcasts, attention, peer_mask) -> dict:
-        """Log the interval's means and this step's communication figures; reset the sums."""
-        mean = {key: value / max(self.count, 1) for key, value in self.sums.items()}
+        A resumed run keeps its sums when the window is the same. When --resume changed --steps so that
+        the new window began before ``step``, the window starts afresh after ``step`` (final_metrics.json
+        says which steps it averages)."""
+        first = first_final_step(steps)
+        if self.final["first_step"] != first:
+            self.final = _empty_window(max(first, step + 1))
+
+    def add(self, stats: dict, learned: dict, step: int | None = None) -> None:
+        """Add one env step's figures (``step``: its 1-based number, for the final window)."""
+        windows = [self.__dict__]
+        if step is not None and self.final["first_step"] is not None and step >= self.final["first_step"]:
+            windows.append(self.final)
+        for window in windows:
+            sums, maxima, learned_sums = window["sums"], window["maxima"], window["learned"]
+            for key in (*AVERAGED, *PER_RESOURCE, "job_counts"):
+                sums[key] = sums.get(key, 0.0) + np.asarray(stats[key], dtype=np.float64)
+            for key in MAXIMA:
+                maxima[key] = max(maxima.get(key, 0.0), float(stats[key]))
+            window["count"] += 1
+            if learned:
+                for key, value in learned.items():
+                    learned_sums[key] = learned_sums.get(key, 0.0) + float(value)
+                window["learner_count"] += 1
+        if len(windows) == 2:
+            self.final["last_step"] = step
+
+    def _scalars(self, window: dict) -> dict:
+        """Tag -> the window's mean (maxima for MAXIMA, learner/ over its updates)."""
+        mean = {key: value / max(window["count"], 1) for key, value in window["sums"].items()}
         scalars = {tag: float(mean[key]) for key, tag in AVERAGED.items()}
         for key, prefix in PER_RESOURCE.items():
             scalars.update({f"{prefix}/{name}": float(v) for name, v in zip(self.config.resources, mean[key])})
         shares = mean["job_counts"] / self.config.num_agents
         scalars.update({f"jobs/share/{job.name}": float(s) for job, s in zip(self.config.jobs, shares)})
-        scalars.update({tag: self.maxima[key] for key, tag in MAXIMA.items()})
-        scalars.update({f"learner/{k}": v / self.learner_count for k, v in self.learned.items()})
+        scalars.update({tag: float(window["maxima"].get(key, 0.0)) for key, tag in MAXIMA.items()})
+        scalars.update({f"learner/{k}": v / window["learner_count"] for k, v in window["learned"].items()})
+        return scalars
+
+    def final_metrics(self) -> dict:
+        """final_metrics.json's content: the window's steps and its mean of every per-step figure."""
+        window = self.final
+        if not window["count"]:
+            raise ValueError("final metrics: no step of the final window was recorded")
+        return {"first_step": window["first_step"], "last_step": window["last_step"], "steps": window["count"],
+                "metrics": self._scalars(window)}
+
+    def write_final_metrics(self, run_dir: str) -> str:
+        """Write final_metrics.json into ``run_dir`` (atomically); returns its path."""
+        path = os.path.join(run_dir, FINAL_METRICS)
+        atomic_write_text(path, json.dumps(self.final_metrics(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    def write(self, writer: SummaryWriter, step: int, broadcasts, attention, peer_mask) -> dict:
+        """Log the interval's means and this step's communication figures; reset the sums."""
+        mean = {key: value / max(self.count, 1) for key, value in self.sums.items()}
+        shares = mean["job_counts"] / self.config.num_agents
+        scalars = self._scalars(self.__dict__)
         spectrum = metrics.covariance_spectrum(broadcasts.numpy())
         scalars["comm/participation_ratio"] = metrics.participation_ratio(spectrum)
         if attention is not None:
@@ -149,11 +205,17 @@ class Recorder:
     def state_dict(self) -> dict:
         """Plain data only (tensors, numbers, lists, dicts): NumPy arrays become tensors."""
         return to_plain({"sums": self.sums, "count": self.count, "learned": self.learned,
-                         "learner_count": self.learner_count, "maxima": self.maxima, "history": self.history})
+                         "learner_count": self.learner_count, "maxima": self.maxima, "history": self.history,
+                         "final": self.final})
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in from_plain(state).items():
             setattr(self, key, value)
+
+
+def _empty_window(first_step) -> dict:
+    return {"first_step": first_step, "last_step": None, "sums": {}, "count": 0, "learned": {}, "learner_count": 0,
+            "maxima": {}}
 
 
 def hyperparameter_table(settings: Settings) -> str:

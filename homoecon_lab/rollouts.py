@@ -1,15 +1,25 @@
 """evaluate.py's rollouts: one `Task` is one (optionally trained) rollout, recorded in a `Trace`.
 
-`run_tasks` runs many tasks in worker processes under one progress bar (docs/design.md section 6).
-A learner that diverges or an action the economy refuses ends the task with a `RunError` naming the
-task and the step (docs/design.md section 7); it reaches the caller from the worker process.
+`run_tasks` runs many tasks under one progress bar (docs/design.md section 6), in worker processes
+(the default backend) or as Ray tasks, locally or on a cluster (backend "ray", docs/design.md section
+10), with the same results. A learner that diverges or an action the economy refuses ends the task
+with a `RunError` naming the task and the step (docs/design.md section 7); it reaches the caller from
+the worker.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import dataclasses
 import multiprocessing
 import os
+import pickle
 import queue
+import re
+import signal
+import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -54,8 +64,8 @@ class Task:
 def build_learner(task: Task):
     """A fresh learner, or the trained run's learner restored from its checkpoint.
 
-    In a worker process a plug-in's module is imported again (the parent's sys.path and working
-    directory come with the spawn); a failure is a RunError naming the task."""
+    In a worker a plug-in's module is imported again (a spawned process starts with the parent's sys.path
+    and working directory; a Ray task appends the parent's sys.path); a failure is a RunError naming the task."""
     name = task.learner
     try:
         if name == "run":
@@ -215,11 +225,80 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
 
 
 # -- running tasks (in parallel, with one progress bar) ---------------------------------------------
+# One function per backend behind `run_tasks`: `_run_here` (one worker), `_run_in_processes` (the
+# default) and `_run_on_ray`. Each takes the tasks, the stop flag and ``advance`` (the bar's update)
+# and returns {task key: trace}; Ray is imported only inside the Ray backend.
+BACKENDS = ("process", "ray")
 STOP_GRACE_S = 10.0  # a worker told to stop ends its rollout at its next step; one still running after this is killed
+POLL_S = 0.3  # how often the parent checks for a stop, finished tasks and progress
 _PROGRESS: Optional[multiprocessing.Queue] = None
 _STOP = None  # shared byte, set to 1 by the parent: every worker ends its rollout at its next step
 
 
+def run_tasks(tasks: list[Task], workers: int, threads: int, backend: str = "process",
+              address: Optional[str] = None) -> dict[tuple, dict]:
+    """Run every task under one tqdm bar counting env steps; return {task key: trace}.
+
+    ``backend`` "process": in ``workers`` spawned processes when > 1, else in this process. "ray":
+    as Ray tasks of one CPU each, at most ``workers`` at a time, on the Ray cluster at ``address``
+    (None: a local instance that lives as long as this call). Every backend runs a task with
+    ``threads`` torch threads and returns the same traces.
+
+    SIGTERM and SIGINT only set a flag (homoecon_lab.stopping) that is checked between steps (one
+    worker) or every POLL_S seconds (several): raising from wherever the signal lands could leave a
+    lock of the executor held and hang the exit. A stop ends every worker (or cancels every Ray
+    task), then raises `StopRequested`. A failed task raises its error (a `RunError` names the task).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "process":
+        if workers == 1:
+            return _stoppable(tasks, lambda stop, advance: _run_here(tasks, threads, stop, advance))
+        return _stoppable(tasks, lambda stop, advance: _run_in_processes(tasks, workers, threads, stop, advance))
+    ray = require_ray()
+    owned = _connect_ray(ray, address)  # before signals become a flag: Ctrl-C ends a connection that hangs
+    try:
+        return _stoppable(tasks, lambda stop, advance: _run_on_ray(ray, tasks, workers, threads, stop, advance))
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def _stoppable(tasks: list[Task], run: Callable) -> dict[tuple, dict]:
+    """``run(stop, advance)`` with SIGTERM/SIGINT as a flag (``stop``) and one bar (``advance``)."""
+    with GracefulStop() as stop:
+        with _progress_bar(tasks) as bar:
+            results = run(stop, bar.update)
+    if stop.signum is not None:  # came after the last check
+        raise StopRequested(stop.signum, "the files already written are complete")
+    return results
+
+
+def _check(stop: GracefulStop) -> None:
+    if stop.signum is not None:
+        raise StopRequested(stop.signum, "the files already written are complete")
+
+
+@contextlib.contextmanager
+def _progress_bar(tasks: list[Task]):
+    """One tqdm bar over every task's env steps, full when the block ends without an error."""
+    total = sum(task.train_steps + task.steps for task in tasks)
+    with tqdm(total=total, desc="evaluate", unit="step", dynamic_ncols=True, mininterval=0.5) as bar:
+        yield bar
+        bar.update(total - bar.n)
+
+
+def _run_here(tasks: list[Task], threads: int, stop: GracefulStop, advance: Callable[[int], None]) -> dict:
+    torch.set_num_threads(threads)
+
+    def report(done: int) -> None:
+        advance(done)
+        _check(stop)
+
+    return {task.key: run_task(task, report) for task in tasks}
+
+
+# -- backend "process": a spawned process pool ------------------------------------------------------
 class _Stopped(Exception):
     """Raised in a worker whose parent asked it to stop; the parent drops the task."""
 
@@ -265,61 +344,175 @@ def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor, stop, processes:
             worker.join()
 
 
-def run_tasks(tasks: list[Task], workers: int, threads: int) -> dict[tuple, dict]:
-    """Run every task (in ``workers`` processes when > 1) under one tqdm bar counting env steps.
-
-    SIGTERM and SIGINT only set a flag (homoecon_lab.stopping) that is checked between steps (one
-    worker) or every 0.3 s (several): raising from wherever the signal lands could leave a lock of
-    the executor held and hang the exit. A stop ends every worker, then raises `StopRequested`.
-    """
-    with GracefulStop() as stop:
-        results = _run_tasks(tasks, workers, threads, stop)
-    if stop.signum is not None:  # came after the last check
-        raise StopRequested(stop.signum, "the files already written are complete")
+def _run_in_processes(tasks: list[Task], workers: int, threads: int, stop: GracefulStop,
+                      advance: Callable[[int], None]) -> dict:
+    results: dict[tuple, dict] = {}
+    context = multiprocessing.get_context("spawn")
+    progress, stop_flag = context.Queue(), context.RawValue("b", 0)
+    others = set(multiprocessing.active_children())
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
+                                                  initializer=_init_worker, initargs=(threads, progress, stop_flag))
+    try:
+        futures = {pool.submit(_worker, task): task.key for task in tasks}
+        waiting = set(futures)
+        while waiting:
+            _check(stop)
+            done, waiting = concurrent.futures.wait(waiting, timeout=POLL_S)
+            for future in done:
+                results[futures[future]] = future.result()  # re-raises a worker's error here
+            try:
+                while True:
+                    advance(progress.get_nowait())
+            except queue.Empty:
+                pass
+    except BaseException:  # a failed task or a stop: drop every task, end the workers now
+        _stop_workers(pool, stop_flag, list(set(multiprocessing.active_children()) - others))
+        raise
+    pool.shutdown(wait=True)
     return results
 
 
-def _check(stop: GracefulStop) -> None:
-    if stop.signum is not None:
-        raise StopRequested(stop.signum, "the files already written are complete")
+# -- backend "ray": Ray tasks on a local instance or a cluster ------------------------------------
+CONNECT_TIMEOUT_S = 10.0  # a cluster's address must accept a connection within this
+RAY_MISSING = '--backend ray needs Ray, an optional extra that is not installed: pip install -e ".[ray]"'
 
 
-def _run_tasks(tasks: list[Task], workers: int, threads: int, stop: GracefulStop) -> dict[tuple, dict]:
-    total = sum(task.train_steps + task.steps for task in tasks)
+def require_ray():
+    """The ``ray`` module, or a ValueError naming the extra to install (checked before any work starts)."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(RAY_MISSING) from None
+    if not hasattr(ray, "remote"):  # a folder named ray on sys.path (Ray's own /tmp/ray, in /tmp), not Ray
+        raise ValueError(f"{RAY_MISSING} (here 'ray' is the folder {', '.join(ray.__path__)})")
+    return ray
+
+
+class _RayProgress:
+    """A Ray actor counting the env steps the tasks report (fire and forget) until the parent takes them."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def add(self, steps: int) -> None:
+        self.steps += steps
+
+    def take(self) -> int:
+        steps, self.steps = self.steps, 0
+        return steps
+
+
+def _ray_worker(task: Task, threads: int, paths: list[str], progress) -> bytes:
+    """One task in a Ray worker; returns the pickled trace.
+
+    ``paths`` is the parent's sys.path (absolute): entries missing here are appended, so a plug-in
+    learner's module (found by the parent through its working directory or sys.path) is found here too,
+    without shadowing this worker's own packages. On a cluster, the plug-in's module and ``--run``'s
+    folder must be at the same paths on every node (a shared file system). The trace comes back pickled,
+    as from a worker process: Ray's zero-copy NumPy arrays would be read-only.
+    """
+    for path in paths:
+        if path not in sys.path:
+            sys.path.append(path)
+    torch.set_num_threads(threads)
+    pending = [0]
+
+    def report(done: int) -> None:  # batch the messages: one per 10 steps
+        pending[0] += done
+        if pending[0] >= 10:
+            progress.add.remote(pending[0])
+            pending[0] = 0
+
+    result = run_task(task, report)
+    progress.add.remote(pending[0])
+    return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) address where nothing answers, in CONNECT_TIMEOUT_S:
+    ray.init retries one for many minutes, deaf to Ctrl-C. Other forms ("auto") are left to Ray."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\s\[\]]+?)\]?:(\d+)", address)
+    if match is None:
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise RunError(f"--address {address!r}: no Ray cluster answers there ({error.strerror or error})") from None
+
+
+def _connect_ray(ray, address: Optional[str]) -> bool:
+    """Connect to the cluster at ``address`` (None: start a local instance) unless this process already is
+    connected; True when this call connected (and so disconnects at the end).
+
+    ray.init makes SIGTERM exit the process at once; the handler it replaced comes back.
+    """
+    if ray.is_initialized():
+        return False
+    if address is not None:
+        _check_reachable(address)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(address=address)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise RunError(f"--address {address!r}: cannot connect to a Ray cluster: {error}" if address else
+                       f"cannot start a local Ray instance: {error}") from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+    return True
+
+
+def _ray_result(ray, ref, key: tuple, stop: GracefulStop) -> dict:
+    """A finished task's trace; its error raised here as the worker raised it (a RunError names the task)."""
+    try:
+        return pickle.loads(ray.get(ref))
+    except ray.exceptions.RayTaskError as error:
+        _check(stop)  # a task interrupted by the user's Ctrl-C is a stop, not a failure
+        cause = error.cause
+        if isinstance(cause, Exception) and not isinstance(cause, ray.exceptions.RayError):
+            raise cause from error  # the worker's traceback rides along, as from a process pool
+        raise RunError(f"rollout {key}: {error}") from None
+    except ray.exceptions.RayError as error:  # its worker died (killed, out of memory) or its node was lost
+        _check(stop)
+        raise RunError(f"rollout {key}: the Ray task failed: {error}") from None
+
+
+def _cancel_ray_tasks(ray, refs: list) -> None:
+    """Drop queued tasks, interrupt running ones (KeyboardInterrupt at their next step), and kill the
+    worker of one still running after STOP_GRACE_S."""
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref)
+    _, late = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
+    for ref in late:
+        ray.cancel(ref, force=True)
+
+
+def _run_on_ray(ray, tasks: list[Task], workers: int, threads: int, stop: GracefulStop,
+                advance: Callable[[int], None]) -> dict:
     results: dict[tuple, dict] = {}
-    with tqdm(total=total, desc="evaluate", unit="step", dynamic_ncols=True, mininterval=0.5) as bar:
-        if workers == 1:
-            torch.set_num_threads(threads)
-
-            def report(done: int) -> None:
-                bar.update(done)
-                _check(stop)
-
-            for task in tasks:
-                results[task.key] = run_task(task, report)
-            return results
-        context = multiprocessing.get_context("spawn")
-        progress, stop_flag = context.Queue(), context.RawValue("b", 0)
-        others = set(multiprocessing.active_children())
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
-                                                      initializer=_init_worker,
-                                                      initargs=(threads, progress, stop_flag))
-        try:
-            futures = {pool.submit(_worker, task): task.key for task in tasks}
-            waiting = set(futures)
-            while waiting:
-                _check(stop)
-                done, waiting = concurrent.futures.wait(waiting, timeout=0.3)
-                for future in done:
-                    results[futures[future]] = future.result()  # re-raises a worker's error here
-                try:
-                    while True:
-                        bar.update(progress.get_nowait())
-                except queue.Empty:
-                    pass
-        except BaseException:  # a failed task or a stop: drop every task, end the workers now
-            _stop_workers(pool, stop_flag, list(set(multiprocessing.active_children()) - others))
-            raise
-        pool.shutdown(wait=True)
-        bar.update(total - bar.n)
+    progress = ray.remote(num_cpus=0)(_RayProgress).remote()
+    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_worker)
+    paths = [os.path.abspath(entry or os.curdir) for entry in sys.path]
+    waiting = list(reversed(tasks))  # submitted in order, at most `workers` in flight
+    running: dict = {}  # ObjectRef -> task key
+    try:
+        while waiting or running:
+            _check(stop)
+            while waiting and len(running) < workers:
+                task = waiting.pop()
+                if task.run_dir is not None:  # a Ray worker has its own working directory
+                    task = dataclasses.replace(task, run_dir=os.path.abspath(task.run_dir))
+                running[remote.remote(task, threads, paths, progress)] = task.key
+            done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            for ref in done:
+                key = running.pop(ref)
+                results[key] = _ray_result(ray, ref, key, stop)
+            advance(ray.get(progress.take.remote()))
+    except BaseException:  # a failed task or a stop: cancel every task now
+        _cancel_ray_tasks(ray, list(running))
+        raise
+    finally:
+        ray.kill(progress)
     return results

@@ -5,7 +5,8 @@ reaches `max_steps` the economy is refounded with a seed derived from the run se
 index, and the learner carries on: the new founders take over the slots' networks.
 
 Output in the run folder: config.json, TensorBoard event files (x axis = env steps, tags in
-`homoecon_lab.recorder`) and checkpoint.pt (atomic, checksummed, plain data; everything needed to
+`homoecon_lab.recorder`), final_metrics.json once the run is complete (means over its last 10% of
+steps, `Recorder.final_metrics`) and checkpoint.pt (atomic, checksummed, plain data; everything needed to
 continue bit-exactly, every RNG included). Failures end with one exception whose message names the
 step and what is kept (docs/design.md section 7): `NonFiniteLossError` when the learner diverges,
 `RunError` for a refused step, an occupied run folder or a failed write, `StopRequested` on
@@ -166,6 +167,7 @@ def _train(settings: Settings, learner: Optional[Learner]) -> str:
 
     painter = BackgroundPainter(plots.dashboard_image)
     recorder.start_clock(step)
+    recorder.begin_final_window(args.steps, step)
     progress = tqdm(total=args.steps, initial=step, desc=args.run_name, unit="step", dynamic_ncols=True,
                     mininterval=0.5)
     try:
@@ -191,7 +193,7 @@ def _train(settings: Settings, learner: Optional[Learner]) -> str:
                     raise NonFiniteLossError(f"step {step}: {error}; run stopped before any weight changed, "
                                              f"last good checkpoint kept: {kept()}") from error
                 learner.on_births(out.births)
-                recorder.add(economy.last_stats, learned)
+                recorder.add(economy.last_stats, learned, step)
 
                 # Logging: cheap interval means every log_every steps, pictures every dashboard_every.
                 attention = getattr(learner, "last_attention", None)  # [N, K] for `observation`, or None
@@ -215,6 +217,7 @@ def _train(settings: Settings, learner: Optional[Learner]) -> str:
                     f"no step was taken, nothing to resume in {run_dir}"))
             recorder.write_images(writer, painter, wait=True)
             _close_all(painter.close, progress.close, writer.close)
+            recorder.write_final_metrics(run_dir)
     except OSError as error:
         raise RunError(f"step {step}: cannot write the run's files in {run_dir}: {_describe(error)}; "
                        f"last good checkpoint kept: {kept()}") from None
