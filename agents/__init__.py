@@ -37,6 +37,11 @@ def _uniform_attention(economy_config: EconomyConfig, learner_config: LearnerCon
     return uniform_attention_learner(economy_config, learner_config)
 
 
+def _ppo(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
+    from agents.ppo import PPOLearner
+    return PPOLearner(economy_config, learner_config)
+
+
 def _random(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
     from agents.baselines import RandomLearner
     return RandomLearner(economy_config, learner_config)
@@ -52,6 +57,7 @@ LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "random": _random,  # uniform random actions: the floor every learner must beat
     "uniform_attention": _uniform_attention,  # ablation: REINFORCE with attention = mean over live peers
     "scripted": _scripted,  # the one-line heuristic (job in season, own tastes, eat 90%): the bar to reach
+    "ppo": _ppo,  # independent per-agent PPO (value head, GAE ending at deaths, clipped objective)
 }
 
 # The protocol's methods, read from the protocol itself so the check follows it.

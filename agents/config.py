@@ -40,12 +40,18 @@ class LearnerConfig:
     param_mutation: float = _param(0.01, "std of the Gaussian noise added to a newborn's inherited parameters")
     init_log_std: float = _param(-0.5, "initial log std of the Gaussian heads (broadcast, effort, trade, consume)")
     seed: int = _param(0, "seed of the learner's own torch.Generator (initial weights, sampling, inheritance)")
+    # PPO only (agents.ppo); the other learners ignore these
+    clip_epsilon: float = _param(0.2, "PPO: clip range of the probability ratio in the surrogate objective")
+    gae_lambda: float = _param(0.95, "PPO: lambda of generalized advantage estimation (0: one-step TD, 1: returns)")
+    ppo_epochs: int = _param(4, "PPO: optimizer steps per agent over each rollout window")
+    value_coef: float = _param(0.5, "PPO: weight of the value head's squared error in each agent's loss")
 
     def __post_init__(self):
         check_int("hidden_size", self.hidden_size, 1)
         check_int("attention_hidden_size", self.attention_hidden_size, 1)
         check_int("update_every", self.update_every, 1)
         check_int("seed", self.seed, 0)
+        check_int("ppo_epochs", self.ppo_epochs, 1)
         check_float("learning_rate", self.learning_rate, 0.0, math.inf, low_open=True)
         check_float("adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
         check_float("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
@@ -56,6 +62,9 @@ class LearnerConfig:
         check_float("baseline_decay", self.baseline_decay, 0.0, 1.0, high_open=True)
         check_float("param_mutation", self.param_mutation, 0.0, math.inf)
         check_float("init_log_std", self.init_log_std, -10.0, 2.0)
+        check_float("clip_epsilon", self.clip_epsilon, 0.0, 1.0, low_open=True, high_open=True)
+        check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_float("value_coef", self.value_coef, 0.0, math.inf)
 
     @classmethod
     def help(cls) -> dict[str, str]:

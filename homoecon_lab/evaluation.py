@@ -167,7 +167,8 @@ ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated 
     "homogeneous": ("reinforce", False),
     "random": ("random", None),
 }
-LEARNING_ARMS = ("reinforce", "uniform_attention")  # learners that train before their frozen evaluation (plug-ins too)
+# learners that train before their frozen evaluation (plug-ins too)
+LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo")
 ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
              "policy": ("trained", "random")}
 

@@ -47,13 +47,13 @@ def started(config=SMALL, learner="reinforce", seed=0, **learner_options):
 
 # -- registry and config ----------------------------------------------------------------------
 def test_registry_names_and_protocol():
-    assert set(LEARNERS) == {"reinforce", "random", "uniform_attention", "scripted"}
+    assert set(LEARNERS) == {"reinforce", "random", "uniform_attention", "scripted", "ppo"}
     for name in LEARNERS:
         learner = make_learner(name, SMALL)
         assert isinstance(learner, Learner)
         assert learner.last_attention.shape == (12, 11)
-    with pytest.raises(ValueError, match="'ppo'.*random.*reinforce.*uniform_attention"):
-        make_learner("ppo", SMALL)
+    with pytest.raises(ValueError, match="'sac'.*ppo.*random.*reinforce.*uniform_attention"):
+        make_learner("sac", SMALL)
 
 
 @pytest.mark.parametrize("field, value", [("hidden_size", 0), ("learning_rate", 0.0), ("gamma", 1.5),
@@ -124,7 +124,7 @@ def test_attention_sums_to_one_over_live_peers_and_is_zero_elsewhere(name):
     live = mask.sum(1) > 0
     torch.testing.assert_close(attention.sum(1)[live], torch.ones(int(live.sum())))
     assert attention[0].sum() == 0
-    if name != "reinforce":  # uniform over live peers
+    if name in ("random", "uniform_attention"):  # uniform over live peers
         torch.testing.assert_close(attention[1], torch.full((5,), 0.2))
 
 
