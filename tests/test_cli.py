@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from agents import LEARNERS
 from agents.config import LearnerConfig
 from homoecon_env.config import EconomyConfig
 from homoecon_lab.cli import parse_eval_args, parse_train_args
