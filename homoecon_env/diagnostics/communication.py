@@ -200,3 +200,35 @@ def zero_speaker_message(observation, speaker: int, broadcast_dim: int):
     seen = observation.peer_index == speaker  # [N, K]
     peers[..., :broadcast_dim][seen] = 0.0
     return dataclasses.replace(observation, peers=peers)
+
+
+def private_state(holdings, tastes, jobs, num_jobs: int) -> np.ndarray:
+    """[N, 2R + J] the speaker's private state as a "meaning": log1p(own holdings) [N, R], tastes
+    [N, R] and a one-hot of the job chosen [N, J], each column standardised over the N speakers (a
+    constant column becomes 0), so that no unit dominates the Euclidean meaning distance."""
+    holdings, tastes = np.asarray(holdings, dtype=np.float64), np.asarray(tastes, dtype=np.float64)
+    jobs = np.asarray(jobs, dtype=np.int64)
+    one_hot = np.zeros((len(jobs), num_jobs))
+    one_hot[np.arange(len(jobs)), jobs] = 1.0
+    state = np.concatenate([np.log1p(np.clip(holdings, 0, None)), tastes, one_hot], axis=1)
+    spread = state.std(axis=0)
+    return np.where(spread > 0, (state - state.mean(axis=0)) / np.where(spread > 0, spread, 1.0), 0.0)
+
+
+STEP_KEYS = ("message_entropy", "topographic_similarity", "mi_job", "mi_job_shuffled", "mi_wealth",
+             "mi_wealth_shuffled")
+
+
+def step_summary(messages, holdings, tastes, jobs, num_jobs: int, rng: np.random.Generator,
+                 repeats: int = 10) -> dict:
+    """The per-step communication metrics (`STEP_KEYS`) of one step's messages [N, B] and the
+    speakers' private state: holdings [N, R], tastes [N, R], jobs [N] (see `private_state`).
+    mi_job / mi_wealth: `message_state_mi` with the job chosen and with log1p of total holdings,
+    each beside its shuffled baseline (``repeats`` permutations)."""
+    messages = _messages(messages)
+    meanings = private_state(holdings, tastes, jobs, num_jobs)
+    wealth = np.log1p(np.clip(np.asarray(holdings, dtype=np.float64), 0, None).sum(axis=1))
+    mi_job = message_state_mi_baseline(messages, np.asarray(jobs, dtype=np.float64), rng, repeats)
+    mi_wealth = message_state_mi_baseline(messages, wealth, rng, repeats)
+    return dict(zip(STEP_KEYS, (message_entropy(messages), topographic_similarity(meanings, messages, rng),
+                                *mi_job, *mi_wealth)))
