@@ -42,6 +42,7 @@ from homoecon_lab.stopping import GracefulStop
 
 GRAPH_SNAPSHOTS = 25  # favourite graphs and wealth cross-sections recorded per main rollout
 COMMUNICATION_STEPS = 20  # late-window steps whose messages get the communication metrics (evenly spaced)
+INFLUENCE_EVERY = 4  # every 4th of those steps also measures the listeners' causal influence (costly)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class Trace:
         self.communication_steps = set(np.unique(np.linspace(late.start + 1, late.stop, min(
             COMMUNICATION_STEPS, late.stop - late.start)).round().astype(int)).tolist())
         self.communication: dict[str, list] = {key: [] for key in ("step", *communication.STEP_KEYS)}
+        self.influence_steps = set(sorted(self.communication_steps)[::INFLUENCE_EVERY])
+        self.influence: dict[str, list] = {"influence_step": [], "causal_influence": []}
         self.graphs: list[dict] = []  # one per snapshot step
         self.cross_sections: list[dict] = []  # [N] arrays per snapshot step
         self.frames: list[dict] = []  # pre/post trade holdings and prices at frame steps
@@ -116,6 +119,17 @@ class Trace:
         for slot in range(n):
             self._born(int(state.agent_ids[slot]), (), 0, 0, slot, state.utility_weights[slot], founder=True)
         self.lifetime_reward: dict[int, float] = {}
+
+    def record_influence(self, t: int, learner, observation) -> None:
+        """Before step t is acted: the learner's causal influence on ``observation`` (the one it will
+        act on), measured on copies (communication.learner_influence), at the sampled influence steps."""
+        if not self.detail or t not in self.influence_steps:
+            return
+        config = self.config
+        value = communication.learner_influence(learner, observation, config.broadcast_dim, config.num_jobs,
+                                                np.random.default_rng(t))
+        self.influence["influence_step"].append(t)
+        self.influence["causal_influence"].append(value)
 
     def _born(self, agent, parents, generation, step, slot, tastes, founder=False) -> None:
         self.agents[agent] = {"parents": tuple(parents), "generation": int(generation), "birth_step": int(step),
@@ -197,7 +211,7 @@ class Trace:
                         agents=self.agents, lifetime_reward=self.lifetime_reward,
                         alive_at_end=state.agent_ids[state.alive].tolist(),
                         communication={key: np.asarray(values, dtype=np.float64)
-                                       for key, values in self.communication.items()})
+                                       for key, values in {**self.communication, **self.influence}.items()})
         return data
 
 
@@ -231,6 +245,7 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
     trace = Trace(economy, task.steps, task.detail, task.frames)
     for t in range(1, task.steps + 1):
         before = economy.state
+        trace.record_influence(t, learner, observation)
         actions, out = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
         trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None))
         observation = out.observation

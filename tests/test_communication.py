@@ -140,3 +140,88 @@ def test_zero_speaker_message_leaves_the_original_and_other_features_untouched()
     assert torch.equal(observation.peers, before)
     assert torch.equal(changed.peers[1, 0, :B], torch.zeros(B)) and changed.peers[1, 0, B] == 7.0
     assert torch.equal(changed.peers[0], before[0])  # agent 0 does not see itself
+
+
+# -- the learner adapter and the rollout ----------------------------------------------------------
+def _economy_after(steps, num_agents=8, seed=1):
+    """A small default economy and the observation after ``steps`` random-ish steps (so messages are
+    non-zero: at reset every last broadcast is 0)."""
+    from agents import LearnerConfig, make_learner
+    from homoecon_env.config import EconomyConfig
+    from homoecon_env.core import Economy
+
+    config = EconomyConfig(num_agents=num_agents)
+    economy = Economy(config)
+    observation = economy.reset(seed=seed)
+    driver = make_learner("reinforce", config, LearnerConfig(seed=seed))
+    for _ in range(steps):
+        observation = economy.step(driver.act(observation)).observation
+    return config, observation
+
+
+def _actions_equal(a, b):
+    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("broadcast", "job", "effort", "trade_weights",
+                                                                    "consume"))
+
+
+def test_learner_listener_reproduces_the_learners_own_act_and_leaves_it_untouched():
+    import copy
+
+    from agents import LearnerConfig, make_learner
+    config, observation = _economy_after(3)
+    learner = make_learner("reinforce", config, LearnerConfig(seed=7))
+    reference = copy.deepcopy(learner)  # the same state, never measured
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    listen = comm.learner_listener(learner, config.num_jobs)
+    first, second = listen(observation), listen(observation)
+    np.testing.assert_array_equal(first, second)  # a function of the observation
+    influence = comm.learner_influence(learner, observation, config.broadcast_dim, config.num_jobs,
+                                       np.random.default_rng(0))
+    assert influence > 0  # the networks read peers' messages (attention and context)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+    actions = learner.act(observation)
+    assert _actions_equal(actions, reference.act(observation))  # the measured learner acts as if never measured
+    np.testing.assert_array_equal(first, comm.actions_matrix(actions, config.num_jobs))  # = its own act
+
+
+def test_learner_influence_is_zero_for_the_scripted_learner_which_ignores_messages():
+    from agents import LearnerConfig, make_learner
+    config, observation = _economy_after(3)
+    learner = make_learner("scripted", config, LearnerConfig(seed=7))
+    assert comm.learner_influence(learner, observation, config.broadcast_dim, config.num_jobs,
+                                  np.random.default_rng(0), speakers=8) == 0.0
+
+
+def test_learner_influence_is_nan_for_a_learner_that_cannot_be_copied():
+    import threading
+
+    class Locked:
+        lock = None
+
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def act(self, observation):
+            raise AssertionError("never reached")
+
+    _, observation = _economy_after(0)
+    assert math.isnan(comm.learner_influence(Locked(), observation, 6, 2, np.random.default_rng(0)))
+
+
+def test_measuring_communication_leaves_the_recorded_rollout_unchanged(monkeypatch):
+    from agents import LearnerConfig
+    from homoecon_env.config import EconomyConfig
+    from homoecon_lab import rollouts
+
+    task = rollouts.Task(key=("main", 0), economy=EconomyConfig(num_agents=8), learner="reinforce",
+                         learner_config=LearnerConfig(seed=2), economy_seed=5, steps=20, learn=True, detail=True)
+    measured = rollouts.run_task(task, lambda k: None)
+    assert len(measured["communication"]["causal_influence"]) > 0
+    assert np.isfinite(measured["communication"]["message_entropy"]).all()
+    monkeypatch.setattr(rollouts.Trace, "record_influence", lambda self, t, learner, observation: None)
+    monkeypatch.setattr(rollouts.communication, "step_summary", lambda *a, **k: dict.fromkeys(comm.STEP_KEYS, 0.0))
+    plain = rollouts.run_task(task, lambda k: None)
+    np.testing.assert_array_equal(measured["reward"], plain["reward"])
+    np.testing.assert_array_equal(measured["jobs"], plain["jobs"])
+    np.testing.assert_array_equal(measured["final"]["broadcasts"], plain["final"]["broadcasts"])

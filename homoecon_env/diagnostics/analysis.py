@@ -14,8 +14,9 @@ and a *detailed* trace (the main rollouts) also
     arrays wealth, age, generation, effort, job and taste [N, R]; agents: id -> genealogy record
     (parents, generation, birth_step, slot, tastes, initial, death_step, death_cause);
     lifetime_reward: id -> summed reward; alive_at_end: ids living after the last step;
-    frames and final: what the figures draw; communication: {"step", *COMMUNICATION_KEYS} -> [C]
-    at C sampled late steps (diagnostics.communication.step_summary; optional).
+    frames and final: what the figures draw; communication (optional): "step" and the
+    diagnostics.communication.STEP_KEYS -> [C] at C sampled late steps (step_summary), and
+    "influence_step", "causal_influence" -> [I] at a subset of them (learner_influence).
 
 Contents: :func:`summarise_rollout` and :func:`summarise_seeds` (main rollouts, means and 95% CIs
 over seeds), :func:`genealogy` (lineages and genealogy.csv rows), :func:`ablation_outcome` and
@@ -36,7 +37,7 @@ MIN_LIFE_STEPS = 3  # an agent counts for specialization once it chose a job on 
 TOP_SHARE = 0.1  # the richest fraction whose wealth share is reported
 IN_SEASON = 0.5  # a good is in season when its job's seasonal factor is at least halfway to the peak
 MAX_GENEALOGY_FOR_DESCENDANTS = 50_000  # above this many agents, descendants are not counted
-COMMUNICATION_KEYS = communication.STEP_KEYS  # per-step communication metrics averaged over the late window
+COMMUNICATION_KEYS = (*communication.STEP_KEYS, "causal_influence")  # per-step, averaged over the late window
 MEASURES = ("mean_reward", "gini", "specialization", "trade_volume")  # ablation outcomes
 
 

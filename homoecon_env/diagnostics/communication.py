@@ -232,3 +232,54 @@ def step_summary(messages, holdings, tastes, jobs, num_jobs: int, rng: np.random
     mi_wealth = message_state_mi_baseline(messages, wealth, rng, repeats)
     return dict(zip(STEP_KEYS, (message_entropy(messages), topographic_similarity(meanings, messages, rng),
                                 *mi_job, *mi_wealth)))
+
+
+INFLUENCE_SPEAKERS = 4  # speakers sampled per step for `learner_influence` (each: one act on a copy)
+
+
+def actions_matrix(actions, num_jobs: int) -> np.ndarray:
+    """[N, B + J + 1 + 2R] float64 rows of an env `Actions`: broadcast, one-hot job, effort, trade
+    weights, consumption (a switched job moves a row by sqrt(2))."""
+    jobs = np.asarray(actions.job, dtype=np.int64)
+    one_hot = np.zeros((len(jobs), num_jobs))
+    one_hot[np.arange(len(jobs)), jobs] = 1.0
+    parts = (actions.broadcast, one_hot, np.asarray(actions.effort)[:, None], actions.trade_weights, actions.consume)
+    return np.concatenate([np.asarray(part, dtype=np.float64) for part in parts], axis=1)
+
+
+def learner_listener(learner, num_jobs: int) -> Callable[[object], np.ndarray]:
+    """``listen(observation) -> [N, A]`` (`actions_matrix`) for any learner with ``act``, without
+    touching it: each call acts on a fresh deep copy of a snapshot taken now, so every call starts
+    from the same learner state and the same random stream (common random numbers: an output moves
+    only because the observation did; for the Gaussian heads of REINFORCE/PPO the pre-squash change is
+    exactly the change of the mean). The global torch/NumPy random states are restored after each
+    call. Raises TypeError if the learner cannot be deep-copied."""
+    import copy
+
+    import torch
+
+    snapshot = copy.deepcopy(learner)
+
+    def listen(observation) -> np.ndarray:
+        numpy_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                actions = copy.deepcopy(snapshot).act(observation)
+        finally:
+            np.random.set_state(numpy_state)
+        return actions_matrix(actions, num_jobs)
+    return listen
+
+
+def learner_influence(learner, observation, broadcast_dim: int, num_jobs: int, rng: np.random.Generator,
+                      speakers: int = INFLUENCE_SPEAKERS) -> float:
+    """`causal_influence` of ``learner`` on an env `Observation`: up to ``speakers`` slots drawn with
+    ``rng``, each one's message zeroed in its peers' view (`zero_speaker_message`); the learner and
+    every random stream are left as they were. NaN if the learner cannot be deep-copied."""
+    try:
+        listen = learner_listener(learner, num_jobs)
+    except TypeError:  # e.g. a plug-in learner holding a lock or an open file
+        return float("nan")
+    n = observation.peers.shape[0]
+    chosen = np.sort(rng.choice(n, size=min(speakers, n), replace=False)).tolist()
+    return causal_influence(listen, observation, lambda obs, s: zero_speaker_message(obs, s, broadcast_dim), chosen)

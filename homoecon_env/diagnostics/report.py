@@ -83,7 +83,10 @@ def communication_section(s: dict) -> list[str]:
             f"messages shuffled across speakers (excess {mean('mi_job_excess_late')}); with its log wealth: "
             f"{mean('mi_wealth_late')} against {mean('mi_wealth_shuffled_late')} (excess "
             f"{mean('mi_wealth_excess_late')}). An excess whose interval contains zero means the message carries "
-            "no detectable information about that feature.", ""]
+            "no detectable information about that feature. Listeners' causal influence (how far another agent's "
+            "actions move, Euclidean over broadcast, one-hot job, effort, trade weights and consumption, when one "
+            "speaker's message is zeroed in its peers' view; same random numbers both ways): "
+            f"{mean('causal_influence_late')}.", ""]
 
 
 def render_report(m: dict) -> str:
