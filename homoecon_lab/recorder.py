@@ -5,8 +5,9 @@ economy/{gini, trade_volume, price/<good>, total/<good>, produced/<good>}; popul
 deaths_age, deaths_starvation, mean_age}; jobs/{share/<job>, mean_effort}; trade/{iterations,
 init_iterations, converged (fraction of steps whose market converged), kkt_residual (max),
 ir_violation (max)}; learner/<metric> (over the updates in the interval); at the logged step
-comm/participation_ratio and social/attention_entropy; perf/steps_per_sec. Every --dashboard-every
-steps: histograms and the `dashboard` image (docs/design.md section 6).
+comm/participation_ratio, comm/message_entropy (bits, diagnostics.communication) and
+social/attention_entropy; perf/steps_per_sec. Every --dashboard-every steps: histograms and the
+`dashboard` image (docs/design.md section 6).
 
 At the end of a run, final_metrics.json holds the run's final metrics (`Recorder.final_metrics`): the
 same per-step figures (tags as above) averaged over the last 10% of the run's env steps (at least one
@@ -26,7 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
-from homoecon_env.diagnostics import metrics
+from homoecon_env.diagnostics import communication, metrics
 from homoecon_env.diagnostics.painter import BackgroundPainter
 from homoecon_env.files import atomic_write_text
 from homoecon_lab.settings import Settings, flag
@@ -153,6 +154,7 @@ class Recorder:
         scalars = self._scalars(self.__dict__)
         spectrum = metrics.covariance_spectrum(broadcasts.numpy())
         scalars["comm/participation_ratio"] = metrics.participation_ratio(spectrum)
+        scalars["comm/message_entropy"] = communication.message_entropy(broadcasts.numpy())
         if attention is not None:
             scalars["social/attention_entropy"] = metrics.attention_entropy(attention.numpy(), peer_mask.numpy())
         scalars["perf/steps_per_sec"] = (step - self.clock_step) / max(time.perf_counter() - self.clock, 1e-9)

@@ -33,7 +33,7 @@ from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
-from homoecon_env.diagnostics import analysis, metrics
+from homoecon_env.diagnostics import analysis, communication, metrics
 from homoecon_env.diagnostics.painter import exit_with_parent
 from homoecon_lab.errors import RunError, StopRequested
 from homoecon_lab.seeding import seed_everything
@@ -41,6 +41,8 @@ from homoecon_lab.settings import read_run_config
 from homoecon_lab.stopping import GracefulStop
 
 GRAPH_SNAPSHOTS = 25  # favourite graphs and wealth cross-sections recorded per main rollout
+COMMUNICATION_STEPS = 20  # late-window steps whose messages get the communication metrics (evenly spaced)
+INFLUENCE_EVERY = 4  # every 4th of those steps also measures the listeners' causal influence (costly)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,12 @@ class Trace:
         evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
         self.snapshot_steps = evenly(GRAPH_SNAPSHOTS)
         self.frame_steps = evenly(frames)
+        late = analysis.edge_windows(steps)[1]  # 0-based [start, stop): steps start + 1 .. stop, 1-based
+        self.communication_steps = set(np.unique(np.linspace(late.start + 1, late.stop, min(
+            COMMUNICATION_STEPS, late.stop - late.start)).round().astype(int)).tolist())
+        self.communication: dict[str, list] = {key: [] for key in ("step", *communication.STEP_KEYS)}
+        self.influence_steps = set(sorted(self.communication_steps)[::INFLUENCE_EVERY])
+        self.influence: dict[str, list] = {"influence_step": [], "causal_influence": []}
         self.graphs: list[dict] = []  # one per snapshot step
         self.cross_sections: list[dict] = []  # [N] arrays per snapshot step
         self.frames: list[dict] = []  # pre/post trade holdings and prices at frame steps
@@ -111,6 +119,17 @@ class Trace:
         for slot in range(n):
             self._born(int(state.agent_ids[slot]), (), 0, 0, slot, state.utility_weights[slot], founder=True)
         self.lifetime_reward: dict[int, float] = {}
+
+    def record_influence(self, t: int, learner, observation) -> None:
+        """Before step t is acted: the learner's causal influence on ``observation`` (the one it will
+        act on), measured on copies (communication.learner_influence), at the sampled influence steps."""
+        if not self.detail or t not in self.influence_steps:
+            return
+        config = self.config
+        value = communication.learner_influence(learner, observation, config.broadcast_dim, config.num_jobs,
+                                                np.random.default_rng(t))
+        self.influence["influence_step"].append(t)
+        self.influence["causal_influence"].append(value)
 
     def _born(self, agent, parents, generation, step, slot, tastes, founder=False) -> None:
         self.agents[agent] = {"parents": tuple(parents), "generation": int(generation), "birth_step": int(step),
@@ -155,6 +174,13 @@ class Trace:
                 "taste": before.utility_weights.numpy().copy(), "job": actions.job.numpy().copy(),
                 "effort": actions.effort.double().numpy().copy(),
                 "generation": before.generation.numpy().astype(np.float64)})
+        if t in self.communication_steps:  # its own generator per step: leaves every other stream alone
+            values = communication.step_summary(
+                broadcasts, before.holdings.numpy(), before.utility_weights.numpy(), actions.job.numpy(),
+                config.num_jobs, np.random.default_rng(t))
+            self.communication["step"].append(t)
+            for key, value in values.items():
+                self.communication[key].append(value)
         if t in self.frame_steps:
             self.frames.append({"step": t, "before": before_trade, "after": after_trade,
                                 "prices": out.trade.prices.numpy().copy()})
@@ -183,7 +209,9 @@ class Trace:
             state = economy.state
             data.update(graphs=self.graphs, cross_sections=self.cross_sections, frames=self.frames, final=self.final,
                         agents=self.agents, lifetime_reward=self.lifetime_reward,
-                        alive_at_end=state.agent_ids[state.alive].tolist())
+                        alive_at_end=state.agent_ids[state.alive].tolist(),
+                        communication={key: np.asarray(values, dtype=np.float64)
+                                       for key, values in {**self.communication, **self.influence}.items()})
         return data
 
 
@@ -217,6 +245,7 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
     trace = Trace(economy, task.steps, task.detail, task.frames)
     for t in range(1, task.steps + 1):
         before = economy.state
+        trace.record_influence(t, learner, observation)
         actions, out = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
         trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None))
         observation = out.observation

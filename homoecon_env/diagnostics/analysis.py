@@ -14,7 +14,9 @@ and a *detailed* trace (the main rollouts) also
     arrays wealth, age, generation, effort, job and taste [N, R]; agents: id -> genealogy record
     (parents, generation, birth_step, slot, tastes, initial, death_step, death_cause);
     lifetime_reward: id -> summed reward; alive_at_end: ids living after the last step;
-    frames and final: what the figures draw.
+    frames and final: what the figures draw; communication (optional): "step" and the
+    diagnostics.communication.STEP_KEYS -> [C] at C sampled late steps (step_summary), and
+    "influence_step", "causal_influence" -> [I] at a subset of them (learner_influence).
 
 Contents: :func:`summarise_rollout` and :func:`summarise_seeds` (main rollouts, means and 95% CIs
 over seeds), :func:`genealogy` (lineages and genealogy.csv rows), :func:`ablation_outcome` and
@@ -27,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from homoecon_env.diagnostics import graphs, metrics, stats
+from homoecon_env.diagnostics import communication, graphs, metrics, stats
 
 CI_PERCENT = 95  # confidence level of every interval (stats.mean_ci95)
 EDGE_FRACTION = 0.2  # "early" = the first 20% of a rollout's steps, "late" = the last 20%
@@ -35,6 +37,7 @@ MIN_LIFE_STEPS = 3  # an agent counts for specialization once it chose a job on 
 TOP_SHARE = 0.1  # the richest fraction whose wealth share is reported
 IN_SEASON = 0.5  # a good is in season when its job's seasonal factor is at least halfway to the peak
 MAX_GENEALOGY_FOR_DESCENDANTS = 50_000  # above this many agents, descendants are not counted
+COMMUNICATION_KEYS = (*communication.STEP_KEYS, "causal_influence")  # per-step, averaged over the late window
 MEASURES = ("mean_reward", "gini", "specialization", "trade_volume")  # ablation outcomes
 
 
@@ -156,6 +159,14 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
     summary["participation_fraction_late"] = None if late_ratio is None else late_ratio / config.broadcast_dim
     edges("pc1_share", first_share)
     summary["pc12_share_late"] = nanmean(two_share[late])
+    # Communication metrics (diagnostics.communication) at sampled late steps; absent in older traces.
+    sampled = trace.get("communication", {})
+    for key in COMMUNICATION_KEYS:
+        summary[f"{key}_late"] = nanmean(sampled[key]) if key in sampled else None
+    summary["message_entropy_max"] = math.log2(config.num_agents)  # every speaker's message distinct
+    for name in ("mi_job", "mi_wealth"):  # what the message carries beyond the estimator's shuffled baseline
+        both = summary[f"{name}_late"] is not None and summary[f"{name}_shuffled_late"] is not None
+        summary[f"{name}_excess_late"] = summary[f"{name}_late"] - summary[f"{name}_shuffled_late"] if both else None
 
     # Inequality: what goes with wealth (Spearman over agents, averaged over snapshots).
     drivers = {"age": lambda c: c["age"], "generation": lambda c: c["generation"], "effort": lambda c: c["effort"],

@@ -65,6 +65,30 @@ def ablation_sentence(result: dict, first: str, second: str) -> str:
     return "Significant differences: " + "; ".join(parts) + "; the other outcomes do not differ significantly."
 
 
+def communication_section(s: dict) -> list[str]:
+    """The "Communication" subsection (late-window means of diagnostics.communication's metrics);
+    empty for metrics written before they existed."""
+    if "message_entropy_late" not in s:
+        return []
+    mean = lambda key: with_ci(s[key])  # noqa: E731
+    return ["### Communication", "",
+            "Measured on the messages of sampled late steps (each step over all speakers, then averaged). "
+            "Message entropy (each dimension cut into `MESSAGE_BINS` equal-width bins over the broadcast box; "
+            f"distinct binned messages over speakers): {mean('message_entropy_late')} bits (at most "
+            f"{mean('message_entropy_max')}, when every speaker's binned message differs). Topographic similarity "
+            "(Spearman correlation over speaker pairs of the distance between their private states: log "
+            "holdings, tastes, job; and between their messages): "
+            f"{mean('topographic_similarity_late')}. Mutual information (binned plug-in, best message dimension) "
+            f"with the speaker's job: {mean('mi_job_late')} bits against {mean('mi_job_shuffled_late')} for "
+            f"messages shuffled across speakers (excess {mean('mi_job_excess_late')}); with its log wealth: "
+            f"{mean('mi_wealth_late')} against {mean('mi_wealth_shuffled_late')} (excess "
+            f"{mean('mi_wealth_excess_late')}). An excess whose interval contains zero means the message carries "
+            "no detectable information about that feature. Listeners' causal influence (how far another agent's "
+            "actions move, Euclidean over broadcast, one-hot job, effort, trade weights and consumption, when one "
+            "speaker's message is zeroed in its peers' view; same random numbers both ways): "
+            f"{mean('causal_influence_late')}.", ""]
+
+
 def render_report(m: dict) -> str:
     """report.md from the metrics dict alone (so every number in it is in metrics.json)."""
     meta, s, figures = m["meta"], m["main"]["summary"], m["figures"]
@@ -126,6 +150,7 @@ def render_report(m: dict) -> str:
               f"The first principal component carries a share {mean('pc1_share_early')} of the variance early and "
               f"{mean('pc1_share_late')} late; the first two together {mean('pc12_share_late')} late.", "",
               "![eigenvalue spectra over time](eigen_spectra.png)", "", "![broadcast PCA](broadcast_pca.png)", ""]
+    lines += communication_section(s)
 
     # Q3: inequality and specialization.
     drivers = {k[len("wealth_corr_"):]: v for k, v in s.items() if k.startswith("wealth_corr_")}
