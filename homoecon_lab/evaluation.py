@@ -1,6 +1,6 @@
 """evaluate.py's evaluation: main rollouts, paired ablations, and every output file (docs/design.md section 6).
 
-`evaluate(args)` plans the rollouts (`plan_tasks`), runs them (`homoecon_lab.rollouts.run_tasks`),
+`evaluate(args)` plans the rollouts (`plan_tasks`), runs them (`homoecon_lab.runners.run_tasks`),
 turns the traces into numbers (homoecon_env.diagnostics.analysis) and figures (report_figures), and
 writes metrics.json, report.md, genealogy.csv and the figures to ``args.out``, each atomically.
 """
@@ -26,7 +26,9 @@ from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
 from homoecon_lab import rundir
-from homoecon_lab.rollouts import BACKENDS, Task, require_ray, run_tasks
+from homoecon_lab.ray_runner import require_ray
+from homoecon_lab.rollouts import Task
+from homoecon_lab.runners import BACKENDS, run_tasks
 from homoecon_lab.seeding import derive_seed
 from homoecon_lab.settings import MAX_SEED, read_run_config
 

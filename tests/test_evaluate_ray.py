@@ -21,7 +21,7 @@ import torch
 from extras import import_extra
 
 import evaluate as evaluate_script
-from homoecon_lab import evaluation, rollouts, training
+from homoecon_lab import evaluation, ray_runner, rollouts, training
 from homoecon_lab.cli import parse_train_args
 from homoecon_lab.errors import RunError
 from homoecon_lab.evaluation import Args
@@ -144,7 +144,7 @@ def test_every_env_step_of_a_ray_task_reaches_the_progress_bar(ray):
     args = Args(**{**TINY, "steps": 23, "ablation_seeds": 0})
     tasks, _ = evaluation.plan_tasks(args, evaluation.load_source(args))
     reported = []
-    results = rollouts._run_on_ray(ray, tasks, 2, 1, GracefulStop(), reported.append)
+    results = ray_runner.run_on_ray(ray, tasks, 2, 1, GracefulStop(), reported.append)
     assert set(results) == {("main", 0), ("main", 1)}
     assert sum(reported) == 2 * 23
 
