@@ -47,7 +47,6 @@ from agents.policy_gradient import LOG_STD_RANGE
 from agents.reinforce import _MASKED_SCORE, ReinforceLearner
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Observation, StepOutput
-from homoecon_env.core.lifecycle import ALIVE
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 __all__ = ["PPOLearner", "log_prob_and_entropy"]
@@ -146,19 +145,7 @@ class PPOLearner(ReinforceLearner):
         return {"loss": total, "policy": policy, "value": value_loss, "entropy": mean_entropy,
                 "clipped": clipped.sum(1), "kl": torch.where(valid, -log_ratio, 0.0).sum(1) * weight}
 
-    # -- Learner protocol (act, on_births: REINFORCE's) -----------------------------------------
-    def update(self, step: StepOutput) -> dict:
-        """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""
-        t = self._t
-        self.window.rewards[t].copy_(step.reward)
-        self.window.window_start.masked_fill_(step.death_cause != ALIVE, t + 1)
-        self._t = t + 1
-        if self._t < self.config.update_every and not step.truncated:
-            return {}
-        metrics = self._learn_ppo(step)
-        self._clear_window()
-        return metrics
-
+    # -- Learner protocol (act, update, on_births: REINFORCE's; the window ends in _learn_window) ---
     def state_dict(self) -> dict:
         return {**super().state_dict(), "kind": "ppo"}
 
@@ -196,7 +183,7 @@ class PPOLearner(ReinforceLearner):
         batch.update(old_log_prob=log_prob, advantage=advantage.to(DTYPE), returns=returns.to(DTYPE), valid=valid)
         return batch
 
-    def _learn_ppo(self, step: StepOutput) -> dict:
+    def _learn_window(self, step: StepOutput) -> dict:
         """ppo_epochs Adam steps per agent with data in the window. Raises NonFiniteLossError naming the
         agents on a non-finite loss or gradient (before that epoch's step) or parameter (after it)."""
         batch = self.rollout_batch(step)

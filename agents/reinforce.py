@@ -231,9 +231,13 @@ class ReinforceLearner:
         self._t = t + 1
         if self._t < self.config.update_every and not step.truncated:
             return {}
-        metrics = self._learn(step.acting_ids)  # raises before any change on a non-finite loss or gradient
+        metrics = self._learn_window(step)
         self._clear_window()
         return metrics
+
+    def _learn_window(self, step: StepOutput) -> dict:
+        """Learn from the full window; `step` is its last step. Subclasses with another update override it."""
+        return self._learn(step.acting_ids)  # raises before any change on a non-finite loss or gradient
 
     def on_births(self, births: Births) -> None:
         """Newborn slots get crossed-over, mutated copies of their parents' networks (fresh ones for
