@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import assert_identical
 
 from agents import LearnerConfig, make_learner
 from agents.advantages import clipped_surrogate, gae
@@ -232,21 +233,6 @@ def test_newborns_inherit_every_network_including_the_value_head_with_fresh_opti
 # -- scripts: resume and the CLI -----------------------------------------------------------------
 TINY = ["--num-agents", "8", "--max-steps", "25", "--log-every", "5", "--seed", "3", "--learner", "ppo",
         "--checkpoint-every", "1000", "--dashboard-every", "0"]
-
-
-def assert_identical(a, b, where="learner"):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_identical(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 def test_resume_is_bit_exact(tmp_path):

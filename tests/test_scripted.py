@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from test_train import assert_identical
 
 from agents import LearnerConfig, make_learner
 from agents.checkpoint import load_checkpoint
@@ -176,24 +176,6 @@ def test_state_round_trips_through_a_weights_only_checkpoint():
         assert torch.equal(getattr(first, key), getattr(second, key)), key
 
 
-def assert_same(a, b, where):
-    """Exact equality of nested dicts / lists / tensors / arrays / numbers."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, np.ndarray):
-        assert np.array_equal(a, b), where
-    else:
-        assert a == b, where
-
-
 def test_train_resume_continues_exactly(tmp_path):
     """40 steps at once == 20 steps, then --resume to 40: the same economy and the same logged rewards."""
     common = ["--learner", "scripted", "--num-agents", "6", "--max-steps", "25", "--log-every", "5", "--seed", "2",
@@ -205,7 +187,7 @@ def test_train_resume_continues_exactly(tmp_path):
     a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(half / "checkpoint.pt")
     assert a["step"] == b["step"] == 40
     for key in ("economy", "learner", "rng", "recorder"):
-        assert_same(a[key], b[key], key)
+        assert_identical(a[key], b[key], key)
     assert a["learner"]["eat_fraction"] == 0.9
 
 
