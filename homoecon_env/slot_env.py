@@ -36,6 +36,16 @@ def squash_holdings(holdings: np.ndarray) -> np.ndarray:
     return holdings / (1.0 + holdings)
 
 
+def first_non_finite(fields: dict):
+    """(name, row) of the first row holding a value that is not finite, in the first field (in order)
+    that has one; None when every value of every [N, w] field is finite."""
+    for name, value in fields.items():
+        bad = ~np.isfinite(value).all(axis=1)
+        if bad.any():
+            return name, int(np.flatnonzero(bad)[0])
+    return None
+
+
 class FlatLayout:
     """Where each field sits in the slot view's vectors, and the finite Box bounds.
 
@@ -95,16 +105,14 @@ class FlatLayout:
         """Split a float64 [N, A] matrix into Actions; ValueError naming the first slot and field
         that is not finite. The job is the argmax of the scores clipped to [-1, 1] (ties to the lowest
         job)."""
-        if not np.isfinite(matrix).all():
-            for name, columns in self.action_slices.items():
-                bad = ~np.isfinite(matrix[:, columns]).all(axis=1)
-                if bad.any():
-                    row = int(np.flatnonzero(bad)[0])
-                    problem = "nan" if np.isnan(matrix[row, columns]).any() else "not finite"
-                    raise ValueError(f"{labels[row]}: action field '{name}' (columns {columns.start}.."
-                                     f"{columns.stop - 1} of the flat action) is {problem} "
-                                     f"(got {matrix[row, columns].tolist()}); expected finite real values")
         part = {name: matrix[:, columns] for name, columns in self.action_slices.items()}
+        if not np.isfinite(matrix).all():  # the common case ends in this one call
+            name, row = first_non_finite(part)
+            columns = self.action_slices[name]
+            problem = "nan" if np.isnan(matrix[row, columns]).any() else "not finite"
+            raise ValueError(f"{labels[row]}: action field '{name}' (columns {columns.start}.."
+                             f"{columns.stop - 1} of the flat action) is {problem} "
+                             f"(got {matrix[row, columns].tolist()}); expected finite real values")
         # clipped first, like every other field: scores [2, 3] are a tie at the bound, as a library's
         # clip-to-Box wrapper would make them, and go to the lowest job
         job = np.clip(part["job"], -1.0, 1.0).argmax(axis=1)
@@ -286,13 +294,14 @@ class SlotParallelEnv(ParallelEnv):
     def _check_dict_values(self, batched: Actions) -> None:
         """Finiteness and job range of stacked Dict actions, naming the slot (the economy would name
         the agent)."""
-        for key in ("broadcast", "effort", "trade_weights", "consume"):
-            value = np.asarray(getattr(batched, key), dtype=np.float64).reshape(len(self.possible_agents), -1)
-            bad = ~np.isfinite(value).all(axis=1)
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"slot_{row}: action '{key}' is not finite (got {value[row].tolist()}); "
-                                 f"expected finite real values in {list(ACTION_BOUNDS[key])}")
+        n = len(self.possible_agents)
+        values = {key: np.asarray(getattr(batched, key), dtype=np.float64).reshape(n, -1)
+                  for key in ("broadcast", "effort", "trade_weights", "consume")}
+        bad = first_non_finite(values)
+        if bad is not None:
+            key, row = bad
+            raise ValueError(f"slot_{row}: action '{key}' is not finite (got {values[key][row].tolist()}); "
+                             f"expected finite real values in {list(ACTION_BOUNDS[key])}")
         job = np.asarray(batched.job)
         bad = (job < 0) | (job >= self.config.num_jobs)
         if bad.any():
