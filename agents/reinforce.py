@@ -19,7 +19,10 @@ Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the actio
     effort    = sigmoid(u_e)                     (logit-normal, in (0, 1))
     trade     = softmax([u_t, 0])                (additive logistic-normal on the simplex)
     consume   = sigmoid(u_c)                     (logit-normal per resource)
-The learner stores u, so no inverse squashing is ever needed. The loss uses the log density of u
+The learner stores u, so no inverse squashing is ever needed. Setting `deterministic = True` (evaluation,
+e.g. `evaluate.py --no-learn --deterministic`) makes `act` take the mode instead of sampling: the
+most likely job and u = the Gaussian means (so each squashed action is its distribution's median).
+The loss uses the log density of u
 (one Gaussian over all G continuous dimensions) in place of the density of the squashed action: the
 two differ by the log Jacobian of the squashing, which has no parameters, so the gradient is the
 same. The entropy bonus is the categorical entropy plus the entropy of the Gaussian pre-images (the
@@ -123,6 +126,9 @@ class ReinforceLearner:
                                     self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size)
         self._t = 0  # steps stored in the current window
+        # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
+        # state_dict: it is how the policy is used, not what it learnt
+        self.deterministic = False
 
     # -- structure ---------------------------------------------------------------------------
     def _network_spec(self) -> dict:
@@ -195,7 +201,9 @@ class ReinforceLearner:
 
     # -- Learner protocol --------------------------------------------------------------------
     def act(self, observation: Observation) -> Actions:
-        """Sample every slot's actions with the learner's generator and store them in the window."""
+        """Sample every slot's actions with the learner's generator and store them in the window. With
+        `deterministic` set, act with the policy's mode instead: the most likely job and the Gaussian means
+        (squashed: the median of each squashed action), drawing nothing from the generator."""
         own, own_holdings, peers, peer_holdings, blocked, peer_rows, pre_image, job_slot, broadcast_u, sigmoid_u, \
             trade_u = self.window.act_slots[self._t]
         r = self.economy_config.num_resources
@@ -210,12 +218,16 @@ class ReinforceLearner:
         out = out.view(n, -1)
         if not bool(torch.isfinite(out.sum())):  # huge but finite weights (a diverged policy) give NaN here
             self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
-        std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
-        noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
-        torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
-        cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
-        uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
-        job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
+        if self.deterministic:  # the mode: Gaussian means, most likely job; draws nothing
+            pre_image.copy_(out[:, j:])
+            job = out[:, :j].argmax(dim=1)
+        else:
+            std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
+            noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
+            torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
+            cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
+            uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
+            job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
         job_slot.copy_(job)
         self.last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
