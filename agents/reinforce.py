@@ -81,11 +81,23 @@ from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
-__all__ = ["ReinforceLearner", "reinforce_loss"]
+__all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss"]
+
+
+def double_season_angle(own: torch.Tensor, num_jobs: int) -> torch.Tensor:
+    """Replace, in place, the season features that end each row of own [..., S], (sin, cos) of every job's
+    season angle theta [J each], by (sin 2 theta, cos 2 theta): the phase of the production factor
+    cos^2 theta, whose period is half the angle's (see agents.ppo). Returns own."""
+    sin, cos = own[..., -2 * num_jobs:-num_jobs], own[..., -num_jobs:]
+    doubled = torch.cat([2.0 * sin * cos, cos * cos - sin * sin], dim=-1)
+    own[..., -2 * num_jobs:] = doubled
+    return own
 
 
 class ReinforceLearner:
     """N independent REINFORCE agents in one set of stacked tensors. See the module docstring."""
+
+    season_double_angle = False  # PPO's season input (agents.ppo); REINFORCE reads the raw angle
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None,
                  uniform_attention: bool = False):
@@ -208,6 +220,8 @@ class ReinforceLearner:
             trade_u = self.window.act_slots[self._t]
         r = self.economy_config.num_resources
         own.copy_(observation.self_features)
+        if self.season_double_angle:  # PPO's season input (agents.ppo)
+            double_season_angle(own, self.economy_config.num_jobs)
         torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observation.peers)
         peer_rows.copy_(observation.peer_index)  # lets a checkpoint store peers as rows of one table per step

@@ -7,6 +7,7 @@ import torch
 from test_learners import reference_policy, with_resources
 
 from agents import LearnerConfig, make_learner
+from agents.reinforce import double_season_angle
 from homoecon_env import EconomyConfig
 from homoecon_env.core import Economy
 from homoecon_lab.errors import RunError
@@ -44,6 +45,8 @@ def test_mode_actions_are_the_most_likely_job_and_the_squashed_gaussian_means(na
     r = config.num_resources
     own = observation.self_features.clone()
     own[:, :r] = own[:, :r].clamp(min=0).log1p()
+    if learner.season_double_angle:  # PPO's season input (tests/test_ppo.py checks it against the angle)
+        double_season_angle(own, config.num_jobs)
     peers = observation.peers.clone()
     peers[..., -r:] = peers[..., -r:].clamp(min=0).log1p()
     blocked = observation.peer_mask <= 0
@@ -60,8 +63,8 @@ def test_mode_actions_are_the_most_likely_job_and_the_squashed_gaussian_means(na
     torch.testing.assert_close(actions.broadcast, torch.tanh(means[:, s["broadcast"]]))
     torch.testing.assert_close(actions.effort, torch.sigmoid(means[:, s["effort"]]).squeeze(1))
     torch.testing.assert_close(actions.consume, torch.sigmoid(means[:, s["consume"]]))
-    zero = torch.zeros(6, 1)
-    torch.testing.assert_close(actions.trade_weights, torch.softmax(torch.cat([means[:, s["trade_weights"]], zero], 1), 1))
+    trade = torch.cat([means[:, s["trade_weights"]], torch.zeros(6, 1)], 1)
+    torch.testing.assert_close(actions.trade_weights, torch.softmax(trade, 1))
     # the same observation again: the same actions (nothing random), unlike sampling
     again = learner.act(observation)
     assert torch.equal(again.job, actions.job) and torch.equal(again.trade_weights, actions.trade_weights)
