@@ -133,8 +133,11 @@ def settings_from_json(data) -> Settings:
     run = data["run"]
     if isinstance(run, dict) and "scenario" not in run:  # written before scenarios existed: the seed's economy
         run = {**run, "scenario": "seed"}
+    learner = data["learner"]
+    if isinstance(learner, dict) and "ppo_entropy_coef" not in learner and "entropy_coef" in learner:
+        learner = {**learner, "ppo_entropy_coef": learner["entropy_coef"]}  # written before PPO had its own
     return Settings(_build(RunArgs, run, "run"), economy_from_json(data["economy"]),
-                    _build(LearnerConfig, data["learner"], "learner"))
+                    _build(LearnerConfig, learner, "learner"))
 
 
 def read_run_config(path: str) -> Settings:

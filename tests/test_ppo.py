@@ -2,6 +2,7 @@
 batched loss and gradient against an unbatched torch.distributions reimplementation of one agent,
 independence between agents, births, and a bit-exact resume through train()."""
 import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -289,3 +290,10 @@ def test_ppo_reads_the_season_as_the_production_cycles_phase_and_reinforce_the_r
                                    learners["reinforce"].window.buffer["own"][:, 0, :-2 * len(jobs)])
         out = economy.step(actions)
         observation = out.observation
+
+
+def test_a_config_written_before_ppo_entropy_coef_loads_with_the_entropy_coef_ppo_used_then():
+    from homoecon_lab.settings import RunArgs, Settings, settings_from_json
+    data = json.loads(json.dumps(dataclasses.asdict(Settings(RunArgs(), SMALL, LearnerConfig(entropy_coef=0.03)))))
+    del data["learner"]["ppo_entropy_coef"]
+    assert settings_from_json(data).learner.ppo_entropy_coef == 0.03
