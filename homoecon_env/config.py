@@ -68,9 +68,9 @@ class EconomyConfig:
     parent_share: float = 0.2  # fraction of its holdings each parent gives a child
     initial_holdings: float = 1.0  # in [0, 1e6], mean of each resource at reset (uniform on [0, 2 * mean])
     heterogeneous_tastes: bool = True  # False: every agent has uniform utility weights, never mutated
-    taste_scale: Optional[tuple[float, ...]] = None  # [R] >= 0, how much each good weighs in founders' tastes:
-    #   each founder's weights are Exp(1) draws times taste_scale, normalised (homogeneous: taste_scale
-    #   normalised); a 0 means no founder values that good. None: every good alike (the seed's Dirichlet(1))
+    taste_scale: Optional[tuple[float, ...]] = None  # [R] >= 0, each good's weight in founders' tastes; None: alike
+    #   Each founder's weights are Exp(1) draws times taste_scale, normalised (homogeneous tastes: taste_scale
+    #   normalised); a 0 means no founder values that good. None draws the seed's Dirichlet(1).
     max_steps: int = 1000  # episode length; every live agent is truncated at this step
     num_peers: Optional[int] = None  # K peers observed; None: everyone else (num_agents - 1)
     seed: Optional[int] = 0  # in [0, 2**64 - 1]; the first reset() without a seed uses it (None: OS entropy)

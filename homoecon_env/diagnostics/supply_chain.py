@@ -65,19 +65,22 @@ def balanced_plan(output: np.ndarray, inputs: np.ndarray, final_demand: np.ndarr
     every intermediate and raw good is made exactly as fast as the recipes use it.
 
     Goods are visited from the deepest layer down; each is made by the first job that makes it (its
-    main output is taken to be that good: output[j, r] per unit of effort), whose inputs add to the
-    demand for shallower goods. ValueError when a demanded good has no maker.
+    main output is taken to be that good: output[j, r] per unit of effort) among those whose inputs can
+    all be made, and its inputs add to the demand for shallower goods. ValueError when a demanded good
+    cannot be made.
     """
     layers = good_layers(output, inputs)
     demand = np.asarray(final_demand, dtype=np.float64).copy()
+    unmakeable = np.flatnonzero((demand > 0) & (layers < 0))
+    if unmakeable.size:
+        raise ValueError(f"good {int(unmakeable[0])} is demanded by the plan but no job makes it (from goods "
+                         "that can be made)")
     effort = np.zeros(output.shape[0])
-    for good in sorted(range(output.shape[1]), key=lambda r: -layers[r]):
+    for good in sorted(np.flatnonzero(layers >= 0).tolist(), key=lambda r: -layers[r]):
         if demand[good] <= 0:
             continue
-        makers = np.flatnonzero(output[:, good] > 0)
-        if not makers.size:
-            raise ValueError(f"good {good} is demanded by the plan but no job makes it")
-        job = int(makers[0])
+        # the first job making it whose inputs are all makeable (one exists: the good has a layer)
+        job = next(int(j) for j in np.flatnonzero(output[:, good] > 0) if (layers[inputs[j] > 0] >= 0).all())
         work = demand[good] / output[job, good]
         effort[job] += work
         demand += work * inputs[job]
