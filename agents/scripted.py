@@ -137,8 +137,10 @@ class ChainScriptedLearner(ScriptedLearner):
         from homoecon_env.diagnostics import supply_chain
         super().__init__(economy_config, learner_config, eat_fraction)
         jobs = JobTable.from_config(economy_config)
-        made = (jobs.output > 0).any(axis=0)
-        final = supply_chain.final_goods(jobs.output, jobs.inputs) if jobs.needs_inputs else made
+        layers = supply_chain.good_layers(jobs.output, jobs.inputs)
+        final = supply_chain.final_goods(jobs.output, jobs.inputs)
+        if not (final & (layers >= 0)).any():  # every makeable good is someone's input: aim at the deepest
+            final = layers == layers.max()
         scale = np.asarray(economy_config.taste_scale or (1.0,) * economy_config.num_resources)
         self.plan = supply_chain.balanced_plan(jobs.output, jobs.inputs, scale * final)  # [J] labour shares
         self.slot_job = torch.from_numpy(supply_chain.plan_assignment(self.plan, economy_config.num_agents))  # [N]
