@@ -246,7 +246,9 @@ def evaluate(args: Args) -> dict:
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
     meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
             "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
-            "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.broadcast_dim,
+            "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.message_width,
+            "broadcast_mode": config.broadcast_mode, "vocab_size": config.vocab_size,
+            "message_length": config.message_length,
             "resources": list(config.resources), "jobs": [job.name for job in config.jobs],
             "ci_percent": analysis.CI_PERCENT, "near_uniform_entropy": NEAR_UNIFORM_ENTROPY,
             "top_share": analysis.TOP_SHARE, "min_life_steps": analysis.MIN_LIFE_STEPS,
