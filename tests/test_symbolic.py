@@ -135,7 +135,8 @@ def grown_twins(steps=6):
 @pytest.mark.parametrize("bad, words", [
     (np.array([0, V]), ["out of range", str(V)]), (np.array([-1, 0]), ["out of range"]),
     (np.array([0.5, 1.0]), ["not ints", "float64"]), (np.array([1.0, 0.0]), ["not ints"]),
-    (np.array([0, 1, 2]), ["shape (3,)", "(2,)"]), ([True, 0], ["not ints", "bool"]), (np.array(["a", "b"]), ["not ints", "text"]),
+    (np.array([0, 1, 2]), ["shape (3,)", "(2,)"]), ([True, 0], ["not ints", "bool"]),
+    (np.array(["a", "b"]), ["not ints", "text"]),
 ], ids=["too_large", "negative", "fraction", "whole_float", "too_long", "bool", "text"])
 def test_a_bad_token_is_refused_naming_agent_and_field_and_the_env_is_unchanged(bad, words):
     from test_determinism import digest
@@ -179,11 +180,11 @@ def test_flat_slot_action_takes_the_argmax_of_clipped_token_scores_ties_to_the_l
     scores = np.array([0.2, 5.0, 3.0, -2.0, -3.0, -0.5])
     rest = np.array([1.0, 0.0, 0.7, 0.5, 0.5, 0.3, 0.3])  # job scores [1, 0] (job 0), effort, trade, consume
     flat = {f"slot_{i}": np.concatenate([scores, rest]).astype(np.float32) for i in range(3)}
-    observations, *_ = slot.step(flat)
+    slot.step(flat)
     dict_actions = {f"agent_{i}": {"broadcast": np.array([1, 2]), "job": 0, "effort": np.array([0.7], np.float32),
                                    "trade_weights": np.array([0.5, 0.5], np.float32),
                                    "consume": np.array([0.3, 0.3], np.float32)} for i in range(3)}
-    reference, *_ = named.step(dict_actions)
+    named.step(dict_actions)
     np.testing.assert_array_equal(slot.economy.state.broadcast.numpy(), [[0, 1, 0, 0, 0, 1]] * 3)
     assert slot.state().tobytes() == named.state().tobytes()
 
