@@ -359,9 +359,10 @@ class ReinforceLearner:
         returns, window_mean, _, advantage = advantages(window["reward"], valid, counts, self._discount[:t, :t],
                                                         self.baseline, self.baseline_updates, decay)
         advantage = advantage.to(DTYPE)  # [N, T]
+        tokens = {"vocab_size": self.vocab_size} if self.vocab_size else {}  # the symbolic mode's token heads
         loss, entropy, grad = policy_gradient(window, self._blocks_now, self.heads, advantage, valid, counts,
                                               self.config.entropy_coef, self.economy_config.num_jobs,
-                                              self.self_dim, self._grad, self.vocab_size)  # [N], [N, T], [N, D]
+                                              self.self_dim, self._grad, **tokens)  # [N], [N, T], [N, D]
         norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
         if not bool(torch.isfinite(loss + norms).all()):
             self._refuse_non_finite(loss, active, acting_ids, "loss", "no weight was changed")
