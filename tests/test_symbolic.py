@@ -28,6 +28,7 @@ from homoecon_env.diagnostics import communication
 from homoecon_env.slot_env import slot_env, slot_parallel_env
 from homoecon_lab import training
 from homoecon_lab.cli import parse_train_args
+from homoecon_lab.evaluation import Args, load_source
 from homoecon_lab.recorder import message_views
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -304,6 +305,15 @@ def test_train_and_evaluate_scripts_run_end_to_end_in_the_symbolic_mode(tmp_path
     assert summary["message_entropy_max"]["mean"] == pytest.approx(ceiling)
     assert 0 <= summary["message_entropy_late"]["mean"] <= ceiling + 1e-9
     assert "token(s) from a vocabulary of 3 symbols" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"--message-length 3: .* trained with message_length=2"):
+        load_source(Args(run=str(run_dir), message_length=3))
+
+
+def test_evaluate_flags_set_the_message_mode_of_untrained_agents():
+    economy = load_source(Args(broadcast_mode="symbolic", vocab_size=5, message_length=3, num_agents=4)).economy
+    assert (economy.broadcast_mode, economy.message_width, economy.num_agents) == ("symbolic", 15, 4)
+    with pytest.raises(ValueError, match=r"--broadcast-mode: broadcast_mode must be one of"):
+        load_source(Args(broadcast_mode="morse"))
 
 
 def test_a_bad_broadcast_mode_flag_ends_with_one_parser_line(tmp_path):
