@@ -78,7 +78,16 @@ from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
-__all__ = ["ReinforceLearner", "reinforce_loss"]
+__all__ = ["ReinforceLearner", "reinforce_loss", "sample_tokens"]
+
+
+def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """[N, L] int64 tokens, token l of row i drawn from softmax(logits[i, l]) for logits [N, L, V]: one
+    uniform per token, inverse CDF (the job's draw)."""
+    n, length, vocab = logits.shape
+    cumulative = torch.softmax(logits, dim=-1).cumsum_(dim=-1)  # [N, L, V]
+    uniform = torch.rand(n, length, 1, generator=generator, dtype=logits.dtype)
+    return (cumulative[..., :vocab - 1] < uniform).sum(dim=-1)  # never past V - 1
 
 
 class ReinforceLearner:
@@ -89,19 +98,24 @@ class ReinforceLearner:
         self.economy_config = c = economy_config
         self.config = learner_config or LearnerConfig()
         self.uniform_attention = bool(uniform_attention)
-        r, b, j = c.num_resources, c.broadcast_dim, c.num_jobs
+        r, b, j = c.num_resources, c.message_width, c.num_jobs
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
         self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
         self.peer_dim = b + c.id_dim + r  # P
+        # symbolic mode: the broadcast head is L categoricals of V logits each (no Gaussian part)
+        self.message_length, self.vocab_size = (c.message_length, c.vocab_size) if c.symbolic else (0, 0)
+        self.token_width = self.message_length * self.vocab_size  # L * V token logits (0: continuous)
+        self.categorical_width = j + self.token_width  # C, logits before the Gaussian means in the heads' output
         # G layout of the Gaussian pre-images: the two sigmoid heads are adjacent, trade comes last
-        self.head_dims = {"broadcast": b, "effort": 1, "consume": r, "trade_weights": r - 1}
+        self.head_dims = {"broadcast": 0 if c.symbolic else b, "effort": 1, "consume": r, "trade_weights": r - 1}
         self.gaussian_dim = sum(self.head_dims.values())  # G
         ends = itertools.accumulate(self.head_dims.values())
         self.head_slices = {head: (end - size, end) for (head, size), end in zip(self.head_dims.items(), ends)}
         self.spec = self._network_spec()
         self.layout = FlatLayout(self.spec, self._blocks())
         # production_net's outputs are J job logits then the effort mean; the heads' outputs are
-        # returned as [job logits J | Gaussian means in the G layout]
+        # returned as [job logits J | Gaussian means in the G layout], in the symbolic mode as
+        # [job logits J | token logits L * V | Gaussian means]: broadcast_net's b outputs are L * V logits
         self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1, r - 1, r],
                                   order=[(1, o) for o in range(j)] + [(0, o) for o in range(b)] + [(1, j)]
                                   + [(3, o) for o in range(r)] + [(2, o) for o in range(r - 1)])
@@ -119,9 +133,10 @@ class ReinforceLearner:
         self._step_index = torch.arange(self.config.update_every)  # [T]
         self._discount = discount_matrix(self.config.update_every, self.config.gamma)  # [T, T]
         self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
-                                    self.peer_dim, self.head_slices, c.num_jobs, r,
+                                    self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
-                                    None if self.uniform_attention else self.config.attention_hidden_size)
+                                    None if self.uniform_attention else self.config.attention_hidden_size,
+                                    message_length=self.message_length)
         self._t = 0  # steps stored in the current window
 
     # -- structure ---------------------------------------------------------------------------
@@ -133,12 +148,14 @@ class ReinforceLearner:
             spec["social_filter_net"] = {
                 "w_own": ParamSpec((s, a), ("uniform", bound)), "w_peer": ParamSpec((p, a), ("uniform", bound)),
                 "bias": ParamSpec((a,), ("uniform", bound)), "score": ParamSpec((a,), ("uniform", 1.0 / math.sqrt(a)))}
-        outputs = {"broadcast_net": (self.head_dims["broadcast"], self.head_dims["broadcast"]),
+        outputs = {"broadcast_net": (self.head_dims["broadcast"] + self.token_width, self.head_dims["broadcast"]),
                    "production_net": (self.economy_config.num_jobs + 1, 1),
                    "trading_net": (self.head_dims["trade_weights"],) * 2,
                    "consumption_net": (self.head_dims["consume"],) * 2}
         for net, (out, gaussian) in outputs.items():
-            spec[net] = {**mlp_specs(s + p, h, out), "log_std": ParamSpec((gaussian,), ("constant", log_std))}
+            spec[net] = mlp_specs(s + p, h, out)
+            if gaussian:  # (the symbolic broadcast head has none)
+                spec[net]["log_std"] = ParamSpec((gaussian,), ("constant", log_std))
         return spec
 
     def _blocks(self) -> dict:
@@ -149,7 +166,8 @@ class ReinforceLearner:
         for kind in ("w1", "b1", "w2", "b2"):
             blocks[f"heads.{kind}"] = tuple(f"{net}.{kind}" for net in HEAD_NETWORKS)
         blocks["heads.log_std"] = tuple(f"{net}.log_std" for net in
-                                        ("broadcast_net", "production_net", "consumption_net", "trading_net"))
+                                        ("broadcast_net", "production_net", "consumption_net", "trading_net")
+                                        if "log_std" in self.spec[net])
         return blocks
 
     def _shaped_blocks(self, blocks: dict) -> dict:
@@ -212,14 +230,20 @@ class ReinforceLearner:
             self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
         std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
         noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
-        torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
+        torch.addcmul(out[:, self.categorical_width:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
         cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
         uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
         job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
         job_slot.copy_(job)
+        if self.message_length:  # symbolic: L tokens, each an inverse-CDF draw from its V logits
+            broadcast = sample_tokens(out[:, j:self.categorical_width].view(n, self.message_length, self.vocab_size),
+                                      self.generator)  # [N, L]
+            self.window.token_slots[self._t].copy_(broadcast)
+        else:
+            broadcast = torch.tanh(broadcast_u)
         self.last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
-        return Actions(broadcast=torch.tanh(broadcast_u), job=job, effort=squashed[:, 0],
+        return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0],
                        trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:])
 
     def update(self, step: StepOutput) -> dict:
@@ -335,9 +359,10 @@ class ReinforceLearner:
         returns, window_mean, _, advantage = advantages(window["reward"], valid, counts, self._discount[:t, :t],
                                                         self.baseline, self.baseline_updates, decay)
         advantage = advantage.to(DTYPE)  # [N, T]
+        tokens = {"vocab_size": self.vocab_size} if self.vocab_size else {}  # the symbolic mode's token heads
         loss, entropy, grad = policy_gradient(window, self._blocks_now, self.heads, advantage, valid, counts,
                                               self.config.entropy_coef, self.economy_config.num_jobs,
-                                              self.self_dim, self._grad)  # [N], [N, T], [N, D]
+                                              self.self_dim, self._grad, **tokens)  # [N], [N, T], [N, D]
         norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
         if not bool(torch.isfinite(loss + norms).all()):
             self._refuse_non_finite(loss, active, acting_ids, "loss", "no weight was changed")

@@ -7,7 +7,8 @@ Every agent, every step:
     effort        = 1 (the economy caps it by age, and by held inputs for jobs that need them)
     trade_weights = the agent's own tastes (its utility weights, from the observation)
     consume       = `eat_fraction` of every good (default 0.9; the economy caps it at max_consume)
-    broadcast     = 0 (it says nothing and listens to nobody)
+    broadcast     = 0 (it says nothing and listens to nobody); in the symbolic mode every token is
+                    symbol 0, the same constant message from everyone
 
 It never learns: `update` returns {} and `on_births` has nothing to pass on (a newborn reads its own
 tastes from its observation). `last_attention` is uniform over live peers, like the random learner's,
@@ -53,7 +54,7 @@ class ScriptedLearner:
         self.eat_fraction = self._checked_fraction(eat_fraction)
         c = economy_config
         r, j = c.num_resources, c.num_jobs
-        self.self_dim = 2 * r + 2 + c.broadcast_dim + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
+        self.self_dim = 2 * r + 2 + c.message_width + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
         self.tastes_columns = (r + 2, 2 * r + 2)  # utility weights [R]
         self.season_cos_columns = (self.self_dim - j, self.self_dim)  # cos of every job's season angle [J]
         jobs = JobTable.from_config(c)
@@ -89,7 +90,9 @@ class ScriptedLearner:
         start, stop = self.tastes_columns
         self.last_attention = uniform_attention_weights(observation.peer_mask)
         return Actions(
-            broadcast=torch.zeros(n, c.broadcast_dim),  # [N, B]
+            # [N, B] zeros; symbolic mode: [N, L] token 0s (a constant message, no information)
+            broadcast=torch.zeros(n, c.message_length, dtype=torch.int64) if c.symbolic
+            else torch.zeros(n, c.broadcast_dim),
             job=self.job_scores(features).argmax(dim=1),  # [N] first job on a tie
             effort=torch.ones(n),  # [N]
             trade_weights=features[:, start:stop].clone(),  # [N, R] own tastes

@@ -20,6 +20,8 @@ MAX_GOODS = 1e6  # initial_holdings, a job's output per unit of effort, rest_bon
 MAX_MUTATION = 5.0  # sigma of the log-normal taste mutation: exp(5 z) stays below 1e20 for every
 #   float64 normal draw (|z| < 9), while mutation=300 overflows exp() and gives nan tastes; beyond 5 a
 #   child's tastes are a random corner of the simplex whatever its parents', so nothing is lost.
+BROADCAST_MODES = ("continuous", "symbolic")  # docs/design.md section 11
+MAX_MESSAGE_WIDTH = 4096  # L * V, the one-hot columns a symbolic message takes in every peer row
 MAX_STEP_COUNT = 2**53  # max_age, max_steps: every count up to 2**53 is exact in float64
 
 
@@ -54,7 +56,10 @@ class EconomyConfig:
     num_agents: int = 50  # population size, constant between steps
     resources: tuple[str, ...] = ("berries", "meat")
     jobs: tuple[Job, ...] = field(default_factory=_default_jobs)
-    broadcast_dim: int = 6  # length B of a message
+    broadcast_dim: int = 6  # length B of a message (continuous mode; unused in symbolic mode)
+    broadcast_mode: str = "continuous"  # "continuous": B floats in [-1, 1]; "symbolic": L tokens of V symbols
+    vocab_size: int = 4  # V, symbols per token (symbolic mode only), >= 2
+    message_length: int = 2  # L, tokens per message (symbolic mode only), >= 1
     id_dim: int = 4  # length of each agent's random identity vector, in [-1, 1]
     max_age: int = 10  # steps; an agent dies when age >= max_age
     decay_rate: float = 0.1  # fraction of leftover holdings lost per step
@@ -78,6 +83,13 @@ class EconomyConfig:
     def __post_init__(self):
         check_int("num_agents", self.num_agents, 1)
         check_int("broadcast_dim", self.broadcast_dim, 1)
+        if self.broadcast_mode not in BROADCAST_MODES:
+            raise ValueError(f"broadcast_mode must be one of {list(BROADCAST_MODES)}, got {self.broadcast_mode!r}")
+        check_int("vocab_size", self.vocab_size, 2, MAX_MESSAGE_WIDTH)
+        check_int("message_length", self.message_length, 1, MAX_MESSAGE_WIDTH)
+        if self.symbolic and self.vocab_size * self.message_length > MAX_MESSAGE_WIDTH:
+            raise ValueError(f"vocab_size * message_length must be <= {MAX_MESSAGE_WIDTH} (the one-hot width peers "
+                             f"see), got {self.vocab_size} * {self.message_length}")
         check_int("id_dim", self.id_dim, 1)
         # Step counts up to 2**53: float64 holds every such count exactly (age / max_age, t / period).
         check_int("max_age", self.max_age, 1, MAX_STEP_COUNT)
@@ -132,6 +144,17 @@ class EconomyConfig:
     @property
     def num_jobs(self) -> int:
         return len(self.jobs)
+
+    @property
+    def symbolic(self) -> bool:
+        """True in the symbolic broadcast mode (docs/design.md section 11)."""
+        return self.broadcast_mode == "symbolic"
+
+    @property
+    def message_width(self) -> int:
+        """Columns a message takes in an observation: B (continuous), or L * V (symbolic: the one-hot of
+        each of the L tokens over the V symbols, position by position)."""
+        return self.message_length * self.vocab_size if self.symbolic else self.broadcast_dim
 
     @property
     def peers_observed(self) -> int:

@@ -57,6 +57,12 @@ class Args:
     """base seed from which every rollout's economy and learner seeds are derived"""
     num_agents: Optional[int] = None
     """population size; default: the run's, else the scenario's (50 for seed)"""
+    broadcast_mode: Optional[str] = None
+    """the messages: continuous or symbolic (docs/design.md section 11); default: the run's, else the scenario's"""
+    vocab_size: Optional[int] = None
+    """V, symbols per token in the symbolic mode; default: the run's, else the scenario's"""
+    message_length: Optional[int] = None
+    """L, tokens per message in the symbolic mode; default: the run's, else the scenario's"""
     learn: bool = True
     """learners keep learning during the main rollouts (--no-learn: frozen weights)"""
     frames: int = 10
@@ -116,6 +122,9 @@ def check_args(args: Args) -> None:
             raise ValueError(f"--run {error}") from None
 
 
+MESSAGE_FLAGS = ("broadcast_mode", "vocab_size", "message_length")  # EconomyConfig fields evaluate.py sets
+
+
 @dataclass(frozen=True)
 class Source:
     """Where the evaluated economy and learner come from: a trained run, or fresh defaults."""
@@ -129,9 +138,15 @@ class Source:
 
 def load_source(args: Args) -> Source:
     """The run's economy and learner settings (checked against --num-agents), or the defaults."""
+    messages = {name: getattr(args, name) for name in MESSAGE_FLAGS if getattr(args, name) is not None}
     if args.run is None:
         scenario = args.scenario or "seed"
-        economy = scenario_config(scenario, **({} if args.num_agents is None else {"num_agents": args.num_agents}))
+        try:
+            economy = scenario_config(scenario, **messages,
+                                      **({} if args.num_agents is None else {"num_agents": args.num_agents}))
+        except ValueError as error:  # e.g. "broadcast_mode must be one of ..." -> "--broadcast-mode: ..."
+            name = next((n for n in messages if n in str(error)), None)
+            raise ValueError(f"--{name.replace('_', '-')}: {error}" if name else str(error)) from None
         return Source(economy, args.learner or "reinforce", LearnerConfig(), None, scenario)
     try:
         saved = read_run_config(os.path.join(args.run, "config.json"))
@@ -142,6 +157,10 @@ def load_source(args: Args) -> Source:
     if args.num_agents is not None and args.num_agents != economy.num_agents:
         raise ValueError(f"--num-agents {args.num_agents}: the run in {args.run!r} was trained with "
                          f"{economy.num_agents} agents (its networks are per agent); leave --num-agents out")
+    for name, value in messages.items():
+        if value != getattr(economy, name):
+            raise ValueError(f"--{name.replace('_', '-')} {value!r}: the run in {args.run!r} was trained with "
+                             f"{name}={getattr(economy, name)!r} (its networks read those messages); leave it out")
     if args.learner is not None and args.learner != saved.run.learner:
         raise ValueError(f"--learner {args.learner!r}: the run in {args.run!r} was trained with learner "
                          f"{saved.run.learner!r} (its checkpoint holds that learner's state); leave --learner out")
@@ -286,7 +305,9 @@ def evaluate(args: Args) -> dict:
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
     meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
             "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
-            "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.broadcast_dim,
+            "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.message_width,
+            "broadcast_mode": config.broadcast_mode, "vocab_size": config.vocab_size,
+            "message_length": config.message_length,
             "resources": list(config.resources), "jobs": [job.name for job in config.jobs],
             "ci_percent": analysis.CI_PERCENT, "near_uniform_entropy": NEAR_UNIFORM_ENTROPY,
             "top_share": analysis.TOP_SHARE, "min_life_steps": analysis.MIN_LIFE_STEPS,

@@ -20,6 +20,7 @@ from homoecon_env.core import Economy, production
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.diagnostics import analysis, communication, metrics, supply_chain
 from homoecon_lab.errors import RunError
+from homoecon_lab.recorder import message_views
 from homoecon_lab.seeding import seed_everything
 from homoecon_lab.settings import read_run_config
 
@@ -111,8 +112,9 @@ class Trace:
         if not self.detail or t not in self.influence_steps:
             return
         config = self.config
-        value = communication.learner_influence(learner, observation, config.broadcast_dim, config.num_jobs,
-                                                np.random.default_rng(t))
+        value = communication.learner_influence(learner, observation, config.message_width, config.num_jobs,
+                                                np.random.default_rng(t),
+                                                vocab_size=config.vocab_size if config.symbolic else None)
         self.influence["influence_step"].append(t)
         self.influence["causal_influence"].append(value)
 
@@ -141,7 +143,9 @@ class Trace:
         self.series["totals"].append(np.asarray(stats["totals"], dtype=np.float64))
         self.series["prices"].append(np.asarray(stats["prices"], dtype=np.float64))
         self.series["job_shares"].append(np.asarray(stats["job_counts"], dtype=np.float64) / config.num_agents)
-        broadcasts = actions.broadcast.double().numpy()  # [N, B] messages sent this step
+        # [N, B] messages sent this step (symbolic: [N, L * V] token one-hots) and, for the communication
+        # metrics, the messages as sent ([N, L] tokens in the symbolic mode)
+        broadcasts, messages = message_views(config, actions.broadcast)
         spectrum = metrics.covariance_spectrum(broadcasts)
         self.series["spectra"].append(spectrum)
         self.series["participation_ratio"].append(metrics.participation_ratio(spectrum))
@@ -167,7 +171,7 @@ class Trace:
                 "generation": before.generation.numpy().astype(np.float64)})
         if t in self.communication_steps:  # its own generator per step: leaves every other stream alone
             values = communication.step_summary(
-                broadcasts, before.holdings.numpy(), before.utility_weights.numpy(), actions.job.numpy(),
+                messages, before.holdings.numpy(), before.utility_weights.numpy(), actions.job.numpy(),
                 config.num_jobs, np.random.default_rng(t))
             self.communication["step"].append(t)
             for key, value in values.items():

@@ -15,7 +15,7 @@ import torch
 
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import consumption, lifecycle, observe, production
-from homoecon_env.core.actions import ACTION_BOUNDS, ActionChecker, Actions
+from homoecon_env.core.actions import ACTION_BOUNDS, ActionChecker, Actions, token_one_hot
 from homoecon_env.core.state import EconomyState, initial_state, normal
 from homoecon_env.core.stats import StepRecord, step_stats
 from homoecon_env.trade import TradeResult, clear_market
@@ -149,7 +149,8 @@ class Economy:
         cause = lifecycle.death_causes(ages, consumed, config, self.need)
         dead = cause != lifecycle.ALIVE
         holdings, lost = lifecycle.bequeath(holdings, dead, state.agent_ids, state.parent_ids, state.parent_slots)
-        lived = state.replace(holdings=holdings, ages=ages, broadcast=actions.broadcast, effort=effort,
+        broadcast = token_one_hot(actions.broadcast, config.vocab_size) if config.symbolic else actions.broadcast
+        lived = state.replace(holdings=holdings, ages=ages, broadcast=broadcast, effort=effort,
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
@@ -220,7 +221,8 @@ class Economy:
     def check_actions(self, actions: Actions) -> Actions:
         """Validate shapes, dtypes, finiteness and job range; clip finite values into their Box.
 
-        Takes torch tensors or arrays; returns Actions of fresh torch tensors (float64, job int64).
+        Takes torch tensors or arrays; returns Actions of fresh torch tensors (float64, job int64; in
+        the symbolic broadcast mode the broadcast is [N, L] int64 tokens, checked like the job).
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
         """
         checked = self._checked_arrays(actions)

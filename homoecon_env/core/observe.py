@@ -4,6 +4,11 @@
     holdings [R] | age / max_age [1] | last effort [1] | utility weights [R] | last broadcast [B] |
     id vector [D] | season sin [J] | season cos [J]
 `peers` row layout (P = B + D + R): last broadcast [B] | id vector [D] | holdings [R]
+
+In the symbolic broadcast mode (docs/design.md section 11) the message columns hold the one-hot of
+the L tokens over the V symbols, token by token ([L * V] in the place of [B], so B reads L * V above:
+`EconomyConfig.message_width`): column l * V + v is 1 when token l is symbol v. A newborn's (and every
+founder's, before its first step) message columns are all 0, which no sent message is.
 """
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ class EconomyState:
     ages: torch.Tensor  # [N] int64, steps lived
     utility_weights: torch.Tensor  # [N, R] float64, heritable tastes on the simplex
     id_vectors: torch.Tensor  # [N, D] float64 in [-1, 1], a public random identity
-    broadcast: torch.Tensor  # [N, B] float64 in [-1, 1], last message (seen by peers next step)
+    broadcast: torch.Tensor  # [N, B] float64 in [-1, 1], last message (seen by peers next step); symbolic
+    #   mode: [N, L * V] the one-hot of its L tokens (all zeros: no message yet)
     effort: torch.Tensor  # [N] float64 in [0, 1], effort actually spent last step
     job: torch.Tensor  # [N] int64, last job chosen (-1 before the first step)
     lifetime_reward: torch.Tensor  # [N] float64, sum of rewards since birth (fitness)
@@ -112,7 +113,7 @@ def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyS
         utility_weights=random_tastes(n, config.num_resources, config.heterogeneous_tastes, generator,
                                       config.taste_scale),
         id_vectors=random_ids(n, config.id_dim, generator),
-        broadcast=np.zeros((n, config.broadcast_dim)),
+        broadcast=np.zeros((n, config.message_width)),
         effort=np.zeros(n),
         job=np.full(n, -1, dtype=np.int64),
         lifetime_reward=np.zeros(n),

@@ -66,17 +66,32 @@ def ablation_sentence(result: dict, first: str, second: str) -> str:
     return "Significant differences: " + "; ".join(parts) + "; the other outcomes do not differ significantly."
 
 
-def communication_section(s: dict) -> list[str]:
+def message_dimensions(meta: dict) -> str:
+    """The first sentence of Q2: the messages' dimensions (symbolic: tokens, seen as their one-hots)."""
+    if meta.get("broadcast_mode") == "symbolic":
+        return (f"Messages are {number(meta['message_length'])} token(s) from a vocabulary of "
+                f"{number(meta['vocab_size'])} symbols (`broadcast_mode=\"symbolic\"`), seen by peers as "
+                f"{number(meta['broadcast_dim'])} one-hot dimensions, on which the spectrum below is computed. ")
+    return f"Messages have {number(meta['broadcast_dim'])} dimensions. "
+
+
+def communication_section(s: dict, symbolic: bool = False) -> list[str]:
     """The "Communication" subsection (late-window means of diagnostics.communication's metrics);
     empty for metrics written before they existed."""
     if "message_entropy_late" not in s:
         return []
     mean = lambda key: with_ci(s[key])  # noqa: E731
+    entropy = ("Message entropy (each dimension cut into `MESSAGE_BINS` equal-width bins over the broadcast box; "
+               f"distinct binned messages over speakers): {mean('message_entropy_late')} bits (at most "
+               f"{mean('message_entropy_max')}, when every speaker's binned message differs). ")
+    if symbolic:
+        entropy = (f"Message entropy (distinct token sequences over speakers): {mean('message_entropy_late')} bits "
+                   f"(at most {mean('message_entropy_max')}: log2 of the speakers, or L log2 V when fewer sequences "
+                   "exist; distances between messages are Hamming distances, and the mutual information takes "
+                   "each token position as a symbol). ")
     return ["### Communication", "",
             "Measured on the messages of sampled late steps (each step over all speakers, then averaged). "
-            "Message entropy (each dimension cut into `MESSAGE_BINS` equal-width bins over the broadcast box; "
-            f"distinct binned messages over speakers): {mean('message_entropy_late')} bits (at most "
-            f"{mean('message_entropy_max')}, when every speaker's binned message differs). Topographic similarity "
+            + entropy + "Topographic similarity "
             "(Spearman correlation over speaker pairs of the distance between their private states: log "
             "holdings, tastes, job; and between their messages): "
             f"{mean('topographic_similarity_late')}. Mutual information (binned plug-in, best message dimension) "
@@ -143,7 +158,7 @@ def render_report(m: dict) -> str:
 
     # Q2: dimensionality of messages.
     lines += ["## Q2. Are broadcast vectors low-dimensional?", "",
-              f"Messages have {number(meta['broadcast_dim'])} dimensions. The participation ratio of their covariance "
+              message_dimensions(meta) + "The participation ratio of their covariance "
               f"spectrum (the effective number of dimensions) was {mean('participation_ratio_early')} early and "
               f"{mean('participation_ratio_late')} late, i.e. a fraction {mean('participation_fraction_late')} of the "
               f"available dimensions late (change {mean('participation_ratio_change')}: "
@@ -151,7 +166,7 @@ def render_report(m: dict) -> str:
               f"The first principal component carries a share {mean('pc1_share_early')} of the variance early and "
               f"{mean('pc1_share_late')} late; the first two together {mean('pc12_share_late')} late.", "",
               "![eigenvalue spectra over time](eigen_spectra.png)", "", "![broadcast PCA](broadcast_pca.png)", ""]
-    lines += communication_section(s)
+    lines += communication_section(s, meta.get("broadcast_mode") == "symbolic")
 
     # Q3: inequality and specialization.
     drivers = {k[len("wealth_corr_"):]: v for k, v in s.items() if k.startswith("wealth_corr_")}
