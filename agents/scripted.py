@@ -20,6 +20,9 @@ min(1, held / needed) over its inputs, i.e. the output a full-effort day would r
 of peak output, so an agent without a job's inputs does not pick it. Nothing more: it does not plan a
 chain (buy inputs, then work) nor weigh a job's output by its tastes or prices. On economies whose
 jobs need no inputs (the default) the score is the season factor alone.
+
+`ChainScriptedLearner` (``--learner scripted_chain``, below) is the reference policy for supply chains:
+a planned division of labour along the chain that buys and keeps its job's inputs.
 """
 from __future__ import annotations
 
