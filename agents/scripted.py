@@ -20,11 +20,15 @@ min(1, held / needed) over its inputs, i.e. the output a full-effort day would r
 of peak output, so an agent without a job's inputs does not pick it. Nothing more: it does not plan a
 chain (buy inputs, then work) nor weigh a job's output by its tastes or prices. On economies whose
 jobs need no inputs (the default) the score is the season factor alone.
+
+`ChainScriptedLearner` (``--learner scripted_chain``, below) is the reference policy for supply chains:
+a planned division of labour along the chain that buys and keeps its job's inputs.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from agents.baselines import uniform_attention_weights
@@ -34,6 +38,7 @@ from homoecon_env.core.lifecycle import Births
 from homoecon_env.core.production import JobTable
 
 DEFAULT_EAT_FRACTION = 0.9
+KEPT_INPUT_EATEN = 0.05  # scripted_chain eats this share of eat_fraction of its job's inputs (enough not to starve)
 
 
 class ScriptedLearner:
@@ -109,3 +114,49 @@ class ScriptedLearner:
     def load_state_dict(self, state: dict) -> None:
         self.eat_fraction = self._checked_fraction(state["eat_fraction"])
         self.last_attention = state["last_attention"].clone()
+
+
+
+class ChainScriptedLearner(ScriptedLearner):
+    """The scripted policy for supply chains (``--learner scripted_chain``): a planned division of labour
+    along the chain; every agent works its slot's job, buys that job's inputs and keeps them; never learns.
+
+    The plan (`homoecon_env.diagnostics.supply_chain.balanced_plan`): shares of labour per job that make
+    the final goods in proportion to the economy's ``taste_scale`` (all alike when None) while every
+    intermediate is made as fast as the recipes use it; slots are cut into blocks of those sizes, so a
+    newborn takes over its slot's job. Every agent, every step:
+        job           = its slot's job in the plan
+        trade_weights = own tastes + the job's inputs as shares of its recipe (normalised by the economy):
+                        it trades for what it eats and for what it needs to work tomorrow (production
+                        comes before trade in a step, so inputs bought today are worked tomorrow)
+        consume       = `eat_fraction` of every good except its job's inputs, which it keeps
+        effort, broadcast: as the plain heuristic (1, and silence)
+    Nothing is learned or remembered, so frozen and learning evaluations act alike. On economies whose
+    jobs need no inputs every job is a raw job and the plan splits the slots over them by ``taste_scale``.
+
+    Why a plan and not prices: a version that picked, each step, the job adding most value at the last
+    market prices (given its held inputs) herded: every agent saw the same prices and moved to the same
+    job, and on `supply_chain` fewer than 0.2 final goods a step were made (docs/design.md section 9).
+    """
+
+    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION):
+        from homoecon_env.diagnostics import supply_chain
+        super().__init__(economy_config, learner_config, eat_fraction)
+        jobs = JobTable.from_config(economy_config)
+        layers = supply_chain.good_layers(jobs.output, jobs.inputs)
+        final = supply_chain.final_goods(jobs.output, jobs.inputs)
+        if not (final & (layers >= 0)).any():  # every makeable good is someone's input: aim at the deepest
+            final = layers == layers.max()
+        scale = np.asarray(economy_config.taste_scale or (1.0,) * economy_config.num_resources)
+        self.plan = supply_chain.balanced_plan(jobs.output, jobs.inputs, scale * final)  # [J] labour shares
+        self.slot_job = torch.from_numpy(supply_chain.plan_assignment(self.plan, economy_config.num_agents))  # [N]
+        recipe_total = self.job_inputs.sum(dim=1, keepdim=True)  # [J, 1]
+        self.input_shares = self.job_inputs / recipe_total.clamp(min=1e-30)  # [J, R], rows sum to 1 or 0
+
+    def act(self, observation: Observation) -> Actions:
+        actions = super().act(observation)  # checks the observation; tastes, effort, broadcast as the plain one
+        job = self.slot_job[:actions.job.shape[0]]
+        inputs = self.input_shares[job]  # [N, R]
+        return Actions(broadcast=actions.broadcast, job=job.clone(), effort=actions.effort,
+                       trade_weights=actions.trade_weights + inputs,
+                       consume=torch.where(inputs > 0, actions.consume * KEPT_INPUT_EATEN, actions.consume))

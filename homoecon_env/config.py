@@ -73,6 +73,9 @@ class EconomyConfig:
     parent_share: float = 0.2  # fraction of its holdings each parent gives a child
     initial_holdings: float = 1.0  # in [0, 1e6], mean of each resource at reset (uniform on [0, 2 * mean])
     heterogeneous_tastes: bool = True  # False: every agent has uniform utility weights, never mutated
+    taste_scale: Optional[tuple[float, ...]] = None  # [R] >= 0, each good's weight in founders' tastes; None: alike
+    #   Each founder's weights are Exp(1) draws times taste_scale, normalised (homogeneous tastes: taste_scale
+    #   normalised); a 0 means no founder values that good. None draws the seed's Dirichlet(1).
     max_steps: int = 1000  # episode length; every live agent is truncated at this step
     num_peers: Optional[int] = None  # K peers observed; None: everyone else (num_agents - 1)
     seed: Optional[int] = 0  # in [0, 2**64 - 1]; the first reset() without a seed uses it (None: OS entropy)
@@ -110,6 +113,11 @@ class EconomyConfig:
             raise ValueError(f"resources must be a non-empty tuple of distinct names, got {self.resources!r}")
         num_resources = len(self.resources)
         check_vector("need", self.need, num_resources)
+        if self.taste_scale is not None:
+            check_vector("taste_scale", self.taste_scale, num_resources)
+            if not sum(self.taste_scale) > 0:
+                raise ValueError(f"taste_scale must have a positive entry (some good must be valued), "
+                                 f"got {self.taste_scale!r}")
         if not isinstance(self.jobs, tuple) or not self.jobs:
             raise ValueError(f"jobs must be a non-empty tuple of Job, got {self.jobs!r}")
         names = [getattr(job, "name", None) for job in self.jobs]

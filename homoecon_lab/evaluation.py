@@ -21,7 +21,7 @@ from agents import LearnerConfig, is_import_path, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.production import JobTable, seasonal_factor
-from homoecon_env.diagnostics import analysis, report_figures
+from homoecon_env.diagnostics import analysis, report_figures, supply_chain
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
@@ -192,6 +192,8 @@ ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated 
 LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo")
 ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
              "policy": ("trained", "random")}
+# Economies whose jobs use inputs: policies that run beside the main rollouts, on the same economy seeds
+CHAIN_REFERENCES = ("scripted_chain", "scripted", "random")
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
@@ -205,6 +207,11 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
                   economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=args.learn,
                   run_dir=source.run_dir, detail=True, frames=args.frames if k == 0 else 0)
              for k in range(args.seeds)]
+    if JobTable.from_config(source.economy).needs_inputs:  # supply chains: reference policies, same seeds
+        tasks += [Task(key=("reference", learner, k), economy=source.economy, learner=learner,
+                       learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
+                       economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=False)
+                  for learner in CHAIN_REFERENCES if learner != trained for k in range(args.seeds)]
     if not args.ablation_seeds:
         return tasks, {}
     arms = dict(ABLATION_ARMS)
@@ -233,6 +240,32 @@ def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
     return np.stack([seasonal_factor(table, t) for t in range(steps)])
 
 
+def chain_results(args: Args, source: Source, traces: list, results: dict, summary: dict) -> dict:
+    """metrics.json's "supply_chain" entry: layers, the answers, the first rollout's bottleneck, and the
+    evaluated learner beside the reference policies (CHAIN_REFERENCES) over the same economy seeds."""
+    config = source.economy
+    goods, job_names = list(config.resources), [job.name for job in config.jobs]
+    table = JobTable.from_config(config)
+    layers = supply_chain.good_layers(table.output, table.inputs)
+    final = supply_chain.final_goods(table.output, table.inputs)
+    evaluated = "run" if source.run_dir else source.learner_name
+    own = {key: value for key, value in summary.items() if key.startswith("chain_")}
+    references = {f"{source.learner_name} (evaluated)": own}
+    for learner in CHAIN_REFERENCES:
+        if learner != evaluated:
+            references[learner] = analysis.summarise_seeds([
+                supply_chain.rollout_outcome(results[("reference", learner, k)], goods, job_names)
+                for k in range(args.seeds)])
+    return {"layers": dict(zip(goods, layers.tolist())), "final_goods": [g for g, f in zip(goods, final) if f],
+            "job_layers": dict(zip(job_names, supply_chain.job_layers(table.output, table.inputs).tolist())),
+            "verdicts": supply_chain.verdicts(summary, goods),
+            "bottleneck": supply_chain.bottleneck(traces[0]["chain"], goods, job_names),
+            "min_layer_share": supply_chain.MIN_LAYER_SHARE, "min_turnover": supply_chain.MIN_TURNOVER,
+            "references": references,
+            "reference_note": "references never learn; the evaluated learner " + ("kept learning" if args.learn
+                                                                                  else "was frozen")}
+
+
 def evaluate(args: Args) -> dict:
     """Run the evaluation described in the module docstring; write every output to ``args.out``.
 
@@ -252,6 +285,11 @@ def evaluate(args: Args) -> dict:
     # Numbers.
     season = seasons(config, args.steps)
     per_seed = [analysis.summarise_rollout(trace, config, season) for trace in traces]
+    goods, job_names = list(config.resources), [job.name for job in config.jobs]
+    chain = "chain" in traces[0]  # the jobs use inputs: the supply-chain numbers, figures and section
+    if chain:
+        for summary, trace in zip(per_seed, traces):
+            summary.update(supply_chain.rollout_outcome(trace, goods, job_names))
     lineage, rows = analysis.genealogy(traces[0], list(config.resources))
     ablations = {}
     if stems:
@@ -262,6 +300,8 @@ def evaluate(args: Args) -> dict:
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)
+    if chain:
+        figures.update(report_figures.draw_chain_figures(traces[0], config, args.out))
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
     meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
             "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
@@ -278,6 +318,9 @@ def evaluate(args: Args) -> dict:
                                "learner_config": dataclasses.asdict(source.learner_config),
                                "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},
                                "genealogy": lineage, "ablations": ablations, "figures": figures})
+    if chain:
+        summary = result["main"]["summary"]
+        result["supply_chain"] = analysis.to_json(chain_results(args, source, traces, results, summary))
     atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(result, indent=2))
     atomic_write_text(os.path.join(args.out, "report.md"), render_report(result))
     return result

@@ -16,9 +16,9 @@ import numpy as np
 from agents import LearnerConfig, make_learner, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Economy
+from homoecon_env.core import Economy, production
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
-from homoecon_env.diagnostics import analysis, communication, metrics
+from homoecon_env.diagnostics import analysis, communication, metrics, supply_chain
 from homoecon_lab.errors import RunError
 from homoecon_lab.recorder import message_views
 from homoecon_lab.seeding import seed_everything
@@ -81,6 +81,8 @@ class Trace:
                                                             "deaths_starvation")}
         self.jobs = np.zeros((steps, n), dtype=np.int16)  # [T, N] job chosen by the row's acting agent
         self.ids = np.zeros((steps, n), dtype=np.int64)  # [T, N] acting agent id of each row
+        table = production.JobTable.from_config(config)  # supply chains: flows along the chain, every rollout
+        self.chain = supply_chain.ChainRecorder(table.output, table.inputs, steps) if table.needs_inputs else None
         if not detail:
             return
         self.series.update({key: [] for key in ("totals", "prices", "job_shares", "spectra", "participation_ratio",
@@ -129,6 +131,12 @@ class Trace:
         self.series["reward"].append(float(out.reward.mean()))
         self.jobs[t - 1] = actions.job.numpy()
         self.ids[t - 1] = out.acting_ids.numpy()
+        if self.chain is not None:
+            wanted = np.clip(actions.effort.double().numpy(), 0.0, 1.0) * production.effort_cap_by_age(
+                before.ages.numpy(), self.config)  # [N] chosen effort after the age cap
+            self.chain.record(t, before.holdings.numpy(), actions.job.numpy(), wanted, out.effort.numpy(),
+                              out.pre_trade.numpy(), out.trade.allocation.numpy(), out.consumed.numpy(),
+                              out.trade.prices.numpy())
         if not self.detail:
             return
         config = self.config
@@ -192,6 +200,8 @@ class Trace:
         """Plain arrays and records (picklable); ``economy`` is the economy after the last step."""
         data = {key: np.asarray(values) for key, values in self.series.items()}
         data.update(jobs=self.jobs, ids=self.ids)
+        if self.chain is not None:
+            data["chain"] = self.chain.result()
         if self.detail:
             state = economy.state
             data.update(graphs=self.graphs, cross_sections=self.cross_sections, frames=self.frames, final=self.final,

@@ -47,7 +47,7 @@ def started(config=SMALL, learner="reinforce", seed=0, **learner_options):
 
 # -- registry and config ----------------------------------------------------------------------
 def test_registry_names_and_protocol():
-    assert set(LEARNERS) == {"reinforce", "random", "uniform_attention", "scripted", "ppo"}
+    assert set(LEARNERS) == {"reinforce", "random", "uniform_attention", "scripted", "ppo", "scripted_chain"}
     for name in LEARNERS:
         learner = make_learner(name, SMALL)
         assert isinstance(learner, Learner)

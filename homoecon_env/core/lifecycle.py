@@ -97,7 +97,8 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
     founders = np.count_nonzero(survivors) < 2
     if founders:
         parent_slots = np.full((count, 2), NO_PARENT, dtype=np.int64)
-        tastes = random_tastes(count, config.num_resources, config.heterogeneous_tastes, generator)
+        tastes = random_tastes(count, config.num_resources, config.heterogeneous_tastes, generator,
+                               config.taste_scale)
         endowment = random_holdings(count, config, generator)
         generation = np.zeros(count, dtype=np.int64)
         parent_ids = parent_slots

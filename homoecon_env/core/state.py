@@ -76,11 +76,20 @@ def normal(generator: torch.Generator, *shape: int) -> np.ndarray:
     return torch.randn(*shape, generator=generator, dtype=DTYPE).numpy()
 
 
-def random_tastes(count: int, num_resources: int, heterogeneous: bool, generator: torch.Generator) -> np.ndarray:
-    """Utility weights [count, R] on the simplex: Dirichlet(1) (normalised exponentials) or uniform."""
+def random_tastes(count: int, num_resources: int, heterogeneous: bool, generator: torch.Generator,
+                  scale=None) -> np.ndarray:
+    """Utility weights [count, R] on the simplex: Dirichlet(1) (normalised exponentials) or uniform.
+
+    ``scale`` [R] (EconomyConfig.taste_scale; None: all ones) multiplies the exponentials before they are
+    normalised, and is the homogeneous tastes itself (normalised). The same draws either way."""
     if not heterogeneous:
-        return np.full((count, num_resources), 1.0 / num_resources)
+        if scale is None:
+            return np.full((count, num_resources), 1.0 / num_resources)
+        scale = np.asarray(scale, dtype=np.float64)
+        return np.tile(scale / scale.sum(), (count, 1))
     exponential = -np.log1p(-uniform(generator, count, num_resources))
+    if scale is not None:
+        exponential = exponential * np.asarray(scale, dtype=np.float64)
     return exponential / exponential.sum(axis=1, keepdims=True)
 
 
@@ -101,7 +110,8 @@ def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyS
     return EconomyState(
         holdings=random_holdings(n, config, generator),
         ages=torch.randint(0, config.max_age, (n,), generator=generator).numpy(),
-        utility_weights=random_tastes(n, config.num_resources, config.heterogeneous_tastes, generator),
+        utility_weights=random_tastes(n, config.num_resources, config.heterogeneous_tastes, generator,
+                                      config.taste_scale),
         id_vectors=random_ids(n, config.id_dim, generator),
         broadcast=np.zeros((n, config.message_width)),
         effort=np.zeros(n),

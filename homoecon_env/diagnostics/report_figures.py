@@ -16,6 +16,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from homoecon_env.diagnostics import metrics, plots
+from homoecon_env.diagnostics.plots import chain as chain_plots
 from homoecon_env.files import atomic_write_bytes
 
 
@@ -99,4 +100,19 @@ def draw_figures(trace: dict, config, out: str) -> dict:
         save("degree_pagerank", plots.degree_pagerank(last["in_degree"], last["pagerank"]), "degree_pagerank.png")
     save("dashboard", plots.dashboard(dashboard_history(trace, config), title="HomoEcon evaluation: first rollout"),
          "dashboard.png")
+    return written
+
+
+def draw_chain_figures(trace: dict, config, out: str) -> dict:
+    """The supply-chain figures of a trace whose economy's jobs use inputs (``trace["chain"]``): chain_output.png,
+    chain_flow.png, chain_value_added.png, chain_bottlenecks.png; returns name -> path relative to ``out``."""
+    chain, goods, job_names = trace["chain"], list(config.resources), [job.name for job in config.jobs]
+    figures = {"chain_output": chain_plots.output_per_layer(chain, goods),
+               "chain_flow": chain_plots.flow(chain, goods, job_names),
+               "chain_value_added": chain_plots.value_added(chain, goods),
+               "chain_bottlenecks": chain_plots.bottlenecks(chain, goods, job_names)}
+    written = {}
+    for key, figure in figures.items():
+        plots.save_figure(figure, os.path.join(out, f"{key}.png"))
+        written[key] = f"{key}.png"
     return written
