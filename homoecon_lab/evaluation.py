@@ -21,7 +21,7 @@ from agents import LearnerConfig, is_import_path, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.production import JobTable, seasonal_factor
-from homoecon_env.diagnostics import analysis, report_figures
+from homoecon_env.diagnostics import analysis, lineage, report_figures
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
@@ -173,6 +173,10 @@ ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated 
 LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo")
 ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
              "policy": ("trained", "random")}
+# the inheritance ablation (docs/design.md section 9): arm "inheritance_<mode>" trains the evaluated learner
+# (reinforce when it has no networks to inherit) with LearnerConfig.inheritance = mode; compared with genetic
+INHERITANCE_ARMS = ("genetic", "cultural", "none")
+INHERITING_LEARNERS = ("reinforce", "uniform_attention", "ppo")
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
@@ -193,19 +197,40 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     stems: dict[str, tuple] = {}
     for arm, (learner, heterogeneous) in arms.items():
         tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
-        stems[arm] = ("ablation", learner, tastes)
+        stems[arm] = ("ablation", learner, tastes, source.learner_config.inheritance)
+    inheriting = source.learner_name if source.learner_name in INHERITING_LEARNERS else "reinforce"
+    for mode in INHERITANCE_ARMS:  # the genetic arm is usually the "learned" or "trained" arm's task
+        stems[f"inheritance_{mode}"] = ("ablation", inheriting, source.economy.heterogeneous_tastes, mode)
     for stem in dict.fromkeys(stems.values()):
-        _, learner, tastes = stem
+        _, learner, tastes, inheritance = stem
         trains = learner in LEARNING_ARMS or is_import_path(learner)
         for i in range(args.ablation_seeds):
             train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
             tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),
-                              learner=learner, learner_config=dataclasses.replace(source.learner_config,
-                                                                                  seed=train_seed % 2**31),
+                              learner=learner, learner_config=dataclasses.replace(
+                                  source.learner_config, seed=train_seed % 2**31, inheritance=inheritance),
                               economy_seed=derive_seed(args.seed, STREAM_HELD_OUT, i), steps=args.ablation_steps,
                               learn=False, run_dir=source.run_dir, train_seed=train_seed,
                               train_steps=args.ablation_train_steps if trains else 0))
     return tasks, stems
+
+
+def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dict) -> dict:
+    """metrics.json's "inheritance": the main rollouts' lineages and message dialects (diagnostics.lineage;
+    per seed, and means with 95% CIs over seeds), and the ablation across inheritance modes: every arm's
+    outcomes with CIs, and cultural and none each against genetic (paired by seed)."""
+    per_seed = [lineage.lineage_summary(trace)[0] for trace in traces]
+    result = {"lineage": {"summary": analysis.summarise_seeds(
+        [{k: v for k, v in seed.items() if k != "largest_lineage"} for seed in per_seed]), "per_seed": per_seed},
+        "ablation": {}}
+    if outcomes is None:
+        return result
+    arms = {mode: outcomes[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}
+    versus = {mode: analysis.compare(arms, mode, "genetic") for mode in INHERITANCE_ARMS[1:]}
+    result["ablation"] = {"learner": stems["inheritance_genetic"][1], "arms": versus["cultural"]["arms"],
+                          "versus_genetic": {mode: {key: versus[mode][key] for key in ("difference", "verdict")}
+                                             for mode in versus}}
+    return result
 
 
 def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
@@ -233,17 +258,20 @@ def evaluate(args: Args) -> dict:
     # Numbers.
     season = seasons(config, args.steps)
     per_seed = [analysis.summarise_rollout(trace, config, season) for trace in traces]
-    lineage, rows = analysis.genealogy(traces[0], list(config.resources))
+    lineage_summary, rows = analysis.genealogy(traces[0], list(config.resources))
     ablations = {}
     if stems:
         outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
                      for name, (first, second) in ABLATIONS.items()}
+    inheritance = inheritance_results(traces, outcomes if stems else None, stems)
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
+    lineage.write_graphml(os.path.join(args.out, "genealogy.graphml"),
+                          lineage.lineage_graph(traces[0]["agents"], set(traces[0]["alive_at_end"])))
     meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
             "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
             "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.broadcast_dim,
@@ -256,7 +284,8 @@ def evaluate(args: Args) -> dict:
     result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
                                "learner_config": dataclasses.asdict(source.learner_config),
                                "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},
-                               "genealogy": lineage, "ablations": ablations, "figures": figures})
+                               "genealogy": lineage_summary, "ablations": ablations, "inheritance": inheritance,
+                               "figures": figures})
     atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(result, indent=2))
     atomic_write_text(os.path.join(args.out, "report.md"), render_report(result))
     return result

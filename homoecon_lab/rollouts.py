@@ -32,7 +32,7 @@ INFLUENCE_EVERY = 4  # every 4th of those steps also measures the listeners' cau
 class Task:
     """One rollout (optionally after a short training phase); runs in a worker process."""
 
-    key: tuple  # ("main", k) or ("ablation", learner, heterogeneous tastes, seed index)
+    key: tuple  # ("main", k) or ("ablation", learner, heterogeneous tastes, inheritance, seed index)
     economy: EconomyConfig
     learner: str  # a name in agents.LEARNERS, a plug-in's "module:ClassName", or "run" for the trained run's learner
     learner_config: LearnerConfig
@@ -114,13 +114,15 @@ class Trace:
         self.influence["influence_step"].append(t)
         self.influence["causal_influence"].append(value)
 
-    def _born(self, agent, parents, generation, step, slot, tastes, founder=False) -> None:
+    def _born(self, agent, parents, generation, step, slot, tastes, founder=False, teacher=None) -> None:
         self.agents[agent] = {"parents": tuple(parents), "generation": int(generation), "birth_step": int(step),
                               "slot": int(slot), "tastes": [float(w) for w in tastes], "initial": founder,
-                              "death_step": None, "death_cause": ""}
+                              "death_step": None, "death_cause": "", "teacher": teacher}
 
-    def record(self, t: int, before, observation, actions, out, economy: Economy, attention) -> None:
-        """Record step t (1-based): ``before`` is the state the agents acted in."""
+    def record(self, t: int, before, observation, actions, out, economy: Economy, attention,
+               teachers=None) -> None:
+        """Record step t (1-based): ``before`` is the state the agents acted in; ``teachers`` [N] (cultural
+        inheritance, the learner's `last_teachers`): each newborn's teacher slot, -1 or None for none."""
         stats = economy.last_stats
         for key in ("gini", "trade_volume", "births", "deaths_age", "deaths_starvation"):
             self.series[key].append(float(stats[key]))
@@ -156,7 +158,8 @@ class Trace:
                 "step": t, "wealth": after_trade.sum(axis=1), "age": before.ages.numpy().astype(np.float64),
                 "taste": before.utility_weights.numpy().copy(), "job": actions.job.numpy().copy(),
                 "effort": actions.effort.double().numpy().copy(),
-                "generation": before.generation.numpy().astype(np.float64)})
+                "generation": before.generation.numpy().astype(np.float64),
+                "broadcast": broadcasts})  # messages by lineage (diagnostics.lineage dialects)
         if t in self.communication_steps:  # its own generator per step: leaves every other stream alone
             values = communication.step_summary(
                 broadcasts, before.holdings.numpy(), before.utility_weights.numpy(), actions.job.numpy(),
@@ -181,8 +184,9 @@ class Trace:
         state = economy.state
         for slot in out.births.born.nonzero().squeeze(1).tolist():
             parents = [int(p) for p in state.parent_ids[slot].tolist() if p >= 0]
+            teacher = None if teachers is None or int(teachers[slot]) < 0 else int(state.agent_ids[int(teachers[slot])])
             self._born(int(state.agent_ids[slot]), parents, int(state.generation[slot]), t, slot,
-                       state.utility_weights[slot])
+                       state.utility_weights[slot], teacher=teacher)
 
     def result(self, economy: Economy) -> dict:
         """Plain arrays and records (picklable); ``economy`` is the economy after the last step."""
@@ -230,7 +234,8 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
         before = economy.state
         trace.record_influence(t, learner, observation)
         actions, out = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
-        trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None))
+        trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None),
+                     getattr(learner, "last_teachers", None))
         observation = out.observation
         report(1)
     return trace.result(economy)

@@ -234,6 +234,9 @@ def render_report(m: dict) -> str:
                   for r in g["most_prolific"]]
         lines.append("")
 
+    from homoecon_env.diagnostics.report_inheritance import inheritance_section  # it imports this module
+    lines += inheritance_section(m)
+
     # Prices and scarcity.
     lines += ["## Do relative prices follow scarcity across seasons?", "",
               "Relative scarcity of a good is the inverse of its total stock, normalised over goods. The Spearman "
