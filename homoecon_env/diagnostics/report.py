@@ -234,8 +234,8 @@ def render_report(m: dict) -> str:
                   for r in g["most_prolific"]]
         lines.append("")
 
-    from homoecon_env.diagnostics.report_inheritance import inheritance_section  # it imports this module
-    lines += inheritance_section(m)
+    from homoecon_env.diagnostics import report_inheritance  # pure text too; imported here: it imports this module
+    lines += report_inheritance.inheritance_section(m)
 
     # Prices and scarcity.
     lines += ["## Do relative prices follow scarcity across seasons?", "",
