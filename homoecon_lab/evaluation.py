@@ -201,6 +201,7 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     inheriting = source.learner_name if source.learner_name in INHERITING_LEARNERS else "reinforce"
     for mode in INHERITANCE_ARMS:  # the genetic arm is usually the "learned" or "trained" arm's task
         stems[f"inheritance_{mode}"] = ("ablation", inheriting, source.economy.heterogeneous_tastes, mode)
+    lineage_stems = {stems[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}  # their traces keep the genealogy
     for stem in dict.fromkeys(stems.values()):
         _, learner, tastes, inheritance = stem
         trains = learner in LEARNING_ARMS or is_import_path(learner)
@@ -211,14 +212,26 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
                                   source.learner_config, seed=train_seed % 2**31, inheritance=inheritance),
                               economy_seed=derive_seed(args.seed, STREAM_HELD_OUT, i), steps=args.ablation_steps,
                               learn=False, run_dir=source.run_dir, train_seed=train_seed,
-                              train_steps=args.ablation_train_steps if trains else 0))
+                              train_steps=args.ablation_train_steps if trains else 0,
+                              lineage=stem in lineage_stems))
     return tasks, stems
 
 
-def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dict) -> dict:
+DIALECT_KEYS = ("dialect_observed_mean", "dialect_shuffled_mean", "dialect_excess_mean", "lineages_alive_end")
+
+
+def _over_seeds(values: list) -> dict:
+    """{"mean", "ci95", "per_seed"} over the seeds with a value (None: undefined there)."""
+    defined = [v for v in values if v is not None]
+    return {**(analysis.interval(defined) if defined else {"mean": None, "ci95": None}), "per_seed": values}
+
+
+def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dict,
+                        results: Optional[dict] = None, seeds: int = 0) -> dict:
     """metrics.json's "inheritance": the main rollouts' lineages and message dialects (diagnostics.lineage;
     per seed, and means with 95% CIs over seeds), and the ablation across inheritance modes: every arm's
-    outcomes with CIs, and cultural and none each against genetic (paired by seed)."""
+    outcomes with CIs, cultural and none each against genetic (paired by seed), and each arm's lineages
+    and dialects over its frozen rollouts (from ``results``, the ablation traces, ``seeds`` per arm)."""
     per_seed = [lineage.lineage_summary(trace)[0] for trace in traces]
     result = {"lineage": {"summary": analysis.summarise_seeds(
         [{k: v for k, v in seed.items() if k != "largest_lineage"} for seed in per_seed]), "per_seed": per_seed},
@@ -229,7 +242,10 @@ def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dic
     versus = {mode: analysis.compare(arms, mode, "genetic") for mode in INHERITANCE_ARMS[1:]}
     result["ablation"] = {"learner": stems["inheritance_genetic"][1], "arms": versus["cultural"]["arms"],
                           "versus_genetic": {mode: {key: versus[mode][key] for key in ("difference", "verdict")}
-                                             for mode in versus}}
+                                             for mode in versus}, "dialects": {}}
+    for mode in INHERITANCE_ARMS:
+        summaries = [lineage.lineage_summary(results[stems[f"inheritance_{mode}"] + (i,)])[0] for i in range(seeds)]
+        result["ablation"]["dialects"][mode] = {key: _over_seeds([s[key] for s in summaries]) for key in DIALECT_KEYS}
     return result
 
 
@@ -265,7 +281,7 @@ def evaluate(args: Args) -> dict:
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
                      for name, (first, second) in ABLATIONS.items()}
-    inheritance = inheritance_results(traces, outcomes if stems else None, stems)
+    inheritance = inheritance_results(traces, outcomes if stems else None, stems, results, args.ablation_seeds)
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)

@@ -44,6 +44,7 @@ class Task:
     train_steps: int = 0  # 0: no training phase
     detail: bool = False  # record everything the figures need
     frames: int = 0
+    lineage: bool = False  # without detail, still record the genealogy and message snapshots (diagnostics.lineage)
 
 
 def build_learner(task: Task):
@@ -72,7 +73,7 @@ class Trace:
     Arrays are NumPy, so a Trace pickles cheaply back from a worker process.
     """
 
-    def __init__(self, economy: Economy, steps: int, detail: bool, frames: int):
+    def __init__(self, economy: Economy, steps: int, detail: bool, frames: int, lineage: bool = False):
         config = economy.config
         self.config, self.steps, self.detail = config, steps, detail
         n = config.num_agents
@@ -80,11 +81,16 @@ class Trace:
                                                             "deaths_starvation")}
         self.jobs = np.zeros((steps, n), dtype=np.int16)  # [T, N] job chosen by the row's acting agent
         self.ids = np.zeros((steps, n), dtype=np.int64)  # [T, N] acting agent id of each row
+        evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
+        self.lineage_only = lineage and not detail  # the genealogy and messages at the snapshot steps, nothing else
+        if self.lineage_only:
+            self.snapshot_steps = evenly(GRAPH_SNAPSHOTS)
+            self.cross_sections = []  # {"step", "broadcast"} per snapshot step
+            self._start_genealogy(economy)
         if not detail:
             return
         self.series.update({key: [] for key in ("totals", "prices", "job_shares", "spectra", "participation_ratio",
                                                 "attention_entropy", "entropy_nats")})
-        evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
         self.snapshot_steps = evenly(GRAPH_SNAPSHOTS)
         self.frame_steps = evenly(frames)
         late = analysis.edge_windows(steps)[1]  # 0-based [start, stop): steps start + 1 .. stop, 1-based
@@ -97,11 +103,14 @@ class Trace:
         self.cross_sections: list[dict] = []  # [N] arrays per snapshot step
         self.frames: list[dict] = []  # pre/post trade holdings and prices at frame steps
         self.final: dict = {}
+        self._start_genealogy(economy)
+        self.lifetime_reward: dict[int, float] = {}
+
+    def _start_genealogy(self, economy: Economy) -> None:
         state = economy.state
         self.agents: dict[int, dict] = {}  # agent id -> genealogy record
-        for slot in range(n):
+        for slot in range(self.config.num_agents):
             self._born(int(state.agent_ids[slot]), (), 0, 0, slot, state.utility_weights[slot], founder=True)
-        self.lifetime_reward: dict[int, float] = {}
 
     def record_influence(self, t: int, learner, observation) -> None:
         """Before step t is acted: the learner's causal influence on ``observation`` (the one it will
@@ -129,6 +138,10 @@ class Trace:
         self.series["reward"].append(float(out.reward.mean()))
         self.jobs[t - 1] = actions.job.numpy()
         self.ids[t - 1] = out.acting_ids.numpy()
+        if self.lineage_only:
+            if t in self.snapshot_steps:
+                self.cross_sections.append({"step": t, "broadcast": actions.broadcast.double().numpy()})
+            self._record_genealogy(t, out, economy, teachers)
         if not self.detail:
             return
         config = self.config
@@ -176,7 +189,10 @@ class Trace:
                           "effort": out.effort.numpy(), "consumption": out.consumed.numpy(),
                           "holdings_before": before_trade, "holdings_after": after_trade}
 
-        # Genealogy: deaths of acting agents, then newborns in their slots.
+        self._record_genealogy(t, out, economy, teachers)
+
+    def _record_genealogy(self, t: int, out, economy: Economy, teachers) -> None:
+        """Deaths of step t's acting agents, then the newborns in their slots (with their teachers)."""
         cause = out.death_cause.numpy()
         for slot in np.flatnonzero(cause != ALIVE).tolist():
             record = self.agents[int(out.acting_ids[slot])]
@@ -192,6 +208,10 @@ class Trace:
         """Plain arrays and records (picklable); ``economy`` is the economy after the last step."""
         data = {key: np.asarray(values) for key, values in self.series.items()}
         data.update(jobs=self.jobs, ids=self.ids)
+        if self.lineage_only:
+            state = economy.state
+            data.update(agents=self.agents, alive_at_end=state.agent_ids[state.alive].tolist(),
+                        cross_sections=self.cross_sections)
         if self.detail:
             state = economy.state
             data.update(graphs=self.graphs, cross_sections=self.cross_sections, frames=self.frames, final=self.final,
@@ -229,7 +249,7 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
             report(1)
     economy = Economy(task.economy.replace(max_steps=task.steps))
     observation = economy.reset(seed=task.economy_seed)
-    trace = Trace(economy, task.steps, task.detail, task.frames)
+    trace = Trace(economy, task.steps, task.detail, task.frames, task.lineage)
     for t in range(1, task.steps + 1):
         before = economy.state
         trace.record_influence(t, learner, observation)

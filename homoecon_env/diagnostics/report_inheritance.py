@@ -47,6 +47,17 @@ def inheritance_section(m: dict) -> list[str]:
                          + " | ".join(with_ci(arms[mode][measure]) for mode in MODES) + " | "
                          + " | ".join(with_ci(versus[mode]["difference"][measure]) for mode in MODES[1:]) + " |")
         lines += ["", _verdicts(versus), ""]
+        dialects = ablation.get("dialects")
+        if dialects:
+            lines += ["Lineages and dialects in each arm's frozen rollouts (first-parent lineages, see below; "
+                      "excess = distance between lineages' mean messages minus its shuffled-lineage baseline):", "",
+                      "| | genetic | cultural | none |", "|---|---|---|---|"]
+            for key, label in (("dialect_excess_mean", "dialect excess over shuffled"),
+                               ("dialect_observed_mean", "distance between lineages' mean messages"),
+                               ("dialect_shuffled_mean", "shuffled-lineage baseline"),
+                               ("lineages_alive_end", "founder lineages alive at the end")):
+                lines.append(f"| {label} | " + " | ".join(with_ci(dialects[mode][key]) for mode in MODES) + " |")
+            lines.append("")
     s = inheritance["lineage"]["summary"]
     lines += ["## Lineages over time and message dialects", "",
               "A founder lineage follows first parents (the first of the two parents the economy drew), so every "
