@@ -7,8 +7,11 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from agents import LearnerConfig
+from homoecon_env.config import EconomyConfig
 from homoecon_env.diagnostics import lineage
 from homoecon_lab.evaluation import Args, evaluate
+from homoecon_lab.rollouts import Task, run_task
 
 
 def record(parents, birth, generation, death=None, teacher=None, initial=False):
@@ -115,7 +118,25 @@ def test_evaluate_writes_the_graphml_of_genealogy_csv_and_the_inheritance_ablati
     arms = result["inheritance"]["ablation"]["arms"]
     assert set(arms) == {"genetic", "cultural", "none"}
     assert all(len(arms[mode]["gini"]["per_seed"]) == 2 and arms[mode]["gini"]["ci95"] is not None for mode in arms)
-    assert json.loads((out / "metrics.json").read_text())["inheritance"]["ablation"]["learner"] == "reinforce"
+    ablation = json.loads((out / "metrics.json").read_text())["inheritance"]["ablation"]
+    assert ablation["learner"] == "reinforce"
+    assert all(len(ablation["dialects"][mode]["lineages_alive_end"]["per_seed"]) == 2 for mode in arms)
     report = (out / "report.md").read_text()
     assert "| measure | genetic | cultural | none |" in report and "lineage_shares.png" in report
     assert (out / "lineage_shares.png").stat().st_size > 0 and (out / "dialects.png").stat().st_size > 0
+
+
+def test_a_lineage_only_trace_records_the_same_genealogy_and_messages_as_a_detailed_one():
+    task = Task(key=("ablation", "reinforce", True, "cultural", 0), economy=EconomyConfig(num_agents=6, max_age=5),
+                learner="reinforce", learner_config=LearnerConfig(seed=2, inheritance="cultural"), economy_seed=4,
+                steps=30, learn=False, lineage=True)
+    light = run_task(task, lambda k: None)
+    full = run_task(Task(**{**task.__dict__, "lineage": False, "detail": True}), lambda k: None)
+    assert light["agents"] == full["agents"] and light["alive_at_end"] == full["alive_at_end"]
+    assert any(r["teacher"] is not None for r in light["agents"].values())
+    assert [c["step"] for c in light["cross_sections"]] == [c["step"] for c in full["cross_sections"]]
+    for mine, theirs in zip(light["cross_sections"], full["cross_sections"]):
+        assert np.array_equal(mine["broadcast"], theirs["broadcast"])
+    assert lineage.lineage_summary(light)[0] == lineage.lineage_summary(full)[0]
+    assert "graphs" not in light and "agents" not in run_task(Task(**{**task.__dict__, "lineage": False}),
+                                                              lambda k: None)
