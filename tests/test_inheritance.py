@@ -1,6 +1,7 @@
 """Inheritance modes of the network learners (docs/design.md section 9): genetic (the default,
 unchanged), cultural (a newborn copies a living teacher drawn by wealth) and none (fresh networks)."""
 import json
+import typing
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from homoecon_env.core import Economy
 from homoecon_lab.cli import parse_train_args
 from homoecon_lab.rollouts import Task, run_task
 from homoecon_lab.settings import Settings, settings_from_json
+from homoecon_lab.sweeps import convert
 
 ECONOMY = EconomyConfig(num_agents=12, max_age=4, max_steps=200)  # short lives: births every step or two
 
@@ -154,6 +156,12 @@ def test_inheritance_is_a_flag_kept_in_config_json_and_older_configs_mean_geneti
     assert settings_from_json(saved).learner.inheritance == "genetic"
     with pytest.raises(ValueError, match="inheritance"):
         LearnerConfig(inheritance="lamarckian")
+    # sweep.py can sweep it: --grid inheritance=genetic,cultural,none
+    hint = typing.get_type_hints(LearnerConfig)["inheritance"]
+    assert [convert("inheritance", mode, hint) for mode in ("genetic", "cultural", "none")] == \
+        ["genetic", "cultural", "none"]
+    with pytest.raises(ValueError, match="inheritance expects one of genetic, cultural, none"):
+        convert("inheritance", "lamarckian", hint)
 
 
 @pytest.mark.parametrize("name", ["scripted", "random"])
