@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from test_train import assert_identical, restore_torch_globals  # noqa: F401 (autouse: train() sets torch globals)
 
 from agents import LearnerConfig, make_learner
+from agents.checkpoint import load_checkpoint
 from agents.inheritance import choose_teachers
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
+from homoecon_lab import training
 from homoecon_lab.cli import parse_train_args
 from homoecon_lab.rollouts import Task, run_task
 from homoecon_lab.settings import Settings, settings_from_json
@@ -187,3 +190,18 @@ def test_a_cultural_rollout_records_each_pupils_teacher_alive_at_its_birth():
         teacher = agents[record["teacher"]]
         assert teacher["birth_step"] < record["birth_step"]
         assert teacher["death_step"] is None or teacher["death_step"] > record["birth_step"]
+
+
+def test_a_cultural_run_resumes_bit_exactly_and_keeps_its_mode(tmp_path):
+    """32 steps at once == 17 steps, then --resume to 32 (which reads the mode from config.json)."""
+    tiny = ["--num-agents", "8", "--max-age", "5", "--max-steps", "25", "--log-every", "5", "--seed", "3",
+            "--inheritance", "cultural", "--checkpoint-every", "1000", "--dashboard-every", "0"]
+    whole, half = tmp_path / "whole", tmp_path / "half"
+    training.train(parse_train_args(["--steps", "32", "--run-dir", str(whole), *tiny]))
+    training.train(parse_train_args(["--steps", "17", "--run-dir", str(half), *tiny]))
+    resumed = parse_train_args(["--resume", str(half), "--steps", "32"])
+    assert resumed.learner.inheritance == "cultural"
+    training.train(resumed)
+    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(half / "checkpoint.pt")
+    for key in ("learner", "economy", "rng"):
+        assert_identical(a[key], b[key], key)
