@@ -65,8 +65,9 @@ def inheritance_section(m: dict) -> list[str]:
               f"{with_ci(s['lineages_alive_end'])} founder lineages were alive at the end and the largest held "
               f"{with_ci(s['largest_lineage_share_end'])} of the population.", "",
               "![lineage shares](lineage_shares.png)", "",
-              "Dialects: the mean distance between the mean messages of every two lineages with two or more living "
-              "speakers, against the same statistic with the lineage labels shuffled (same group sizes). In the "
+              "Dialects: the root-mean-square distance between the mean messages of every two lineages with two "
+              "or more living speakers, against the same statistic with the lineage labels shuffled (same group "
+              "sizes). In the "
               f"late window it was {with_ci(s['dialect_observed_late'])} by lineage against "
               f"{with_ci(s['dialect_shuffled_late'])} shuffled: an excess of {with_ci(s['dialect_excess_late'])} "
               + ("(lineages speak distinguishable dialects)." if _positive(s["dialect_excess_late"]) else

@@ -37,7 +37,7 @@ def dialects_over_time(dialects: dict) -> Figure:
     """Mean distance between lineages' mean messages over time, and its shuffled-lineage baseline."""
     figure = new_figure(7.0, 3.6)
     ax = figure.add_subplot(1, 1, 1)
-    title = "Message dialects: distance between lineages' mean messages"
+    title = "Message dialects: RMS distance between lineages' mean messages"
     steps = np.asarray(dialects.get("step", []), dtype=np.float64)
     if steps.size == 0 or not np.isfinite(dialects["observed"]).any():
         no_data(ax, title, "fewer than two lineages with two living members")
@@ -45,7 +45,7 @@ def dialects_over_time(dialects: dict) -> Figure:
     ax.plot(steps, dialects["observed"], marker="o", markersize=3, label="by lineage")
     ax.plot(steps, dialects["shuffled"], marker="o", markersize=3, linestyle="--", color="grey",
             label="shuffled lineages (baseline)")
-    style_axes(ax, title, "env step", "mean pairwise distance")
+    style_axes(ax, title, "env step", "RMS pairwise distance")
     ax.grid(alpha=0.3)
     add_legend(ax, loc="best")
     return figure
