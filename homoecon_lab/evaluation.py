@@ -2,7 +2,8 @@
 
 `evaluate(args)` plans the rollouts (`plan_tasks`), runs them (`homoecon_lab.runners.run_tasks`),
 turns the traces into numbers (homoecon_env.diagnostics.analysis) and figures (report_figures), and
-writes metrics.json, report.md, genealogy.csv and the figures to ``args.out``, each atomically.
+writes metrics.json, report.md, genealogy.csv, genealogy.graphml and the figures to ``args.out``, each
+atomically.
 """
 from __future__ import annotations
 
@@ -275,13 +276,13 @@ def evaluate(args: Args) -> dict:
     season = seasons(config, args.steps)
     per_seed = [analysis.summarise_rollout(trace, config, season) for trace in traces]
     lineage_summary, rows = analysis.genealogy(traces[0], list(config.resources))
-    ablations = {}
+    ablations, outcomes = {}, None
     if stems:
         outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
                      for name, (first, second) in ABLATIONS.items()}
-    inheritance = inheritance_results(traces, outcomes if stems else None, stems, results, args.ablation_seeds)
+    inheritance = inheritance_results(traces, outcomes, stems, results, args.ablation_seeds)
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)
