@@ -218,7 +218,8 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     return tasks, stems
 
 
-DIALECT_KEYS = ("dialect_observed_mean", "dialect_shuffled_mean", "dialect_excess_mean", "lineages_alive_end")
+DIALECT_KEYS = ("dialect_observed_mean", "dialect_shuffled_mean", "dialect_excess_mean", "family_dialect_observed_mean",
+                "family_dialect_shuffled_mean", "family_dialect_excess_mean", "lineages_alive_end")
 
 
 def _over_seeds(values: list) -> dict:

@@ -52,6 +52,13 @@ def test_graphml_round_trip_is_the_hand_built_genealogy(tmp_path):
     assert isinstance(nodes["agent_5"]["birth_step"], int)  # typed in the file, not strings
 
 
+def test_families_are_first_parent_ancestors_a_fixed_number_of_generations_up():
+    # first-parent lines by hand: 7 -> 5 -> 3 -> 0, 4 -> 1; founders stay themselves
+    assert lineage.first_parent_ancestors(AGENTS, 1) == {0: 0, 1: 1, 2: 2, 3: 0, 4: 1, 5: 3, 6: 6, 7: 5}
+    assert lineage.first_parent_ancestors(AGENTS, 2) == {0: 0, 1: 1, 2: 2, 3: 0, 4: 1, 5: 0, 6: 6, 7: 3}
+    assert lineage.first_parent_ancestors(AGENTS, 10) == lineage.founder_lineages(AGENTS)
+
+
 def test_a_first_parent_missing_from_the_records_is_refused():
     with pytest.raises(ValueError, match="agent_3's first parent agent_9"):
         lineage.founder_lineages({0: record((), 0, 0), 3: record((9, 0), 1, 1)})

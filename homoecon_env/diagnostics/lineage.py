@@ -30,6 +30,7 @@ from homoecon_env.files import atomic_write_text
 MIN_MEMBERS = 2  # a lineage's mean message counts once it has this many living speakers
 SHUFFLES = 20  # random relabellings per step for the dialect baseline
 MULLER_TOP = 8  # lineages named in the Muller plot (the rest are drawn, unnamed, in grey)
+FAMILY_DEPTH = 2  # a "family" is everyone sharing the first-parent ancestor this many generations up
 
 
 def founder_lineages(agents: Mapping[int, Mapping]) -> dict[int, int]:
@@ -46,6 +47,17 @@ def founder_lineages(agents: Mapping[int, Mapping]) -> dict[int, int]:
             raise ValueError(f"agents: agent_{agent}'s first parent agent_{first} is not an agent born before it")
         lineage[agent] = lineage[first]
     return lineage
+
+
+def first_parent_ancestors(agents: Mapping[int, Mapping], depth: int) -> dict[int, int]:
+    """Agent id -> its ancestor ``depth`` steps up the first-parent line (a founder is its own ancestor, so a
+    shorter line ends at its founder). Depth 1 groups siblings by first parent, depth 2 first cousins."""
+    up = {agent: (tuple(agents[agent]["parents"]) or (agent,))[0] for agent in agents}
+    founder_lineages(agents)  # refuses records that are not a genealogy
+    ancestor = {agent: agent for agent in agents}
+    for _ in range(depth):
+        ancestor = {agent: up[a] for agent, a in ancestor.items()}
+    return ancestor
 
 
 def lineage_graph(agents: Mapping[int, Mapping], alive: Optional[set] = None) -> nx.DiGraph:
@@ -163,10 +175,13 @@ def lineage_summary(trace: dict) -> tuple[dict, dict]:
 
     Summary: lineages alive at the end, the largest lineage's final share, and the dialect divergence
     (observed, shuffled, excess) averaged over the late cross-sections (the last 20% of the steps) and
-    over all of them. Arrays: founders, shares [T, F], and the dialects over time."""
+    over all of them, by founder lineage ("dialect_*") and by family ("family_dialect_*": first-parent
+    ancestor FAMILY_DEPTH generations up; still defined once one founder lineage has taken over).
+    Arrays: founders, shares [T, F], and the dialects over time (by founder lineage, and by family)."""
     lineage = founder_lineages(trace["agents"])
     founders, shares = lineage_shares(trace["ids"], lineage)
     dialects = dialects_over_time(trace, lineage)
+    family = dialects_over_time(trace, first_parent_ancestors(trace["agents"], FAMILY_DEPTH))
     steps = len(trace["ids"])
     late = dialects["step"] > steps - max(1, round(0.2 * steps))
 
@@ -176,10 +191,11 @@ def lineage_summary(trace: dict) -> tuple[dict, dict]:
 
     summary = {"founder_lineages": len(founders), "lineages_alive_end": int((shares[-1] > 0).sum()),
                "largest_lineage_share_end": float(shares[-1].max()), "largest_lineage": f"agent_{founders[0]}"}
-    for key in ("observed", "shuffled", "excess"):
-        summary[f"dialect_{key}_late"] = mean(dialects[key][late])
-        summary[f"dialect_{key}_mean"] = mean(dialects[key])
-    return summary, {"founders": founders, "shares": shares, "dialects": dialects}
+    for prefix, series in (("dialect", dialects), ("family_dialect", family)):
+        for key in ("observed", "shuffled", "excess"):
+            summary[f"{prefix}_{key}_late"] = mean(series[key][late])
+            summary[f"{prefix}_{key}_mean"] = mean(series[key])
+    return summary, {"founders": founders, "shares": shares, "dialects": dialects, "family_dialects": family}
 
 
 def teacher_counts(agents: Mapping[Hashable, Mapping]) -> int:

@@ -103,7 +103,8 @@ def draw_figures(trace: dict, config, out: str) -> dict:
         _, arrays = lineage.lineage_summary(trace)
         names = [f"agent_{founder}" for founder in arrays["founders"]]
         save("lineage_shares", lineage_plots.lineage_shares(arrays["shares"], names, steps), "lineage_shares.png")
-        save("dialects", lineage_plots.dialects_over_time(arrays["dialects"]), "dialects.png")
+        save("dialects", lineage_plots.dialects_over_time(arrays["dialects"], arrays["family_dialects"]),
+             "dialects.png")
     save("dashboard", plots.dashboard(dashboard_history(trace, config), title="HomoEcon evaluation: first rollout"),
          "dashboard.png")
     return written

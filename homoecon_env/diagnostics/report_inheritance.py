@@ -49,12 +49,15 @@ def inheritance_section(m: dict) -> list[str]:
         lines += ["", _verdicts(versus), ""]
         dialects = ablation.get("dialects")
         if dialects:
-            lines += ["Lineages and dialects in each arm's frozen rollouts (first-parent lineages, see below; "
-                      "excess = distance between lineages' mean messages minus its shuffled-lineage baseline):", "",
+            lines += ["Lineages and dialects in each arm's frozen rollouts (founder lineages and families, see below; "
+                      "excess = RMS distance between groups' mean messages minus its shuffled-label baseline):", "",
                       "| | genetic | cultural | none |", "|---|---|---|---|"]
-            for key, label in (("dialect_excess_mean", "dialect excess over shuffled"),
-                               ("dialect_observed_mean", "distance between lineages' mean messages"),
-                               ("dialect_shuffled_mean", "shuffled-lineage baseline"),
+            for key, label in (("dialect_excess_mean", "dialect excess over shuffled, founder lineages"),
+                               ("dialect_observed_mean", "distance between founder lineages' mean messages"),
+                               ("dialect_shuffled_mean", "its shuffled-lineage baseline"),
+                               ("family_dialect_excess_mean", "dialect excess over shuffled, families"),
+                               ("family_dialect_observed_mean", "distance between families' mean messages"),
+                               ("family_dialect_shuffled_mean", "its shuffled-family baseline"),
                                ("lineages_alive_end", "founder lineages alive at the end")):
                 lines.append(f"| {label} | " + " | ".join(with_ci(dialects[mode][key]) for mode in MODES) + " |")
             lines.append("")
@@ -71,7 +74,13 @@ def inheritance_section(m: dict) -> list[str]:
               f"late window it was {with_ci(s['dialect_observed_late'])} by lineage against "
               f"{with_ci(s['dialect_shuffled_late'])} shuffled: an excess of {with_ci(s['dialect_excess_late'])} "
               + ("(lineages speak distinguishable dialects)." if _positive(s["dialect_excess_late"]) else
-                 "(no evidence that lineages speak distinguishable dialects)."), "",
+                 "(no evidence that lineages speak distinguishable dialects)."),
+              "Once one founder lineage has taken over there is nothing to compare, so the same measure is also "
+              "taken over families (agents sharing their first-parent grandparent): late "
+              f"{with_ci(s['family_dialect_observed_late'])} against {with_ci(s['family_dialect_shuffled_late'])} "
+              f"shuffled, an excess of {with_ci(s['family_dialect_excess_late'])} "
+              + ("(families speak distinguishable dialects)." if _positive(s["family_dialect_excess_late"]) else
+                 "(no evidence that families speak distinguishable dialects)."), "",
               "![dialects](dialects.png)", "",
               "The lineage DAG (parent -> child edges; teacher -> pupil edges under cultural inheritance) is in "
               "[genealogy.graphml](genealogy.graphml), readable with `networkx.read_graphml`.", ""]

@@ -33,19 +33,23 @@ def lineage_shares(shares: Any, founders: Sequence[str], steps: Any = None, name
     return figure
 
 
-def dialects_over_time(dialects: dict) -> Figure:
-    """Mean distance between lineages' mean messages over time, and its shuffled-lineage baseline."""
-    figure = new_figure(7.0, 3.6)
-    ax = figure.add_subplot(1, 1, 1)
-    title = "Message dialects: RMS distance between lineages' mean messages"
-    steps = np.asarray(dialects.get("step", []), dtype=np.float64)
-    if steps.size == 0 or not np.isfinite(dialects["observed"]).any():
-        no_data(ax, title, "fewer than two lineages with two living members")
-        return figure
-    ax.plot(steps, dialects["observed"], marker="o", markersize=3, label="by lineage")
-    ax.plot(steps, dialects["shuffled"], marker="o", markersize=3, linestyle="--", color="grey",
-            label="shuffled lineages (baseline)")
-    style_axes(ax, title, "env step", "RMS pairwise distance")
-    ax.grid(alpha=0.3)
-    add_legend(ax, loc="best")
+def dialects_over_time(dialects: dict, family: dict | None = None) -> Figure:
+    """RMS distance between groups' mean messages over time against its shuffled-label baseline: by founder
+    lineage, and (if given) by family (`diagnostics.lineage.FAMILY_DEPTH`), one panel each."""
+    panels = [("founder lineages", dialects)] + ([("families (shared first-parent grandparent)", family)]
+                                                  if family is not None else [])
+    figure = new_figure(6.0 * len(panels), 3.6)
+    for k, (groups, series) in enumerate(panels):
+        ax = figure.add_subplot(1, len(panels), k + 1)
+        title = f"Message dialects by {groups}"
+        steps = np.asarray(series.get("step", []), dtype=np.float64)
+        if steps.size == 0 or not np.isfinite(series["observed"]).any():
+            no_data(ax, title, "fewer than two groups\nwith two living members")
+            continue
+        ax.plot(steps, series["observed"], marker="o", markersize=3, label="by group")
+        ax.plot(steps, series["shuffled"], marker="o", markersize=3, linestyle="--", color="grey",
+                label="shuffled groups (baseline)")
+        style_axes(ax, title, "env step", "RMS distance between mean messages")
+        ax.grid(alpha=0.3)
+        add_legend(ax, loc="best")
     return figure
