@@ -47,7 +47,8 @@ operations in all, which is what a step costs at small N. Parameters update with
 clipped per agent. A NaN/inf loss or gradient raises NonFiniteLossError naming the agents before any
 change; so does a step that leaves a parameter NaN/inf, and `act` refuses to emit non-finite actions.
 
-Births: each of a newborn's five networks is copied whole from one of its two parents, chosen by a
+Births (`config.inheritance`, see `agents.inheritance`; "genetic" is the default and is described
+here): each of a newborn's five networks is copied whole from one of its two parents, chosen by a
 fair coin per network (crossover at the network level keeps each network's hidden units coherent,
 whereas mixing entries of two unrelated networks scrambles them; the networks only talk through
 fixed-meaning interfaces: attention over raw peer features and the [own, context] input), then
@@ -68,6 +69,7 @@ import torch
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig
+from agents.inheritance import choose_teachers
 from agents.networks import DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores
 from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
@@ -132,6 +134,8 @@ class ReinforceLearner:
         self.last_attention = torch.zeros(self.num_slots, self.num_peer_slots)  # [N, K]
         self._step_index = torch.arange(self.config.update_every)  # [T]
         self._discount = discount_matrix(self.config.update_every, self.config.gamma)  # [T, T]
+        self._wealth = None  # [N] cultural inheritance's prestige: each slot's holdings summed, at its last act
+        self.last_teachers = None  # [N] after a cultural birth: each newborn's teacher slot (-1 elsewhere)
         self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
                                     self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
@@ -223,6 +227,8 @@ class ReinforceLearner:
         peer_rows.copy_(observation.peer_index)  # lets a checkpoint store peers as rows of one table per step
         peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
         torch.le(observation.peer_mask.unsqueeze(1), 0, out=blocked)
+        if self.config.inheritance == "cultural":  # prestige for on_births (agents.inheritance)
+            self._wealth = observation.self_features[:, :r].sum(1, dtype=torch.float64)
         out, attention = self._act_forward(self._t)
         n, j = self.num_slots, self.economy_config.num_jobs
         out = out.view(n, -1)
@@ -264,13 +270,30 @@ class ReinforceLearner:
         return self._learn(step.acting_ids)  # raises before any change on a non-finite loss or gradient
 
     def on_births(self, births: Births) -> None:
-        """Newborn slots get crossed-over, mutated copies of their parents' networks (fresh ones for
-        founders), fresh optimizer state and a fresh baseline. (Their window is already empty: a
-        newborn takes the slot of an agent that died in the step `update` just recorded.)"""
+        """Newborn slots get their networks by `config.inheritance` (genetic: crossed-over, mutated copies
+        of their parents'; cultural: a copy of a teacher's; none: fresh), fresh ones for founders, fresh
+        optimizer state and a fresh baseline. (Their window is already empty: a newborn takes the slot of
+        an agent that died in the step `update` just recorded.)"""
+        self.last_teachers = None
         rows = births.born.nonzero().view(-1)  # [C]
         count = rows.numel()
         if count == 0:
             return
+        mode = self.config.inheritance
+        if mode == "genetic":
+            child = self._genetic_children(rows, births)
+        elif mode == "cultural" and not births.founders:
+            child = self._cultural_children(rows, births)
+        else:  # none, or founders (no survivors to copy): fresh networks
+            child = self.layout.init(count, self.generator)
+        self.flat_params.index_copy_(0, rows, child)
+        self.optimizer.reset_rows(rows)
+        self.baseline.index_fill_(0, rows, 0.0)
+        self.baseline_updates.index_fill_(0, rows, 0)
+
+    def _genetic_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
+        """[C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise."""
+        count = rows.numel()
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
         # a fair coin per network: 1.0 (take the second parent's network) where the draw is > 0.5
@@ -285,10 +308,16 @@ class ReinforceLearner:
         child = torch.normal(child, self.config.param_mutation, generator=g)  # + N(0, param_mutation^2) per entry
         if births.founders:
             child[founder] = self.layout.init(int(founder.sum()), g)
-        flat.index_copy_(0, rows, child)
-        self.optimizer.reset_rows(rows)
-        self.baseline.index_fill_(0, rows, 0.0)
-        self.baseline_updates.index_fill_(0, rows, 0)
+        return child
+
+    def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
+        """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
+        now (agents.inheritance.choose_teachers); records them in `last_teachers`."""
+        n = self.num_slots
+        prestige = self._wealth if self._wealth is not None else torch.zeros(n, dtype=torch.float64)
+        teachers = choose_teachers(prestige, ~births.born, rows.numel(), self.generator)  # [C]
+        self.last_teachers = torch.full((n,), -1, dtype=torch.int64).index_copy_(0, rows, teachers)
+        return self.flat_params.index_select(0, teachers)
 
     def state_dict(self) -> dict:
         """What a bit-exact resume needs, as plain data (tensors, numbers, strings, dicts, tuples): the

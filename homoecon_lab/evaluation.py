@@ -2,7 +2,8 @@
 
 `evaluate(args)` plans the rollouts (`plan_tasks`), runs them (`homoecon_lab.runners.run_tasks`),
 turns the traces into numbers (homoecon_env.diagnostics.analysis) and figures (report_figures), and
-writes metrics.json, report.md, genealogy.csv and the figures to ``args.out``, each atomically.
+writes metrics.json, report.md, genealogy.csv, genealogy.graphml and the figures to ``args.out``, each
+atomically.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from agents import LearnerConfig, is_import_path, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.production import JobTable, seasonal_factor
-from homoecon_env.diagnostics import analysis, report_figures, supply_chain
+from homoecon_env.diagnostics import analysis, lineage, report_figures, supply_chain
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
@@ -194,6 +195,10 @@ ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous"
              "policy": ("trained", "random")}
 # Economies whose jobs use inputs: policies that run beside the main rollouts, on the same economy seeds
 CHAIN_REFERENCES = ("scripted_chain", "scripted", "random")
+# the inheritance ablation (docs/design.md section 9): arm "inheritance_<mode>" trains the evaluated learner
+# (reinforce when it has no networks to inherit) with LearnerConfig.inheritance = mode; compared with genetic
+INHERITANCE_ARMS = ("genetic", "cultural", "none")
+INHERITING_LEARNERS = ("reinforce", "uniform_attention", "ppo")
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
@@ -219,19 +224,57 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     stems: dict[str, tuple] = {}
     for arm, (learner, heterogeneous) in arms.items():
         tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
-        stems[arm] = ("ablation", learner, tastes)
+        stems[arm] = ("ablation", learner, tastes, source.learner_config.inheritance)
+    inheriting = source.learner_name if source.learner_name in INHERITING_LEARNERS else "reinforce"
+    for mode in INHERITANCE_ARMS:  # the genetic arm is usually the "learned" or "trained" arm's task
+        stems[f"inheritance_{mode}"] = ("ablation", inheriting, source.economy.heterogeneous_tastes, mode)
+    lineage_stems = {stems[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}  # their traces keep the genealogy
     for stem in dict.fromkeys(stems.values()):
-        _, learner, tastes = stem
+        _, learner, tastes, inheritance = stem
         trains = learner in LEARNING_ARMS or is_import_path(learner)
         for i in range(args.ablation_seeds):
             train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
             tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),
-                              learner=learner, learner_config=dataclasses.replace(source.learner_config,
-                                                                                  seed=train_seed % 2**31),
+                              learner=learner, learner_config=dataclasses.replace(
+                                  source.learner_config, seed=train_seed % 2**31, inheritance=inheritance),
                               economy_seed=derive_seed(args.seed, STREAM_HELD_OUT, i), steps=args.ablation_steps,
                               learn=False, run_dir=source.run_dir, train_seed=train_seed,
-                              train_steps=args.ablation_train_steps if trains else 0))
+                              train_steps=args.ablation_train_steps if trains else 0,
+                              lineage=stem in lineage_stems))
     return tasks, stems
+
+
+DIALECT_KEYS = ("dialect_observed_mean", "dialect_shuffled_mean", "dialect_excess_mean", "family_dialect_observed_mean",
+                "family_dialect_shuffled_mean", "family_dialect_excess_mean", "lineages_alive_end")
+
+
+def _over_seeds(values: list) -> dict:
+    """{"mean", "ci95", "per_seed"} over the seeds with a value (None: undefined there)."""
+    defined = [v for v in values if v is not None]
+    return {**(analysis.interval(defined) if defined else {"mean": None, "ci95": None}), "per_seed": values}
+
+
+def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dict,
+                        results: Optional[dict] = None, seeds: int = 0) -> dict:
+    """metrics.json's "inheritance": the main rollouts' lineages and message dialects (diagnostics.lineage;
+    per seed, and means with 95% CIs over seeds), and the ablation across inheritance modes: every arm's
+    outcomes with CIs, cultural and none each against genetic (paired by seed), and each arm's lineages
+    and dialects over its frozen rollouts (from ``results``, the ablation traces, ``seeds`` per arm)."""
+    per_seed = [lineage.lineage_summary(trace)[0] for trace in traces]
+    result = {"lineage": {"summary": analysis.summarise_seeds(
+        [{k: v for k, v in seed.items() if k != "largest_lineage"} for seed in per_seed]), "per_seed": per_seed},
+        "ablation": {}}
+    if outcomes is None:
+        return result
+    arms = {mode: outcomes[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}
+    versus = {mode: analysis.compare(arms, mode, "genetic") for mode in INHERITANCE_ARMS[1:]}
+    result["ablation"] = {"learner": stems["inheritance_genetic"][1], "arms": versus["cultural"]["arms"],
+                          "versus_genetic": {mode: {key: versus[mode][key] for key in ("difference", "verdict")}
+                                             for mode in versus}, "dialects": {}}
+    for mode in INHERITANCE_ARMS:
+        summaries = [lineage.lineage_summary(results[stems[f"inheritance_{mode}"] + (i,)])[0] for i in range(seeds)]
+        result["ablation"]["dialects"][mode] = {key: _over_seeds([s[key] for s in summaries]) for key in DIALECT_KEYS}
+    return result
 
 
 def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
@@ -290,19 +333,22 @@ def evaluate(args: Args) -> dict:
     if chain:
         for summary, trace in zip(per_seed, traces):
             summary.update(supply_chain.rollout_outcome(trace, goods, job_names))
-    lineage, rows = analysis.genealogy(traces[0], list(config.resources))
-    ablations = {}
+    lineage_summary, rows = analysis.genealogy(traces[0], list(config.resources))
+    ablations, outcomes = {}, None
     if stems:
         outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
                      for name, (first, second) in ABLATIONS.items()}
+    inheritance = inheritance_results(traces, outcomes, stems, results, args.ablation_seeds)
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)
     if chain:
         figures.update(report_figures.draw_chain_figures(traces[0], config, args.out))
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
+    lineage.write_graphml(os.path.join(args.out, "genealogy.graphml"),
+                          lineage.lineage_graph(traces[0]["agents"], set(traces[0]["alive_at_end"])))
     meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
             "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
             "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.message_width,
@@ -317,7 +363,8 @@ def evaluate(args: Args) -> dict:
     result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
                                "learner_config": dataclasses.asdict(source.learner_config),
                                "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},
-                               "genealogy": lineage, "ablations": ablations, "figures": figures})
+                               "genealogy": lineage_summary, "ablations": ablations, "inheritance": inheritance,
+                               "figures": figures})
     if chain:
         summary = result["main"]["summary"]
         result["supply_chain"] = analysis.to_json(chain_results(args, source, traces, results, summary))

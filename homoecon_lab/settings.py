@@ -136,8 +136,11 @@ def settings_from_json(data) -> Settings:
     run = data["run"]
     if isinstance(run, dict) and "scenario" not in run:  # written before scenarios existed: the seed's economy
         run = {**run, "scenario": "seed"}
+    learner = data["learner"]
+    if isinstance(learner, dict) and "inheritance" not in learner:  # written before inheritance modes: genetic
+        learner = {**learner, "inheritance": "genetic"}
     return Settings(_build(RunArgs, run, "run"), economy_from_json(data["economy"]),
-                    _build(LearnerConfig, data["learner"], "learner"))
+                    _build(LearnerConfig, learner, "learner"))
 
 
 def read_run_config(path: str) -> Settings:

@@ -250,6 +250,9 @@ def render_report(m: dict) -> str:
                   for r in g["most_prolific"]]
         lines.append("")
 
+    from homoecon_env.diagnostics import report_inheritance  # pure text too; imported here: it imports this module
+    lines += report_inheritance.inheritance_section(m)
+
     # Prices and scarcity.
     lines += ["## Do relative prices follow scarcity across seasons?", "",
               "Relative scarcity of a good is the inverse of its total stock, normalised over goods. The Spearman "
