@@ -73,7 +73,7 @@ from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
 from agents.window import RolloutWindow
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Observation, StepOutput
+from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
@@ -91,8 +91,9 @@ class ReinforceLearner:
         self.uniform_attention = bool(uniform_attention)
         r, b, j = c.num_resources, c.broadcast_dim, c.num_jobs
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
-        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
-        self.peer_dim = b + c.id_dim + r  # P
+        extra_self, extra_peer = signals.extra_dims(c)  # private signals' columns (docs/design.md section 11)
+        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j + extra_self  # S, layout in homoecon_env.core.observe
+        self.peer_dim = b + c.id_dim + r + extra_peer  # P
         # G layout of the Gaussian pre-images: the two sigmoid heads are adjacent, trade comes last
         self.head_dims = {"broadcast": b, "effort": 1, "consume": r, "trade_weights": r - 1}
         self.gaussian_dim = sum(self.head_dims.values())  # G

@@ -20,7 +20,7 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 
 from homoecon_env.action_dicts import DictActionStacker, dict_action_space
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Economy
+from homoecon_env.core import Actions, Economy, signals
 from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, as_array, kind_name
 from homoecon_env.env import global_state, global_state_space, observation_bounds
 from homoecon_env.render import RenderModes
@@ -59,7 +59,8 @@ class FlatLayout:
     def __init__(self, config: EconomyConfig):
         r, b, d, j = config.num_resources, config.broadcast_dim, config.id_dim, config.num_jobs
         self.peer_slots = config.peers_observed
-        self.peer_holdings = slice(b + d, b + d + r)  # holdings columns of a peer row
+        start = b + d + signals.extra_dims(config)[1]  # private signals put the last-job one-hot before holdings
+        self.peer_holdings = slice(start, start + r)  # holdings columns of a peer row (the last R)
         self.num_resources = r
         self.action_fields = (("broadcast", b), ("job", j), ("effort", 1), ("trade_weights", r), ("consume", r))
         starts = np.cumsum([0] + [width for _, width in self.action_fields])
