@@ -173,6 +173,11 @@ ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated 
 LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo")
 ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
              "policy": ("trained", "random")}
+# The positive control (docs/design.md section 11), on economies with private signals only: the scripted
+# policy that listens to scouts against the best scripted policy that ignores peers. They never train.
+POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
+                         "ignorer": ("agents.scripted:ScriptedIgnorer", None)}
+POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
@@ -189,6 +194,8 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     if not args.ablation_seeds:
         return tasks, {}
     arms = dict(ABLATION_ARMS)
+    if source.economy.private_signals:
+        arms.update(POSITIVE_CONTROL_ARMS)
     arms["trained"] = ("run", None) if source.run_dir else (source.learner_name, None)  # reinforce: the "learned" arm
     stems: dict[str, tuple] = {}
     for arm, (learner, heterogeneous) in arms.items():
@@ -196,7 +203,8 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
         stems[arm] = ("ablation", learner, tastes)
     for stem in dict.fromkeys(stems.values()):
         _, learner, tastes = stem
-        trains = learner in LEARNING_ARMS or is_import_path(learner)
+        scripted = learner in {path for path, _ in POSITIVE_CONTROL_ARMS.values()}
+        trains = (learner in LEARNING_ARMS or is_import_path(learner)) and not scripted
         for i in range(args.ablation_seeds):
             train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
             tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),
@@ -238,8 +246,9 @@ def evaluate(args: Args) -> dict:
     if stems:
         outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
+        pairs = {**ABLATIONS, **(POSITIVE_CONTROL if config.private_signals else {})}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
-                     for name, (first, second) in ABLATIONS.items()}
+                     for name, (first, second) in pairs.items()}
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)

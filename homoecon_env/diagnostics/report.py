@@ -89,6 +89,21 @@ def communication_section(s: dict) -> list[str]:
             f"{mean('causal_influence_late')}.", ""]
 
 
+def positive_control_section(ablations: dict) -> list[str]:
+    """The "Positive control" subsection of Q4 (economies with private signals, docs/design.md section 11);
+    empty elsewhere."""
+    if "positive_control" not in ablations:
+        return []
+    return ["### Positive control", "",
+            "In this economy a boom moves between jobs; scouts see it privately and everyone sees peers' last "
+            "job. Two scripted policies that never learn, on the same held-out seeds: the listener (a non-scout "
+            "works the job most scouts among its peers worked last step) and the best policy that ignores peers "
+            "(scouts follow their own signal, the others work their tastes' favourite job). Listening must pay "
+            "here by construction; the learned social filter is measured against uniform attention above.", "",
+            *ablation_table(ablations["positive_control"], "listener", "ignorer"), "",
+            ablation_sentence(ablations["positive_control"], "the listener", "the ignorer"), ""]
+
+
 def render_report(m: dict) -> str:
     """report.md from the metrics dict alone (so every number in it is in metrics.json)."""
     meta, s, figures = m["meta"], m["main"]["summary"], m["figures"]
@@ -198,6 +213,7 @@ def render_report(m: dict) -> str:
         lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, "",
                   *ablation_table(ablations["social_filter"], "learned", "uniform"), "",
                   ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), "",
+                  *positive_control_section(ablations),
                   "## Q5. What does heterogeneity of tastes do?", "",
                   "Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
                   "utility weights on all goods (`heterogeneous_tastes=False`).", "",
