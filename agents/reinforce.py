@@ -242,7 +242,8 @@ class ReinforceLearner:
 
     def on_births(self, births: Births) -> None:
         """Newborn slots get crossed-over, mutated copies of their parents' networks (fresh ones for
-        founders), fresh optimizer state and a fresh baseline. (Their window is already empty: a
+        founders), fresh optimizer state (or, with `inherit_optimizer`, the parents' moments of the same
+        networks) and a fresh baseline. (Their window is already empty: a
         newborn takes the slot of an agent that died in the step `update` just recorded.)"""
         rows = births.born.nonzero().view(-1)  # [C]
         count = rows.numel()
@@ -263,7 +264,10 @@ class ReinforceLearner:
         if births.founders:
             child[founder] = self.layout.init(int(founder.sum()), g)
         flat.index_copy_(0, rows, child)
-        self.optimizer.reset_rows(rows)
+        if self.config.inherit_optimizer:  # each network's moments from the parent it was copied from
+            self.optimizer.inherit_rows(rows, first, second, [coin], founder if births.founders else None)
+        else:
+            self.optimizer.reset_rows(rows)
         self.baseline.index_fill_(0, rows, 0.0)
         self.baseline_updates.index_fill_(0, rows, 0)
 
@@ -334,7 +338,8 @@ class ReinforceLearner:
         counts = (t - start).clamp_(min=1)  # [N] valid steps (1 for inactive slots, whose sums are 0)
         decay = self.config.baseline_decay
         returns, window_mean, _, advantage = advantages(window["reward"], valid, counts, self._discount[:t, :t],
-                                                        self.baseline, self.baseline_updates, decay)
+                                                        self.baseline, self.baseline_updates, decay,
+                                                        self.config.horizon_baseline)
         advantage = advantage.to(DTYPE)  # [N, T]
         loss, entropy, grad = policy_gradient(window, self._blocks_now, self.heads, advantage, valid, counts,
                                               self.config.entropy_coef, self.economy_config.num_jobs,

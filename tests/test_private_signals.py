@@ -204,3 +204,51 @@ def test_the_scripted_listener_follows_the_majority_of_scouts_among_its_peers():
     own[:, -3:] = 0.0  # nobody is a scout itself
     job = listener.choose_job(type(obs)(own, peers, torch.ones(5, 4), obs.peer_index))
     assert job.tolist() == [1] * 5  # two scouts say job 1, one job 0; the non-scout's job 2 does not count
+
+
+# -- the learning fixes (LearnerConfig.horizon_baseline, inherit_optimizer) ----------------------------
+def test_the_horizon_baseline_gives_zero_advantage_to_constant_rewards_where_one_baseline_does_not():
+    from agents.policy_gradient import advantages, discount_matrix
+    reward = torch.ones(1, 3, dtype=torch.float64)
+    valid, counts = torch.ones(1, 3, dtype=torch.bool), torch.tensor([3])
+    discount = discount_matrix(3, 0.5)  # returns 1.75, 1.5, 1: the steps left h_t, times reward 1
+    fresh = (torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.int64), 0.9)
+    returns, mean, used, advantage = advantages(reward, valid, counts, discount, *fresh, horizon=True)
+    assert returns.tolist() == [[1.75, 1.5, 1.0]] and mean.tolist() == [1.0] and advantage.abs().max() == 0
+    _, _, _, one_baseline = advantages(reward, valid, counts, discount, *fresh)  # baseline 4.25 / 3 for all
+    assert one_baseline[0].tolist() == pytest.approx([1.75 - 4.25 / 3, 1.5 - 4.25 / 3, 1.0 - 4.25 / 3])
+    # a learned per-step baseline of 2 (EMA 0.2 after one update with decay 0.9): A_t = G_t - 2 h_t
+    _, _, used, advantage = advantages(reward, valid, counts, discount, torch.tensor([0.2], dtype=torch.float64),
+                                       torch.tensor([1]), 0.9, horizon=True)
+    assert used.tolist() == pytest.approx([2.0]) and advantage[0].tolist() == pytest.approx([-1.75, -1.5, -1.0])
+
+
+def test_with_inherit_optimizer_a_newborn_takes_each_networks_moments_from_the_parent_it_copied():
+    from agents.reinforce import ReinforceLearner
+    from homoecon_env.core.lifecycle import Births
+    config = scenario_config("private_signals", num_agents=12)
+    learner = ReinforceLearner(config, __import__("agents").LearnerConfig(inherit_optimizer=True, param_mutation=0.0))
+    for index, moments in enumerate(learner.optimizer._moments):  # distinct, recognisable state per row
+        moments.copy_(torch.arange(moments.numel(), dtype=moments.dtype).view_as(moments) + 1.0)
+    learner.optimizer.steps.copy_(torch.arange(12, dtype=torch.float32) * 3)
+    params = learner.flat_params.clone()
+    moments = [m.clone() for m in learner.optimizer._moments]
+    born = torch.zeros(12, dtype=torch.bool)
+    born[[4, 9]] = True
+    slots = torch.full((12, 2), -1, dtype=torch.long)
+    slots[4], slots[9] = torch.tensor([0, 7]), torch.tensor([-1, -1])  # a child of 0 and 7, and a founder
+    learner.on_births(Births(born, slots, 1))
+    child = learner.flat_params[4]
+    from_first, from_second = child == params[0], child == params[7]  # param_mutation 0: one parent's
+    assert bool((from_first | from_second).all())
+    known = from_first ^ from_second  # where the parents differ (not the constant-initialised log stds)
+    assert known.float().mean() > 0.99 and from_first[known].any() and from_second[known].any()
+    for before, after in zip(moments, learner.optimizer._moments):
+        expected = torch.where(from_first, before[:, 0], before[:, 7])
+        assert torch.equal(after[:, 4][:, known], expected[:, known])
+        assert bool((after[:, 9] == 0).all())  # the founder: fresh
+    assert learner.optimizer.steps[[4, 9]].tolist() == [21.0, 0.0]  # the larger parent's count (7 * 3)
+    plain = ReinforceLearner(config, __import__("agents").LearnerConfig())
+    plain.optimizer._moments[0].fill_(1.0)
+    plain.on_births(Births(born, slots, 1))
+    assert bool((plain.optimizer._moments[0][:, [4, 9]] == 0).all())  # default: fresh state, as before
