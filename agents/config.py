@@ -43,8 +43,8 @@ class LearnerConfig:
     # Learning fixes found on the positive control (docs/design.md section 11); off by default, which
     # keeps every existing learner bit-for-bit
     inherit_optimizer: bool = _param(
-        False, "a newborn takes its parents' optimizer state along with their networks (each network's Adam "
-               "moments and the larger step count from the parent it copies), not a fresh one")
+        False, "a newborn's optimizer state is its parents' (the mean of their Adam moments, the larger step "
+               "count), not a fresh one")
     horizon_baseline: bool = _param(
         False, "REINFORCE's baseline at window step t is the agent's mean reward per step times the discounted "
                "steps left in the window, not one mean window return for every step")

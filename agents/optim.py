@@ -124,17 +124,12 @@ class BatchedAdam:
             moments.index_fill_(1, index, 0.0)
 
     @torch.no_grad()
-    def inherit_rows(self, rows: torch.Tensor, first: torch.Tensor, second: torch.Tensor, mix: list,
+    def inherit_rows(self, rows: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
                      fresh: Optional[torch.Tensor] = None) -> None:
-        """Rows [C] take their parents' state: each entry's moments from row ``first`` [C] where ``mix``
-        (one [C, ...] tensor of 0.0/1.0 per parameter, shaped like its rows) is 0, from ``second`` where 1;
-        the step count is the larger parent's. ``fresh`` [C] bool marks rows that get fresh state instead
-        (founders). Reads every parent before writing any row, so a parent that is also a newborn gives
-        its old state."""
-        if len(mix) != len(self._moments):
-            raise ValueError(f"inherit_rows: {len(mix)} mixes for {len(self._moments)} parameters")
-        inherited = [torch.lerp(m.index_select(1, first), m.index_select(1, second), w.unsqueeze(0))
-                     for m, w in zip(self._moments, mix)]  # [2, C, ...] each
+        """Rows [C] take their parents' state: both moments the mean of rows ``first`` [C] and ``second``
+        [C], the step count the larger parent's. ``fresh`` [C] bool marks rows that get fresh state
+        instead (founders). Reads every parent before writing any row."""
+        inherited = [m.index_select(1, first).add_(m.index_select(1, second)).mul_(0.5) for m in self._moments]
         steps = torch.maximum(self.steps.index_select(0, first), self.steps.index_select(0, second))
         for moments, values in zip(self._moments, inherited):
             moments.index_copy_(1, rows, values)

@@ -242,8 +242,8 @@ class ReinforceLearner:
 
     def on_births(self, births: Births) -> None:
         """Newborn slots get crossed-over, mutated copies of their parents' networks (fresh ones for
-        founders), fresh optimizer state (or, with `inherit_optimizer`, the parents' moments of the same
-        networks) and a fresh baseline. (Their window is already empty: a
+        founders), fresh optimizer state (or, with `inherit_optimizer`, the mean of its parents' Adam
+        moments and the larger step count) and a fresh baseline. (Their window is already empty: a
         newborn takes the slot of an agent that died in the step `update` just recorded.)"""
         rows = births.born.nonzero().view(-1)  # [C]
         count = rows.numel()
@@ -264,8 +264,8 @@ class ReinforceLearner:
         if births.founders:
             child[founder] = self.layout.init(int(founder.sum()), g)
         flat.index_copy_(0, rows, child)
-        if self.config.inherit_optimizer:  # each network's moments from the parent it was copied from
-            self.optimizer.inherit_rows(rows, first, second, [coin], founder if births.founders else None)
+        if self.config.inherit_optimizer:  # the mean of the parents' Adam moments (founders: fresh)
+            self.optimizer.inherit_rows(rows, first, second, founder if births.founders else None)
         else:
             self.optimizer.reset_rows(rows)
         self.baseline.index_fill_(0, rows, 0.0)

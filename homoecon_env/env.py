@@ -110,6 +110,11 @@ class HomoEconEnv(ParallelEnv):
 
     `peer_mask`, Box(0, 1, (K,)): 1 where slot k holds a live peer, else 0.
 
+    With `private_signals=True` (docs/design.md section 11) `self` gains J columns at its end, the
+    one-hot of the job in boom (scouts only; zeros for the others), and each `peers` row gains J
+    columns between the id vector and the holdings, the peer's last job as a one-hot (zeros for a
+    newborn): S = 2R + 2 + B + D + 3J, P = B + D + J + R, all in [0, 1].
+
     Holdings are unbounded above in the space; the economy refuses (NonFiniteStateError, nothing
     changed) a step whose holdings would exceed float32's range, so every observation is finite.
 

@@ -132,7 +132,8 @@ def load_source(args: Args) -> Source:
     if args.run is None:
         scenario = args.scenario or "seed"
         economy = scenario_config(scenario, **({} if args.num_agents is None else {"num_agents": args.num_agents}))
-        return Source(economy, args.learner or "reinforce", LearnerConfig(), None, scenario)
+        learner_config = LearnerConfig(**SCENARIO_LEARNER_SETTINGS.get(scenario, {}))
+        return Source(economy, args.learner or "reinforce", learner_config, None, scenario)
     try:
         saved = read_run_config(os.path.join(args.run, "config.json"))
         load_checkpoint(os.path.join(args.run, "checkpoint.pt"))  # refuse a corrupt checkpoint before running
@@ -178,6 +179,10 @@ ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous"
 POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
                          "ignorer": ("agents.scripted:ScriptedIgnorer", None)}
 POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
+# Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
+# The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
+# ablation get them alike); everything else runs LearnerConfig() as before.
+SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True}}
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
