@@ -247,3 +247,17 @@ def test_with_inherit_optimizer_a_newborn_takes_the_mean_of_its_parents_adam_sta
     plain.optimizer._moments[0].fill_(1.0)
     plain.on_births(Births(born, slots, 1))
     assert bool((plain.optimizer._moments[0][:, [0, 4, 9]] == 0).all())  # default: fresh state, as before
+
+
+def test_the_report_shows_the_positive_control_only_where_it_was_measured():
+    from homoecon_env.diagnostics.analysis import compare
+    from homoecon_env.diagnostics.report import positive_control_section
+    outcome = lambda reward: {"mean_reward": reward, "gini": 0.1, "specialization": 0.5, "trade_volume": 3.0}  # noqa: E731
+    arms = {"listener": [outcome(1.3), outcome(1.4), outcome(1.35)],
+            "ignorer": [outcome(0.9), outcome(1.0), outcome(0.95)]}
+    text = "\n".join(positive_control_section({"positive_control": compare(arms, "listener", "ignorer")},
+                                              {"horizon_baseline": True, "inherit_optimizer": True}))
+    assert "### Positive control" in text and "| mean reward (per agent per step) | 1.35 ± " in text
+    assert "| 0.4 ± 0 | listener higher |" in text  # the paired differences are all 0.4
+    assert "`horizon_baseline` and `inherit_optimizer`" in text
+    assert positive_control_section({"social_filter": {}}, {}) == []
