@@ -46,6 +46,14 @@ class LearnerConfig:
     inheritance: Literal["genetic", "cultural", "none"] = _param(
         "genetic", "what a newborn's networks start from: genetic (crossover + mutation of its two parents'), "
         "cultural (an exact copy of a living teacher's, drawn in proportion to wealth) or none (fresh networks)")
+    # Learning fixes found on the positive control (docs/design.md section 11); off by default, which
+    # keeps every existing learner bit-for-bit
+    inherit_optimizer: bool = _param(
+        False, "a newborn's optimizer state is its parents' (the mean of their Adam moments, the larger step "
+               "count), not a fresh one")
+    horizon_baseline: bool = _param(
+        False, "REINFORCE's baseline at window step t is the agent's mean reward per step times the discounted "
+               "steps left in the window, not one mean window return for every step")
     # PPO only (agents.ppo); the other learners ignore these
     clip_epsilon: float = _param(0.2, "PPO: clip range of the probability ratio in the surrogate objective")
     gae_lambda: float = _param(0.95, "PPO: lambda of generalized advantage estimation (0: one-step TD, 1: returns)")
@@ -53,6 +61,9 @@ class LearnerConfig:
     value_coef: float = _param(0.5, "PPO: weight of the value head's squared error in each agent's loss")
 
     def __post_init__(self):
+        for name in ("inherit_optimizer", "horizon_baseline"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_int("hidden_size", self.hidden_size, 1)
         check_int("attention_hidden_size", self.attention_hidden_size, 1)
         check_int("update_every", self.update_every, 1)

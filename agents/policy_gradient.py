@@ -32,15 +32,27 @@ def discount_matrix(steps: int, gamma: float) -> torch.Tensor:
 
 
 def advantages(reward: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, discount: torch.Tensor,
-               baseline: torch.Tensor, baseline_updates: torch.Tensor, decay: float):
+               baseline: torch.Tensor, baseline_updates: torch.Tensor, decay: float, horizon: bool = False):
     """Returns, baselines and advantages of a window. reward [N, T] float64, valid [N, T] bool (no death
     follows a valid step), counts [N] valid steps (>= 1), discount [T, T] (`discount_matrix`), the EMA
     baseline [N] and its number of terms [N]. Returns (returns [N, T], window mean return [N],
-    baseline used [N], advantages [N, T] zero on invalid steps), all float64."""
+    baseline used [N], advantages [N, T] zero on invalid steps), all float64.
+
+    ``horizon`` (LearnerConfig.horizon_baseline): the EMA tracks the mean reward per step instead, and
+    step t's baseline is it times h_t = sum_{s=t}^{T-1} gamma^(s - t), the discounted steps left. The
+    reward-to-go of step 0 sums T rewards and that of step T-1 one; one baseline for both makes
+    A_t swing with t by about (h_0 - h_{T-1}) times the mean reward, noise that has nothing to do
+    with the action (on the positive control several times the value of the best job). Either baseline
+    is independent of the actions, so the gradient stays unbiased. Then the second value returned is
+    the window's mean reward per step."""
     returns = reward @ discount  # [N, T] discounted reward-to-go within the window
-    window_mean = torch.where(valid, returns, 0.0).sum(dim=1) / counts  # [N]
+    source = reward if horizon else returns
+    window_mean = torch.where(valid, source, 0.0).sum(dim=1) / counts  # [N]
     corrected = baseline / (1.0 - decay ** baseline_updates.to(torch.float64)).clamp(min=1e-300)
     used = torch.where(baseline_updates > 0, corrected, window_mean)
+    if horizon:
+        steps_left = discount.sum(dim=0)  # [T] h_t
+        return returns, window_mean, used, torch.where(valid, returns - used[:, None] * steps_left, 0.0)
     return returns, window_mean, used, torch.where(valid, returns - used[:, None], 0.0)
 
 

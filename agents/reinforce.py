@@ -75,7 +75,7 @@ from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
 from agents.window import RolloutWindow
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Observation, StepOutput
+from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
@@ -102,8 +102,9 @@ class ReinforceLearner:
         self.uniform_attention = bool(uniform_attention)
         r, b, j = c.num_resources, c.message_width, c.num_jobs
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
-        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
-        self.peer_dim = b + c.id_dim + r  # P
+        extra_self, extra_peer = signals.extra_dims(c)  # private signals' columns (docs/design.md section 11)
+        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j + extra_self  # S, layout in homoecon_env.core.observe
+        self.peer_dim = b + c.id_dim + r + extra_peer  # P
         # symbolic mode: the broadcast head is L categoricals of V logits each (no Gaussian part)
         self.message_length, self.vocab_size = (c.message_length, c.vocab_size) if c.symbolic else (0, 0)
         self.token_width = self.message_length * self.vocab_size  # L * V token logits (0: continuous)
@@ -271,28 +272,37 @@ class ReinforceLearner:
 
     def on_births(self, births: Births) -> None:
         """Newborn slots get their networks by `config.inheritance` (genetic: crossed-over, mutated copies
-        of their parents'; cultural: a copy of a teacher's; none: fresh), fresh ones for founders, fresh
-        optimizer state and a fresh baseline. (Their window is already empty: a newborn takes the slot of
-        an agent that died in the step `update` just recorded.)"""
+        of their parents'; cultural: a copy of a teacher's; none: fresh), fresh ones for founders, and a
+        fresh baseline. Their optimizer state is fresh, or with `inherit_optimizer` the mean of the Adam
+        moments of the agents their networks came from (both parents; the teacher) with the larger step
+        count. (Their window is already empty: a newborn takes the slot of an agent that died in the step
+        `update` just recorded.)"""
         self.last_teachers = None
         rows = births.born.nonzero().view(-1)  # [C]
         count = rows.numel()
         if count == 0:
             return
         mode = self.config.inheritance
+        sources = None  # (first [C], second [C], fresh [C] bool or None): whose optimizer state a newborn may take
         if mode == "genetic":
-            child = self._genetic_children(rows, births)
+            child, sources = self._genetic_children(rows, births)
         elif mode == "cultural" and not births.founders:
             child = self._cultural_children(rows, births)
+            teachers = self.last_teachers.index_select(0, rows)
+            sources = (teachers, teachers, None)
         else:  # none, or founders (no survivors to copy): fresh networks
             child = self.layout.init(count, self.generator)
         self.flat_params.index_copy_(0, rows, child)
-        self.optimizer.reset_rows(rows)
+        if self.config.inherit_optimizer and sources is not None:
+            self.optimizer.inherit_rows(rows, *sources)
+        else:
+            self.optimizer.reset_rows(rows)
         self.baseline.index_fill_(0, rows, 0.0)
         self.baseline_updates.index_fill_(0, rows, 0)
 
-    def _genetic_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
-        """[C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise."""
+    def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[torch.Tensor, tuple]:
+        """([C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise;
+        (first [C], second [C] parent slots, founder [C] bool or None))."""
         count = rows.numel()
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
@@ -308,7 +318,7 @@ class ReinforceLearner:
         child = torch.normal(child, self.config.param_mutation, generator=g)  # + N(0, param_mutation^2) per entry
         if births.founders:
             child[founder] = self.layout.init(int(founder.sum()), g)
-        return child
+        return child, (first, second, founder if births.founders else None)
 
     def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
         """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
@@ -386,7 +396,8 @@ class ReinforceLearner:
         counts = (t - start).clamp_(min=1)  # [N] valid steps (1 for inactive slots, whose sums are 0)
         decay = self.config.baseline_decay
         returns, window_mean, _, advantage = advantages(window["reward"], valid, counts, self._discount[:t, :t],
-                                                        self.baseline, self.baseline_updates, decay)
+                                                        self.baseline, self.baseline_updates, decay,
+                                                        self.config.horizon_baseline)
         advantage = advantage.to(DTYPE)  # [N, T]
         tokens = {"vocab_size": self.vocab_size} if self.vocab_size else {}  # the symbolic mode's token heads
         loss, entropy, grad = policy_gradient(window, self._blocks_now, self.heads, advantage, valid, counts,

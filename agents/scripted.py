@@ -33,7 +33,7 @@ import torch
 
 from agents.baselines import uniform_attention_weights
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Observation, StepOutput
+from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import Births
 from homoecon_env.core.production import JobTable
 
@@ -57,9 +57,10 @@ class ScriptedLearner:
         self.eat_fraction = self._checked_fraction(eat_fraction)
         c = economy_config
         r, j = c.num_resources, c.num_jobs
-        self.self_dim = 2 * r + 2 + c.message_width + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
+        base_dim = 2 * r + 2 + c.message_width + c.id_dim + 2 * j  # S without private signals' columns
+        self.self_dim = base_dim + signals.extra_dims(c)[0]  # S, layout in homoecon_env.core.observe
         self.tastes_columns = (r + 2, 2 * r + 2)  # utility weights [R]
-        self.season_cos_columns = (self.self_dim - j, self.self_dim)  # cos of every job's season angle [J]
+        self.season_cos_columns = (base_dim - j, base_dim)  # cos of every job's season angle [J]
         jobs = JobTable.from_config(c)
         self.needs_inputs = jobs.needs_inputs
         self.job_inputs = torch.from_numpy(jobs.inputs).to(torch.float32)  # [J, R] goods used per unit of effort
@@ -116,7 +117,6 @@ class ScriptedLearner:
         self.last_attention = state["last_attention"].clone()
 
 
-
 class ChainScriptedLearner(ScriptedLearner):
     """The scripted policy for supply chains (``--learner scripted_chain``): a planned division of labour
     along the chain; every agent works its slot's job, buys that job's inputs and keeps them; never learns.
@@ -160,3 +160,70 @@ class ChainScriptedLearner(ScriptedLearner):
         return Actions(broadcast=actions.broadcast, job=job.clone(), effort=actions.effort,
                        trade_weights=actions.trade_weights + inputs,
                        consume=torch.where(inputs > 0, actions.consume * KEPT_INPUT_EATEN, actions.consume))
+
+
+class ScriptedIgnorer(ScriptedLearner):
+    """The best scripted policy that ignores peers, for the positive control (docs/design.md section 11).
+
+    As `ScriptedLearner`, except the job: a scout (its own boom columns are not all zero) works the
+    job in boom, its own private signal; everyone else works the job whose output, at this step's
+    season, its own tastes value most: argmax_j season_j * (tastes . output_j). Without private signals
+    nobody is a scout. Build by import path: ``--learner agents.scripted:ScriptedIgnorer``.
+    """
+
+    listens = False
+
+    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION):
+        super().__init__(economy_config, learner_config, eat_fraction)
+        c = economy_config
+        self.job_output = torch.from_numpy(JobTable.from_config(c).output).to(torch.float32)  # [J, R]
+        self.signal_columns = (self.self_dim - signals.extra_dims(c)[0], self.self_dim)  # own boom one-hot [J]
+        b, d, j = c.message_width, c.id_dim, c.num_jobs
+        self.peer_job_columns = (b + d, b + d + signals.extra_dims(c)[1])  # a peer's last-job one-hot [J]
+        self.peer_id_column = b  # a peer's id_vectors[:, 0]: scouts are above the threshold
+        self.scout_threshold = signals.scout_threshold(c)
+        self.num_jobs = j
+
+    def own_choice(self, features: torch.Tensor) -> torch.Tensor:
+        """[N] the job a peer-ignoring agent works: the boom for scouts, else its tastes' favourite output."""
+        start, stop = self.tastes_columns
+        valued = features[:, start:stop] @ self.job_output.T  # [N, J] tastes . output_j
+        job = (self.job_scores(features) * valued).argmax(dim=1)
+        start, stop = self.signal_columns
+        if stop > start:
+            boom = features[:, start:stop]  # [N, J]; all zero for non-scouts
+            job = torch.where(boom.sum(dim=1) > 0, boom.argmax(dim=1), job)
+        return job
+
+    def choose_job(self, observation: Observation) -> torch.Tensor:
+        return self.own_choice(observation.self_features)
+
+    def act(self, observation: Observation) -> Actions:
+        actions = super().act(observation)
+        return Actions(broadcast=actions.broadcast, job=self.choose_job(observation), effort=actions.effort,
+                       trade_weights=actions.trade_weights, consume=actions.consume)
+
+
+class ScriptedListener(ScriptedIgnorer):
+    """`ScriptedIgnorer` plus listening (docs/design.md section 11): a non-scout with at least one live
+    scout among its peers (peer id_vectors[:, 0] above the scout threshold) works the job most of
+    those scouts worked last step (ties to the lowest job); without one it falls back to the
+    ignorer's choice. Scouts still follow their own signal. ``--learner agents.scripted:ScriptedListener``.
+    """
+
+    listens = True
+
+    def choose_job(self, observation: Observation) -> torch.Tensor:
+        job = self.own_choice(observation.self_features)
+        start, stop = self.peer_job_columns
+        if stop == start:  # no private signals: nothing to listen to
+            return job
+        peers = observation.peers  # [N, K, P]
+        scout = (peers[..., self.peer_id_column] > self.scout_threshold) & (observation.peer_mask > 0)  # [N, K]
+        votes = (peers[..., start:stop] * scout[..., None]).sum(dim=1)  # [N, J] scouts' last jobs
+        start, stop = self.signal_columns
+        own_scout = observation.self_features[:, start:stop].sum(dim=1) > 0
+        heard = (votes.sum(dim=1) > 0) & ~own_scout
+        self.last_attention = torch.where(scout.any(dim=1, keepdim=True),
+                                          scout / scout.sum(dim=1, keepdim=True).clamp(min=1), self.last_attention)
+        return torch.where(heard, votes.argmax(dim=1), job)

@@ -79,6 +79,12 @@ class EconomyConfig:
     max_steps: int = 1000  # episode length; every live agent is truncated at this step
     num_peers: Optional[int] = None  # K peers observed; None: everyone else (num_agents - 1)
     seed: Optional[int] = 0  # in [0, 2**64 - 1]; the first reset() without a seed uses it (None: OS entropy)
+    # Private signals, the positive control (docs/design.md section 11; off by default, and then nothing
+    # below is used): one job at a time is in boom; scouts see which, the others only through peers.
+    private_signals: bool = False  # True: booms, scouts, and the extra observation columns of section 11
+    boom_multiplier: float = 3.0  # in [0, 1e6], the boom job's output factor
+    boom_switch: float = 0.1  # in [0, 1], chance per step that the boom moves to another job (uniformly)
+    scout_fraction: float = 0.25  # in [0, 1]; scouts are the agents whose id_vectors[:, 0] > 1 - 2 * scout_fraction
 
     def __post_init__(self):
         check_int("num_agents", self.num_agents, 1)
@@ -107,6 +113,11 @@ class EconomyConfig:
             check_float(name, getattr(self, name), 0.0, math.inf)
         if not isinstance(self.heterogeneous_tastes, bool):
             raise ValueError(f"heterogeneous_tastes must be a bool, got {self.heterogeneous_tastes!r}")
+        if not isinstance(self.private_signals, bool):
+            raise ValueError(f"private_signals must be a bool, got {self.private_signals!r}")
+        for name, lo, hi in (("boom_multiplier", 0.0, MAX_GOODS), ("boom_switch", 0.0, 1.0),
+                             ("scout_fraction", 0.0, 1.0)):
+            check_float(name, getattr(self, name), lo, hi)
         if not isinstance(self.resources, tuple) or not self.resources or \
                 not all(isinstance(r, str) and r for r in self.resources) or \
                 len(set(self.resources)) != len(self.resources):
@@ -135,6 +146,8 @@ class EconomyConfig:
             check_float(f"jobs[{job.name}].phase", job.phase, -math.inf, math.inf)
             if job.yield_noise is not None:
                 check_float(f"jobs[{job.name}].yield_noise", job.yield_noise, 0.0, math.inf)
+        if self.private_signals and len(self.jobs) < 2:
+            raise ValueError(f"private_signals needs at least 2 jobs (a boom moves between jobs), got {len(self.jobs)}")
 
     # -- derived sizes ------------------------------------------------------------------
     @property

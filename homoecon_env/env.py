@@ -17,7 +17,7 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 
 from homoecon_env.action_dicts import DictActionStacker, dict_action_space
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Economy, StepOutput
+from homoecon_env.core import Actions, Economy, StepOutput, signals
 from homoecon_env.core.lifecycle import DEATH_CAUSES
 from homoecon_env.core.production import season_features
 from homoecon_env.render import RenderModes
@@ -117,6 +117,11 @@ class HomoEconEnv(ParallelEnv):
     Symbolic mode: every "last broadcast" slice above is [L * V] wide (B reads L * V) and holds the
     one-hot of the L tokens, token by token (column l * V + v is 1 when token l is symbol v), in [0, 1];
     all zeros before an agent's first message.
+
+    With `private_signals=True` (docs/design.md section 11) `self` gains J columns at its end, the
+    one-hot of the job in boom (scouts only; zeros for the others), and each `peers` row gains J
+    columns between the id vector and the holdings, the peer's last job as a one-hot (zeros for a
+    newborn): S = 2R + 2 + B + D + 3J, P = B + D + J + R, all in [0, 1].
 
     Holdings are unbounded above in the space; the economy refuses (NonFiniteStateError, nothing
     changed) a step whose holdings would exceed float32's range, so every observation is finite.
@@ -354,6 +359,12 @@ def observation_bounds(config: EconomyConfig):
     self_high = np.concatenate([np.full(nr, np.inf), [1, 1], np.ones(nr), np.ones(b), np.ones(d), np.ones(2 * nj)])
     peer_low = np.concatenate([message_low, -np.ones(d), np.zeros(nr)])
     peer_high = np.concatenate([np.ones(b), np.ones(d), np.full(nr, np.inf)])
+    extra_self, extra_peer = signals.extra_dims(config)  # private signals: one-hots in [0, 1] (section 11)
+    if extra_self or extra_peer:
+        self_low, self_high = np.append(self_low, np.zeros(extra_self)), np.append(self_high, np.ones(extra_self))
+        at = b + d  # the peers' last-job one-hot goes before their holdings (which stay last)
+        peer_low, peer_high = np.insert(peer_low, at, np.zeros(extra_peer)), \
+            np.insert(peer_high, at, np.ones(extra_peer))
     return (self_low, self_high), (peer_low, peer_high)
 
 

@@ -71,9 +71,23 @@ def supply_chain() -> EconomyConfig:
     return EconomyConfig(resources=goods, jobs=jobs, need=(1.0,) * len(goods), taste_scale=tastes, mutation=0.0)
 
 
+# private_signals: seasons so long that they never turn within an episode (the boom is the only
+# thing that moves yields), so a peer-ignoring agent has nothing to go by but its tastes.
+_FLAT_SEASON = 1e9  # steps
+_GROUNDS = 4
+
+
+def private_signals() -> EconomyConfig:
+    """The positive control: a lasting boom that scouts see privately and the rest only through peers (section 11)."""
+    return EconomyConfig(
+        num_agents=40, num_peers=8, private_signals=True, boom_multiplier=3.0, boom_switch=0.1, scout_fraction=0.25,
+        jobs=tuple(Job(f"ground_{k}", output=(0.5, 0.5), period=_FLAT_SEASON) for k in range(_GROUNDS)))
+
+
 SCENARIOS: dict[str, Callable[[], EconomyConfig]] = {
     "seed": seed,
     "supply_chain": supply_chain,
+    "private_signals": private_signals,
 }
 
 

@@ -20,7 +20,7 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 
 from homoecon_env.action_dicts import DictActionStacker
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Economy
+from homoecon_env.core import Actions, Economy, signals
 from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, as_array, kind_name
 from homoecon_env.env import config_action_space, global_state, global_state_space, observation_bounds
 from homoecon_env.render import RenderModes
@@ -66,7 +66,8 @@ class FlatLayout:
         # symbolic mode: the L token positions and V symbols the broadcast scores [L * V] stand for
         self.tokens = (config.message_length, config.vocab_size) if config.symbolic else None
         self.peer_slots = config.peers_observed
-        self.peer_holdings = slice(b + d, b + d + r)  # holdings columns of a peer row
+        start = b + d + signals.extra_dims(config)[1]  # private signals put the last-job one-hot before holdings
+        self.peer_holdings = slice(start, start + r)  # holdings columns of a peer row (the last R)
         self.num_resources = r
         self.action_fields = (("broadcast", b), ("job", j), ("effort", 1), ("trade_weights", r), ("consume", r))
         starts = np.cumsum([0] + [width for _, width in self.action_fields])

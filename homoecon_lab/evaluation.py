@@ -148,7 +148,8 @@ def load_source(args: Args) -> Source:
         except ValueError as error:  # e.g. "broadcast_mode must be one of ..." -> "--broadcast-mode: ..."
             name = next((n for n in messages if n in str(error)), None)
             raise ValueError(f"--{name.replace('_', '-')}: {error}" if name else str(error)) from None
-        return Source(economy, args.learner or "reinforce", LearnerConfig(), None, scenario)
+        learner_config = LearnerConfig(**SCENARIO_LEARNER_SETTINGS.get(scenario, {}))
+        return Source(economy, args.learner or "reinforce", learner_config, None, scenario)
     try:
         saved = read_run_config(os.path.join(args.run, "config.json"))
         load_checkpoint(os.path.join(args.run, "checkpoint.pt"))  # refuse a corrupt checkpoint before running
@@ -199,6 +200,15 @@ CHAIN_REFERENCES = ("scripted_chain", "scripted", "random")
 # (reinforce when it has no networks to inherit) with LearnerConfig.inheritance = mode; compared with genetic
 INHERITANCE_ARMS = ("genetic", "cultural", "none")
 INHERITING_LEARNERS = ("reinforce", "uniform_attention", "ppo")
+# The positive control (docs/design.md section 11), on economies with private signals only: the scripted
+# policy that listens to scouts against the best scripted policy that ignores peers. They never train.
+POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
+                         "ignorer": ("agents.scripted:ScriptedIgnorer", None)}
+POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
+# Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
+# The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
+# ablation get them alike); everything else runs LearnerConfig() as before.
+SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True}}
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
@@ -220,6 +230,8 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     if not args.ablation_seeds:
         return tasks, {}
     arms = dict(ABLATION_ARMS)
+    if source.economy.private_signals:
+        arms.update(POSITIVE_CONTROL_ARMS)
     arms["trained"] = ("run", None) if source.run_dir else (source.learner_name, None)  # reinforce: the "learned" arm
     stems: dict[str, tuple] = {}
     for arm, (learner, heterogeneous) in arms.items():
@@ -231,7 +243,8 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     lineage_stems = {stems[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}  # their traces keep the genealogy
     for stem in dict.fromkeys(stems.values()):
         _, learner, tastes, inheritance = stem
-        trains = learner in LEARNING_ARMS or is_import_path(learner)
+        scripted = learner in {path for path, _ in POSITIVE_CONTROL_ARMS.values()}
+        trains = (learner in LEARNING_ARMS or is_import_path(learner)) and not scripted
         for i in range(args.ablation_seeds):
             train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
             tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),
@@ -338,8 +351,9 @@ def evaluate(args: Args) -> dict:
     if stems:
         outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
+        pairs = {**ABLATIONS, **(POSITIVE_CONTROL if config.private_signals else {})}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
-                     for name, (first, second) in ABLATIONS.items()}
+                     for name, (first, second) in pairs.items()}
     inheritance = inheritance_results(traces, outcomes, stems, results, args.ablation_seeds)
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.

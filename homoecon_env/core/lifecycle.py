@@ -132,6 +132,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         alive=state.alive | dead,
         step=state.step,
         next_id=state.next_id + count,
+        boom=state.boom,
     )
     all_parent_slots = _with_rows(np.full((n, 2), NO_PARENT, dtype=np.int64), slots, parent_slots)
     return new_state, Births(dead.copy(), all_parent_slots, count if founders else 0)

@@ -44,6 +44,7 @@ class EconomyState:
     alive: torch.Tensor  # [N] bool; False only for slots emptied on the final step
     step: int  # steps completed in this episode
     next_id: int  # the k the next newborn gets
+    boom: int = -1  # the job in boom at the next production (private_signals, docs/design.md section 11); -1: none
 
     @property
     def num_slots(self) -> int:
@@ -55,15 +56,15 @@ class EconomyState:
     def as_numpy(self) -> "EconomyState":
         """The same state with NumPy arrays sharing the tensors' memory."""
         return EconomyState(**{name: getattr(self, name).numpy() for name in ARRAY_FIELDS}, step=self.step,
-                            next_id=self.next_id)
+                            next_id=self.next_id, boom=self.boom)
 
     def as_torch(self) -> "EconomyState":
         """The same state with torch tensors sharing the arrays' memory."""
         return EconomyState(**{name: torch.from_numpy(getattr(self, name)) for name in ARRAY_FIELDS}, step=self.step,
-                            next_id=self.next_id)
+                            next_id=self.next_id, boom=self.boom)
 
 
-ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(EconomyState) if f.name not in ("step", "next_id"))
+ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(EconomyState) if f.name not in ("step", "next_id", "boom"))
 
 
 def uniform(generator: torch.Generator, *shape: int) -> np.ndarray:

@@ -105,6 +105,26 @@ def communication_section(s: dict, symbolic: bool = False) -> list[str]:
             f"{mean('causal_influence_late')}.", ""]
 
 
+def positive_control_section(ablations: dict, learner_config: dict) -> list[str]:
+    """The "Positive control" subsection of Q4 (economies with private signals, docs/design.md section 11);
+    empty elsewhere."""
+    if "positive_control" not in ablations:
+        return []
+    fixes = [name for name in ("horizon_baseline", "inherit_optimizer") if learner_config.get(name)]
+    learners = (f"The learning arms above ran with {' and '.join(f'`{name}`' for name in fixes)} (docs/design.md "
+                "section 11), both arms alike." if fixes else "The learning arms above ran without the learning "
+                "fixes of docs/design.md section 11.")
+    return ["### Positive control", "",
+            "In this economy a boom moves between jobs; scouts see it privately and everyone sees peers' last "
+            "job. Two scripted policies that never learn, on the same held-out seeds: the listener (a non-scout "
+            "works the job most scouts among its peers worked last step) and the best policy that ignores peers "
+            "(scouts follow their own signal, the others work their tastes' favourite job). Listening must pay "
+            f"here by construction; the learned social filter is measured against uniform attention above. {learners}",
+            "",
+            *ablation_table(ablations["positive_control"], "listener", "ignorer"), "",
+            ablation_sentence(ablations["positive_control"], "the listener", "the ignorer"), ""]
+
+
 def render_report(m: dict) -> str:
     """report.md from the metrics dict alone (so every number in it is in metrics.json)."""
     meta, s, figures = m["meta"], m["main"]["summary"], m["figures"]
@@ -214,6 +234,7 @@ def render_report(m: dict) -> str:
         lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, "",
                   *ablation_table(ablations["social_filter"], "learned", "uniform"), "",
                   ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), "",
+                  *positive_control_section(ablations, m.get("learner_config") or {}),
                   "## Q5. What does heterogeneity of tastes do?", "",
                   "Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
                   "utility weights on all goods (`heterogeneous_tastes=False`).", "",
