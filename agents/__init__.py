@@ -4,7 +4,8 @@
 `make_learner` builds one. A new algorithm is one module, one registry line and one test.
 Built in: ``reinforce`` (agents.reinforce), its ablation ``uniform_attention``, and two that never
 learn: ``random`` (the floor) and ``scripted`` (agents.scripted: full effort on the job in season,
-trade weights = own tastes, eat 90%; the bar a learner must reach).
+trade weights = own tastes, eat 90%; the bar a learner must reach) and its supply-chain variant
+``scripted_chain`` (agents.scripted.ChainScriptedLearner: the job adding most value at the last prices).
 
 A learner may also be named by its import path, ``package.module:ClassName`` (the attribute part may
 be dotted, ``module:Outer.Inner``): any class implementing the `Learner` protocol whose constructor
@@ -52,12 +53,18 @@ def _scripted(economy_config: EconomyConfig, learner_config: LearnerConfig) -> L
     return ScriptedLearner(economy_config, learner_config)
 
 
+def _scripted_chain(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
+    from agents.scripted import ChainScriptedLearner
+    return ChainScriptedLearner(economy_config, learner_config)
+
+
 LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "reinforce": _reinforce,  # independent per-agent REINFORCE with a learned social filter
     "random": _random,  # uniform random actions: the floor every learner must beat
     "uniform_attention": _uniform_attention,  # ablation: REINFORCE with attention = mean over live peers
     "scripted": _scripted,  # the one-line heuristic (job in season, own tastes, eat 90%): the bar to reach
     "ppo": _ppo,  # independent per-agent PPO (value head, GAE ending at deaths, clipped objective)
+    "scripted_chain": _scripted_chain,  # supply chains: the job adding most value at last prices, buy its inputs
 }
 
 # The protocol's methods, read from the protocol itself so the check follows it.

@@ -22,8 +22,8 @@ def uniform_attention_weights(peer_mask: torch.Tensor) -> torch.Tensor:
 class RandomLearner:
     """Every slot acts uniformly at random; never learns.
 
-    broadcast ~ U[-1, 1]^B, job ~ U{0..J-1}, effort ~ U[0, 1], trade_weights ~ U[0, 1]^R,
-    consume ~ U[0, 1]^R, all from the learner's own generator seeded by `LearnerConfig.seed`.
+    broadcast ~ U[-1, 1]^B (symbolic mode: L tokens ~ U{0..V-1}), job ~ U{0..J-1}, effort ~ U[0, 1],
+    trade_weights ~ U[0, 1]^R, consume ~ U[0, 1]^R, all from the learner's own generator seeded by `LearnerConfig.seed`.
     `last_attention` is uniform over live peers (the learner ignores its peers).
     """
 
@@ -40,7 +40,9 @@ class RandomLearner:
         c, g = self.economy_config, self.generator
         self.last_attention = uniform_attention_weights(observation.peer_mask)
         return Actions(
-            broadcast=torch.rand(n, c.broadcast_dim, generator=g) * 2 - 1,  # [N, B]
+            # [N, B] in [-1, 1]; symbolic mode: [N, L] tokens uniform on {0..V-1}
+            broadcast=torch.randint(0, c.vocab_size, (n, c.message_length), generator=g) if c.symbolic
+            else torch.rand(n, c.broadcast_dim, generator=g) * 2 - 1,
             job=torch.randint(0, c.num_jobs, (n,), generator=g),  # [N]
             effort=torch.rand(n, generator=g),  # [N]
             trade_weights=torch.rand(n, c.num_resources, generator=g),  # [N, R]

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 from homoecon_env.validation import check_float, check_int
+
+INHERITANCE_MODES = ("genetic", "cultural", "none")  # docs/design.md section 9
 
 
 def _param(default, help: str):
@@ -41,6 +44,17 @@ class LearnerConfig:
     param_mutation: float = _param(0.01, "std of the Gaussian noise added to a newborn's inherited parameters")
     init_log_std: float = _param(-0.5, "initial log std of the Gaussian heads (broadcast, effort, trade, consume)")
     seed: int = _param(0, "seed of the learner's own torch.Generator (initial weights, sampling, inheritance)")
+    inheritance: Literal["genetic", "cultural", "none"] = _param(
+        "genetic", "what a newborn's networks start from: genetic (crossover + mutation of its two parents'), "
+        "cultural (an exact copy of a living teacher's, drawn in proportion to wealth) or none (fresh networks)")
+    # Learning fixes found on the positive control (docs/design.md section 11); off by default, which
+    # keeps every existing learner bit-for-bit
+    inherit_optimizer: bool = _param(
+        False, "a newborn's optimizer state is its parents' (the mean of their Adam moments, the larger step "
+               "count), not a fresh one")
+    horizon_baseline: bool = _param(
+        False, "REINFORCE's baseline at window step t is the agent's mean reward per step times the discounted "
+               "steps left in the window, not one mean window return for every step")
     # PPO only (agents.ppo); the other learners ignore these
     clip_epsilon: float = _param(0.2, "PPO: clip range of the probability ratio in the surrogate objective")
     gae_lambda: float = _param(0.95, "PPO: lambda of generalized advantage estimation (0: one-step TD, 1: returns)")
@@ -51,11 +65,16 @@ class LearnerConfig:
                "advantages and drives every log std to its clamp at 2, where it gets no gradient)")
 
     def __post_init__(self):
+        for name in ("inherit_optimizer", "horizon_baseline"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_int("hidden_size", self.hidden_size, 1)
         check_int("attention_hidden_size", self.attention_hidden_size, 1)
         check_int("update_every", self.update_every, 1)
         check_int("seed", self.seed, 0)
         check_int("ppo_epochs", self.ppo_epochs, 1)
+        if self.inheritance not in INHERITANCE_MODES:
+            raise ValueError(f"inheritance must be one of {', '.join(INHERITANCE_MODES)}, got {self.inheritance!r}")
         check_float("learning_rate", self.learning_rate, 0.0, math.inf, low_open=True)
         check_float("adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
         check_float("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)

@@ -123,6 +123,20 @@ class BatchedAdam:
         for moments in self._moments:
             moments.index_fill_(1, index, 0.0)
 
+    @torch.no_grad()
+    def inherit_rows(self, rows: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+                     fresh: Optional[torch.Tensor] = None) -> None:
+        """Rows [C] take their parents' state: both moments the mean of rows ``first`` [C] and ``second``
+        [C], the step count the larger parent's. ``fresh`` [C] bool marks rows that get fresh state
+        instead (founders). Reads every parent before writing any row."""
+        inherited = [m.index_select(1, first).add_(m.index_select(1, second)).mul_(0.5) for m in self._moments]
+        steps = torch.maximum(self.steps.index_select(0, first), self.steps.index_select(0, second))
+        for moments, values in zip(self._moments, inherited):
+            moments.index_copy_(1, rows, values)
+        self.steps.index_copy_(0, rows, steps)
+        if fresh is not None and bool(fresh.any()):
+            self.reset_rows(rows[fresh])
+
     def state_dict(self) -> dict:
         """Steps [N] (int64) and both moments, as plain data. The moments are the live tensors, not
         copies (views of one [2, N, ...] storage each, which a checkpoint writes once): save them right

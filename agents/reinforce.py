@@ -50,7 +50,8 @@ operations in all, which is what a step costs at small N. Parameters update with
 clipped per agent. A NaN/inf loss or gradient raises NonFiniteLossError naming the agents before any
 change; so does a step that leaves a parameter NaN/inf, and `act` refuses to emit non-finite actions.
 
-Births: each of a newborn's five networks is copied whole from one of its two parents, chosen by a
+Births (`config.inheritance`, see `agents.inheritance`; "genetic" is the default and is described
+here): each of a newborn's five networks is copied whole from one of its two parents, chosen by a
 fair coin per network (crossover at the network level keeps each network's hidden units coherent,
 whereas mixing entries of two unrelated networks scrambles them; the networks only talk through
 fixed-meaning interfaces: attention over raw peer features and the [own, context] input), then
@@ -71,26 +72,36 @@ import torch
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig
+from agents.inheritance import choose_teachers
 from agents.networks import DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores
 from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
 from agents.window import RolloutWindow
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Observation, StepOutput
+from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
-__all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss"]
+__all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
 
 
-def double_season_angle(own: torch.Tensor, num_jobs: int) -> torch.Tensor:
-    """Replace, in place, the season features that end each row of own [..., S], (sin, cos) of every job's
-    season angle theta [J each], by (sin 2 theta, cos 2 theta): the phase of the production factor
+def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """[N, L] int64 tokens, token l of row i drawn from softmax(logits[i, l]) for logits [N, L, V]: one
+    uniform per token, inverse CDF (the job's draw)."""
+    n, length, vocab = logits.shape
+    cumulative = torch.softmax(logits, dim=-1).cumsum_(dim=-1)  # [N, L, V]
+    uniform = torch.rand(n, length, 1, generator=generator, dtype=logits.dtype)
+    return (cumulative[..., :vocab - 1] < uniform).sum(dim=-1)  # never past V - 1
+
+
+def double_season_angle(own: torch.Tensor, num_jobs: int, end: int) -> torch.Tensor:
+    """Replace, in place, the season features that end at column `end` of own [..., S], (sin, cos) of every
+    job's season angle theta [J each], by (sin 2 theta, cos 2 theta): the phase of the production factor
     cos^2 theta, whose period is half the angle's (see agents.ppo). Returns own."""
-    sin, cos = own[..., -2 * num_jobs:-num_jobs], own[..., -num_jobs:]
+    sin, cos = own[..., end - 2 * num_jobs:end - num_jobs], own[..., end - num_jobs:end]
     doubled = torch.cat([2.0 * sin * cos, cos * cos - sin * sin], dim=-1)
-    own[..., -2 * num_jobs:] = doubled
+    own[..., end - 2 * num_jobs:end] = doubled
     return own
 
 
@@ -104,19 +115,26 @@ class ReinforceLearner:
         self.economy_config = c = economy_config
         self.config = learner_config or LearnerConfig()
         self.uniform_attention = bool(uniform_attention)
-        r, b, j = c.num_resources, c.broadcast_dim, c.num_jobs
+        r, b, j = c.num_resources, c.message_width, c.num_jobs
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
-        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
-        self.peer_dim = b + c.id_dim + r  # P
+        extra_self, extra_peer = signals.extra_dims(c)  # private signals' columns (docs/design.md section 11)
+        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j + extra_self  # S, layout in homoecon_env.core.observe
+        self.peer_dim = b + c.id_dim + r + extra_peer  # P
+        self.season_end = self.self_dim - extra_self  # the season's (sin, cos) end here (private signals follow)
+        # symbolic mode: the broadcast head is L categoricals of V logits each (no Gaussian part)
+        self.message_length, self.vocab_size = (c.message_length, c.vocab_size) if c.symbolic else (0, 0)
+        self.token_width = self.message_length * self.vocab_size  # L * V token logits (0: continuous)
+        self.categorical_width = j + self.token_width  # C, logits before the Gaussian means in the heads' output
         # G layout of the Gaussian pre-images: the two sigmoid heads are adjacent, trade comes last
-        self.head_dims = {"broadcast": b, "effort": 1, "consume": r, "trade_weights": r - 1}
+        self.head_dims = {"broadcast": 0 if c.symbolic else b, "effort": 1, "consume": r, "trade_weights": r - 1}
         self.gaussian_dim = sum(self.head_dims.values())  # G
         ends = itertools.accumulate(self.head_dims.values())
         self.head_slices = {head: (end - size, end) for (head, size), end in zip(self.head_dims.items(), ends)}
         self.spec = self._network_spec()
         self.layout = FlatLayout(self.spec, self._blocks())
         # production_net's outputs are J job logits then the effort mean; the heads' outputs are
-        # returned as [job logits J | Gaussian means in the G layout]
+        # returned as [job logits J | Gaussian means in the G layout], in the symbolic mode as
+        # [job logits J | token logits L * V | Gaussian means]: broadcast_net's b outputs are L * V logits
         self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1, r - 1, r],
                                   order=[(1, o) for o in range(j)] + [(0, o) for o in range(b)] + [(1, j)]
                                   + [(3, o) for o in range(r)] + [(2, o) for o in range(r - 1)])
@@ -133,10 +151,13 @@ class ReinforceLearner:
         self.last_attention = torch.zeros(self.num_slots, self.num_peer_slots)  # [N, K]
         self._step_index = torch.arange(self.config.update_every)  # [T]
         self._discount = discount_matrix(self.config.update_every, self.config.gamma)  # [T, T]
+        self._wealth = None  # [N] cultural inheritance's prestige: each slot's holdings summed, at its last act
+        self.last_teachers = None  # [N] after a cultural birth: each newborn's teacher slot (-1 elsewhere)
         self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
-                                    self.peer_dim, self.head_slices, c.num_jobs, r,
+                                    self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
-                                    None if self.uniform_attention else self.config.attention_hidden_size)
+                                    None if self.uniform_attention else self.config.attention_hidden_size,
+                                    message_length=self.message_length)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
@@ -151,12 +172,14 @@ class ReinforceLearner:
             spec["social_filter_net"] = {
                 "w_own": ParamSpec((s, a), ("uniform", bound)), "w_peer": ParamSpec((p, a), ("uniform", bound)),
                 "bias": ParamSpec((a,), ("uniform", bound)), "score": ParamSpec((a,), ("uniform", 1.0 / math.sqrt(a)))}
-        outputs = {"broadcast_net": (self.head_dims["broadcast"], self.head_dims["broadcast"]),
+        outputs = {"broadcast_net": (self.head_dims["broadcast"] + self.token_width, self.head_dims["broadcast"]),
                    "production_net": (self.economy_config.num_jobs + 1, 1),
                    "trading_net": (self.head_dims["trade_weights"],) * 2,
                    "consumption_net": (self.head_dims["consume"],) * 2}
         for net, (out, gaussian) in outputs.items():
-            spec[net] = {**mlp_specs(s + p, h, out), "log_std": ParamSpec((gaussian,), ("constant", log_std))}
+            spec[net] = mlp_specs(s + p, h, out)
+            if gaussian:  # (the symbolic broadcast head has none)
+                spec[net]["log_std"] = ParamSpec((gaussian,), ("constant", log_std))
         return spec
 
     def _blocks(self) -> dict:
@@ -167,7 +190,8 @@ class ReinforceLearner:
         for kind in ("w1", "b1", "w2", "b2"):
             blocks[f"heads.{kind}"] = tuple(f"{net}.{kind}" for net in HEAD_NETWORKS)
         blocks["heads.log_std"] = tuple(f"{net}.log_std" for net in
-                                        ("broadcast_net", "production_net", "consumption_net", "trading_net"))
+                                        ("broadcast_net", "production_net", "consumption_net", "trading_net")
+                                        if "log_std" in self.spec[net])
         return blocks
 
     def _shaped_blocks(self, blocks: dict) -> dict:
@@ -221,31 +245,39 @@ class ReinforceLearner:
         r = self.economy_config.num_resources
         own.copy_(observation.self_features)
         if self.season_double_angle:  # PPO's season input (agents.ppo)
-            double_season_angle(own, self.economy_config.num_jobs)
+            double_season_angle(own, self.economy_config.num_jobs, self.season_end)
         torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observation.peers)
         peer_rows.copy_(observation.peer_index)  # lets a checkpoint store peers as rows of one table per step
         peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
         torch.le(observation.peer_mask.unsqueeze(1), 0, out=blocked)
+        if self.config.inheritance == "cultural":  # prestige for on_births (agents.inheritance)
+            self._wealth = observation.self_features[:, :r].sum(1, dtype=torch.float64)
         out, attention = self._act_forward(self._t)
         n, j = self.num_slots, self.economy_config.num_jobs
         out = out.view(n, -1)
         if not bool(torch.isfinite(out.sum())):  # huge but finite weights (a diverged policy) give NaN here
             self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
-        if self.deterministic:  # the mode: Gaussian means, most likely job; draws nothing
-            pre_image.copy_(out[:, j:])
+        if self.deterministic:  # the mode: Gaussian means, most likely job (and tokens); draws nothing
+            pre_image.copy_(out[:, self.categorical_width:])
             job = out[:, :j].argmax(dim=1)
         else:
             std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
             noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
-            torch.addcmul(out[:, j:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
+            torch.addcmul(out[:, self.categorical_width:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
             cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
             uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
             job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
         job_slot.copy_(job)
+        if self.message_length:  # symbolic: L tokens, each an inverse-CDF draw from its V logits
+            logits = out[:, j:self.categorical_width].view(n, self.message_length, self.vocab_size)
+            broadcast = logits.argmax(-1) if self.deterministic else sample_tokens(logits, self.generator)  # [N, L]
+            self.window.token_slots[self._t].copy_(broadcast)
+        else:
+            broadcast = torch.tanh(broadcast_u)
         self.last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
-        return Actions(broadcast=torch.tanh(broadcast_u), job=job, effort=squashed[:, 0],
+        return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0],
                        trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:])
 
     def update(self, step: StepOutput) -> dict:
@@ -266,13 +298,39 @@ class ReinforceLearner:
         return self._learn(step.acting_ids)  # raises before any change on a non-finite loss or gradient
 
     def on_births(self, births: Births) -> None:
-        """Newborn slots get crossed-over, mutated copies of their parents' networks (fresh ones for
-        founders), fresh optimizer state and a fresh baseline. (Their window is already empty: a
-        newborn takes the slot of an agent that died in the step `update` just recorded.)"""
+        """Newborn slots get their networks by `config.inheritance` (genetic: crossed-over, mutated copies
+        of their parents'; cultural: a copy of a teacher's; none: fresh), fresh ones for founders, and a
+        fresh baseline. Their optimizer state is fresh, or with `inherit_optimizer` the mean of the Adam
+        moments of the agents their networks came from (both parents; the teacher) with the larger step
+        count. (Their window is already empty: a newborn takes the slot of an agent that died in the step
+        `update` just recorded.)"""
+        self.last_teachers = None
         rows = births.born.nonzero().view(-1)  # [C]
         count = rows.numel()
         if count == 0:
             return
+        mode = self.config.inheritance
+        sources = None  # (first [C], second [C], fresh [C] bool or None): whose optimizer state a newborn may take
+        if mode == "genetic":
+            child, sources = self._genetic_children(rows, births)
+        elif mode == "cultural" and not births.founders:
+            child = self._cultural_children(rows, births)
+            teachers = self.last_teachers.index_select(0, rows)
+            sources = (teachers, teachers, None)
+        else:  # none, or founders (no survivors to copy): fresh networks
+            child = self.layout.init(count, self.generator)
+        self.flat_params.index_copy_(0, rows, child)
+        if self.config.inherit_optimizer and sources is not None:
+            self.optimizer.inherit_rows(rows, *sources)
+        else:
+            self.optimizer.reset_rows(rows)
+        self.baseline.index_fill_(0, rows, 0.0)
+        self.baseline_updates.index_fill_(0, rows, 0)
+
+    def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[torch.Tensor, tuple]:
+        """([C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise;
+        (first [C], second [C] parent slots, founder [C] bool or None))."""
+        count = rows.numel()
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
         # a fair coin per network: 1.0 (take the second parent's network) where the draw is > 0.5
@@ -287,10 +345,16 @@ class ReinforceLearner:
         child = torch.normal(child, self.config.param_mutation, generator=g)  # + N(0, param_mutation^2) per entry
         if births.founders:
             child[founder] = self.layout.init(int(founder.sum()), g)
-        flat.index_copy_(0, rows, child)
-        self.optimizer.reset_rows(rows)
-        self.baseline.index_fill_(0, rows, 0.0)
-        self.baseline_updates.index_fill_(0, rows, 0)
+        return child, (first, second, founder if births.founders else None)
+
+    def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
+        """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
+        now (agents.inheritance.choose_teachers); records them in `last_teachers`."""
+        n = self.num_slots
+        prestige = self._wealth if self._wealth is not None else torch.zeros(n, dtype=torch.float64)
+        teachers = choose_teachers(prestige, ~births.born, rows.numel(), self.generator)  # [C]
+        self.last_teachers = torch.full((n,), -1, dtype=torch.int64).index_copy_(0, rows, teachers)
+        return self.flat_params.index_select(0, teachers)
 
     def state_dict(self) -> dict:
         """What a bit-exact resume needs, as plain data (tensors, numbers, strings, dicts, tuples): the
@@ -359,11 +423,13 @@ class ReinforceLearner:
         counts = (t - start).clamp_(min=1)  # [N] valid steps (1 for inactive slots, whose sums are 0)
         decay = self.config.baseline_decay
         returns, window_mean, _, advantage = advantages(window["reward"], valid, counts, self._discount[:t, :t],
-                                                        self.baseline, self.baseline_updates, decay)
+                                                        self.baseline, self.baseline_updates, decay,
+                                                        self.config.horizon_baseline)
         advantage = advantage.to(DTYPE)  # [N, T]
+        tokens = {"vocab_size": self.vocab_size} if self.vocab_size else {}  # the symbolic mode's token heads
         loss, entropy, grad = policy_gradient(window, self._blocks_now, self.heads, advantage, valid, counts,
                                               self.config.entropy_coef, self.economy_config.num_jobs,
-                                              self.self_dim, self._grad)  # [N], [N, T], [N, D]
+                                              self.self_dim, self._grad, **tokens)  # [N], [N, T], [N, D]
         norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
         if not bool(torch.isfinite(loss + norms).all()):
             self._refuse_non_finite(loss, active, acting_ids, "loss", "no weight was changed")

@@ -7,7 +7,8 @@ Every agent, every step:
     effort        = 1 (the economy caps it by age, and by held inputs for jobs that need them)
     trade_weights = the agent's own tastes (its utility weights, from the observation)
     consume       = `eat_fraction` of every good (default 0.9; the economy caps it at max_consume)
-    broadcast     = 0 (it says nothing and listens to nobody)
+    broadcast     = 0 (it says nothing and listens to nobody); in the symbolic mode every token is
+                    symbol 0, the same constant message from everyone
 
 It never learns: `update` returns {} and `on_births` has nothing to pass on (a newborn reads its own
 tastes from its observation). `last_attention` is uniform over live peers, like the random learner's,
@@ -19,20 +20,25 @@ min(1, held / needed) over its inputs, i.e. the output a full-effort day would r
 of peak output, so an agent without a job's inputs does not pick it. Nothing more: it does not plan a
 chain (buy inputs, then work) nor weigh a job's output by its tastes or prices. On economies whose
 jobs need no inputs (the default) the score is the season factor alone.
+
+`ChainScriptedLearner` (``--learner scripted_chain``, below) is the reference policy for supply chains:
+a planned division of labour along the chain that buys and keeps its job's inputs.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from agents.baselines import uniform_attention_weights
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Observation, StepOutput
+from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import Births
 from homoecon_env.core.production import JobTable
 
 DEFAULT_EAT_FRACTION = 0.9
+KEPT_INPUT_EATEN = 0.05  # scripted_chain eats this share of eat_fraction of its job's inputs (enough not to starve)
 
 
 class ScriptedLearner:
@@ -51,9 +57,10 @@ class ScriptedLearner:
         self.eat_fraction = self._checked_fraction(eat_fraction)
         c = economy_config
         r, j = c.num_resources, c.num_jobs
-        self.self_dim = 2 * r + 2 + c.broadcast_dim + c.id_dim + 2 * j  # S, layout in homoecon_env.core.observe
+        base_dim = 2 * r + 2 + c.message_width + c.id_dim + 2 * j  # S without private signals' columns
+        self.self_dim = base_dim + signals.extra_dims(c)[0]  # S, layout in homoecon_env.core.observe
         self.tastes_columns = (r + 2, 2 * r + 2)  # utility weights [R]
-        self.season_cos_columns = (self.self_dim - j, self.self_dim)  # cos of every job's season angle [J]
+        self.season_cos_columns = (base_dim - j, base_dim)  # cos of every job's season angle [J]
         jobs = JobTable.from_config(c)
         self.needs_inputs = jobs.needs_inputs
         self.job_inputs = torch.from_numpy(jobs.inputs).to(torch.float32)  # [J, R] goods used per unit of effort
@@ -87,7 +94,9 @@ class ScriptedLearner:
         start, stop = self.tastes_columns
         self.last_attention = uniform_attention_weights(observation.peer_mask)
         return Actions(
-            broadcast=torch.zeros(n, c.broadcast_dim),  # [N, B]
+            # [N, B] zeros; symbolic mode: [N, L] token 0s (a constant message, no information)
+            broadcast=torch.zeros(n, c.message_length, dtype=torch.int64) if c.symbolic
+            else torch.zeros(n, c.broadcast_dim),
             job=self.job_scores(features).argmax(dim=1),  # [N] first job on a tie
             effort=torch.ones(n),  # [N]
             trade_weights=features[:, start:stop].clone(),  # [N, R] own tastes
@@ -106,3 +115,115 @@ class ScriptedLearner:
     def load_state_dict(self, state: dict) -> None:
         self.eat_fraction = self._checked_fraction(state["eat_fraction"])
         self.last_attention = state["last_attention"].clone()
+
+
+class ChainScriptedLearner(ScriptedLearner):
+    """The scripted policy for supply chains (``--learner scripted_chain``): a planned division of labour
+    along the chain; every agent works its slot's job, buys that job's inputs and keeps them; never learns.
+
+    The plan (`homoecon_env.diagnostics.supply_chain.balanced_plan`): shares of labour per job that make
+    the final goods in proportion to the economy's ``taste_scale`` (all alike when None) while every
+    intermediate is made as fast as the recipes use it; slots are cut into blocks of those sizes, so a
+    newborn takes over its slot's job. Every agent, every step:
+        job           = its slot's job in the plan
+        trade_weights = own tastes + the job's inputs as shares of its recipe (normalised by the economy):
+                        it trades for what it eats and for what it needs to work tomorrow (production
+                        comes before trade in a step, so inputs bought today are worked tomorrow)
+        consume       = `eat_fraction` of every good except its job's inputs, which it keeps
+        effort, broadcast: as the plain heuristic (1, and silence)
+    Nothing is learned or remembered, so frozen and learning evaluations act alike. On economies whose
+    jobs need no inputs every job is a raw job and the plan splits the slots over them by ``taste_scale``.
+
+    Why a plan and not prices: a version that picked, each step, the job adding most value at the last
+    market prices (given its held inputs) herded: every agent saw the same prices and moved to the same
+    job, and on `supply_chain` fewer than 0.2 final goods a step were made (docs/design.md section 9).
+    """
+
+    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION):
+        from homoecon_env.diagnostics import supply_chain
+        super().__init__(economy_config, learner_config, eat_fraction)
+        jobs = JobTable.from_config(economy_config)
+        layers = supply_chain.good_layers(jobs.output, jobs.inputs)
+        final = supply_chain.final_goods(jobs.output, jobs.inputs)
+        if not (final & (layers >= 0)).any():  # every makeable good is someone's input: aim at the deepest
+            final = layers == layers.max()
+        scale = np.asarray(economy_config.taste_scale or (1.0,) * economy_config.num_resources)
+        self.plan = supply_chain.balanced_plan(jobs.output, jobs.inputs, scale * final)  # [J] labour shares
+        self.slot_job = torch.from_numpy(supply_chain.plan_assignment(self.plan, economy_config.num_agents))  # [N]
+        recipe_total = self.job_inputs.sum(dim=1, keepdim=True)  # [J, 1]
+        self.input_shares = self.job_inputs / recipe_total.clamp(min=1e-30)  # [J, R], rows sum to 1 or 0
+
+    def act(self, observation: Observation) -> Actions:
+        actions = super().act(observation)  # checks the observation; tastes, effort, broadcast as the plain one
+        job = self.slot_job[:actions.job.shape[0]]
+        inputs = self.input_shares[job]  # [N, R]
+        return Actions(broadcast=actions.broadcast, job=job.clone(), effort=actions.effort,
+                       trade_weights=actions.trade_weights + inputs,
+                       consume=torch.where(inputs > 0, actions.consume * KEPT_INPUT_EATEN, actions.consume))
+
+
+class ScriptedIgnorer(ScriptedLearner):
+    """The best scripted policy that ignores peers, for the positive control (docs/design.md section 11).
+
+    As `ScriptedLearner`, except the job: a scout (its own boom columns are not all zero) works the
+    job in boom, its own private signal; everyone else works the job whose output, at this step's
+    season, its own tastes value most: argmax_j season_j * (tastes . output_j). Without private signals
+    nobody is a scout. Build by import path: ``--learner agents.scripted:ScriptedIgnorer``.
+    """
+
+    listens = False
+
+    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION):
+        super().__init__(economy_config, learner_config, eat_fraction)
+        c = economy_config
+        self.job_output = torch.from_numpy(JobTable.from_config(c).output).to(torch.float32)  # [J, R]
+        self.signal_columns = (self.self_dim - signals.extra_dims(c)[0], self.self_dim)  # own boom one-hot [J]
+        b, d, j = c.message_width, c.id_dim, c.num_jobs
+        self.peer_job_columns = (b + d, b + d + signals.extra_dims(c)[1])  # a peer's last-job one-hot [J]
+        self.peer_id_column = b  # a peer's id_vectors[:, 0]: scouts are above the threshold
+        self.scout_threshold = signals.scout_threshold(c)
+        self.num_jobs = j
+
+    def own_choice(self, features: torch.Tensor) -> torch.Tensor:
+        """[N] the job a peer-ignoring agent works: the boom for scouts, else its tastes' favourite output."""
+        start, stop = self.tastes_columns
+        valued = features[:, start:stop] @ self.job_output.T  # [N, J] tastes . output_j
+        job = (self.job_scores(features) * valued).argmax(dim=1)
+        start, stop = self.signal_columns
+        if stop > start:
+            boom = features[:, start:stop]  # [N, J]; all zero for non-scouts
+            job = torch.where(boom.sum(dim=1) > 0, boom.argmax(dim=1), job)
+        return job
+
+    def choose_job(self, observation: Observation) -> torch.Tensor:
+        return self.own_choice(observation.self_features)
+
+    def act(self, observation: Observation) -> Actions:
+        actions = super().act(observation)
+        return Actions(broadcast=actions.broadcast, job=self.choose_job(observation), effort=actions.effort,
+                       trade_weights=actions.trade_weights, consume=actions.consume)
+
+
+class ScriptedListener(ScriptedIgnorer):
+    """`ScriptedIgnorer` plus listening (docs/design.md section 11): a non-scout with at least one live
+    scout among its peers (peer id_vectors[:, 0] above the scout threshold) works the job most of
+    those scouts worked last step (ties to the lowest job); without one it falls back to the
+    ignorer's choice. Scouts still follow their own signal. ``--learner agents.scripted:ScriptedListener``.
+    """
+
+    listens = True
+
+    def choose_job(self, observation: Observation) -> torch.Tensor:
+        job = self.own_choice(observation.self_features)
+        start, stop = self.peer_job_columns
+        if stop == start:  # no private signals: nothing to listen to
+            return job
+        peers = observation.peers  # [N, K, P]
+        scout = (peers[..., self.peer_id_column] > self.scout_threshold) & (observation.peer_mask > 0)  # [N, K]
+        votes = (peers[..., start:stop] * scout[..., None]).sum(dim=1)  # [N, J] scouts' last jobs
+        start, stop = self.signal_columns
+        own_scout = observation.self_features[:, start:stop].sum(dim=1) > 0
+        heard = (votes.sum(dim=1) > 0) & ~own_scout
+        self.last_attention = torch.where(scout.any(dim=1, keepdim=True),
+                                          scout / scout.sum(dim=1, keepdim=True).clamp(min=1), self.last_attention)
+        return torch.where(heard, votes.argmax(dim=1), job)

@@ -20,11 +20,14 @@ RESUMED = ("own", "peers", "peer_blocked", "pre_image", "job", "reward")  # [N, 
 
 class RolloutWindow:
     """Buffers for `steps` (T) steps of N slots, K peer slots, S own features, P peer features, G Gaussian
-    pre-images laid out as `head_slices` says, J jobs, `hidden` (4H) units of the heads and, unless
-    `attention_hidden` is None (the uniform-attention ablation), A units of the social filter."""
+    pre-images laid out as `head_slices` says, J jobs (`num_jobs`: the logits before the Gaussian means in
+    the heads' output, J + L * V in the symbolic mode), `hidden` (4H) units of the heads and, unless
+    `attention_hidden` is None (the uniform-attention ablation), A units of the social filter. In the
+    symbolic broadcast mode (`message_length` L > 0) the sampled tokens [N, T, L] are kept and saved too."""
 
     def __init__(self, num_slots: int, steps: int, num_peer_slots: int, self_dim: int, peer_dim: int,
-                 head_slices: dict, num_jobs: int, num_resources: int, hidden: int, attention_hidden):
+                 head_slices: dict, num_jobs: int, num_resources: int, hidden: int, attention_hidden,
+                 message_length: int = 0):
         n, t, k, s, p, r = num_slots, steps, num_peer_slots, self_dim, peer_dim, num_resources
         g = max(stop for _, stop in head_slices.values())
         self.steps = t
@@ -39,6 +42,11 @@ class RolloutWindow:
             "job": torch.zeros(n, t, dtype=torch.int64),  # [N, T]
             "reward": torch.zeros(n, t, dtype=torch.float64),  # [N, T]
         }
+        self.resumed = RESUMED
+        if message_length:
+            self.buffer["tokens"] = torch.zeros(n, t, message_length, dtype=torch.int64)  # [N, T, L]
+            self.resumed = RESUMED + ("tokens",)
+        self.token_slots = [self.buffer["tokens"][:, i] for i in range(t)] if message_length else []  # [N, L] each
         # [N, T, K] the row each peer slot showed (-1: none): not needed to act or learn, but a checkpoint
         # stores the peers as these rows of one [N, P] table per step, K times smaller than [N, K, P]
         self.peer_rows = torch.full((n, t, k), -1, dtype=torch.int32)
@@ -87,7 +95,7 @@ class RolloutWindow:
         (what each row showed at each step) when that rebuilds them to the bit, which it does for
         observations from `Economy` (peers are rows of the public features); otherwise as they are."""
         state = {"steps": t, "window_start": self.window_start,
-                 **{key: self.buffer[key][:, :t].clone() for key in RESUMED if key != "peers"}}
+                 **{key: self.buffer[key][:, :t].clone() for key in self.resumed if key != "peers"}}
         rows, peers = self.peer_rows[:, :t], self.buffer["peers"][:, :t]
         table = torch.zeros(t, peers.shape[0], peers.shape[-1], dtype=DTYPE)
         for i in range(t):  # at most T - 1 steps: a loop over steps, not agents
@@ -107,7 +115,7 @@ class RolloutWindow:
         if type(t) is not int or not 0 <= t < self.steps:
             raise ValueError(f"learner state's window 'steps' is {t!r}, expected an int in [0, {self.steps})")
         peers = self.buffer["peers"][:, :t]
-        expected = {key: self.buffer[key][:, :t] for key in RESUMED if key != "peers"}
+        expected = {key: self.buffer[key][:, :t] for key in self.resumed if key != "peers"}
         expected["window_start"] = self.window_start
         if "peers" in state:
             expected["peers"] = peers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,10 +26,14 @@ _REAL_DTYPES = frozenset(np.dtype(kind + str(size))
 _dtype_of = operator.attrgetter("dtype")
 
 
-def dict_action_space(broadcast_dim: int, num_jobs: int, num_resources: int) -> spaces.Dict:
-    """The Dict action space of one agent (docs/design.md section 3)."""
+def dict_action_space(broadcast_dim: int, num_jobs: int, num_resources: int,
+                      vocab_size: Optional[int] = None) -> spaces.Dict:
+    """The Dict action space of one agent (docs/design.md section 3). With ``vocab_size`` V (the
+    symbolic mode, section 11) the broadcast is MultiDiscrete([V] * broadcast_dim): that many tokens."""
+    broadcast = spaces.Box(-1.0, 1.0, (broadcast_dim,), dtype=np.float32) if vocab_size is None \
+        else spaces.MultiDiscrete([vocab_size] * broadcast_dim)
     return spaces.Dict({
-        "broadcast": spaces.Box(-1.0, 1.0, (broadcast_dim,), dtype=np.float32),
+        "broadcast": broadcast,
         "job": spaces.Discrete(num_jobs),
         "effort": spaces.Box(0.0, 1.0, (1,), dtype=np.float32),
         "trade_weights": spaces.Box(0.0, 1.0, (num_resources,), dtype=np.float32),
@@ -42,6 +47,9 @@ class DictActionStacker:
     def __init__(self, action_space: spaces.Dict):
         self.num_jobs = action_space["job"].n
         self.shapes = {key: action_space[key].shape for key in ACTION_KEYS if key != "job"}
+        broadcast = action_space["broadcast"]
+        # the symbolic mode's vocabulary V (None: a continuous Box broadcast)
+        self.vocab_size = int(broadcast.nvec[0]) if isinstance(broadcast, spaces.MultiDiscrete) else None
 
     def stack(self, chosen: Sequence, labels: Sequence[str]) -> Actions:
         """``chosen[i]`` is the action of the row labelled ``labels[i]``. Raises ValueError naming
@@ -70,6 +78,8 @@ class DictActionStacker:
                 value = np.asarray(values)  # [N, ...] in their common dtype: the economy widens to float64
                 if value.shape[1:] != shape or value.dtype.kind not in REAL_KINDS:
                     return None
+                if key == "broadcast" and self.vocab_size is not None and value.dtype.kind not in "iu":
+                    return None  # tokens must be ints: the row checks name the culprit
                 stacked[key] = value
         except (AttributeError, TypeError, ValueError, OverflowError):
             return None
@@ -91,7 +101,8 @@ class DictActionStacker:
             extra = set(action) - set(ACTION_KEYS)
             if extra:
                 raise ValueError(f"{name}: action has unknown key(s) {sorted(extra)}; expected {list(ACTION_KEYS)}")
-        stacked = {key: np.stack(columns[key]).astype(np.float64) for key in self.shapes}
+        stacked = {key: np.stack(columns[key]).astype(
+            np.int64 if key == "broadcast" and self.vocab_size is not None else np.float64) for key in self.shapes}
         stacked["effort"] = stacked["effort"][:, 0]
         return Actions(job=np.array(columns["job"], dtype=np.int64), **stacked)
 
@@ -110,7 +121,10 @@ class DictActionStacker:
 
     def _checked_value(self, name: str, key: str, value) -> np.ndarray:
         """One row's float action as an array of a real dtype and its Box's shape, or ValueError
-        naming the row and key. (Finiteness and clipping are the economy's.)"""
+        naming the row and key. (Finiteness and clipping are the economy's.) Symbolic tokens are
+        checked whole here: ints in [0, V)."""
+        if key == "broadcast" and self.vocab_size is not None:
+            return self._checked_tokens(name, value)
         low, high = ACTION_BOUNDS[key]
         try:
             array = as_array(value, key)
@@ -123,3 +137,21 @@ class DictActionStacker:
                              f"expected real numbers in [{low}, {high}]")
         return array
 
+
+    def _checked_tokens(self, name: str, value) -> np.ndarray:
+        """One row's symbolic broadcast as an int array of shape (L,) with tokens in [0, V), or
+        ValueError naming the row."""
+        expected = f"{self.shapes['broadcast'][0]} int token(s) in [0, {self.vocab_size})"
+        try:
+            array = as_array(value, "broadcast")
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        if array.shape != self.shapes["broadcast"]:
+            raise ValueError(f"{name}: action 'broadcast' has shape {array.shape}, expected "
+                             f"{self.shapes['broadcast']} ({expected})")
+        if array.dtype.kind not in "iu":
+            raise ValueError(f"{name}: action 'broadcast' is not ints ({kind_name(array)}; got {value!r}); "
+                             f"expected {expected}")
+        if array.size and not (array.min() >= 0 and array.max() < self.vocab_size):
+            raise ValueError(f"{name}: action 'broadcast' is out of range (got {array.tolist()}); expected {expected}")
+        return array

@@ -20,6 +20,8 @@ MAX_GOODS = 1e6  # initial_holdings, a job's output per unit of effort, rest_bon
 MAX_MUTATION = 5.0  # sigma of the log-normal taste mutation: exp(5 z) stays below 1e20 for every
 #   float64 normal draw (|z| < 9), while mutation=300 overflows exp() and gives nan tastes; beyond 5 a
 #   child's tastes are a random corner of the simplex whatever its parents', so nothing is lost.
+BROADCAST_MODES = ("continuous", "symbolic")  # docs/design.md section 11
+MAX_MESSAGE_WIDTH = 4096  # L * V, the one-hot columns a symbolic message takes in every peer row
 MAX_STEP_COUNT = 2**53  # max_age, max_steps: every count up to 2**53 is exact in float64
 
 
@@ -54,7 +56,10 @@ class EconomyConfig:
     num_agents: int = 50  # population size, constant between steps
     resources: tuple[str, ...] = ("berries", "meat")
     jobs: tuple[Job, ...] = field(default_factory=_default_jobs)
-    broadcast_dim: int = 6  # length B of a message
+    broadcast_dim: int = 6  # length B of a message (continuous mode; unused in symbolic mode)
+    broadcast_mode: str = "continuous"  # "continuous": B floats in [-1, 1]; "symbolic": L tokens of V symbols
+    vocab_size: int = 4  # V, symbols per token (symbolic mode only), >= 2
+    message_length: int = 2  # L, tokens per message (symbolic mode only), >= 1
     id_dim: int = 4  # length of each agent's random identity vector, in [-1, 1]
     max_age: int = 10  # steps; an agent dies when age >= max_age
     decay_rate: float = 0.1  # fraction of leftover holdings lost per step
@@ -68,13 +73,29 @@ class EconomyConfig:
     parent_share: float = 0.2  # fraction of its holdings each parent gives a child
     initial_holdings: float = 1.0  # in [0, 1e6], mean of each resource at reset (uniform on [0, 2 * mean])
     heterogeneous_tastes: bool = True  # False: every agent has uniform utility weights, never mutated
+    taste_scale: Optional[tuple[float, ...]] = None  # [R] >= 0, each good's weight in founders' tastes; None: alike
+    #   Each founder's weights are Exp(1) draws times taste_scale, normalised (homogeneous tastes: taste_scale
+    #   normalised); a 0 means no founder values that good. None draws the seed's Dirichlet(1).
     max_steps: int = 1000  # episode length; every live agent is truncated at this step
     num_peers: Optional[int] = None  # K peers observed; None: everyone else (num_agents - 1)
     seed: Optional[int] = 0  # in [0, 2**64 - 1]; the first reset() without a seed uses it (None: OS entropy)
+    # Private signals, the positive control (docs/design.md section 11; off by default, and then nothing
+    # below is used): one job at a time is in boom; scouts see which, the others only through peers.
+    private_signals: bool = False  # True: booms, scouts, and the extra observation columns of section 11
+    boom_multiplier: float = 3.0  # in [0, 1e6], the boom job's output factor
+    boom_switch: float = 0.1  # in [0, 1], chance per step that the boom moves to another job (uniformly)
+    scout_fraction: float = 0.25  # in [0, 1]; scouts are the agents whose id_vectors[:, 0] > 1 - 2 * scout_fraction
 
     def __post_init__(self):
         check_int("num_agents", self.num_agents, 1)
         check_int("broadcast_dim", self.broadcast_dim, 1)
+        if self.broadcast_mode not in BROADCAST_MODES:
+            raise ValueError(f"broadcast_mode must be one of {list(BROADCAST_MODES)}, got {self.broadcast_mode!r}")
+        check_int("vocab_size", self.vocab_size, 2, MAX_MESSAGE_WIDTH)
+        check_int("message_length", self.message_length, 1, MAX_MESSAGE_WIDTH)
+        if self.symbolic and self.vocab_size * self.message_length > MAX_MESSAGE_WIDTH:
+            raise ValueError(f"vocab_size * message_length must be <= {MAX_MESSAGE_WIDTH} (the one-hot width peers "
+                             f"see), got {self.vocab_size} * {self.message_length}")
         check_int("id_dim", self.id_dim, 1)
         # Step counts up to 2**53: float64 holds every such count exactly (age / max_age, t / period).
         check_int("max_age", self.max_age, 1, MAX_STEP_COUNT)
@@ -92,12 +113,22 @@ class EconomyConfig:
             check_float(name, getattr(self, name), 0.0, math.inf)
         if not isinstance(self.heterogeneous_tastes, bool):
             raise ValueError(f"heterogeneous_tastes must be a bool, got {self.heterogeneous_tastes!r}")
+        if not isinstance(self.private_signals, bool):
+            raise ValueError(f"private_signals must be a bool, got {self.private_signals!r}")
+        for name, lo, hi in (("boom_multiplier", 0.0, MAX_GOODS), ("boom_switch", 0.0, 1.0),
+                             ("scout_fraction", 0.0, 1.0)):
+            check_float(name, getattr(self, name), lo, hi)
         if not isinstance(self.resources, tuple) or not self.resources or \
                 not all(isinstance(r, str) and r for r in self.resources) or \
                 len(set(self.resources)) != len(self.resources):
             raise ValueError(f"resources must be a non-empty tuple of distinct names, got {self.resources!r}")
         num_resources = len(self.resources)
         check_vector("need", self.need, num_resources)
+        if self.taste_scale is not None:
+            check_vector("taste_scale", self.taste_scale, num_resources)
+            if not sum(self.taste_scale) > 0:
+                raise ValueError(f"taste_scale must have a positive entry (some good must be valued), "
+                                 f"got {self.taste_scale!r}")
         if not isinstance(self.jobs, tuple) or not self.jobs:
             raise ValueError(f"jobs must be a non-empty tuple of Job, got {self.jobs!r}")
         names = [getattr(job, "name", None) for job in self.jobs]
@@ -115,6 +146,8 @@ class EconomyConfig:
             check_float(f"jobs[{job.name}].phase", job.phase, -math.inf, math.inf)
             if job.yield_noise is not None:
                 check_float(f"jobs[{job.name}].yield_noise", job.yield_noise, 0.0, math.inf)
+        if self.private_signals and len(self.jobs) < 2:
+            raise ValueError(f"private_signals needs at least 2 jobs (a boom moves between jobs), got {len(self.jobs)}")
 
     # -- derived sizes ------------------------------------------------------------------
     @property
@@ -124,6 +157,17 @@ class EconomyConfig:
     @property
     def num_jobs(self) -> int:
         return len(self.jobs)
+
+    @property
+    def symbolic(self) -> bool:
+        """True in the symbolic broadcast mode (docs/design.md section 11)."""
+        return self.broadcast_mode == "symbolic"
+
+    @property
+    def message_width(self) -> int:
+        """Columns a message takes in an observation: B (continuous), or L * V (symbolic: the one-hot of
+        each of the L tokens over the V symbols, position by position)."""
+        return self.message_length * self.vocab_size if self.symbolic else self.broadcast_dim
 
     @property
     def peers_observed(self) -> int:

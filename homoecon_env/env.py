@@ -17,7 +17,7 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 
 from homoecon_env.action_dicts import DictActionStacker, dict_action_space
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Economy, StepOutput
+from homoecon_env.core import Actions, Economy, StepOutput, signals
 from homoecon_env.core.lifecycle import DEATH_CAUSES
 from homoecon_env.core.production import season_features
 from homoecon_env.render import RenderModes
@@ -76,6 +76,10 @@ class HomoEconEnv(ParallelEnv):
     | trade_weights | Box(0, 1, (R,)) | weights w of the trade objective, normalised; all zeros = uniform |
     | consume | Box(0, 1, (R,)) | fraction of post-trade holdings eaten (capped at max_consume) |
 
+    With `broadcast_mode="symbolic"` (docs/design.md section 11) `broadcast` is MultiDiscrete([V] * L):
+    L = message_length tokens from a vocabulary of V = vocab_size symbols; a token that is not an int in
+    [0, V) raises ``ValueError`` naming the agent.
+
     Finite values outside a Box are clipped. NaN/inf, a wrong shape, a missing key, a value that is
     not a real number (bools, complex numbers, text), a job outside [0, J), an unknown or dead agent,
     or a missing live agent raise ``ValueError`` naming the agent and key; the env is unchanged.
@@ -109,6 +113,15 @@ class HomoEconEnv(ParallelEnv):
     | B+D .. P-1 | the peer's holdings of each resource | 0 | inf |
 
     `peer_mask`, Box(0, 1, (K,)): 1 where slot k holds a live peer, else 0.
+
+    Symbolic mode: every "last broadcast" slice above is [L * V] wide (B reads L * V) and holds the
+    one-hot of the L tokens, token by token (column l * V + v is 1 when token l is symbol v), in [0, 1];
+    all zeros before an agent's first message.
+
+    With `private_signals=True` (docs/design.md section 11) `self` gains J columns at its end, the
+    one-hot of the job in boom (scouts only; zeros for the others), and each `peers` row gains J
+    columns between the id vector and the holdings, the peer's last job as a one-hot (zeros for a
+    newborn): S = 2R + 2 + B + D + 3J, P = B + D + J + R, all in [0, 1].
 
     Holdings are unbounded above in the space; the economy refuses (NonFiniteStateError, nothing
     changed) a step whose holdings would exceed float32's range, so every observation is finite.
@@ -191,8 +204,7 @@ class HomoEconEnv(ParallelEnv):
 
     @functools.cached_property
     def _action_space(self) -> spaces.Dict:
-        c = self.config
-        return dict_action_space(c.broadcast_dim, c.num_jobs, c.num_resources)
+        return config_action_space(self.config)
 
     def observation_space(self, agent) -> spaces.Dict:
         """The observation space; MUST be (and is) the same object for every agent."""
@@ -329,20 +341,36 @@ class HomoEconEnv(ParallelEnv):
         self._renderer.close()
 
 
+def config_action_space(config: EconomyConfig) -> spaces.Dict:
+    """The Dict action space of one agent of ``config``: the broadcast is Box(-1, 1, (B,)), or in the
+    symbolic mode MultiDiscrete([V] * L) (docs/design.md sections 3 and 11)."""
+    if config.symbolic:
+        return dict_action_space(config.message_length, config.num_jobs, config.num_resources, config.vocab_size)
+    return dict_action_space(config.broadcast_dim, config.num_jobs, config.num_resources)
+
+
 def observation_bounds(config: EconomyConfig):
     """((self_low, self_high), (peer_low, peer_high)) float64 bounds of one observation's own
-    features [S] and of one peer row [P]; holdings are unbounded above (docs/design.md section 3)."""
-    nr, b, d, nj = config.num_resources, config.broadcast_dim, config.id_dim, config.num_jobs
-    self_low = np.concatenate([np.zeros(nr), [0, 0], np.zeros(nr), -np.ones(b), -np.ones(d), -np.ones(2 * nj)])
+    features [S] and of one peer row [P]; holdings are unbounded above (docs/design.md section 3).
+    A message's columns are in [-1, 1], or in [0, 1] in the symbolic mode (a one-hot, section 11)."""
+    nr, b, d, nj = config.num_resources, config.message_width, config.id_dim, config.num_jobs
+    message_low = np.zeros(b) if config.symbolic else -np.ones(b)
+    self_low = np.concatenate([np.zeros(nr), [0, 0], np.zeros(nr), message_low, -np.ones(d), -np.ones(2 * nj)])
     self_high = np.concatenate([np.full(nr, np.inf), [1, 1], np.ones(nr), np.ones(b), np.ones(d), np.ones(2 * nj)])
-    peer_low = np.concatenate([-np.ones(b), -np.ones(d), np.zeros(nr)])
+    peer_low = np.concatenate([message_low, -np.ones(d), np.zeros(nr)])
     peer_high = np.concatenate([np.ones(b), np.ones(d), np.full(nr, np.inf)])
+    extra_self, extra_peer = signals.extra_dims(config)  # private signals: one-hots in [0, 1] (section 11)
+    if extra_self or extra_peer:
+        self_low, self_high = np.append(self_low, np.zeros(extra_self)), np.append(self_high, np.ones(extra_self))
+        at = b + d  # the peers' last-job one-hot goes before their holdings (which stay last)
+        peer_low, peer_high = np.insert(peer_low, at, np.zeros(extra_peer)), \
+            np.insert(peer_high, at, np.ones(extra_peer))
     return (self_low, self_high), (peer_low, peer_high)
 
 
 def global_state_space(config: EconomyConfig) -> spaces.Box:
     """The Box of `global_state`."""
-    size = config.num_agents * (2 * config.num_resources + config.broadcast_dim + 3) + 1 + 2 * config.num_jobs
+    size = config.num_agents * (2 * config.num_resources + config.message_width + 3) + 1 + 2 * config.num_jobs
     return spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from homoecon_env.config import EconomyConfig
+from homoecon_env.config import EconomyConfig, Job
 
 
 def seed() -> EconomyConfig:
@@ -37,8 +37,57 @@ def seed() -> EconomyConfig:
     return EconomyConfig()
 
 
+def supply_chain() -> EconomyConfig:
+    """Raw goods -> intermediates -> final goods: grain, wood, ore -> flour, tools -> bread, furniture.
+
+    Seven goods, seven jobs, three layers (docs/design.md section 9). Raw jobs need nothing; milling turns
+    grain into flour; smithing, baking and carpentry are compound recipes of two inputs each (per unit of
+    effort, 0.5 + 0.5 in, 1 out). Bread sits three layers deep (grain -> flour -> bread), and so does
+    furniture (ore -> tools -> furniture); wood feeds both branches. Every job works all year (a season
+    far longer than any run), so the chain, not the calendar, decides what is worth making. Founders'
+    tastes weigh each final good 50 times a raw good and 20 times an intermediate (``taste_scale``), so
+    value comes from the end of the chain, and children blend their parents' tastes without mutation
+    (``mutation=0``): with the seed's mutation, selection on reward lets tastes drift to whatever the
+    population already makes (measured: REINFORCE's population went from 0.89 to 0.21 of its taste on final
+    goods in 10,000 steps), and the chain would lose its point. ``need`` counts every good, so nobody
+    starves who eats anything.
+    """
+    year_round = 1e9  # steps: cos^2 of the season angle stays within 3e-6 of 1 for a million steps
+    goods = ("grain", "wood", "ore", "flour", "tools", "bread", "furniture")
+
+    def amounts(**per_good: float) -> tuple[float, ...]:
+        return tuple(float(per_good.get(good, 0.0)) for good in goods)
+
+    jobs = (
+        Job("farming", output=amounts(grain=1), period=year_round),
+        Job("forestry", output=amounts(wood=1), period=year_round),
+        Job("mining", output=amounts(ore=1), period=year_round),
+        Job("milling", output=amounts(flour=1), inputs=amounts(grain=1), period=year_round),
+        Job("smithing", output=amounts(tools=1), inputs=amounts(ore=0.5, wood=0.5), period=year_round),
+        Job("baking", output=amounts(bread=1), inputs=amounts(flour=0.5, wood=0.5), period=year_round),
+        Job("carpentry", output=amounts(furniture=1), inputs=amounts(wood=0.5, tools=0.5), period=year_round),
+    )
+    tastes = amounts(grain=0.02, wood=0.02, ore=0.02, flour=0.05, tools=0.05, bread=1, furniture=1)
+    return EconomyConfig(resources=goods, jobs=jobs, need=(1.0,) * len(goods), taste_scale=tastes, mutation=0.0)
+
+
+# private_signals: seasons so long that they never turn within an episode (the boom is the only
+# thing that moves yields), so a peer-ignoring agent has nothing to go by but its tastes.
+_FLAT_SEASON = 1e9  # steps
+_GROUNDS = 4
+
+
+def private_signals() -> EconomyConfig:
+    """The positive control: a lasting boom that scouts see privately and the rest only through peers (section 11)."""
+    return EconomyConfig(
+        num_agents=40, num_peers=8, private_signals=True, boom_multiplier=3.0, boom_switch=0.1, scout_fraction=0.25,
+        jobs=tuple(Job(f"ground_{k}", output=(0.5, 0.5), period=_FLAT_SEASON) for k in range(_GROUNDS)))
+
+
 SCENARIOS: dict[str, Callable[[], EconomyConfig]] = {
     "seed": seed,
+    "supply_chain": supply_chain,
+    "private_signals": private_signals,
 }
 
 

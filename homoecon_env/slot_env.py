@@ -18,11 +18,11 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
-from homoecon_env.action_dicts import DictActionStacker, dict_action_space
+from homoecon_env.action_dicts import DictActionStacker
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Economy
+from homoecon_env.core import Actions, Economy, signals
 from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, as_array, kind_name
-from homoecon_env.env import global_state, global_state_space, observation_bounds
+from homoecon_env.env import config_action_space, global_state, global_state_space, observation_bounds
 from homoecon_env.render import RenderModes
 from homoecon_env.scenarios import env_config
 
@@ -54,12 +54,20 @@ class FlatLayout:
     Action [B + J + 1 + 2R]: broadcast [B] | job scores [J] (clipped to [-1, 1], then argmax, ties
     to the lowest) |
     effort [1] | trade_weights [R] | consume [R].
+
+    Symbolic broadcast mode (docs/design.md section 11): the broadcast part of the action is L * V
+    token scores, position by position (columns l * V .. l * V + V - 1 score the V symbols of token
+    l); token l = the argmax of its V scores clipped to [-1, 1], ties to the lowest symbol (the job's
+    rule). In the observation every message slice is the [L * V] one-hot of the tokens (B reads L * V).
     """
 
     def __init__(self, config: EconomyConfig):
-        r, b, d, j = config.num_resources, config.broadcast_dim, config.id_dim, config.num_jobs
+        r, b, d, j = config.num_resources, config.message_width, config.id_dim, config.num_jobs
+        # symbolic mode: the L token positions and V symbols the broadcast scores [L * V] stand for
+        self.tokens = (config.message_length, config.vocab_size) if config.symbolic else None
         self.peer_slots = config.peers_observed
-        self.peer_holdings = slice(b + d, b + d + r)  # holdings columns of a peer row
+        start = b + d + signals.extra_dims(config)[1]  # private signals put the last-job one-hot before holdings
+        self.peer_holdings = slice(start, start + r)  # holdings columns of a peer row (the last R)
         self.num_resources = r
         self.action_fields = (("broadcast", b), ("job", j), ("effort", 1), ("trade_weights", r), ("consume", r))
         starts = np.cumsum([0] + [width for _, width in self.action_fields])
@@ -116,7 +124,10 @@ class FlatLayout:
         # clipped first, like every other field: scores [2, 3] are a tie at the bound, as a library's
         # clip-to-Box wrapper would make them, and go to the lowest job
         job = np.clip(part["job"], -1.0, 1.0).argmax(axis=1)
-        return Actions(broadcast=part["broadcast"], job=job, effort=part["effort"][:, 0],
+        broadcast = part["broadcast"]
+        if self.tokens is not None:  # [N, L * V] scores -> [N, L] tokens, the job's rule per position
+            broadcast = np.clip(broadcast, -1.0, 1.0).reshape(len(matrix), *self.tokens).argmax(axis=2)
+        return Actions(broadcast=broadcast, job=job, effort=part["effort"][:, 0],
                        trade_weights=part["trade_weights"], consume=part["consume"])
 
 
@@ -128,6 +139,8 @@ class SlotParallelEnv(ParallelEnv):
     Box(B + J + 1 + 2R,) float32, laid out as in `FlatLayout`. Holdings (unbounded in the economy)
     are shown as h / (1 + h) in [0, 1]. Finite actions outside the Box are clipped; the job is the
     argmax of the J scores. `flatten=False`: the named env's Dict spaces (holdings squashed alike).
+    Symbolic broadcast mode: B reads L * V (token scores in the action, token one-hots in the
+    observation, see `FlatLayout`); with `flatten=False` the broadcast is MultiDiscrete([V] * L).
     With the defaults (N = 50): observation (20 + 49 * 12 + 49,) = (657,), action (13,).
 
     ## Slots, deaths and births
@@ -175,9 +188,7 @@ class SlotParallelEnv(ParallelEnv):
 
     @functools.cached_property
     def _action_space(self) -> spaces.Space:
-        c = self.config
-        return self.layout.flat_action_space() if self.flatten \
-            else dict_action_space(c.broadcast_dim, c.num_jobs, c.num_resources)
+        return self.layout.flat_action_space() if self.flatten else config_action_space(self.config)
 
     def observation_space(self, agent) -> spaces.Space:
         return self._observation_space
@@ -308,6 +319,13 @@ class SlotParallelEnv(ParallelEnv):
             row = int(np.flatnonzero(bad)[0])
             raise ValueError(f"slot_{row}: action 'job' is out of range (got {int(job[row])}); "
                              f"expected an int in [0, {self.config.num_jobs})")
+        if self.config.symbolic:  # tokens [N, L]: ints (the stacker's checks), here their range
+            tokens, vocab = np.asarray(batched.broadcast), self.config.vocab_size
+            bad = ((tokens < 0) | (tokens >= vocab)).any(axis=1)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"slot_{row}: action 'broadcast' is out of range (got {tokens[row].tolist()}); "
+                                 f"expected {self.config.message_length} int token(s) in [0, {vocab})")
 
     def _layout_text(self) -> str:
         return " | ".join(f"{name} [{width}]" for name, width in self.layout.action_fields)

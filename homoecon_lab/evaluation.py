@@ -2,7 +2,8 @@
 
 `evaluate(args)` plans the rollouts (`plan_tasks`), runs them (`homoecon_lab.runners.run_tasks`),
 turns the traces into numbers (homoecon_env.diagnostics.analysis) and figures (report_figures), and
-writes metrics.json, report.md, genealogy.csv and the figures to ``args.out``, each atomically.
+writes metrics.json, report.md, genealogy.csv, genealogy.graphml and the figures to ``args.out``, each
+atomically.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from agents import LearnerConfig, is_import_path, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.production import JobTable, seasonal_factor
-from homoecon_env.diagnostics import analysis, report_figures
+from homoecon_env.diagnostics import analysis, lineage, report_figures, supply_chain
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
@@ -57,6 +58,12 @@ class Args:
     """base seed from which every rollout's economy and learner seeds are derived"""
     num_agents: Optional[int] = None
     """population size; default: the run's, else the scenario's (50 for seed)"""
+    broadcast_mode: Optional[str] = None
+    """the messages: continuous or symbolic (docs/design.md section 11); default: the run's, else the scenario's"""
+    vocab_size: Optional[int] = None
+    """V, symbols per token in the symbolic mode; default: the run's, else the scenario's"""
+    message_length: Optional[int] = None
+    """L, tokens per message in the symbolic mode; default: the run's, else the scenario's"""
     learn: bool = True
     """learners keep learning during the main rollouts (--no-learn: frozen weights)"""
     deterministic: bool = False
@@ -120,6 +127,9 @@ def check_args(args: Args) -> None:
             raise ValueError(f"--run {error}") from None
 
 
+MESSAGE_FLAGS = ("broadcast_mode", "vocab_size", "message_length")  # EconomyConfig fields evaluate.py sets
+
+
 @dataclass(frozen=True)
 class Source:
     """Where the evaluated economy and learner come from: a trained run, or fresh defaults."""
@@ -133,10 +143,17 @@ class Source:
 
 def load_source(args: Args) -> Source:
     """The run's economy and learner settings (checked against --num-agents), or the defaults."""
+    messages = {name: getattr(args, name) for name in MESSAGE_FLAGS if getattr(args, name) is not None}
     if args.run is None:
         scenario = args.scenario or "seed"
-        economy = scenario_config(scenario, **({} if args.num_agents is None else {"num_agents": args.num_agents}))
-        return Source(economy, args.learner or "reinforce", LearnerConfig(), None, scenario)
+        try:
+            economy = scenario_config(scenario, **messages,
+                                      **({} if args.num_agents is None else {"num_agents": args.num_agents}))
+        except ValueError as error:  # e.g. "broadcast_mode must be one of ..." -> "--broadcast-mode: ..."
+            name = next((n for n in messages if n in str(error)), None)
+            raise ValueError(f"--{name.replace('_', '-')}: {error}" if name else str(error)) from None
+        learner_config = LearnerConfig(**SCENARIO_LEARNER_SETTINGS.get(scenario, {}))
+        return Source(economy, args.learner or "reinforce", learner_config, None, scenario)
     try:
         saved = read_run_config(os.path.join(args.run, "config.json"))
         load_checkpoint(os.path.join(args.run, "checkpoint.pt"))  # refuse a corrupt checkpoint before running
@@ -146,6 +163,10 @@ def load_source(args: Args) -> Source:
     if args.num_agents is not None and args.num_agents != economy.num_agents:
         raise ValueError(f"--num-agents {args.num_agents}: the run in {args.run!r} was trained with "
                          f"{economy.num_agents} agents (its networks are per agent); leave --num-agents out")
+    for name, value in messages.items():
+        if value != getattr(economy, name):
+            raise ValueError(f"--{name.replace('_', '-')} {value!r}: the run in {args.run!r} was trained with "
+                             f"{name}={getattr(economy, name)!r} (its networks read those messages); leave it out")
     if args.learner is not None and args.learner != saved.run.learner:
         raise ValueError(f"--learner {args.learner!r}: the run in {args.run!r} was trained with learner "
                          f"{saved.run.learner!r} (its checkpoint holds that learner's state); leave --learner out")
@@ -177,6 +198,21 @@ ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated 
 LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo")
 ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
              "policy": ("trained", "random")}
+# Economies whose jobs use inputs: policies that run beside the main rollouts, on the same economy seeds
+CHAIN_REFERENCES = ("scripted_chain", "scripted", "random")
+# the inheritance ablation (docs/design.md section 9): arm "inheritance_<mode>" trains the evaluated learner
+# (reinforce when it has no networks to inherit) with LearnerConfig.inheritance = mode; compared with genetic
+INHERITANCE_ARMS = ("genetic", "cultural", "none")
+INHERITING_LEARNERS = ("reinforce", "uniform_attention", "ppo")
+# The positive control (docs/design.md section 11), on economies with private signals only: the scripted
+# policy that listens to scouts against the best scripted policy that ignores peers. They never train.
+POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
+                         "ignorer": ("agents.scripted:ScriptedIgnorer", None)}
+POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
+# Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
+# The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
+# ablation get them alike); everything else runs LearnerConfig() as before.
+SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True}}
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
@@ -191,32 +227,104 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
                   run_dir=source.run_dir, detail=True, frames=args.frames if k == 0 else 0,
                   deterministic=args.deterministic)
              for k in range(args.seeds)]
+    if JobTable.from_config(source.economy).needs_inputs:  # supply chains: reference policies, same seeds
+        tasks += [Task(key=("reference", learner, k), economy=source.economy, learner=learner,
+                       learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
+                       economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=False)
+                  for learner in CHAIN_REFERENCES if learner != trained for k in range(args.seeds)]
     if not args.ablation_seeds:
         return tasks, {}
     arms = dict(ABLATION_ARMS)
+    if source.economy.private_signals:
+        arms.update(POSITIVE_CONTROL_ARMS)
     arms["trained"] = ("run", None) if source.run_dir else (source.learner_name, None)  # reinforce: the "learned" arm
     stems: dict[str, tuple] = {}
     for arm, (learner, heterogeneous) in arms.items():
         tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
-        stems[arm] = ("ablation", learner, tastes)
+        stems[arm] = ("ablation", learner, tastes, source.learner_config.inheritance)
+    inheriting = source.learner_name if source.learner_name in INHERITING_LEARNERS else "reinforce"
+    for mode in INHERITANCE_ARMS:  # the genetic arm is usually the "learned" or "trained" arm's task
+        stems[f"inheritance_{mode}"] = ("ablation", inheriting, source.economy.heterogeneous_tastes, mode)
+    lineage_stems = {stems[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}  # their traces keep the genealogy
     for stem in dict.fromkeys(stems.values()):
-        _, learner, tastes = stem
-        trains = learner in LEARNING_ARMS or is_import_path(learner)
+        _, learner, tastes, inheritance = stem
+        scripted = learner in {path for path, _ in POSITIVE_CONTROL_ARMS.values()}
+        trains = (learner in LEARNING_ARMS or is_import_path(learner)) and not scripted
         for i in range(args.ablation_seeds):
             train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
             tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),
-                              learner=learner, learner_config=dataclasses.replace(source.learner_config,
-                                                                                  seed=train_seed % 2**31),
+                              learner=learner, learner_config=dataclasses.replace(
+                                  source.learner_config, seed=train_seed % 2**31, inheritance=inheritance),
                               economy_seed=derive_seed(args.seed, STREAM_HELD_OUT, i), steps=args.ablation_steps,
                               learn=False, run_dir=source.run_dir, train_seed=train_seed,
-                              train_steps=args.ablation_train_steps if trains else 0))
+                              train_steps=args.ablation_train_steps if trains else 0,
+                              lineage=stem in lineage_stems))
     return tasks, stems
+
+
+DIALECT_KEYS = ("dialect_observed_mean", "dialect_shuffled_mean", "dialect_excess_mean", "family_dialect_observed_mean",
+                "family_dialect_shuffled_mean", "family_dialect_excess_mean", "lineages_alive_end")
+
+
+def _over_seeds(values: list) -> dict:
+    """{"mean", "ci95", "per_seed"} over the seeds with a value (None: undefined there)."""
+    defined = [v for v in values if v is not None]
+    return {**(analysis.interval(defined) if defined else {"mean": None, "ci95": None}), "per_seed": values}
+
+
+def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dict,
+                        results: Optional[dict] = None, seeds: int = 0) -> dict:
+    """metrics.json's "inheritance": the main rollouts' lineages and message dialects (diagnostics.lineage;
+    per seed, and means with 95% CIs over seeds), and the ablation across inheritance modes: every arm's
+    outcomes with CIs, cultural and none each against genetic (paired by seed), and each arm's lineages
+    and dialects over its frozen rollouts (from ``results``, the ablation traces, ``seeds`` per arm)."""
+    per_seed = [lineage.lineage_summary(trace)[0] for trace in traces]
+    result = {"lineage": {"summary": analysis.summarise_seeds(
+        [{k: v for k, v in seed.items() if k != "largest_lineage"} for seed in per_seed]), "per_seed": per_seed},
+        "ablation": {}}
+    if outcomes is None:
+        return result
+    arms = {mode: outcomes[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}
+    versus = {mode: analysis.compare(arms, mode, "genetic") for mode in INHERITANCE_ARMS[1:]}
+    result["ablation"] = {"learner": stems["inheritance_genetic"][1], "arms": versus["cultural"]["arms"],
+                          "versus_genetic": {mode: {key: versus[mode][key] for key in ("difference", "verdict")}
+                                             for mode in versus}, "dialects": {}}
+    for mode in INHERITANCE_ARMS:
+        summaries = [lineage.lineage_summary(results[stems[f"inheritance_{mode}"] + (i,)])[0] for i in range(seeds)]
+        result["ablation"]["dialects"][mode] = {key: _over_seeds([s[key] for s in summaries]) for key in DIALECT_KEYS}
+    return result
 
 
 def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
     """[T, J] every job's seasonal factor at the production of steps 1..T (step t+1 is produced at t)."""
     table = JobTable.from_config(config)
     return np.stack([seasonal_factor(table, t) for t in range(steps)])
+
+
+def chain_results(args: Args, source: Source, traces: list, results: dict, summary: dict) -> dict:
+    """metrics.json's "supply_chain" entry: layers, the answers, the first rollout's bottleneck, and the
+    evaluated learner beside the reference policies (CHAIN_REFERENCES) over the same economy seeds."""
+    config = source.economy
+    goods, job_names = list(config.resources), [job.name for job in config.jobs]
+    table = JobTable.from_config(config)
+    layers = supply_chain.good_layers(table.output, table.inputs)
+    final = supply_chain.final_goods(table.output, table.inputs)
+    evaluated = "run" if source.run_dir else source.learner_name
+    own = {key: value for key, value in summary.items() if key.startswith("chain_")}
+    references = {f"{source.learner_name} (evaluated)": own}
+    for learner in CHAIN_REFERENCES:
+        if learner != evaluated:
+            references[learner] = analysis.summarise_seeds([
+                supply_chain.rollout_outcome(results[("reference", learner, k)], goods, job_names)
+                for k in range(args.seeds)])
+    return {"layers": dict(zip(goods, layers.tolist())), "final_goods": [g for g, f in zip(goods, final) if f],
+            "job_layers": dict(zip(job_names, supply_chain.job_layers(table.output, table.inputs).tolist())),
+            "verdicts": supply_chain.verdicts(summary, goods),
+            "bottleneck": supply_chain.bottleneck(traces[0]["chain"], goods, job_names),
+            "min_layer_share": supply_chain.MIN_LAYER_SHARE, "min_turnover": supply_chain.MIN_TURNOVER,
+            "references": references,
+            "reference_note": "references never learn; the evaluated learner " + ("kept learning" if args.learn
+                                                                                  else "was frozen")}
 
 
 def evaluate(args: Args) -> dict:
@@ -238,20 +346,33 @@ def evaluate(args: Args) -> dict:
     # Numbers.
     season = seasons(config, args.steps)
     per_seed = [analysis.summarise_rollout(trace, config, season) for trace in traces]
-    lineage, rows = analysis.genealogy(traces[0], list(config.resources))
-    ablations = {}
+    goods, job_names = list(config.resources), [job.name for job in config.jobs]
+    chain = "chain" in traces[0]  # the jobs use inputs: the supply-chain numbers, figures and section
+    if chain:
+        for summary, trace in zip(per_seed, traces):
+            summary.update(supply_chain.rollout_outcome(trace, goods, job_names))
+    lineage_summary, rows = analysis.genealogy(traces[0], list(config.resources))
+    ablations, outcomes = {}, None
     if stems:
         outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
+        pairs = {**ABLATIONS, **(POSITIVE_CONTROL if config.private_signals else {})}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
-                     for name, (first, second) in ABLATIONS.items()}
+                     for name, (first, second) in pairs.items()}
+    inheritance = inheritance_results(traces, outcomes, stems, results, args.ablation_seeds)
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)
+    if chain:
+        figures.update(report_figures.draw_chain_figures(traces[0], config, args.out))
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
+    lineage.write_graphml(os.path.join(args.out, "genealogy.graphml"),
+                          lineage.lineage_graph(traces[0]["agents"], set(traces[0]["alive_at_end"])))
     meta = {"run": args.run, "learner": source.learner_name, "learn": args.learn, "num_agents": config.num_agents,
             "steps": args.steps, "seeds": args.seeds, "early_steps": analysis.edge_windows(args.steps)[0].stop,
-            "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.broadcast_dim,
+            "snapshots": len(traces[0]["cross_sections"]), "broadcast_dim": config.message_width,
+            "broadcast_mode": config.broadcast_mode, "vocab_size": config.vocab_size,
+            "message_length": config.message_length,
             "resources": list(config.resources), "jobs": [job.name for job in config.jobs],
             "ci_percent": analysis.CI_PERCENT, "near_uniform_entropy": NEAR_UNIFORM_ENTROPY,
             "top_share": analysis.TOP_SHARE, "min_life_steps": analysis.MIN_LIFE_STEPS,
@@ -262,7 +383,11 @@ def evaluate(args: Args) -> dict:
     result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
                                "learner_config": dataclasses.asdict(source.learner_config),
                                "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},
-                               "genealogy": lineage, "ablations": ablations, "figures": figures})
+                               "genealogy": lineage_summary, "ablations": ablations, "inheritance": inheritance,
+                               "figures": figures})
+    if chain:
+        summary = result["main"]["summary"]
+        result["supply_chain"] = analysis.to_json(chain_results(args, source, traces, results, summary))
     atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(result, indent=2))
     atomic_write_text(os.path.join(args.out, "report.md"), render_report(result))
     return result

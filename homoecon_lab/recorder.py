@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
+from homoecon_env.core.actions import token_one_hot
 from homoecon_env.diagnostics import communication, metrics
 from homoecon_env.diagnostics.painter import BackgroundPainter
 from homoecon_env.files import atomic_write_text
@@ -148,13 +149,15 @@ class Recorder:
         return path
 
     def write(self, writer: SummaryWriter, step: int, broadcasts, attention, peer_mask) -> dict:
-        """Log the interval's means and this step's communication figures; reset the sums."""
+        """Log the interval's means and this step's communication figures; reset the sums.
+        ``broadcasts``: the step's broadcast actions ([N, B] floats, or [N, L] tokens in the symbolic mode)."""
         mean = {key: value / max(self.count, 1) for key, value in self.sums.items()}
         shares = mean["job_counts"] / self.config.num_agents
         scalars = self._scalars(self.__dict__)
-        spectrum = metrics.covariance_spectrum(broadcasts.numpy())
+        vectors, messages = message_views(self.config, broadcasts)
+        spectrum = metrics.covariance_spectrum(vectors)
         scalars["comm/participation_ratio"] = metrics.participation_ratio(spectrum)
-        scalars["comm/message_entropy"] = communication.message_entropy(broadcasts.numpy())
+        scalars["comm/message_entropy"] = communication.message_entropy(messages)
         if attention is not None:
             scalars["social/attention_entropy"] = metrics.attention_entropy(attention.numpy(), peer_mask.numpy())
         scalars["perf/steps_per_sec"] = (step - self.clock_step) / max(time.perf_counter() - self.clock, 1e-9)
@@ -190,7 +193,8 @@ class Recorder:
         if attention is not None:
             writer.add_histogram("social/attention_weights", attention[observation.peer_mask > 0], step)
             history.update(attention=attention.numpy(), peer_index=observation.peer_index.numpy())
-        history.update(ages=state.ages.numpy(), broadcasts=actions.broadcast.numpy(), jobs=actions.job.numpy(),
+        history.update(ages=state.ages.numpy(), broadcasts=message_views(config, actions.broadcast)[0],
+                       jobs=actions.job.numpy(),
                        resource_names=list(config.resources), job_names=[job.name for job in config.jobs],
                        max_age=config.max_age, holdings_before=out.pre_trade.numpy(),
                        holdings_after=out.trade.allocation.numpy())
@@ -225,3 +229,16 @@ def hyperparameter_table(settings: Settings) -> str:
     rows = [f"| {group} | `{flag(key)}` | `{value}` |" for group, values in settings.to_json().items()
             for key, value in values.items()]
     return "\n".join(["| group | flag | value |", "|---|---|---|", *rows])
+
+
+def message_views(config: EconomyConfig, broadcast) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors [N, W] float64, messages) of one step's broadcast actions (tensor or array): continuous,
+    both are the [N, B] floats; symbolic (docs/design.md section 11), the vectors are the [N, L * V] token
+    one-hots peers see (for covariance spectra and PCA) and the messages the [N, L] int64 tokens (for
+    entropy, topographic similarity and mutual information, which treat integers as symbols)."""
+    array = broadcast.detach().cpu().numpy() if isinstance(broadcast, torch.Tensor) else np.asarray(broadcast)
+    if config.symbolic:
+        tokens = array.astype(np.int64)
+        return token_one_hot(tokens, config.vocab_size), tokens
+    vectors = array.astype(np.float64)
+    return vectors, vectors

@@ -16,10 +16,11 @@ import numpy as np
 from agents import LearnerConfig, make_learner, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Economy
+from homoecon_env.core import Economy, production
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
-from homoecon_env.diagnostics import analysis, communication, metrics
+from homoecon_env.diagnostics import analysis, communication, metrics, supply_chain
 from homoecon_lab.errors import RunError
+from homoecon_lab.recorder import message_views
 from homoecon_lab.seeding import seed_everything
 from homoecon_lab.settings import read_run_config
 
@@ -32,7 +33,7 @@ INFLUENCE_EVERY = 4  # every 4th of those steps also measures the listeners' cau
 class Task:
     """One rollout (optionally after a short training phase); runs in a worker process."""
 
-    key: tuple  # ("main", k) or ("ablation", learner, heterogeneous tastes, seed index)
+    key: tuple  # ("main", k) or ("ablation", learner, heterogeneous tastes, inheritance, seed index)
     economy: EconomyConfig
     learner: str  # a name in agents.LEARNERS, a plug-in's "module:ClassName", or "run" for the trained run's learner
     learner_config: LearnerConfig
@@ -44,6 +45,7 @@ class Task:
     train_steps: int = 0  # 0: no training phase
     detail: bool = False  # record everything the figures need
     frames: int = 0
+    lineage: bool = False  # without detail, still record the genealogy and message snapshots (diagnostics.lineage)
     deterministic: bool = False  # the recorded rollout acts with the policy's mode (learner.deterministic)
 
 
@@ -73,7 +75,7 @@ class Trace:
     Arrays are NumPy, so a Trace pickles cheaply back from a worker process.
     """
 
-    def __init__(self, economy: Economy, steps: int, detail: bool, frames: int):
+    def __init__(self, economy: Economy, steps: int, detail: bool, frames: int, lineage: bool = False):
         config = economy.config
         self.config, self.steps, self.detail = config, steps, detail
         n = config.num_agents
@@ -81,11 +83,18 @@ class Trace:
                                                             "deaths_starvation")}
         self.jobs = np.zeros((steps, n), dtype=np.int16)  # [T, N] job chosen by the row's acting agent
         self.ids = np.zeros((steps, n), dtype=np.int64)  # [T, N] acting agent id of each row
+        table = production.JobTable.from_config(config)  # supply chains: flows along the chain, every rollout
+        self.chain = supply_chain.ChainRecorder(table.output, table.inputs, steps) if table.needs_inputs else None
+        evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
+        self.lineage_only = lineage and not detail  # the genealogy and messages at the snapshot steps, nothing else
+        if self.lineage_only:
+            self.snapshot_steps = evenly(GRAPH_SNAPSHOTS)
+            self.cross_sections = []  # {"step", "broadcast"} per snapshot step
+            self._start_genealogy(economy)
         if not detail:
             return
         self.series.update({key: [] for key in ("totals", "prices", "job_shares", "spectra", "participation_ratio",
                                                 "attention_entropy", "entropy_nats")})
-        evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
         self.snapshot_steps = evenly(GRAPH_SNAPSHOTS)
         self.frame_steps = evenly(frames)
         late = analysis.edge_windows(steps)[1]  # 0-based [start, stop): steps start + 1 .. stop, 1-based
@@ -98,11 +107,14 @@ class Trace:
         self.cross_sections: list[dict] = []  # [N] arrays per snapshot step
         self.frames: list[dict] = []  # pre/post trade holdings and prices at frame steps
         self.final: dict = {}
+        self._start_genealogy(economy)
+        self.lifetime_reward: dict[int, float] = {}
+
+    def _start_genealogy(self, economy: Economy) -> None:
         state = economy.state
         self.agents: dict[int, dict] = {}  # agent id -> genealogy record
-        for slot in range(n):
+        for slot in range(self.config.num_agents):
             self._born(int(state.agent_ids[slot]), (), 0, 0, slot, state.utility_weights[slot], founder=True)
-        self.lifetime_reward: dict[int, float] = {}
 
     def record_influence(self, t: int, learner, observation) -> None:
         """Before step t is acted: the learner's causal influence on ``observation`` (the one it will
@@ -110,31 +122,46 @@ class Trace:
         if not self.detail or t not in self.influence_steps:
             return
         config = self.config
-        value = communication.learner_influence(learner, observation, config.broadcast_dim, config.num_jobs,
-                                                np.random.default_rng(t))
+        value = communication.learner_influence(learner, observation, config.message_width, config.num_jobs,
+                                                np.random.default_rng(t),
+                                                vocab_size=config.vocab_size if config.symbolic else None)
         self.influence["influence_step"].append(t)
         self.influence["causal_influence"].append(value)
 
-    def _born(self, agent, parents, generation, step, slot, tastes, founder=False) -> None:
+    def _born(self, agent, parents, generation, step, slot, tastes, founder=False, teacher=None) -> None:
         self.agents[agent] = {"parents": tuple(parents), "generation": int(generation), "birth_step": int(step),
                               "slot": int(slot), "tastes": [float(w) for w in tastes], "initial": founder,
-                              "death_step": None, "death_cause": ""}
+                              "death_step": None, "death_cause": "", "teacher": teacher}
 
-    def record(self, t: int, before, observation, actions, out, economy: Economy, attention) -> None:
-        """Record step t (1-based): ``before`` is the state the agents acted in."""
+    def record(self, t: int, before, observation, actions, out, economy: Economy, attention,
+               teachers=None) -> None:
+        """Record step t (1-based): ``before`` is the state the agents acted in; ``teachers`` [N] (cultural
+        inheritance, the learner's `last_teachers`): each newborn's teacher slot, -1 or None for none."""
         stats = economy.last_stats
         for key in ("gini", "trade_volume", "births", "deaths_age", "deaths_starvation"):
             self.series[key].append(float(stats[key]))
         self.series["reward"].append(float(out.reward.mean()))
         self.jobs[t - 1] = actions.job.numpy()
         self.ids[t - 1] = out.acting_ids.numpy()
+        if self.chain is not None:
+            wanted = np.clip(actions.effort.double().numpy(), 0.0, 1.0) * production.effort_cap_by_age(
+                before.ages.numpy(), self.config)  # [N] chosen effort after the age cap
+            self.chain.record(t, before.holdings.numpy(), actions.job.numpy(), wanted, out.effort.numpy(),
+                              out.pre_trade.numpy(), out.trade.allocation.numpy(), out.consumed.numpy(),
+                              out.trade.prices.numpy())
+        if self.lineage_only:
+            if t in self.snapshot_steps:
+                self.cross_sections.append({"step": t, "broadcast": message_views(self.config, actions.broadcast)[0]})
+            self._record_genealogy(t, out, economy, teachers)
         if not self.detail:
             return
         config = self.config
         self.series["totals"].append(np.asarray(stats["totals"], dtype=np.float64))
         self.series["prices"].append(np.asarray(stats["prices"], dtype=np.float64))
         self.series["job_shares"].append(np.asarray(stats["job_counts"], dtype=np.float64) / config.num_agents)
-        broadcasts = actions.broadcast.double().numpy()  # [N, B] messages sent this step
+        # [N, B] messages sent this step (symbolic: [N, L * V] token one-hots) and, for the communication
+        # metrics, the messages as sent ([N, L] tokens in the symbolic mode)
+        broadcasts, messages = message_views(config, actions.broadcast)
         spectrum = metrics.covariance_spectrum(broadcasts)
         self.series["spectra"].append(spectrum)
         self.series["participation_ratio"].append(metrics.participation_ratio(spectrum))
@@ -157,10 +184,11 @@ class Trace:
                 "step": t, "wealth": after_trade.sum(axis=1), "age": before.ages.numpy().astype(np.float64),
                 "taste": before.utility_weights.numpy().copy(), "job": actions.job.numpy().copy(),
                 "effort": actions.effort.double().numpy().copy(),
-                "generation": before.generation.numpy().astype(np.float64)})
+                "generation": before.generation.numpy().astype(np.float64),
+                "broadcast": broadcasts})  # messages by lineage (diagnostics.lineage dialects)
         if t in self.communication_steps:  # its own generator per step: leaves every other stream alone
             values = communication.step_summary(
-                broadcasts, before.holdings.numpy(), before.utility_weights.numpy(), actions.job.numpy(),
+                messages, before.holdings.numpy(), before.utility_weights.numpy(), actions.job.numpy(),
                 config.num_jobs, np.random.default_rng(t))
             self.communication["step"].append(t)
             for key, value in values.items():
@@ -174,7 +202,10 @@ class Trace:
                           "effort": out.effort.numpy(), "consumption": out.consumed.numpy(),
                           "holdings_before": before_trade, "holdings_after": after_trade}
 
-        # Genealogy: deaths of acting agents, then newborns in their slots.
+        self._record_genealogy(t, out, economy, teachers)
+
+    def _record_genealogy(self, t: int, out, economy: Economy, teachers) -> None:
+        """Deaths of step t's acting agents, then the newborns in their slots (with their teachers)."""
         cause = out.death_cause.numpy()
         for slot in np.flatnonzero(cause != ALIVE).tolist():
             record = self.agents[int(out.acting_ids[slot])]
@@ -182,13 +213,20 @@ class Trace:
         state = economy.state
         for slot in out.births.born.nonzero().squeeze(1).tolist():
             parents = [int(p) for p in state.parent_ids[slot].tolist() if p >= 0]
+            teacher = None if teachers is None or int(teachers[slot]) < 0 else int(state.agent_ids[int(teachers[slot])])
             self._born(int(state.agent_ids[slot]), parents, int(state.generation[slot]), t, slot,
-                       state.utility_weights[slot])
+                       state.utility_weights[slot], teacher=teacher)
 
     def result(self, economy: Economy) -> dict:
         """Plain arrays and records (picklable); ``economy`` is the economy after the last step."""
         data = {key: np.asarray(values) for key, values in self.series.items()}
         data.update(jobs=self.jobs, ids=self.ids)
+        if self.chain is not None:
+            data["chain"] = self.chain.result()
+        if self.lineage_only:
+            state = economy.state
+            data.update(agents=self.agents, alive_at_end=state.agent_ids[state.alive].tolist(),
+                        cross_sections=self.cross_sections)
         if self.detail:
             state = economy.state
             data.update(graphs=self.graphs, cross_sections=self.cross_sections, frames=self.frames, final=self.final,
@@ -231,12 +269,13 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
         learner.deterministic = True
     economy = Economy(task.economy.replace(max_steps=task.steps))
     observation = economy.reset(seed=task.economy_seed)
-    trace = Trace(economy, task.steps, task.detail, task.frames)
+    trace = Trace(economy, task.steps, task.detail, task.frames, task.lineage)
     for t in range(1, task.steps + 1):
         before = economy.state
         trace.record_influence(t, learner, observation)
         actions, out = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
-        trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None))
+        trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None),
+                     getattr(learner, "last_teachers", None))
         observation = out.observation
         report(1)
     return trace.result(economy)

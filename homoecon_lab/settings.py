@@ -21,6 +21,9 @@ from homoecon_env.validation import check_int
 
 MAX_SEED = 2**32 - 1  # the run seed seeds NumPy's legacy global generator, which takes [0, 2**32 - 1]
 RESUMABLE = ("steps", "checkpoint_every", "log_every", "dashboard_every")  # may change on --resume
+# EconomyConfig fields added after runs were first written: a config.json without one means this value
+# (the default, which reproduces the economy those runs trained).
+ECONOMY_FIELDS_ADDED = {"taste_scale": None}
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def economy_from_json(data) -> EconomyConfig:
         raise ValueError(f"economy.jobs must be a list of job objects, got {type(data).__name__}"
                          if not isinstance(data, dict) else f"economy.jobs must be a list, got {data.get('jobs')!r}")
     jobs = tuple(_build(Job, job, f"economy.jobs[{i}]") for i, job in enumerate(data["jobs"]))
-    return _build(EconomyConfig, {**data, "jobs": list(jobs)}, "economy")
+    return _build(EconomyConfig, {**ECONOMY_FIELDS_ADDED, **data, "jobs": list(jobs)}, "economy")
 
 
 def settings_from_json(data) -> Settings:
@@ -134,6 +137,8 @@ def settings_from_json(data) -> Settings:
     if isinstance(run, dict) and "scenario" not in run:  # written before scenarios existed: the seed's economy
         run = {**run, "scenario": "seed"}
     learner = data["learner"]
+    if isinstance(learner, dict) and "inheritance" not in learner:  # written before inheritance modes: genetic
+        learner = {**learner, "inheritance": "genetic"}
     if isinstance(learner, dict) and "ppo_entropy_coef" not in learner and "entropy_coef" in learner:
         learner = {**learner, "ppo_entropy_coef": learner["entropy_coef"]}  # written before PPO had its own
     return Settings(_build(RunArgs, run, "run"), economy_from_json(data["economy"]),

@@ -134,7 +134,8 @@ def _field_group(name: str) -> tuple[str, type]:
 
 
 def convert(name: str, text: str, hint):
-    """A --grid value (text) as the field's type: int, float, bool, str, None for Optional, tuples of numbers."""
+    """A --grid value (text) as the field's type: int, float, bool, str, a Literal's choice, None for Optional,
+    tuples of numbers."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if text.lower() == "none":
@@ -143,6 +144,10 @@ def convert(name: str, text: str, hint):
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is tuple:
         return tuple(convert(name, part, args[0]) for part in text.split())
+    if origin is typing.Literal:  # a choice of strings, e.g. inheritance
+        if text not in args:
+            raise ValueError(f"{name} expects one of {', '.join(map(str, args))}, got {text!r}")
+        return text
     if hint is bool:
         words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
         if text.lower() not in words:

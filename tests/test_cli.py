@@ -58,7 +58,8 @@ def test_help_documents_every_flag(name, classes):
             words = re.sub(r"--[\w-]+|\{None\}\|\w+|[A-Z]{3,}|\(default: [^)]*\)", "", entries[flag]).split()
             assert len(words) >= 3, f"{name}: {flag} has no help text: {entries[flag]!r}"
     if name == "train.py":
-        assert "{ppo,random,reinforce,scripted,uniform_attention}" in entries["--learner"].replace(" ", "")
+        learners = "{ppo,random,reinforce,scripted,scripted_chain,uniform_attention}"
+        assert learners in entries["--learner"].replace(" ", "")
     if name == "evaluate.py":
         assert "--no-learn" in entries["--learn"]
 

@@ -46,7 +46,7 @@ def test_mode_actions_are_the_most_likely_job_and_the_squashed_gaussian_means(na
     own = observation.self_features.clone()
     own[:, :r] = own[:, :r].clamp(min=0).log1p()
     if learner.season_double_angle:  # PPO's season input (tests/test_ppo.py checks it against the angle)
-        double_season_angle(own, config.num_jobs)
+        double_season_angle(own, config.num_jobs, learner.season_end)
     peers = observation.peers.clone()
     peers[..., -r:] = peers[..., -r:].clamp(min=0).log1p()
     blocked = observation.peer_mask <= 0

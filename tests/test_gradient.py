@@ -93,6 +93,48 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     assert call["grad"][3, learner.layout.entries["broadcast_net.log_std"][0]] == 0
 
 
+@pytest.mark.parametrize("name", ["reinforce", "uniform_attention"])
+def test_symbolic_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name):
+    """The same check in the symbolic broadcast mode (L = 2 tokens of V = 3 symbols): log pi adds each
+    token's torch.distributions Categorical log-probability, H its entropy; the hand-written gradient of
+    the L categorical heads (and of everything else) equals autograd's."""
+    n, steps, gamma, entropy_coef, length, vocab = 6, 5, 0.8, 0.3, 2, 3
+    config = with_resources(3, num_agents=n, num_peers=4, max_steps=50, broadcast_mode="symbolic",
+                            vocab_size=vocab, message_length=length)
+    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma)
+    assert "broadcast_net.log_std" not in learner.params  # no Gaussian broadcast in this mode
+    with torch.no_grad():
+        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
+    calls = recording_optimizer(learner)
+    rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
+    (call,) = calls
+    first_valid = {0: steps, 1: 2, 4: 4}
+    window = learner.window.buffer
+    assert window["tokens"].shape == (n, steps, length) and int(window["tokens"].max()) < vocab
+    leaf = call["params"].clone().requires_grad_(True)
+    logits, mean, log_std, _ = reference_policy(learner, learner.layout.views(leaf), window["own"], window["peers"],
+                                                window["peer_blocked"])
+    j = config.num_jobs
+    job_dist, normal = Categorical(logits=logits[..., :j]), Normal(mean, log_std.exp()[:, None])
+    token_dist = Categorical(logits=logits[..., j:].unflatten(-1, (length, vocab)))  # batch [N, T, L]
+    log_prob = job_dist.log_prob(window["job"]) + token_dist.log_prob(window["tokens"]).sum(-1) \
+        + normal.log_prob(window["pre_image"]).sum(-1)
+    entropy = job_dist.entropy() + token_dist.entropy().sum(-1) + normal.entropy().sum(-1)
+    losses = []
+    for i in range(n):
+        start = first_valid.get(i, 0)
+        if start == steps:
+            continue
+        returns = torch.tensor(plain_returns(rewards[start:, i].tolist(), gamma))
+        advantage = (returns - returns.mean()).float()
+        losses.append(-(advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:]).mean())
+    expected, = torch.autograd.grad(torch.stack(losses).sum(), leaf)
+    start, stop = learner.layout.entries["broadcast_net.w2"][:2]
+    assert bool((expected[1:, start:stop] != 0).any())  # the token heads do get a gradient
+    torch.testing.assert_close(call["grad"], expected, atol=2e-5, rtol=1e-4)
+
+
 def test_returns_and_baselines_on_a_hand_worked_case(monkeypatch):
     """gamma 0.5, baseline decay 0.9, windows of 3 steps; advantages A = G - b computed by hand.
     Agent 0, rewards [1, 2, 4]: G = [1 + 0.5*2 + 0.25*4, 2 + 0.5*4, 4] = [3, 4, 4], mean 11/3; the first

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from agents import make_learner
 from homoecon_env import EconomyConfig, Job
 from homoecon_env.core import Actions, Economy
+from homoecon_env.scenarios import scenario_config
 
 LEDGER = ("produced", "inputs_used", "consumed", "decayed", "lost", "founder_endowment")
 
@@ -84,6 +86,23 @@ def test_ledger_closes_in_a_three_good_supply_chain(seed):
     economy.reset(seed)
     seen = assert_ledger_closes(economy, random_actions(config, seed, starve_every=7), 60)
     assert seen["inputs_used"] > 1.0 and seen["founder_steps"] >= 3
+
+
+@pytest.mark.parametrize("policy", ["random", "scripted_chain"])
+def test_ledger_closes_on_every_step_of_the_supply_chain_scenario(policy):
+    """Seven goods, compound recipes: random actions (with mass starvation and founders), and the planned
+    chain, whose every job uses up its inputs."""
+    config = scenario_config("supply_chain", num_agents=20, max_steps=80)
+    economy = Economy(config)
+    economy.reset(4)
+    if policy == "random":
+        seen = assert_ledger_closes(economy, random_actions(config, 4, starve_every=9), 80)
+        assert seen["founder_steps"] >= 3
+    else:
+        learner = make_learner(policy, config)  # it learns nothing and remembers nothing: act alone drives it
+        seen = assert_ledger_closes(economy, lambda t: learner.act(economy.observation), 80)
+        assert seen["founder_steps"] == 0
+    assert seen["inputs_used"] > 20.0 and seen["final"] == 1
 
 
 def test_inputs_used_match_a_hand_worked_step():

@@ -297,3 +297,18 @@ def test_a_config_written_before_ppo_entropy_coef_loads_with_the_entropy_coef_pp
     data = json.loads(json.dumps(dataclasses.asdict(Settings(RunArgs(), SMALL, LearnerConfig(entropy_coef=0.03)))))
     del data["learner"]["ppo_entropy_coef"]
     assert settings_from_json(data).learner.ppo_entropy_coef == 0.03
+
+
+def test_with_private_signals_ppo_doubles_the_season_angle_and_leaves_the_boom_columns_after_it():
+    from homoecon_env.scenarios import scenario_config
+    config = scenario_config("private_signals", num_agents=8, max_steps=10)
+    learner = make_learner("ppo", config, LearnerConfig(seed=0))
+    observation = Economy(config).reset(0)
+    learner.act(observation)
+    j, end, raw = config.num_jobs, learner.season_end, observation.self_features
+    own = learner.window.buffer["own"][:, 0]
+    assert end == learner.self_dim - j  # the boom one-hot [J] follows the season
+    sin, cos = raw[:, end - 2 * j:end - j], raw[:, end - j:end]
+    torch.testing.assert_close(own[:, end - j:end], cos * cos - sin * sin)
+    torch.testing.assert_close(own[:, end - 2 * j:end - j], 2 * sin * cos)
+    assert torch.equal(own[:, end:], raw[:, end:])

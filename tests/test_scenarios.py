@@ -121,7 +121,7 @@ def test_config_and_scenario_together_or_an_unknown_scenario_are_refused(registe
     make = CONSTRUCTORS[name]
     with pytest.raises(ValueError, match="config and scenario='tiny' were both given"):
         make(EconomyConfig(), scenario=registered)
-    with pytest.raises(ValueError, match=r"scenario 'nope' is not a known scenario; known: seed, tiny"):
+    with pytest.raises(ValueError, match=r"scenario 'nope' is not a known scenario; known: .*\bseed\b.*\btiny\b"):
         make(scenario="nope")
 
 
@@ -224,7 +224,7 @@ def test_a_config_json_naming_an_unknown_scenario_is_refused_naming_the_key(tmp_
     data = json.loads((run_dir / "config.json").read_text())
     data["run"]["scenario"] = "gone"
     (run_dir / "config.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"config.json: run: scenario 'gone' is not a known scenario; known: seed"):
+    with pytest.raises(ValueError, match=r"config.json: run: scenario 'gone' is not a known scenario; known: .*\bseed"):
         read_run_config(str(run_dir / "config.json"))
 
 
@@ -233,8 +233,8 @@ def test_an_unknown_scenario_ends_train_and_evaluate_with_one_line_and_no_folder
         result = subprocess.run([sys.executable, str(ROOT / script), "--scenario", "nope"], capture_output=True,
                                 text=True, cwd=tmp_path, timeout=180, env={**os.environ, "COLUMNS": "80"})
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-        assert f"{prog}: error: argument --scenario: scenario 'nope' is not a known scenario; known: seed" \
-            in result.stderr
+        assert f"{prog}: error: argument --scenario: scenario 'nope' is not a known scenario; known: " \
+            f"{', '.join(sorted(SCENARIOS))}" in result.stderr
     assert os.listdir(tmp_path) == []  # neither runs/ nor eval_out/
     with pytest.raises(ValueError, match="scenario 'nope'"):
         RunArgs(scenario="nope")

@@ -24,7 +24,7 @@ REAL_KINDS = frozenset("fiu")  # NumPy dtype kinds taken as numbers: float, sign
 class Actions:
     """Batched actions, one row per slot (docs/design.md section 3): torch tensors or NumPy arrays."""
 
-    broadcast: torch.Tensor  # [N, B] in [-1, 1]
+    broadcast: torch.Tensor  # [N, B] in [-1, 1]; symbolic mode: [N, L] int64 tokens in [0, V)
     job: torch.Tensor  # [N] int64 in [0, J)
     effort: torch.Tensor  # [N] in [0, 1]
     trade_weights: torch.Tensor  # [N, R] in [0, 1], normalised by the env; all zeros = uniform
@@ -71,12 +71,26 @@ def as_array(value, key: str) -> np.ndarray:
     return array
 
 
+def token_one_hot(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """[N, L * V] float64: the one-hot of each of the L tokens [N, L] (ints in [0, V)), position by
+    position (columns l * V .. l * V + V - 1 belong to token l). What peers see of a symbolic message."""
+    n, length = tokens.shape
+    one_hot = np.zeros((n, length, vocab_size))
+    np.put_along_axis(one_hot, np.asarray(tokens, dtype=np.int64)[..., None], 1.0, axis=2)
+    return one_hot.reshape(n, length * vocab_size)
+
+
 class ActionChecker:
     """Checks and clips batched actions for one config. The common case (real arrays of the right
     shapes, all finite, jobs in range) costs a few array calls: the float keys are checked and
-    clipped as one [N, B + 1 + 2R] matrix."""
+    clipped as one [N, B + 1 + 2R] matrix. In the symbolic broadcast mode the broadcast is L integer
+    tokens per row, checked like the job (`checked_tokens`), and the matrix is [N, 1 + 2R]."""
 
     def __init__(self, config: EconomyConfig):
+        self.symbolic, self.vocab_size, self.message_length = config.symbolic, config.vocab_size, config.message_length
+        if self.symbolic:
+            self._init_symbolic(config)
+            return
         b, r = config.broadcast_dim, config.num_resources
         bounds = [ACTION_BOUNDS["broadcast"]] * b + [ACTION_BOUNDS["effort"]] \
             + [ACTION_BOUNDS["trade_weights"]] * r + [ACTION_BOUNDS["consume"]] * r
@@ -106,7 +120,45 @@ class ActionChecker:
         joined = np.minimum(np.maximum(joined, self.low), self.high)
         job = self.checked_job(as_array(actions.job, "job"), agent_ids)
         b, r = self.broadcast_dim, self.num_resources
-        return Actions(joined[:, :b], job, joined[:, b], joined[:, b + 1:b + 1 + r], joined[:, b + 1 + r:])
+        broadcast = self.checked_tokens(as_array(actions.broadcast, "broadcast"), agent_ids) if self.symbolic \
+            else joined[:, :b]
+        return Actions(broadcast, job, joined[:, b], joined[:, b + 1:b + 1 + r], joined[:, b + 1 + r:])
+
+    def _init_symbolic(self, config: EconomyConfig) -> None:
+        """The float matrix without the broadcast: [N, 1 + 2R] (effort, trade weights, consume)."""
+        r = config.num_resources
+        bounds = [ACTION_BOUNDS["effort"]] + [ACTION_BOUNDS["trade_weights"]] * r + [ACTION_BOUNDS["consume"]] * r
+        self.low, self.high = np.array(bounds, dtype=np.float64).T.copy()  # [1 + 2R] each
+        self.widths = (("effort", 0), ("trade_weights", r), ("consume", r))
+        self.num_jobs, self.broadcast_dim, self.num_resources = config.num_jobs, 0, r
+
+    def checked_tokens(self, tokens: np.ndarray, agent_ids: np.ndarray) -> np.ndarray:
+        """[N, L] int64 tokens: integers (or whole floats) in [0, V), the job's rules per token."""
+        n, length, vocab = agent_ids.shape[0], self.message_length, self.vocab_size
+        expected = f"{length} int token(s) in [0, {vocab})"
+        if tokens.shape != (n, length):
+            raise ValueError(f"action 'broadcast' has shape {tokens.shape}, expected {(n, length)} "
+                             f"(one row of {length} token(s) per slot)")
+        integral = tokens.dtype.kind in "iu"
+        if integral and (n == 0 or (tokens.min() >= 0 and tokens.max() < vocab)):  # the common case ends here
+            return tokens.astype(np.int64)
+        if tokens.dtype.kind == "O":
+            whole = np.array([all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+                                  for v in row) for row in tokens], dtype=bool)
+            refuse(agent_ids, ~whole, "broadcast", "not an int", tokens, expected)
+            refuse(agent_ids, np.array([not all(0 <= v < vocab for v in row) for row in tokens], dtype=bool),
+                   "broadcast", "out of range", tokens, expected)
+            return tokens.astype(np.int64)
+        if tokens.dtype.kind not in "iuf":
+            refuse(agent_ids, np.ones(n, dtype=bool), "broadcast", f"not an int ({kind_name(tokens)})", tokens,
+                   expected)
+        if not integral:
+            with np.errstate(invalid="ignore"):
+                refuse(agent_ids, (~np.isfinite(tokens) | (tokens != np.round(tokens))).any(axis=1), "broadcast",
+                       "not an int", tokens, expected)
+        refuse(agent_ids, ((tokens < 0) | (tokens >= vocab)).any(axis=1), "broadcast", "out of range", tokens,
+               expected)
+        return tokens.astype(np.int64)
 
     def checked_job(self, job: np.ndarray, agent_ids: np.ndarray) -> np.ndarray:
         """[N] int64 jobs: integers (or whole floats) in [0, J)."""

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import consumption, lifecycle, observe, production
-from homoecon_env.core.actions import ACTION_BOUNDS, ActionChecker, Actions
-from homoecon_env.core.state import EconomyState, initial_state, normal
+from homoecon_env.core import consumption, lifecycle, observe, production, signals
+from homoecon_env.core.actions import ACTION_BOUNDS, ActionChecker, Actions, token_one_hot
+from homoecon_env.core.state import EconomyState, initial_state, normal, uniform
 from homoecon_env.core.stats import StepRecord, step_stats
 from homoecon_env.trade import TradeResult, clear_market
 from homoecon_env.validation import check_seed
@@ -99,6 +99,8 @@ class Economy:
             else:
                 self.generator.manual_seed(self.config.seed)
         state = initial_state(self.config, self.generator)
+        if self.config.private_signals:  # docs/design.md section 11: the first boom
+            state = state.replace(boom=signals.initial_boom(self.generator, self.config))
         self._refuse_non_finite(state, state, None, before, "reset")
         observation = self._observe(state)
         self._set_state(state)
@@ -139,8 +141,12 @@ class Economy:
         t = state.step
         generator_before = self.generator.get_state()  # restored if the step is refused
         noise = normal(self.generator, state.num_slots)
+        boom, factors = state.boom, None
+        if config.private_signals:  # docs/design.md section 11: this production's boom, then the next one
+            factors = signals.job_factors(state.boom, config)
+            boom = signals.next_boom(state.boom, uniform(self.generator, 2), config)
         pre_trade, produced, effort = production.produce(
-            state.holdings, state.ages, actions.job, actions.effort, noise, self.jobs, t, config)
+            state.holdings, state.ages, actions.job, actions.effort, noise, self.jobs, t, config, factors)
         trade = clear_market(pre_trade, self.normalised_trade_weights(actions.trade_weights),
                              warm_start=self._last_trade, **self.market_options)
         consumed, left, reward = consumption.consume(
@@ -149,8 +155,10 @@ class Economy:
         cause = lifecycle.death_causes(ages, consumed, config, self.need)
         dead = cause != lifecycle.ALIVE
         holdings, lost = lifecycle.bequeath(holdings, dead, state.agent_ids, state.parent_ids, state.parent_slots)
-        lived = state.replace(holdings=holdings, ages=ages, broadcast=actions.broadcast, effort=effort,
-                              job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1)
+        broadcast = token_one_hot(actions.broadcast, config.vocab_size) if config.symbolic else actions.broadcast
+        lived = state.replace(holdings=holdings, ages=ages, broadcast=broadcast, effort=effort,
+                              job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1,
+                              boom=boom)
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
         self._refuse_non_finite(lived, new_state, reward, generator_before, f"step {t + 1}")
@@ -220,7 +228,8 @@ class Economy:
     def check_actions(self, actions: Actions) -> Actions:
         """Validate shapes, dtypes, finiteness and job range; clip finite values into their Box.
 
-        Takes torch tensors or arrays; returns Actions of fresh torch tensors (float64, job int64).
+        Takes torch tensors or arrays; returns Actions of fresh torch tensors (float64, job int64; in
+        the symbolic broadcast mode the broadcast is [N, L] int64 tokens, checked like the job).
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
         """
         checked = self._checked_arrays(actions)

@@ -97,7 +97,8 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
     founders = np.count_nonzero(survivors) < 2
     if founders:
         parent_slots = np.full((count, 2), NO_PARENT, dtype=np.int64)
-        tastes = random_tastes(count, config.num_resources, config.heterogeneous_tastes, generator)
+        tastes = random_tastes(count, config.num_resources, config.heterogeneous_tastes, generator,
+                               config.taste_scale)
         endowment = random_holdings(count, config, generator)
         generation = np.zeros(count, dtype=np.int64)
         parent_ids = parent_slots
@@ -131,6 +132,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         alive=state.alive | dead,
         step=state.step,
         next_id=state.next_id + count,
+        boom=state.boom,
     )
     all_parent_slots = _with_rows(np.full((n, 2), NO_PARENT, dtype=np.int64), slots, parent_slots)
     return new_state, Births(dead.copy(), all_parent_slots, count if founders else 0)

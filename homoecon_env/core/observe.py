@@ -4,15 +4,26 @@
     holdings [R] | age / max_age [1] | last effort [1] | utility weights [R] | last broadcast [B] |
     id vector [D] | season sin [J] | season cos [J]
 `peers` row layout (P = B + D + R): last broadcast [B] | id vector [D] | holdings [R]
+
+In the symbolic broadcast mode (docs/design.md section 11) the message columns hold the one-hot of
+the L tokens over the V symbols, token by token ([L * V] in the place of [B], so B reads L * V above:
+`EconomyConfig.message_width`): column l * V + v is 1 when token l is symbol v. A newborn's (and every
+founder's, before its first step) message columns are all 0, which no sent message is.
+
+With `private_signals` (docs/design.md section 11) `self` ends with the boom one-hot [J] (scouts only,
+zeros for the others), and each `peers` row has the peer's last-job one-hot [J] between the id vector and
+the holdings (holdings stay the last R columns; `core.signals`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
+from homoecon_env.core import signals
 from homoecon_env.core.production import JobTable, season_features
 from homoecon_env.core.state import EconomyState
 
@@ -31,6 +42,8 @@ def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig) ->
     """[N, S] float32 own features of every slot (the layout in the module docstring); NumPy state."""
     columns = (state.holdings, (state.ages / config.max_age)[:, None], state.effort[:, None], state.utility_weights,
                state.broadcast, state.id_vectors, season_features(jobs, state.step)[None, :])  # the season: every row
+    if config.private_signals:
+        columns += (signals.self_columns(state, config),)
     features = np.empty((state.num_slots, sum(column.shape[1] for column in columns)), dtype=np.float32)
     start = 0
     for column in columns:
@@ -39,8 +52,12 @@ def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig) ->
     return features
 
 
-def public_features(state: EconomyState) -> np.ndarray:
-    """[N, P] float32, what peers see of an agent: last broadcast, id vector, holdings; NumPy state."""
+def public_features(state: EconomyState, config: Optional[EconomyConfig] = None) -> np.ndarray:
+    """[N, P] float32, what peers see of an agent: last broadcast, id vector, holdings; NumPy state.
+    With private signals the last-job one-hot [J] goes before the holdings (holdings stay last)."""
+    if config is not None and config.private_signals:
+        return np.concatenate([state.broadcast, state.id_vectors, signals.public_columns(state, config),
+                               state.holdings], axis=1, dtype=np.float32)
     return np.concatenate([state.broadcast, state.id_vectors, state.holdings], axis=1, dtype=np.float32)
 
 
@@ -81,7 +98,7 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
     ``all_valid``: the caller knows every entry of ``peer_index`` is a row (no -1 padding); then,
     while every slot is alive (all but the final step), no peer needs masking.
     """
-    public = public_features(state)
+    public = public_features(state, config)
     if all_valid and state.alive.all():
         peers = public.take(peer_index, axis=0)
         mask, shown = np.ones(peer_index.shape, dtype=np.float32), peer_index.copy()

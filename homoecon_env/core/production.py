@@ -55,13 +55,14 @@ def effort_cap_by_age(ages: np.ndarray, config: EconomyConfig) -> np.ndarray:
     return np.maximum(1.0 - ages / config.max_age, 0.0) ** config.age_effort_penalty
 
 
-def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, config: EconomyConfig):
+def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, config: EconomyConfig, job_factors=None):
     """Work one step.
 
     holdings [N, R], ages [N], job [N] int, effort [N] in [0, 1], noise [N] standard normal draws.
     Returns (holdings after production [N, R], produced [N, R], effort spent [N]).
     Effort spent = chosen effort, capped by age and by the inputs the worker holds; inputs used
     are removed from holdings. Yield noise is lognormal with mean 1: exp(sigma z - sigma^2 / 2).
+    ``job_factors`` [J] (optional): a further output factor per job (the boom of private signals).
     """
     spent = effort * effort_cap_by_age(ages, config)
     if jobs.needs_inputs:
@@ -70,7 +71,8 @@ def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, confi
         spent = np.minimum(spent, affordable.min(axis=1))
     sigma = jobs.yield_noise[job]
     yield_factor = np.exp(sigma * noise - 0.5 * sigma * sigma)  # [N]
-    per_effort = (jobs.output * seasonal_factor(jobs, step)[:, None])[job]  # [N, R]
+    season = seasonal_factor(jobs, step) if job_factors is None else seasonal_factor(jobs, step) * job_factors
+    per_effort = (jobs.output * season[:, None])[job]  # [N, R]
     produced = per_effort * (spent * yield_factor)[:, None]
     after = holdings + produced
     if jobs.needs_inputs:

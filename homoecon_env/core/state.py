@@ -32,7 +32,8 @@ class EconomyState:
     ages: torch.Tensor  # [N] int64, steps lived
     utility_weights: torch.Tensor  # [N, R] float64, heritable tastes on the simplex
     id_vectors: torch.Tensor  # [N, D] float64 in [-1, 1], a public random identity
-    broadcast: torch.Tensor  # [N, B] float64 in [-1, 1], last message (seen by peers next step)
+    broadcast: torch.Tensor  # [N, B] float64 in [-1, 1], last message (seen by peers next step); symbolic
+    #   mode: [N, L * V] the one-hot of its L tokens (all zeros: no message yet)
     effort: torch.Tensor  # [N] float64 in [0, 1], effort actually spent last step
     job: torch.Tensor  # [N] int64, last job chosen (-1 before the first step)
     lifetime_reward: torch.Tensor  # [N] float64, sum of rewards since birth (fitness)
@@ -43,6 +44,7 @@ class EconomyState:
     alive: torch.Tensor  # [N] bool; False only for slots emptied on the final step
     step: int  # steps completed in this episode
     next_id: int  # the k the next newborn gets
+    boom: int = -1  # the job in boom at the next production (private_signals, docs/design.md section 11); -1: none
 
     @property
     def num_slots(self) -> int:
@@ -54,15 +56,15 @@ class EconomyState:
     def as_numpy(self) -> "EconomyState":
         """The same state with NumPy arrays sharing the tensors' memory."""
         return EconomyState(**{name: getattr(self, name).numpy() for name in ARRAY_FIELDS}, step=self.step,
-                            next_id=self.next_id)
+                            next_id=self.next_id, boom=self.boom)
 
     def as_torch(self) -> "EconomyState":
         """The same state with torch tensors sharing the arrays' memory."""
         return EconomyState(**{name: torch.from_numpy(getattr(self, name)) for name in ARRAY_FIELDS}, step=self.step,
-                            next_id=self.next_id)
+                            next_id=self.next_id, boom=self.boom)
 
 
-ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(EconomyState) if f.name not in ("step", "next_id"))
+ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(EconomyState) if f.name not in ("step", "next_id", "boom"))
 
 
 def uniform(generator: torch.Generator, *shape: int) -> np.ndarray:
@@ -75,11 +77,20 @@ def normal(generator: torch.Generator, *shape: int) -> np.ndarray:
     return torch.randn(*shape, generator=generator, dtype=DTYPE).numpy()
 
 
-def random_tastes(count: int, num_resources: int, heterogeneous: bool, generator: torch.Generator) -> np.ndarray:
-    """Utility weights [count, R] on the simplex: Dirichlet(1) (normalised exponentials) or uniform."""
+def random_tastes(count: int, num_resources: int, heterogeneous: bool, generator: torch.Generator,
+                  scale=None) -> np.ndarray:
+    """Utility weights [count, R] on the simplex: Dirichlet(1) (normalised exponentials) or uniform.
+
+    ``scale`` [R] (EconomyConfig.taste_scale; None: all ones) multiplies the exponentials before they are
+    normalised, and is the homogeneous tastes itself (normalised). The same draws either way."""
     if not heterogeneous:
-        return np.full((count, num_resources), 1.0 / num_resources)
+        if scale is None:
+            return np.full((count, num_resources), 1.0 / num_resources)
+        scale = np.asarray(scale, dtype=np.float64)
+        return np.tile(scale / scale.sum(), (count, 1))
     exponential = -np.log1p(-uniform(generator, count, num_resources))
+    if scale is not None:
+        exponential = exponential * np.asarray(scale, dtype=np.float64)
     return exponential / exponential.sum(axis=1, keepdims=True)
 
 
@@ -100,9 +111,10 @@ def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyS
     return EconomyState(
         holdings=random_holdings(n, config, generator),
         ages=torch.randint(0, config.max_age, (n,), generator=generator).numpy(),
-        utility_weights=random_tastes(n, config.num_resources, config.heterogeneous_tastes, generator),
+        utility_weights=random_tastes(n, config.num_resources, config.heterogeneous_tastes, generator,
+                                      config.taste_scale),
         id_vectors=random_ids(n, config.id_dim, generator),
-        broadcast=np.zeros((n, config.broadcast_dim)),
+        broadcast=np.zeros((n, config.message_width)),
         effort=np.zeros(n),
         job=np.full(n, -1, dtype=np.int64),
         lifetime_reward=np.zeros(n),

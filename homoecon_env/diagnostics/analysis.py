@@ -110,7 +110,7 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
     """Flat dict name -> number (None where undefined) of one main rollout: what report.md quotes.
 
     ``trace``: a detailed trace (see the module docstring); ``config``: the rollout's EconomyConfig
-    (read: resources, jobs, num_jobs, broadcast_dim); ``season`` [T, J]: each job's seasonal factor
+    (read: resources, jobs, num_jobs, message_width, the broadcast mode); ``season`` [T, J]: each job's seasonal factor
     at the production of each step, in [0, 1] (1 = the job's peak).
     """
     steps = len(trace["reward"])
@@ -156,7 +156,7 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
         two_share = np.where(totals > 0, spectra[:, :2].sum(axis=1) / totals, np.nan)
     edges("participation_ratio", trace["participation_ratio"])
     late_ratio = summary["participation_ratio_late"]
-    summary["participation_fraction_late"] = None if late_ratio is None else late_ratio / config.broadcast_dim
+    summary["participation_fraction_late"] = None if late_ratio is None else late_ratio / config.message_width
     edges("pc1_share", first_share)
     summary["pc12_share_late"] = nanmean(two_share[late])
     # Communication metrics (diagnostics.communication) at sampled late steps; absent in older traces.
@@ -164,6 +164,9 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
     for key in COMMUNICATION_KEYS:
         summary[f"{key}_late"] = nanmean(sampled[key]) if key in sampled else None
     summary["message_entropy_max"] = math.log2(config.num_agents)  # every speaker's message distinct
+    if config.symbolic:  # and at most V ** L distinct token messages: L log2 V bits
+        summary["message_entropy_max"] = min(summary["message_entropy_max"],
+                                             config.message_length * math.log2(config.vocab_size))
     for name in ("mi_job", "mi_wealth"):  # what the message carries beyond the estimator's shuffled baseline
         both = summary[f"{name}_late"] is not None and summary[f"{name}_shuffled_late"] is not None
         summary[f"{name}_excess_late"] = summary[f"{name}_late"] - summary[f"{name}_shuffled_late"] if both else None

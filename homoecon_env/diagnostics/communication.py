@@ -2,7 +2,7 @@
 
 Shapes: N agents (speakers), B message dimensions. A message array is either
     continuous [N, B] floats in [-1, 1] (the `broadcast` action, `broadcast_mode="continuous"`), or
-    symbolic   [N, L] integers (L tokens; the symbolic mode, to come).
+    symbolic   [N, L] integers (L tokens; `broadcast_mode="symbolic"`).
 Integer arrays are treated as categorical tokens (no binning; Hamming distance between messages);
 float arrays are binned where a discrete estimator needs it. A "meaning" / private state is [N, D]
 floats (e.g. own holdings, tastes and a one-hot job) or [N] for one scalar feature.
@@ -237,17 +237,25 @@ def step_summary(messages, holdings, tastes, jobs, num_jobs: int, rng: np.random
 INFLUENCE_SPEAKERS = 4  # speakers sampled per step for `learner_influence` (each: one act on a copy)
 
 
-def actions_matrix(actions, num_jobs: int) -> np.ndarray:
+def actions_matrix(actions, num_jobs: int, vocab_size: Optional[int] = None) -> np.ndarray:
     """[N, B + J + 1 + 2R] float64 rows of an env `Actions`: broadcast, one-hot job, effort, trade
-    weights, consumption (a switched job moves a row by sqrt(2))."""
+    weights, consumption (a switched job moves a row by sqrt(2)). With ``vocab_size`` V the broadcast
+    is [N, L] tokens (the symbolic mode), entered as their one-hot [N, L * V] (a switched token moves a
+    row by sqrt(2) too)."""
+    def one_hot_of(codes: np.ndarray, size: int) -> np.ndarray:  # [N, C] ints -> [N, C * size]
+        flat = np.zeros((codes.shape[0], codes.shape[1], size))
+        np.put_along_axis(flat, codes[..., None], 1.0, axis=2)
+        return flat.reshape(codes.shape[0], -1)
+
     jobs = np.asarray(actions.job, dtype=np.int64)
-    one_hot = np.zeros((len(jobs), num_jobs))
-    one_hot[np.arange(len(jobs)), jobs] = 1.0
-    parts = (actions.broadcast, one_hot, np.asarray(actions.effort)[:, None], actions.trade_weights, actions.consume)
+    one_hot = one_hot_of(jobs[:, None], num_jobs)
+    broadcast = actions.broadcast if vocab_size is None else \
+        one_hot_of(np.asarray(actions.broadcast, dtype=np.int64), vocab_size)
+    parts = (broadcast, one_hot, np.asarray(actions.effort)[:, None], actions.trade_weights, actions.consume)
     return np.concatenate([np.asarray(part, dtype=np.float64) for part in parts], axis=1)
 
 
-def learner_listener(learner, num_jobs: int) -> Callable[[object], np.ndarray]:
+def learner_listener(learner, num_jobs: int, vocab_size: Optional[int] = None) -> Callable[[object], np.ndarray]:
     """``listen(observation) -> [N, A]`` (`actions_matrix`) for any learner with ``act``, without
     touching it: each call acts on a fresh deep copy of a snapshot taken now, so every call starts
     from the same learner state and the same random stream (common random numbers: an output moves
@@ -267,17 +275,19 @@ def learner_listener(learner, num_jobs: int) -> Callable[[object], np.ndarray]:
                 actions = copy.deepcopy(snapshot).act(observation)
         finally:
             np.random.set_state(numpy_state)
-        return actions_matrix(actions, num_jobs)
+        return actions_matrix(actions, num_jobs, vocab_size)
     return listen
 
 
 def learner_influence(learner, observation, broadcast_dim: int, num_jobs: int, rng: np.random.Generator,
-                      speakers: int = INFLUENCE_SPEAKERS) -> float:
+                      speakers: int = INFLUENCE_SPEAKERS, vocab_size: Optional[int] = None) -> float:
     """`causal_influence` of ``learner`` on an env `Observation`: up to ``speakers`` slots drawn with
     ``rng``, each one's message zeroed in its peers' view (`zero_speaker_message`); the learner and
-    every random stream are left as they were. NaN if the learner cannot be deep-copied."""
+    every random stream are left as they were. NaN if the learner cannot be deep-copied.
+    Symbolic mode: ``broadcast_dim`` is the message's width in a peer row, L * V (zeroed: the one-hot of
+    no token, as before a first message), and ``vocab_size`` V (the learner's broadcasts are tokens)."""
     try:
-        listen = learner_listener(learner, num_jobs)
+        listen = learner_listener(learner, num_jobs, vocab_size)
     except TypeError:  # e.g. a plug-in learner holding a lock or an open file
         return float("nan")
     n = observation.peers.shape[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from homoecon_env.diagnostics import supply_chain
 from homoecon_env.diagnostics.analysis import MEASURES
 
 NEAR_UNIFORM_ENTROPY = 0.95  # normalised attention entropy above which the report calls attention near-uniform
@@ -65,17 +66,32 @@ def ablation_sentence(result: dict, first: str, second: str) -> str:
     return "Significant differences: " + "; ".join(parts) + "; the other outcomes do not differ significantly."
 
 
-def communication_section(s: dict) -> list[str]:
+def message_dimensions(meta: dict) -> str:
+    """The first sentence of Q2: the messages' dimensions (symbolic: tokens, seen as their one-hots)."""
+    if meta.get("broadcast_mode") == "symbolic":
+        return (f"Messages are {number(meta['message_length'])} token(s) from a vocabulary of "
+                f"{number(meta['vocab_size'])} symbols (`broadcast_mode=\"symbolic\"`), seen by peers as "
+                f"{number(meta['broadcast_dim'])} one-hot dimensions, on which the spectrum below is computed. ")
+    return f"Messages have {number(meta['broadcast_dim'])} dimensions. "
+
+
+def communication_section(s: dict, symbolic: bool = False) -> list[str]:
     """The "Communication" subsection (late-window means of diagnostics.communication's metrics);
     empty for metrics written before they existed."""
     if "message_entropy_late" not in s:
         return []
     mean = lambda key: with_ci(s[key])  # noqa: E731
+    entropy = ("Message entropy (each dimension cut into `MESSAGE_BINS` equal-width bins over the broadcast box; "
+               f"distinct binned messages over speakers): {mean('message_entropy_late')} bits (at most "
+               f"{mean('message_entropy_max')}, when every speaker's binned message differs). ")
+    if symbolic:
+        entropy = (f"Message entropy (distinct token sequences over speakers): {mean('message_entropy_late')} bits "
+                   f"(at most {mean('message_entropy_max')}: log2 of the speakers, or L log2 V when fewer sequences "
+                   "exist; distances between messages are Hamming distances, and the mutual information takes "
+                   "each token position as a symbol). ")
     return ["### Communication", "",
             "Measured on the messages of sampled late steps (each step over all speakers, then averaged). "
-            "Message entropy (each dimension cut into `MESSAGE_BINS` equal-width bins over the broadcast box; "
-            f"distinct binned messages over speakers): {mean('message_entropy_late')} bits (at most "
-            f"{mean('message_entropy_max')}, when every speaker's binned message differs). Topographic similarity "
+            + entropy + "Topographic similarity "
             "(Spearman correlation over speaker pairs of the distance between their private states: log "
             "holdings, tastes, job; and between their messages): "
             f"{mean('topographic_similarity_late')}. Mutual information (binned plug-in, best message dimension) "
@@ -87,6 +103,26 @@ def communication_section(s: dict) -> list[str]:
             "actions move, Euclidean over broadcast, one-hot job, effort, trade weights and consumption, when one "
             "speaker's message is zeroed in its peers' view; same random numbers both ways): "
             f"{mean('causal_influence_late')}.", ""]
+
+
+def positive_control_section(ablations: dict, learner_config: dict) -> list[str]:
+    """The "Positive control" subsection of Q4 (economies with private signals, docs/design.md section 11);
+    empty elsewhere."""
+    if "positive_control" not in ablations:
+        return []
+    fixes = [name for name in ("horizon_baseline", "inherit_optimizer") if learner_config.get(name)]
+    learners = (f"The learning arms above ran with {' and '.join(f'`{name}`' for name in fixes)} (docs/design.md "
+                "section 11), both arms alike." if fixes else "The learning arms above ran without the learning "
+                "fixes of docs/design.md section 11.")
+    return ["### Positive control", "",
+            "In this economy a boom moves between jobs; scouts see it privately and everyone sees peers' last "
+            "job. Two scripted policies that never learn, on the same held-out seeds: the listener (a non-scout "
+            "works the job most scouts among its peers worked last step) and the best policy that ignores peers "
+            "(scouts follow their own signal, the others work their tastes' favourite job). Listening must pay "
+            f"here by construction; the learned social filter is measured against uniform attention above. {learners}",
+            "",
+            *ablation_table(ablations["positive_control"], "listener", "ignorer"), "",
+            ablation_sentence(ablations["positive_control"], "the listener", "the ignorer"), ""]
 
 
 def render_report(m: dict) -> str:
@@ -142,7 +178,7 @@ def render_report(m: dict) -> str:
 
     # Q2: dimensionality of messages.
     lines += ["## Q2. Are broadcast vectors low-dimensional?", "",
-              f"Messages have {number(meta['broadcast_dim'])} dimensions. The participation ratio of their covariance "
+              message_dimensions(meta) + "The participation ratio of their covariance "
               f"spectrum (the effective number of dimensions) was {mean('participation_ratio_early')} early and "
               f"{mean('participation_ratio_late')} late, i.e. a fraction {mean('participation_fraction_late')} of the "
               f"available dimensions late (change {mean('participation_ratio_change')}: "
@@ -150,7 +186,7 @@ def render_report(m: dict) -> str:
               f"The first principal component carries a share {mean('pc1_share_early')} of the variance early and "
               f"{mean('pc1_share_late')} late; the first two together {mean('pc12_share_late')} late.", "",
               "![eigenvalue spectra over time](eigen_spectra.png)", "", "![broadcast PCA](broadcast_pca.png)", ""]
-    lines += communication_section(s)
+    lines += communication_section(s, meta.get("broadcast_mode") == "symbolic")
 
     # Q3: inequality and specialization.
     drivers = {k[len("wealth_corr_"):]: v for k, v in s.items() if k.startswith("wealth_corr_")}
@@ -198,6 +234,7 @@ def render_report(m: dict) -> str:
         lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, "",
                   *ablation_table(ablations["social_filter"], "learned", "uniform"), "",
                   ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), "",
+                  *positive_control_section(ablations, m.get("learner_config") or {}),
                   "## Q5. What does heterogeneity of tastes do?", "",
                   "Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
                   "utility weights on all goods (`heterogeneous_tastes=False`).", "",
@@ -234,6 +271,9 @@ def render_report(m: dict) -> str:
                   for r in g["most_prolific"]]
         lines.append("")
 
+    from homoecon_env.diagnostics import report_inheritance  # pure text too; imported here: it imports this module
+    lines += report_inheritance.inheritance_section(m)
+
     # Prices and scarcity.
     lines += ["## Do relative prices follow scarcity across seasons?", "",
               "Relative scarcity of a good is the inverse of its total stock, normalised over goods. The Spearman "
@@ -244,6 +284,7 @@ def render_report(m: dict) -> str:
               for good in goods if f"price_in_season_{good}" in s]
     lines += ["", "A good is in season when the job producing it is at least halfway to its seasonal peak.", "",
               "![resources and prices](resources_prices.png)", ""]
+    lines += supply_chain.report_section(m)  # only for economies whose jobs use inputs
     lines += ["## Files", "",
               "`metrics.json` (every number above), `genealogy.csv`, `dashboard.png`, `gini.png`, `trade.gif`, "
               "`trade_scatter/`, and one PNG per figure above.", ""]

@@ -4,7 +4,8 @@ A detailed trace (see :mod:`analysis`) in, files out: the trade scatter at each 
 (trade_scatter/step_XXXX.png) and its animation (trade.gif), gini.png, resources_prices.png,
 ages_reproduction.png, job_distribution.png, broadcast_pca.png, eigen_spectra.png,
 effort_consumption.png, with attention also attention_heatmap.png, topology_early.png,
-topology_late.png and degree_pagerank.png, and dashboard.png. :mod:`plots` draws each figure;
+topology_late.png and degree_pagerank.png, lineage_shares.png (the Muller plot) and dialects.png, and
+dashboard.png. :mod:`plots` draws each figure;
 this module picks the data, names the files and writes them atomically.
 """
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 
-from homoecon_env.diagnostics import metrics, plots
+from homoecon_env.diagnostics import lineage, metrics, plots
+from homoecon_env.diagnostics.plots import chain as chain_plots
+from homoecon_env.diagnostics.plots import lineage as lineage_plots
 from homoecon_env.files import atomic_write_bytes
 
 
@@ -97,6 +100,27 @@ def draw_figures(trace: dict, config, out: str) -> dict:
             save(key, figure, f"{key}.png")
         written["topology_steps"] = [first["step"], last["step"]]
         save("degree_pagerank", plots.degree_pagerank(last["in_degree"], last["pagerank"]), "degree_pagerank.png")
+    if "agents" in trace:  # lineages (docs/design.md section 9)
+        _, arrays = lineage.lineage_summary(trace)
+        names = [f"agent_{founder}" for founder in arrays["founders"]]
+        save("lineage_shares", lineage_plots.lineage_shares(arrays["shares"], names, steps), "lineage_shares.png")
+        save("dialects", lineage_plots.dialects_over_time(arrays["dialects"], arrays["family_dialects"]),
+             "dialects.png")
     save("dashboard", plots.dashboard(dashboard_history(trace, config), title="HomoEcon evaluation: first rollout"),
          "dashboard.png")
+    return written
+
+
+def draw_chain_figures(trace: dict, config, out: str) -> dict:
+    """The supply-chain figures of a trace whose economy's jobs use inputs (``trace["chain"]``): chain_output.png,
+    chain_flow.png, chain_value_added.png, chain_bottlenecks.png; returns name -> path relative to ``out``."""
+    chain, goods, job_names = trace["chain"], list(config.resources), [job.name for job in config.jobs]
+    figures = {"chain_output": chain_plots.output_per_layer(chain, goods),
+               "chain_flow": chain_plots.flow(chain, goods, job_names),
+               "chain_value_added": chain_plots.value_added(chain, goods),
+               "chain_bottlenecks": chain_plots.bottlenecks(chain, goods, job_names)}
+    written = {}
+    for key, figure in figures.items():
+        plots.save_figure(figure, os.path.join(out, f"{key}.png"))
+        written[key] = f"{key}.png"
     return written
