@@ -2,6 +2,7 @@
 
     python evaluate.py                                    # untrained (freshly initialised) REINFORCE agents
     python evaluate.py --run runs/<run_name> --out eval_run
+    python evaluate.py --run runs/<run_name> --no-learn --deterministic   # frozen, acting with the policy's mode
     python evaluate.py --steps 600 --seeds 5 --num-agents 100 --ablation-seeds 10
     python evaluate.py --learner mymodule:MyLearner       # a plug-in learner (mymodule.py in this folder), untrained
     python evaluate.py --backend ray                      # the rollouts as Ray tasks on a local Ray instance

@@ -36,8 +36,13 @@ def gae(reward: torch.Tensor, value: torch.Tensor, bootstrap: torch.Tensor, done
     return advantage, advantage + value
 
 
+MAX_LOG_RATIO = 20.0  # rho = exp(min(log_ratio, 20)): finite, and no gradient from a step that far off
+
+
 def clipped_surrogate(log_ratio: torch.Tensor, advantage: torch.Tensor, clip_epsilon: float) -> torch.Tensor:
     """PPO's clipped surrogate per step, min(rho A, clip(rho, 1 - eps, 1 + eps) A) with rho = exp(log_ratio)
-    (to be maximised). [N, T] -> [N, T]."""
-    ratio = log_ratio.exp()
+    (to be maximised). [N, T] -> [N, T]. The log ratio is capped at MAX_LOG_RATIO first: an epoch that moves
+    a narrow Gaussian's mean by many stds would otherwise give rho = inf and, where A < 0, a NaN gradient
+    (the step is then outside the clip range, where the surrogate's gradient is 0 anyway for A > 0)."""
+    ratio = log_ratio.clamp(max=MAX_LOG_RATIO).exp()
     return torch.minimum(ratio * advantage, ratio.clamp(1.0 - clip_epsilon, 1.0 + clip_epsilon) * advantage)

@@ -36,7 +36,8 @@ class LearnerConfig:
     adam_beta2: float = _param(0.999, "Adam second-moment decay")
     adam_eps: float = _param(1e-8, "Adam denominator epsilon")
     gamma: float = _param(0.9, "discount factor of the return within an agent's life")
-    entropy_coef: float = _param(0.01, "weight of the entropy bonus in each agent's loss")
+    entropy_coef: float = _param(0.01, "weight of the entropy bonus in each agent's loss (REINFORCE; PPO's is "
+                                       "ppo_entropy_coef)")
     update_every: int = _param(5, "env steps between REINFORCE updates (the rollout window)")
     max_grad_norm: float = _param(1.0, "per-agent gradient-norm clip (norm over all of one agent's parameters)")
     baseline_decay: float = _param(0.9, "decay of each agent's EMA baseline of returns")
@@ -59,6 +60,9 @@ class LearnerConfig:
     gae_lambda: float = _param(0.95, "PPO: lambda of generalized advantage estimation (0: one-step TD, 1: returns)")
     ppo_epochs: int = _param(4, "PPO: optimizer steps per agent over each rollout window")
     value_coef: float = _param(0.5, "PPO: weight of the value head's squared error in each agent's loss")
+    ppo_entropy_coef: float = _param(
+        0.001, "PPO: weight of the entropy bonus in each agent's loss (at 0.01 the bonus outweighs the small "
+               "advantages and drives every log std to its clamp at 2, where it gets no gradient)")
 
     def __post_init__(self):
         for name in ("inherit_optimizer", "horizon_baseline"):
@@ -84,6 +88,7 @@ class LearnerConfig:
         check_float("clip_epsilon", self.clip_epsilon, 0.0, 1.0, low_open=True, high_open=True)
         check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_float("value_coef", self.value_coef, 0.0, math.inf)
+        check_float("ppo_entropy_coef", self.ppo_entropy_coef, 0.0, math.inf)
 
     @classmethod
     def help(cls) -> dict[str, str]:

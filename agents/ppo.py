@@ -11,7 +11,7 @@ Learning, at the end of each window of `update_every` steps (or on a truncated s
                     V of the observation after the window's last step (the bootstrap)
     A, R            GAE (`agents.advantages.gae`) over the agent's valid steps; R = A + V
     ppo_epochs x    loss_i = -mean_t min(rho A, clip(rho, 1 +- clip_epsilon) A)
-                             + value_coef * mean_t (V_t - R_t)^2 - entropy_coef * mean_t H_t
+                             + value_coef * mean_t (V_t - R_t)^2 - ppo_entropy_coef * mean_t H_t
                     one Adam step of agent i's own optimizer, gradient clipped to max_grad_norm per agent
 Means are over agent i's valid steps: as in REINFORCE, the steps after its slot's last death in the
 window (a dead agent's parameters are discarded with it, so its last partial window trains
@@ -26,6 +26,16 @@ and relu in place, which autograd cannot differentiate, so `_window_forward` eva
 parameter views with out-of-place operations (the heads' pick of outputs, the social filter's
 masked softmax). It is also the pass that gives the old log-probabilities, so the first epoch's
 ratios are exactly 1.
+
+Inputs are REINFORCE's but for the season: the observation gives (sin, cos) of each job's season
+angle theta_j, whose production factor cos^2 theta_j has half that period, so "the job in season"
+(the larger cos^2) is an XOR of the signs of cos +- sin, which no linear function of those features
+separates (the best linear rule is right 75% of the time). Small-weight tanh networks start nearly
+linear, and neither learner found the season's job in 10,000 steps from them (issue 15:
+job choice in season stayed at chance). PPO reads the season as the production cycle's phase instead,
+(sin 2 theta_j, cos 2 theta_j) (`double_season_angle`; cos 2 theta_j = 2 cos^2 theta_j - 1 is the
+production factor rescaled), which loses only the sign that production ignores; the job in season is
+then linear in the inputs. `season_double_angle = False` on a subclass restores the raw angle.
 
 Births, resume and divergence checks are REINFORCE's: a newborn's six networks are a crossover (a
 fair coin per network) plus mutation of its parents', with fresh Adam state; `state_dict` holds the
@@ -44,7 +54,7 @@ from agents.config import LearnerConfig
 from agents.networks import DTYPE, mlp_specs, relu_scores
 from agents.optim import clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE
-from agents.reinforce import _MASKED_SCORE, ReinforceLearner
+from agents.reinforce import _MASKED_SCORE, ReinforceLearner, double_season_angle
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Observation, StepOutput
 
@@ -79,6 +89,8 @@ def log_prob_and_entropy(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image
 
 class PPOLearner(ReinforceLearner):
     """N independent PPO agents in one set of stacked tensors. See the module docstring."""
+
+    season_double_angle = True  # read the season as the production cycle's phase (module docstring)
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None):
         super().__init__(economy_config, learner_config, uniform_attention=False)
@@ -130,6 +142,8 @@ class PPOLearner(ReinforceLearner):
         r = self.economy_config.num_resources
         own = observation.self_features.clone()
         own[:, :r] = observation.self_features[:, :r].clamp(min=0).log1p()
+        if self.season_double_angle:
+            double_season_angle(own, self.economy_config.num_jobs, self.season_end)
         peers = observation.peers.clone()
         peers[..., -r:] = observation.peers[..., -r:].clamp(min=0).log1p()
         return own.unsqueeze(1), peers.unsqueeze(1), (observation.peer_mask <= 0).unsqueeze(1)
@@ -148,7 +162,7 @@ class PPOLearner(ReinforceLearner):
         policy = -torch.where(valid, surrogate, 0.0).sum(1) * weight
         value_loss = torch.where(valid, (value - batch["returns"]).square(), 0.0).sum(1) * weight
         mean_entropy = torch.where(valid, entropy, 0.0).sum(1) * weight
-        total = policy + self.config.value_coef * value_loss - self.config.entropy_coef * mean_entropy
+        total = policy + self.config.value_coef * value_loss - self.config.ppo_entropy_coef * mean_entropy
         clipped = valid & ((log_ratio.exp() - 1.0).abs() > self.config.clip_epsilon)
         return {"loss": total, "policy": policy, "value": value_loss, "entropy": mean_entropy,
                 "clipped": clipped.sum(1), "kl": torch.where(valid, -log_ratio, 0.0).sum(1) * weight}

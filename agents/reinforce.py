@@ -19,7 +19,10 @@ Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the actio
     effort    = sigmoid(u_e)                     (logit-normal, in (0, 1))
     trade     = softmax([u_t, 0])                (additive logistic-normal on the simplex)
     consume   = sigmoid(u_c)                     (logit-normal per resource)
-The learner stores u, so no inverse squashing is ever needed. The loss uses the log density of u
+The learner stores u, so no inverse squashing is ever needed. Setting `deterministic = True` (evaluation,
+e.g. `evaluate.py --no-learn --deterministic`) makes `act` take the mode instead of sampling: the
+most likely job and u = the Gaussian means (so each squashed action is its distribution's median).
+The loss uses the log density of u
 (one Gaussian over all G continuous dimensions) in place of the density of the squashed action: the
 two differ by the log Jacobian of the squashing, which has no parameters, so the gradient is the
 same. The entropy bonus is the categorical entropy plus the entropy of the Gaussian pre-images (the
@@ -80,7 +83,7 @@ from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
-__all__ = ["ReinforceLearner", "reinforce_loss", "sample_tokens"]
+__all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
 
 
 def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -92,8 +95,20 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return (cumulative[..., :vocab - 1] < uniform).sum(dim=-1)  # never past V - 1
 
 
+def double_season_angle(own: torch.Tensor, num_jobs: int, end: int) -> torch.Tensor:
+    """Replace, in place, the season features that end at column `end` of own [..., S], (sin, cos) of every
+    job's season angle theta [J each], by (sin 2 theta, cos 2 theta): the phase of the production factor
+    cos^2 theta, whose period is half the angle's (see agents.ppo). Returns own."""
+    sin, cos = own[..., end - 2 * num_jobs:end - num_jobs], own[..., end - num_jobs:end]
+    doubled = torch.cat([2.0 * sin * cos, cos * cos - sin * sin], dim=-1)
+    own[..., end - 2 * num_jobs:end] = doubled
+    return own
+
+
 class ReinforceLearner:
     """N independent REINFORCE agents in one set of stacked tensors. See the module docstring."""
+
+    season_double_angle = False  # PPO's season input (agents.ppo); REINFORCE reads the raw angle
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None,
                  uniform_attention: bool = False):
@@ -105,6 +120,7 @@ class ReinforceLearner:
         extra_self, extra_peer = signals.extra_dims(c)  # private signals' columns (docs/design.md section 11)
         self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j + extra_self  # S, layout in homoecon_env.core.observe
         self.peer_dim = b + c.id_dim + r + extra_peer  # P
+        self.season_end = self.self_dim - extra_self  # the season's (sin, cos) end here (private signals follow)
         # symbolic mode: the broadcast head is L categoricals of V logits each (no Gaussian part)
         self.message_length, self.vocab_size = (c.message_length, c.vocab_size) if c.symbolic else (0, 0)
         self.token_width = self.message_length * self.vocab_size  # L * V token logits (0: continuous)
@@ -143,6 +159,9 @@ class ReinforceLearner:
                                     None if self.uniform_attention else self.config.attention_hidden_size,
                                     message_length=self.message_length)
         self._t = 0  # steps stored in the current window
+        # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
+        # state_dict: it is how the policy is used, not what it learnt
+        self.deterministic = False
 
     # -- structure ---------------------------------------------------------------------------
     def _network_spec(self) -> dict:
@@ -218,11 +237,15 @@ class ReinforceLearner:
 
     # -- Learner protocol --------------------------------------------------------------------
     def act(self, observation: Observation) -> Actions:
-        """Sample every slot's actions with the learner's generator and store them in the window."""
+        """Sample every slot's actions with the learner's generator and store them in the window. With
+        `deterministic` set, act with the policy's mode instead: the most likely job and the Gaussian means
+        (squashed: the median of each squashed action), drawing nothing from the generator."""
         own, own_holdings, peers, peer_holdings, blocked, peer_rows, pre_image, job_slot, broadcast_u, sigmoid_u, \
             trade_u = self.window.act_slots[self._t]
         r = self.economy_config.num_resources
         own.copy_(observation.self_features)
+        if self.season_double_angle:  # PPO's season input (agents.ppo)
+            double_season_angle(own, self.economy_config.num_jobs, self.season_end)
         torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observation.peers)
         peer_rows.copy_(observation.peer_index)  # lets a checkpoint store peers as rows of one table per step
@@ -235,16 +258,20 @@ class ReinforceLearner:
         out = out.view(n, -1)
         if not bool(torch.isfinite(out.sum())):  # huge but finite weights (a diverged policy) give NaN here
             self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
-        std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
-        noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
-        torch.addcmul(out[:, self.categorical_width:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
-        cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
-        uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
-        job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
+        if self.deterministic:  # the mode: Gaussian means, most likely job (and tokens); draws nothing
+            pre_image.copy_(out[:, self.categorical_width:])
+            job = out[:, :j].argmax(dim=1)
+        else:
+            std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
+            noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
+            torch.addcmul(out[:, self.categorical_width:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
+            cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
+            uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
+            job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
         job_slot.copy_(job)
         if self.message_length:  # symbolic: L tokens, each an inverse-CDF draw from its V logits
-            broadcast = sample_tokens(out[:, j:self.categorical_width].view(n, self.message_length, self.vocab_size),
-                                      self.generator)  # [N, L]
+            logits = out[:, j:self.categorical_width].view(n, self.message_length, self.vocab_size)
+            broadcast = logits.argmax(-1) if self.deterministic else sample_tokens(logits, self.generator)  # [N, L]
             self.window.token_slots[self._t].copy_(broadcast)
         else:
             broadcast = torch.tanh(broadcast_u)

@@ -66,6 +66,10 @@ class Args:
     """L, tokens per message in the symbolic mode; default: the run's, else the scenario's"""
     learn: bool = True
     """learners keep learning during the main rollouts (--no-learn: frozen weights)"""
+    deterministic: bool = False
+    """the main rollouts act with each policy's mode (most likely job, Gaussian means squashed) instead of
+    sampling; for learners with a `deterministic` attribute (reinforce, uniform_attention, ppo). With
+    --no-learn: the usual frozen evaluation of a trained policy"""
     frames: int = 10
     """trade-scatter frames, evenly spaced over the first rollout (the GIF's frames too)"""
     ablation_seeds: int = 5
@@ -220,7 +224,8 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     tasks = [Task(key=("main", k), economy=source.economy, learner=trained,
                   learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
                   economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=args.learn,
-                  run_dir=source.run_dir, detail=True, frames=args.frames if k == 0 else 0)
+                  run_dir=source.run_dir, detail=True, frames=args.frames if k == 0 else 0,
+                  deterministic=args.deterministic)
              for k in range(args.seeds)]
     if JobTable.from_config(source.economy).needs_inputs:  # supply chains: reference policies, same seeds
         tasks += [Task(key=("reference", learner, k), economy=source.economy, learner=learner,
@@ -374,6 +379,7 @@ def evaluate(args: Args) -> dict:
             "ablation_seeds": args.ablation_seeds, "ablation_train_steps": args.ablation_train_steps,
             "ablation_steps": args.ablation_steps, "wall_seconds": round(time.perf_counter() - start, 1)}
     meta["scenario"] = source.scenario
+    meta["deterministic"] = args.deterministic
     result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
                                "learner_config": dataclasses.asdict(source.learner_config),
                                "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},

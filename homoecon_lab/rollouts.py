@@ -46,6 +46,7 @@ class Task:
     detail: bool = False  # record everything the figures need
     frames: int = 0
     lineage: bool = False  # without detail, still record the genealogy and message snapshots (diagnostics.lineage)
+    deterministic: bool = False  # the recorded rollout acts with the policy's mode (learner.deterministic)
 
 
 def build_learner(task: Task):
@@ -261,6 +262,11 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
             _, out = _guarded_step(task, "training", t, learner, economy, observation, True)
             observation = out.observation
             report(1)
+    if task.deterministic:
+        if not hasattr(learner, "deterministic"):
+            raise RunError(f"rollout {task.key}: --deterministic: learner {type(learner).__name__} has no "
+                           "deterministic mode (a `deterministic` attribute)")
+        learner.deterministic = True
     economy = Economy(task.economy.replace(max_steps=task.steps))
     observation = economy.reset(seed=task.economy_seed)
     trace = Trace(economy, task.steps, task.detail, task.frames, task.lineage)

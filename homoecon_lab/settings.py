@@ -139,6 +139,8 @@ def settings_from_json(data) -> Settings:
     learner = data["learner"]
     if isinstance(learner, dict) and "inheritance" not in learner:  # written before inheritance modes: genetic
         learner = {**learner, "inheritance": "genetic"}
+    if isinstance(learner, dict) and "ppo_entropy_coef" not in learner and "entropy_coef" in learner:
+        learner = {**learner, "ppo_entropy_coef": learner["entropy_coef"]}  # written before PPO had its own
     return Settings(_build(RunArgs, run, "run"), economy_from_json(data["economy"]),
                     _build(LearnerConfig, learner, "learner"))
 

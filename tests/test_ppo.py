@@ -2,6 +2,7 @@
 batched loss and gradient against an unbatched torch.distributions reimplementation of one agent,
 independence between agents, births, and a bit-exact resume through train()."""
 import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def test_clipped_surrogate_takes_the_pessimistic_side():
 
 
 @pytest.mark.parametrize("field, value", [("clip_epsilon", 0.0), ("clip_epsilon", 1.0), ("gae_lambda", 1.5),
-                                          ("ppo_epochs", 0), ("value_coef", -1.0), ("value_coef", math.inf)])
+                                          ("ppo_epochs", 0), ("value_coef", -1.0), ("value_coef", math.inf),
+                                          ("ppo_entropy_coef", -0.1), ("ppo_entropy_coef", math.nan)])
 def test_ppo_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         LearnerConfig(**{field: value})
@@ -124,12 +126,12 @@ def reference_loss(learner, flat_row, batch, i, config):
         a = batch["advantage"][i, t]
         surrogate = torch.min(ratio * a, torch.clamp(ratio, 1 - config.clip_epsilon, 1 + config.clip_epsilon) * a)
         terms.append(-surrogate + config.value_coef * (value - batch["returns"][i, t]) ** 2
-                     - config.entropy_coef * entropy)
+                     - config.ppo_entropy_coef * entropy)
     return torch.stack(terms).mean()
 
 
 def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference():
-    learner, batch = filled_window(value_coef=0.7, entropy_coef=0.05, clip_epsilon=0.1)
+    learner, batch = filled_window(value_coef=0.7, ppo_entropy_coef=0.05, clip_epsilon=0.1)
     # the old log-probabilities are the policy's at the current parameters
     g = torch.Generator().manual_seed(3)
     # move the parameters so that ratios leave 1 (some clipped): the clipped branch is exercised too
@@ -152,7 +154,7 @@ def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference():
     row = learner.flat_params[0].detach()
     zero = batch["advantage"].clone().zero_()
     loss0 = reference_loss(learner, row, {**batch, "advantage": zero, "returns": zero}, 0,
-                           dataclasses.replace(learner.config, value_coef=0.0, entropy_coef=0.0))
+                           dataclasses.replace(learner.config, value_coef=0.0, ppo_entropy_coef=0.0))
     assert abs(float(loss0)) == 0.0
 
 
@@ -264,3 +266,49 @@ def test_train_script_runs_ppo(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=180)
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 60
+
+
+def test_ppo_reads_the_season_as_the_production_cycles_phase_and_reinforce_the_raw_angle():
+    """PPO's stored own features end with (sin 2 theta_j, cos 2 theta_j) for theta_j = pi/2 * t / period_j +
+    phase_j at the observed step t (from the config, by hand), so cos 2 theta_j = 2 cos^2 theta_j - 1;
+    REINFORCE keeps (sin theta_j, cos theta_j). Everything before the season is the same for both."""
+    jobs = SMALL.jobs
+    learners = {name: make_learner(name, SMALL, LearnerConfig(seed=0, update_every=8)) for name in ("ppo", "reinforce")}
+    economy = Economy(SMALL)
+    observation = economy.reset(0)
+    for t in range(4):
+        theta = torch.tensor([math.pi / 2 * t / job.period + job.phase for job in jobs], dtype=torch.float64)
+        raw = torch.cat([theta.sin(), theta.cos()]).float()
+        doubled = torch.cat([(2 * theta).sin(), (2 * theta).cos()]).float()
+        for name, learner in learners.items():
+            actions = learner.act(observation)
+            own = learner.window.buffer["own"][:, 0]  # no update: act writes the window's first step
+            expected = doubled if name == "ppo" else raw
+            torch.testing.assert_close(own[:, -2 * len(jobs):], expected.expand(SMALL.num_agents, -1),
+                                       atol=1e-6, rtol=0)
+        torch.testing.assert_close(learners["ppo"].window.buffer["own"][:, 0, :-2 * len(jobs)],
+                                   learners["reinforce"].window.buffer["own"][:, 0, :-2 * len(jobs)])
+        out = economy.step(actions)
+        observation = out.observation
+
+
+def test_a_config_written_before_ppo_entropy_coef_loads_with_the_entropy_coef_ppo_used_then():
+    from homoecon_lab.settings import RunArgs, Settings, settings_from_json
+    data = json.loads(json.dumps(dataclasses.asdict(Settings(RunArgs(), SMALL, LearnerConfig(entropy_coef=0.03)))))
+    del data["learner"]["ppo_entropy_coef"]
+    assert settings_from_json(data).learner.ppo_entropy_coef == 0.03
+
+
+def test_with_private_signals_ppo_doubles_the_season_angle_and_leaves_the_boom_columns_after_it():
+    from homoecon_env.scenarios import scenario_config
+    config = scenario_config("private_signals", num_agents=8, max_steps=10)
+    learner = make_learner("ppo", config, LearnerConfig(seed=0))
+    observation = Economy(config).reset(0)
+    learner.act(observation)
+    j, end, raw = config.num_jobs, learner.season_end, observation.self_features
+    own = learner.window.buffer["own"][:, 0]
+    assert end == learner.self_dim - j  # the boom one-hot [J] follows the season
+    sin, cos = raw[:, end - 2 * j:end - j], raw[:, end - j:end]
+    torch.testing.assert_close(own[:, end - j:end], cos * cos - sin * sin)
+    torch.testing.assert_close(own[:, end - 2 * j:end - j], 2 * sin * cos)
+    assert torch.equal(own[:, end:], raw[:, end:])
