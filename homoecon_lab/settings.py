@@ -21,9 +21,15 @@ from homoecon_env.validation import check_int
 
 MAX_SEED = 2**32 - 1  # the run seed seeds NumPy's legacy global generator, which takes [0, 2**32 - 1]
 RESUMABLE = ("steps", "checkpoint_every", "log_every", "dashboard_every")  # may change on --resume
-# EconomyConfig fields added after runs were first written: a config.json without one means this value
-# (the default, which reproduces the economy those runs trained).
-ECONOMY_FIELDS_ADDED = {"taste_scale": None}
+# Fields added after config.json files were first written, by group. A file without one gets the field's
+# default, which reproduces what that run did: a new option's default is the behaviour before it existed.
+# (A config.json missing any other key is refused: it was edited by hand.)
+FIELDS_ADDED = {
+    "economy": ("broadcast_mode", "vocab_size", "message_length", "taste_scale", "private_signals",
+                "boom_multiplier", "boom_switch", "scout_fraction"),
+    "learner": ("clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance", "inherit_optimizer",
+                "horizon_baseline"),
+}
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,16 @@ def economy_from_json(data) -> EconomyConfig:
         raise ValueError(f"economy.jobs must be a list of job objects, got {type(data).__name__}"
                          if not isinstance(data, dict) else f"economy.jobs must be a list, got {data.get('jobs')!r}")
     jobs = tuple(_build(Job, job, f"economy.jobs[{i}]") for i, job in enumerate(data["jobs"]))
-    return _build(EconomyConfig, {**ECONOMY_FIELDS_ADDED, **data, "jobs": list(jobs)}, "economy")
+    data = with_added_fields(EconomyConfig, data, FIELDS_ADDED["economy"])
+    return _build(EconomyConfig, {**data, "jobs": list(jobs)}, "economy")
+
+
+def with_added_fields(cls, data, names: tuple[str, ...]):
+    """``data`` plus the default of each field of ``cls`` in ``names`` that it lacks (FIELDS_ADDED);
+    anything but a dict is returned as it is, for `_build` to refuse."""
+    if not isinstance(data, dict):
+        return data
+    return {**{f.name: f.default for f in dataclasses.fields(cls) if f.name in names}, **data}
 
 
 def settings_from_json(data) -> Settings:
@@ -137,8 +152,7 @@ def settings_from_json(data) -> Settings:
     if isinstance(run, dict) and "scenario" not in run:  # written before scenarios existed: the seed's economy
         run = {**run, "scenario": "seed"}
     learner = data["learner"]
-    if isinstance(learner, dict) and "inheritance" not in learner:  # written before inheritance modes: genetic
-        learner = {**learner, "inheritance": "genetic"}
+    learner = with_added_fields(LearnerConfig, learner, FIELDS_ADDED["learner"])
     if isinstance(learner, dict) and "ppo_entropy_coef" not in learner and "entropy_coef" in learner:
         learner = {**learner, "ppo_entropy_coef": learner["entropy_coef"]}  # written before PPO had its own
     return Settings(_build(RunArgs, run, "run"), economy_from_json(data["economy"]),

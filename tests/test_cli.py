@@ -162,3 +162,25 @@ def test_config_that_is_not_json_is_refused_from_the_command_line(finished_run):
     result = script("train.py", "--resume", str(finished_run), "--steps", "10")
     assert result.returncode == 2 and "config.json: not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# Keys config.json gained after its first release (listed by hand from the changelog): a run written
+# before them must still resume, reading each as the behaviour it had then.
+ADDED_LATER = {"run": ["scenario"],
+               "economy": ["broadcast_mode", "vocab_size", "message_length", "taste_scale", "private_signals",
+                           "boom_multiplier", "boom_switch", "scout_fraction"],
+               "learner": ["clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance",
+                           "inherit_optimizer", "horizon_baseline", "ppo_entropy_coef"]}
+
+
+def test_a_config_written_before_later_fields_resumes_with_their_old_behaviour(finished_run):
+    now = parse_train_args(["--resume", str(finished_run), "--steps", "10"])
+    _rewrite(finished_run / "config.json",
+             lambda d: [d[group].pop(key) for group, keys in ADDED_LATER.items() for key in keys])
+    old = parse_train_args(["--resume", str(finished_run), "--steps", "10"])
+    assert old.economy == now.economy and old.run == now.run
+    assert old.economy.broadcast_mode == "continuous" and old.economy.private_signals is False
+    assert old.economy.taste_scale is None
+    # PPO's own entropy bonus did not exist: an old PPO run used the shared entropy_coef
+    assert old.learner == dataclasses.replace(now.learner, ppo_entropy_coef=now.learner.entropy_coef)
+    assert old.learner.inheritance == "genetic" and not old.learner.inherit_optimizer
