@@ -59,6 +59,18 @@ def test_prices_following_scarcity_correlate_positively():
     assert inverted["mean"] < -0.9
 
 
+def test_a_good_nearly_gone_is_the_scarcest_not_nan():
+    # 1 / 1e-320 overflows float64; the scarcity of a row is still (1/t_r) / sum_q (1/t_q): the
+    # almost-gone good takes nearly all of it (by hand: the others get 1e-320 / (1 + 2e-320) ~ 1e-320)
+    totals = np.array([[1e-320, 1.0, 1.0], [1.0, 2.0, 4.0], [3.0, 1e-320, 2.0], [1.0, 1.0, 1e-320]])
+    prices = np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow, no nan
+        result = stats.price_scarcity_correlation(prices, totals, method="pearson")
+    assert np.all(np.isfinite(result["per_resource"]))
+    np.testing.assert_allclose(stats._relative_scarcity(totals)[1], [4 / 7, 2 / 7, 1 / 7])
+    np.testing.assert_allclose(stats._relative_scarcity(totals)[0], [1.0, 0.0, 0.0], atol=1e-300)
+
+
 def test_price_scarcity_correlation_is_nan_for_constant_series():
     result = stats.price_scarcity_correlation(np.ones((4, 2)), np.ones((4, 2)))
     assert np.all(np.isnan(result["per_resource"])) and math.isnan(result["mean"])

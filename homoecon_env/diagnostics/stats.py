@@ -64,7 +64,10 @@ def spearman(x: Any, y: Any) -> float:
 def _relative_scarcity(totals: np.ndarray) -> np.ndarray:
     """Relative scarcity [T, R]: (1 / total_r) / sum_q (1 / total_q); goods with none share 1."""
     missing = totals <= 0
-    inverse = np.divide(1.0, totals, out=np.zeros_like(totals), where=~missing)
+    # (1 / t_r) scaled by the row's smallest positive total: in (0, 1], so a denormal total (a good
+    # nearly gone) cannot overflow to inf and turn the row into nan; the normalisation cancels the scale
+    smallest = np.where(missing, np.inf, totals).min(axis=1, keepdims=True)
+    inverse = np.divide(smallest, totals, out=np.zeros_like(totals), where=~missing)
     any_missing = missing.any(axis=1, keepdims=True)
     weights = np.where(any_missing, missing.astype(np.float64), inverse)
     return weights / weights.sum(axis=1, keepdims=True)
