@@ -17,6 +17,9 @@ and a *detailed* trace (the main rollouts) also
     frames and final: what the figures draw; communication (optional): "step" and the
     diagnostics.communication.STEP_KEYS -> [C] at C sampled late steps (step_summary), and
     "influence_step", "causal_influence" -> [I] at a subset of them (learner_influence).
+With private signals (docs/design.md section 11) every trace also holds scout_attention_mass,
+scout_share and listeners_on_boom [T] (diagnostics.scouts; nan where undefined), read by
+:func:`scout_outcome`.
 
 Contents: :func:`summarise_rollout` and :func:`summarise_seeds` (main rollouts, means and 95% CIs
 over seeds), :func:`genealogy` (lineages and genealogy.csv rows), :func:`ablation_outcome` and
