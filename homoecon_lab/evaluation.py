@@ -295,6 +295,31 @@ def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dic
     return result
 
 
+SCOUT_ARMS = ("learned", "uniform", "trained", *POSITIVE_CONTROL_ARMS)  # arms whose scout measures are reported
+
+
+def scout_results(summary: dict, results: dict, stems: dict, seeds: int, num_jobs: int) -> dict:
+    """metrics.json's "positive_control" (economies with private signals): whether the structure is used
+    (analysis.SCOUT_MEASURES), in the main rollouts' late window (means and 95% CIs over seeds) and in every
+    SCOUT_ARMS ablation arm's frozen rollouts, with the paired learned - uniform difference."""
+    result = {"main": {f"{key}_late": summary[f"{key}_late"] for key in analysis.SCOUT_MEASURES}, "arms": {},
+              "chance_on_boom": 1.0 / num_jobs}
+    if not stems:
+        return result
+    arms = [arm for arm in SCOUT_ARMS if arm in stems and (arm != "trained" or stems[arm] != stems["learned"])]
+    for arm in arms:
+        outcomes = [analysis.scout_outcome(results[stems[arm] + (i,)]) for i in range(seeds)]
+        result["arms"][arm] = {key: _over_seeds([o[key] for o in outcomes]) for key in analysis.SCOUT_MEASURES}
+    result["learned_minus_uniform"] = {}
+    for key in analysis.SCOUT_MEASURES:
+        learned, uniform = (result["arms"][arm][key]["per_seed"] for arm in ("learned", "uniform"))
+        pairs = [(a, b) for a, b in zip(learned, uniform) if a is not None and b is not None]
+        result["learned_minus_uniform"][key] = (
+            analysis.interval([a - b for a, b in pairs]) if len(pairs) >= 2
+            else {"mean": None, "ci95": None})
+    return result
+
+
 def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
     """[T, J] every job's seasonal factor at the production of steps 1..T (step t+1 is produced at t)."""
     table = JobTable.from_config(config)
@@ -385,6 +410,9 @@ def evaluate(args: Args) -> dict:
                                "main": {"summary": analysis.summarise_seeds(per_seed), "per_seed": per_seed},
                                "genealogy": lineage_summary, "ablations": ablations, "inheritance": inheritance,
                                "figures": figures})
+    if config.private_signals:
+        result["positive_control"] = analysis.to_json(scout_results(result["main"]["summary"], results, stems,
+                                                                    args.ablation_seeds, config.num_jobs))
     if chain:
         summary = result["main"]["summary"]
         result["supply_chain"] = analysis.to_json(chain_results(args, source, traces, results, summary))

@@ -18,7 +18,8 @@ from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy, production
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
-from homoecon_env.diagnostics import analysis, communication, metrics, supply_chain
+from homoecon_env.core.signals import is_scout
+from homoecon_env.diagnostics import analysis, communication, metrics, scouts, supply_chain
 from homoecon_lab.errors import RunError
 from homoecon_lab.recorder import message_views
 from homoecon_lab.seeding import seed_everything
@@ -85,6 +86,8 @@ class Trace:
         self.ids = np.zeros((steps, n), dtype=np.int64)  # [T, N] acting agent id of each row
         table = production.JobTable.from_config(config)  # supply chains: flows along the chain, every rollout
         self.chain = supply_chain.ChainRecorder(table.output, table.inputs, steps) if table.needs_inputs else None
+        if config.private_signals:  # is the positive control's structure used? (diagnostics.scouts), every rollout
+            self.series.update({key: [] for key in ("scout_attention_mass", "scout_share", "listeners_on_boom")})
         evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
         self.lineage_only = lineage and not detail  # the genealogy and messages at the snapshot steps, nothing else
         if self.lineage_only:
@@ -149,6 +152,8 @@ class Trace:
             self.chain.record(t, before.holdings.numpy(), actions.job.numpy(), wanted, out.effort.numpy(),
                               out.pre_trade.numpy(), out.trade.allocation.numpy(), out.consumed.numpy(),
                               out.trade.prices.numpy())
+        if self.config.private_signals:
+            self._record_scouts(before, observation, actions, attention)
         if self.lineage_only:
             if t in self.snapshot_steps:
                 self.cross_sections.append({"step": t, "broadcast": message_views(self.config, actions.broadcast)[0]})
@@ -203,6 +208,20 @@ class Trace:
                           "holdings_before": before_trade, "holdings_after": after_trade}
 
         self._record_genealogy(t, out, economy, teachers)
+
+    def _record_scouts(self, before, observation, actions, attention) -> None:
+        """Private signals: listeners' attention on scouts (its two pooled sums; nan without attention) and
+        their share on the boom job of this production (``before.boom``)."""
+        scout, alive = is_scout(before.id_vectors.numpy(), self.config), before.alive.numpy()
+        mass, share = np.nan, np.nan
+        if attention is not None:
+            mass, share = scouts.attention_on_scouts(attention.detach().double().numpy(),
+                                                     observation.peer_index.numpy(), observation.peer_mask.numpy(),
+                                                     scout, alive)
+        self.series["scout_attention_mass"].append(mass)
+        self.series["scout_share"].append(share)
+        on_boom = scouts.listeners_on_boom(actions.job.numpy(), before.boom, scout, alive)
+        self.series["listeners_on_boom"].append(on_boom)
 
     def _record_genealogy(self, t: int, out, economy: Economy, teachers) -> None:
         """Deaths of step t's acting agents, then the newborns in their slots (with their teachers)."""

@@ -17,6 +17,9 @@ and a *detailed* trace (the main rollouts) also
     frames and final: what the figures draw; communication (optional): "step" and the
     diagnostics.communication.STEP_KEYS -> [C] at C sampled late steps (step_summary), and
     "influence_step", "causal_influence" -> [I] at a subset of them (learner_influence).
+With private signals (docs/design.md section 11) every trace also holds scout_attention_mass,
+scout_share and listeners_on_boom [T] (diagnostics.scouts; nan where undefined), read by
+:func:`scout_outcome`.
 
 Contents: :func:`summarise_rollout` and :func:`summarise_seeds` (main rollouts, means and 95% CIs
 over seeds), :func:`genealogy` (lineages and genealogy.csv rows), :func:`ablation_outcome` and
@@ -29,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from homoecon_env.diagnostics import communication, graphs, metrics, stats
+from homoecon_env.diagnostics import communication, graphs, metrics, scouts, stats
 
 CI_PERCENT = 95  # confidence level of every interval (stats.mean_ci95)
 EDGE_FRACTION = 0.2  # "early" = the first 20% of a rollout's steps, "late" = the last 20%
@@ -202,6 +205,10 @@ def summarise_rollout(trace: dict, config, season: np.ndarray) -> dict:
         summary[f"price_in_season_{goods[good]}"] = nanmean(relative[in_season, good])
         summary[f"price_out_of_season_{goods[good]}"] = nanmean(relative[~in_season, good])
 
+    # Private signals (docs/design.md section 11): is the structure used, late in the rollout?
+    if "listeners_on_boom" in trace:
+        summary.update({f"{key}_late": value for key, value in scout_outcome(trace, late).items()})
+
     # Population.
     for key in ("births", "deaths_age", "deaths_starvation"):
         summary[f"{key}_total"] = int(trace[key].sum())
@@ -274,6 +281,19 @@ def ablation_outcome(trace: dict, num_jobs: int) -> dict:
     index, _ = specialization(trace, num_jobs, slice(0, steps))
     return {"mean_reward": float(trace["reward"].mean()), "gini": float(trace["gini"].mean()),
             "specialization": float(index), "trade_volume": float(trace["trade_volume"].mean())}
+
+
+SCOUT_MEASURES = ("attention_on_scouts", "listeners_on_boom")  # private signals only (diagnostics.scouts)
+
+
+def scout_outcome(trace: dict, window: Optional[slice] = None) -> dict:
+    """A private-signals trace's SCOUT_MEASURES over a window of steps (default all): listeners' attention on
+    scouts over the scouts' share of their live peers, pooled over the window (1 = uniform; None without
+    attention), and the mean share of listeners working the boom job."""
+    window = slice(None) if window is None else window
+    return {"attention_on_scouts": finite(scouts.ratio(trace["scout_attention_mass"][window],
+                                                       trace["scout_share"][window])),
+            "listeners_on_boom": nanmean(trace["listeners_on_boom"][window])}
 
 
 def compare(arms: dict[str, list[dict]], first: str, second: str) -> dict:

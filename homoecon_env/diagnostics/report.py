@@ -105,11 +105,33 @@ def communication_section(s: dict, symbolic: bool = False) -> list[str]:
             f"{mean('causal_influence_late')}.", ""]
 
 
-def positive_control_section(ablations: dict, learner_config: dict) -> list[str]:
+SCOUT_ARM_LABELS = {"learned": "learned attention", "uniform": "uniform attention", "trained": "trained",
+                    "listener": "scripted listener", "ignorer": "scripted ignorer"}
+
+
+def scout_structure(structure: dict) -> list[str]:
+    """Whether the private-signals structure is used (metrics.json's "positive_control", built from
+    diagnostics.scouts): attention on scouts and non-scouts on the boom job, per arm."""
+    ratio, boom = "attention_on_scouts", "listeners_on_boom"
+    rows = [f"| main rollouts (late window) | {with_ci(structure['main'][ratio + '_late'])} | "
+            f"{with_ci(structure['main'][boom + '_late'])} |"]
+    rows += [f"| {SCOUT_ARM_LABELS.get(arm, arm)} (ablation, frozen) | {with_ci(values[ratio])} | "
+             f"{with_ci(values[boom])} |" for arm, values in structure["arms"].items()]
+    if "learned_minus_uniform" in structure:
+        difference = structure["learned_minus_uniform"]
+        rows.append(f"| learned − uniform (paired) | {with_ci(difference[ratio])} | {with_ci(difference[boom])} |")
+    return ["Is the structure used? *Attention on scouts*: the attention non-scouts put on scout peers divided by "
+            "the scouts' share of their live peers (1 = uniform; uniform attention gives 1 by construction; n/a "
+            "without attention). *Non-scouts on the boom*: the share of live non-scouts working the job in boom "
+            f"({number(structure['chance_on_boom'])} by chance). Means ± 95% CI over seeds.", "",
+            "| arm | attention on scouts | non-scouts on the boom |", "|---|---|---|", *rows, ""]
+
+
+def positive_control_section(ablations: dict, learner_config: dict, structure: dict | None = None) -> list[str]:
     """The "Positive control" subsection of Q4 (economies with private signals, docs/design.md section 11);
-    empty elsewhere."""
+    empty elsewhere. ``structure``: metrics.json's "positive_control" (scout_structure), when present."""
     if "positive_control" not in ablations:
-        return []
+        return ["### Positive control", "", *scout_structure(structure)] if structure else []
     fixes = [name for name in ("horizon_baseline", "inherit_optimizer") if learner_config.get(name)]
     learners = (f"The learning arms above ran with {' and '.join(f'`{name}`' for name in fixes)} (docs/design.md "
                 "section 11), both arms alike." if fixes else "The learning arms above ran without the learning "
@@ -122,7 +144,8 @@ def positive_control_section(ablations: dict, learner_config: dict) -> list[str]
             f"here by construction; the learned social filter is measured against uniform attention above. {learners}",
             "",
             *ablation_table(ablations["positive_control"], "listener", "ignorer"), "",
-            ablation_sentence(ablations["positive_control"], "the listener", "the ignorer"), ""]
+            ablation_sentence(ablations["positive_control"], "the listener", "the ignorer"), "",
+            *(scout_structure(structure) if structure else [])]
 
 
 def render_report(m: dict) -> str:
@@ -229,12 +252,13 @@ def render_report(m: dict) -> str:
                 f"Entries are means ± {number(ci)}% CI over seeds; differences are paired by seed.")
     if not ablations:
         lines += ["## Q4. Does learned social filtering beat uniform interaction?", "",
-                  "Ablations were skipped (`--ablation-seeds 0`).", ""]
+                  "Ablations were skipped (`--ablation-seeds 0`).", "",
+                  *positive_control_section({}, {}, m.get("positive_control"))]
     else:
         lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, "",
                   *ablation_table(ablations["social_filter"], "learned", "uniform"), "",
                   ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), "",
-                  *positive_control_section(ablations, m.get("learner_config") or {}),
+                  *positive_control_section(ablations, m.get("learner_config") or {}, m.get("positive_control")),
                   "## Q5. What does heterogeneity of tastes do?", "",
                   "Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
                   "utility weights on all goods (`heterogeneous_tastes=False`).", "",
