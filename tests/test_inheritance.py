@@ -62,6 +62,21 @@ def test_cultural_newborns_are_exact_copies_of_a_living_teachers_networks(name):
         assert (tensor[born] == 0).all()
 
 
+def test_with_inherit_optimizer_a_cultural_newborn_takes_its_teachers_adam_state():
+    learner, economy, observation = fresh("cultural", update_every=2, inherit_optimizer=True)
+    out, _ = step_until_births(learner, economy, observation, minimum=2, skip=6)
+    before = {key: [t.clone() for t in value] if isinstance(value, list) else value.clone()
+              for key, value in learner.optimizer.state_dict().items()}
+    learner.on_births(out.births)
+    born = out.births.born.nonzero().view(-1)
+    teachers = learner.last_teachers[born]
+    after = learner.optimizer.state_dict()
+    assert (before["steps"][teachers] > 0).all(), "teachers have learned: their state is not the fresh one"
+    assert torch.equal(after["steps"][born], before["steps"][teachers])
+    for old, new in zip(before["exp_avg"] + before["exp_avg_sq"], after["exp_avg"] + after["exp_avg_sq"]):
+        assert torch.equal(new[born], old[teachers])
+
+
 def test_teachers_are_drawn_in_proportion_to_shifted_wealth_and_only_among_the_eligible():
     wealth = torch.tensor([5.0, 1.0, 2.0, 4.0, 100.0, 1.0], dtype=torch.float64)
     eligible = torch.tensor([True, True, True, True, False, True])
