@@ -404,6 +404,8 @@ def evaluate(args: Args) -> dict:
             "ablation_seeds": args.ablation_seeds, "ablation_train_steps": args.ablation_train_steps,
             "ablation_steps": args.ablation_steps, "wall_seconds": round(time.perf_counter() - start, 1)}
     meta["scenario"] = source.scenario
+    # steps after which the learner reported an update: 0 with learning on means it never learns (scripted, random)
+    meta["updates"] = int(sum(trace.get("updates", 0) for trace in traces))
     meta["deterministic"] = args.deterministic
     result = analysis.to_json({"meta": meta, "args": dataclasses.asdict(args), "economy": dataclasses.asdict(config),
                                "learner_config": dataclasses.asdict(source.learner_config),

@@ -257,17 +257,17 @@ class Trace:
 
 
 def _guarded_step(task: Task, phase: str, t: int, learner, economy: Economy, observation, learn: bool):
-    """One step (act, step, learn when ``learn``); a diverging learner or a refused action becomes a
-    RunError naming the task, the phase and the step."""
+    """One step (act, step, learn when ``learn``) -> (actions, step output, whether the learner updated:
+    its `update` returned a non-empty dict). A diverging learner or a refused action becomes a RunError
+    naming the task, the phase and the step."""
     try:
         actions = learner.act(observation)
         out = economy.step(actions)
-        if learn:
-            learner.update(out)
+        updated = bool(learner.update(out)) if learn else False
     except ValueError as error:  # NonFiniteLossError included
         raise RunError(f"rollout {task.key}, {phase} step {t}: {error}") from None
     learner.on_births(out.births)  # inheritance is part of the economy, frozen or not
-    return actions, out
+    return actions, out, updated
 
 
 def run_task(task: Task, report: Callable[[int], None]) -> dict:
@@ -278,7 +278,7 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
         economy = Economy(task.economy.replace(max_steps=task.train_steps))
         observation = economy.reset(seed=task.train_seed)
         for t in range(1, task.train_steps + 1):
-            _, out = _guarded_step(task, "training", t, learner, economy, observation, True)
+            _, out, _ = _guarded_step(task, "training", t, learner, economy, observation, True)
             observation = out.observation
             report(1)
     if task.deterministic:
@@ -289,15 +289,17 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
     economy = Economy(task.economy.replace(max_steps=task.steps))
     observation = economy.reset(seed=task.economy_seed)
     trace = Trace(economy, task.steps, task.detail, task.frames, task.lineage)
+    updates = 0  # steps of the recorded rollout after which the learner reported an update
     for t in range(1, task.steps + 1):
         before = economy.state
         trace.record_influence(t, learner, observation)
-        actions, out = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
+        actions, out, updated = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
+        updates += updated
         trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None),
                      getattr(learner, "last_teachers", None))
         observation = out.observation
         report(1)
-    return trace.result(economy)
+    return {**trace.result(economy), "updates": updates}
 
 
 # -- running tasks (in parallel, with one progress bar) ---------------------------------------------

@@ -322,3 +322,13 @@ def test_a_signal_while_the_workers_step_ends_the_evaluation_and_every_worker(tm
         assert time.monotonic() < deadline, f"children left running: {workers}"
         time.sleep(0.1)
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_the_report_says_whether_the_learners_really_learned(evaluation, tmp_path):
+    out, result = evaluation  # reinforce, learning on: its windows end within 30 steps
+    assert result["meta"]["updates"] > 0
+    assert "during which the learners kept learning" in (out / "report.md").read_text()
+    scripted = tmp_path / "scripted"  # learning on, but the heuristic never updates anything
+    result = evaluate.evaluate(Args(out=str(scripted), learner="scripted", **{**TINY, "ablation_seeds": 0}))
+    report = (scripted / "report.md").read_text()
+    assert result["meta"]["updates"] == 0 and "kept learning" not in report and "acts by fixed rules" in report

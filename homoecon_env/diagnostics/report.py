@@ -157,7 +157,9 @@ def render_report(m: dict) -> str:
     lines = ["# HomoEcon evaluation report", ""]
     source = (f"the trained run `{meta['run']}` (learner `{meta['learner']}`)" if meta["run"]
               else f"untrained agents (freshly initialised `{meta['learner']}` learners)")
-    mode = "kept learning" if meta["learn"] else "were frozen (no weight updates; newborns still inherit networks)"
+    mode = ("were frozen (no weight updates; newborns still inherit networks)" if not meta["learn"]
+            else "kept learning" if meta.get("updates", 1)
+            else "could have learned, but this learner never reported an update: it acts by fixed rules")
     lines += [
         f"Evaluated {source}: the `{meta.get('scenario', 'seed')}` scenario's economy of "
         f"{number(meta['num_agents'])} agents, {number(meta['seeds'])} rollouts "
