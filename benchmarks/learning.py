@@ -3,6 +3,11 @@
     python benchmarks/learning.py                       # reinforce, ppo, scripted, random; seeds 1 2 3, default flags
     python benchmarks/learning.py --learners reinforce uniform_attention random --steps 5000
     python benchmarks/learning.py --learners scripted --merge   # rerun one learner, keep the others' runs
+    python benchmarks/learning.py --train-args "--scenario private_signals --horizon-baseline --inherit-optimizer" \
+        --learners reinforce uniform_attention ppo random agents.scripted:ScriptedListener \
+        agents.scripted:ScriptedIgnorer --label private_signals \
+        --out benchmarks/results/learning_private_signals.json \
+        --figure docs/figures/learning_curves_private_signals.png   # the positive control
 
 Each run is the plain CLI (`python train.py --learner L --seed S [--steps T]`) in its own run folder.
 Two scores per run:
@@ -28,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -83,10 +90,11 @@ def frozen_score(run_dir: str, deterministic: bool, steps: int, seeds: int) -> f
     return total / (steps * seeds)
 
 
-def run(learner: str, seed: int, steps, out_root: str, eval_steps: int = 400, eval_seeds: int = 2) -> dict:
-    run_dir = os.path.join(out_root, f"{learner}_s{seed}")
+def run(learner: str, seed: int, steps, out_root: str, eval_steps: int = 400, eval_seeds: int = 2,
+        train_args: tuple[str, ...] = ()) -> dict:
+    run_dir = os.path.join(out_root, re.sub(r"[^\w-]", "_", learner) + f"_s{seed}")  # import paths: no ':' or '.'
     command = [sys.executable, os.path.join(ROOT, "train.py"), "--learner", learner, "--seed", str(seed),
-               "--run-dir", run_dir]
+               "--run-dir", run_dir, *train_args]
     if steps:
         command += ["--steps", str(steps)]
     start = time.perf_counter()
@@ -128,7 +136,7 @@ def summarise(results: list[dict]) -> dict:
     return summary
 
 
-def plot(results: list[dict], path: str) -> None:
+def plot(results: list[dict], path: str, label: str = "default economy") -> None:
     from matplotlib.figure import Figure
 
     from homoecon_env.diagnostics.plots import save_figure
@@ -146,7 +154,7 @@ def plot(results: list[dict], path: str) -> None:
         axes.plot(steps[width - 1:], smooth, color=colour, alpha=0.8, linestyle="-" if learns else "--",
                   label=label)
     axes.set(xlabel="env step", ylabel="mean reward per agent per step",
-             title="Learning curves, default economy (one line per seed, moving average)")
+             title=f"Learning curves, {label} (one line per seed, moving average)")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -165,6 +173,9 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/learning", help="folder of the run folders")
     parser.add_argument("--out", default="benchmarks/results/learning.json")
     parser.add_argument("--figure", default="docs/figures/learning_curves.png")
+    parser.add_argument("--train-args", default="",
+                        help="more train.py flags for every run, one string (e.g. \"--scenario private_signals\")")
+    parser.add_argument("--label", default="default economy", help="what the figure's title calls the economy")
     parser.add_argument("--merge", action="store_true",
                         help="keep the runs of other learners already in --out (rerun only --learners)")
     args = parser.parse_args()
@@ -174,7 +185,8 @@ def main() -> None:
             results = [r for r in json.load(handle)["runs"] if r["learner"] not in args.learners]
     for learner in args.learners:
         for seed in args.seeds:
-            result = run(learner, seed, args.steps, args.runs, args.eval_steps, args.eval_seeds)
+            result = run(learner, seed, args.steps, args.runs, args.eval_steps, args.eval_seeds,
+                         tuple(shlex.split(args.train_args)))
             results.append(result)
             frozen = "".join(f", {key.replace('_', ' ')} {result[key]:.4f}" for key in SCORES[1:] if key in result)
             print(f"{learner:18s} seed {seed}: last-20% mean reward {result['score']:.4f}{frozen} "
@@ -188,8 +200,9 @@ def main() -> None:
               + (f"  share of the scripted gain over random {share:.2f}" if share is not None else "")
               + ("" if entry["learns"] else "  [does not learn]"))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    atomic_write_text(args.out, json.dumps({"summary": summary, "runs": results}, indent=1))
-    plot(results, args.figure)
+    atomic_write_text(args.out, json.dumps({"train_args": args.train_args, "summary": summary, "runs": results},
+                                           indent=1))
+    plot(results, args.figure, args.label)
     print(f"wrote {args.out} and {args.figure}")
 
 
