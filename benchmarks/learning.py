@@ -136,7 +136,7 @@ def summarise(results: list[dict]) -> dict:
     return summary
 
 
-def plot(results: list[dict], path: str, label: str = "default economy") -> None:
+def plot(results: list[dict], path: str, economy_label: str = "default economy") -> None:
     from matplotlib.figure import Figure
 
     from homoecon_env.diagnostics.plots import save_figure
@@ -154,7 +154,7 @@ def plot(results: list[dict], path: str, label: str = "default economy") -> None
         axes.plot(steps[width - 1:], smooth, color=colour, alpha=0.8, linestyle="-" if learns else "--",
                   label=label)
     axes.set(xlabel="env step", ylabel="mean reward per agent per step",
-             title=f"Learning curves, {label} (one line per seed, moving average)")
+             title=f"Learning curves, {economy_label} (one line per seed, moving average)")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
