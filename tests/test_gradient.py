@@ -52,6 +52,21 @@ def plain_returns(rewards, gamma):
     return list(reversed(out))
 
 
+def plain_loss(log_prob, entropy, rewards, first_valid, gamma, entropy_coef):
+    """Sum over agents of the plain REINFORCE loss of a fresh agent's first window, one agent at a time:
+    -mean_t[(G_t - mean G) log pi_t + entropy_coef H_t] over its valid steps (from `first_valid`, default 0)."""
+    steps, n = rewards.shape
+    losses = []
+    for i in range(n):
+        start = first_valid.get(i, 0)
+        if start == steps:
+            continue
+        returns = torch.tensor(plain_returns(rewards[start:, i].tolist(), gamma))
+        advantage = (returns - returns.mean()).float()  # a fresh agent's first window: its own mean
+        losses.append(-(advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:]).mean())
+    return torch.stack(losses).sum()
+
+
 @pytest.mark.parametrize("name", ["reinforce", "uniform_attention"])
 def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name):
     """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
@@ -78,16 +93,7 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     job_dist, normal = Categorical(logits=logits), Normal(mean, log_std.exp()[:, None])
     log_prob = job_dist.log_prob(window["job"]) + normal.log_prob(window["pre_image"]).sum(-1)  # [N, T]
     entropy = job_dist.entropy() + normal.entropy().sum(-1)
-    losses = []
-    for i in range(n):
-        start = first_valid.get(i, 0)
-        if start == steps:
-            continue
-        returns = torch.tensor(plain_returns(rewards[start:, i].tolist(), gamma))
-        advantage = (returns - returns.mean()).float()  # a fresh agent's first window: its own mean
-        objective = advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:]
-        losses.append(-objective.mean())
-    expected, = torch.autograd.grad(torch.stack(losses).sum(), leaf)
+    expected, = torch.autograd.grad(plain_loss(log_prob, entropy, rewards, first_valid, gamma, entropy_coef), leaf)
     assert bool((call["grad"][0] == 0).all())
     torch.testing.assert_close(call["grad"], expected, atol=2e-5, rtol=1e-4)
     assert call["grad"][3, learner.layout.entries["broadcast_net.log_std"][0]] == 0
@@ -121,15 +127,7 @@ def test_symbolic_gradient_with_deaths_inside_the_window_equals_autograd_of_the_
     log_prob = job_dist.log_prob(window["job"]) + token_dist.log_prob(window["tokens"]).sum(-1) \
         + normal.log_prob(window["pre_image"]).sum(-1)
     entropy = job_dist.entropy() + token_dist.entropy().sum(-1) + normal.entropy().sum(-1)
-    losses = []
-    for i in range(n):
-        start = first_valid.get(i, 0)
-        if start == steps:
-            continue
-        returns = torch.tensor(plain_returns(rewards[start:, i].tolist(), gamma))
-        advantage = (returns - returns.mean()).float()
-        losses.append(-(advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:]).mean())
-    expected, = torch.autograd.grad(torch.stack(losses).sum(), leaf)
+    expected, = torch.autograd.grad(plain_loss(log_prob, entropy, rewards, first_valid, gamma, entropy_coef), leaf)
     start, stop = learner.layout.entries["broadcast_net.w2"][:2]
     assert bool((expected[1:, start:stop] != 0).any())  # the token heads do get a gradient
     torch.testing.assert_close(call["grad"], expected, atol=2e-5, rtol=1e-4)
