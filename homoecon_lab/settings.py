@@ -25,6 +25,7 @@ RESUMABLE = ("steps", "checkpoint_every", "log_every", "dashboard_every")  # may
 # default, which reproduces what that run did: a new option's default is the behaviour before it existed.
 # (A config.json missing any other key is refused: it was edited by hand.)
 FIELDS_ADDED = {
+    "run": ("scenario",),
     "economy": ("broadcast_mode", "vocab_size", "message_length", "taste_scale", "private_signals",
                 "boom_multiplier", "boom_switch", "scout_fraction"),
     "learner": ("clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance", "inherit_optimizer",
@@ -148,11 +149,8 @@ def settings_from_json(data) -> Settings:
     missing, unknown = [g for g in groups if g not in data], sorted(set(data) - set(groups))
     if missing or unknown:
         raise ValueError(f"expected keys {groups}, missing {missing}, unknown {unknown}")
-    run = data["run"]
-    if isinstance(run, dict) and "scenario" not in run:  # written before scenarios existed: the seed's economy
-        run = {**run, "scenario": "seed"}
-    learner = data["learner"]
-    learner = with_added_fields(LearnerConfig, learner, FIELDS_ADDED["learner"])
+    run = with_added_fields(RunArgs, data["run"], FIELDS_ADDED["run"])
+    learner = with_added_fields(LearnerConfig, data["learner"], FIELDS_ADDED["learner"])
     if isinstance(learner, dict) and "ppo_entropy_coef" not in learner and "entropy_coef" in learner:
         learner = {**learner, "ppo_entropy_coef": learner["entropy_coef"]}  # written before PPO had its own
     return Settings(_build(RunArgs, run, "run"), economy_from_json(data["economy"]),
