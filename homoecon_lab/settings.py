@@ -29,7 +29,7 @@ FIELDS_ADDED = {
     "economy": ("broadcast_mode", "vocab_size", "message_length", "taste_scale", "private_signals",
                 "boom_multiplier", "boom_switch", "scout_fraction"),
     "learner": ("clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance", "inherit_optimizer",
-                "horizon_baseline"),
+                "horizon_baseline", "attention_sink"),
 }
 
 
