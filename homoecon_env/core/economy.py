@@ -233,8 +233,8 @@ class Economy:
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
         """
         checked = self._checked_arrays(actions)
-        return Actions(**{f.name: None if getattr(checked, f.name) is None else torch.from_numpy(getattr(checked, f.name))
-                          for f in fields(checked)})
+        values = {f.name: getattr(checked, f.name) for f in fields(checked)}
+        return Actions(**{name: None if value is None else torch.from_numpy(value) for name, value in values.items()})
 
     def _checked_arrays(self, actions: Actions) -> Actions:
         """`check_actions` with NumPy arrays out, for the stages."""
