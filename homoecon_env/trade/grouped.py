@@ -84,7 +84,9 @@ def check_groups(groups, num_agents: int, num_groups) -> tuple:
 
 
 def _sort_groups(groups: np.ndarray, num_groups: int) -> _Groups:
-    order = np.argsort(groups, kind="stable")
+    # a stable sort of 16-bit keys is a radix sort, O(N)
+    keys = groups.astype(np.int16) if num_groups <= np.iinfo(np.int16).max else groups
+    order = np.argsort(keys, kind="stable")
     counts_all = np.bincount(groups, minlength=num_groups)
     present = np.flatnonzero(counts_all)
     counts = counts_all[present]
@@ -110,6 +112,11 @@ class GroupedSolution(NamedTuple):
 def _solve_one_group(e, w, method, tol, max_iter, init_max_iter, warm_multipliers):
     """The plain solver on one group's [R, n] arrays: (x, lam, mu, iterations, outer iterations,
     Newton updates of the start, diagnostics)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _solve_one_group_quietly(e, w, method, tol, max_iter, init_max_iter, warm_multipliers)
+
+
+def _solve_one_group_quietly(e, w, method, tol, max_iter, init_max_iter, warm_multipliers):
     data = _market_data(e, w)
     if method == "newton":
         x, lam, mu, iterations, diagnostics = _solve_prices(data, tol, max_iter, warm_multipliers)
@@ -160,6 +167,7 @@ class _Batch(NamedTuple):
     segment: np.ndarray  # [N] each agent's column among the non-empty groups
     starts: np.ndarray  # [G'] first agent of each group
     counts: np.ndarray  # [G'] agents per group (float)
+    sizes: np.ndarray  # [G'] the same, integers
     supply: np.ndarray  # [R, G'] every cell's supply
     traded: np.ndarray  # [R, G'] bool
     traded_supply: np.ndarray  # [R, G'] supply of traded cells, 0 elsewhere
@@ -170,7 +178,7 @@ class _Batch(NamedTuple):
 
     def per_agent(self, cells: np.ndarray) -> np.ndarray:
         """[R, G'] -> [R, N]: each agent's own group's column."""
-        return cells[:, self.segment]
+        return np.repeat(cells, self.sizes, axis=1)
 
 
 class _GroupMarket(NamedTuple):
@@ -192,7 +200,8 @@ def _batch(e, w, sorted_groups: _Groups) -> _Batch:
     endowment_utility = _utility(w, e)  # only traded cells contribute: the others are unheld or unvalued
     economy = _economy(masked, np.zeros(e.shape[0]), endowment_utility)
     return _Batch(economy, e, w, endowment_utility, sorted_groups.segment, starts,
-                  sorted_groups.counts.astype(np.float64), supply, traded, np.where(traded, supply, 0.0))
+                  sorted_groups.counts.astype(np.float64), sorted_groups.counts, supply, traded,
+                  np.where(traded, supply, 0.0))
 
 
 def _respond(batch: _Batch, prices: np.ndarray) -> _GroupMarket:
@@ -200,9 +209,9 @@ def _respond(batch: _Batch, prices: np.ndarray) -> _GroupMarket:
     economy = batch.economy
     log_prices = np.log(prices)
     if economy.line_offset is not None:
-        z = economy.line_offset
+        z, term = economy.line_offset.copy(), np.empty_like(economy.line_offset)
         for slopes, log_price in zip(economy.line_slopes, log_prices):
-            z = z + slopes * log_price[batch.segment]
+            z += np.multiply(slopes, np.repeat(log_price, batch.sizes), out=term)
         z = np.minimum.reduce(z, axis=0)
     else:
         agent_log_prices = batch.per_agent(log_prices)
@@ -213,7 +222,9 @@ def _respond(batch: _Batch, prices: np.ndarray) -> _GroupMarket:
                                         axis=0).cumsum(axis=0)
         z = np.minimum(np.minimum.reduce((economy.target - line_value) / line_weight, axis=0), MAX_LOG_MULTIPLIER)
     z = np.maximum(z, 0.0, out=z)
-    ratio = np.exp(z) * economy.weights / batch.per_agent(prices)
+    ratio = batch.per_agent(1.0 / prices)
+    ratio *= economy.weights
+    ratio *= np.exp(z)
     allocation = np.maximum(ratio - 1.0, 0.0)
     demand = batch.segment_sum(allocation)
     return _GroupMarket(prices, z, ratio, allocation, demand, demand - batch.traded_supply)
@@ -248,34 +259,58 @@ def _clearing_error(batch: _Batch, market: _GroupMarket):
 
 def _newton_direction(batch: _Batch, market: _GroupMarket, stepping: np.ndarray):
     """newton._newton_direction for every group in ``stepping`` at once (0 elsewhere), with the
-    corner-safe floor on W_i: the Hessian is G' independent R x R blocks, solved as a batch.
-    Returns (direction [R, G'], descent [G'] = excess . direction)."""
-    num_goods = market.allocation.shape[0]
+    corner-safe floor on W_i: the Hessian is G' independent R x R blocks, solved as a batch (the
+    rank-one coupling summed over the IR-binding agents only). Returns (direction [R, G'],
+    descent [G'] = excess . direction)."""
+    num_goods, num_present = market.demand.shape
     active = market.allocation > 0
     one_plus_x = np.where(active, market.marginal_ratio, 0.0)
-    active_weights = np.where(active, batch.economy.weights, 0.0)
-    binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), _TINY)
-    coupling = batch.segment_sum(one_plus_x[:, None, :] * (active_weights * binding)[None, :, :])  # [R, R, G']
-    diagonal = batch.segment_sum(one_plus_x) + 1e-12 * (market.demand + batch.counts)  # [R, G'] with the ridge
-    hessian = -np.moveaxis(coupling, -1, 0)  # [G', R, R]
+    ridge = 1e-12 * (market.demand + batch.counts)
+    diagonal = batch.segment_sum(one_plus_x) + ridge  # [R, G']
+    hessian = np.zeros((num_present, num_goods, num_goods))
+    binding = np.flatnonzero(market.log_multipliers > 0)
+    if binding.size:  # IR-binding agents add (1 + x_ir) w_iq / W_i, W_i their active weight
+        held = one_plus_x[:, binding]
+        active_weights = np.where(active[:, binding], batch.economy.weights[:, binding], 0.0)
+        scaled = active_weights / np.maximum(_sum_over_goods(active_weights), _TINY)
+        segment = batch.segment[binding]
+        for r in range(num_goods):
+            for q in range(num_goods):
+                hessian[:, r, q] = -np.bincount(segment, held[r] * scaled[q], minlength=num_present)
     goods = np.arange(num_goods)
     hessian[:, goods, goods] += diagonal.T
-    hessian /= market.prices.T[:, None, :]
-    excess = market.excess.T  # [G', R]
-    solvable = np.isfinite(hessian).all(axis=(1, 2))
-    solvable &= np.abs(np.linalg.det(np.where(solvable[:, None, None], hessian, 1.0))) > 0
-    identity = np.broadcast_to(np.eye(num_goods), hessian.shape)
-    newton = np.linalg.solve(np.where(solvable[:, None, None], hessian, identity), excess[:, :, None])[:, :, 0].T
-    ridge = 1e-12 * (market.demand + batch.counts)
-    newton = np.where(solvable, newton, market.excess * market.prices / ridge)
+    hessian /= market.prices.T[:, None, :]  # H_rq = (diag + ridge - coupling)_rq / lambda_q
+    newton, solvable = _solve_blocks(hessian, market.excess.T)
+    newton = np.where(solvable, newton.T, market.excess * market.prices / ridge)
     eta_step = newton / (1.0 - np.minimum(newton / market.prices, 0.75))
-    diagonal_step = _diagonal_direction(batch, market)
-    direction = diagonal_step
-    for candidate in (newton, eta_step):  # the last one that is a descent direction wins: eta first
+    direction = _diagonal_direction(batch, market)
+    for candidate in (newton, eta_step):  # the last that is a descent direction wins: eta first
         slope = np.sum(market.excess * candidate, axis=0)
         direction = np.where((slope > 0) & (slope < np.inf), candidate, direction)
-    direction = np.where(stepping & batch.traded.any(axis=0), direction, 0.0)
+    direction = np.where(stepping, direction, 0.0)
     return direction, np.sum(market.excess * direction, axis=0)
+
+
+def _solve_blocks(matrices: np.ndarray, vectors: np.ndarray):
+    """Solve G' systems [G', R, R] x = [G', R]; returns (x [G', R], solvable [G'] bool: finite
+    and nonsingular). R <= 2 by Cramer's rule, as newton._solve_small; larger R by LAPACK."""
+    num_goods = vectors.shape[1]
+    if num_goods == 1:
+        a = matrices[:, 0, 0]
+        solvable = np.isfinite(a) & (a != 0)
+        return vectors / np.where(solvable, a, 1.0)[:, None], solvable
+    if num_goods == 2:
+        a, b, c, d = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 1, 0], matrices[:, 1, 1]
+        f, g = vectors[:, 0], vectors[:, 1]
+        determinant = a * d - b * c
+        solvable = np.isfinite(determinant) & (determinant != 0)
+        determinant = np.where(solvable, determinant, 1.0)
+        return np.stack([(d * f - b * g) / determinant, (a * g - c * f) / determinant], axis=1), solvable
+    solvable = np.isfinite(matrices).all(axis=(1, 2))
+    matrices = np.where(solvable[:, None, None], matrices, np.eye(num_goods))
+    solvable &= np.abs(np.linalg.det(matrices)) > 0
+    matrices = np.where(solvable[:, None, None], matrices, np.eye(num_goods))
+    return np.linalg.solve(matrices, vectors[:, :, None])[:, :, 0], solvable
 
 
 def _diagonal_direction(batch: _Batch, market: _GroupMarket) -> np.ndarray:
@@ -369,7 +404,7 @@ def _make_individually_rational(batch: _Batch, x: np.ndarray, allowance: float):
         t = np.where(pending, 0.0, t)  # not settled: those keep their group at the endowment
     agent_t = np.ones(x.shape[1])
     agent_t[violators] = t
-    blend = np.minimum.reduceat(agent_t, batch.starts)[batch.segment]
+    blend = np.repeat(np.minimum.reduceat(agent_t, batch.starts), batch.sizes)
     x = (1.0 - blend) * e + blend * x
     return x, _utility(w, x)
 
@@ -446,7 +481,7 @@ def _solve_batched(batch: _Batch, tol, max_iter, warm_multipliers):
         mu = np.expm1(market.log_multipliers)
         residual = _group_diagnostics(batch, x, lam, mu, utility)
         done = finishing & ((residual <= tol) | (iteration >= max_iter) | stalled | stepping | (error <= rounding))
-        members = done[batch.segment]
+        members = np.repeat(done, batch.sizes)
         x_out[:, members], mu_out[members] = x[:, members], mu[members]
         lam_out[:, done], iterations[done], kkt[done] = lam[:, done], iteration, residual[done]
         target = np.where(finishing & ~done, 0.01 * np.minimum(target, error), target)
