@@ -109,19 +109,19 @@ class GroupedSolution(NamedTuple):
     priced: np.ndarray  # [G] bool: the group has agents and trades some good
 
 
-def _solve_one_group(e, w, method, tol, max_iter, init_max_iter, warm_multipliers):
-    """The plain solver on one group's [R, n] arrays: (x, lam, mu, iterations, outer iterations,
-    Newton updates of the start, diagnostics)."""
+def _solve_one_group(e, w, method, tol, max_iter, allocation, multipliers):
+    """The fallback for one group's [R, n] arrays that the batched solve left uncertified: for
+    pgd, projected gradient from the batched solution (as pgd's dual start polishes newton's), for
+    newton, the plain newton (with its corner pass) from those multipliers. Returns (x, lam, mu,
+    iterations, outer iterations, diagnostics)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _solve_one_group_quietly(e, w, method, tol, max_iter, init_max_iter, warm_multipliers)
-
-
-def _solve_one_group_quietly(e, w, method, tol, max_iter, init_max_iter, warm_multipliers):
-    data = _market_data(e, w)
-    if method == "newton":
-        x, lam, mu, iterations, diagnostics = _solve_prices(data, tol, max_iter, warm_multipliers)
-        return x, lam, mu, iterations, 0, 0, diagnostics
-    return _solve_pgd(data, tol, max_iter or PGD_MAX_ITER, "dual", init_max_iter, None, warm_multipliers, None, True)
+        data = _market_data(e, w)
+        if method == "newton":
+            x, lam, mu, iterations, diagnostics = _solve_prices(data, tol, max_iter, multipliers)
+            return x, lam, mu, iterations, 0, diagnostics
+        x, lam, mu, iterations, outer, _, diagnostics = _solve_pgd(
+            data, tol, max_iter or PGD_MAX_ITER, "endowment", None, allocation, multipliers, None, True)
+        return x, lam, mu, iterations, outer, diagnostics
 
 
 def solve_groups_one_by_one(e, w, groups: np.ndarray, num_groups: int, method, tol, max_iter, init_max_iter,
@@ -140,8 +140,14 @@ def solve_groups_one_by_one(e, w, groups: np.ndarray, num_groups: int, method, t
                                                       sorted_groups.counts.tolist())):
         members = sorted_groups.order[start:start + count]
         warm = None if warm_multipliers is None else warm_multipliers[members]
-        xg, lam, mug, its, outer, init_its, diagnostics = _solve_one_group(
-            e[:, members], w[:, members], method, tol, max_iter, init_max_iter, warm)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            data = _market_data(e[:, members], w[:, members])
+            if method == "newton":
+                xg, lam, mug, its, diagnostics = _solve_prices(data, tol, max_iter, warm)
+                outer = init_its = 0
+            else:
+                xg, lam, mug, its, outer, init_its, diagnostics = _solve_pgd(
+                    data, tol, max_iter or PGD_MAX_ITER, "dual", init_max_iter, None, warm, None, True)
         x[:, members] = xg
         prices[group] = lam
         mu[members] = mug
@@ -507,18 +513,21 @@ def solve_groups(e, w, groups: np.ndarray, num_groups: int, method: str, tol, ma
     cap = (init_max_iter if method == "pgd" else max_iter) or (DEFAULT_MAX_ITER + CORNER_MAX_ITER)
     x_sorted, lam, mu_sorted, newton_iterations, kkt = _solve_batched(batch, tol, cap, warm)
     pgd_iterations = outer_iterations = 0
+    newton_cap = max_iter or (DEFAULT_MAX_ITER + CORNER_MAX_ITER)
     for index in np.flatnonzero(kkt > tol).tolist():  # never seen in tests; see the module docstring
         start, count = int(sorted_groups.starts[index]), int(sorted_groups.counts[index])
         members = slice(start, start + count)
-        xg, lam_g, mu_g, its, outer, init_its, diagnostics = _solve_one_group(
-            batch.endowment[:, members], batch.weights[:, members], method, tol, max_iter, init_max_iter,
-            None if warm is None else warm[members])
+        if method == "newton" and newton_cap - newton_iterations[index] < 1:
+            continue  # the budget is spent, as for the plain newton
+        xg, lam_g, mu_g, its, outer, diagnostics = _solve_one_group(
+            batch.endowment[:, members], batch.weights[:, members], method, tol,
+            max_iter if method == "pgd" else newton_cap - newton_iterations[index], x_sorted[:, members],
+            mu_sorted[members])
         if diagnostics["kkt_residual"] < kkt[index]:
             x_sorted[:, members], mu_sorted[members], lam[:, index] = xg, mu_g, lam_g
             kkt[index] = diagnostics["kkt_residual"]
         if method == "pgd":
             pgd_iterations, outer_iterations = max(pgd_iterations, its), max(outer_iterations, outer)
-            newton_iterations[index] += init_its
         else:
             newton_iterations[index] += its
     x, mu = np.empty_like(e), np.empty(num_agents)
