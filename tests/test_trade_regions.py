@@ -188,10 +188,12 @@ def test_one_group_gives_the_plain_market():
     assert grouped.objective == pytest.approx(plain.objective, rel=1e-10)
 
 
-def test_no_agents_gives_empty_results():
+def test_no_agents_or_no_goods_give_empty_results():
     result = clear_market(np.zeros((0, 2)), np.zeros((0, 2)), groups=np.zeros(0, dtype=np.int64), num_groups=3)
     assert result.allocation.shape == (0, 2) and result.prices.shape == (3, 2)
     assert torch.isnan(result.prices).all() and result.converged
+    result = clear_market(np.zeros((3, 0)), np.zeros((3, 0)), groups=np.array([0, 2, 2]))  # no goods
+    assert result.allocation.shape == (3, 0) and result.prices.shape == (3, 0) and result.converged
 
 
 @pytest.mark.parametrize("groups, num_groups, message", [

@@ -4,17 +4,30 @@ regions of docs/design.md section 13), all groups in one batched solve.
 Agents i with ``groups[i] = g`` trade only with each other: goods are conserved per group and good,
 and each group has its own prices lambda_g [R]. The problem is separable across groups, so its dual
 is a sum of G independent duals over R prices each, and Newton's method on it (``newton.py``) runs
-on all groups at once: every agent's response depends only on its own group's prices, per-group
-sums are segment sums over agents sorted by group (``np.add.reduceat``), the Hessian is G
-independent R x R blocks solved as one batch, and the line search keeps a step, a bracket and a
-verdict per group. A group stops as soon as its own result is certified (KKT residual <= tol);
-the others go on. A (group, good) cell nobody in the group holds or values is not traded there:
-its weights are masked to 0 (no agent of the group demands it; an agent never sees another
-group's goods at all), its price is 0, and its goods stay with their owners.
+on all groups at once:
 
-A group that the batched Newton leaves uncertified (never seen in tests; the plain solver's
-corner cases) is passed, alone, to the plain solver with projected-gradient polish (``pgd``), so
-the guarantees are those of section 4 in every group.
+- agents are sorted by group once (a stable radix sort) and empty groups dropped; per-group sums are
+  segment sums over contiguous agents (``np.add.reduceat``, exact within each group);
+- every agent's response (demand and least IR multiplier, newton._respond's closed form) uses its
+  own group's prices; the start is each group's water-filling prices (for the warm-start
+  multipliers, if any);
+- the Hessian is G independent R x R blocks (the rank-one IR coupling summed over IR-binding agents
+  only), solved as one batch (Cramer's rule for R <= 2); the line search keeps a step, a bracket
+  and a verdict per group, every trial one response of all agents;
+- a group's candidate is made exactly conserving (each traded cell rescaled to its group's supply)
+  and IR (blended towards the endowment by the group's own violators), and the group stops as soon
+  as its own KKT residual is <= tol; the others go on. One pass with the corner-safe Hessian
+  (newton's second pass) replaces the plain solver's two: there is no earlier arithmetic to keep
+  bit for bit. ``max_iter`` (newton) or ``init_max_iter`` (pgd) caps the updates, default 200.
+
+A (group, good) cell nobody in the group holds or values is not traded there: its weights are
+masked to 0 (no agent of the group demands it; no agent ever sees another group's goods), its
+price is 0, and its goods stay with their owners. A group with no traded cell has no prices.
+
+A group the batched Newton leaves uncertified (not seen in tests but with capped updates) is
+finished alone: for pgd, projected gradient from its batched point (as pgd's dual start polishes
+newton's solution; ``max_iter`` caps it), for newton, the plain newton within the updates left.
+That loop runs over uncertified groups only, never in the usual path.
 """
 
 from __future__ import annotations
@@ -506,8 +519,8 @@ def solve_groups(e, w, groups: np.ndarray, num_groups: int, method: str, tol, ma
     order, present = sorted_groups.order, sorted_groups.present
     prices = np.zeros((num_groups, num_goods))
     priced = np.zeros(num_groups, dtype=bool)
-    if num_agents == 0:
-        return GroupedSolution(e.copy(), prices, np.zeros(0), 0, 0, 0, np.zeros(0), priced)
+    if num_agents == 0 or num_goods == 0:  # nothing to trade
+        return GroupedSolution(e.copy(), prices, np.zeros(num_agents), 0, 0, 0, np.zeros(0), priced)
     batch = _batch(e[:, order], w[:, order], sorted_groups)
     warm = None if warm_multipliers is None else warm_multipliers[order]
     cap = (init_max_iter if method == "pgd" else max_iter) or (DEFAULT_MAX_ITER + CORNER_MAX_ITER)
