@@ -122,8 +122,9 @@ class TradeResult:
     """Outcome of one market clearing.
 
     allocation [N, R]: holdings after trade. prices [R]: conservation multipliers normalised to
-    sum 1 (0 for an untraded good); with ``groups``, [G, R], a row per group (NaN: no prices). iterations: projected-gradient iterations (pgd), price updates
-    (newton) or gradient steps (penalty). converged: kkt_residual <= tol. conservation_error:
+    sum 1 (0 for an untraded good); with ``groups``, [G, R], a row per group (NaN: no prices).
+    iterations: projected-gradient iterations (pgd), price updates (newton) or gradient steps
+    (penalty). converged: kkt_residual <= tol. conservation_error:
     max_r |sum_i x_ir - s_r| / max(1, s_r). ir_violation: max_i max(0, u_i(e_i) - u_i(x_i)).
     kkt_residual: the largest of conservation error, IR violation, complementarity
     |min(mu_i, u_i(x_i) - u_i(e_i))| and relative stationarity. objective: sum_i u_i(x_i).
