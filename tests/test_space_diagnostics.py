@@ -49,12 +49,21 @@ def test_price_dispersion_is_zero_for_one_price_and_nan_with_one_occupied_region
     assert result[0] == pytest.approx(0.0, abs=1e-15) and math.isnan(result[1])
 
 
-def test_price_dispersion_is_scale_free_and_refuses_a_non_positive_price():
+def test_price_dispersion_is_scale_free_and_refuses_a_negative_price():
     prices = np.array([[0.1, 0.9], [0.4, 0.6], [0.25, 0.75]])
     # a common factor on one good in every region is a shift in log: the spread stays
     assert space.price_dispersion(prices * [3.0, 1.0]) == pytest.approx(space.price_dispersion(prices))
     with pytest.raises(ValueError, match="region_prices"):
-        space.price_dispersion(np.array([[0.0, 1.0], [0.5, 0.5]]))
+        space.price_dispersion(np.array([[-0.1, 1.1], [0.5, 0.5]]))
+
+
+def test_price_dispersion_leaves_out_lone_agents_and_zero_prices_good_by_good():
+    prices = np.array([[0.5, 0.5], [0.2, 0.8], [0.0, 1.0], [0.9, 0.1]])
+    population = np.array([3, 2, 4, 1])  # region 3: a lone agent, no market; region 2: nobody holds good 0
+    good_0 = math.log(0.5 / 0.2) / 2  # regions 0 and 1
+    good_1 = np.std(np.log([0.5, 0.8, 1.0]))  # regions 0, 1 and 2
+    assert space.price_dispersion(prices, population) == pytest.approx((good_0 + good_1) / 2)
+    assert math.isnan(space.price_dispersion(prices[:, :1], [3, 1, 4, 1]))  # a single market for good 0
 
 
 def test_dispersion_trend_recovers_an_exponential_decay_rate_per_100_steps():
@@ -130,6 +139,8 @@ def test_sweep_results_give_each_cost_a_mean_with_an_interval_and_the_cost_corre
     # two samples 0.2 apart: half-width t(0.975, 1) * s / sqrt(2) with s = 0.1 * sqrt(2)
     assert arm["ci95"] == pytest.approx(12.706204736 * 0.1, rel=1e-6)
     assert result["cost_dispersion_spearman"] > 0.8
+    gap = result["highest_minus_lowest"]  # seed by seed: 0.5 - 0.1 and 0.7 - 0.3
+    assert gap["mean"] == pytest.approx(0.4) and gap["ci95"] == 0.0 and gap["verdict"] == "higher"
 
 
 # -- figures -------------------------------------------------------------------------------------------------
@@ -200,8 +211,41 @@ def test_summarise_space_on_a_hand_made_trace_matches_the_pieces():
     trace = _spatial_trace()
     s = space.summarise_space(trace, 6)
     assert all(key.startswith("space_") for key in s)
-    dispersion = space.price_dispersion(trace["region_prices"])
+    dispersion = space.price_dispersion(trace["region_prices"], space.region_counts(trace["regions"], 6))
     assert s["space_dispersion_mean"] == pytest.approx(dispersion.mean())
     _, moves = space.migration_flows(trace["regions"], trace["ids"], 6)
     assert s["space_moves_per_step"] == pytest.approx(moves.mean())
     assert 0 < s["space_control_share_late"] <= 1
+
+
+# -- training logs (homoecon_lab.recorder) -------------------------------------------------------------------
+
+
+def _step_stats(config, **space_figures) -> dict:
+    r, j = config.num_resources, config.num_jobs
+    stats = {key: 0.0 for key in ("mean_reward", "gini", "trade_volume", "births", "deaths_age", "deaths_starvation",
+                                  "mean_age", "mean_effort", "trade_iterations", "trade_init_iterations",
+                                  "trade_converged", "trade_ir_violation", "trade_kkt_residual")}
+    stats.update(prices=np.full(r, 1 / r), totals=np.ones(r), produced=np.ones(r), job_counts=np.ones(j))
+    return {**stats, **space_figures}
+
+
+def test_training_logs_space_figures_only_for_spatial_economies():
+    from homoecon_env.config import EconomyConfig
+    from homoecon_lab.recorder import Recorder
+
+    flat = Recorder(EconomyConfig(num_agents=4))
+    flat.add(_step_stats(flat.config), {})
+    assert not any(tag.startswith("space/") for tag in flat._scalars(flat.__dict__))
+
+    recorder = Recorder(EconomyConfig(num_agents=6, world_width=3, world_height=1))
+    two_markets = np.array([[0.5, 0.5], [0.2, 0.8], [np.nan, np.nan]])
+    recorder.add(_step_stats(recorder.config, movers=2, region_population=[3, 3, 0], region_traders=[3, 3, 0],
+                             region_prices=two_markets, migration_lost=[0.25, 0.5]), {})
+    one_market = np.array([[0.4, 0.6], [np.nan, np.nan], [np.nan, np.nan]])  # dispersion undefined
+    recorder.add(_step_stats(recorder.config, movers=4, region_population=[6, 0, 0], region_traders=[6, 0, 0],
+                             region_prices=one_market, migration_lost=[0.0, 0.0]), {})
+    scalars = recorder._scalars(recorder.__dict__)
+    assert scalars["space/movers"] == 3.0 and scalars["space/occupied_regions"] == 1.5
+    assert scalars["space/migration_lost"] == pytest.approx(0.375)
+    assert scalars["space/price_dispersion"] == pytest.approx(math.log(2) / 2)  # the one step where it is defined

@@ -178,8 +178,8 @@ def draw_space_figures(trace: dict, width: int, height: int, goods: list[str], o
         images.append(plots.figure_to_rgb(figure))
     write_gif(os.path.join(out, "space_maps.gif"), images)
     written["space_maps_gif"], written["space_map_gif_steps"] = "space_maps.gif", gif_steps
-    save("space_dispersion", space_plots.dispersion_over_time(space.price_dispersion(trace["region_prices"])),
-         "space_dispersion.png")
+    dispersion = space.price_dispersion(trace["region_prices"], space.region_counts(trace["regions"], num_regions))
+    save("space_dispersion", space_plots.dispersion_over_time(dispersion), "space_dispersion.png")
     if controller is not None:
         changes = space.control_changes(controller).sum(axis=1)
         with np.errstate(invalid="ignore"):

@@ -8,12 +8,13 @@ Definitions used in metrics.json (keys ``space_*``) and report.md's "Space" sect
 - Population, mean wealth, prices per region (`region_counts`, `region_means`): over the live rows of
   each region; a region nobody lives in has population 0 and nan means (its prices are nan too).
 - Price dispersion (`price_dispersion`), the law of one price: at one step, for each good, the
-  standard deviation (ddof 0) across the occupied regions of the log of the region's relative price
-  (each region's prices sum to 1), then the mean over goods. 0 when every occupied region has the same
-  prices; nan with fewer than two occupied regions. For small differences it is the coefficient of
-  variation of the prices. How fast it falls (`dispersion_trend`): the least-squares slope of
-  log(dispersion) against the step, per 100 steps (negative: prices converge; -0.69 halves the
-  dispersion every 100 steps).
+  standard deviation (ddof 0) across regions of the log of the region's relative price (each region's
+  prices sum to 1), then the mean over goods. Only real markets count: regions with at least
+  MIN_MARKET agents and a positive price for the good (a zero price means nobody there holds it: not a
+  price). 0 when every such region has the same prices; nan with fewer than two of them. For small
+  differences it is the coefficient of variation of the prices. How fast it falls (`dispersion_trend`):
+  the least-squares slope of log(dispersion) against the step, per 100 steps (negative: prices
+  converge; -0.69 halves the dispersion every 100 steps).
 - Control (`controllers`): the lineage controlling a region is the founder lineage
   (diagnostics.lineage.founder_lineages, the first-parent line) with the most live members there.
   Ties: the incumbent (the region's controller at the step before) keeps control when it is among
@@ -38,12 +39,14 @@ import numpy as np
 from homoecon_env.diagnostics.arrays import finite_float_array, float_array, int_array, to_numpy
 
 NO_CONTROLLER = -1  # controller of an empty region
+MIN_MARKET = 2  # agents a region needs for its prices to count in the dispersion (a lone agent has no market)
 TREND_STEPS = 100  # dispersion_trend's slope is per this many steps
 SWEEP_COSTS = (0.0, 0.05, 0.2, 1.0)  # evaluate.py's migration-cost sweep on spatial economies (homoecon_lab.evaluation)
 
-__all__ = ["NO_CONTROLLER", "SWEEP_COSTS", "TREND_STEPS", "control_changes", "control_reward_gap", "controllers",
-           "dispersion_trend", "lineage_rows", "migration_flows", "net_inflow", "price_dispersion", "region_counts",
-           "region_means", "region_xy", "report_section", "summarise_space", "sweep_results"]
+__all__ = ["MIN_MARKET", "NO_CONTROLLER", "SWEEP_COSTS", "TREND_STEPS", "SpaceRecorder", "control_changes",
+           "control_reward_gap", "controllers", "dispersion_outcome", "dispersion_trend", "lineage_rows",
+           "migration_flows", "net_inflow", "price_dispersion", "region_counts", "region_means", "region_xy",
+           "report_section", "summarise_space", "sweep_results"]
 
 
 def _alive(alive: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -91,22 +94,33 @@ def region_means(region: Any, values: Any, num_regions: int, alive: Any = None) 
     return means.reshape(*g.shape[:-1], num_regions)
 
 
-def price_dispersion(region_prices: Any) -> np.ndarray:
-    """[...] the law of one price's gap: the mean over goods of the std (ddof 0) across occupied regions of
-    log relative price. ``region_prices`` [..., G, R] (one step, or [T, G, R]); a region whose row has a
-    nan is unoccupied and left out; nan where fewer than two regions are occupied. ValueError on a
-    non-positive price in an occupied region (relative prices are positive)."""
+def price_dispersion(region_prices: Any, population: Any = None) -> np.ndarray:
+    """[...] the law of one price's gap: the std (ddof 0) across regions of log relative price, per good, then
+    the mean over goods. ``region_prices`` [..., G, R] (one step, or [T, G, R]); ``population`` [..., G]
+    (optional) live agents per region. Only real markets count: a region with a nan price (nobody there),
+    fewer than MIN_MARKET agents (a lone agent's "prices" are arbitrary), or a zero price for a good (nobody
+    there holds it: its price is not identified) is left out for that good. nan where fewer than two
+    regions count for every good. ValueError on a negative price."""
     prices = float_array(region_prices, "region_prices", (2, 3))
-    occupied = np.isfinite(prices).all(axis=-1)  # [..., G]
-    if (prices[occupied] <= 0).any():
-        raise ValueError("region_prices: an occupied region has a price <= 0; expected positive relative prices")
-    logs = np.where(occupied[..., None], np.log(np.where(occupied[..., None], prices, 1.0)), 0.0)
-    count = occupied.sum(axis=-1)  # [...]
+    if (prices < 0).any():
+        raise ValueError("region_prices: a price is negative; expected relative prices >= 0 (nan: no market)")
+    valid = np.isfinite(prices) & (prices > 0)  # [..., G, R]
+    if population is not None:
+        people = float_array(population, "population", prices.ndim - 1)
+        if people.shape != prices.shape[:-1]:
+            raise ValueError(f"population: expected shape {prices.shape[:-1]} like region_prices' regions, got "
+                             f"{people.shape}")
+        valid &= (people >= MIN_MARKET)[..., None]
+    logs = np.log(np.where(valid, prices, 1.0))
+    count = valid.sum(axis=-2)  # [..., R]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = logs.sum(axis=-2) / count[..., None]  # [..., R]
-        variance = (np.where(occupied[..., None], logs - mean[..., None, :], 0.0) ** 2).sum(axis=-2) / count[..., None]
-        spread = np.sqrt(variance).mean(axis=-1)
-    return np.where(count >= 2, spread, np.nan)
+        mean = np.where(valid, logs, 0.0).sum(axis=-2) / count  # [..., R]
+        variance = (np.where(valid, logs - mean[..., None, :], 0.0) ** 2).sum(axis=-2) / count
+    spread = np.where(count >= 2, np.sqrt(np.maximum(variance, 0.0)), np.nan)
+    defined = np.isfinite(spread)
+    total = np.where(defined, spread, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined.any(axis=-1), total / defined.sum(axis=-1), np.nan)
 
 
 def dispersion_trend(dispersion: Any, steps: Any = None) -> Optional[float]:
@@ -234,6 +248,40 @@ def net_inflow(flows: Any) -> np.ndarray:
 
 
 # -- one rollout, seeds, the sweep ---------------------------------------------------------------------
+class SpaceRecorder:
+    """Per-step regional figures of one spatial rollout (NumPy; one `record` call per step), for
+    `summarise_space`, `dispersion_outcome` and the figures. ``rewards``: also keep every row's reward
+    [T, N] (float32; the control reward gap needs it, the main rollouts only)."""
+
+    def __init__(self, num_slots: int, num_regions: int, num_goods: int, steps: int, rewards: bool = False):
+        self.num_regions = num_regions
+        dtype = np.int16 if num_regions <= np.iinfo(np.int16).max else np.int32
+        self.regions = np.zeros((steps, num_slots), dtype=dtype)  # [T, N] region each row worked and traded in
+        self.region_prices = np.full((steps, num_regions, num_goods), np.nan)  # [T, G, R] relative, sum 1
+        self.region_wealth = np.full((steps, num_regions), np.nan)  # [T, G] mean holdings after trade
+        self.movers = np.zeros(steps, dtype=np.int64)  # [T] agents that changed region
+        self.reward_rows = np.zeros((steps, num_slots), dtype=np.float32) if rewards else None  # [T, N]
+
+    def record(self, t: int, region, region_prices, after_trade, movers: int, reward=None) -> None:
+        """Step t (1-based): ``region`` [N] where each acting row worked and traded (after its move),
+        ``region_prices`` [G, R] the step's markets, ``after_trade`` [N, R] holdings leaving the market,
+        ``movers`` agents that moved, ``reward`` [N] (kept when the recorder keeps rewards)."""
+        row = t - 1
+        self.regions[row] = region
+        self.region_prices[row] = region_prices
+        self.region_wealth[row] = region_means(region, np.asarray(after_trade).sum(axis=1), self.num_regions)
+        self.movers[row] = movers
+        if self.reward_rows is not None:
+            self.reward_rows[row] = reward
+
+    def result(self) -> dict:
+        data = {"regions": self.regions, "region_prices": self.region_prices, "region_wealth": self.region_wealth,
+                "movers": self.movers}
+        if self.reward_rows is not None:
+            data["reward_rows"] = self.reward_rows
+        return data
+
+
 def _mean(values) -> Optional[float]:
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
@@ -241,13 +289,15 @@ def _mean(values) -> Optional[float]:
 
 
 def dispersion_outcome(trace: dict) -> dict:
-    """The law-of-one-price numbers of any spatial trace (``region_prices`` [T, G, R], ``regions`` [T, N],
-    ``ids``): dispersion early, late and over the rollout, its trend, and moves per step."""
+    """The law-of-one-price numbers of any spatial trace (``region_prices`` [T, G, R]; ``movers`` [T], else
+    ``regions`` and ``ids`` [T, N]): dispersion early, late and over the rollout, its trend, moves per step."""
     from homoecon_env.diagnostics.analysis import edge_windows
 
-    dispersion = price_dispersion(trace["region_prices"])
+    num_regions = trace["region_prices"].shape[1]
+    dispersion = price_dispersion(trace["region_prices"], region_counts(trace["regions"], num_regions))
     early, late = edge_windows(len(dispersion))
-    _, moves = migration_flows(trace["regions"], trace["ids"], trace["region_prices"].shape[1])
+    moves = (trace["movers"] if "movers" in trace  # the economy's own count, else what the rows show
+             else migration_flows(trace["regions"], trace["ids"], num_regions)[1])
     return {"space_dispersion_early": _mean(dispersion[early]), "space_dispersion_late": _mean(dispersion[late]),
             "space_dispersion_mean": _mean(dispersion), "space_dispersion_trend": dispersion_trend(dispersion),
             "space_moves_per_step": _mean(moves) if moves.size else None}
@@ -279,9 +329,11 @@ def summarise_space(trace: dict, num_regions: int) -> dict:
 
 
 def sweep_results(outcomes: dict[float, list[dict]]) -> dict:
-    """metrics.json's "space" sweep from per-cost, per-seed `dispersion_outcome`s: for every cost, each
-    number's mean and 95% CI over seeds (per_seed kept), and the slope of late dispersion against cost
-    over seeds (a Spearman correlation of cost with late dispersion, pooled over seeds and costs)."""
+    """metrics.json's "space" sweep from per-cost, per-seed `dispersion_outcome`s (seed k of every cost shares
+    the economy seed): for every cost, each number's mean and 95% CI over seeds (per_seed kept); the late
+    dispersion at the highest cost minus at the lowest, paired by seed, with a verdict ("higher", "lower",
+    "no significant difference": the CI excludes zero or not); and the Spearman correlation of cost with
+    late dispersion over every seed and cost (descriptive)."""
     from homoecon_env.diagnostics import analysis, stats
 
     result = {"costs": [float(c) for c in outcomes], "arms": {}}
@@ -297,6 +349,16 @@ def sweep_results(outcomes: dict[float, list[dict]]) -> dict:
              if o["space_dispersion_late"] is not None]
     result["cost_dispersion_spearman"] = (analysis.finite(stats.spearman([c for c, _ in pairs], [d for _, d in pairs]))
                                           if len({c for c, _ in pairs}) >= 2 else None)
+    low, high = min(outcomes), max(outcomes)
+    paired = [(a["space_dispersion_late"], b["space_dispersion_late"]) for a, b in zip(outcomes[high], outcomes[low])
+              if a["space_dispersion_late"] is not None and b["space_dispersion_late"] is not None]
+    difference = {"mean": None, "ci95": None}
+    if high != low and len(paired) >= 2:
+        difference = analysis.interval([a - b for a, b in paired])
+    significant = difference["ci95"] is not None and abs(difference["mean"]) > difference["ci95"]
+    result["highest_minus_lowest"] = {"highest": float(high), "lowest": float(low), **difference, "pairs": len(paired),
+                                      "verdict": ("higher" if difference["mean"] > 0 else "lower") if significant
+                                      else "no significant difference"}
     return result
 
 
@@ -319,8 +381,9 @@ def report_section(m: dict) -> list[str]:
              f"animated in [{figures['space_maps_gif']}]({figures['space_maps_gif']})):", "",
              f"![regional maps]({figures['space_maps']})", "",
              "### The law of one price", "",
-             "Price dispersion is the standard deviation across occupied regions of log relative prices, averaged "
-             "over goods (0: one price everywhere). Its trend is the slope of log dispersion per "
+             "Price dispersion is the standard deviation across regions of log relative prices, averaged over goods "
+             f"(0: one price everywhere); a region counts for a good when at least {number(space['min_market'])} "
+             "agents live there and the good has a positive price. Its trend is the slope of log dispersion per "
              f"{number(space['trend_steps'])} steps (negative: prices converge).", "",
              f"In the evaluated economy the dispersion was {mean('space_dispersion_early')} early and "
              f"{mean('space_dispersion_late')} late (trend {mean('space_dispersion_trend')}); agents moved "
@@ -338,11 +401,16 @@ def report_section(m: dict) -> list[str]:
             lines.append(f"| {number(cost)} | {with_ci(arm['space_moves_per_step'])} | "
                          f"{with_ci(arm['space_dispersion_early'])} | {with_ci(arm['space_dispersion_late'])} | "
                          f"{with_ci(arm['space_dispersion_trend'])} |")
-        rho = sweep["cost_dispersion_spearman"]
-        verdict = ("n/a" if rho is None else "dearer migration leaves prices further apart" if rho > 0
-                   else "dearer migration does not leave prices further apart")
-        lines += ["", f"Spearman correlation of migration cost with late dispersion (all seeds): {number(rho)} "
-                  f"({verdict}).", "", f"![dispersion against migration cost]({figures['space_dispersion_cost']})",
+        rho, gap = sweep["cost_dispersion_spearman"], sweep["highest_minus_lowest"]
+        answer = {"higher": "yes: prices stay further apart when moving is dear",
+                  "lower": "no, the opposite: prices end closer together when moving is dear",
+                  "no significant difference": "not significantly"}[gap["verdict"]]
+        lines += ["", "**Does dearer migration keep regional prices apart?** "
+                  f"{answer.capitalize()}: late dispersion at cost {number(gap['highest'])} minus at cost "
+                  f"{number(gap['lowest'])}, paired by seed: "
+                  f"{with_ci(gap)} ({number(gap['pairs'])} pairs). Spearman correlation of cost with late dispersion "
+                  f"over all rollouts: {number(rho)}.", "",
+                  f"![dispersion against migration cost]({figures['space_dispersion_cost']})",
                   ""]
     lines += ["### Territory", ""]
     if "space_control_share_late" in s:
