@@ -183,7 +183,7 @@ def test_region_maps_refuse_layers_of_the_wrong_shape():
 def test_draw_space_figures_writes_the_maps_gif_with_one_frame_per_map_step(tmp_path):
     from homoecon_env.diagnostics import report_figures
 
-    trace = _spatial_trace()
+    trace = _spatial_trace(steps=5)
     written = report_figures.draw_space_figures(trace, 3, 2, ["berries", "meat"], str(tmp_path))
     frames = iio.imread(tmp_path / written["space_maps_gif"], index=None)
     assert frames.shape[0] == len(written["space_map_gif_steps"]) >= 2 and frames.shape[-1] in (3, 4)
@@ -249,3 +249,57 @@ def test_training_logs_space_figures_only_for_spatial_economies():
     assert scalars["space/movers"] == 3.0 and scalars["space/occupied_regions"] == 1.5
     assert scalars["space/migration_lost"] == pytest.approx(0.375)
     assert scalars["space/price_dispersion"] == pytest.approx(math.log(2) / 2)  # the one step where it is defined
+
+
+# -- evaluate.py end to end ----------------------------------------------------------------------------------
+MOVER_SOURCE = '''
+"""Random actions and random moves: a learner for any spatial world, whatever learners are installed."""
+import dataclasses
+
+import torch
+
+from agents.baselines import RandomLearner
+
+
+class RandomMover(RandomLearner):
+    def act(self, observation):
+        actions = super().act(observation)
+        return dataclasses.replace(actions, move=torch.randint(0, 5, (actions.job.shape[0],)))
+'''
+
+
+def test_a_report_without_space_has_no_space_section():
+    assert space.report_section({"main": {"summary": {}}, "figures": {}, "meta": {}}) == []
+
+
+def test_evaluate_on_the_spatial_scenario_writes_the_space_section_and_its_files(tmp_path, monkeypatch):
+    import json
+    import re
+
+    import evaluate
+    from homoecon_env.scenarios import SCENARIOS
+
+    if "spatial" not in SCENARIOS:
+        pytest.skip("the spatial scenario is not registered yet (homoecon_env.scenarios)")
+    (tmp_path / "space_mover.py").write_text(MOVER_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    evaluate.main(["--scenario", "spatial", "--learner", "space_mover:RandomMover", "--num-agents", "16",
+                   "--steps", "8", "--seeds", "2", "--ablation-seeds", "0", "--frames", "2", "--workers", "1",
+                   "--migration-costs", "0", "1", "--out", "out"])
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    section = report[report.index("## Space"):report.index("## Files")]
+    for image in re.findall(r"\]\(([^)]+\.(?:png|gif))\)", section):
+        frames = iio.imread(out / image, index=None)
+        assert frames.size > 150 * 150 * 3, image
+    summary = metrics["main"]["summary"]
+    assert {"space_dispersion_late", "space_moves_per_step", "space_control_share_late",
+            "space_control_reward_gap"} <= set(summary)
+    assert summary["space_moves_per_step"]["mean"] > 0  # random moves: about 4 in 5 agents try to move
+    sweep = metrics["space"]["sweep"]
+    assert sweep["costs"] == [0.0, 1.0] and set(sweep["arms"]) == {"0.0", "1.0"}
+    for cost in ("0", "1"):  # one table row per cost, its numbers from metrics.json
+        arm = sweep["arms"][f"{float(cost)}"]
+        assert re.search(rf"^\| {cost} \| .*\|$", section, re.M), cost
+        assert all(len(arm[key]["per_seed"]) == 2 for key in arm)

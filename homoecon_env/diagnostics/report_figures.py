@@ -135,13 +135,16 @@ def _evenly(steps: int, count: int) -> list[int]:
 
 
 def space_map_layers(trace: dict, steps: list[int], num_regions: int, controller=None) -> dict:
-    """The maps' layers at 1-based ``steps`` of a spatial trace: population, relative price of good 0, mean
-    wealth and controller (-1 everywhere without a genealogy) per region, each [S, G]."""
+    """The maps' layers at 1-based ``steps`` of a spatial trace: population, relative price of good 0 (where
+    at least diagnostics.space.MIN_MARKET agents trade), mean wealth and controller (-1 everywhere without
+    a genealogy) per region, each [S, G]."""
     from homoecon_env.diagnostics import space
 
     rows = np.asarray(steps) - 1
-    return {"population": space.region_counts(trace["regions"][rows], num_regions).astype(np.float64),
-            "price": trace["region_prices"][rows, :, 0], "wealth": trace["region_wealth"][rows],
+    population = space.region_counts(trace["regions"][rows], num_regions).astype(np.float64)
+    market = population >= space.MIN_MARKET  # a lone agent's "price" is not a market's (as in the dispersion)
+    return {"population": population, "price": np.where(market, trace["region_prices"][rows, :, 0], np.nan),
+            "wealth": trace["region_wealth"][rows],
             "controller": (np.full((len(rows), num_regions), -1) if controller is None else controller[rows])}
 
 
