@@ -303,3 +303,11 @@ def test_evaluate_on_the_spatial_scenario_writes_the_space_section_and_its_files
         arm = sweep["arms"][f"{float(cost)}"]
         assert re.search(rf"^\| {cost} \| .*\|$", section, re.M), cost
         assert all(len(arm[key]["per_seed"]) == 2 for key in arm)
+
+
+@pytest.mark.parametrize("costs", [(2.0,), (-0.1,), (0.2, 0.2), (True,)])
+def test_a_bad_migration_cost_sweep_is_refused_naming_the_flag(costs):
+    from homoecon_lab.evaluation import Args, check_args
+
+    with pytest.raises(ValueError, match="--migration-costs"):
+        check_args(Args(migration_costs=costs))
