@@ -402,7 +402,7 @@ def report_section(m: dict) -> list[str]:
                          f"{with_ci(arm['space_dispersion_early'])} | {with_ci(arm['space_dispersion_late'])} | "
                          f"{with_ci(arm['space_dispersion_trend'])} |")
         rho, gap = sweep["cost_dispersion_spearman"], sweep["highest_minus_lowest"]
-        answer = {"higher": "yes: prices stay further apart when moving is dear",
+        answer = {"higher": "yes, prices stay further apart when moving is dear",
                   "lower": "no, the opposite: prices end closer together when moving is dear",
                   "no significant difference": "not significantly"}[gap["verdict"]]
         lines += ["", "**Does dearer migration keep regional prices apart?** "
