@@ -24,7 +24,10 @@ Top to bottom:
    - policy: trained vs uniformly random actions (trained = the run's learner, frozen, with `--run`;
      else the `--learner` after the same short training: for REINFORCE, the arm above).
    Outcomes: mean reward, Gini of wealth, specialization index and trade volume.
-3. Outputs in `--out`: trade_scatter/step_XXXX.png, trade.gif, gini.png, dashboard.png, one PNG per
+3. Spatial economies (docs/design.md section 13, e.g. `--scenario spatial`): a sweep of `--migration-costs`
+   (`--seeds` rollouts each, the main rollouts' seeds) for the law of one price, and report.md's Space section
+   (maps over time as space_maps.png and space_maps.gif, price dispersion, territory control, migration flows).
+4. Outputs in `--out`: trade_scatter/step_XXXX.png, trade.gif, gini.png, dashboard.png, one PNG per
    single figure, metrics.json, genealogy.csv and report.md. Every number in report.md is read from
    the dict that metrics.json holds. Every file is written atomically (temporary file + rename).
 

@@ -22,7 +22,7 @@ from agents import LearnerConfig, is_import_path, resolve_learner
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.production import JobTable, seasonal_factor
-from homoecon_env.diagnostics import analysis, lineage, report_figures, supply_chain
+from homoecon_env.diagnostics import analysis, lineage, report_figures, space, supply_chain
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
@@ -86,6 +86,9 @@ class Args:
     """where the rollouts run: a pool of local processes, or Ray tasks of one CPU each (the [ray] extra)"""
     address: Optional[str] = None
     """with --backend ray: a running Ray cluster's address (auto, host:6379); default: start a local instance"""
+    migration_costs: tuple[float, ...] = space.SWEEP_COSTS
+    """spatial economies only: the migration costs of the law-of-one-price sweep, --seeds rollouts of --steps
+    steps each (the evaluated learner, the main rollouts' seeds); none: no sweep"""
 
 
 def check_args(args: Args) -> None:
@@ -104,6 +107,12 @@ def check_args(args: Args) -> None:
     if args.address is not None and (args.backend != "ray" or not isinstance(args.address, str) or not args.address):
         raise ValueError(f"--address {args.address!r}: an address applies only with --backend ray, and is a "
                          "non-empty string (e.g. auto, or host:6379)")
+    costs = args.migration_costs
+    if not isinstance(costs, (tuple, list)) or any(
+            isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c <= 1.0 for c in costs):
+        raise ValueError(f"--migration-costs must be numbers in [0, 1] (a fraction of each holding), got {costs!r}")
+    if len(set(costs)) != len(costs):
+        raise ValueError(f"--migration-costs must not repeat a cost, got {costs!r}")
     if args.backend == "ray":
         require_ray()  # a missing extra is reported before any work starts
     if args.ablation_seeds == 1:
@@ -232,6 +241,11 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
                        learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
                        economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=False)
                   for learner in CHAIN_REFERENCES if learner != trained for k in range(args.seeds)]
+    tasks += [Task(key=key, economy=source.economy.replace(migration_cost=float(cost)), learner=trained,
+                   learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
+                   economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=args.learn,
+                   run_dir=source.run_dir, deterministic=args.deterministic)
+              for key, cost, k in space_sweep_keys(args, source) if key[0] == "space_sweep"]
     if not args.ablation_seeds:
         return tasks, {}
     arms = dict(ABLATION_ARMS)
@@ -320,6 +334,30 @@ def scout_results(summary: dict, results: dict, stems: dict, seeds: int, num_job
     return result
 
 
+def space_sweep_keys(args: Args, source: Source) -> list[tuple[tuple, float, int]]:
+    """(task key, migration cost, seed index) of every rollout of the migration-cost sweep (spatial economies):
+    the main rollouts serve the evaluated economy's own cost (same learner, seeds and steps)."""
+    if not source.economy.spatial:
+        return []
+    own = source.economy.migration_cost
+    return [(("main", k) if float(cost) == own else ("space_sweep", float(cost), k), float(cost), k)
+            for cost in args.migration_costs for k in range(args.seeds)]
+
+
+def space_results(args: Args, source: Source, results: dict) -> dict:
+    """metrics.json's "space" entry: the world, the sweep of migration costs (diagnostics.space.sweep_results)."""
+    config = source.economy
+    result = {"width": config.world_width, "height": config.world_height, "migration_cost": config.migration_cost,
+              "peer_radius": config.peer_radius, "carrying_capacity": config.carrying_capacity,
+              "map_good": config.resources[0], "trend_steps": space.TREND_STEPS, "min_market": space.MIN_MARKET,
+              "sweep_seeds": args.seeds, "sweep_steps": args.steps, "sweep_learn": args.learn}
+    outcomes: dict[float, list] = {}
+    for key, cost, _ in space_sweep_keys(args, source):
+        outcomes.setdefault(cost, []).append(space.dispersion_outcome(results[key]))
+    result["sweep"] = space.sweep_results(outcomes) if outcomes else None
+    return result
+
+
 def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
     """[T, J] every job's seasonal factor at the production of steps 1..T (step t+1 is produced at t)."""
     table = JobTable.from_config(config)
@@ -376,6 +414,9 @@ def evaluate(args: Args) -> dict:
     if chain:
         for summary, trace in zip(per_seed, traces):
             summary.update(supply_chain.rollout_outcome(trace, goods, job_names))
+    if config.spatial:  # docs/design.md section 13: maps, the law of one price, territory, migration
+        for summary, trace in zip(per_seed, traces):
+            summary.update(space.summarise_space(trace, config.num_regions))
     lineage_summary, rows = analysis.genealogy(traces[0], list(config.resources))
     ablations, outcomes = {}, None
     if stems:
@@ -390,6 +431,12 @@ def evaluate(args: Args) -> dict:
     figures = report_figures.draw_figures(traces[0], config, args.out)
     if chain:
         figures.update(report_figures.draw_chain_figures(traces[0], config, args.out))
+    space_result = space_results(args, source, results) if config.spatial else None
+    if space_result:
+        figures.update(report_figures.draw_space_figures(traces[0], config.world_width, config.world_height, goods,
+                                                         args.out))
+        if space_result["sweep"]:
+            figures.update(report_figures.draw_space_sweep(space_result["sweep"], args.out))
     write_genealogy(os.path.join(args.out, "genealogy.csv"), rows)
     lineage.write_graphml(os.path.join(args.out, "genealogy.graphml"),
                           lineage.lineage_graph(traces[0]["agents"], set(traces[0]["alive_at_end"])))
@@ -415,6 +462,8 @@ def evaluate(args: Args) -> dict:
     if config.private_signals:
         result["positive_control"] = analysis.to_json(scout_results(result["main"]["summary"], results, stems,
                                                                     args.ablation_seeds, config.num_jobs))
+    if space_result:
+        result["space"] = analysis.to_json(space_result)
     if chain:
         summary = result["main"]["summary"]
         result["supply_chain"] = analysis.to_json(chain_results(args, source, traces, results, summary))

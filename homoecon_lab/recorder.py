@@ -4,7 +4,9 @@ Tags (x axis = env steps), every --log-every steps, means over the interval unle
 economy/{gini, trade_volume, price/<good>, total/<good>, produced/<good>}; population/{births,
 deaths_age, deaths_starvation, mean_age}; jobs/{share/<job>, mean_effort}; trade/{iterations,
 init_iterations, converged (fraction of steps whose market converged), kkt_residual (max),
-ir_violation (max)}; learner/<metric> (over the updates in the interval); at the logged step
+ir_violation (max)}; learner/<metric> (over the updates in the interval); spatial economies only
+(docs/design.md section 13): space/{movers, occupied_regions, migration_lost (goods per step),
+price_dispersion (across regional markets, diagnostics.space; over the steps where defined)}; at the logged step
 comm/participation_ratio, comm/message_entropy (bits, diagnostics.communication) and
 social/attention_entropy; perf/steps_per_sec. Every --dashboard-every steps: histograms and the
 `dashboard` image (docs/design.md section 6).
@@ -28,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
 from homoecon_env.core.actions import token_one_hot
-from homoecon_env.diagnostics import communication, metrics
+from homoecon_env.diagnostics import communication, metrics, space
 from homoecon_env.diagnostics.painter import BackgroundPainter
 from homoecon_env.files import atomic_write_text
 from homoecon_lab.settings import Settings, flag
@@ -40,6 +42,10 @@ AVERAGED = {"mean_reward": "reward/mean", "gini": "economy/gini", "trade_volume"
             "trade_init_iterations": "trade/init_iterations", "trade_converged": "trade/converged"}
 PER_RESOURCE = {"prices": "economy/price", "totals": "economy/total", "produced": "economy/produced"}
 MAXIMA = {"trade_ir_violation": "trade/ir_violation", "trade_kkt_residual": "trade/kkt_residual"}
+# Spatial economies only (docs/design.md section 13; diagnostics.space): interval means per step.
+SPATIAL = {"space_movers": "space/movers", "space_occupied_regions": "space/occupied_regions",
+           "space_migration_lost": "space/migration_lost"}
+SPATIAL_DISPERSION = "space/price_dispersion"  # mean over the steps where it is defined (two markets or more)
 MAX_HISTORY = 2000  # dashboard time-series points kept (thinned by half when full)
 FINAL_FRACTION = 0.1  # final metrics: means over this last fraction of a run's env steps
 FINAL_METRICS = "final_metrics.json"
@@ -112,6 +118,9 @@ class Recorder:
             sums, maxima, learned_sums = window["sums"], window["maxima"], window["learned"]
             for key in (*AVERAGED, *PER_RESOURCE, "job_counts"):
                 sums[key] = sums.get(key, 0.0) + np.asarray(stats[key], dtype=np.float64)
+            if self.config.spatial:
+                for key, value in spatial_figures(stats).items():
+                    sums[key] = sums.get(key, 0.0) + value
             for key in MAXIMA:
                 maxima[key] = max(maxima.get(key, 0.0), float(stats[key]))
             window["count"] += 1
@@ -132,6 +141,11 @@ class Recorder:
         scalars.update({f"jobs/share/{job.name}": float(s) for job, s in zip(self.config.jobs, shares)})
         scalars.update({tag: float(window["maxima"].get(key, 0.0)) for key, tag in MAXIMA.items()})
         scalars.update({f"learner/{k}": v / window["learner_count"] for k, v in window["learned"].items()})
+        if self.config.spatial and window["count"]:
+            scalars.update({tag: float(mean[key]) for key, tag in SPATIAL.items()})
+            if window["sums"].get("space_dispersion_steps"):
+                scalars[SPATIAL_DISPERSION] = float(window["sums"]["space_dispersion"]
+                                                    / window["sums"]["space_dispersion_steps"])
         return scalars
 
     def final_metrics(self) -> dict:
@@ -217,6 +231,19 @@ class Recorder:
     def load_state_dict(self, state: dict) -> None:
         for key, value in from_plain(state).items():
             setattr(self, key, value)
+
+
+def spatial_figures(stats: dict) -> dict:
+    """One spatial step's figures to sum (SPATIAL; the dispersion as a sum and a count of defined steps):
+    movers, occupied regions, goods lost to migration, and the price dispersion across regional markets
+    (diagnostics.space.price_dispersion over the markets with at least MIN_MARKET traders)."""
+    dispersion = float(space.price_dispersion(np.asarray(stats["region_prices"], dtype=np.float64),
+                                              np.asarray(stats["region_traders"], dtype=np.float64)))
+    defined = math.isfinite(dispersion)
+    return {"space_movers": float(stats["movers"]),
+            "space_occupied_regions": float(np.count_nonzero(np.asarray(stats["region_population"]))),
+            "space_migration_lost": float(np.sum(stats["migration_lost"])),
+            "space_dispersion": dispersion if defined else 0.0, "space_dispersion_steps": float(defined)}
 
 
 def _empty_window(first_step) -> dict:

@@ -19,7 +19,7 @@ from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy, production
 from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.core.signals import is_scout
-from homoecon_env.diagnostics import analysis, communication, metrics, scouts, supply_chain
+from homoecon_env.diagnostics import analysis, communication, metrics, scouts, space, supply_chain
 from homoecon_lab.errors import RunError
 from homoecon_lab.recorder import message_views
 from homoecon_lab.seeding import seed_everything
@@ -86,6 +86,8 @@ class Trace:
         self.ids = np.zeros((steps, n), dtype=np.int64)  # [T, N] acting agent id of each row
         table = production.JobTable.from_config(config)  # supply chains: flows along the chain, every rollout
         self.chain = supply_chain.ChainRecorder(table.output, table.inputs, steps) if table.needs_inputs else None
+        self.space = (space.SpaceRecorder(n, config.num_regions, config.num_resources, steps, rewards=detail)
+                      if config.spatial else None)  # regions, their prices and moves (diagnostics.space), every rollout
         if config.private_signals:  # is the positive control's structure used? (diagnostics.scouts), every rollout
             self.series.update({key: [] for key in ("scout_attention_mass", "scout_share", "listeners_on_boom")})
         evenly = lambda count: set(np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist())  # noqa: E731
@@ -154,6 +156,9 @@ class Trace:
                               out.trade.prices.numpy())
         if self.config.private_signals:
             self._record_scouts(before, observation, actions, attention)
+        if self.space is not None:  # where each acting agent worked and traded: after its move, before any birth
+            self.space.record(t, np.asarray(out.dying_state.region), np.asarray(stats["region_prices"]),
+                              out.trade.allocation.numpy(), int(stats["movers"]), out.reward.numpy())
         if self.lineage_only:
             if t in self.snapshot_steps:
                 self.cross_sections.append({"step": t, "broadcast": message_views(self.config, actions.broadcast)[0]})
@@ -199,8 +204,8 @@ class Trace:
             for key, value in values.items():
                 self.communication[key].append(value)
         if t in self.frame_steps:
-            self.frames.append({"step": t, "before": before_trade, "after": after_trade,
-                                "prices": out.trade.prices.numpy().copy()})
+            self.frames.append({"step": t, "before": before_trade, "after": after_trade,  # regional markets
+                                "prices": None if config.spatial else out.trade.prices.numpy().copy()})  # no one line
         if t == self.steps:  # the last step's population, for the snapshot figures
             self.final = {"ages": before.ages.numpy(), "broadcasts": broadcasts, "jobs": actions.job.numpy(),
                           "attention": weights, "peer_index": observation.peer_index.numpy(),
@@ -242,6 +247,8 @@ class Trace:
         data.update(jobs=self.jobs, ids=self.ids)
         if self.chain is not None:
             data["chain"] = self.chain.result()
+        if self.space is not None:
+            data.update(self.space.result())
         if self.lineage_only:
             state = economy.state
             data.update(agents=self.agents, alive_at_end=state.agent_ids[state.alive].tolist(),

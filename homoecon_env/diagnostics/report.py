@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from homoecon_env.diagnostics import supply_chain
+from homoecon_env.diagnostics import space, supply_chain
 from homoecon_env.diagnostics.analysis import MEASURES
 
 NEAR_UNIFORM_ENTROPY = 0.95  # normalised attention entropy above which the report calls attention near-uniform
@@ -311,6 +311,7 @@ def render_report(m: dict) -> str:
     lines += ["", "A good is in season when the job producing it is at least halfway to its seasonal peak.", "",
               "![resources and prices](resources_prices.png)", ""]
     lines += supply_chain.report_section(m)  # only for economies whose jobs use inputs
+    lines += space.report_section(m)  # only for spatial economies (docs/design.md section 13)
     lines += ["## Files", "",
               "`metrics.json` (every number above), `genealogy.csv`, `dashboard.png`, `gini.png`, `trade.gif`, "
               "`trade_scatter/`, and one PNG per figure above.", ""]

@@ -124,3 +124,83 @@ def draw_chain_figures(trace: dict, config, out: str) -> dict:
         plots.save_figure(figure, os.path.join(out, f"{key}.png"))
         written[key] = f"{key}.png"
     return written
+
+
+MAP_STEPS = 4  # time points (rows) of space_maps.png
+MAP_GIF_STEPS = 12  # frames of space_maps.gif
+
+
+def _evenly(steps: int, count: int) -> list[int]:
+    return np.unique(np.linspace(1, steps, min(count, steps)).round().astype(int)).tolist()
+
+
+def space_map_layers(trace: dict, steps: list[int], num_regions: int, controller=None) -> dict:
+    """The maps' layers at 1-based ``steps`` of a spatial trace: population, relative price of good 0 (where
+    at least diagnostics.space.MIN_MARKET agents trade), mean wealth and controller (-1 everywhere without
+    a genealogy) per region, each [S, G]."""
+    from homoecon_env.diagnostics import space
+
+    rows = np.asarray(steps) - 1
+    population = space.region_counts(trace["regions"][rows], num_regions).astype(np.float64)
+    market = population >= space.MIN_MARKET  # a lone agent's "price" is not a market's (as in the dispersion)
+    return {"population": population, "price": np.where(market, trace["region_prices"][rows, :, 0], np.nan),
+            "wealth": trace["region_wealth"][rows],
+            "controller": (np.full((len(rows), num_regions), -1) if controller is None else controller[rows])}
+
+
+def draw_space_figures(trace: dict, width: int, height: int, goods: list[str], out: str) -> dict:
+    """The figures of a spatial trace (docs/design.md section 13): space_maps.png (a few time points),
+    space_maps.gif (the same maps over more steps, one row per frame), space_dispersion.png,
+    space_control.png (with a genealogy) and space_flows.png; returns name -> path relative to ``out``."""
+    from homoecon_env.diagnostics import space
+    from homoecon_env.diagnostics.plots import space as space_plots
+
+    num_regions, steps = width * height, len(trace["regions"])
+    controller = share = None
+    if "agents" in trace:
+        controller, share = space.controllers(trace["regions"], space.lineage_rows(trace["ids"], trace["agents"]),
+                                              num_regions)
+    every = space_map_layers(trace, list(range(1, steps + 1)), num_regions, controller)
+    limits = space_plots.map_limits(every)
+    palette = space_plots.lineage_palette(every["controller"])
+    label = f"relative price of {goods[0]}"
+    written: dict[str, Any] = {}
+
+    def save(key: str, figure, name: str) -> None:
+        plots.save_figure(figure, os.path.join(out, name))
+        written[key] = name
+
+    map_steps = _evenly(steps, MAP_STEPS)
+    save("space_maps", space_plots.region_maps(space_map_layers(trace, map_steps, num_regions, controller), map_steps,
+                                               width, height, label, palette, limits), "space_maps.png")
+    written["space_map_steps"] = map_steps
+    images, gif_steps = [], _evenly(steps, MAP_GIF_STEPS)
+    for step in gif_steps:
+        figure = space_plots.region_maps(space_map_layers(trace, [step], num_regions, controller), [step], width,
+                                         height, label, palette, limits)
+        images.append(plots.figure_to_rgb(figure))
+    write_gif(os.path.join(out, "space_maps.gif"), images)
+    written["space_maps_gif"], written["space_map_gif_steps"] = "space_maps.gif", gif_steps
+    dispersion = space.price_dispersion(trace["region_prices"], space.region_counts(trace["regions"], num_regions))
+    save("space_dispersion", space_plots.dispersion_over_time(dispersion), "space_dispersion.png")
+    if controller is not None:
+        changes = space.control_changes(controller).sum(axis=1)
+        with np.errstate(invalid="ignore"):
+            mean_share = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in share])
+        save("space_control", space_plots.control_over_time(changes, mean_share), "space_control.png")
+    flows, moves = space.migration_flows(trace["regions"], trace["ids"], num_regions)
+    save("space_flows", space_plots.migration_flows(flows, space.net_inflow(flows), width, height, moves),
+         "space_flows.png")
+    return written
+
+
+def draw_space_sweep(sweep: dict, out: str) -> dict:
+    """space_dispersion_cost.png from metrics.json's space sweep (`diagnostics.space.sweep_results`)."""
+    from homoecon_env.diagnostics.plots import space as space_plots
+
+    arms = [sweep["arms"][str(float(cost))] for cost in sweep["costs"]]
+    stat = lambda key: {"mean": [a[key]["mean"] for a in arms], "ci95": [a[key]["ci95"] for a in arms]}  # noqa: E731
+    figure = space_plots.dispersion_against_cost(sweep["costs"], stat("space_dispersion_early"),
+                                                 stat("space_dispersion_late"))
+    plots.save_figure(figure, os.path.join(out, "space_dispersion_cost.png"))
+    return {"space_dispersion_cost": "space_dispersion_cost.png"}
