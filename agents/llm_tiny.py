@@ -41,7 +41,8 @@ def build_tiny_model(seed: int = 0, layers: int = 2, width: int = 32):
     tokenizer = build_tokenizer()
     eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=CONTEXT, n_embd=width, n_layer=layers, n_head=2,
-                        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+                        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+                        initializer_range=0.5)  # wide weights: replies vary with the prompt (0.02 repeats one byte)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)

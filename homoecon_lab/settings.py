@@ -29,7 +29,10 @@ FIELDS_ADDED = {
     "economy": ("broadcast_mode", "vocab_size", "message_length", "taste_scale", "private_signals",
                 "boom_multiplier", "boom_switch", "scout_fraction"),
     "learner": ("clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance", "inherit_optimizer",
-                "horizon_baseline"),
+                "horizon_baseline",
+                # language-model agents and mixed populations (docs/design.md section 12)
+                "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens", "llm_temperature", "llm_timeout_s",
+                "llm_concurrency", "llm_memory", "llm_peers_shown", "mix"),
 }
 
 
