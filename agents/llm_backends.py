@@ -57,6 +57,11 @@ def _hide_broken_torchvision() -> None:
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         sys.modules["torchvision"] = None
+        utils = sys.modules.get("transformers.utils.import_utils")  # transformers imported already: its
+        for check in ("is_torchvision_available", "is_torchvision_v2_available"):  # answers are cached
+            cache_clear = getattr(getattr(utils, check, None), "cache_clear", None)
+            if cache_clear is not None:
+                cache_clear()
 
 
 def require_transformers():

@@ -36,6 +36,10 @@ def build_tokenizer():
 def build_tiny_model(seed: int = 0, layers: int = 2, width: int = 32):
     """(model, tokenizer): the tiny GPT-2 with weights drawn from ``seed``, in eval mode."""
     import torch
+
+    from agents.llm_backends import require_transformers
+
+    require_transformers()
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = build_tokenizer()
