@@ -15,7 +15,6 @@ from agents.llm_backends import HTTPChatBackend, Reply
 from agents.scripted import ScriptedLearner
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy
-
 from tests.test_llm_text import HOSTILE, VALID
 
 CONFIG = EconomyConfig(num_agents=8, max_age=4, max_steps=40)  # short lives: births and deaths within a few steps

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from extras import import_extra
 
 import_extra("transformers", "llm")
