@@ -80,8 +80,8 @@ class LearnerConfig:
     llm_concurrency: int = _param(16, "llm: HTTP requests in flight at once, or prompts per local generation batch")
     llm_memory: int = _param(5, "llm: an agent's last rewards shown in its prompt (its memory)")
     llm_peers_shown: int = _param(5, "llm: live peers whose message and holdings the prompt lists")
-    mix: str = _param("", "mixed: fractions of slots per learner, e.g. llm=0.1,reinforce=0.9 (sum 1; "
-                          "newborns take their first parent's learner)")
+    mix: str = _param("llm=0.1,reinforce=0.9", "mixed: fractions of slots per learner, learner=fraction,... "
+                                               "(sum 1; newborns take their first parent's learner)")
 
     def __post_init__(self):
         for name in ("inherit_optimizer", "horizon_baseline"):
@@ -123,9 +123,8 @@ class LearnerConfig:
         check_int("llm_peers_shown", self.llm_peers_shown, 0)
         if not isinstance(self.mix, str):
             raise ValueError(f"mix must be a string such as 'llm=0.1,reinforce=0.9', got {self.mix!r}")
-        if self.mix:
-            from agents.mixed import parse_mix
-            parse_mix(self.mix)  # ValueError naming mix
+        from agents.mixed import parse_mix
+        parse_mix(self.mix)  # ValueError naming mix
 
     @classmethod
     def help(cls) -> dict[str, str]:

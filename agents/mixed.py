@@ -1,7 +1,8 @@
 """Mixed populations: several learners share one economy, each on its own slots (docs/design.md section 12).
 
-``--learner mixed --mix llm=0.1,reinforce=0.9``: the slots are cut into contiguous blocks by the
-fractions (largest remainders, in the order given; every group gets at least one slot), and each
+``--learner mixed --mix llm=0.1,reinforce=0.9`` (that mix is the default): the slots are cut into
+contiguous blocks by the fractions (largest remainders, in the order given; train.py refuses a mix
+that leaves a group without a slot), and each
 group's learner acts for its slots and learns from them only. The groups are learners by name
 (agents.LEARNERS, or ``package.module:ClassName``), each built for the whole economy with the run's
 LearnerConfig and its own seed (``seed + group index``).
@@ -77,15 +78,16 @@ def parse_mix(text: str) -> list[tuple[str, float]]:
     return groups
 
 
-def group_sizes(fractions: list[float], num_agents: int) -> list[int]:
+def group_sizes(fractions: list[float], num_agents: int, allow_empty: bool = False) -> list[int]:
     """Slots per group: floor(f * N) plus one for the largest remainders (ties to the earlier group);
-    ValueError when a group would get no slot."""
+    ValueError when a group would get no slot, unless ``allow_empty`` (the learner itself runs a group
+    without slots, as it runs one that died out; train.py refuses to start one, `check_mix`)."""
     exact = [f * num_agents for f in fractions]
     sizes = [math.floor(x + 1e-9) for x in exact]
     order = sorted(range(len(exact)), key=lambda g: -(exact[g] - sizes[g]))
     for g in order[:num_agents - sum(sizes)]:
         sizes[g] += 1
-    if min(sizes) < 1:
+    if min(sizes) < 1 and not allow_empty:
         empty = [g for g, size in enumerate(sizes) if size < 1]
         raise ValueError(f"mix: with num_agents {num_agents}, groups {empty} (fractions "
                          f"{[fractions[g] for g in empty]}) get no slot; raise their fraction or num_agents")
@@ -105,14 +107,12 @@ class MixedLearner:
 
         self.economy_config = economy_config
         self.config = config = learner_config or LearnerConfig()
-        if not config.mix:
-            raise ValueError("mix must be set for the mixed learner, e.g. --mix llm=0.1,reinforce=0.9")
         if config.inheritance == "cultural":
             raise ValueError("inheritance 'cultural' is not supported by the mixed learner (teachers would be "
                              "drawn across groups); use genetic or none")
         mix = parse_mix(config.mix)
         self.groups = [name for name, _ in mix]
-        sizes = group_sizes([fraction for _, fraction in mix], economy_config.num_agents)
+        sizes = group_sizes([fraction for _, fraction in mix], economy_config.num_agents, allow_empty=True)
         self.group_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))  # [N]
         self.learners = [make_learner(name, economy_config, dataclasses.replace(config, seed=config.seed + g))
                          for g, name in enumerate(self.groups)]

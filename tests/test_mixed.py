@@ -30,7 +30,7 @@ def test_a_bad_mix_is_one_value_error_naming_mix(text, words):
         parse_mix(text)
     assert words in str(error.value)
     with pytest.raises(ValueError, match="mix"):
-        LearnerConfig(mix=text) if text else MixedLearner(EconomyConfig(num_agents=4), LearnerConfig())
+        LearnerConfig(mix=text)
 
 
 def test_group_sizes_follow_the_largest_remainders():
@@ -39,6 +39,16 @@ def test_group_sizes_follow_the_largest_remainders():
     assert group_sizes([0.25, 0.75], 6) == [2, 4]  # 1.5 and 4.5: tie, the earlier group takes the slot
     with pytest.raises(ValueError, match="no slot"):
         group_sizes([0.01, 0.99], 10)
+    assert group_sizes([0.01, 0.99], 10, allow_empty=True) == [0, 10]  # a group that starts extinct
+
+
+def test_train_refuses_a_mix_that_leaves_a_group_without_a_slot(tmp_path, capsys):
+    from homoecon_lab.cli import parse_train_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_train_args(["--learner", "mixed", "--mix", "llm=0.04,reinforce=0.96", "--num-agents", "10",
+                          "--run-dir", str(tmp_path / "run")])
+    assert stop.value.code == 2 and "argument --mix" in capsys.readouterr().err
 
 
 def _run(learner, config, steps, seed=2):
