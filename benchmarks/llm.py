@@ -54,8 +54,8 @@ def run_case(mix: str, num_agents: int, backend: str, url: str, steps: int, max_
     torch.set_num_threads(1)
     economy_config = EconomyConfig(num_agents=num_agents, max_steps=10**6)
     pure = mix == "llm=1.0"
-    learner_config = LearnerConfig(llm_backend=backend, llm_base_url=url, llm_max_tokens=max_tokens, mix="" if pure
-                                   else mix, update_every=5)
+    learner_config = LearnerConfig(llm_backend=backend, llm_base_url=url, llm_max_tokens=max_tokens,
+                                   **({} if pure else {"mix": mix}), update_every=5)
     learner = make_learner("llm" if pure else "mixed", economy_config, learner_config)
     economy = Economy(economy_config)
     observation = economy.reset(seed=1)
