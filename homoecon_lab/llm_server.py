@@ -143,9 +143,14 @@ def make_handler(batcher: "Batcher", model_name: str):
 
 
 def serve(model: str = "tiny-random", host: str = "127.0.0.1", port: int = 8000, max_tokens: int = 96,
-          batch_size: int = 16) -> None:
-    """Serve ``model`` (see agents.llm_backends.TransformersBackend) until SIGTERM/SIGINT."""
+          batch_size: int = 16, threads: int = 1) -> None:
+    """Serve ``model`` (see agents.llm_backends.TransformersBackend) until SIGTERM/SIGINT, with ``threads``
+    torch threads (1 by default: beside a training process on a few cores, more threads only contend)."""
+    import torch
+
     from agents.llm_backends import TransformersBackend
+
+    torch.set_num_threads(threads)
 
     backend = TransformersBackend(model, max_tokens=max_tokens, batch_size=batch_size)
     server = ThreadingHTTPServer((host, port), make_handler(Batcher(backend, batch_size), model))
@@ -167,9 +172,10 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free one, printed on start)")
     parser.add_argument("--max-tokens", type=int, default=96, help="default most tokens per reply")
     parser.add_argument("--batch-size", type=int, default=16, help="most requests generated in one batch")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the model")
     args = parser.parse_args(argv)
     try:
-        serve(args.model, args.host, args.port, args.max_tokens, args.batch_size)
+        serve(args.model, args.host, args.port, args.max_tokens, args.batch_size, args.threads)
     except (ValueError, OSError) as error:
         sys.exit(f"llm_server: error: {error}")
 
