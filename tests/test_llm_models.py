@@ -12,20 +12,24 @@ import pytest
 import torch
 from extras import import_extra
 
-import_extra("transformers", "llm")
-
-from agents.config import LearnerConfig  # noqa: E402
-from agents.llm import LLMLearner  # noqa: E402
-from agents.llm_backends import HTTPChatBackend, TransformersBackend  # noqa: E402
-from agents.llm_tiny import build_tokenizer, save_tiny_model  # noqa: E402
-from homoecon_env.config import EconomyConfig  # noqa: E402
-from homoecon_env.core import Economy  # noqa: E402
+from agents.config import LearnerConfig
+from agents.llm import LLMLearner
+from agents.llm_backends import HTTPChatBackend, TransformersBackend
+from agents.llm_tiny import build_tokenizer, save_tiny_model
+from homoecon_env.config import EconomyConfig
+from homoecon_env.core import Economy
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 8
 CONFIG = EconomyConfig(num_agents=3, max_age=4, max_steps=20)
 CONVERSATIONS = [[{"role": "system", "content": "Reply with JSON."}, {"role": "user", "content": text}]
                  for text in ("Holdings: berries 1.000, meat 0.500", "Season: hunting 0.91", "{")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_transformers():
+    """Skip every test here without the [llm] extra (fail in CI, HOMOECON_REQUIRE_EXTRAS=1); runs first."""
+    import_extra("transformers", "llm")
 
 
 @pytest.fixture(scope="module")
