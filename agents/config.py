@@ -56,6 +56,10 @@ class LearnerConfig:
     horizon_baseline: bool = _param(
         False, "REINFORCE's baseline at window step t is the agent's mean reward per step times the discounted "
                "steps left in the window, not one mean window return for every step")
+    attention_sink: bool = _param(
+        False, "the social filter may attend to nobody: a fixed score of 0 beside the peers' takes the rest of the "
+               "softmax mass, so an agent's own features can turn listening down (the context is then a partial "
+               "sum of the peers' features)")
     # PPO only (agents.ppo); the other learners ignore these
     clip_epsilon: float = _param(0.2, "PPO: clip range of the probability ratio in the surrogate objective")
     gae_lambda: float = _param(0.95, "PPO: lambda of generalized advantage estimation (0: one-step TD, 1: returns)")
@@ -84,7 +88,7 @@ class LearnerConfig:
                                                "(sum 1; newborns take their first parent's learner)")
 
     def __post_init__(self):
-        for name in ("inherit_optimizer", "horizon_baseline"):
+        for name in ("inherit_optimizer", "horizon_baseline", "attention_sink"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_int("hidden_size", self.hidden_size, 1)

@@ -148,6 +148,17 @@ def relu_scores(hidden: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     return torch.bmm(score.unsqueeze(1), hidden.view(n, m * k, h).transpose(1, 2)).view(n, m, k)
 
 
+def attention_weights(scores: torch.Tensor, blocked: torch.Tensor, sink: bool = False) -> torch.Tensor:
+    """Softmax of the peers' scores [..., K] over the live ones (``blocked`` True: weight 0). With ``sink`` a
+    fixed score of 0 for "nobody" joins the softmax and its weight is dropped, so the peers' weights sum to
+    less than 1 (`LearnerConfig.attention_sink`). `softmax_backward` is the gradient either way: the sink's
+    score is a constant and it carries no features."""
+    if sink:
+        scores = torch.cat([scores, scores.new_zeros(*scores.shape[:-1], 1)], dim=-1)
+        return torch.softmax(scores, dim=-1)[..., :-1].masked_fill(blocked, 0.0)
+    return torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0)
+
+
 def softmax_backward(grad: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Gradient of the scores given grad [..., K] of their softmax weights [..., K] (last axis):
     weights * (grad - sum(grad * weights)). Masked entries (weight 0) get gradient 0."""

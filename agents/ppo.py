@@ -51,7 +51,7 @@ import torch
 
 from agents.advantages import clipped_surrogate, gae
 from agents.config import LearnerConfig
-from agents.networks import DTYPE, mlp_specs, relu_scores
+from agents.networks import DTYPE, attention_weights, mlp_specs, relu_scores
 from agents.optim import clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE
 from agents.reinforce import _MASKED_SCORE, ReinforceLearner, double_season_angle
@@ -124,7 +124,7 @@ class PPOLearner(ReinforceLearner):
         relu = (torch.bmm(peers.reshape(n, m * k, p), blocks["w_peer"]).view(n, m, k, -1)
                 + own_part.unsqueeze(2)).relu()  # [N, M, K, A]
         scores = relu_scores(relu, blocks["score"]).masked_fill(blocked, _MASKED_SCORE)
-        attention = torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0)  # [N, M, K]
+        attention = attention_weights(scores, blocked, self.config.attention_sink)  # [N, M, K]
         context = torch.bmm(attention.reshape(n * m, 1, k), peers.reshape(n * m, k, p)).view(n, m, p)
         x = torch.cat([own, context], dim=-1)  # [N, M, S + P]
         heads = self.heads

@@ -73,7 +73,16 @@ from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig
 from agents.inheritance import choose_teachers
-from agents.networks import DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores
+from agents.networks import (
+    DTYPE,
+    FlatLayout,
+    ParallelMLPs,
+    ParamSpec,
+    attention_weights,
+    mlp_specs,
+    relu_hidden,
+    relu_scores,
+)
 from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
 from agents.window import RolloutWindow
@@ -227,7 +236,7 @@ class ReinforceLearner:
             relu = relu_hidden(peers, own_part, blocks["w_peer"])  # [N, 1, K, A]
             views["relu"].copy_(relu)
             scores = relu_scores(relu, blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
-            attention = torch.softmax(scores, dim=-1).masked_fill_(blocked, 0.0)
+            attention = attention_weights(scores, blocked, self.config.attention_sink)
         views["attention"].copy_(attention)
         views["context"].copy_(torch.bmm(attention, peers.squeeze(1)))  # [N, 1, P]
         out, hidden = self.heads(views["x"], blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])

@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                      # N = 50, 1,000, 10,000; table + JSON
     python benchmarks/bench.py --sizes 50 --seconds 3
+    python benchmarks/bench.py --sizes 10000 --workloads core --world 10 10   # a spatial world (section 13)
 
 Each measurement runs in fresh subprocesses (--repeats of them) so that its peak RSS is its own,
 and reports the median and the fastest of their timing windows (a shared machine has bursts of
@@ -11,7 +12,8 @@ interference lasting seconds to minutes). Workloads:
 - core:  the batched Economy with random [N, ...] action tensors;
 - train: act + env step + REINFORCE update + births + the step's stats (train.py's loop);
 - trade: clear_market alone on the holdings and weights of a live economy.
-N >= 1,000 uses num_peers=32; N = 50 observes everyone else (49 peers).
+N >= 1,000 uses num_peers=32; N = 50 observes everyone else (49 peers). ``--world W H`` (default 1 1) runs a
+W x H world of regions (docs/design.md section 13) with peer_radius 1 and migration_cost 0.05, random moves.
 """
 from __future__ import annotations
 
@@ -27,9 +29,14 @@ import time
 WORKLOADS = ("dict", "slots", "core", "train", "trade")
 
 
+WORLD = (1, 1)  # --world W H, set in the worker
+
+
 def config_for(n: int):
     from homoecon_env import EconomyConfig
-    return EconomyConfig(num_agents=n, num_peers=None if n <= 50 else 32, max_steps=10**9)
+    space = {} if WORLD == (1, 1) else dict(world_width=WORLD[0], world_height=WORLD[1], peer_radius=1,
+                                             migration_cost=0.05)
+    return EconomyConfig(num_agents=n, num_peers=None if n <= 50 else 32, max_steps=10**9, **space)
 
 
 def random_actions(economy, generator):
@@ -41,8 +48,9 @@ def random_actions(economy, generator):
     def rand(*shape):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
+    move = torch.randint(0, 5, (n,), generator=generator) if c.spatial else None
     return Actions(rand(n, c.broadcast_dim) * 2 - 1, torch.randint(0, c.num_jobs, (n,), generator=generator),
-                   rand(n), rand(n, c.num_resources), rand(n, c.num_resources))
+                   rand(n), rand(n, c.num_resources), rand(n, c.num_resources), move)
 
 
 def timed(step, seconds: float, windows: int = 5, min_steps: int = 3) -> dict:
@@ -169,9 +177,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: 1 up to 1,000 agents, where per-op overhead rules, "
                              "else every core)")
+    parser.add_argument("--world", type=int, nargs=2, default=[1, 1], metavar=("W", "H"),
+                        help="a W x H world of regions (default 1 1: the seed's economy)")
     parser.add_argument("--out", default="benchmarks/results/bench.json", help="JSON output path")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global WORLD
+    WORLD = tuple(args.world)
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args.seconds, args.threads)
         return
@@ -184,7 +196,7 @@ def main() -> None:
                 continue  # the dict APIs are for small populations; large ones use the core
             threads = args.threads or (1 if n <= 1000 else os.cpu_count())
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
-                       "--threads", str(threads)]
+                       "--threads", str(threads), "--world", *map(str, args.world)]
             runs = []
             for _ in range(args.repeats):
                 done = subprocess.run(command, capture_output=True, text=True)

@@ -67,15 +67,17 @@ def plain_loss(log_prob, entropy, rewards, first_valid, gamma, entropy_coef):
     return torch.stack(losses).sum()
 
 
-@pytest.mark.parametrize("name", ["reinforce", "uniform_attention"])
-def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name):
+@pytest.mark.parametrize("name, sink", [("reinforce", False), ("uniform_attention", False), ("reinforce", True)])
+def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink):
     """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
     slot 0 dies at the last step (trains nothing). The gradient handed to the optimizer equals autograd
     through the plain policy with torch.distributions, on each agent's own valid steps, with returns
-    and the first-window baseline (the agent's own mean return) computed one agent at a time."""
+    and the first-window baseline (the agent's own mean return) computed one agent at a time. ``sink``:
+    the social filter's softmax has the "nobody" entry (LearnerConfig.attention_sink)."""
     n, steps, gamma, entropy_coef = 6, 5, 0.8, 0.3
     config = with_resources(3, num_agents=n, num_peers=4, max_steps=50)
-    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma)
+    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma,
+                                            attention_sink=sink)
     with torch.no_grad():
         learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
         learner.params["broadcast_net.log_std"][3, 0] = 2.5  # clamped to 2: no gradient

@@ -129,6 +129,32 @@ def test_attention_sums_to_one_over_live_peers_and_is_zero_elsewhere(name):
         torch.testing.assert_close(attention[1], torch.full((5,), 0.2))
 
 
+@pytest.mark.parametrize("name", ["reinforce", "ppo"])
+def test_an_attention_sink_takes_one_share_of_the_softmax_and_own_features_can_turn_listening_down(name):
+    """LearnerConfig.attention_sink: with every peer scoring 0, each of k live peers gets 1 / (k + 1) (the
+    "nobody" entry takes the last share); raising every peer's score by the same amount through the own
+    features (the social filter's bias) moves mass onto the peers, which plain softmax cannot do."""
+    config = EconomyConfig(num_agents=6)
+    learner = make_learner(name, config, LearnerConfig(attention_sink=True))
+    mask = torch.ones(6, 5)
+    mask[2, :3] = 0.0  # two live peers
+    mask[0] = 0.0  # nobody: all the mass on the sink, the context is zero
+    observation = observation_with_mask(config, mask)
+    with torch.no_grad():
+        learner.params["social_filter_net.score"].zero_()
+    learner.act(observation)
+    expected = mask / (mask.sum(1, keepdim=True) + 1.0)
+    torch.testing.assert_close(learner.last_attention, expected)
+    with torch.no_grad():  # score = v . relu(bias): the same for every peer, log(2) makes exp(score) = 2
+        learner.params["social_filter_net.score"].fill_(1.0)
+        learner.params["social_filter_net.w_own"].zero_()
+        learner.params["social_filter_net.w_peer"].zero_()
+        learner.params["social_filter_net.bias"].zero_()
+        learner.params["social_filter_net.bias"][:, 0] = math.log(2.0)
+    learner.act(observation)
+    torch.testing.assert_close(learner.last_attention, 2.0 * mask / (2.0 * mask.sum(1, keepdim=True) + 1.0))
+
+
 def test_uniform_attention_ablation_has_no_social_filter_and_averages_live_peers():
     config = EconomyConfig(num_agents=6)
     ablation, full = make_learner("uniform_attention", config), make_learner("reinforce", config)
@@ -151,7 +177,9 @@ def reference_policy(learner, params, own, peers, blocked):
         hidden = torch.relu(torch.einsum("nms,nsa->nma", own, f["w_own"])[:, :, None] + f["bias"][:, None, None]
                             + torch.einsum("nmkp,npa->nmka", peers, f["w_peer"]))
         scores = torch.einsum("nmka,na->nmk", hidden, f["score"]).masked_fill(blocked, -1e9)
-        attention = torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0)
+        if learner.config.attention_sink:  # "nobody" scores 0: exp(s_k) / (1 + sum_j exp(s_j))
+            scores = torch.cat([scores, torch.zeros_like(scores[..., :1])], dim=-1)
+        attention = torch.softmax(scores, dim=-1)[..., :blocked.shape[-1]].masked_fill(blocked, 0.0)
     x = torch.cat([own, torch.einsum("nmk,nmkp->nmp", attention, peers)], dim=-1)
 
     def mlp(net):  # weights [out, in] like torch.nn.Linear
