@@ -86,13 +86,25 @@ class LLMLearner:
         prices = None if self.prices is None else self.prices.numpy()
         memory, counts = self.memory.index_select(0, rows).numpy(), self.memory_count.index_select(0, rows).tolist()
         width, size = c.message_width, self.config.llm_memory
+        spatial = self.schema.spatial
+        if spatial:  # self ends with x / (W - 1), y / (H - 1) and the own region's last prices [R]
+            width_cells, height_cells = c.world_width, c.world_height
+            x = (features[:, -r - 2] * max(width_cells - 1, 1)).round().astype(int)
+            y = (features[:, -r - 1] * max(height_cells - 1, 1)).round().astype(int)
         conversations = []
         for i in range(len(features)):
+            local = features[i, -r:] if spatial else None
+            if spatial:
+                prices = local if local.sum() > 0 else None  # zeros: no market in the region last step
             text = llm_text.render_observation(
                 self.schema, holdings=features[i, :r], age=int(round(features[i, r] * c.max_age)), max_age=c.max_age,
                 tastes=features[i, start:stop], season=season[i], prices=prices,
                 rewards=memory[i, size - counts[i]:] if counts[i] else [],
                 peer_messages=peers[i, shown[i], :width], peer_holdings=peers[i, shown[i], -r:], peers_live=live[i])
+            if spatial:
+                text = text.replace("\nLast market prices", f"\nYou live in column {x[i]} of {width_cells}, row "
+                                    f"{y[i]} of {height_cells} (row 0 is north); prices are your region's.\n"
+                                    "Last market prices", 1)
             conversations.append([{"role": "system", "content": self.system}, {"role": "user", "content": text}])
         return conversations
 

@@ -239,3 +239,21 @@ def test_a_learner_on_a_failing_server_falls_back_and_counts_errors(hostile_serv
     assert torch.equal(actions.job, ScriptedLearner(CONFIG).act(observation).job)
     assert np.isfinite(economy.state.holdings.numpy()).all()
     learner.close()
+
+
+def test_a_spatial_agent_reads_its_region_and_moves_as_it_says():
+    from homoecon_env.scenarios import scenario_config
+
+    config = scenario_config("spatial", num_agents=6)
+    replies = [json.dumps({**VALID, "move": "east"}), json.dumps({**VALID, "move": "teleport"})]
+    learner = LLMLearner(config, backend=Canned(replies))
+    economy = Economy(config)
+    observation = economy.reset(seed=2)
+    actions = learner.act(observation)
+    assert actions.move.tolist() == [4, 0] * 3  # east; an unknown move falls back to stay
+    assert sorted(learner.last_problems) == [1, 3, 5]
+    width = config.world_width
+    for slot, conversation in enumerate(learner.backend.sent[-1]):
+        region = int(economy.state.region[slot])  # g = y * W + x
+        text = conversation[1]["content"]
+        assert f"You live in column {region % width} of {width}, row {region // width} of " in text
