@@ -6,6 +6,8 @@ Built in: ``reinforce`` (agents.reinforce), its ablation ``uniform_attention``, 
 learn: ``random`` (the floor) and ``scripted`` (agents.scripted: full effort on the job in season,
 trade weights = own tastes, eat 90%; the bar a learner must reach) and its supply-chain variant
 ``scripted_chain`` (agents.scripted.ChainScriptedLearner: the job adding most value at the last prices).
+``llm`` (agents.llm: a language model's JSON reply per agent) and ``mixed`` (agents.mixed: fractions of
+slots per learner, ``--mix llm=0.1,reinforce=0.9``; docs/design.md section 12).
 
 A learner may also be named by its import path, ``package.module:ClassName`` (the attribute part may
 be dotted, ``module:Outer.Inner``): any class implementing the `Learner` protocol whose constructor
@@ -58,6 +60,16 @@ def _scripted_chain(economy_config: EconomyConfig, learner_config: LearnerConfig
     return ChainScriptedLearner(economy_config, learner_config)
 
 
+def _llm(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
+    from agents.llm import LLMLearner
+    return LLMLearner(economy_config, learner_config)
+
+
+def _mixed(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
+    from agents.mixed import MixedLearner
+    return MixedLearner(economy_config, learner_config)
+
+
 LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "reinforce": _reinforce,  # independent per-agent REINFORCE with a learned social filter
     "random": _random,  # uniform random actions: the floor every learner must beat
@@ -65,6 +77,8 @@ LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "scripted": _scripted,  # the one-line heuristic (job in season, own tastes, eat 90%): the bar to reach
     "ppo": _ppo,  # independent per-agent PPO (value head, GAE ending at deaths, clipped objective)
     "scripted_chain": _scripted_chain,  # supply chains: the job adding most value at last prices, buy its inputs
+    "llm": _llm,  # a language model's JSON reply per agent (agents.llm; --llm-backend, --llm-model, --llm-base-url)
+    "mixed": _mixed,  # fractions of slots per learner (agents.mixed; --mix llm=0.1,reinforce=0.9)
 }
 
 # The protocol's methods, read from the protocol itself so the check follows it.

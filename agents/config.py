@@ -17,6 +17,7 @@ from typing import Literal
 from homoecon_env.validation import check_float, check_int
 
 INHERITANCE_MODES = ("genetic", "cultural", "none")  # docs/design.md section 9
+LLM_BACKENDS = ("http", "transformers")  # docs/design.md section 12 (agents.llm_backends)
 
 
 def _param(default, help: str):
@@ -67,6 +68,24 @@ class LearnerConfig:
     ppo_entropy_coef: float = _param(
         0.001, "PPO: weight of the entropy bonus in each agent's loss (at 0.01 the bonus outweighs the small "
                "advantages and drives every log std to its clamp at 2, where it gets no gradient)")
+    # Language-model agents (agents.llm, docs/design.md section 12) and mixed populations (agents.mixed);
+    # the other learners ignore these
+    llm_backend: Literal["http", "transformers"] = _param(
+        "http", "llm: where replies come from: http (an OpenAI-compatible chat-completions server at "
+                "--llm-base-url: vLLM, llama.cpp, Ollama) or transformers (a local model, the [llm] extra)")
+    llm_base_url: str = _param("http://127.0.0.1:8000/v1", "llm: base URL of the chat-completions server "
+                                                           "(requests go to <url>/chat/completions)")
+    llm_model: str = _param(
+        "tiny-random", "llm: the model: its name on the server (http), or a local folder with a transformers "
+                       "model and tokenizer; tiny-random is a tiny random model built offline (agents.llm_tiny)")
+    llm_max_tokens: int = _param(96, "llm: most tokens generated per reply")
+    llm_temperature: float = _param(0.0, "llm: sampling temperature (0: greedy, reproducible)")
+    llm_timeout_s: float = _param(30.0, "llm: seconds before an HTTP request is given up (the agent falls back)")
+    llm_concurrency: int = _param(16, "llm: HTTP requests in flight at once, or prompts per local generation batch")
+    llm_memory: int = _param(5, "llm: an agent's last rewards shown in its prompt (its memory)")
+    llm_peers_shown: int = _param(5, "llm: live peers whose message and holdings the prompt lists")
+    mix: str = _param("llm=0.1,reinforce=0.9", "mixed: fractions of slots per learner, learner=fraction,... "
+                                               "(sum 1; newborns take their first parent's learner)")
 
     def __post_init__(self):
         for name in ("inherit_optimizer", "horizon_baseline", "attention_sink"):
@@ -93,6 +112,23 @@ class LearnerConfig:
         check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_float("value_coef", self.value_coef, 0.0, math.inf)
         check_float("ppo_entropy_coef", self.ppo_entropy_coef, 0.0, math.inf)
+        if self.llm_backend not in LLM_BACKENDS:
+            raise ValueError(f"llm_backend must be one of {', '.join(LLM_BACKENDS)}, got {self.llm_backend!r}")
+        for name in ("llm_base_url", "llm_model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if not self.llm_base_url.startswith(("http://", "https://")):
+            raise ValueError(f"llm_base_url must start with http:// or https://, got {self.llm_base_url!r}")
+        check_int("llm_max_tokens", self.llm_max_tokens, 1)
+        check_float("llm_temperature", self.llm_temperature, 0.0, 10.0)
+        check_float("llm_timeout_s", self.llm_timeout_s, 0.0, 3600.0, low_open=True)
+        check_int("llm_concurrency", self.llm_concurrency, 1)
+        check_int("llm_memory", self.llm_memory, 0)
+        check_int("llm_peers_shown", self.llm_peers_shown, 0)
+        if not isinstance(self.mix, str):
+            raise ValueError(f"mix must be a string such as 'llm=0.1,reinforce=0.9', got {self.mix!r}")
+        from agents.mixed import parse_mix
+        parse_mix(self.mix)  # ValueError naming mix
 
     @classmethod
     def help(cls) -> dict[str, str]:

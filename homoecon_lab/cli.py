@@ -160,6 +160,9 @@ def parse_train_args(argv=None, description: str = "Train learners in the HomoEc
                      _names(EconomyConfig), "economy")
     learner = _build("train.py", lambda: LearnerConfig(**{**shallow_fields(flags.learner), "seed": run.seed}),
                      _names(LearnerConfig), "learner")
+    if run.learner == "mixed":  # the fractions must give every group a slot of this economy
+        from agents.mixed import check_mix
+        _build("train.py", lambda: check_mix(learner.mix, economy.num_agents), ["mix"], "learner")
     settings = complete_run_settings(Settings(run, economy, learner))
     try:
         rundir.check_new_run_dir(settings.run.run_dir)

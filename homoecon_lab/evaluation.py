@@ -26,7 +26,7 @@ from homoecon_env.diagnostics import analysis, lineage, report_figures, space, s
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
-from homoecon_lab import rundir
+from homoecon_lab import llm_groups, rundir
 from homoecon_lab.ray_runner import require_ray
 from homoecon_lab.rollouts import Task
 from homoecon_lab.runners import BACKENDS, run_tasks
@@ -204,7 +204,7 @@ ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated 
     "random": ("random", None),
 }
 # learners that train before their frozen evaluation (plug-ins too)
-LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo")
+LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo", "mixed")
 ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
              "policy": ("trained", "random")}
 # Economies whose jobs use inputs: policies that run beside the main rollouts, on the same economy seeds
@@ -467,8 +467,12 @@ def evaluate(args: Args) -> dict:
     if chain:
         summary = result["main"]["summary"]
         result["supply_chain"] = analysis.to_json(chain_results(args, source, traces, results, summary))
+    report = render_report(result)
+    if "groups" in traces[0]:  # a mixed population: its learner groups compared (docs/design.md section 12)
+        result["groups"] = analysis.to_json(llm_groups.group_comparison([t["groups"] for t in traces], job_names))
+        report += "\n" + llm_groups.groups_section(result["groups"], job_names)
     atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(result, indent=2))
-    atomic_write_text(os.path.join(args.out, "report.md"), render_report(result))
+    atomic_write_text(os.path.join(args.out, "report.md"), report)
     return result
 
 

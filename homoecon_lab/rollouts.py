@@ -21,6 +21,7 @@ from homoecon_env.core.lifecycle import ALIVE, DEATH_CAUSES
 from homoecon_env.core.signals import is_scout
 from homoecon_env.diagnostics import analysis, communication, metrics, scouts, space, supply_chain
 from homoecon_lab.errors import RunError
+from homoecon_lab.llm_groups import GroupRecorder
 from homoecon_lab.recorder import message_views
 from homoecon_lab.seeding import seed_everything
 from homoecon_lab.settings import read_run_config
@@ -297,16 +298,22 @@ def run_task(task: Task, report: Callable[[int], None]) -> dict:
     observation = economy.reset(seed=task.economy_seed)
     trace = Trace(economy, task.steps, task.detail, task.frames, task.lineage)
     updates = 0  # steps of the recorded rollout after which the learner reported an update
+    groups = GroupRecorder(learner.groups, task.steps, economy.config.num_agents) \
+        if hasattr(learner, "group_of") else None  # a mixed population (agents.mixed): compare its groups
     for t in range(1, task.steps + 1):
         before = economy.state
         trace.record_influence(t, learner, observation)
+        acting_groups = None if groups is None else learner.group_of.clone()
         actions, out, updated = _guarded_step(task, "recorded", t, learner, economy, observation, task.learn)
+        if groups is not None:
+            groups.record(t, acting_groups, out, actions)
         updates += updated
         trace.record(t, before, observation, actions, out, economy, getattr(learner, "last_attention", None),
                      getattr(learner, "last_teachers", None))
         observation = out.observation
         report(1)
-    return {**trace.result(economy), "updates": updates}
+    extra = {} if groups is None else {"groups": groups.result(learner.group_of)}
+    return {**trace.result(economy), "updates": updates, **extra}
 
 
 # -- running tasks (in parallel, with one progress bar) ---------------------------------------------

@@ -58,7 +58,7 @@ def test_help_documents_every_flag(name, classes):
             words = re.sub(r"--[\w-]+|\{None\}\|\w+|[A-Z]{3,}|\(default: [^)]*\)", "", entries[flag]).split()
             assert len(words) >= 3, f"{name}: {flag} has no help text: {entries[flag]!r}"
     if name == "train.py":
-        learners = "{ppo,random,reinforce,scripted,scripted_chain,uniform_attention}"
+        learners = "{llm,mixed,ppo,random,reinforce,scripted,scripted_chain,uniform_attention}"
         assert learners in entries["--learner"].replace(" ", "")
     if name == "evaluate.py":
         assert "--no-learn" in entries["--learn"]
@@ -172,8 +172,9 @@ ADDED_LATER = {"run": ["scenario"],
                            "resource_map", "region_phase_shift", "migration_cost", "peer_radius",
                            "carrying_capacity"],
                "learner": ["clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance",
-                           "inherit_optimizer", "horizon_baseline", "ppo_entropy_coef",
-                           "attention_sink"]}
+                           "inherit_optimizer", "horizon_baseline", "ppo_entropy_coef", "attention_sink",
+                           "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens", "llm_temperature",
+                           "llm_timeout_s", "llm_concurrency", "llm_memory", "llm_peers_shown", "mix"]}
 
 
 def test_a_config_written_before_later_fields_resumes_with_their_old_behaviour(finished_run):

@@ -47,7 +47,8 @@ def started(config=SMALL, learner="reinforce", seed=0, **learner_options):
 
 # -- registry and config ----------------------------------------------------------------------
 def test_registry_names_and_protocol():
-    assert set(LEARNERS) == {"reinforce", "random", "uniform_attention", "scripted", "ppo", "scripted_chain"}
+    assert set(LEARNERS) == {"reinforce", "random", "uniform_attention", "scripted", "ppo", "scripted_chain", "llm",
+                             "mixed"}
     for name in LEARNERS:
         learner = make_learner(name, SMALL)
         assert isinstance(learner, Learner)
