@@ -81,10 +81,10 @@ def draw_attention(ax, run: dict, label: str) -> None:
         ax.axhline(edge, color="tab:cyan", lw=1)
         ax.axvline(edge, color="tab:cyan", lw=1)
     if run["on_scouts"] is not None:
-        title = f"{label}: attention (scouts first); on scouts x{run['on_scouts']:.2f} of their share"
+        title = f"{label}: attention on scouts x{run['on_scouts']:.2f} their share"
         axes = ("attended agent (scouts | others)", "attending agent (scouts | others)")
     else:
-        title = f"{label}: attention (agents sorted by job)"
+        title = f"{label}: attention, agents sorted by job"
         axes = ("attended agent", "attending agent")
     style_axes(ax, title, *axes)
 
@@ -104,7 +104,7 @@ def draw_meaning(ax, run: dict, label: str) -> None:
         ax.scatter(*coords[chosen].T, s=8, color=category_colour(int(value)), label=prefix + names[int(value)])
     ax.legend(fontsize=7, loc="best", markerscale=2)
     what = "the boom a scout sees" if config.private_signals else "the speaker's job"
-    style_axes(ax, f"{label}: messages coloured by {what}", f"PC1 ({100 * explained[0]:.0f}%)",
+    style_axes(ax, f"{label}: messages by {what}", f"PC1 ({100 * explained[0]:.0f}%)",
                f"PC2 ({100 * explained[1]:.0f}%)")
 
 

@@ -260,4 +260,8 @@ def test_the_report_shows_the_positive_control_only_where_it_was_measured():
     assert "### Positive control" in text and "| mean reward (per agent per step) | 1.35 ± " in text
     assert "| 0.4 ± 0 | listener higher |" in text  # the paired differences are all 0.4
     assert "`horizon_baseline` and `inherit_optimizer`" in text
+    three = "\n".join(positive_control_section({"positive_control": compare(arms, "listener", "ignorer")},
+                                               {"horizon_baseline": True, "inherit_optimizer": True,
+                                                "attention_sink": True}))
+    assert "`horizon_baseline`, `inherit_optimizer` and `attention_sink`" in three
     assert positive_control_section({"social_filter": {}}, {}) == []

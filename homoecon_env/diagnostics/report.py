@@ -132,8 +132,10 @@ def positive_control_section(ablations: dict, learner_config: dict, structure: d
     empty elsewhere. ``structure``: metrics.json's "positive_control" (scout_structure), when present."""
     if "positive_control" not in ablations:
         return ["### Positive control", "", *scout_structure(structure)] if structure else []
-    fixes = [name for name in ("horizon_baseline", "inherit_optimizer") if learner_config.get(name)]
-    learners = (f"The learning arms above ran with {' and '.join(f'`{name}`' for name in fixes)} (docs/design.md "
+    fixes = [f"`{name}`" for name in ("horizon_baseline", "inherit_optimizer", "attention_sink")
+             if learner_config.get(name)]
+    listed = " and ".join(fixes) if len(fixes) < 3 else ", ".join(fixes[:-1]) + " and " + fixes[-1]
+    learners = (f"The learning arms above ran with {listed} (docs/design.md "
                 "section 11), both arms alike." if fixes else "The learning arms above ran without the learning "
                 "fixes of docs/design.md section 11.")
     return ["### Positive control", "",
