@@ -76,6 +76,8 @@ from agents.inheritance import choose_teachers
 from agents.networks import DTYPE, FlatLayout, ParallelMLPs, ParamSpec, mlp_specs, relu_hidden, relu_scores
 from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
+from agents.spatial import NUM_MOVES
+from agents.spatial import self_dims as spatial_self_dims
 from agents.window import RolloutWindow
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput, signals
@@ -118,13 +120,16 @@ class ReinforceLearner:
         r, b, j = c.num_resources, c.message_width, c.num_jobs
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
         extra_self, extra_peer = signals.extra_dims(c)  # private signals' columns (docs/design.md section 11)
-        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j + extra_self  # S, layout in homoecon_env.core.observe
+        self.spatial = c.spatial  # a world of regions: the move head exists (docs/design.md section 13)
+        self.season_end = 2 * r + 2 + b + c.id_dim + 2 * j  # the season's (sin, cos) end here (extra columns follow)
+        # S, layout in homoecon_env.core.observe: private signals' columns, then the spatial ones
+        self.self_dim = self.season_end + extra_self + spatial_self_dims(c)
         self.peer_dim = b + c.id_dim + r + extra_peer  # P
-        self.season_end = self.self_dim - extra_self  # the season's (sin, cos) end here (private signals follow)
         # symbolic mode: the broadcast head is L categoricals of V logits each (no Gaussian part)
         self.message_length, self.vocab_size = (c.message_length, c.vocab_size) if c.symbolic else (0, 0)
         self.token_width = self.message_length * self.vocab_size  # L * V token logits (0: continuous)
-        self.categorical_width = j + self.token_width  # C, logits before the Gaussian means in the heads' output
+        self.move_width = NUM_MOVES if self.spatial else 0  # the move head's logits, after the job's
+        self.categorical_width = j + self.move_width + self.token_width  # C, logits before the Gaussian means
         # G layout of the Gaussian pre-images: the two sigmoid heads are adjacent, trade comes last
         self.head_dims = {"broadcast": 0 if c.symbolic else b, "effort": 1, "consume": r, "trade_weights": r - 1}
         self.gaussian_dim = sum(self.head_dims.values())  # G
@@ -132,11 +137,14 @@ class ReinforceLearner:
         self.head_slices = {head: (end - size, end) for (head, size), end in zip(self.head_dims.items(), ends)}
         self.spec = self._network_spec()
         self.layout = FlatLayout(self.spec, self._blocks())
-        # production_net's outputs are J job logits then the effort mean; the heads' outputs are
-        # returned as [job logits J | Gaussian means in the G layout], in the symbolic mode as
-        # [job logits J | token logits L * V | Gaussian means]: broadcast_net's b outputs are L * V logits
-        self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1, r - 1, r],
-                                  order=[(1, o) for o in range(j)] + [(0, o) for o in range(b)] + [(1, j)]
+        # production_net's outputs are J job logits, the effort mean, then (spatial worlds) 5 move logits;
+        # the heads' outputs are returned as [job logits J | Gaussian means in the G layout], in the
+        # symbolic mode as [job logits J | token logits L * V | Gaussian means]: broadcast_net's b outputs
+        # are L * V logits; in a spatial world the 5 move logits follow the job's
+        m = self.move_width
+        self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1 + m, r - 1, r],
+                                  order=[(1, o) for o in range(j)] + [(1, j + 1 + o) for o in range(m)]
+                                  + [(0, o) for o in range(b)] + [(1, j)]
                                   + [(3, o) for o in range(r)] + [(2, o) for o in range(r - 1)])
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.flat_params = self.layout.init(self.num_slots, self.generator)  # [N, D] row i = agent i's parameters
@@ -157,7 +165,7 @@ class ReinforceLearner:
                                     self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size,
-                                    message_length=self.message_length)
+                                    message_length=self.message_length, moves=self.spatial)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
@@ -173,7 +181,7 @@ class ReinforceLearner:
                 "w_own": ParamSpec((s, a), ("uniform", bound)), "w_peer": ParamSpec((p, a), ("uniform", bound)),
                 "bias": ParamSpec((a,), ("uniform", bound)), "score": ParamSpec((a,), ("uniform", 1.0 / math.sqrt(a)))}
         outputs = {"broadcast_net": (self.head_dims["broadcast"] + self.token_width, self.head_dims["broadcast"]),
-                   "production_net": (self.economy_config.num_jobs + 1, 1),
+                   "production_net": (self.economy_config.num_jobs + 1 + self.move_width, 1),
                    "trading_net": (self.head_dims["trade_weights"],) * 2,
                    "consumption_net": (self.head_dims["consume"],) * 2}
         for net, (out, gaussian) in outputs.items():
@@ -258,9 +266,11 @@ class ReinforceLearner:
         out = out.view(n, -1)
         if not bool(torch.isfinite(out.sum())):  # huge but finite weights (a diverged policy) give NaN here
             self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
-        if self.deterministic:  # the mode: Gaussian means, most likely job (and tokens); draws nothing
+        m = self.move_width
+        if self.deterministic:  # the mode: Gaussian means, most likely job (and move, tokens); draws nothing
             pre_image.copy_(out[:, self.categorical_width:])
             job = out[:, :j].argmax(dim=1)
+            move = out[:, j:j + m].argmax(dim=1) if m else None
         else:
             std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
             noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
@@ -268,9 +278,12 @@ class ReinforceLearner:
             cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
             uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
             job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
+            move = sample_tokens(out[:, None, j:j + m], self.generator).view(n) if m else None  # the job's draw
         job_slot.copy_(job)
+        if m:
+            self.window.move_slots[self._t].copy_(move)
         if self.message_length:  # symbolic: L tokens, each an inverse-CDF draw from its V logits
-            logits = out[:, j:self.categorical_width].view(n, self.message_length, self.vocab_size)
+            logits = out[:, j + m:self.categorical_width].view(n, self.message_length, self.vocab_size)
             broadcast = logits.argmax(-1) if self.deterministic else sample_tokens(logits, self.generator)  # [N, L]
             self.window.token_slots[self._t].copy_(broadcast)
         else:
@@ -278,7 +291,7 @@ class ReinforceLearner:
         self.last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
         return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0],
-                       trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:])
+                       trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:], move=move)
 
     def update(self, step: StepOutput) -> dict:
         """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""

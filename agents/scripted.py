@@ -9,6 +9,7 @@ Every agent, every step:
     consume       = `eat_fraction` of every good (default 0.9; the economy caps it at max_consume)
     broadcast     = 0 (it says nothing and listens to nobody); in the symbolic mode every token is
                     symbol 0, the same constant message from everyone
+    move          = 0 in a spatial world: it stays where it was born (`SpatialScriptedLearner` moves)
 
 It never learns: `update` returns {} and `on_births` has nothing to pass on (a newborn reads its own
 tastes from its observation). `last_attention` is uniform over live peers, like the random learner's,
@@ -31,6 +32,7 @@ import math
 import numpy as np
 import torch
 
+from agents import spatial
 from agents.baselines import uniform_attention_weights
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput, signals
@@ -58,7 +60,8 @@ class ScriptedLearner:
         c = economy_config
         r, j = c.num_resources, c.num_jobs
         base_dim = 2 * r + 2 + c.message_width + c.id_dim + 2 * j  # S without private signals' columns
-        self.self_dim = base_dim + signals.extra_dims(c)[0]  # S, layout in homoecon_env.core.observe
+        # S, layout in homoecon_env.core.observe: private signals' columns, then a spatial world's
+        self.self_dim = base_dim + signals.extra_dims(c)[0] + spatial.self_dims(c)
         self.tastes_columns = (r + 2, 2 * r + 2)  # utility weights [R]
         self.season_cos_columns = (base_dim - j, base_dim)  # cos of every job's season angle [J]
         jobs = JobTable.from_config(c)
@@ -101,6 +104,7 @@ class ScriptedLearner:
             effort=torch.ones(n),  # [N]
             trade_weights=features[:, start:stop].clone(),  # [N, R] own tastes
             consume=torch.full((n, c.num_resources), self.eat_fraction),  # [N, R]
+            move=torch.zeros(n, dtype=torch.int64) if c.spatial else None,  # [N] stays put (a spatial world)
         )
 
     def update(self, step: StepOutput) -> dict:
@@ -159,7 +163,8 @@ class ChainScriptedLearner(ScriptedLearner):
         inputs = self.input_shares[job]  # [N, R]
         return Actions(broadcast=actions.broadcast, job=job.clone(), effort=actions.effort,
                        trade_weights=actions.trade_weights + inputs,
-                       consume=torch.where(inputs > 0, actions.consume * KEPT_INPUT_EATEN, actions.consume))
+                       consume=torch.where(inputs > 0, actions.consume * KEPT_INPUT_EATEN, actions.consume),
+                       move=actions.move)
 
 
 class ScriptedIgnorer(ScriptedLearner):
@@ -177,7 +182,8 @@ class ScriptedIgnorer(ScriptedLearner):
         super().__init__(economy_config, learner_config, eat_fraction)
         c = economy_config
         self.job_output = torch.from_numpy(JobTable.from_config(c).output).to(torch.float32)  # [J, R]
-        self.signal_columns = (self.self_dim - signals.extra_dims(c)[0], self.self_dim)  # own boom one-hot [J]
+        signal_end = self.self_dim - spatial.self_dims(c)  # (a spatial world's columns follow the signals')
+        self.signal_columns = (signal_end - signals.extra_dims(c)[0], signal_end)  # own boom one-hot [J]
         b, d, j = c.message_width, c.id_dim, c.num_jobs
         self.peer_job_columns = (b + d, b + d + signals.extra_dims(c)[1])  # a peer's last-job one-hot [J]
         self.peer_id_column = b  # a peer's id_vectors[:, 0]: scouts are above the threshold
@@ -201,7 +207,7 @@ class ScriptedIgnorer(ScriptedLearner):
     def act(self, observation: Observation) -> Actions:
         actions = super().act(observation)
         return Actions(broadcast=actions.broadcast, job=self.choose_job(observation), effort=actions.effort,
-                       trade_weights=actions.trade_weights, consume=actions.consume)
+                       trade_weights=actions.trade_weights, consume=actions.consume, move=actions.move)
 
 
 class ScriptedListener(ScriptedIgnorer):
