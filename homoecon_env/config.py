@@ -23,6 +23,8 @@ MAX_MUTATION = 5.0  # sigma of the log-normal taste mutation: exp(5 z) stays bel
 BROADCAST_MODES = ("continuous", "symbolic")  # docs/design.md section 11
 MAX_MESSAGE_WIDTH = 4096  # L * V, the one-hot columns a symbolic message takes in every peer row
 MAX_STEP_COUNT = 2**53  # max_age, max_steps: every count up to 2**53 is exact in float64
+MAX_REGIONS = 1_000_000  # W * H: a region's price row and counts are dense [G, ...] arrays
+NUM_MOVES = 5  # the move action (docs/design.md section 13): 0 stay, 1 north, 2 south, 3 west, 4 east
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,17 @@ class EconomyConfig:
     boom_multiplier: float = 3.0  # in [0, 1e6], the boom job's output factor
     boom_switch: float = 0.1  # in [0, 1], chance per step that the boom moves to another job (uniformly)
     scout_fraction: float = 0.25  # in [0, 1]; scouts are the agents whose id_vectors[:, 0] > 1 - 2 * scout_fraction
+    # Space (docs/design.md section 13; the defaults are one region, section 2 exactly): a W x H grid of
+    # regions, region g = y * W + x, each with its own yields, seasons and market; the `move` action.
+    world_width: int = 1  # W >= 1, columns of regions
+    world_height: int = 1  # H >= 1, rows of regions
+    resource_map: Optional[tuple[tuple[float, ...], ...]] = None  # [G][J] >= 0, yield multiplier of each job in
+    #   each region (row g = y * W + x); None: all 1
+    region_phase_shift: float = 0.0  # radians per column: region (x, y)'s seasons are shifted by this * x
+    migration_cost: float = 0.0  # in [0, 1], fraction of each of its holdings a mover loses (destroyed)
+    peer_radius: int = 0  # >= 0, peers come from regions within this Chebyshev distance (0: own region)
+    carrying_capacity: float = 0.0  # >= 0; 0 = off, else output per worker of a job in a region is scaled by
+    #   min(1, carrying_capacity / workers on that job there)
 
     def __post_init__(self):
         check_int("num_agents", self.num_agents, 1)
@@ -146,10 +159,49 @@ class EconomyConfig:
             check_float(f"jobs[{job.name}].phase", job.phase, -math.inf, math.inf)
             if job.yield_noise is not None:
                 check_float(f"jobs[{job.name}].yield_noise", job.yield_noise, 0.0, math.inf)
+        self._check_space()
         if self.private_signals and len(self.jobs) < 2:
             raise ValueError(f"private_signals needs at least 2 jobs (a boom moves between jobs), got {len(self.jobs)}")
 
+    def _check_space(self) -> None:
+        """Validate the space fields (docs/design.md section 13); JSON's nested lists become tuples."""
+        check_int("world_width", self.world_width, 1, MAX_REGIONS)
+        check_int("world_height", self.world_height, 1, MAX_REGIONS)
+        if self.world_width * self.world_height > MAX_REGIONS:
+            raise ValueError(f"world_width * world_height must be <= {MAX_REGIONS} regions, "
+                             f"got {self.world_width} * {self.world_height}")
+        check_float("region_phase_shift", self.region_phase_shift, -math.inf, math.inf)
+        check_float("migration_cost", self.migration_cost, 0.0, 1.0)
+        check_int("peer_radius", self.peer_radius, 0)
+        check_float("carrying_capacity", self.carrying_capacity, 0.0, math.inf)
+        if self.resource_map is None:
+            return
+        regions, jobs = self.world_width * self.world_height, len(self.jobs)
+        expected = (f"resource_map must be None or {regions} rows (one per region g = y * world_width + x) of "
+                    f"{jobs} finite numbers in [0, {MAX_GOODS:g}] (one per job)")
+        rows = self.resource_map
+        if not isinstance(rows, (tuple, list)) or len(rows) != regions:
+            length = len(rows) if isinstance(rows, (tuple, list)) else type(rows).__name__
+            raise ValueError(f"{expected}, got {length} rows")
+        for g, row in enumerate(rows):
+            try:
+                check_vector(f"resource_map[{g}]", row, jobs, high=MAX_GOODS, what="one per job")
+            except ValueError as error:
+                raise ValueError(f"{error}; {expected}") from None
+        object.__setattr__(self, "resource_map", tuple(tuple(float(v) for v in row) for row in rows))
+
     # -- derived sizes ------------------------------------------------------------------
+    @property
+    def num_regions(self) -> int:
+        """G = world_width * world_height (docs/design.md section 13)."""
+        return self.world_width * self.world_height
+
+    @property
+    def spatial(self) -> bool:
+        """True when space changes anything: more than one region, or a carrying capacity. Then the `move`
+        action is required and the observation carries the region (docs/design.md section 13)."""
+        return self.num_regions > 1 or self.carrying_capacity > 0
+
     @property
     def num_resources(self) -> int:
         return len(self.resources)

@@ -27,7 +27,8 @@ RESUMABLE = ("steps", "checkpoint_every", "log_every", "dashboard_every")  # may
 FIELDS_ADDED = {
     "run": ("scenario",),
     "economy": ("broadcast_mode", "vocab_size", "message_length", "taste_scale", "private_signals",
-                "boom_multiplier", "boom_switch", "scout_fraction"),
+                "boom_multiplier", "boom_switch", "scout_fraction", "world_width", "world_height", "resource_map",
+                "region_phase_shift", "migration_cost", "peer_radius", "carrying_capacity"),
     "learner": ("clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance", "inherit_optimizer",
                 "horizon_baseline"),
 }

@@ -168,7 +168,9 @@ def test_config_that_is_not_json_is_refused_from_the_command_line(finished_run):
 # before them must still resume, reading each as the behaviour it had then.
 ADDED_LATER = {"run": ["scenario"],
                "economy": ["broadcast_mode", "vocab_size", "message_length", "taste_scale", "private_signals",
-                           "boom_multiplier", "boom_switch", "scout_fraction"],
+                           "boom_multiplier", "boom_switch", "scout_fraction", "world_width", "world_height",
+                           "resource_map", "region_phase_shift", "migration_cost", "peer_radius",
+                           "carrying_capacity"],
                "learner": ["clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance",
                            "inherit_optimizer", "horizon_baseline", "ppo_entropy_coef"]}
 

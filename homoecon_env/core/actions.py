@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
-from homoecon_env.config import EconomyConfig
+from homoecon_env.config import NUM_MOVES, EconomyConfig
 
 ACTION_BOUNDS = {"broadcast": (-1.0, 1.0), "effort": (0.0, 1.0), "trade_weights": (0.0, 1.0), "consume": (0.0, 1.0)}
 REAL_KINDS = frozenset("fiu")  # NumPy dtype kinds taken as numbers: float, signed and unsigned int
@@ -29,6 +30,8 @@ class Actions:
     effort: torch.Tensor  # [N] in [0, 1]
     trade_weights: torch.Tensor  # [N, R] in [0, 1], normalised by the env; all zeros = uniform
     consume: torch.Tensor  # [N, R] in [0, 1]
+    move: Optional[torch.Tensor] = None  # [N] int64 in [0, 5): 0 stay, 1 north (y-1), 2 south (y+1), 3 west (x-1),
+    #   4 east (x+1); a move off the edge stays. Required when config.spatial, ignored otherwise
 
 
 def kind_name(array: np.ndarray) -> str:
@@ -88,6 +91,7 @@ class ActionChecker:
 
     def __init__(self, config: EconomyConfig):
         self.symbolic, self.vocab_size, self.message_length = config.symbolic, config.vocab_size, config.message_length
+        self.spatial = config.spatial
         if self.symbolic:
             self._init_symbolic(config)
             return
@@ -122,7 +126,8 @@ class ActionChecker:
         b, r = self.broadcast_dim, self.num_resources
         broadcast = self.checked_tokens(as_array(actions.broadcast, "broadcast"), agent_ids) if self.symbolic \
             else joined[:, :b]
-        return Actions(broadcast, job, joined[:, b], joined[:, b + 1:b + 1 + r], joined[:, b + 1 + r:])
+        move = self.checked_move(actions.move, agent_ids)
+        return Actions(broadcast, job, joined[:, b], joined[:, b + 1:b + 1 + r], joined[:, b + 1 + r:], move)
 
     def _init_symbolic(self, config: EconomyConfig) -> None:
         """The float matrix without the broadcast: [N, 1 + 2R] (effort, trade weights, consume)."""
@@ -162,24 +167,38 @@ class ActionChecker:
 
     def checked_job(self, job: np.ndarray, agent_ids: np.ndarray) -> np.ndarray:
         """[N] int64 jobs: integers (or whole floats) in [0, J)."""
-        n, num_jobs = agent_ids.shape[0], self.num_jobs
-        expected = f"an int in [0, {num_jobs})"
-        if job.shape != (n,):
-            raise ValueError(f"action 'job' has shape {job.shape}, expected {(n,)} (one row per slot)")
-        integral = job.dtype.kind in "iu"
-        if integral and (n == 0 or (job.min() >= 0 and job.max() < num_jobs)):  # the common case ends here
-            return job.astype(np.int64)
-        if job.dtype.kind == "O":  # e.g. Python ints past 2**64: name the row that holds one
-            whole = np.array([isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in job])
-            refuse(agent_ids, ~whole, "job", "not an int", job, expected)
-            refuse(agent_ids, np.array([not 0 <= v < num_jobs for v in job]), "job", "out of range", job, expected)
-        if job.dtype.kind not in "iuf":
-            refuse(agent_ids, np.ones(n, dtype=bool), "job", f"not an int ({kind_name(job)})", job, expected)
-        if not integral:
-            with np.errstate(invalid="ignore"):
-                refuse(agent_ids, ~np.isfinite(job) | (job != np.round(job)), "job", "not an int", job, expected)
-        refuse(agent_ids, (job < 0) | (job >= num_jobs), "job", "out of range", job, expected)
-        return job.astype(np.int64)
+        return checked_choice(job, "job", self.num_jobs, agent_ids)
+
+    def checked_move(self, move, agent_ids: np.ndarray) -> Optional[np.ndarray]:
+        """[N] int64 moves in [0, 5) when the world is spatial (required then); None otherwise (ignored)."""
+        if not self.spatial:
+            return None
+        if move is None:
+            raise ValueError(f"action 'move' is missing: it is required when the world is spatial (an int in "
+                             f"[0, {NUM_MOVES}) per slot: 0 stay, 1 north, 2 south, 3 west, 4 east)")
+        return checked_choice(as_array(move, "move"), "move", NUM_MOVES, agent_ids)
+
+
+def checked_choice(value: np.ndarray, key: str, count: int, agent_ids: np.ndarray) -> np.ndarray:
+    """[N] int64 choices of action ``key`` (job, move): integers (or whole floats) in [0, count)."""
+    n = agent_ids.shape[0]
+    expected = f"an int in [0, {count})"
+    if value.shape != (n,):
+        raise ValueError(f"action '{key}' has shape {value.shape}, expected {(n,)} (one row per slot)")
+    integral = value.dtype.kind in "iu"
+    if integral and (n == 0 or (value.min() >= 0 and value.max() < count)):  # the common case ends here
+        return value.astype(np.int64)
+    if value.dtype.kind == "O":  # e.g. Python ints past 2**64: name the row that holds one
+        whole = np.array([isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in value])
+        refuse(agent_ids, ~whole, key, "not an int", value, expected)
+        refuse(agent_ids, np.array([not 0 <= v < count for v in value]), key, "out of range", value, expected)
+    if value.dtype.kind not in "iuf":
+        refuse(agent_ids, np.ones(n, dtype=bool), key, f"not an int ({kind_name(value)})", value, expected)
+    if not integral:
+        with np.errstate(invalid="ignore"):
+            refuse(agent_ids, ~np.isfinite(value) | (value != np.round(value)), key, "not an int", value, expected)
+    refuse(agent_ids, (value < 0) | (value >= count), key, "out of range", value, expected)
+    return value.astype(np.int64)
 
 
 def non_real_rows(value: np.ndarray) -> np.ndarray:

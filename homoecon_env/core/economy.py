@@ -158,7 +158,7 @@ class Economy:
         broadcast = token_one_hot(actions.broadcast, config.vocab_size) if config.symbolic else actions.broadcast
         lived = state.replace(holdings=holdings, ages=ages, broadcast=broadcast, effort=effort,
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1,
-                              boom=boom)
+                              boom=boom, region_prices=trade.prices.numpy()[None])
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
         self._refuse_non_finite(lived, new_state, reward, generator_before, f"step {t + 1}")
@@ -233,7 +233,8 @@ class Economy:
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
         """
         checked = self._checked_arrays(actions)
-        return Actions(**{f.name: torch.from_numpy(getattr(checked, f.name)) for f in fields(checked)})
+        return Actions(**{f.name: None if getattr(checked, f.name) is None else torch.from_numpy(getattr(checked, f.name))
+                          for f in fields(checked)})
 
     def _checked_arrays(self, actions: Actions) -> Actions:
         """`check_actions` with NumPy arrays out, for the stages."""
@@ -299,12 +300,37 @@ class Economy:
             "peer_index": self.observation.peer_index,
         }
 
+    def _with_regions(self, state: EconomyState, last_trade) -> EconomyState:
+        """``state`` (torch) with the space fields of an old snapshot filled in, and checked against the config."""
+        n, g, r = state.num_slots, self.config.num_regions, self.config.num_resources
+        if state.region is None:
+            if self.config.spatial:
+                raise ValueError("snapshot has no 'region' (saved before space existed): it loads only into a "
+                                 "1x1 world without carrying_capacity")
+            state = state.replace(region=torch.zeros(n, dtype=torch.int64))
+        if state.region_prices is None:
+            prices = torch.full((g, r), 1.0 / r, dtype=torch.float64)
+            last_prices = last_trade["prices"] if isinstance(last_trade, dict) else getattr(last_trade, "prices", None)
+            if isinstance(last_prices, torch.Tensor) and tuple(last_prices.shape) == (r,):
+                prices = last_prices.to(torch.float64).reshape(1, r).clone()
+            state = state.replace(region_prices=prices)
+        if tuple(state.region.shape) != (n,) or tuple(state.region_prices.shape) != (g, r):
+            raise ValueError(f"snapshot 'region' {tuple(state.region.shape)} / 'region_prices' "
+                             f"{tuple(state.region_prices.shape)}: expected ({n},) / ({g}, {r}) for this config")
+        if n and not (0 <= int(state.region.min()) and int(state.region.max()) < g):
+            raise ValueError(f"snapshot 'region' holds regions outside [0, {g})")
+        return state
+
     def load_state_dict(self, snapshot: dict) -> None:
-        """Restore what `state_dict` returned (copies its tensors, so the snapshot may be reused)."""
+        """Restore what `state_dict` returned (copies its tensors, so the snapshot may be reused).
+
+        A snapshot saved before space existed (no ``region`` / ``region_prices``) loads as a 1x1 world:
+        everyone in region 0, its prices the last market's (1/R before any)."""
         state = EconomyState(**{name: value.clone() if isinstance(value, torch.Tensor) else value
                                 for name, value in snapshot["state"].items()})
         if state.num_slots != self.config.num_agents:
             raise ValueError(f"snapshot has {state.num_slots} agent slots, config num_agents={self.config.num_agents}")
+        state = self._with_regions(state, snapshot["last_trade"])
         trade = snapshot["last_trade"]
         if trade is not None and not isinstance(trade, TradeResult):
             if not isinstance(trade, dict) or set(trade) != {f.name for f in fields(TradeResult)}:

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core.state import NO_PARENT, EconomyState, normal, random_holdings, random_ids, random_tastes, uniform
+from homoecon_env.core.state import (NO_PARENT, EconomyState, normal, random_holdings, random_ids, random_regions,
+                                     random_tastes, uniform)
 
 ALIVE, AGE, STARVATION = 0, 1, 2
 DEATH_CAUSES = {AGE: "age", STARVATION: "starvation"}
@@ -83,7 +84,8 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
     Parents are two distinct survivors drawn by lifetime reward; the child blends their tastes
     (a uniform crossover weight) and mutates them log-normally; each parent gives parent_share of its
     holdings per child (1 - (1 - s) ** n in all for n children this step). With fewer than two
-    survivors the newborns are founders: fresh random traits and endowment, generation 0.
+    survivors the newborns are founders: fresh random traits and endowment, generation 0, and (in a spatial
+    world) a region uniform over the grid; otherwise a newborn lives in its first parent's region.
     Returns (new state, Births with NumPy arrays).
     """
     n = state.num_slots
@@ -103,6 +105,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         generation = np.zeros(count, dtype=np.int64)
         parent_ids = parent_slots
         ids = random_ids(count, config.id_dim, generator)
+        region = random_regions(count, config, generator)  # uniform over the grid (a draw only when spatial)
     else:
         draws = uniform(generator, count, 3 + config.id_dim)  # per child: parents 2 | taste blend 1 | id D
         parent_slots = draw_parents(state.lifetime_reward, survivors, draws[:, :2])  # [D, 2]
@@ -116,6 +119,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         generation = state.generation[parent_slots].max(axis=1) + 1
         parent_ids = state.agent_ids[parent_slots]
         ids = draws[:, 3:] * 2 - 1  # uniform on [-1, 1], as random_ids
+        region = state.region[parent_slots[:, 0]]  # born in its first parent's region
     new_state = EconomyState(
         holdings=_with_rows(holdings, slots, endowment),
         ages=_with_rows(state.ages, slots, 0),
@@ -133,6 +137,8 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         step=state.step,
         next_id=state.next_id + count,
         boom=state.boom,
+        region=_with_rows(state.region, slots, region),
+        region_prices=state.region_prices,
     )
     all_parent_slots = _with_rows(np.full((n, 2), NO_PARENT, dtype=np.int64), slots, parent_slots)
     return new_state, Births(dead.copy(), all_parent_slots, count if founders else 0)

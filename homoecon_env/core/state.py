@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -45,6 +46,11 @@ class EconomyState:
     step: int  # steps completed in this episode
     next_id: int  # the k the next newborn gets
     boom: int = -1  # the job in boom at the next production (private_signals, docs/design.md section 11); -1: none
+    # Space (docs/design.md section 13). Always set by the core (a 1x1 world: region all 0, one price row);
+    # None only in a state built by hand without them.
+    region: Optional[torch.Tensor] = None  # [N] int64, region g = y * world_width + x of each slot
+    region_prices: Optional[torch.Tensor] = None  # [G, R] float64, each region's last market prices (rows sum
+    #   to 1; NaN for a region where nobody traded); before the first step 1/R where someone lives
 
     @property
     def num_slots(self) -> int:
@@ -55,13 +61,18 @@ class EconomyState:
 
     def as_numpy(self) -> "EconomyState":
         """The same state with NumPy arrays sharing the tensors' memory."""
-        return EconomyState(**{name: getattr(self, name).numpy() for name in ARRAY_FIELDS}, step=self.step,
-                            next_id=self.next_id, boom=self.boom)
+        return EconomyState(**{name: _maybe(getattr(self, name), torch.Tensor.numpy) for name in ARRAY_FIELDS},
+                            step=self.step, next_id=self.next_id, boom=self.boom)
 
     def as_torch(self) -> "EconomyState":
         """The same state with torch tensors sharing the arrays' memory."""
-        return EconomyState(**{name: torch.from_numpy(getattr(self, name)) for name in ARRAY_FIELDS}, step=self.step,
-                            next_id=self.next_id, boom=self.boom)
+        return EconomyState(**{name: _maybe(getattr(self, name), torch.from_numpy) for name in ARRAY_FIELDS},
+                            step=self.step, next_id=self.next_id, boom=self.boom)
+
+
+def _maybe(value, convert):
+    """``convert(value)``, or None for a field left None (region fields of a hand-built state)."""
+    return None if value is None else convert(value)
 
 
 ARRAY_FIELDS = tuple(f.name for f in dataclasses.fields(EconomyState) if f.name not in ("step", "next_id", "boom"))
@@ -104,11 +115,26 @@ def random_holdings(count: int, config: EconomyConfig, generator: torch.Generato
     return uniform(generator, count, config.num_resources) * (2 * config.initial_holdings)
 
 
+def random_regions(count: int, config: EconomyConfig, generator: torch.Generator) -> np.ndarray:
+    """[count] int64 regions uniform over the G regions: a torch draw only in a spatial world, so that the
+    default economy's random stream is untouched (all 0 otherwise)."""
+    if not config.spatial:
+        return np.zeros(count, dtype=np.int64)
+    return torch.randint(0, config.num_regions, (count,), generator=generator).numpy()
+
+
+def opening_prices(region: np.ndarray, config: EconomyConfig) -> np.ndarray:
+    """[G, R] the region prices before any market: 1/R in a region where someone lives, NaN elsewhere."""
+    prices = np.full((config.num_regions, config.num_resources), np.nan)
+    prices[np.unique(region)] = 1.0 / config.num_resources
+    return prices
+
+
 def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyState:
     """The founding population (NumPy arrays): random endowments, tastes and ids; ages spread over
-    [0, max_age)."""
+    [0, max_age); in a spatial world, regions uniform over the grid (a draw after all the others)."""
     n = config.num_agents
-    return EconomyState(
+    state = EconomyState(
         holdings=random_holdings(n, config, generator),
         ages=torch.randint(0, config.max_age, (n,), generator=generator).numpy(),
         utility_weights=random_tastes(n, config.num_resources, config.heterogeneous_tastes, generator,
@@ -126,3 +152,5 @@ def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyS
         step=0,
         next_id=n,
     )
+    region = random_regions(n, config, generator)
+    return state.replace(region=region, region_prices=opening_prices(region, config))
