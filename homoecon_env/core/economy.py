@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import consumption, lifecycle, observe, production, signals
+from homoecon_env.core import consumption, lifecycle, observe, production, signals, space
 from homoecon_env.core.actions import ACTION_BOUNDS, ActionChecker, Actions, token_one_hot
 from homoecon_env.core.state import EconomyState, initial_state, normal, uniform
 from homoecon_env.core.stats import StepRecord, step_stats
@@ -80,6 +80,9 @@ class Economy:
         self._all_peers = None  # cached [N, K] "everyone else" assignment
         self._checker = ActionChecker(self.config)
         self._warned_market = False
+        # The world's tables when space changes anything (docs/design.md section 13); None: section 2 exactly.
+        self.space = space.SpaceTable.from_config(self.config) \
+            if self.config.spatial or self.config.resource_map is not None else None
 
     # -- episode ---------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> observe.Observation:
@@ -145,10 +148,20 @@ class Economy:
         if config.private_signals:  # docs/design.md section 11: this production's boom, then the next one
             factors = signals.job_factors(state.boom, config)
             boom = signals.next_boom(state.boom, uniform(self.generator, 2), config)
+        holdings, region, moved, migration_lost = state.holdings, state.region, None, None
+        if config.spatial:  # docs/design.md section 13: move first, then work and trade in the new region
+            holdings, region, moved, migration_lost = space.migrate(holdings, region, actions.move, self.space,
+                                                                    config.migration_cost)
         pre_trade, produced, effort = production.produce(
-            state.holdings, state.ages, actions.job, actions.effort, noise, self.jobs, t, config, factors)
-        trade = clear_market(pre_trade, self.normalised_trade_weights(actions.trade_weights),
-                             warm_start=self._last_trade, **self.market_options)
+            holdings, state.ages, actions.job, actions.effort, noise, self.jobs, t, config, factors,
+            self.space, region)
+        weights = self.normalised_trade_weights(actions.trade_weights)
+        if config.spatial:
+            trade = self._clear_regional(pre_trade, weights, region)
+            region_prices = trade.prices.numpy()
+        else:
+            trade = clear_market(pre_trade, weights, warm_start=self._last_trade, **self.market_options)
+            region_prices = trade.prices.numpy()[None]
         consumed, left, reward = consumption.consume(
             trade.allocation.numpy(), actions.consume, state.utility_weights, effort, config)
         holdings, ages = consumption.decay_and_age(left, state.ages, config)
@@ -158,7 +171,7 @@ class Economy:
         broadcast = token_one_hot(actions.broadcast, config.vocab_size) if config.symbolic else actions.broadcast
         lived = state.replace(holdings=holdings, ages=ages, broadcast=broadcast, effort=effort,
                               job=actions.job, lifetime_reward=state.lifetime_reward + reward, step=t + 1,
-                              boom=boom, region_prices=trade.prices.numpy()[None])
+                              boom=boom, region=region, region_prices=region_prices)
         truncated = t + 1 >= config.max_steps
         new_state, births = lifecycle.reproduce(lived, dead, not truncated, self.generator, config)
         self._refuse_non_finite(lived, new_state, reward, generator_before, f"step {t + 1}")
@@ -168,7 +181,7 @@ class Economy:
         self._last_trade = trade
         self.observation = observation
         self._stats_inputs = StepRecord(state.ages, produced, pre_trade, trade, consumed, reward, cause, births, lost,
-                                        actions.job, effort)
+                                        actions.job, effort, migration_lost, moved, region)
         self._last_stats = None
         if not trade.converged:
             self._warn_market(t + 1, trade)
@@ -179,7 +192,11 @@ class Economy:
     def terminal_self_features(self, step: StepOutput) -> torch.Tensor:
         """[N, S] own features of every row at the end of `step`, before newborns took the dead rows:
         the last observation of those who died."""
-        return torch.from_numpy(observe.self_features(step.dying_state, self.jobs, self.config))
+        return torch.from_numpy(observe.self_features(step.dying_state, self.jobs, self.config, self.space))
+
+    def _clear_regional(self, pre_trade: np.ndarray, weights: np.ndarray, region: np.ndarray) -> TradeResult:
+        """Each region's own market (docs/design.md section 13): prices [G, R], NaN rows for empty regions."""
+        return space.clear_regional_market(pre_trade, weights, region, self.config.num_regions, **self.market_options)
 
     # -- guards ------------------------------------------------------------------------------
     def _refuse_non_finite(self, lived: EconomyState, state: EconomyState, reward, generator_before, when: str) -> None:
@@ -233,8 +250,8 @@ class Economy:
         Raises ValueError naming the agent and the key, e.g. ``agent_7: action 'effort' is nan``.
         """
         checked = self._checked_arrays(actions)
-        return Actions(**{f.name: None if getattr(checked, f.name) is None else torch.from_numpy(getattr(checked, f.name))
-                          for f in fields(checked)})
+        values = {f.name: getattr(checked, f.name) for f in fields(checked)}
+        return Actions(**{name: None if value is None else torch.from_numpy(value) for name, value in values.items()})
 
     def _checked_arrays(self, actions: Actions) -> Actions:
         """`check_actions` with NumPy arrays out, for the stages."""
@@ -250,6 +267,9 @@ class Economy:
     def _observe(self, state: EconomyState) -> observe.Observation:
         """The observation of a NumPy state, with this step's peers."""
         n, k = state.num_slots, self.config.peers_observed
+        if self.config.spatial:  # peers from the regions within peer_radius (docs/design.md section 13)
+            peer_index = space.sample_regional_peers(state.region, state.alive, k, self.space, self.generator)
+            return observe.observe(state, peer_index, self.jobs, self.config, space=self.space)
         if self.config.samples_peers:
             peer_index = observe.sample_peers(n, k, self.generator).numpy()
         else:
@@ -274,11 +294,15 @@ class Economy:
         ``deaths_age``, ``deaths_starvation``, ``job_counts`` [J]; the market's ``trade_iterations``,
         ``trade_init_iterations``, ``trade_outer_iterations``, ``trade_converged``,
         ``trade_ir_violation``, ``trade_conservation_error``, ``trade_kkt_residual``.
+        Spatial worlds (docs/design.md section 13) add ``migration_lost`` [R] (goods movers paid; the ledger
+        then subtracts it too), ``movers``, ``region_prices`` [G, R] (NaN rows: no market there),
+        ``region_population`` [G] (live agents after the step), ``region_traders`` [G]; ``prices`` is then
+        the traders-weighted mean of the regions' prices.
         Computed on first access: code that never reads them (a bare rollout) does not pay for them.
         """
         if self._last_stats is None:
             self._last_stats = {} if self._stats_inputs is None else step_stats(
-                self._stats_inputs, self._arrays.holdings, self._arrays.step, self.jobs, self.config)
+                self._stats_inputs, self._arrays.holdings, self._arrays.step, self.jobs, self.config, self._arrays)
         return self._last_stats
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -340,5 +364,6 @@ class Economy:
         self._set_state(state.as_numpy())
         self.generator.set_state(snapshot["generator"])
         self._last_trade = trade
-        self.observation = observe.observe(self._arrays, snapshot["peer_index"].numpy(), self.jobs, self.config)
+        self.observation = observe.observe(self._arrays, snapshot["peer_index"].numpy(), self.jobs, self.config,
+                                           space=self.space)
         self._stats_inputs, self._last_stats = None, None

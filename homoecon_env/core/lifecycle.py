@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core.state import (NO_PARENT, EconomyState, normal, random_holdings, random_ids, random_regions,
-                                     random_tastes, uniform)
+from homoecon_env.core import state as state_module
+from homoecon_env.core.state import NO_PARENT, EconomyState, normal, random_holdings, random_ids, random_tastes, uniform
 
 ALIVE, AGE, STARVATION = 0, 1, 2
 DEATH_CAUSES = {AGE: "age", STARVATION: "starvation"}
@@ -105,7 +105,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         generation = np.zeros(count, dtype=np.int64)
         parent_ids = parent_slots
         ids = random_ids(count, config.id_dim, generator)
-        region = random_regions(count, config, generator)  # uniform over the grid (a draw only when spatial)
+        region = state_module.random_regions(count, config, generator)  # uniform (a draw only when spatial)
     else:
         draws = uniform(generator, count, 3 + config.id_dim)  # per child: parents 2 | taste blend 1 | id D
         parent_slots = draw_parents(state.lifetime_reward, survivors, draws[:, :2])  # [D, 2]

@@ -13,6 +13,13 @@ founder's, before its first step) message columns are all 0, which no sent messa
 With `private_signals` (docs/design.md section 11) `self` ends with the boom one-hot [J] (scouts only,
 zeros for the others), and each `peers` row has the peer's last-job one-hot [J] between the id vector and
 the holdings (holdings stay the last R columns; `core.signals`).
+
+In a spatial world (`EconomyConfig.spatial`, docs/design.md section 13) `self` ends (after the private
+signals' columns, if any) with 2 + R more: the own region's x / (W - 1 or 1) and y / (H - 1 or 1), in
+[0, 1], and its last market prices [R] (sum 1; all zeros when the region held no market last step).
+Peers are then drawn among the live agents of the regions within `peer_radius` (Chebyshev) of the own
+(`core.space.sample_regional_peers`); slots beyond a smaller pool are padded (index -1, mask 0, zeros).
+The `peers` row layout is unchanged.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import torch
 
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import signals
+from homoecon_env.core import space as space_module
 from homoecon_env.core.production import JobTable, season_features
 from homoecon_env.core.state import EconomyState
 
@@ -38,12 +46,15 @@ class Observation:
     peer_index: torch.Tensor  # [N, K] int64, the row each peer slot shows (-1: empty)
 
 
-def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig) -> np.ndarray:
-    """[N, S] float32 own features of every slot (the layout in the module docstring); NumPy state."""
+def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig, space=None) -> np.ndarray:
+    """[N, S] float32 own features of every slot (the layout in the module docstring); NumPy state.
+    ``space`` (`core.space.SpaceTable`) is required when ``config.spatial``."""
     columns = (state.holdings, (state.ages / config.max_age)[:, None], state.effort[:, None], state.utility_weights,
                state.broadcast, state.id_vectors, season_features(jobs, state.step)[None, :])  # the season: every row
     if config.private_signals:
         columns += (signals.self_columns(state, config),)
+    if config.spatial:
+        columns += (space_module.self_columns(state, space, config.num_resources),)
     features = np.empty((state.num_slots, sum(column.shape[1] for column in columns)), dtype=np.float32)
     start = 0
     for column in columns:
@@ -92,7 +103,7 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
 
 
 def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config: EconomyConfig,
-            all_valid: bool = False) -> Observation:
+            all_valid: bool = False, space=None) -> Observation:
     """The batched observation (torch) of a NumPy state for the peer assignment [N, K].
 
     ``all_valid``: the caller knows every entry of ``peer_index`` is a row (no -1 padding); then,
@@ -107,4 +118,5 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
         live = (peer_index >= 0) & state.alive[rows]
         peers = public.take(rows, axis=0) * live[..., None]  # [N, K, P]
         mask, shown = live.astype(np.float32), np.where(live, peer_index, -1)
-    return Observation(*(torch.from_numpy(a) for a in (self_features(state, jobs, config), peers, mask, shown)))
+    own = self_features(state, jobs, config, space)
+    return Observation(*(torch.from_numpy(a) for a in (own, peers, mask, shown)))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from homoecon_env.config import EconomyConfig
+from homoecon_env.core.space import crowding_factor, season_by_region
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ def effort_cap_by_age(ages: np.ndarray, config: EconomyConfig) -> np.ndarray:
     return np.maximum(1.0 - ages / config.max_age, 0.0) ** config.age_effort_penalty
 
 
-def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, config: EconomyConfig, job_factors=None):
+def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, config: EconomyConfig, job_factors=None,
+            space=None, region=None):
     """Work one step.
 
     holdings [N, R], ages [N], job [N] int, effort [N] in [0, 1], noise [N] standard normal draws.
@@ -63,6 +65,10 @@ def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, confi
     Effort spent = chosen effort, capped by age and by the inputs the worker holds; inputs used
     are removed from holdings. Yield noise is lognormal with mean 1: exp(sigma z - sigma^2 / 2).
     ``job_factors`` [J] (optional): a further output factor per job (the boom of private signals).
+    ``space`` (a `core.space.SpaceTable`, spatial worlds only) with ``region`` [N]: the season angle is
+    shifted by the region's phase offset, output is multiplied by the resource map at (region, job) and by
+    the crowding factor min(1, carrying_capacity / workers on that job in that region) (docs/design.md
+    section 13). Without ``space`` the computation is exactly section 2's.
     """
     spent = effort * effort_cap_by_age(ages, config)
     if jobs.needs_inputs:
@@ -71,8 +77,15 @@ def produce(holdings, ages, job, effort, noise, jobs: JobTable, step: int, confi
         spent = np.minimum(spent, affordable.min(axis=1))
     sigma = jobs.yield_noise[job]
     yield_factor = np.exp(sigma * noise - 0.5 * sigma * sigma)  # [N]
-    season = seasonal_factor(jobs, step) if job_factors is None else seasonal_factor(jobs, step) * job_factors
-    per_effort = (jobs.output * season[:, None])[job]  # [N, R]
+    if space is None:
+        season = seasonal_factor(jobs, step) if job_factors is None else seasonal_factor(jobs, step) * job_factors
+        per_effort = (jobs.output * season[:, None])[job]  # [N, R]
+    else:
+        scale = season_by_region(jobs.period, jobs.phase, step, space) * space.resource_map  # [G, J]
+        if job_factors is not None:
+            scale = scale * job_factors[None, :]
+        row = scale[region, job] * crowding_factor(region, job, spent > 0, jobs.output.shape[0], space)  # [N]
+        per_effort = jobs.output[job] * row[:, None]  # [N, R]
     produced = per_effort * (spent * yield_factor)[:, None]
     after = holdings + produced
     if jobs.needs_inputs:

@@ -7,7 +7,9 @@ The core reports these itself, so it never imports `homoecon_env.diagnostics` (w
 The goods ledger closes on every step, per good r (to rounding, 1e-9 relative):
 
     holdings before + produced - inputs_used - consumed - decayed - lost + founder_endowment
-        == holdings after
+        - migration_lost == holdings after
+
+(``migration_lost`` only in spatial worlds, docs/design.md section 13: goods movers paid, destroyed.)
 
 (trade only moves goods between agents, and a parent's gift to its child moves them too).
 """
@@ -64,12 +66,17 @@ class StepRecord(NamedTuple):
     lost: np.ndarray  # [R] holdings of the childless dead
     job: np.ndarray  # [N] jobs chosen
     effort: np.ndarray  # [N] effort actually spent
+    migration_lost: Any = None  # [R] goods movers paid (spatial worlds; None otherwise)
+    moved: Any = None  # [N] bool, slots whose region changed this step (spatial worlds)
+    region: Any = None  # [N] region each slot worked and traded in (after its move)
 
 
 def step_stats(record: StepRecord, holdings_after: np.ndarray, step: int, jobs: JobTable,
-               config: EconomyConfig) -> dict:
+               config: EconomyConfig, state_after=None) -> dict:
     """The figures of one step (a few microseconds each). ``holdings_after`` [N, R] is the state
-    after the step (newborns included), ``step`` the steps completed. Keys as `Economy.last_stats`."""
+    after the step (newborns included), ``step`` the steps completed. Keys as `Economy.last_stats`.
+    Spatial worlds (``state_after``, the NumPy state after the step, is then required) add the keys of
+    `spatial_stats`, and ``prices`` is the population-weighted mean of the regions' prices."""
     trade = record.trade
     after_trade = trade.allocation.numpy()  # [N, R]
     num_resources = after_trade.shape[1]
@@ -79,7 +86,7 @@ def step_stats(record: StepRecord, holdings_after: np.ndarray, step: int, jobs: 
         inputs_used = np.zeros(num_resources)
     born = record.births.born.numpy()
     founder_endowment = holdings_after[born].sum(axis=0) if record.births.founders else np.zeros(num_resources)
-    return {
+    figures = {
         "step": step,
         "totals": after_trade.sum(axis=0),
         "produced": record.produced.sum(axis=0),
@@ -107,3 +114,30 @@ def step_stats(record: StepRecord, holdings_after: np.ndarray, step: int, jobs: 
         "trade_conservation_error": float(trade.conservation_error),
         "trade_kkt_residual": float(trade.kkt_residual),
     }
+    if config.spatial:
+        figures.update(spatial_stats(record, state_after, config))
+        figures["prices"] = mean_price(figures["region_prices"], np.bincount(record.region,
+                                                                             minlength=config.num_regions))
+    return figures
+
+
+def spatial_stats(record: StepRecord, state_after, config: EconomyConfig) -> dict:
+    """The figures of space (docs/design.md section 13): ``migration_lost`` [R] (goods movers paid, part of
+    the ledger), ``movers``, ``region_prices`` [G, R] (NaN rows: no market there this step),
+    ``region_population`` [G] (live agents at the end of the step), ``region_traders`` [G] (agents in
+    each region's market this step)."""
+    return {
+        "migration_lost": record.migration_lost,
+        "movers": int(np.count_nonzero(record.moved)),
+        "region_prices": record.trade.prices.numpy(),
+        "region_population": np.bincount(state_after.region[state_after.alive], minlength=config.num_regions),
+        "region_traders": np.bincount(record.region, minlength=config.num_regions),
+    }
+
+
+def mean_price(region_prices: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """[R] the ``weight``-weighted mean of the regions' price rows (NaN rows carry no weight)."""
+    rows = ~np.isnan(region_prices).any(axis=1) & (weight > 0)
+    if not rows.any():
+        return np.zeros(region_prices.shape[1])
+    return weight[rows] @ region_prices[rows] / weight[rows].sum()
