@@ -5,7 +5,10 @@
 Built in: ``reinforce`` (agents.reinforce), its ablation ``uniform_attention``, and two that never
 learn: ``random`` (the floor) and ``scripted`` (agents.scripted: full effort on the job in season,
 trade weights = own tastes, eat 90%; the bar a learner must reach) and its supply-chain variant
-``scripted_chain`` (agents.scripted.ChainScriptedLearner: the job adding most value at the last prices).
+``scripted_chain`` (agents.scripted.ChainScriptedLearner: the job adding most value at the last prices)
+and its spatial variant ``scripted_spatial`` (agents.scripted.SpatialScriptedLearner: the job worth most
+where it works; migrates to a neighbouring region where that is worth clearly more). In a spatial world
+(docs/design.md section 13) every built-in learner emits `Actions.move` (agents.spatial).
 
 A learner may also be named by its import path, ``package.module:ClassName`` (the attribute part may
 be dotted, ``module:Outer.Inner``): any class implementing the `Learner` protocol whose constructor
@@ -58,6 +61,11 @@ def _scripted_chain(economy_config: EconomyConfig, learner_config: LearnerConfig
     return ChainScriptedLearner(economy_config, learner_config)
 
 
+def _scripted_spatial(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
+    from agents.scripted import SpatialScriptedLearner
+    return SpatialScriptedLearner(economy_config, learner_config)
+
+
 LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "reinforce": _reinforce,  # independent per-agent REINFORCE with a learned social filter
     "random": _random,  # uniform random actions: the floor every learner must beat
@@ -65,6 +73,7 @@ LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "scripted": _scripted,  # the one-line heuristic (job in season, own tastes, eat 90%): the bar to reach
     "ppo": _ppo,  # independent per-agent PPO (value head, GAE ending at deaths, clipped objective)
     "scripted_chain": _scripted_chain,  # supply chains: the job adding most value at last prices, buy its inputs
+    "scripted_spatial": _scripted_spatial,  # spatial worlds: the job worth most here, move where it is worth more
 }
 
 # The protocol's methods, read from the protocol itself so the check follows it.

@@ -82,11 +82,15 @@ class ScriptedLearner:
         start, stop = self.season_cos_columns
         scores = self_features[:, start:stop] ** 2  # [N, J] season factor
         if self.needs_inputs:
-            holdings = self_features[:, :self.economy_config.num_resources].clamp(min=0)  # [N, R]
-            needed = self.job_inputs[None, :, :]  # [1, J, R]
-            ratio = torch.where(needed > 0, holdings[:, None, :] / needed.clamp(min=1e-30), torch.ones(()))  # [N, J, R]
-            scores = scores * ratio.amin(dim=2).clamp(max=1.0)
+            scores = scores * self.input_share(self_features)
         return scores
+
+    def input_share(self, self_features: torch.Tensor) -> torch.Tensor:
+        """[N, J] min(1, held / needed) over each job's inputs: the share of a full day's work the holdings allow."""
+        holdings = self_features[:, :self.economy_config.num_resources].clamp(min=0)  # [N, R]
+        needed = self.job_inputs[None, :, :]  # [1, J, R]
+        ratio = torch.where(needed > 0, holdings[:, None, :] / needed.clamp(min=1e-30), torch.ones(()))  # [N, J, R]
+        return ratio.amin(dim=2).clamp(max=1.0)
 
     def act(self, observation: Observation) -> Actions:
         features = observation.self_features  # [N, S]
@@ -233,3 +237,113 @@ class ScriptedListener(ScriptedIgnorer):
         self.last_attention = torch.where(scout.any(dim=1, keepdim=True),
                                           scout / scout.sum(dim=1, keepdim=True).clamp(min=1), self.last_attention)
         return torch.where(heard, votes.argmax(dim=1), job)
+
+
+class SpatialScriptedLearner(ScriptedLearner):
+    """The reference policy for spatial worlds (``--learner scripted_spatial``, docs/design.md section 13): it
+    works the job worth most where it will work, and migrates to the neighbouring region where that is
+    worth clearly more than at home; never learns.
+
+    The value of job j in region g, per unit of effort, is what a day's output would fetch at the own
+    region's last prices (its own tastes where its region held no market):
+        value(g, j) = resource_map[g, j] * cos^2(theta_j + region_phase_shift * x_g) * (prices . output_j)
+    with theta_j the season angle of the observation and x_g the region's column (the seasons of a
+    region are shifted by its column, `homoecon_env.core.space`); the own region's crowding (below)
+    scales its values. Every agent, every step:
+        move  = the neighbour (or home) whose best job is worth most, when the gain over the rest of its
+                life, (best there - best at home) * (max_age - age), exceeds what the move costs,
+                migration_cost * (prices . holdings), and then only with probability `move_rate`: a
+                region looks better to every agent in it at once, and moving a share at a time keeps them
+                from all landing in the same place (and crowding it) together
+        job   = the job worth most in the region it works in this step (moves come before production)
+        effort, trade_weights, consume, broadcast: as `ScriptedLearner`
+    Crowding (a carrying capacity c > 0): output per worker of a job in a region is scaled by
+    min(1, c / workers). An agent sees its region's population only through its peers (drawn from the
+    region with peer_radius 0): with fewer live peers than peer slots it knows the population exactly
+    (live peers + 1), else it is at least that. It takes the workers on the job it would choose to be
+    that population over the jobs worth as much as the best (at least half of it), so staying is worth
+    min(1, c * jobs / population) of the best job's value at home; a neighbour it cannot see is taken as
+    uncrowded. Outside a spatial world it acts exactly as `ScriptedLearner` (move None).
+    The move draws come from its own generator (`LearnerConfig.seed`), saved in its state.
+    """
+
+    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION,
+                 move_rate: float = 0.5):
+        from homoecon_env.core.space import SpaceTable
+        super().__init__(economy_config, learner_config, eat_fraction)
+        if isinstance(move_rate, bool) or not isinstance(move_rate, (int, float)) or not 0.0 <= move_rate <= 1.0:
+            raise ValueError(f"move_rate must be a number in [0, 1], got {move_rate!r}")
+        c = economy_config
+        self.move_rate = float(move_rate)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        table = SpaceTable.from_config(c)
+        self.destinations = spatial.destinations(c)  # [G, 5]
+        self.region_yields = torch.from_numpy(table.resource_map).to(torch.float32)  # [G, J]
+        self.region_shift = torch.from_numpy(table.phase_offset).to(torch.float32)  # [G] radians
+        self.job_output = torch.from_numpy(JobTable.from_config(c).output).to(torch.float32)  # [J, R]
+        self.coordinates, self.prices = spatial.region_columns(c, self.self_dim)
+        self.season_sin_columns = (self.season_cos_columns[0] - c.num_jobs, self.season_cos_columns[0])
+
+    def regions(self, features: torch.Tensor) -> torch.Tensor:
+        """[N] int64 own region g = y * W + x, read back from the observed coordinates."""
+        c = self.economy_config
+        xy = features[:, self.coordinates]  # [N, 2] in [0, 1]
+        x = (xy[:, 0] * max(c.world_width - 1, 1)).round().long()
+        y = (xy[:, 1] * max(c.world_height - 1, 1)).round().long()
+        return y * c.world_width + x
+
+    def job_values(self, features: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """[N, 5, J] value of a unit of effort on job j in the region each move leads to (module formula)."""
+        start, stop = self.season_sin_columns
+        angle = torch.atan2(features[:, start:stop], features[:, self.season_cos_columns[0]:self.season_cos_columns[1]])
+        destination = self.destinations[region]  # [N, 5]
+        season = torch.cos(angle[:, None, :] + self.region_shift[destination][..., None]) ** 2  # [N, 5, J]
+        prices = features[:, self.prices]  # [N, R]; zeros where the region held no market
+        start, stop = self.tastes_columns
+        prices = torch.where(prices.sum(1, keepdim=True) > 0, prices, features[:, start:stop])
+        worth = prices @ self.job_output.T  # [N, J] a unit of each job's output at those prices
+        return self.region_yields[destination] * season * worth[:, None, :]
+
+    def crowding(self, observation: Observation, best_home: torch.Tensor, values_home: torch.Tensor) -> torch.Tensor:
+        """[N] the factor min(1, c * (jobs worth at least half the best) / population seen) of staying."""
+        capacity = self.economy_config.carrying_capacity
+        if capacity <= 0:
+            return torch.ones_like(best_home)
+        population = observation.peer_mask.sum(1) + 1.0  # [N] live peers and itself
+        good_jobs = (values_home >= 0.5 * best_home[:, None]).sum(1).clamp(min=1)  # [N]
+        return (capacity * good_jobs / population).clamp(max=1.0)
+
+    def act(self, observation: Observation) -> Actions:
+        actions = super().act(observation)  # checks the observation; effort, trade, consume, broadcast
+        c = self.economy_config
+        if not c.spatial:
+            return actions
+        features = observation.self_features
+        n = features.shape[0]
+        region = self.regions(features)
+        values = self.job_values(features, region)  # [N, 5, J]
+        if self.needs_inputs:  # a job needing inputs is worth what the held inputs let it make
+            values = values * self.input_share(features)[:, None, :]
+        best = values.amax(dim=2)  # [N, 5]
+        best[:, 0] = best[:, 0] * self.crowding(observation, best[:, 0], values[:, 0])
+        target = best.argmax(dim=1)  # [N] 0 (stay) on a tie
+        life_left = c.max_age * (1.0 - features[:, c.num_resources]).clamp(min=0.0)  # [N] steps left to live
+        start, stop = self.tastes_columns
+        prices = features[:, self.prices]
+        prices = torch.where(prices.sum(1, keepdim=True) > 0, prices, features[:, start:stop])
+        wealth = (prices * features[:, :c.num_resources].clamp(min=0)).sum(1)  # [N] at own region's prices
+        gain = (best.gather(1, target[:, None]).squeeze(1) - best[:, 0]) * life_left
+        worth_it = (target > 0) & (gain > c.migration_cost * wealth)
+        draw = torch.rand(n, generator=self.generator)
+        move = torch.where(worth_it & (draw < self.move_rate), target, 0)  # [N] int64
+        job = values[torch.arange(n), move].argmax(dim=1)  # the best job where it works this step
+        return Actions(broadcast=actions.broadcast, job=job, effort=actions.effort,
+                       trade_weights=actions.trade_weights, consume=actions.consume, move=move)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "move_rate": self.move_rate, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.move_rate = float(state["move_rate"])
+        self.generator.set_state(state["generator"])
