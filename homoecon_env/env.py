@@ -16,8 +16,8 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from homoecon_env.action_dicts import DictActionStacker, dict_action_space
-from homoecon_env.config import EconomyConfig
-from homoecon_env.core import Actions, Economy, StepOutput, signals
+from homoecon_env.config import NUM_MOVES, EconomyConfig
+from homoecon_env.core import Actions, Economy, StepOutput, signals, space
 from homoecon_env.core.lifecycle import DEATH_CAUSES
 from homoecon_env.core.production import season_features
 from homoecon_env.render import RenderModes
@@ -122,6 +122,15 @@ class HomoEconEnv(ParallelEnv):
     one-hot of the job in boom (scouts only; zeros for the others), and each `peers` row gains J
     columns between the id vector and the holdings, the peer's last job as a one-hot (zeros for a
     newborn): S = 2R + 2 + B + D + 3J, P = B + D + J + R, all in [0, 1].
+
+    In a spatial world (`EconomyConfig.spatial`: world_width * world_height > 1 or a carrying_capacity,
+    docs/design.md section 13) the action Dict has a sixth key `move`, Discrete(5): 0 stay, 1 north
+    (y - 1), 2 south (y + 1), 3 west (x - 1), 4 east (x + 1); a move off the edge stays, a real move
+    costs `migration_cost` of each holding. `self` ends (after any private-signal columns) with 2 + R
+    columns in [0, 1]: the own region's x / (W - 1 or 1), y / (H - 1 or 1) and its last market prices
+    (all zeros where no market cleared last step); peers are drawn among the live agents of the regions
+    within `peer_radius` (padded, mask 0, when fewer than K); every agent's `infos` has `region`
+    (g = y * W + x, where it ends the step).
 
     Holdings are unbounded above in the space; the economy refuses (NonFiniteStateError, nothing
     changed) a step whose holdings would exceed float32's range, so every observation is finite.
@@ -229,7 +238,9 @@ class HomoEconEnv(ParallelEnv):
         self._slot_names = [f"agent_{k}" for k in self.economy.state.agent_ids.tolist()]
         self.agents = list(self._slot_names)
         self._renderer.after_step(self.economy)
-        return self._observation_dict(observation, self.agents), {a: {} for a in self.agents}
+        infos = {a: {} for a in self.agents} if not self.config.spatial else \
+            {a: {"region": g} for a, g in zip(self.agents, self.economy.state_arrays.region.tolist())}
+        return self._observation_dict(observation, self.agents), infos
 
     def step(self, actions: Mapping):
         """Advance one step. Returns obs, rewards, terminations, truncations, infos keyed by the agents
@@ -254,13 +265,16 @@ class HomoEconEnv(ParallelEnv):
         terminations = dict.fromkeys(acting, False)
         truncations = dict.fromkeys(acting, out.truncated)
         infos = {a: {} for a in acting}
+        spatial = self.config.spatial
+        if spatial:  # docs/design.md section 13: every agent's region (where it ended the step)
+            infos = {a: {"region": g} for a, g in zip(acting, out.dying_state.region.tolist())}
         if dead_slots:
             terminal = self.economy.terminal_self_features(out).numpy()[dead_slots]
             for slot, features, code in zip(dead_slots, terminal, cause[dead_slots].tolist()):
                 name = acting[slot]
                 obs[name]["self"] = features
                 terminations[name], truncations[name] = True, False
-                infos[name] = {"death_cause": DEATH_CAUSES[code]}
+                infos[name] = {"death_cause": DEATH_CAUSES[code], **infos[name]}
         if born_slots:
             obs.update(self._observation_dict(observation, [new_names[s] for s in born_slots], born_slots))
             generation = state.generation[born_slots].tolist()
@@ -272,6 +286,8 @@ class HomoEconEnv(ParallelEnv):
                 truncations[name] = False
                 infos[name] = {"born": True, "parents": tuple(acting[p] for p in parent_slots if p >= 0),
                                "generation": born_generation, "slot": slot}
+                if spatial:
+                    infos[name]["region"] = int(state.region[slot])
         self._slot_names = new_names
         self.agents = [] if out.truncated else (list(new_names) if state.alive.all() else
                                                 [name for name, live in zip(new_names, state.alive.tolist()) if live])
@@ -343,10 +359,13 @@ class HomoEconEnv(ParallelEnv):
 
 def config_action_space(config: EconomyConfig) -> spaces.Dict:
     """The Dict action space of one agent of ``config``: the broadcast is Box(-1, 1, (B,)), or in the
-    symbolic mode MultiDiscrete([V] * L) (docs/design.md sections 3 and 11)."""
+    symbolic mode MultiDiscrete([V] * L) (docs/design.md sections 3 and 11); a spatial world adds
+    ``move``, Discrete(5) (section 13)."""
+    moves = NUM_MOVES if config.spatial else None  # docs/design.md section 13: `move` only in a spatial world
     if config.symbolic:
-        return dict_action_space(config.message_length, config.num_jobs, config.num_resources, config.vocab_size)
-    return dict_action_space(config.broadcast_dim, config.num_jobs, config.num_resources)
+        return dict_action_space(config.message_length, config.num_jobs, config.num_resources, config.vocab_size,
+                                 moves)
+    return dict_action_space(config.broadcast_dim, config.num_jobs, config.num_resources, num_moves=moves)
 
 
 def observation_bounds(config: EconomyConfig):
@@ -365,23 +384,30 @@ def observation_bounds(config: EconomyConfig):
         at = b + d  # the peers' last-job one-hot goes before their holdings (which stay last)
         peer_low, peer_high = np.insert(peer_low, at, np.zeros(extra_peer)), \
             np.insert(peer_high, at, np.ones(extra_peer))
+    if config.spatial:  # the own region's x, y and last prices, all in [0, 1] (section 13)
+        extra = 2 + nr
+        self_low, self_high = np.append(self_low, np.zeros(extra)), np.append(self_high, np.ones(extra))
     return (self_low, self_high), (peer_low, peer_high)
 
 
 def global_state_space(config: EconomyConfig) -> spaces.Box:
     """The Box of `global_state`."""
-    size = config.num_agents * (2 * config.num_resources + config.message_width + 3) + 1 + 2 * config.num_jobs
+    per_agent = 2 * config.num_resources + config.message_width + 3 + (2 if config.spatial else 0)
+    size = config.num_agents * per_agent + 1 + 2 * config.num_jobs
     return spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32)
 
 
 def global_state(economy: Economy) -> np.ndarray:
-    """Global float32 state: per slot holdings, age/max_age, tastes, broadcast, effort, alive; then
-    t/max_steps and the season features."""
+    """Global float32 state: per slot holdings, age/max_age, tastes, broadcast, effort, alive (and in a
+    spatial world its region's x / (W - 1 or 1), y / (H - 1 or 1)); then t/max_steps and the season features."""
     s, config = economy.state_arrays, economy.config
     if s is None:
         raise ValueError("state() before reset()")
-    per_agent = np.concatenate([s.holdings, (s.ages / config.max_age)[:, None], s.utility_weights,
-                                s.broadcast, s.effort[:, None], s.alive[:, None]], axis=1, dtype=np.float64)
+    columns = [s.holdings, (s.ages / config.max_age)[:, None], s.utility_weights, s.broadcast, s.effort[:, None],
+               s.alive[:, None]]
+    if config.spatial:
+        columns.append(space.self_columns(s, economy.space, config.num_resources)[:, :2])
+    per_agent = np.concatenate(columns, axis=1, dtype=np.float64)
     season = season_features(economy.jobs, s.step)
     return np.concatenate([per_agent.reshape(-1), [s.step / config.max_steps], season], dtype=np.float32)
 

@@ -27,6 +27,7 @@ it, so a scenario whose function changes later does not change what an old run w
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 from homoecon_env.config import EconomyConfig, Job
@@ -84,10 +85,36 @@ def private_signals() -> EconomyConfig:
         jobs=tuple(Job(f"ground_{k}", output=(0.5, 0.5), period=_FLAT_SEASON) for k in range(_GROUNDS)))
 
 
+def spatial() -> EconomyConfig:
+    """A 4 x 4 world of 80 agents: berries in the west, meat in the east, local markets, costly migration (section 13).
+
+    Each region has its own market, so prices may differ across regions; agents see their own region's
+    coordinates and last prices, and 8 peers from their own and the neighbouring regions (``peer_radius=1``).
+    Yields (``resource_map``): gathering berries pays 1.6, 1.2, 0.8, 0.4 times the seed's from the west
+    column to the east, hunting meat the reverse (0.4 .. 1.6), both scaled by 1.25, 1.1, 0.9, 0.75 from
+    the north row to the south, so each region has a comparative advantage and the north is richer. Seasons
+    are shifted by pi/4 per column (``region_phase_shift``): the berry harvest moves across the map. A move
+    costs 5% of every holding (``migration_cost``), and output per worker of a job in a region falls as
+    min(1, 3 / workers on it there) (``carrying_capacity=3``): with 5 agents per region on average, a
+    crowded rich region is a commons worth leaving. It models the law of one price under trade frictions,
+    migration towards yields and away from crowds, and inequality across regions.
+    """
+    width = height = 4
+    berries = (1.6, 1.2, 0.8, 0.4)  # by column, west to east
+    meat = (0.4, 0.8, 1.2, 1.6)
+    richness = (1.25, 1.1, 0.9, 0.75)  # by row, north to south
+    resource_map = tuple((berries[x] * richness[y], meat[x] * richness[y])
+                         for y in range(height) for x in range(width))  # row g = y * width + x
+    return EconomyConfig(num_agents=80, num_peers=8, world_width=width, world_height=height,
+                         resource_map=resource_map, region_phase_shift=math.pi / 4, migration_cost=0.05,
+                         peer_radius=1, carrying_capacity=3.0)
+
+
 SCENARIOS: dict[str, Callable[[], EconomyConfig]] = {
     "seed": seed,
     "supply_chain": supply_chain,
     "private_signals": private_signals,
+    "spatial": spatial,
 }
 
 

@@ -19,7 +19,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from homoecon_env.action_dicts import DictActionStacker
-from homoecon_env.config import EconomyConfig
+from homoecon_env.config import NUM_MOVES, EconomyConfig
 from homoecon_env.core import Actions, Economy, signals
 from homoecon_env.core.actions import ACTION_BOUNDS, REAL_KINDS, as_array, kind_name
 from homoecon_env.env import config_action_space, global_state, global_state_space, observation_bounds
@@ -59,6 +59,10 @@ class FlatLayout:
     token scores, position by position (columns l * V .. l * V + V - 1 score the V symbols of token
     l); token l = the argmax of its V scores clipped to [-1, 1], ties to the lowest symbol (the job's
     rule). In the observation every message slice is the [L * V] one-hot of the tokens (B reads L * V).
+
+    Spatial world (docs/design.md section 13): the action ends with 5 move scores (stay, north, south,
+    west, east; the argmax of the scores clipped to [-1, 1], ties to the lowest), so it is
+    [B + J + 1 + 2R + 5]; `self` ends with the region's x, y and last prices (the named env's columns).
     """
 
     def __init__(self, config: EconomyConfig):
@@ -70,6 +74,8 @@ class FlatLayout:
         self.peer_holdings = slice(start, start + r)  # holdings columns of a peer row (the last R)
         self.num_resources = r
         self.action_fields = (("broadcast", b), ("job", j), ("effort", 1), ("trade_weights", r), ("consume", r))
+        if config.spatial:  # docs/design.md section 13: 5 move scores at the end (argmax, ties to stay)
+            self.action_fields += (("move", NUM_MOVES),)
         starts = np.cumsum([0] + [width for _, width in self.action_fields])
         self.action_slices = {name: slice(int(start), int(start) + width)
                               for (name, width), start in zip(self.action_fields, starts)}
@@ -127,8 +133,9 @@ class FlatLayout:
         broadcast = part["broadcast"]
         if self.tokens is not None:  # [N, L * V] scores -> [N, L] tokens, the job's rule per position
             broadcast = np.clip(broadcast, -1.0, 1.0).reshape(len(matrix), *self.tokens).argmax(axis=2)
+        move = np.clip(part["move"], -1.0, 1.0).argmax(axis=1) if "move" in part else None
         return Actions(broadcast=broadcast, job=job, effort=part["effort"][:, 0],
-                       trade_weights=part["trade_weights"], consume=part["consume"])
+                       trade_weights=part["trade_weights"], consume=part["consume"], move=move)
 
 
 class SlotParallelEnv(ParallelEnv):
@@ -153,7 +160,8 @@ class SlotParallelEnv(ParallelEnv):
     ## Infos
     Every slot, at reset and every step, the same int keys: `agent_id` (k of `agent_k`, the
     occupant now), `actor_id` (who acted this step and earned the reward), `generation`, `born`
-    (0/1), `died` (0/1), `death_cause` (0 none, 1 age, 2 starvation).
+    (0/1), `died` (0/1), `death_cause` (0 none, 1 age, 2 starvation); in a spatial world also `region`
+    (the slot's region g = y * W + x at the end of the step).
 
     ## Arguments
     `config` or `scenario` (a name in `homoecon_env.scenarios.SCENARIOS`; not both) and `**overrides`
@@ -215,7 +223,7 @@ class SlotParallelEnv(ParallelEnv):
         state = self.economy.state_arrays
         n = self.config.num_agents
         zeros = np.zeros(n, dtype=np.int64)
-        infos = self._infos(state.agent_ids, state.agent_ids, state.generation, zeros, zeros)
+        infos = self._infos(state.agent_ids, state.agent_ids, state.generation, zeros, zeros, state.region)
         observations = self._observations(observation.self_features.numpy(), observation)
         self._renderer.after_step(self.economy)
         return observations, infos
@@ -237,7 +245,7 @@ class SlotParallelEnv(ParallelEnv):
         terminations = dict(zip(slots, dying))
         truncations = dict.fromkeys(slots, out.truncated)
         infos = self._infos(state.agent_ids, out.acting_ids.numpy(), state.generation,
-                            out.births.born.numpy().astype(np.int64), cause)
+                            out.births.born.numpy().astype(np.int64), cause, state.region)
         if out.truncated:
             self.agents = []
         self._renderer.after_step(self.economy)
@@ -255,10 +263,13 @@ class SlotParallelEnv(ParallelEnv):
         return {slot: {"self": o, "peers": p, "peer_mask": m}
                 for slot, o, p, m in zip(self.possible_agents, own, peers, mask)}
 
-    def _infos(self, agent_ids, actor_ids, generation, born, cause) -> dict:
+    def _infos(self, agent_ids, actor_ids, generation, born, cause, region) -> dict:
         columns = (agent_ids.tolist(), actor_ids.tolist(), generation.tolist(), born.tolist(),
                    (cause != 0).astype(np.int64).tolist(), cause.tolist())
-        return {slot: dict(zip(INFO_KEYS, values)) for slot, *values in zip(self.possible_agents, *columns)}
+        keys = INFO_KEYS
+        if self.config.spatial:
+            keys, columns = keys + ("region",), columns + (region.tolist(),)
+        return {slot: dict(zip(keys, values)) for slot, *values in zip(self.possible_agents, *columns)}
 
     # -- input checks -------------------------------------------------------------------------
     def _actions(self, actions: Mapping) -> Actions:
@@ -319,6 +330,13 @@ class SlotParallelEnv(ParallelEnv):
             row = int(np.flatnonzero(bad)[0])
             raise ValueError(f"slot_{row}: action 'job' is out of range (got {int(job[row])}); "
                              f"expected an int in [0, {self.config.num_jobs})")
+        if batched.move is not None:
+            move = np.asarray(batched.move)
+            bad = (move < 0) | (move >= NUM_MOVES)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"slot_{row}: action 'move' is out of range (got {int(move[row])}); "
+                                 f"expected an int in [0, {NUM_MOVES})")
         if self.config.symbolic:  # tokens [N, L]: ints (the stacker's checks), here their range
             tokens, vocab = np.asarray(batched.broadcast), self.config.vocab_size
             bad = ((tokens < 0) | (tokens >= vocab)).any(axis=1)

@@ -304,7 +304,7 @@ def test_batched_tensors_with_requires_grad_step_like_plain_ones():
     graphed.reset(2)
     plain.reset(2)
     actions = batched(graphed)
-    with_graph = Actions(**{k: v if k == "job" else v.clone().requires_grad_(True)
+    with_graph = Actions(**{k: v if k == "job" or v is None else v.clone().requires_grad_(True)
                             for k, v in actions.__dict__.items()})
     assert torch.equal(graphed.step(with_graph).reward, plain.step(actions).reward)
 

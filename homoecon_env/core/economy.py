@@ -196,7 +196,8 @@ class Economy:
 
     def _clear_regional(self, pre_trade: np.ndarray, weights: np.ndarray, region: np.ndarray) -> TradeResult:
         """Each region's own market (docs/design.md section 13): prices [G, R], NaN rows for empty regions."""
-        return space.clear_regional_market(pre_trade, weights, region, self.config.num_regions, **self.market_options)
+        return clear_market(pre_trade, weights, groups=region, num_groups=self.config.num_regions,
+                            warm_start=self._last_trade, **self.market_options)
 
     # -- guards ------------------------------------------------------------------------------
     def _refuse_non_finite(self, lived: EconomyState, state: EconomyState, reward, generator_before, when: str) -> None:

@@ -181,34 +181,3 @@ def _distinct_draws(pool: np.ndarray, k: int, generator: torch.Generator) -> np.
         result[rows] = draws.numpy()
     return result
 
-
-def clear_regional_market(holdings: np.ndarray, weights: np.ndarray, region: np.ndarray, num_regions: int,
-                          **options):
-    """Section 4's market solved separately in each region: a TradeResult whose prices are [G, R] (NaN rows
-    for regions without agents). Temporary: one clear_market call per populated region, until the grouped
-    ``clear_market(..., groups=)`` of homoecon_env.trade replaces it."""
-    from homoecon_env.trade import TradeResult, clear_market
-
-    n, r = holdings.shape
-    allocation = np.empty((n, r))
-    prices = np.full((num_regions, r), np.nan)
-    multipliers = np.zeros(n)
-    figures = {"iterations": 0, "init_iterations": 0, "outer_iterations": 0}
-    worst = {"conservation_error": 0.0, "ir_violation": 0.0, "kkt_residual": 0.0}
-    converged, objective, method = True, 0.0, options.get("method", "pgd")
-    for g in np.unique(region).tolist():
-        rows = np.flatnonzero(region == g)
-        result = clear_market(holdings[rows], weights[rows], **options)
-        allocation[rows] = result.allocation.numpy()
-        prices[g] = result.prices.numpy()
-        multipliers[rows] = result.multipliers.numpy()
-        for name in figures:
-            figures[name] = max(figures[name], int(getattr(result, name)))
-        for name in worst:
-            worst[name] = max(worst[name], float(getattr(result, name)))
-        converged, objective = converged and result.converged, objective + result.objective
-    return TradeResult(allocation=torch.from_numpy(allocation), prices=torch.from_numpy(prices),
-                       iterations=figures["iterations"], converged=converged, objective=objective,
-                       multipliers=torch.from_numpy(multipliers), method=method,
-                       init_iterations=figures["init_iterations"], outer_iterations=figures["outer_iterations"],
-                       **worst)
