@@ -23,7 +23,8 @@ class RandomLearner:
     """Every slot acts uniformly at random; never learns.
 
     broadcast ~ U[-1, 1]^B (symbolic mode: L tokens ~ U{0..V-1}), job ~ U{0..J-1}, effort ~ U[0, 1],
-    trade_weights ~ U[0, 1]^R, consume ~ U[0, 1]^R, in a spatial world move ~ U{0..4}, all from the learner's own generator seeded by `LearnerConfig.seed`.
+    trade_weights ~ U[0, 1]^R, consume ~ U[0, 1]^R, in a spatial world move ~ U{0..4},
+    all from the learner's own generator seeded by `LearnerConfig.seed`.
     `last_attention` is uniform over live peers (the learner ignores its peers).
     """
 

@@ -17,6 +17,7 @@ from agents.spatial import destinations
 from homoecon_env import EconomyConfig
 from homoecon_env.config import NUM_MOVES
 from homoecon_env.core import Economy
+from homoecon_env.scenarios import scenario_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,13 +203,11 @@ def test_reinforce_learns_to_move_towards_the_rich_region():
     assert leave < 0.1 and share > 0.65
 
 
-def test_scripted_spatial_beats_random_and_staying_put():
-    """A 3 x 3 world whose corners yield 3x on one job each (seasons shifted by column, a migration cost, a
-    carrying capacity): over 100 steps the mean reward per agent-step of scripted_spatial is above random's
-    and above the plain scripted heuristic's (which never moves), on two seeds."""
-    config = EconomyConfig(num_agents=120, max_steps=10**6, world_width=3, world_height=3,
-                           resource_map=tuple((1.0 + 2.0 * (g == 8), 1.0 + 2.0 * (g == 0)) for g in range(9)),
-                           region_phase_shift=0.8, migration_cost=0.05, carrying_capacity=15.0)
+def test_scripted_spatial_beats_random_and_staying_put_on_the_spatial_scenario():
+    """The `spatial` scenario (4 x 4, crowding, migration cost): over 100 steps the mean reward per agent-step
+    of scripted_spatial is above random's and above the plain scripted heuristic's (which never moves), by
+    20% or more, on two seeds (measured: about 2x and 3x)."""
+    config = scenario_config("spatial", max_steps=10**6)
 
     def mean_reward(name, seed):
         economy = Economy(config)
