@@ -13,9 +13,9 @@ interference lasting seconds to minutes). Workloads:
 - train: act + env step + REINFORCE update + births + the step's stats (train.py's loop);
 - trade: clear_market alone on the holdings and weights of a live economy.
 N >= 1,000 uses num_peers=32; N = 50 observes everyone else (49 peers). `--world W H` runs every
-workload in a world of W x H regions (docs/design.md section 13: local markets, the move action; the
-learners emit moves), otherwise the default one-region economy; `--learner` picks the train workload's
-learner (default reinforce).
+workload in a world of W x H regions (docs/design.md section 13: local markets, peer_radius 1,
+migration_cost 0.05, random moves in the env workloads; the learners emit their own), otherwise the
+default one-region economy; `--learner` picks the train workload's learner (default reinforce).
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ WORKLOADS = ("dict", "slots", "core", "train", "trade")
 
 def config_for(n: int, world: tuple[int, int] = (1, 1)):
     from homoecon_env import EconomyConfig
-    space = {} if tuple(world) == (1, 1) else {"world_width": world[0], "world_height": world[1]}
+    space = {} if tuple(world) == (1, 1) else {"world_width": world[0], "world_height": world[1], "peer_radius": 1,
+                                               "migration_cost": 0.05}
     return EconomyConfig(num_agents=n, num_peers=None if n <= 50 else 32, max_steps=10**9, **space)
 
 

@@ -168,16 +168,22 @@ def _distinct_draws(pool: np.ndarray, k: int, generator: torch.Generator) -> np.
         result[rows] = keys.argsort(dim=1)[:, :k].numpy()
     if not small.all():
         rows = np.flatnonzero(~small)
-        size = torch.from_numpy(pool[rows]).to(torch.float64)[:, None]  # [S, 1]
-        draws = (torch.rand(rows.size, k, generator=generator, dtype=torch.float64) * size).long()
-        while True:
-            ordered, where = draws.sort(dim=1)
-            repeated = ordered[:, 1:] == ordered[:, :-1]
-            if not bool(repeated.any()):
+        size = pool[rows].astype(np.float64)[:, None]  # [S, 1]
+        draws = (torch.rand(rows.size, k, generator=generator, dtype=torch.float64).numpy() * size).astype(np.int64)
+        check = np.arange(rows.size)  # rows that may hold a duplicate: all at first, then only redrawn ones
+        while check.size:
+            sub = draws[check]
+            where = np.argsort(sub, axis=1, kind="stable")
+            ordered = np.take_along_axis(sub, where, axis=1)
+            repeated = ordered[:, 1:] == ordered[:, :-1]  # [C, K - 1]: the later copy of a value
+            has = repeated.any(axis=1)
+            if not has.any():
                 break
-            duplicate = torch.zeros_like(draws, dtype=torch.bool).scatter_(1, where[:, 1:], repeated)
-            redraw = torch.rand(int(duplicate.sum()), generator=generator, dtype=torch.float64)
-            draws[duplicate] = (redraw * size.expand_as(draws)[duplicate]).long()
-        result[rows] = draws.numpy()
+            duplicate = np.zeros(sub.shape, dtype=bool)
+            np.put_along_axis(duplicate, where[:, 1:], repeated, axis=1)
+            redraw = torch.rand(int(duplicate.sum()), generator=generator, dtype=torch.float64).numpy()
+            sub[duplicate] = (redraw * np.broadcast_to(size[check], sub.shape)[duplicate]).astype(np.int64)
+            draws[check] = sub
+            check = check[has]
+        result[rows] = draws
     return result
-
