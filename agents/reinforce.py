@@ -4,7 +4,8 @@ Networks (each agent owns all five; every parameter is stacked [N, ...], see `ag
     social_filter_net  score of peer k = v . relu(W_own own + W_peer peer_k + b); softmax over live
                        peers (`peer_mask`); context = attention-weighted mean of peer features [P]
     broadcast_net      [own, context] -> mean of the broadcast pre-image u_b [B]
-    production_net     [own, context] -> job logits [J] and mean of the effort pre-image u_e [1]
+    production_net     [own, context] -> job logits [J] and mean of the effort pre-image u_e [1]; in a
+                       spatial world (docs/design.md section 13) also 5 move logits (stay, N, S, W, E)
     trading_net        [own, context] -> mean of the trade-weight pre-image u_t [R - 1]
     consumption_net    [own, context] -> mean of the consumption pre-image u_c [R]
 Each Gaussian head also owns a state-independent log std per dimension.
@@ -14,7 +15,8 @@ parameters are stored side by side in each agent's parameter row (all four first
 then all first-layer biases, ...), one view per kind for the batched products, while each network
 keeps its own named parameters (`params["trading_net.w1"]` ...) and its own crossover coin.
 
-Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the action boxes:
+Policy: job ~ Categorical(logits) (in a spatial world also move ~ Categorical(move logits), independent
+of the job given the state); u ~ Normal(mean, std) squashed into the action boxes:
     broadcast = tanh(u_b)                        (tanh-Normal, in (-1, 1))
     effort    = sigmoid(u_e)                     (logit-normal, in (0, 1))
     trade     = softmax([u_t, 0])                (additive logistic-normal on the simplex)
@@ -60,6 +62,13 @@ Either way the newborn's optimizer state and baseline are fresh.
 
 With `uniform_attention=True` (the ablation) there is no social_filter_net: the context is the plain
 mean over live peers; everything else is identical.
+
+Space (`EconomyConfig.spatial`): the own features end with the region's coordinates and last prices
+(`agents.spatial`), production_net has 5 more outputs, the move logits (returned after the job's:
+[job J | move 5 | tokens | Gaussian means]), the move is drawn after the job (one uniform, inverse CDF),
+kept in the window and saved with it, and its log-probability and entropy join the loss with the
+job's gradient form. Outside a spatial world none of this exists (no parameter, no draw), so the
+learner's parameters, draws and trajectories are those of the learner before space.
 """
 from __future__ import annotations
 
