@@ -81,8 +81,8 @@ def test_deterministic_play_repeats_from_the_same_seed_and_differs_from_sampling
     _, _, second = played(name, config, 25, seed=3, deterministic=True)
     _, _, sampled = played(name, config, 25, seed=3)
     for a, b in zip(first, second):
-        assert all(torch.equal(getattr(a, f.name), getattr(b, f.name)) if getattr(a, f.name) is not None
-                   else getattr(b, f.name) is None for f in dataclasses.fields(a))  # move: None outside space
+        pairs = [(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)]
+        assert all(x is y is None or torch.equal(x, y) for x, y in pairs)  # move is None outside a spatial world
     assert not torch.equal(first[0].effort, sampled[0].effort)
 
 

@@ -408,3 +408,43 @@ def test_the_spatial_scenario_makes_regions_differ_and_runs():
     stats = env.last_stats
     # the last step has deaths and no births: the population counts the live
     assert stats["region_population"].sum() == env.economy.state.alive.sum() and stats["region_prices"].shape == (16, 2)
+
+
+# -- territory ------------------------------------------------------------------------------------
+def brute_force_control(region, lineage, alive, num_regions):
+    """Per region: (the lineage with most live members, lowest id on ties; -1 if empty), share."""
+    from collections import Counter
+    control, share = [], []
+    for g in range(num_regions):
+        members = Counter(int(line) for r, line, live in zip(region, lineage, alive) if live and r == g)
+        if not members:
+            control.append(-1)
+            share.append(0.0)
+            continue
+        most = max(members.values())
+        control.append(min(line for line, count in members.items() if count == most))
+        share.append(most / sum(members.values()))
+    return control, share
+
+
+def test_region_control_follows_first_parent_lineages_and_counts_its_changes():
+    config = EconomyConfig(num_agents=30, max_steps=100, max_age=4, **SMALL)
+    economy = Economy(config)
+    economy.reset(12)
+    assert economy.state.lineage.tolist() == list(range(30))  # each founder roots its own lineage
+    g = torch.Generator().manual_seed(12)
+    changes = 0
+    for _ in range(60):
+        before = economy.state_arrays
+        out = economy.step(random_actions(30, config, g))
+        state, stats = economy.state_arrays, economy.last_stats
+        born = out.births.born.numpy()
+        first_parent = out.births.parent_slots.numpy()[born, 0]
+        np.testing.assert_array_equal(state.lineage[born], before.lineage[first_parent])
+        control, share = brute_force_control(state.region, state.lineage, state.alive, 6)
+        assert stats["region_control"].tolist() == control
+        np.testing.assert_allclose(stats["region_control_share"], share, rtol=1e-12)
+        previous, _ = brute_force_control(before.region, before.lineage, before.alive, 6)
+        assert stats["control_changes"] == sum(a != b for a, b in zip(control, previous))
+        changes += stats["control_changes"]
+    assert changes > 0 and len(set(economy.state.lineage.tolist())) < 30  # lineages die out, control moves

@@ -10,9 +10,13 @@ paths); the rest do not rely on the plain solver.
 import numpy as np
 import pytest
 import torch
-from trade_markets import cvxpy_solution, dual_bound, random_instance, utility
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_trade_degenerate import residue_market
+from trade_markets import KINDS, cvxpy_solution, degenerate_instance, dual_bound, random_instance, utility
 
 from homoecon_env.trade import clear_market
+from homoecon_env.trade import grouped as trade_grouped
 
 
 def grouped_instance(rng, num_groups):
@@ -184,10 +188,12 @@ def test_one_group_gives_the_plain_market():
     assert grouped.objective == pytest.approx(plain.objective, rel=1e-10)
 
 
-def test_no_agents_gives_empty_results():
+def test_no_agents_or_no_goods_give_empty_results():
     result = clear_market(np.zeros((0, 2)), np.zeros((0, 2)), groups=np.zeros(0, dtype=np.int64), num_groups=3)
     assert result.allocation.shape == (0, 2) and result.prices.shape == (3, 2)
     assert torch.isnan(result.prices).all() and result.converged
+    result = clear_market(np.zeros((3, 0)), np.zeros((3, 0)), groups=np.array([0, 2, 2]))  # no goods
+    assert result.allocation.shape == (3, 0) and result.prices.shape == (3, 0) and result.converged
 
 
 @pytest.mark.parametrize("groups, num_groups, message", [
@@ -217,3 +223,80 @@ def test_unsupported_options_with_groups_are_refused():
             clear_market(holdings, weights, groups=np.zeros(4, dtype=np.int64), **options)
     with pytest.raises(ValueError, match="num_groups"):
         clear_market(holdings, weights, num_groups=2)
+
+
+@st.composite
+def grouped_markets(draw):
+    """Markets of 1-6 groups at scales 1e-9 to 1e6, some holdings and weights 0, agents shuffled."""
+    num_groups = draw(st.integers(1, 6))
+    num_goods = draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    num_agents = int(rng.integers(1, 8 * num_groups + 1))
+    holdings = rng.exponential(1.0, (num_agents, num_goods)) * 10.0 ** draw(st.integers(-9, 6))
+    holdings *= rng.uniform(size=holdings.shape) < draw(st.floats(0.3, 1.0))
+    weights = rng.uniform(size=(num_agents, num_goods)) * (rng.uniform(size=(num_agents, num_goods)) < 0.8)
+    return holdings, weights, rng.integers(0, num_groups, num_agents), num_groups
+
+
+@settings(max_examples=100, deadline=None)
+@given(grouped_markets(), st.sampled_from(["pgd", "newton"]))
+def test_grouped_trade_conserves_per_group_keeps_ir_and_never_crosses_groups(market, method):
+    holdings, weights, groups, num_groups = market
+    result = clear_market(holdings, weights, groups=groups, num_groups=num_groups, method=method)
+    check_grouped_feasible(result, holdings, weights, groups, num_groups)
+    assert result.converged == (result.kkt_residual <= 1e-9)
+
+
+def test_the_batched_solve_certifies_awkward_groups_without_the_one_group_fallback(monkeypatch):
+    """Groups drawn from every awkward kind of the plain tests, residue markets among them (tiny
+    holdings, IR-binding agents at a corner), shuffled together: the batched Newton certifies every
+    group itself (the per-group fallback, a loop over groups, is made to fail here) and each
+    group's welfare meets cvxpy's optimum for that group."""
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("a group fell back to the plain solver")
+
+    monkeypatch.setattr(trade_grouped, "_solve_one_group", no_fallback)
+    rng = np.random.default_rng(17)
+    for _ in range(6):
+        parts = [residue_market(rng) if rng.uniform() < 0.4 else degenerate_instance(rng, KINDS[rng.integers(6)])
+                 for _ in range(int(rng.integers(2, 7)))]
+        num_goods = max(part[0].shape[1] for part in parts)
+        holdings = np.concatenate([np.pad(h, ((0, 0), (0, num_goods - h.shape[1]))) for h, _ in parts])
+        weights = np.concatenate([np.pad(w, ((0, 0), (0, num_goods - w.shape[1]))) for _, w in parts])
+        groups = np.concatenate([np.full(len(h), g) for g, (h, _) in enumerate(parts)])
+        shuffle = rng.permutation(len(groups))
+        holdings, weights, groups = holdings[shuffle], weights[shuffle], groups[shuffle]
+        for method in ("pgd", "newton"):
+            result = clear_market(holdings, weights, groups=groups, method=method)
+            check_grouped_feasible(result, holdings, weights, groups, len(parts))
+            assert result.converged and result.iterations <= (0 if method == "pgd" else 200)
+        x = result.allocation.numpy()
+        for group in range(len(parts)):
+            members = groups == group
+            optimum = cvxpy_solution(holdings[members], weights[members])[0]
+            assert abs(utility(weights[members], x[members]).sum() - optimum) <= 1e-4 * max(1.0, abs(optimum))
+
+
+@settings(max_examples=30, deadline=None)
+@given(grouped_markets(), st.integers(1, 3), st.sampled_from(["newton", "pgd"]))
+def test_grouped_trade_stays_feasible_when_stopped_early(market, cap, method):
+    """Newton capped at 1-3 price updates leaves most groups uncertified: newton returns them as
+    they are; pgd polishes them, group by group, with projected gradient, itself capped. Either way
+    the result is feasible and the caps hold."""
+    holdings, weights, groups, num_groups = market
+    result = clear_market(holdings, weights, groups=groups, num_groups=num_groups, method=method, max_iter=cap,
+                          init_max_iter=cap)
+    check_grouped_feasible(result, holdings, weights, groups, num_groups)
+    assert result.iterations <= cap and result.init_iterations <= cap
+
+
+def test_groups_left_uncertified_by_a_capped_newton_still_reach_cvxpy_with_pgd():
+    rng = np.random.default_rng(4)
+    holdings, weights, groups = grouped_instance(rng, 5)
+    result = clear_market(holdings, weights, groups=groups, num_groups=5, init_max_iter=1)
+    assert result.converged and result.iterations > 0  # projected gradient polished some group
+    x = result.allocation.numpy()
+    for group in range(4):
+        members = groups == group
+        optimum = cvxpy_solution(holdings[members], weights[members])[0]
+        assert abs(utility(weights[members], x[members]).sum() - optimum) <= 1e-4 * max(1.0, abs(optimum))

@@ -181,7 +181,7 @@ class Economy:
         self._last_trade = trade
         self.observation = observation
         self._stats_inputs = StepRecord(state.ages, produced, pre_trade, trade, consumed, reward, cause, births, lost,
-                                        actions.job, effort, migration_lost, moved, region)
+                                        actions.job, effort, migration_lost, moved, region, state)
         self._last_stats = None
         if not trade.converged:
             self._warn_market(t + 1, trade)
@@ -297,8 +297,10 @@ class Economy:
         ``trade_ir_violation``, ``trade_conservation_error``, ``trade_kkt_residual``.
         Spatial worlds (docs/design.md section 13) add ``migration_lost`` [R] (goods movers paid; the ledger
         then subtracts it too), ``movers``, ``region_prices`` [G, R] (NaN rows: no market there),
-        ``region_population`` [G] (live agents after the step), ``region_traders`` [G]; ``prices`` is then
-        the traders-weighted mean of the regions' prices.
+        ``region_population`` [G] (live agents after the step), ``region_traders`` [G], territory:
+        ``region_control`` [G] (founder id of the lineage with most members there, -1: empty),
+        ``region_control_share`` [G], ``control_changes`` (regions whose controller changed this step);
+        ``prices`` is then the traders-weighted mean of the regions' prices.
         Computed on first access: code that never reads them (a bare rollout) does not pay for them.
         """
         if self._last_stats is None:
@@ -339,6 +341,8 @@ class Economy:
             if isinstance(last_prices, torch.Tensor) and tuple(last_prices.shape) == (r,):
                 prices = last_prices.to(torch.float64).reshape(1, r).clone()
             state = state.replace(region_prices=prices)
+        if self.config.spatial and state.lineage is None:  # saved before lineages: each agent roots its own
+            state = state.replace(lineage=state.agent_ids.clone())
         if tuple(state.region.shape) != (n,) or tuple(state.region_prices.shape) != (g, r):
             raise ValueError(f"snapshot 'region' {tuple(state.region.shape)} / 'region_prices' "
                              f"{tuple(state.region_prices.shape)}: expected ({n},) / ({g}, {r}) for this config")

@@ -106,6 +106,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         parent_ids = parent_slots
         ids = random_ids(count, config.id_dim, generator)
         region = state_module.random_regions(count, config, generator)  # uniform (a draw only when spatial)
+        lineage = np.arange(state.next_id, state.next_id + count)  # a founder roots its own lineage
     else:
         draws = uniform(generator, count, 3 + config.id_dim)  # per child: parents 2 | taste blend 1 | id D
         parent_slots = draw_parents(state.lifetime_reward, survivors, draws[:, :2])  # [D, 2]
@@ -120,6 +121,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         parent_ids = state.agent_ids[parent_slots]
         ids = draws[:, 3:] * 2 - 1  # uniform on [-1, 1], as random_ids
         region = state.region[parent_slots[:, 0]]  # born in its first parent's region
+        lineage = None if state.lineage is None else state.lineage[parent_slots[:, 0]]  # the first parent's line
     new_state = EconomyState(
         holdings=_with_rows(holdings, slots, endowment),
         ages=_with_rows(state.ages, slots, 0),
@@ -139,6 +141,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         boom=state.boom,
         region=_with_rows(state.region, slots, region),
         region_prices=state.region_prices,
+        lineage=None if state.lineage is None else _with_rows(state.lineage, slots, lineage),
     )
     all_parent_slots = _with_rows(np.full((n, 2), NO_PARENT, dtype=np.int64), slots, parent_slots)
     return new_state, Births(dead.copy(), all_parent_slots, count if founders else 0)

@@ -99,6 +99,25 @@ def region_population(region: np.ndarray, alive: np.ndarray, num_regions: int) -
     return np.bincount(region[alive], minlength=num_regions).astype(np.int64)
 
 
+def region_control(region: np.ndarray, lineage: np.ndarray, alive: np.ndarray, num_regions: int):
+    """Who controls each region: ([G] int64 founder id of the lineage with the most live members there,
+    -1 where nobody lives; [G] float64 that lineage's share of the region's population, 0 where empty).
+    Ties go to the lowest founder id. One lexsort over the live agents, no loop."""
+    control, share = np.full(num_regions, -1, dtype=np.int64), np.zeros(num_regions)
+    if not alive.any():
+        return control, share
+    pairs = np.stack([region[alive], lineage[alive]], axis=1)
+    groups, counts = np.unique(pairs, axis=0, return_counts=True)  # rows (region, lineage), sorted
+    order = np.lexsort((groups[:, 1], -counts, groups[:, 0]))  # by region, then most members, then lowest id
+    groups, counts = groups[order], counts[order]
+    first = np.ones(len(groups), dtype=bool)
+    first[1:] = groups[1:, 0] != groups[:-1, 0]
+    population = np.bincount(region[alive], minlength=num_regions)
+    control[groups[first, 0]] = groups[first, 1]
+    share[groups[first, 0]] = counts[first] / population[groups[first, 0]]
+    return control, share
+
+
 def self_columns(state, space: SpaceTable, num_resources: int) -> np.ndarray:
     """[N, 2 + R] the own region's coordinates x / (W - 1 or 1), y / (H - 1 or 1) in [0, 1] and its last
     prices (all zeros for a region that held no market last step: its row is NaN in the state)."""

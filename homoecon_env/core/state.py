@@ -51,6 +51,8 @@ class EconomyState:
     region: Optional[torch.Tensor] = None  # [N] int64, region g = y * world_width + x of each slot
     region_prices: Optional[torch.Tensor] = None  # [G, R] float64, each region's last market prices (rows sum
     #   to 1; NaN for a region where nobody traded); before the first step 1/R where someone lives
+    lineage: Optional[torch.Tensor] = None  # [N] int64, spatial worlds only (None otherwise): the agent id of
+    #   the founder at the root of the slot's first-parent line (a founder's own id); territory control
 
     @property
     def num_slots(self) -> int:
@@ -153,4 +155,5 @@ def initial_state(config: EconomyConfig, generator: torch.Generator) -> EconomyS
         next_id=n,
     )
     region = random_regions(n, config, generator)
-    return state.replace(region=region, region_prices=opening_prices(region, config))
+    lineage = np.arange(n, dtype=np.int64) if config.spatial else None
+    return state.replace(region=region, region_prices=opening_prices(region, config), lineage=lineage)

@@ -22,6 +22,7 @@ import numpy as np
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.lifecycle import AGE, STARVATION
 from homoecon_env.core.production import JobTable
+from homoecon_env.core.space import region_control
 
 __all__ = ["StepRecord", "gini", "step_stats"]
 
@@ -69,6 +70,7 @@ class StepRecord(NamedTuple):
     migration_lost: Any = None  # [R] goods movers paid (spatial worlds; None otherwise)
     moved: Any = None  # [N] bool, slots whose region changed this step (spatial worlds)
     region: Any = None  # [N] region each slot worked and traded in (after its move)
+    state_before: Any = None  # the NumPy state the step started from (spatial worlds: control before)
 
 
 def step_stats(record: StepRecord, holdings_after: np.ndarray, step: int, jobs: JobTable,
@@ -125,8 +127,18 @@ def spatial_stats(record: StepRecord, state_after, config: EconomyConfig) -> dic
     """The figures of space (docs/design.md section 13): ``migration_lost`` [R] (goods movers paid, part of
     the ledger), ``movers``, ``region_prices`` [G, R] (NaN rows: no market there this step),
     ``region_population`` [G] (live agents at the end of the step), ``region_traders`` [G] (agents in
-    each region's market this step)."""
+    each region's market this step); territory (issue 17): ``region_control`` [G] (the founder id of the
+    lineage, by first-parent descent, with the most live members in the region at the end of the step; -1
+    where nobody lives; ties to the lowest id), ``region_control_share`` [G] (its share of the region's
+    population), ``control_changes`` (regions whose controller differs from the one at the step's start)."""
+    g = config.num_regions
+    before = record.state_before
+    control_before, _ = region_control(before.region, before.lineage, before.alive, g)
+    control, share = region_control(state_after.region, state_after.lineage, state_after.alive, g)
     return {
+        "region_control": control,
+        "region_control_share": share,
+        "control_changes": int(np.count_nonzero(control != control_before)),
         "migration_lost": record.migration_lost,
         "movers": int(np.count_nonzero(record.moved)),
         "region_prices": record.trade.prices.numpy(),

@@ -83,6 +83,11 @@ uniform shift is not) and individually rational (blended towards the endowment w
 cap or rounding left a violation above min(1e-3 tol, 1e-10), for newton and pgd's dual start
 min(0.1 tol, 1e-10)); ``converged`` says whether its KKT residual is <= ``tol``.
 
+``groups=`` [N] (the regions of docs/design.md section 13): the same problem separately within each
+group, conservation per group and good, prices per group [G, R]; all groups in one batched Newton
+solve over the G x R prices (``grouped.py``, its docstring), with pgd's polish for a group left
+uncertified.
+
 Conventions: a good nobody holds (s_r = 0) and a good nobody values (all w_ir = 0) are not traded
 and have price 0 (their conservation multiplier is not unique); the first stays at 0 for everyone,
 the second stays with its owners. An agent with all-zero weights is indifferent, so IR holds for
@@ -117,8 +122,9 @@ class TradeResult:
     """Outcome of one market clearing.
 
     allocation [N, R]: holdings after trade. prices [R]: conservation multipliers normalised to
-    sum 1 (0 for an untraded good). iterations: projected-gradient iterations (pgd), price updates
-    (newton) or gradient steps (penalty). converged: kkt_residual <= tol. conservation_error:
+    sum 1 (0 for an untraded good); with ``groups``, [G, R], a row per group (NaN: no prices).
+    iterations: projected-gradient iterations (pgd), price updates (newton) or gradient steps
+    (penalty). converged: kkt_residual <= tol. conservation_error:
     max_r |sum_i x_ir - s_r| / max(1, s_r). ir_violation: max_i max(0, u_i(e_i) - u_i(x_i)).
     kkt_residual: the largest of conservation error, IR violation, complementarity
     |min(mu_i, u_i(x_i) - u_i(e_i))| and relative stationarity. objective: sum_i u_i(x_i).
@@ -131,7 +137,7 @@ class TradeResult:
     """
 
     allocation: torch.Tensor  # [N, R]
-    prices: torch.Tensor  # [R]
+    prices: torch.Tensor  # [R], or [G, R] with groups
     iterations: int
     converged: bool
     conservation_error: float
