@@ -3,6 +3,10 @@ move head's hand-written gradient equals autograd's; PPO's log-probability count
 bit-exact; outside space nothing of the move head exists; a move head learns to reach the rich region;
 scripted_spatial beats random and the staying heuristic."""
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -224,3 +228,20 @@ def test_scripted_spatial_beats_random_and_staying_put_on_the_spatial_scenario()
         reference = mean_reward("scripted_spatial", seed)
         assert reference > 1.2 * mean_reward("random", seed)
         assert reference > 1.2 * mean_reward("scripted", seed)
+
+
+def test_bench_world_option_runs_the_spatial_workloads_and_records_the_world(tmp_path):
+    """bench.py --world 2 2 (issue 17's speed target is measured with --world 10 10 at N = 10,000): the
+    env, grouped-market and training workloads run in a spatial world and the rows say which world
+    and which learner."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench.py"), "--sizes", "20", "--workloads",
+                           "core", "train", "trade", "--world", "2", "2", "--learner", "scripted_spatial",
+                           "--seconds", "0.1", "--repeats", "1", "--out", str(out)],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {row["workload"]: row for row in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"core", "train", "trade"} and all(row["world"] == [2, 2] for row in rows.values())
+    assert rows["train"]["learner"] == "scripted_spatial" and rows["train"]["steps_per_sec"] > 0
+    assert rows["trade"]["ir_violation"] <= 1e-7
