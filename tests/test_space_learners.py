@@ -54,7 +54,9 @@ def test_every_learner_emits_valid_moves_in_space_and_none_outside(name):
     for move in moves:
         assert move.dtype == torch.int64 and move.shape == (10,)
         assert int(move.min()) >= 0 and int(move.max()) < NUM_MOVES
-    if name not in ("scripted", "scripted_chain"):  # those two stay put
+    # scripted and scripted_chain stay put; so does llm's fallback (the scripted heuristic), which is all the
+    # tiny offline model's gibberish replies get
+    if name not in ("scripted", "scripted_chain", "llm"):
         assert len(torch.cat(moves).unique()) > 1
     _, _, flat_moves = played(name, with_resources(3, num_agents=10, max_steps=30), 2, update_every=3)
     assert all(move is None for move in flat_moves)
