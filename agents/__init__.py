@@ -5,7 +5,10 @@
 Built in: ``reinforce`` (agents.reinforce), its ablation ``uniform_attention``, and two that never
 learn: ``random`` (the floor) and ``scripted`` (agents.scripted: full effort on the job in season,
 trade weights = own tastes, eat 90%; the bar a learner must reach) and its supply-chain variant
-``scripted_chain`` (agents.scripted.ChainScriptedLearner: the job adding most value at the last prices).
+``scripted_chain`` (agents.scripted.ChainScriptedLearner: the job adding most value at the last prices)
+and its spatial variant ``scripted_spatial`` (agents.scripted.SpatialScriptedLearner: the job worth most
+where it works; migrates to a neighbouring region where that is worth clearly more). In a spatial world
+(docs/design.md section 13) every built-in learner emits `Actions.move` (agents.spatial).
 ``llm`` (agents.llm: a language model's JSON reply per agent) and ``mixed`` (agents.mixed: fractions of
 slots per learner, ``--mix llm=0.1,reinforce=0.9``; docs/design.md section 12).
 
@@ -70,6 +73,11 @@ def _mixed(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Lear
     return MixedLearner(economy_config, learner_config)
 
 
+def _scripted_spatial(economy_config: EconomyConfig, learner_config: LearnerConfig) -> Learner:
+    from agents.scripted import SpatialScriptedLearner
+    return SpatialScriptedLearner(economy_config, learner_config)
+
+
 LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "reinforce": _reinforce,  # independent per-agent REINFORCE with a learned social filter
     "random": _random,  # uniform random actions: the floor every learner must beat
@@ -79,6 +87,7 @@ LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "scripted_chain": _scripted_chain,  # supply chains: the job adding most value at last prices, buy its inputs
     "llm": _llm,  # a language model's JSON reply per agent (agents.llm; --llm-backend, --llm-model, --llm-base-url)
     "mixed": _mixed,  # fractions of slots per learner (agents.mixed; --mix llm=0.1,reinforce=0.9)
+    "scripted_spatial": _scripted_spatial,  # spatial worlds: the job worth most here, move where it is worth more
 }
 
 # The protocol's methods, read from the protocol itself so the check follows it.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from homoecon_env.config import EconomyConfig
+from homoecon_env.config import NUM_MOVES, EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput
 from homoecon_env.core.lifecycle import Births
 
@@ -23,7 +23,8 @@ class RandomLearner:
     """Every slot acts uniformly at random; never learns.
 
     broadcast ~ U[-1, 1]^B (symbolic mode: L tokens ~ U{0..V-1}), job ~ U{0..J-1}, effort ~ U[0, 1],
-    trade_weights ~ U[0, 1]^R, consume ~ U[0, 1]^R, all from the learner's own generator seeded by `LearnerConfig.seed`.
+    trade_weights ~ U[0, 1]^R, consume ~ U[0, 1]^R, in a spatial world move ~ U{0..4},
+    all from the learner's own generator seeded by `LearnerConfig.seed`.
     `last_attention` is uniform over live peers (the learner ignores its peers).
     """
 
@@ -47,6 +48,8 @@ class RandomLearner:
             effort=torch.rand(n, generator=g),  # [N]
             trade_weights=torch.rand(n, c.num_resources, generator=g),  # [N, R]
             consume=torch.rand(n, c.num_resources, generator=g),  # [N, R]
+            # [N] uniform over stay and the 4 neighbours in a spatial world (drawn last; None elsewhere)
+            move=torch.randint(0, NUM_MOVES, (n,), generator=g) if c.spatial else None,
         )
 
     def update(self, step: StepOutput) -> dict:

@@ -20,6 +20,7 @@ import math
 import torch
 
 from agents.networks import relu_scores_backward, softmax_backward
+from homoecon_env.config import NUM_MOVES  # the move action of a spatial world (docs/design.md section 13)
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 LOG_STD_RANGE = (-10.0, 2.0)  # the log stds are clamped to this range (no gradient outside it)
@@ -58,7 +59,7 @@ def advantages(reward: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, 
 
 def reinforce_loss(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image: torch.Tensor, job: torch.Tensor,
                    advantage: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor, entropy_coef: float,
-                   num_jobs: int, tokens=None, vocab_size: int = 0):
+                   num_jobs: int, tokens=None, vocab_size: int = 0, move=None):
     """Each agent's REINFORCE loss and its gradient, from the heads' output `out` [N, M, J + G] (job
     logits, Gaussian means), the unclamped log stds [N, G], the stored pre-images [N, M, G] and jobs
     [N, M], the advantages [N, M], the valid steps [N, M] and their counts [N] (at least 1), with log pi
@@ -70,9 +71,15 @@ def reinforce_loss(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image: torc
     + G] (job logits, the L tokens' V logits each, Gaussian means); log pi and H then add each token's
     categorical log-probability and entropy (the tokens are independent given the state), and the
     gradient has the job's form per token.
+
+    Spatial worlds: ``move`` [N, M] (ints in [0, NUM_MOVES)) and `out` has the move's NUM_MOVES logits right
+    after the job's ([N, M, J + 5 (+ L * V) + G]); log pi and H add the move's categorical log-probability
+    and entropy, and its gradient has the job's form. Without ``move`` nothing of this runs.
     """
     g = raw_log_std.shape[-1]
-    categorical_width = num_jobs + (0 if tokens is None else tokens.shape[-1] * vocab_size)  # C
+    move_width = 0 if move is None else NUM_MOVES
+    token_start = num_jobs + move_width
+    categorical_width = token_start + (0 if tokens is None else tokens.shape[-1] * vocab_size)  # C
     log_std = raw_log_std.clamp(*LOG_STD_RANGE)  # [N, G]
     std = log_std.exp().unsqueeze(1)  # [N, 1, G]
     z = (pre_image - out[..., categorical_width:]) / std  # [N, M, G]
@@ -83,8 +90,14 @@ def reinforce_loss(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image: torc
     log_prob = log_p.gather(-1, job.unsqueeze(-1)).squeeze(-1) - 0.5 * z.square().sum(-1) \
         - (log_std_sum + g * _LOG_SQRT_2PI)
     entropy = categorical + (log_std_sum + g * (0.5 + _LOG_SQRT_2PI))
+    if move is not None:
+        move_log_p = torch.log_softmax(out[..., num_jobs:token_start], dim=-1)  # [N, M, 5]
+        move_p = move_log_p.exp()
+        move_entropy = (move_p * move_log_p).sum(-1).neg_()  # [N, M]
+        log_prob = log_prob + move_log_p.gather(-1, move.unsqueeze(-1)).squeeze(-1)
+        entropy = entropy + move_entropy
     if tokens is not None:
-        token_log_p, token_p, token_entropy = token_distributions(out[..., num_jobs:categorical_width], vocab_size)
+        token_log_p, token_p, token_entropy = token_distributions(out[..., token_start:categorical_width], vocab_size)
         log_prob = log_prob + token_log_p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
         entropy = entropy + token_entropy.sum(-1)
     objective = torch.where(valid, torch.add(advantage * log_prob, entropy, alpha=entropy_coef), 0.0)
@@ -101,6 +114,10 @@ def reinforce_loss(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image: torc
     # d log p_job / d logit_j = 1[j = job] - p_j;  d H / d logit_j = -p_j (log p_j + H)
     grad_logits = (a + e * (log_p + categorical.unsqueeze(-1))).mul_(p).neg_()
     grad_logits.scatter_add_(-1, job.unsqueeze(-1), a)
+    if move is not None:  # the job's form
+        grad_move = (a + e * (move_log_p + move_entropy.unsqueeze(-1))).mul_(move_p).neg_()
+        grad_move.scatter_add_(-1, move.unsqueeze(-1), a)
+        grad_logits = torch.cat([grad_logits, grad_move], dim=-1)
     if tokens is not None:  # the same per token: [N, M, L, V]
         a4, e4 = a.unsqueeze(-1), e.unsqueeze(-1)  # [N, M, 1, 1]
         grad_tokens = (a4 + e4 * (token_log_p + token_entropy.unsqueeze(-1))).mul_(token_p).neg_()
@@ -124,11 +141,12 @@ def policy_gradient(window: dict, blocks: dict, heads, advantage: torch.Tensor, 
     activations ([N, M, ...]: own, peers, pre_image, job, x, hidden, out, attention, relu) of
     `ReinforceLearner._act_forward`, `blocks` the shaped parameter views, `heads` the `ParallelMLPs`.
     The backward of the forward pass, operation by operation. Returns (loss [N], entropy [N, M], out).
-    Symbolic mode: `window` holds the tokens [N, M, L] too, and ``vocab_size`` is V."""
+    Symbolic mode: `window` holds the tokens [N, M, L] too, and ``vocab_size`` is V. Spatial worlds: it
+    holds the moves [N, M] too (the move head's logits follow the job's)."""
     n = out.shape[0]
     loss, entropy, grad_out, grad_log_std = reinforce_loss(
         window["out"], blocks["log_std"], window["pre_image"], window["job"], advantage, valid, counts,
-        entropy_coef, num_jobs, window.get("tokens"), vocab_size)
+        entropy_coef, num_jobs, window.get("tokens"), vocab_size, window.get("move"))
     grad_w1, grad_b1, grad_w2, grad_b2, grad_x = heads.backward(grad_out, window["x"], window["hidden"],
                                                                 blocks["w1"], blocks["w2"])
     grads = [grad_w1, grad_b1, grad_w2, grad_b2, grad_log_std]

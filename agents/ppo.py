@@ -55,6 +55,7 @@ from agents.networks import DTYPE, attention_weights, mlp_specs, relu_scores
 from agents.optim import clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE
 from agents.reinforce import _MASKED_SCORE, ReinforceLearner, double_season_angle
+from agents.spatial import NUM_MOVES
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Observation, StepOutput
 
@@ -64,24 +65,31 @@ __all__ = ["PPOLearner", "log_prob_and_entropy"]
 
 def log_prob_and_entropy(out: torch.Tensor, raw_log_std: torch.Tensor, pre_image: torch.Tensor, job: torch.Tensor,
                          num_jobs: int, tokens: Optional[torch.Tensor] = None,
-                         vocab_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                         vocab_size: int = 0, move: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The policy's log-probability of the stored actions and its entropy, differentiable: out [N, M, J + G]
     (job logits, Gaussian means), raw_log_std [N, G] (clamped to LOG_STD_RANGE), pre_image [N, M, G],
     job [N, M]. log pi = log softmax(logits)[job] + one Gaussian log density over the G pre-images (as in
     REINFORCE: the squashing's Jacobian has no parameters); H = categorical + Gaussian entropy. [N, M] each.
     Symbolic broadcast mode: ``tokens`` [N, M, L] and out [N, M, J + L * V + G] (each token's V logits
-    after the job's); log pi and H add every token's categorical log-probability and entropy."""
+    after the job's); log pi and H add every token's categorical log-probability and entropy.
+    Spatial worlds: ``move`` [N, M] and the move's NUM_MOVES logits right after the job's (before any token's);
+    log pi and H add the move's categorical log-probability and entropy."""
     g = raw_log_std.shape[-1]
     log_std = raw_log_std.clamp(*LOG_STD_RANGE)
-    categorical_width = num_jobs + (0 if tokens is None else tokens.shape[-1] * vocab_size)
+    token_start = num_jobs + (0 if move is None else NUM_MOVES)
+    categorical_width = token_start + (0 if tokens is None else tokens.shape[-1] * vocab_size)
     z = (pre_image - out[..., categorical_width:]) / log_std.exp().unsqueeze(1)
     log_p = torch.log_softmax(out[..., :num_jobs], dim=-1)
     log_std_sum = log_std.sum(-1, keepdim=True)  # [N, 1]
     log_prob = log_p.gather(-1, job.unsqueeze(-1)).squeeze(-1) - 0.5 * z.square().sum(-1) \
         - (log_std_sum + g * _LOG_SQRT_2PI)
     entropy = -(log_p.exp() * log_p).sum(-1) + (log_std_sum + g * (0.5 + _LOG_SQRT_2PI))
+    if move is not None:
+        move_log_p = torch.log_softmax(out[..., num_jobs:token_start], dim=-1)
+        log_prob = log_prob + move_log_p.gather(-1, move.unsqueeze(-1)).squeeze(-1)
+        entropy = entropy - (move_log_p.exp() * move_log_p).sum(-1)
     if tokens is not None:
-        token_log_p = torch.log_softmax(out[..., num_jobs:categorical_width].unflatten(-1, (-1, vocab_size)), dim=-1)
+        token_log_p = torch.log_softmax(out[..., token_start:categorical_width].unflatten(-1, (-1, vocab_size)), dim=-1)
         log_prob = log_prob + token_log_p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
         entropy = entropy - (token_log_p.exp() * token_log_p).sum((-2, -1))
     return log_prob, entropy
@@ -154,7 +162,8 @@ class PPOLearner(ReinforceLearner):
         blocks = self._shaped_blocks(self.layout.block_views(flat))
         out, value = self._window_forward(blocks, batch["own"], batch["peers"], batch["peer_blocked"])
         log_prob, entropy = log_prob_and_entropy(out, blocks["log_std"], batch["pre_image"], batch["job"],
-                                                 self.economy_config.num_jobs, batch.get("tokens"), self.vocab_size)
+                                                 self.economy_config.num_jobs, batch.get("tokens"), self.vocab_size,
+                                                 batch.get("move"))
         valid = batch["valid"]
         weight = valid.sum(1).clamp(min=1).to(DTYPE).reciprocal()  # [N] 1 / valid steps
         log_ratio = log_prob - batch["old_log_prob"]
@@ -186,8 +195,8 @@ class PPOLearner(ReinforceLearner):
         if not bool(valid.any()):
             return None
         window = self.window.first(t)
-        batch = {key: window[key] for key in ("own", "peers", "peer_blocked", "pre_image", "job", "tokens")
-                 if key in window}  # tokens: the symbolic mode's
+        batch = {key: window[key] for key in ("own", "peers", "peer_blocked", "pre_image", "job", "tokens", "move")
+                 if key in window}  # tokens: the symbolic mode's; move: a spatial world's
         next_own, next_peers, next_blocked = self._prepare(step.observation)
         with torch.no_grad():
             blocks = self._blocks_now
@@ -195,7 +204,8 @@ class PPOLearner(ReinforceLearner):
                                               torch.cat([batch["peers"], next_peers], 1),
                                               torch.cat([batch["peer_blocked"], next_blocked], 1))
             log_prob, _ = log_prob_and_entropy(out[:, :t], blocks["log_std"], batch["pre_image"], batch["job"],
-                                               self.economy_config.num_jobs, batch.get("tokens"), self.vocab_size)
+                                               self.economy_config.num_jobs, batch.get("tokens"), self.vocab_size,
+                                               batch.get("move"))
         # done: the step that killed the slot's previous occupant, and the truncated last step
         done = self._step_index[:t] == (start[:, None] - 1)
         if step.truncated:

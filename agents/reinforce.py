@@ -4,7 +4,8 @@ Networks (each agent owns all five; every parameter is stacked [N, ...], see `ag
     social_filter_net  score of peer k = v . relu(W_own own + W_peer peer_k + b); softmax over live
                        peers (`peer_mask`); context = attention-weighted mean of peer features [P]
     broadcast_net      [own, context] -> mean of the broadcast pre-image u_b [B]
-    production_net     [own, context] -> job logits [J] and mean of the effort pre-image u_e [1]
+    production_net     [own, context] -> job logits [J] and mean of the effort pre-image u_e [1]; in a
+                       spatial world (docs/design.md section 13) also 5 move logits (stay, N, S, W, E)
     trading_net        [own, context] -> mean of the trade-weight pre-image u_t [R - 1]
     consumption_net    [own, context] -> mean of the consumption pre-image u_c [R]
 Each Gaussian head also owns a state-independent log std per dimension.
@@ -14,7 +15,8 @@ parameters are stored side by side in each agent's parameter row (all four first
 then all first-layer biases, ...), one view per kind for the batched products, while each network
 keeps its own named parameters (`params["trading_net.w1"]` ...) and its own crossover coin.
 
-Policy: job ~ Categorical(logits); u ~ Normal(mean, std) squashed into the action boxes:
+Policy: job ~ Categorical(logits) (in a spatial world also move ~ Categorical(move logits), independent
+of the job given the state); u ~ Normal(mean, std) squashed into the action boxes:
     broadcast = tanh(u_b)                        (tanh-Normal, in (-1, 1))
     effort    = sigmoid(u_e)                     (logit-normal, in (0, 1))
     trade     = softmax([u_t, 0])                (additive logistic-normal on the simplex)
@@ -60,6 +62,13 @@ Either way the newborn's optimizer state and baseline are fresh.
 
 With `uniform_attention=True` (the ablation) there is no social_filter_net: the context is the plain
 mean over live peers; everything else is identical.
+
+Space (`EconomyConfig.spatial`): the own features end with the region's coordinates and last prices
+(`agents.spatial`), production_net has 5 more outputs, the move logits (returned after the job's:
+[job J | move 5 | tokens | Gaussian means]), the move is drawn after the job (one uniform, inverse CDF),
+kept in the window and saved with it, and its log-probability and entropy join the loss with the
+job's gradient form. Outside a spatial world none of this exists (no parameter, no draw), so the
+learner's parameters, draws and trajectories are those of the learner before space.
 """
 from __future__ import annotations
 
@@ -85,6 +94,8 @@ from agents.networks import (
 )
 from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
+from agents.spatial import NUM_MOVES
+from agents.spatial import self_dims as spatial_self_dims
 from agents.window import RolloutWindow
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput, signals
@@ -127,13 +138,16 @@ class ReinforceLearner:
         r, b, j = c.num_resources, c.message_width, c.num_jobs
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
         extra_self, extra_peer = signals.extra_dims(c)  # private signals' columns (docs/design.md section 11)
-        self.self_dim = 2 * r + 2 + b + c.id_dim + 2 * j + extra_self  # S, layout in homoecon_env.core.observe
+        self.spatial = c.spatial  # a world of regions: the move head exists (docs/design.md section 13)
+        self.season_end = 2 * r + 2 + b + c.id_dim + 2 * j  # the season's (sin, cos) end here (extra columns follow)
+        # S, layout in homoecon_env.core.observe: private signals' columns, then the spatial ones
+        self.self_dim = self.season_end + extra_self + spatial_self_dims(c)
         self.peer_dim = b + c.id_dim + r + extra_peer  # P
-        self.season_end = self.self_dim - extra_self  # the season's (sin, cos) end here (private signals follow)
         # symbolic mode: the broadcast head is L categoricals of V logits each (no Gaussian part)
         self.message_length, self.vocab_size = (c.message_length, c.vocab_size) if c.symbolic else (0, 0)
         self.token_width = self.message_length * self.vocab_size  # L * V token logits (0: continuous)
-        self.categorical_width = j + self.token_width  # C, logits before the Gaussian means in the heads' output
+        self.move_width = NUM_MOVES if self.spatial else 0  # the move head's logits, after the job's
+        self.categorical_width = j + self.move_width + self.token_width  # C, logits before the Gaussian means
         # G layout of the Gaussian pre-images: the two sigmoid heads are adjacent, trade comes last
         self.head_dims = {"broadcast": 0 if c.symbolic else b, "effort": 1, "consume": r, "trade_weights": r - 1}
         self.gaussian_dim = sum(self.head_dims.values())  # G
@@ -141,11 +155,14 @@ class ReinforceLearner:
         self.head_slices = {head: (end - size, end) for (head, size), end in zip(self.head_dims.items(), ends)}
         self.spec = self._network_spec()
         self.layout = FlatLayout(self.spec, self._blocks())
-        # production_net's outputs are J job logits then the effort mean; the heads' outputs are
-        # returned as [job logits J | Gaussian means in the G layout], in the symbolic mode as
-        # [job logits J | token logits L * V | Gaussian means]: broadcast_net's b outputs are L * V logits
-        self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1, r - 1, r],
-                                  order=[(1, o) for o in range(j)] + [(0, o) for o in range(b)] + [(1, j)]
+        # production_net's outputs are J job logits, the effort mean, then (spatial worlds) 5 move logits;
+        # the heads' outputs are returned as [job logits J | Gaussian means in the G layout], in the
+        # symbolic mode as [job logits J | token logits L * V | Gaussian means]: broadcast_net's b outputs
+        # are L * V logits; in a spatial world the 5 move logits follow the job's
+        m = self.move_width
+        self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1 + m, r - 1, r],
+                                  order=[(1, o) for o in range(j)] + [(1, j + 1 + o) for o in range(m)]
+                                  + [(0, o) for o in range(b)] + [(1, j)]
                                   + [(3, o) for o in range(r)] + [(2, o) for o in range(r - 1)])
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.flat_params = self.layout.init(self.num_slots, self.generator)  # [N, D] row i = agent i's parameters
@@ -166,7 +183,7 @@ class ReinforceLearner:
                                     self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size,
-                                    message_length=self.message_length)
+                                    message_length=self.message_length, moves=self.spatial)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
@@ -182,7 +199,7 @@ class ReinforceLearner:
                 "w_own": ParamSpec((s, a), ("uniform", bound)), "w_peer": ParamSpec((p, a), ("uniform", bound)),
                 "bias": ParamSpec((a,), ("uniform", bound)), "score": ParamSpec((a,), ("uniform", 1.0 / math.sqrt(a)))}
         outputs = {"broadcast_net": (self.head_dims["broadcast"] + self.token_width, self.head_dims["broadcast"]),
-                   "production_net": (self.economy_config.num_jobs + 1, 1),
+                   "production_net": (self.economy_config.num_jobs + 1 + self.move_width, 1),
                    "trading_net": (self.head_dims["trade_weights"],) * 2,
                    "consumption_net": (self.head_dims["consume"],) * 2}
         for net, (out, gaussian) in outputs.items():
@@ -267,9 +284,11 @@ class ReinforceLearner:
         out = out.view(n, -1)
         if not bool(torch.isfinite(out.sum())):  # huge but finite weights (a diverged policy) give NaN here
             self._refuse_non_finite_actions(out)  # (a finite sum proves every entry finite)
-        if self.deterministic:  # the mode: Gaussian means, most likely job (and tokens); draws nothing
+        m = self.move_width
+        if self.deterministic:  # the mode: Gaussian means, most likely job (and move, tokens); draws nothing
             pre_image.copy_(out[:, self.categorical_width:])
             job = out[:, :j].argmax(dim=1)
+            move = out[:, j:j + m].argmax(dim=1) if m else None
         else:
             std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
             noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
@@ -277,9 +296,12 @@ class ReinforceLearner:
             cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
             uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
             job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
+            move = sample_tokens(out[:, None, j:j + m], self.generator).view(n) if m else None  # the job's draw
         job_slot.copy_(job)
+        if m:
+            self.window.move_slots[self._t].copy_(move)
         if self.message_length:  # symbolic: L tokens, each an inverse-CDF draw from its V logits
-            logits = out[:, j:self.categorical_width].view(n, self.message_length, self.vocab_size)
+            logits = out[:, j + m:self.categorical_width].view(n, self.message_length, self.vocab_size)
             broadcast = logits.argmax(-1) if self.deterministic else sample_tokens(logits, self.generator)  # [N, L]
             self.window.token_slots[self._t].copy_(broadcast)
         else:
@@ -287,7 +309,7 @@ class ReinforceLearner:
         self.last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
         return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0],
-                       trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:])
+                       trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:], move=move)
 
     def update(self, step: StepOutput) -> dict:
         """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""

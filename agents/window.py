@@ -23,11 +23,12 @@ class RolloutWindow:
     pre-images laid out as `head_slices` says, J jobs (`num_jobs`: the logits before the Gaussian means in
     the heads' output, J + L * V in the symbolic mode), `hidden` (4H) units of the heads and, unless
     `attention_hidden` is None (the uniform-attention ablation), A units of the social filter. In the
-    symbolic broadcast mode (`message_length` L > 0) the sampled tokens [N, T, L] are kept and saved too."""
+    symbolic broadcast mode (`message_length` L > 0) the sampled tokens [N, T, L] are kept and saved too; in a
+    spatial world (`moves`) the sampled moves [N, T]."""
 
     def __init__(self, num_slots: int, steps: int, num_peer_slots: int, self_dim: int, peer_dim: int,
                  head_slices: dict, num_jobs: int, num_resources: int, hidden: int, attention_hidden,
-                 message_length: int = 0):
+                 message_length: int = 0, moves: bool = False):
         n, t, k, s, p, r = num_slots, steps, num_peer_slots, self_dim, peer_dim, num_resources
         g = max(stop for _, stop in head_slices.values())
         self.steps = t
@@ -47,6 +48,10 @@ class RolloutWindow:
             self.buffer["tokens"] = torch.zeros(n, t, message_length, dtype=torch.int64)  # [N, T, L]
             self.resumed = RESUMED + ("tokens",)
         self.token_slots = [self.buffer["tokens"][:, i] for i in range(t)] if message_length else []  # [N, L] each
+        if moves:
+            self.buffer["move"] = torch.zeros(n, t, dtype=torch.int64)  # [N, T]
+            self.resumed = self.resumed + ("move",)
+        self.move_slots = [self.buffer["move"][:, i] for i in range(t)] if moves else []  # [N] each
         # [N, T, K] the row each peer slot showed (-1: none): not needed to act or learn, but a checkpoint
         # stores the peers as these rows of one [N, P] table per step, K times smaller than [N, K, P]
         self.peer_rows = torch.full((n, t, k), -1, dtype=torch.int32)

@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py                      # N = 50, 1,000, 10,000; table + JSON
     python benchmarks/bench.py --sizes 50 --seconds 3
-    python benchmarks/bench.py --sizes 10000 --workloads core --world 10 10   # a spatial world (section 13)
+    python benchmarks/bench.py --sizes 10000 --workloads core train --world 10 10   # a spatial world
 
 Each measurement runs in fresh subprocesses (--repeats of them) so that its peak RSS is its own,
 and reports the median and the fastest of their timing windows (a shared machine has bursts of
@@ -12,8 +12,10 @@ interference lasting seconds to minutes). Workloads:
 - core:  the batched Economy with random [N, ...] action tensors;
 - train: act + env step + REINFORCE update + births + the step's stats (train.py's loop);
 - trade: clear_market alone on the holdings and weights of a live economy.
-N >= 1,000 uses num_peers=32; N = 50 observes everyone else (49 peers). ``--world W H`` (default 1 1) runs a
-W x H world of regions (docs/design.md section 13) with peer_radius 1 and migration_cost 0.05, random moves.
+N >= 1,000 uses num_peers=32; N = 50 observes everyone else (49 peers). `--world W H` runs every
+workload in a world of W x H regions (docs/design.md section 13: local markets, peer_radius 1,
+migration_cost 0.05, random moves in the env workloads; the learners emit their own), otherwise the
+default one-region economy; `--learner` picks the train workload's learner (default reinforce).
 """
 from __future__ import annotations
 
@@ -29,26 +31,24 @@ import time
 WORKLOADS = ("dict", "slots", "core", "train", "trade")
 
 
-WORLD = (1, 1)  # --world W H, set in the worker
-
-
-def config_for(n: int):
+def config_for(n: int, world: tuple[int, int] = (1, 1)):
     from homoecon_env import EconomyConfig
-    space = {} if WORLD == (1, 1) else dict(world_width=WORLD[0], world_height=WORLD[1], peer_radius=1,
-                                             migration_cost=0.05)
+    space = {} if tuple(world) == (1, 1) else {"world_width": world[0], "world_height": world[1], "peer_radius": 1,
+                                               "migration_cost": 0.05}
     return EconomyConfig(num_agents=n, num_peers=None if n <= 50 else 32, max_steps=10**9, **space)
 
 
 def random_actions(economy, generator):
     import torch
 
+    from homoecon_env.config import NUM_MOVES
     from homoecon_env.core import Actions
     n, c = economy.state.num_slots, economy.config
 
     def rand(*shape):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
-    move = torch.randint(0, 5, (n,), generator=generator) if c.spatial else None
+    move = torch.randint(0, NUM_MOVES, (n,), generator=generator) if c.spatial else None
     return Actions(rand(n, c.broadcast_dim) * 2 - 1, torch.randint(0, c.num_jobs, (n,), generator=generator),
                    rand(n), rand(n, c.num_resources), rand(n, c.num_resources), move)
 
@@ -68,13 +68,14 @@ def timed(step, seconds: float, windows: int = 5, min_steps: int = 3) -> dict:
     return {"window_rates": rates, "steps": total}
 
 
-def make_step(kind: str, n: int):
-    """A callable that runs one unit of workload `kind` at N = n: an env step (dict, core, train) or
-    one market clearing (trade, which returns its TradeResult). Everything is built and warm."""
+def make_step(kind: str, n: int, world: tuple[int, int] = (1, 1), learner_name: str = "reinforce"):
+    """A callable that runs one unit of workload `kind` at N = n in a W x H `world`: an env step (dict, core,
+    train with `learner_name`) or one market clearing (trade, which returns its TradeResult; in a spatial
+    world one grouped clearing of every region). Everything is built and warm."""
     import torch
 
     from homoecon_env.core import Economy
-    config = config_for(n)
+    config = config_for(n, world)
     generator = torch.Generator().manual_seed(0)
     if kind == "dict":
         from homoecon_env import parallel_env
@@ -113,9 +114,12 @@ def make_step(kind: str, n: int):
         from homoecon_env.trade import clear_market
         out = economy.step(random_actions(economy, generator))
         weights = torch.rand(n, config.num_resources, generator=generator, dtype=torch.float64)
+        if config.spatial:  # every region's market in one batched solve
+            groups = economy.state.region.clone()
+            return lambda: clear_market(out.pre_trade, weights, groups=groups)
         return lambda: clear_market(out.pre_trade, weights)
     from agents import LearnerConfig, make_learner
-    learner = make_learner("reinforce", config, LearnerConfig())
+    learner = make_learner(learner_name, config, LearnerConfig())
     state = {"observation": observation}
 
     def train_step():  # the loop of train.py, less its logging every --log-every steps
@@ -130,8 +134,9 @@ def make_step(kind: str, n: int):
     return train_step
 
 
-def run_workload(kind: str, n: int, seconds: float) -> dict:
-    step = make_step(kind, n)
+def run_workload(kind: str, n: int, seconds: float, world: tuple[int, int] = (1, 1),
+                 learner_name: str = "reinforce") -> dict:
+    step = make_step(kind, n, world, learner_name)
     timing = timed(step, seconds)
     if kind != "trade":
         return timing
@@ -152,10 +157,11 @@ def summarise(kind: str, runs: list[dict]) -> dict:
     return {**row, "steps_per_sec": median, "best_steps_per_sec": best}
 
 
-def worker(kind: str, n: int, seconds: float, threads: int) -> None:
+def worker(kind: str, n: int, seconds: float, threads: int, world: tuple[int, int] = (1, 1),
+           learner_name: str = "reinforce") -> None:
     import torch
     torch.set_num_threads(threads)
-    result = run_workload(kind, n, seconds)
+    result = run_workload(kind, n, seconds, world, learner_name)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -178,14 +184,22 @@ def main() -> None:
                         help="torch intra-op threads (default: 1 up to 1,000 agents, where per-op overhead rules, "
                              "else every core)")
     parser.add_argument("--world", type=int, nargs=2, default=[1, 1], metavar=("W", "H"),
-                        help="a W x H world of regions (default 1 1: the seed's economy)")
-    parser.add_argument("--out", default="benchmarks/results/bench.json", help="JSON output path")
+                        help="a world of W x H regions (docs/design.md section 13); default 1 1, the one-region "
+                             "economy")
+    parser.add_argument("--learner", default="reinforce", help="the train workload's learner (a --learner name)")
+    parser.add_argument("--out", default=None,
+                        help="JSON output path (default benchmarks/results/bench.json, bench_world_WxH.json in "
+                             "a spatial world)")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global WORLD
-    WORLD = tuple(args.world)
+    if min(args.world) < 1:
+        parser.error(f"--world needs two positive integers W H, got {args.world}")
+    world = tuple(args.world)
+    if args.out is None:
+        args.out = "benchmarks/results/bench.json" if world == (1, 1) else \
+            f"benchmarks/results/bench_world_{world[0]}x{world[1]}.json"
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.seconds, args.threads)
+        worker(args.worker[0], int(args.worker[1]), args.seconds, args.threads, world, args.learner)
         return
     rows = []
     print("| workload | N | threads | median window | best window | peak RSS |\n"
@@ -196,7 +210,7 @@ def main() -> None:
                 continue  # the dict APIs are for small populations; large ones use the core
             threads = args.threads or (1 if n <= 1000 else os.cpu_count())
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
-                       "--threads", str(threads), "--world", *map(str, args.world)]
+                       "--threads", str(threads), "--world", *map(str, world), "--learner", args.learner]
             runs = []
             for _ in range(args.repeats):
                 done = subprocess.run(command, capture_output=True, text=True)
@@ -206,7 +220,8 @@ def main() -> None:
                 runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
             if len(runs) < args.repeats:
                 continue
-            row = {"workload": kind, "num_agents": n, "threads": threads, **summarise(kind, runs)}
+            row = {"workload": kind, "num_agents": n, "threads": threads, "world": list(world),
+                   **({"learner": args.learner} if kind == "train" else {}), **summarise(kind, runs)}
             rows.append(row)
             print(format_row(row), flush=True)
     report = {"machine": machine(), "results": rows}

@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py                          # the dict API at N = 50
     python benchmarks/profile_step.py --workload train --num-agents 1000 --steps 200
+    python benchmarks/profile_step.py --workload train --num-agents 10000 --steps 10 --world 10 10
 
 Prints, for the project's functions (homoecon_env, agents), the time per step spent inside each
 (cumulative, callees included) and its share of the step. cProfile's own overhead inflates every
@@ -27,10 +28,12 @@ def main() -> None:
     parser.add_argument("--num-agents", type=int, default=50)
     parser.add_argument("--steps", type=int, default=1000, help="steps profiled (after 20 warm-up steps)")
     parser.add_argument("--top", type=int, default=25, help="rows printed")
+    parser.add_argument("--world", type=int, nargs=2, default=[1, 1], metavar=("W", "H"),
+                        help="a world of W x H regions (bench.py --world)")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(1 if args.num_agents <= 1000 else os.cpu_count())
-    step = make_step(args.workload, args.num_agents)
+    step = make_step(args.workload, args.num_agents, tuple(args.world))
     for _ in range(20):
         step()
     profile = cProfile.Profile()

@@ -58,7 +58,7 @@ def test_help_documents_every_flag(name, classes):
             words = re.sub(r"--[\w-]+|\{None\}\|\w+|[A-Z]{3,}|\(default: [^)]*\)", "", entries[flag]).split()
             assert len(words) >= 3, f"{name}: {flag} has no help text: {entries[flag]!r}"
     if name == "train.py":
-        learners = "{llm,mixed,ppo,random,reinforce,scripted,scripted_chain,uniform_attention}"
+        learners = "{llm,mixed,ppo,random,reinforce,scripted,scripted_chain,scripted_spatial,uniform_attention}"
         assert learners in entries["--learner"].replace(" ", "")
     if name == "evaluate.py":
         assert "--no-learn" in entries["--learn"]

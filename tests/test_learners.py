@@ -48,7 +48,7 @@ def started(config=SMALL, learner="reinforce", seed=0, **learner_options):
 # -- registry and config ----------------------------------------------------------------------
 def test_registry_names_and_protocol():
     assert set(LEARNERS) == {"reinforce", "random", "uniform_attention", "scripted", "ppo", "scripted_chain", "llm",
-                             "mixed"}
+                             "mixed", "scripted_spatial"}
     for name in LEARNERS:
         learner = make_learner(name, SMALL)
         assert isinstance(learner, Learner)
@@ -167,8 +167,9 @@ def test_uniform_attention_ablation_has_no_social_filter_and_averages_live_peers
 
 def reference_policy(learner, params, own, peers, blocked):
     """The policy written plainly, one network at a time, from named parameters (differentiable):
-    own [N, M, S], peers [N, M, K, P], blocked [N, M, K] -> job logits (symbolic mode: then the L * V
-    token logits), Gaussian means (G layout), clamped log stds [N, G], attention."""
+    own [N, M, S], peers [N, M, K, P], blocked [N, M, K] -> job logits (spatial world: then the 5 move
+    logits; symbolic mode: then the L * V token logits), Gaussian means (G layout), clamped log stds [N, G],
+    attention."""
     if learner.uniform_attention:
         live = (~blocked).float()
         attention = live / live.sum(-1, keepdim=True).clamp(min=1)
@@ -189,14 +190,15 @@ def reference_policy(learner, params, own, peers, blocked):
     production, j = mlp("production_net"), learner.economy_config.num_jobs
     broadcast, symbolic = mlp("broadcast_net"), learner.economy_config.symbolic
     # symbolic mode: broadcast_net's outputs are the L tokens' V logits each, returned after the job logits
-    means = {"broadcast": broadcast[..., :0] if symbolic else broadcast, "effort": production[..., j:],
+    means = {"broadcast": broadcast[..., :0] if symbolic else broadcast, "effort": production[..., j:j + 1],
              "consume": mlp("consumption_net"), "trade_weights": mlp("trading_net")}
     nets = {"broadcast": "broadcast_net", "effort": "production_net", "consume": "consumption_net",
             "trade_weights": "trading_net"}
     assert list(learner.head_slices) == list(means)  # the G layout
     log_std = torch.cat([params[f"{nets[head]}.log_std"] for head in means if means[head].shape[-1]],
                         dim=-1).clamp(-10.0, 2.0)
-    logits = torch.cat([production[..., :j], broadcast], dim=-1) if symbolic else production[..., :j]
+    logits = torch.cat([production[..., :j], production[..., j + 1:]], dim=-1)  # job, then move (spatial world)
+    logits = torch.cat([logits, broadcast], dim=-1) if symbolic else logits
     return logits, torch.cat(list(means.values()), dim=-1), log_std, attention
 
 
