@@ -1,7 +1,7 @@
 """Learned against uniform attention on the positive control, with long training (issue 15, point 4).
 
-    python benchmarks/positive_control.py --seeds 11 12 13 14 15 --train-steps 50000 \
-        --arms reinforce:attention_sink=True uniform_attention
+    python benchmarks/positive_control.py --seeds 11 12 13 14 15 --train-steps 50000 --workers 2 \
+        --arms reinforce reinforce:attention_sink=True uniform_attention
 
 Each arm is a learner name with optional LearnerConfig fields (`name:field=value,field=value`); every arm
 also gets the positive control's two learning fixes (horizon_baseline, inherit_optimizer, as evaluate.py
@@ -100,7 +100,7 @@ def summary(rows: list[dict], arms: list[str]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15])
-    parser.add_argument("--arms", nargs="+", default=["reinforce:attention_sink=True", "uniform_attention"],
+    parser.add_argument("--arms", nargs="+", default=["reinforce", "uniform_attention"],
                         help="learner[:field=value,...]; the last arm is the one the others are paired against")
     parser.add_argument("--train-steps", type=int, default=50_000)
     parser.add_argument("--eval-steps", type=int, default=200)
