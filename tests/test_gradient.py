@@ -67,6 +67,25 @@ def plain_loss(log_prob, entropy, rewards, first_valid, gamma, entropy_coef):
     return torch.stack(losses).sum()
 
 
+def updated_window(config, name, steps, gamma, entropy_coef, prepare=None, **learner_options):
+    """Run one window of `steps` with random parameters (N(0, 0.3^2)), random rewards and deaths inside it:
+    slot 1 dies at the window's 2nd step, slot 4 at its 4th, slot 0 at its last (`scripted`). ``prepare``
+    (learner) may set parameters before the window; ``learner_options`` go to LearnerConfig. Returns
+    (learner, the optimizer call, rewards [T, N])."""
+    n = config.num_agents
+    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma,
+                                            **learner_options)
+    with torch.no_grad():
+        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
+        if prepare is not None:
+            prepare(learner)
+    calls = recording_optimizer(learner)
+    rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
+    (call,) = calls
+    return learner, call, rewards
+
+
 @pytest.mark.parametrize("name, sink", [("reinforce", False), ("uniform_attention", False), ("reinforce", True)])
 def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink):
     """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
@@ -76,15 +95,11 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     the social filter's softmax has the "nobody" entry (LearnerConfig.attention_sink)."""
     n, steps, gamma, entropy_coef = 6, 5, 0.8, 0.3
     config = with_resources(3, num_agents=n, num_peers=4, max_steps=50)
-    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma,
-                                            attention_sink=sink)
-    with torch.no_grad():
-        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
+
+    def clamp_one_log_std(learner):
         learner.params["broadcast_net.log_std"][3, 0] = 2.5  # clamped to 2: no gradient
-    calls = recording_optimizer(learner)
-    rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
-    (call,) = calls
+    learner, call, rewards = updated_window(config, name, steps, gamma, entropy_coef, clamp_one_log_std,
+                                            attention_sink=sink)
     first_valid = {0: steps, 1: 2, 4: 4}  # the step after each slot's last death
     assert call["active"].tolist() == [i != 0 for i in range(n)]
 
@@ -109,14 +124,8 @@ def test_symbolic_gradient_with_deaths_inside_the_window_equals_autograd_of_the_
     n, steps, gamma, entropy_coef, length, vocab = 6, 5, 0.8, 0.3, 2, 3
     config = with_resources(3, num_agents=n, num_peers=4, max_steps=50, broadcast_mode="symbolic",
                             vocab_size=vocab, message_length=length)
-    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma)
+    learner, call, rewards = updated_window(config, name, steps, gamma, entropy_coef)
     assert "broadcast_net.log_std" not in learner.params  # no Gaussian broadcast in this mode
-    with torch.no_grad():
-        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
-    calls = recording_optimizer(learner)
-    rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
-    (call,) = calls
     first_valid = {0: steps, 1: 2, 4: 4}
     window = learner.window.buffer
     assert window["tokens"].shape == (n, steps, length) and int(window["tokens"].max()) < vocab

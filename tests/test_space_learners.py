@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from test_checkpoint import same
-from test_gradient import plain_loss, recording_optimizer, scripted
-from test_learners import reference_policy, run, started, with_resources
+from test_gradient import plain_loss, updated_window
+from test_learners import reference_policy, started, with_resources
 from torch.distributions import Categorical, Normal
 
 from agents import LEARNERS, LearnerConfig, checkpoint, make_learner
@@ -90,13 +90,7 @@ def test_move_head_gradient_with_deaths_inside_the_window_equals_autograd_of_the
     n, steps, gamma, entropy_coef, length, vocab = 6, 5, 0.8, 0.3, 2, 3
     extra = {"broadcast_mode": "symbolic", "vocab_size": vocab, "message_length": length} if symbolic else {}
     config = world(3, num_agents=n, num_peers=4, max_steps=50, **extra)
-    learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma)
-    with torch.no_grad():
-        learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
-    calls = recording_optimizer(learner)
-    rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
-    (call,) = calls
+    learner, call, rewards = updated_window(config, name, steps, gamma, entropy_coef)
     window = learner.window.buffer
     assert len(window["move"].unique()) > 1
     leaf = call["params"].clone().requires_grad_(True)
