@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
+from test_learners import run
 
 from agents.config import LearnerConfig
 from agents.llm import LLMLearner
@@ -138,12 +139,7 @@ def test_state_dict_round_trip_continues_the_same_prompts():
     second.load_state_dict(first.state_dict())
     restored = Economy(CONFIG)
     restored.load_state_dict(economy_half.state_dict())
-    observation = restored.observation
-    for _ in range(3):
-        out = restored.step(second.act(observation))
-        second.update(out)
-        second.on_births(out.births)
-        observation = out.observation
+    run(second, restored, restored.observation, 3)
     assert torch.equal(restored.state.holdings, economy.state.holdings)
     assert second.backend.sent[-1] == whole.backend.sent[-1]
 

@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from test_learners import run
 
 from agents import make_learner
 from agents.baselines import RandomLearner
@@ -140,12 +141,7 @@ def test_mixed_resume_is_bit_exact():
     resumed.load_state_dict(state)
     economy = Economy(config)
     economy.load_state_dict(economy_state)
-    observation = economy.observation
-    for _ in range(7):
-        out = economy.step(resumed.act(observation))
-        resumed.update(out)
-        resumed.on_births(out.births)
-        observation = out.observation
+    run(resumed, economy, economy.observation, 7)
     assert torch.equal(economy.state.holdings, economy_whole.state.holdings)
     assert torch.equal(resumed.group_of, whole.group_of)
     assert torch.equal(resumed.learners[0].flat_params, whole.learners[0].flat_params)
