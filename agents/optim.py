@@ -8,11 +8,26 @@ no step), as a separate optimizer that is not called would be.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Optional
 
 import torch
 from torch.optim.adam import adam as functional_adam  # public (in torch.optim.adam.__all__)
+
+_ROWS_PER_WORKER = 2048  # fewer active rows than this per thread: one thread does the fused step
+
+
+@contextlib.contextmanager
+def _single_threaded_kernels() -> Iterator[None]:
+    """torch's intra-op pool set to one thread for the block (then restored): kernels run inline."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def clip_coefficients(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -85,13 +100,31 @@ class BatchedAdam:
         counts = pick(self._step_rows)
         if not counts:
             return
+        calls = []
         for index, (param_rows, grad_rows, avg_rows, avg_sq_rows) in enumerate(zip(
                 self._param_rows, self._rows_of(grads), self._avg_rows, self._avg_sq_rows)):
             # adam increments the counts it is given: the rows' own once, then throwaway copies
             steps = counts if index == 0 else [count - 1 for count in counts]
-            functional_adam(pick(param_rows), pick(grad_rows), pick(avg_rows), pick(avg_sq_rows), [], steps,
-                            fused=True, amsgrad=False, beta1=self.beta1, beta2=self.beta2, lr=self.lr,
-                            weight_decay=0.0, eps=self.eps, maximize=False)
+            calls.append((pick(param_rows), pick(grad_rows), pick(avg_rows), pick(avg_sq_rows), steps))
+        # The kernel hands every tensor to torch's intra-op thread pool, and one agent's row is too small to
+        # pay for that (at 20,000 agents a step took 10x longer on two busy cores). So each share of the rows
+        # runs single-threaded on its own Python thread (torch releases the GIL inside the kernel): the
+        # arithmetic per entry is the same, so the result is too, bit for bit.
+        workers = min(torch.get_num_threads(), max(1, len(counts) // _ROWS_PER_WORKER))
+        shares = [[tuple(tensors[w::workers] for tensors in call) for call in calls] for w in range(workers)]
+
+        def run(share: list) -> None:
+            for params, grads_, avgs, avg_sqs, steps in share:
+                functional_adam(params, grads_, avgs, avg_sqs, [], steps, fused=True, amsgrad=False,
+                                beta1=self.beta1, beta2=self.beta2, lr=self.lr, weight_decay=0.0, eps=self.eps,
+                                maximize=False)
+
+        with _single_threaded_kernels():
+            if workers == 1:
+                run(shares[0])
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(run, shares))
 
     def _step_in_passes(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor) -> None:
         bias = 1.0 - self._betas.pow(steps.to(torch.float64))  # [2, N], in double like torch.optim.Adam's floats
