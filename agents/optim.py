@@ -103,8 +103,9 @@ class BatchedAdam:
         calls = []
         for index, (param_rows, grad_rows, avg_rows, avg_sq_rows) in enumerate(zip(
                 self._param_rows, self._rows_of(grads), self._avg_rows, self._avg_sq_rows)):
-            # adam increments the counts it is given: the rows' own once, then throwaway copies
-            steps = counts if index == 0 else [count - 1 for count in counts]
+            # adam increments the counts it is given: the rows' own for the first tensor, throwaway copies
+            # (taken now, before any increment) for the others
+            steps = counts if index == 0 else [count.clone() for count in counts]
             calls.append((pick(param_rows), pick(grad_rows), pick(avg_rows), pick(avg_sq_rows), steps))
         # The kernel hands every tensor to torch's intra-op thread pool, and one agent's row is too small to
         # pay for that (at 20,000 agents a step took 10x longer on two busy cores). So each share of the rows

@@ -119,3 +119,21 @@ def test_loading_a_misshapen_or_non_tensor_state_is_refused_naming_what_came_and
     with pytest.raises(ValueError, match=r"shape list != expected"):
         opt.load_state_dict(dict(before, exp_avg_sq=[[0.0]] + before["exp_avg_sq"][1:]))
     assert all(torch.equal(a, b) for a, b in zip(opt.exp_avg, before["exp_avg"]))
+
+
+def test_rows_shared_among_threads_step_like_one_adam_over_the_whole_tensor(adam_path):
+    """Enough rows that the fused path splits them among threads: with every row active and the same step
+    count, each row must move exactly as one torch.optim.Adam over the whole tensor moves it."""
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(3)
+    stacked = torch.randn(5000, 6, generator=g)
+    reference = stacked.clone().requires_grad_(True)
+    adam = torch.optim.Adam([reference], lr=0.05)
+    batched = BatchedAdam([stacked], lr=0.05)
+    for _ in range(3):
+        grad = torch.randn(5000, 6, generator=g)
+        reference.grad = grad.clone()
+        adam.step()
+        batched.step([grad], torch.ones(5000, dtype=torch.bool))
+    torch.testing.assert_close(stacked, reference.detach(), rtol=1e-6, atol=1e-7)
+    assert batched.steps.tolist() == [3.0] * 5000
