@@ -95,7 +95,14 @@ class FlatLayout:
             self.block_ranges[block] = (block_start, offset)
         self.size = offset  # D, parameters per agent
         self.column_network = torch.tensor(column_network, dtype=torch.long)  # [D]
-        self.network_columns = torch.nn.functional.one_hot(self.column_network, len(spec)).T.to(DTYPE)  # [networks, D]
+        # each network's columns as a few contiguous (start, stop) ranges (its entries, merged where adjacent)
+        self.network_ranges: list[list[tuple[int, int]]] = [[] for _ in spec]
+        for name, (start, stop, _) in self.entries.items():
+            ranges = self.network_ranges[network_index[name.split(".", 1)[0]]]
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], stop)
+            else:
+                ranges.append((start, stop))
         self._entry_sizes = [stop - start for start, stop, _ in self.entries.values()]
         self._block_sizes = [stop - start for start, stop in self.block_ranges.values()]
         self._init_low = torch.tensor(low, dtype=DTYPE)

@@ -170,6 +170,7 @@ class ReinforceLearner:
         self._blocks_now = self._shaped_blocks(self.layout.block_views(self.flat_params))  # views, made once
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
+        self._scratch = None  # [2, C, D] births' scratch (`_birth_scratch`)
         self._grad = torch.empty_like(self.flat_params)  # where each update's gradient is written (no fresh [N, D])
         self._network_count = len(self.spec)
         self.baseline = torch.zeros(self.num_slots, dtype=torch.float64)  # [N] EMA of mean window return
@@ -364,19 +365,33 @@ class ReinforceLearner:
         count = rows.numel()
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
-        # a fair coin per network: 1.0 (take the second parent's network) where the draw is > 0.5
-        coin = torch.rand(count, self._network_count, generator=g).round_() @ self.layout.network_columns  # [C, D]
+        # a fair coin per network: take the second parent's network where the draw is > 0.5
+        second_parent = torch.rand(count, self._network_count, generator=g).round_().bool()  # [C, networks]
         if births.founders:  # no parents: a fresh network (drawn after the same draws as a child's)
             founder = parents[:, 0] < 0
             parents = parents.clamp(min=0)
         first, second = parents.unbind(1)
-        # two gathers, not one of both parents: at N = 10,000 one would be a fresh 40 MB block (page faults)
-        # lerp is exact at coin 0 and 1: each network is a copy of one parent's
-        child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), coin)
-        child = torch.normal(child, self.config.param_mutation, generator=g)  # + N(0, param_mutation^2) per entry
+        # the first parent's row, then each network the coin gave the second parent copied over its columns;
+        # written into kept scratch rows (a fresh [C, D] block per step costs more in page faults than the copy)
+        child, noise = self._birth_scratch(count)
+        torch.index_select(flat, 0, first, out=child)
+        for network, ranges in enumerate(self.layout.network_ranges):
+            takers = second_parent[:, network].nonzero().view(-1)  # [C'] children with the second parent's
+            if takers.numel():
+                donors = second.index_select(0, takers)
+                for start, stop in ranges:
+                    child[:, start:stop].index_copy_(0, takers, flat[:, start:stop].index_select(0, donors))
+        # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
+        child.add_(noise.normal_(0.0, self.config.param_mutation, generator=g))
         if births.founders:
             child[founder] = self.layout.init(int(founder.sum()), g)
         return child, (first, second, founder if births.founders else None)
+
+    def _birth_scratch(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two [count, D] scratch blocks for newborns' parameters and noise, kept and grown as needed."""
+        if self._scratch is None or self._scratch.shape[1] < count:
+            self._scratch = torch.empty(2, max(count, 64), self.layout.size, dtype=DTYPE)
+        return self._scratch[0, :count], self._scratch[1, :count]
 
     def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
         """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
