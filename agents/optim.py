@@ -67,8 +67,11 @@ class BatchedAdam:
         self._grad_rows: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # (gradient tensor, its rows), last used
 
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], active: torch.Tensor, grad_scale: Optional[torch.Tensor] = None) -> None:
-        """One Adam step on the rows where active [N] is True; other rows are left untouched.
+    def step(self, grads: list[torch.Tensor], active: torch.Tensor, grad_scale: Optional[torch.Tensor] = None,
+             start: int = 0) -> None:
+        """One Adam step on the rows where active [N] is True; other rows are left untouched. With `start`,
+        `grads`, `active` and `grad_scale` cover only the rows [start, start + len(active)) (a learner
+        that updates its agents a block of rows at a time); the other rows are left untouched.
 
         The gradient of an inactive row is ignored. `grad_scale` [N], if given, multiplies each row's
         gradient first (e.g. the clipping coefficients of `clip_coefficients`); `grads` may be
@@ -80,11 +83,12 @@ class BatchedAdam:
         if grad_scale is not None:
             for grad in grads:
                 grad.mul_(grad_scale.view((-1,) + (1,) * (grad.dim() - 1)))
+        rows = slice(start, start + active.shape[0])
         if _fused_adam_works():
-            self._fused_step(grads, active)  # counts each active row's step itself
+            self._fused_step(grads, active, rows)  # counts each active row's step itself
         else:
-            self.steps.add_(active)  # [N]
-            self._step_in_passes(grads, active, self.steps)
+            self.steps[rows].add_(active)  # [N]
+            self._step_in_passes(grads, active, self.steps[rows], rows)
 
     def _rows_of(self, grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
         """Each gradient tensor's rows as tensors; kept while the same gradient tensors come back."""
@@ -94,15 +98,16 @@ class BatchedAdam:
             self._grad_rows = [(grad, list(grad.unbind(0))) for grad in grads]
         return [rows for _, rows in self._grad_rows]
 
-    def _fused_step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
+    def _fused_step(self, grads: list[torch.Tensor], active: torch.Tensor, block: slice) -> None:
         rows = None if bool(active.all()) else active.nonzero().view(-1).tolist()
         pick = (lambda tensors: tensors) if rows is None else (lambda tensors: [tensors[i] for i in rows])
-        counts = pick(self._step_rows)
+        counts = pick(self._step_rows[block])
         if not counts:
             return
         calls = []
         for index, (param_rows, grad_rows, avg_rows, avg_sq_rows) in enumerate(zip(
                 self._param_rows, self._rows_of(grads), self._avg_rows, self._avg_sq_rows)):
+            param_rows, avg_rows, avg_sq_rows = param_rows[block], avg_rows[block], avg_sq_rows[block]
             # adam increments the counts it is given: the rows' own for the first tensor, throwaway copies
             # (taken now, before any increment) for the others
             steps = counts if index == 0 else [count.clone() for count in counts]
@@ -127,7 +132,8 @@ class BatchedAdam:
                 with ThreadPoolExecutor(workers) as pool:
                     list(pool.map(run, shares))
 
-    def _step_in_passes(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor) -> None:
+    def _step_in_passes(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor,
+                        block: slice) -> None:
         bias = 1.0 - self._betas.pow(steps.to(torch.float64))  # [2, N], in double like torch.optim.Adam's floats
         bias2_sqrt = bias[1].sqrt()
         # p -= step * m / (sqrt(v) / b2 + eps) is computed as p -= (step * b2) * m / (sqrt(v) + eps * b2),
@@ -139,6 +145,7 @@ class BatchedAdam:
         factors = torch.where(active[:, None], factors, self._inactive_factors)  # [N, 4]
         for param, grad, exp_avg, exp_avg_sq, index in zip(self.params, grads, self.exp_avg, self.exp_avg_sq,
                                                             range(len(self.params))):
+            param, exp_avg, exp_avg_sq = param[block], exp_avg[block], exp_avg_sq[block]
             shape = (param.shape[0],) + (1,) * (param.dim() - 1)
             weight1, decay2, eps, step = (f.view(shape) for f in factors.to(param.dtype).unbind(1))
             grad.masked_fill_(~active.view(shape), 0.0)

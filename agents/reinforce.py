@@ -129,6 +129,9 @@ class ReinforceLearner:
     """N independent REINFORCE agents in one set of stacked tensors. See the module docstring."""
 
     season_double_angle = False  # PPO's season input (agents.ppo); REINFORCE reads the raw angle
+    # Above this many slots an update runs a block of this many agents at a time (`_learn`): the gradient
+    # and the social filter's relu layer (recomputed, not kept from act) then exist for one block only
+    update_rows = 8192
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None,
                  uniform_attention: bool = False):
@@ -171,7 +174,9 @@ class ReinforceLearner:
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
         self._scratch = None  # [2, C, D] births' scratch (`_birth_scratch`)
-        self._grad = torch.empty_like(self.flat_params)  # where each update's gradient is written (no fresh [N, D])
+        # where each update's gradient is written (no fresh [N, D]): one block of `update_rows` agents' rows
+        self._grad = torch.empty(min(self.num_slots, self.update_rows), self.layout.size, dtype=DTYPE)
+        self._relu_scratch = None  # [2, B * T, K, A] the recomputed relu layer of a block and its gradient
         self._network_count = len(self.spec)
         self.baseline = torch.zeros(self.num_slots, dtype=torch.float64)  # [N] EMA of mean window return
         self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64)  # [N] EMA terms so far
@@ -184,7 +189,8 @@ class ReinforceLearner:
                                     self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size,
-                                    message_length=self.message_length, moves=self.spatial)
+                                    message_length=self.message_length, moves=self.spatial,
+                                    keep_relu=self.num_slots <= self.update_rows)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
@@ -252,7 +258,8 @@ class ReinforceLearner:
         else:
             own_part = torch.baddbmm(blocks["bias"], views["own"], blocks["w_own"])  # [N, 1, A]
             relu = relu_hidden(peers, own_part, blocks["w_peer"])  # [N, 1, K, A]
-            views["relu"].copy_(relu)
+            if "relu" in views:  # kept for learning (else `_learn` recomputes it a block of agents at a time)
+                views["relu"].copy_(relu)
             scores = relu_scores(relu, blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
             attention = attention_weights(scores, blocked, self.config.attention_sink)
         views["attention"].copy_(attention)
@@ -472,15 +479,25 @@ class ReinforceLearner:
                                                         self.baseline, self.baseline_updates, decay,
                                                         self.config.horizon_baseline)
         advantage = advantage.to(DTYPE)  # [N, T]
-        tokens = {"vocab_size": self.vocab_size} if self.vocab_size else {}  # the symbolic mode's token heads
-        loss, entropy, grad = policy_gradient(window, self._blocks_now, self.heads, advantage, valid, counts,
-                                              self.config.entropy_coef, self.economy_config.num_jobs,
-                                              self.self_dim, self._grad, **tokens)  # [N], [N, T], [N, D]
-        norms = torch.linalg.vector_norm(grad, dim=1)  # [N]
-        if not bool(torch.isfinite(loss + norms).all()):
-            self._refuse_non_finite(loss, active, acting_ids, "loss", "no weight was changed")
-            self._refuse_non_finite(norms, active, acting_ids, "gradient", "no weight was changed")
-        self.optimizer.step([grad], active, grad_scale=clip_coefficients(norms, self.config.max_grad_norm))
+        n, rows = self.num_slots, self.update_rows
+        loss, entropy, norms = (torch.empty(n, dtype=DTYPE), torch.empty(n, t, dtype=DTYPE),
+                                torch.empty(n, dtype=DTYPE))
+        count = -(-n // rows)  # blocks of agents (one up to `update_rows`), of nearly equal sizes: never of one
+        for index in range(count):  # agent, whose batched products torch computes by another kernel
+            start = n * index // count
+            block = slice(start, n * (index + 1) // count)
+            window_block = window if n <= rows else self._window_block(window, block)
+            blocks = self._blocks_now if n <= rows else {key: value[block] for key, value in self._blocks_now.items()}
+            grad = self._learn_block(window_block, blocks, advantage[block], valid[block], counts[block],
+                                     loss[block], entropy[block], norms[block])
+            if not bool(torch.isfinite(loss[block] + norms[block]).all()):
+                done = "no weight was changed" if start == 0 else \
+                    f"the agents in slots below {start} took this update, no other weight was changed"
+                self._refuse_non_finite(loss, active, acting_ids, "loss", done, block)
+                self._refuse_non_finite(norms, active, acting_ids, "gradient", done, block)
+            self.optimizer.step([grad], active[block], grad_scale=clip_coefficients(norms[block],
+                                                                                    self.config.max_grad_norm),
+                                start=start)
         # a step that overflows leaves weights whose next forward pass is NaN: name the agents now
         # any NaN or inf makes the sum NaN or inf (one cheap pass); only then look row by row
         if not bool(torch.isfinite(self.flat_params.sum())):
@@ -504,6 +521,39 @@ class ReinforceLearner:
             "active_agents": num_active,
         }
 
+    def _learn_block(self, window: dict, blocks: dict, advantage: torch.Tensor, valid: torch.Tensor,
+                     counts: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, norms: torch.Tensor):
+        """The gradient [B, D] of a block of B agents' losses (`policy_gradient`); their losses [B], entropies
+        [B, T] and gradient norms [B] are written into the given tensors."""
+        tokens = {"vocab_size": self.vocab_size} if self.vocab_size else {}  # the symbolic mode's token heads
+        scratch = self._grad[:loss.shape[0]]
+        block_loss, block_entropy, grad = policy_gradient(window, blocks, self.heads, advantage, valid, counts,
+                                                          self.config.entropy_coef, self.economy_config.num_jobs,
+                                                          self.self_dim, scratch, **tokens)
+        loss.copy_(block_loss)
+        entropy.copy_(block_entropy)
+        torch.linalg.vector_norm(grad, dim=1, out=norms)
+        return grad
+
+    def _window_block(self, window: dict, block: slice) -> dict:
+        """The window's rows of a block of agents (views), with the social filter's relu layer recomputed
+        step by step as `_act_forward` computed it, into kept scratch (with its gradient's scratch)."""
+        part = {key: value[block] for key, value in window.items()}
+        if self.uniform_attention:
+            return part
+        b, t = part["own"].shape[0], part["own"].shape[1]
+        shape = (b, t, self.num_peer_slots, self.config.attention_hidden_size)
+        if self._relu_scratch is None or self._relu_scratch.shape[1] < b * t:
+            self._relu_scratch = torch.empty(2, self.update_rows * self.config.update_every * shape[2] * shape[3],
+                                             dtype=DTYPE).view(2, -1, shape[2], shape[3])
+        relu, relu_grad = (scratch[:b * t].view(shape) for scratch in self._relu_scratch)
+        w_own, w_peer, bias = (self._blocks_now[key][block] for key in ("w_own", "w_peer", "bias"))
+        for step in range(t):  # at most T steps: a loop over steps, not agents
+            own_part = torch.baddbmm(bias, part["own"][:, step:step + 1], w_own)  # [B, 1, A]
+            relu[:, step:step + 1].copy_(relu_hidden(part["peers"][:, step:step + 1], own_part, w_peer))
+        part.update(relu=relu, relu_grad=relu_grad)
+        return part
+
     @staticmethod
     def _refuse_non_finite_actions(out: torch.Tensor) -> None:
         bad = (~torch.isfinite(out).all(dim=1)).nonzero().view(-1)
@@ -515,8 +565,9 @@ class ReinforceLearner:
 
     @staticmethod
     def _refuse_non_finite(values: torch.Tensor, active: torch.Tensor, acting_ids: torch.Tensor, what: str,
-                           consequence: str) -> None:
-        bad = active & ~torch.isfinite(values)
+                           consequence: str, block: slice = slice(None)) -> None:
+        bad = torch.zeros_like(active)
+        bad[block] = active[block] & ~torch.isfinite(values[block])
         if bool(bad.any()):
             names = ", ".join(f"agent_{int(i)}" for i in acting_ids[bad][:10])
             more = f" and {int(bad.sum()) - 10} more" if int(bad.sum()) > 10 else ""

@@ -24,11 +24,13 @@ class RolloutWindow:
     the heads' output, J + L * V in the symbolic mode), `hidden` (4H) units of the heads and, unless
     `attention_hidden` is None (the uniform-attention ablation), A units of the social filter. In the
     symbolic broadcast mode (`message_length` L > 0) the sampled tokens [N, T, L] are kept and saved too; in a
-    spatial world (`moves`) the sampled moves [N, T]."""
+    spatial world (`moves`) the sampled moves [N, T]. Without `keep_relu` the social filter's relu layer is
+    not kept (a learner that recomputes it when learning: at 100,000 agents it is 1 GB, and its gradient
+    scratch another)."""
 
     def __init__(self, num_slots: int, steps: int, num_peer_slots: int, self_dim: int, peer_dim: int,
                  head_slices: dict, num_jobs: int, num_resources: int, hidden: int, attention_hidden,
-                 message_length: int = 0, moves: bool = False):
+                 message_length: int = 0, moves: bool = False, keep_relu: bool = True):
         n, t, k, s, p, r = num_slots, steps, num_peer_slots, self_dim, peer_dim, num_resources
         g = max(stop for _, stop in head_slices.values())
         self.steps = t
@@ -59,7 +61,7 @@ class RolloutWindow:
         self.activations = {"x": x, "hidden": torch.zeros(n, t, hidden, dtype=DTYPE),
                             "out": torch.zeros(n, t, num_jobs + g, dtype=DTYPE),
                             "attention": torch.zeros(n, t, k, dtype=DTYPE)}
-        if attention_hidden is not None:
+        if attention_hidden is not None and keep_relu:
             self.activations["relu"] = torch.zeros(n, t, k, attention_hidden, dtype=DTYPE)
             # scratch for the relu layer's gradient (kept: a fresh block per update costs page faults)
             self.activations["relu_grad"] = torch.zeros(n, t, k, attention_hidden, dtype=DTYPE)

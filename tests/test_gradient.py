@@ -10,18 +10,25 @@ from torch.distributions import Categorical, Normal
 
 import agents.reinforce
 from agents.policy_gradient import reinforce_loss
+from agents.reinforce import ReinforceLearner
 from homoecon_env.core.lifecycle import Births
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def recording_optimizer(learner):
-    """Record, at each optimizer step, the raw gradient [N, D], the active rows and the parameters before it."""
+    """Record, at each update, the raw gradient [N, D], the active rows and the parameters before it. An update
+    that steps a block of agents at a time (`ReinforceLearner.update_rows`) is recorded as one call."""
     calls, step = [], learner.optimizer.step
 
-    def record(grads, active, grad_scale=None):
-        calls.append({"grad": grads[0].clone(), "active": active.clone(), "params": learner.flat_params.clone()})
-        return step(grads, active, grad_scale=grad_scale)
+    def record(grads, active, grad_scale=None, start=0):
+        if start == 0:
+            calls.append({"grad": grads[0].clone(), "active": active.clone(), "params": learner.flat_params.clone()})
+        else:  # the next block of the same update
+            assert start == calls[-1]["active"].shape[0]
+            calls[-1]["grad"] = torch.cat([calls[-1]["grad"], grads[0]])
+            calls[-1]["active"] = torch.cat([calls[-1]["active"], active])
+        return step(grads, active, grad_scale=grad_scale, start=start)
 
     learner.optimizer.step = record
     return calls
@@ -86,13 +93,18 @@ def updated_window(config, name, steps, gamma, entropy_coef, prepare=None, **lea
     return learner, call, rewards
 
 
-@pytest.mark.parametrize("name, sink", [("reinforce", False), ("uniform_attention", False), ("reinforce", True)])
-def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink):
+@pytest.mark.parametrize("name, sink, rows", [("reinforce", False, None), ("uniform_attention", False, None),
+                                              ("reinforce", True, None), ("reinforce", False, 4),
+                                              ("uniform_attention", False, 4)])
+def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, monkeypatch):
     """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
     slot 0 dies at the last step (trains nothing). The gradient handed to the optimizer equals autograd
     through the plain policy with torch.distributions, on each agent's own valid steps, with returns
     and the first-window baseline (the agent's own mean return) computed one agent at a time. ``sink``:
-    the social filter's softmax has the "nobody" entry (LearnerConfig.attention_sink)."""
+    the social filter's softmax has the "nobody" entry (LearnerConfig.attention_sink). ``rows``: the update
+    runs blocks of at most this many agents, with the social filter's relu layer recomputed (as at scale)."""
+    if rows is not None:
+        monkeypatch.setattr(ReinforceLearner, "update_rows", rows)
     n, steps, gamma, entropy_coef = 6, 5, 0.8, 0.3
     config = with_resources(3, num_agents=n, num_peers=4, max_steps=50)
 
@@ -247,3 +259,35 @@ def test_update_reports_the_mean_valid_return_and_the_mean_raw_gradient_norm():
     (call,) = calls
     norms = torch.linalg.vector_norm(call["grad"][call["active"]].double(), dim=1)
     assert metrics[2]["grad_norm"] == pytest.approx(norms.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["reinforce", "uniform_attention"])
+def test_updating_blocks_of_agents_learns_exactly_what_one_block_learns(name, monkeypatch):
+    """At scale an update runs a block of `update_rows` agents at a time and recomputes the social filter's
+    relu layer instead of keeping it from act: every agent's parameters, Adam moments and actions over three
+    windows with births and deaths must be the same to the bit as with one block of everyone."""
+    config = with_resources(3, num_agents=23, num_peers=6, max_steps=40)
+
+    def trained(rows):
+        if rows is not None:
+            monkeypatch.setattr(ReinforceLearner, "update_rows", rows)
+        learner, economy, observation = started(config, name, update_every=4)
+        actions, births = [], 0
+        for _ in range(14):
+            actions.append(learner.act(observation))
+            out = economy.step(actions[-1])
+            learner.update(out)
+            learner.on_births(out.births)
+            observation, births = out.observation, births + int(out.births.born.sum())
+        monkeypatch.undo()
+        return learner, actions, births
+
+    one, one_actions, births = trained(None)
+    blocks, block_actions, _ = trained(5)  # 23 agents: blocks of 4-5 rows
+    assert births > 0
+    assert ("relu" in one.window.activations) == (name == "reinforce")  # the social filter's relu layer: kept
+    assert "relu" not in blocks.window.activations  # recomputed when learning
+    assert torch.equal(one.flat_params, blocks.flat_params)
+    assert all(torch.equal(a, b) for a, b in zip(one.optimizer.exp_avg_sq, blocks.optimizer.exp_avg_sq))
+    assert all(torch.equal(a.job, b.job) and torch.equal(a.trade_weights, b.trade_weights)
+               for a, b in zip(one_actions, block_actions))
