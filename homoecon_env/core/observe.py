@@ -38,12 +38,47 @@ from homoecon_env.core.state import EconomyState
 
 @dataclass(frozen=True)
 class Observation:
-    """Batched observation of every slot (torch tensors). N slots, K peer slots."""
+    """Batched observation of every slot (torch tensors). N slots, K peer slots.
+
+    The economy builds it with `Observation.lazy`: ``peers`` [N, K, P] (1.5 GB at a million agents
+    and K = 32) is then gathered from the public table [N, P] on its first read, so code that never
+    reads it (a bare rollout) does not pay for it; the values are those an eager gather gives.
+    ``Observation(self_features, peers, peer_mask, peer_index)`` and `dataclasses.replace` work as
+    for any dataclass (replace reads, and so gathers, ``peers``).
+    """
 
     self_features: torch.Tensor  # [N, S] float32
     peers: torch.Tensor  # [N, K, P] float32, zeros in empty slots
     peer_mask: torch.Tensor  # [N, K] float32, 1 where the slot holds a live peer
     peer_index: torch.Tensor  # [N, K] int64, the row each peer slot shows (-1: empty)
+
+    @classmethod
+    def lazy(cls, self_features: torch.Tensor, public: torch.Tensor, rows: torch.Tensor, live: Optional[torch.Tensor],
+             peer_mask: torch.Tensor, peer_index: torch.Tensor) -> "Observation":
+        """An Observation whose ``peers`` is ``public[rows] * live[..., None]`` (``public`` [N, P], ``rows``
+        [N, K] valid rows, ``live`` [N, K] bool or None: all live), gathered on the first read."""
+        observation = cls(self_features, None, peer_mask, peer_index)
+        object.__delattr__(observation, "peers")  # the first read goes to __getattr__
+        object.__setattr__(observation, "_peer_source", (public, rows, live))
+        return observation
+
+    def __getattr__(self, name: str):
+        """Only reached for ``peers`` of a lazy observation not read yet (and for missing names)."""
+        source = self.__dict__.get("_peer_source") if name == "peers" else None
+        if source is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        peers = gather_peers(*source)
+        object.__setattr__(self, "peers", peers)
+        object.__delattr__(self, "_peer_source")
+        return peers
+
+
+def gather_peers(public: torch.Tensor, rows: torch.Tensor, live: Optional[torch.Tensor]) -> torch.Tensor:
+    """[N, K, P] ``public[rows]``, times ``live[..., None]`` (bool) when given: a torch gather, which uses
+    every intra-op thread (the same values as NumPy's ``take``, and the same signed zeros)."""
+    n, k = rows.shape
+    peers = public.index_select(0, rows.reshape(-1)).reshape(n, k, public.shape[1])
+    return peers if live is None else peers.mul_(live.unsqueeze(-1))
 
 
 def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig, space=None) -> np.ndarray:
@@ -92,14 +127,29 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
         order = torch.rand(n, n - 1, generator=generator).argsort(dim=1)[:, :k]
         return everyone_else(n, n - 1).gather(1, order)
     offsets = torch.randint(1, n, (n, k), generator=generator)
-    while True:
-        ordered, where = offsets.sort(dim=1)
-        repeated = ordered[:, 1:] == ordered[:, :-1]  # [N, K-1]
-        if not bool(repeated.any()):
-            break
-        duplicate = torch.zeros(n, k, dtype=torch.bool).scatter_(1, where[:, 1:], repeated)
-        offsets[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
-    return (torch.arange(n)[:, None] + offsets) % n
+    # Each round redraws, in row-major order, the later copy (in sort order) of every repeated offset.
+    # Only rows with a repeat are sorted by torch (a row's sort does not depend on the other rows);
+    # NumPy's sort of the values finds them (several times faster), and a row redrawn in a round is
+    # the only kind that can hold a repeat in the next.
+    rows = _rows_with_repeats(offsets.numpy(), n)
+    while rows.numel():
+        chosen = offsets.index_select(0, rows)
+        ordered, where = chosen.sort(dim=1)
+        repeated = ordered[:, 1:] == ordered[:, :-1]  # [M, K-1]
+        duplicate = torch.zeros(chosen.shape, dtype=torch.bool).scatter_(1, where[:, 1:], repeated)
+        chosen[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
+        offsets.index_copy_(0, rows, chosen)
+        rows = rows[duplicate.any(dim=1)]
+    shown = offsets.numpy()  # (row + offset) mod n, as row + offset < 2n
+    shown += np.arange(n)[:, None]
+    np.subtract(shown, n, out=shown, where=shown >= n)
+    return offsets
+
+
+def _rows_with_repeats(offsets: np.ndarray, n: int) -> torch.Tensor:
+    """[M] int64, in increasing order, the rows of ``offsets`` [N, K] (values in [1, n)) holding a value twice."""
+    values = np.sort(offsets.astype(np.int32) if n <= np.iinfo(np.int32).max else offsets, axis=1)
+    return torch.from_numpy(np.flatnonzero((values[:, 1:] == values[:, :-1]).any(axis=1)))
 
 
 def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config: EconomyConfig,
@@ -111,12 +161,13 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
     """
     public = public_features(state, config)
     if all_valid and state.alive.all():
-        peers = public.take(peer_index, axis=0)
+        rows, live = peer_index, None
         mask, shown = np.ones(peer_index.shape, dtype=np.float32), peer_index.copy()
     else:
         rows = np.maximum(peer_index, 0)
         live = (peer_index >= 0) & state.alive[rows]
-        peers = public.take(rows, axis=0) * live[..., None]  # [N, K, P]
         mask, shown = live.astype(np.float32), np.where(live, peer_index, -1)
     own = self_features(state, jobs, config, space)
-    return Observation(*(torch.from_numpy(a) for a in (own, peers, mask, shown)))
+    tensor = torch.from_numpy
+    return Observation.lazy(tensor(own), tensor(public), tensor(rows), None if live is None else tensor(live),
+                            tensor(mask), tensor(shown))
