@@ -126,7 +126,9 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
     if 2 * k > n - 1:
         order = torch.rand(n, n - 1, generator=generator).argsort(dim=1)[:, :k]
         return everyone_else(n, n - 1).gather(1, order)
-    offsets = torch.randint(1, n, (n, k), generator=generator)
+    # The [N, K] buffer comes from NumPy, which asks the kernel for huge pages (torch's allocator does
+    # not: at a million agents its 256 MB cost 65,000 page faults, more than the draws themselves).
+    offsets = torch.randint(1, n, (n, k), generator=generator, out=torch.from_numpy(np.empty((n, k), np.int64)))
     # Each round redraws, in row-major order, the later copy (in sort order) of every repeated offset.
     # Only rows with a repeat are sorted by torch (a row's sort does not depend on the other rows);
     # NumPy's sort of the values finds them (several times faster), and a row redrawn in a round is
