@@ -142,16 +142,15 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
         chosen[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
         offsets.index_copy_(0, rows, chosen)
         rows = rows[duplicate.any(dim=1)]
-    shown = offsets.numpy()  # (row + offset) mod n, as row + offset < 2n
-    shown += np.arange(n)[:, None]
-    np.subtract(shown, n, out=shown, where=shown >= n)
-    return offsets
+    return offsets.add_(torch.from_numpy(np.arange(n)[:, None])).remainder_(n)  # in place: no [N, K] temporaries
 
 
 def _rows_with_repeats(offsets: np.ndarray, n: int) -> torch.Tensor:
     """[M] int64, in increasing order, the rows of ``offsets`` [N, K] (values in [1, n)) holding a value twice."""
-    values = np.sort(offsets.astype(np.int32) if n <= np.iinfo(np.int32).max else offsets, axis=1)
-    return torch.from_numpy(np.flatnonzero((values[:, 1:] == values[:, :-1]).any(axis=1)))
+    k = offsets.shape[1]
+    values = np.sort(offsets.astype(np.int32) if n <= np.iinfo(np.int32).max else offsets, axis=1).reshape(-1)
+    equal = np.flatnonzero(values[1:] == values[:-1])  # neighbours in the flat sorted rows...
+    return torch.from_numpy(np.unique(equal[equal % k != k - 1] // k))  # ...of one row
 
 
 def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config: EconomyConfig,
