@@ -142,7 +142,10 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
         chosen[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
         offsets.index_copy_(0, rows, chosen)
         rows = rows[duplicate.any(dim=1)]
-    return offsets.add_(torch.from_numpy(np.arange(n)[:, None])).remainder_(n)  # in place: no [N, K] temporaries
+    shown = offsets.numpy()  # (row + offset) mod n, as row + offset < 2n; in place, in NumPy (single-threaded
+    shown += np.arange(n)[:, None]  # torch's broadcast ops here stall for tens of ms when the other core is busy)
+    shown -= n * (shown >= n)
+    return offsets
 
 
 def _rows_with_repeats(offsets: np.ndarray, n: int) -> torch.Tensor:
@@ -154,16 +157,17 @@ def _rows_with_repeats(offsets: np.ndarray, n: int) -> torch.Tensor:
 
 
 def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config: EconomyConfig,
-            all_valid: bool = False, space=None) -> Observation:
+            all_valid: bool = False, space=None, owned: bool = False) -> Observation:
     """The batched observation (torch) of a NumPy state for the peer assignment [N, K].
 
     ``all_valid``: the caller knows every entry of ``peer_index`` is a row (no -1 padding); then,
-    while every slot is alive (all but the final step), no peer needs masking.
+    while every slot is alive (all but the final step), no peer needs masking. ``owned``: the caller
+    hands ``peer_index`` over (a fresh sample nobody else holds), so the observation keeps it uncopied.
     """
     public = public_features(state, config)
     if all_valid and state.alive.all():
         rows, live = peer_index, None
-        mask, shown = np.ones(peer_index.shape, dtype=np.float32), peer_index.copy()
+        mask, shown = np.ones(peer_index.shape, dtype=np.float32), peer_index if owned else peer_index.copy()
     else:
         rows = np.maximum(peer_index, 0)
         live = (peer_index >= 0) & state.alive[rows]
