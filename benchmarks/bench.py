@@ -49,7 +49,10 @@ def random_actions(economy, generator):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
     move = torch.randint(0, NUM_MOVES, (n,), generator=generator) if c.spatial else None
-    return Actions(rand(n, c.broadcast_dim) * 2 - 1, torch.randint(0, c.num_jobs, (n,), generator=generator),
+    # * 2 - 1 in NumPy: torch's elementwise ops on two threads stall when the other core is busy, which
+    # at 10,000 agents cost more than the economy's step (the same values either way)
+    broadcast = torch.from_numpy(rand(n, c.broadcast_dim).numpy() * 2 - 1)
+    return Actions(broadcast, torch.randint(0, c.num_jobs, (n,), generator=generator),
                    rand(n), rand(n, c.num_resources), rand(n, c.num_resources), move)
 
 
