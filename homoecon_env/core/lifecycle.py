@@ -33,11 +33,15 @@ def bequeath(holdings, dead, agent_ids, parent_ids, parent_slots):
     Returns (holdings [N, R] with the dead rows emptied, lost [R]: holdings of the childless dead).
     """
     rows = np.maximum(parent_slots, 0)  # [N, 2]
-    is_heir = (agent_ids[rows] == parent_ids) & dead[rows] & ~dead[:, None]  # [N, 2]
+    is_heir = (agent_ids.take(rows) == parent_ids) & dead.take(rows) & ~dead[:, None]  # [N, 2]
     heirs = np.bincount(rows.ravel(), is_heir.ravel(), minlength=holdings.shape[0])  # [N] living children
     share = holdings / np.maximum(heirs, 1.0)[:, None]  # [N, R] each child's part of a row's holdings
-    received = share[rows] * is_heir[..., None]  # [N, 2, R]
-    kept = holdings * ~dead[:, None] + received[:, 0] + received[:, 1]
+    kept = holdings * ~dead[:, None]
+    for parent in range(2):  # kept + first parent's share + second's, the shares 0 for rows that are not heirs
+        received = np.zeros_like(holdings)  # (share * 0 for them: holdings are finite and >= 0)
+        children = np.flatnonzero(is_heir[:, parent])
+        received[children] = share.take(rows[children, parent], axis=0)
+        kept += received
     lost = holdings.T @ (dead & (heirs == 0))
     return kept, lost
 
