@@ -142,10 +142,17 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
         chosen[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
         offsets.index_copy_(0, rows, chosen)
         rows = rows[duplicate.any(dim=1)]
-    shown = offsets.numpy()  # (row + offset) mod n, as row + offset < 2n; in place, in NumPy (single-threaded
-    shown += np.arange(n)[:, None]  # torch's broadcast ops here stall for tens of ms when the other core is busy)
-    shown -= n * (shown >= n)
+    # (row + offset) mod n, as row + offset < 2n: in place, in NumPy (torch's broadcast ops here stall for tens
+    # of ms on two threads when the other core is busy), in blocks of rows whose temporaries stay in cache
+    shown, rows = offsets.numpy(), np.arange(n)[:, None]
+    for start in range(0, n, PEER_BLOCK):
+        block = shown[start:start + PEER_BLOCK]
+        block += rows[start:start + PEER_BLOCK]
+        block -= n * (block >= n)
     return offsets
+
+
+PEER_BLOCK = 4096  # rows of [N, K] peer offsets per in-place pass
 
 
 def _rows_with_repeats(offsets: np.ndarray, n: int) -> torch.Tensor:
