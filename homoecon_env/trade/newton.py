@@ -11,6 +11,7 @@ import numpy as np
 from .market import (
     EPS,
     IR_ALLOWANCE,
+    _blocks,
     _diagnostics,
     _finish,
     _MarketData,
@@ -85,19 +86,6 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
         offset[:num_sets, block] = np.where(valued_set[:, block], spent, block_target * np.inf)
     line_slopes = tuple(slopes)
     return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch, corners=[])
-
-
-BLOCK = 1 << 14  # agents per block of the elementwise passes over [K, N] lines: a few 128 KB rows in cache
-
-
-def _blocks(num_agents: int) -> list:
-    """Slices of at most BLOCK agents covering range(num_agents) (all of it, one slice, in small markets)."""
-    if num_agents <= BLOCK:
-        return _ALL
-    return [slice(start, min(start + BLOCK, num_agents)) for start in range(0, num_agents, BLOCK)]
-
-
-_ALL = [slice(None)]
 
 
 @functools.lru_cache(maxsize=None)
