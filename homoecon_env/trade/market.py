@@ -179,8 +179,8 @@ def _diagnostics(data: _MarketData, x, lam, mu, utility=None, marginal=None) -> 
     all_priced = min(priced.tolist(), default=True)
     if marginal is None or not all_priced:
         marginal = np.multiply.outer(1.0 / np.where(priced, lam, 1.0), 1.0 + mu) * data.weights
-    largest = []
-    for block in _blocks(x.shape[1]):  # the largest term, block by block (nan wins as in one reduction)
+    largest = []  # the largest term, block by block (nan wins as in one reduction)
+    for block in _blocks(x.shape[1]) if x.shape[1] > BLOCK else (Ellipsis,):
         block_x = x[:, block]
         one_plus_x = 1.0 + block_x
         # |min(x, 1 + x - marginal)| / (1 + x), the same as the relative form above

@@ -9,6 +9,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .market import (
+    BLOCK,
     EPS,
     IR_ALLOWANCE,
     _blocks,
@@ -120,6 +121,18 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
     weights = economy.weights
     num_goods, num_agents = weights.shape
     enumerated = economy.line_offset is not None  # z is the least of the lines, the cap among them
+    if enumerated and num_agents <= BLOCK:  # one block: whole arrays, the fewest calls
+        z = economy.line_offset
+        for slopes, log_price in zip(economy.line_slopes, np.log(prices).tolist()):
+            z = z + slopes * log_price
+        z = np.minimum.reduce(z, axis=0)
+        z = np.maximum(z, 0.0, out=z)
+        ratio = np.multiply.outer(1.0 / prices, np.exp(z))
+        ratio *= weights
+        allocation = ratio - 1.0
+        np.maximum(allocation, 0.0, out=allocation)
+        demand = _sum_over_agents(allocation)
+        return _Market(prices, z, ratio, allocation, demand, demand - economy.supply)
     if enumerated:
         log_prices = np.log(prices).tolist()
         z = np.empty(num_agents)
@@ -165,7 +178,6 @@ def _newton_direction(economy: _Economy, market: _Market):
     """
     prices, excess = market.prices.tolist(), market.excess.tolist()
     num_goods, num_agents = market.allocation.shape
-    one_plus_x = np.empty_like(market.allocation)  # [R, N], 0 where x = 0
     scaled = economy.scratch  # [R + 1, N]: the coupling's w_iq / W_i, and a row of ones for the diagonal
     # 1 / W_i for IR-binding agents, 0 for slack ones (whose W_i may be 0). An IR-binding agent may
     # have W_i = 0 too: one whose endowment utility is tiny (holdings ~1e-30) and whose demand rounds
@@ -173,7 +185,15 @@ def _newton_direction(economy: _Economy, market: _Market):
     # to the Hessian). With the floor _TINY, 1 / W_i is finite and its coupling row 0 * finite = 0;
     # with the least subnormal (the first pass, see _solve_prices), 1 / W_i overflows to inf and
     # 0 * inf = nan makes the Newton step nan, so only the diagonal fallback is left.
-    for block in _blocks(num_agents):  # elementwise per agent: blocks that stay in cache, the same values
+    if num_agents <= BLOCK:  # one block: whole arrays, the fewest calls
+        active = market.allocation > 0
+        one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N], 0 where x = 0
+        active_weights = np.where(active, economy.weights, 0.0)
+        binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), economy.weight_floor)
+        np.multiply(active_weights, binding, out=scaled[:num_goods])
+    else:
+        one_plus_x = np.empty_like(market.allocation)
+    for block in _blocks(num_agents) if num_agents > BLOCK else ():  # elementwise per agent, cache-sized blocks
         active = market.allocation[:, block] > 0
         one_plus_x[:, block] = np.where(active, market.marginal_ratio[:, block], 0.0)
         active_weights = np.where(active, economy.weights[:, block], 0.0)
