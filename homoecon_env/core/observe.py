@@ -120,7 +120,7 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
     """[N, K] a fresh uniform sample of K distinct other rows per row, in random order.
 
     Small populations use a random permutation per row; large ones draw offsets 1..N-1 from each row's
-    own index and redraw duplicates (a few rounds, each one tensor op over all rows).
+    own index and redraw duplicates (a few rounds, each over the rows that held one).
     """
     n, k = num_slots, num_peer_slots
     if 2 * k > n - 1:
