@@ -3,6 +3,7 @@
     python benchmarks/bench.py                      # N = 50, 1,000, 10,000; table + JSON
     python benchmarks/bench.py --sizes 50 --seconds 3
     python benchmarks/bench.py --sizes 10000 --workloads core train --world 10 10   # a spatial world
+    python benchmarks/bench.py --sizes 1000000 --workloads core trade --keep-memory    # glibc keeps freed memory
 
 Each measurement runs in fresh subprocesses (--repeats of them) so that its peak RSS is its own,
 and reports the median and the fastest of their timing windows (a shared machine has bursts of
@@ -29,6 +30,8 @@ import sys
 import time
 
 WORKLOADS = ("dict", "slots", "core", "train", "trade")
+# glibc: serve every allocation from the heap and never give freed memory back (--keep-memory)
+KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
 
 
 def config_for(n: int, world: tuple[int, int] = (1, 1)):
@@ -49,7 +52,10 @@ def random_actions(economy, generator):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
     move = torch.randint(0, NUM_MOVES, (n,), generator=generator) if c.spatial else None
-    return Actions(rand(n, c.broadcast_dim) * 2 - 1, torch.randint(0, c.num_jobs, (n,), generator=generator),
+    # * 2 - 1 in NumPy: torch's elementwise ops on two threads stall when the other core is busy, which
+    # at 10,000 agents cost more than the economy's step (the same values either way)
+    broadcast = torch.from_numpy(rand(n, c.broadcast_dim).numpy() * 2 - 1)
+    return Actions(broadcast, torch.randint(0, c.num_jobs, (n,), generator=generator),
                    rand(n), rand(n, c.num_resources), rand(n, c.num_resources), move)
 
 
@@ -190,6 +196,10 @@ def main() -> None:
     parser.add_argument("--out", default=None,
                         help="JSON output path (default benchmarks/results/bench.json, bench_world_WxH.json in "
                              "a spatial world)")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="run the workers with glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, "
+                             "MALLOC_TRIM_THRESHOLD_): at a million agents a step allocates gigabytes, and a VM that "
+                             "hands freed pages back to its host makes every fresh allocation page-fault anew")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if min(args.world) < 1:
@@ -213,7 +223,8 @@ def main() -> None:
                        "--threads", str(threads), "--world", *map(str, world), "--learner", args.learner]
             runs = []
             for _ in range(args.repeats):
-                done = subprocess.run(command, capture_output=True, text=True)
+                done = subprocess.run(command, capture_output=True, text=True,
+                                      env={**os.environ, **KEEP_MEMORY} if args.keep_memory else None)
                 if done.returncode != 0:
                     print(f"{kind} N={n} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
                     break
@@ -221,6 +232,7 @@ def main() -> None:
             if len(runs) < args.repeats:
                 continue
             row = {"workload": kind, "num_agents": n, "threads": threads, "world": list(world),
+                   **({"keep_memory": True} if args.keep_memory else {}),
                    **({"learner": args.learner} if kind == "train" else {}), **summarise(kind, runs)}
             rows.append(row)
             print(format_row(row), flush=True)
