@@ -211,7 +211,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args.seconds, args.threads, world, args.learner)
         return
-    rows = []
+    rows, skipped = [], []
     print("| workload | N | threads | median window | best window | peak RSS |\n"
           "|---|---:|---:|---|---|---:|", flush=True)
     for n in args.sizes:
@@ -219,6 +219,14 @@ def main() -> None:
             if kind in ("dict", "slots") and n > 1000:
                 continue  # the dict APIs are for small populations; large ones use the core
             threads = args.threads or (1 if n <= 1000 else os.cpu_count())
+            if kind == "train":
+                need, have = learner_state_bytes(n, world, args.learner), physical_memory()
+                if need > 0.9 * have:  # it would be killed for memory (or swap): say so instead
+                    why = (f"train at N={n} needs {need / 1e9:.1f} GB for the learners' parameters and Adam state "
+                           f"alone; this machine has {have / 1e9:.1f} GB")
+                    skipped.append({"workload": kind, "num_agents": n, "skipped": why})
+                    print(f"| {kind:5s} | {n:6d} | skipped: {why} |", flush=True)
+                    continue
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
                        "--threads", str(threads), "--world", *map(str, world), "--learner", args.learner]
             runs = []
@@ -236,13 +244,26 @@ def main() -> None:
                    **({"learner": args.learner} if kind == "train" else {}), **summarise(kind, runs)}
             rows.append(row)
             print(format_row(row), flush=True)
-    report = {"machine": machine(), "results": rows}
+    report = {"machine": machine(), "results": rows, **({"skipped": skipped} if skipped else {})}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     temporary = args.out + ".tmp"
     with open(temporary, "w") as handle:
         json.dump(report, handle, indent=2)
     os.replace(temporary, args.out)
     print(f"\nwrote {args.out}")
+
+
+def learner_state_bytes(n: int, world: tuple[int, int], learner_name: str) -> int:
+    """Bytes of the learners' parameters and Adam's two moments at N = n (what a training step cannot do
+    without), from the same learner built for 64 agents: 0 for learners without a parameter row."""
+    from agents import LearnerConfig, make_learner
+    learner = make_learner(learner_name, config_for(64, world).replace(num_peers=32), LearnerConfig())
+    params = getattr(learner, "flat_params", None)
+    return 0 if params is None else 3 * n * params.shape[1] * params.element_size()
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def format_row(row: dict) -> str:
