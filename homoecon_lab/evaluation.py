@@ -220,8 +220,10 @@ POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
 POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
 # Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
 # The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
-# ablation get them alike); everything else runs LearnerConfig() as before.
-SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True}}
+# ablation get them alike) and the plain mean beside the learned context (uniform attention ignores it);
+# everything else runs LearnerConfig() as before.
+SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True,
+                                                 "mean_context": True}}
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:

@@ -93,16 +93,20 @@ def updated_window(config, name, steps, gamma, entropy_coef, prepare=None, **lea
     return learner, call, rewards
 
 
-@pytest.mark.parametrize("name, sink, rows", [("reinforce", False, None), ("uniform_attention", False, None),
-                                              ("reinforce", True, None), ("reinforce", False, 4),
-                                              ("uniform_attention", False, 4)])
-def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, monkeypatch):
+@pytest.mark.parametrize("name, sink, rows, mean", [("reinforce", False, None, False),
+                                                    ("uniform_attention", False, None, False),
+                                                    ("reinforce", True, None, False), ("reinforce", False, 4, False),
+                                                    ("uniform_attention", False, 4, False),
+                                                    ("reinforce", False, None, True), ("reinforce", False, 4, True)])
+def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, mean,
+                                                                                   monkeypatch):
     """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
     slot 0 dies at the last step (trains nothing). The gradient handed to the optimizer equals autograd
     through the plain policy with torch.distributions, on each agent's own valid steps, with returns
     and the first-window baseline (the agent's own mean return) computed one agent at a time. ``sink``:
     the social filter's softmax has the "nobody" entry (LearnerConfig.attention_sink). ``rows``: the update
-    runs blocks of at most this many agents, with the social filter's relu layer recomputed (as at scale)."""
+    runs blocks of at most this many agents, with the social filter's relu layer recomputed (as at scale).
+    ``mean``: the heads also read the plain mean of the live peers (LearnerConfig.mean_context)."""
     if rows is not None:
         monkeypatch.setattr(ReinforceLearner, "update_rows", rows)
     n, steps, gamma, entropy_coef = 6, 5, 0.8, 0.3
@@ -111,7 +115,7 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     def clamp_one_log_std(learner):
         learner.params["broadcast_net.log_std"][3, 0] = 2.5  # clamped to 2: no gradient
     learner, call, rewards = updated_window(config, name, steps, gamma, entropy_coef, clamp_one_log_std,
-                                            attention_sink=sink)
+                                            attention_sink=sink, mean_context=mean)
     first_valid = {0: steps, 1: 2, 4: 4}  # the step after each slot's last death
     assert call["active"].tolist() == [i != 0 for i in range(n)]
 

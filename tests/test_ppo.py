@@ -110,6 +110,8 @@ def reference_loss(learner, flat_row, batch, i, config):
         else:
             context = torch.softmax(scores[~blocked], 0) @ peers[~blocked]
         x = torch.cat([own, context])
+        if learner.mean_context:  # the plain mean of the live peers beside the filter's context
+            x = torch.cat([x, peers[~blocked].mean(0) if bool((~blocked).any()) else torch.zeros(peers.shape[-1])])
 
         def mlp(net, inputs):
             return torch.tanh(inputs @ p[f"{net}.w1"].T + p[f"{net}.b1"]) @ p[f"{net}.w2"].T + p[f"{net}.b2"]
@@ -130,8 +132,9 @@ def reference_loss(learner, flat_row, batch, i, config):
     return torch.stack(terms).mean()
 
 
-def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference():
-    learner, batch = filled_window(value_coef=0.7, ppo_entropy_coef=0.05, clip_epsilon=0.1)
+@pytest.mark.parametrize("mean_context", [False, True])
+def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference(mean_context):
+    learner, batch = filled_window(value_coef=0.7, ppo_entropy_coef=0.05, clip_epsilon=0.1, mean_context=mean_context)
     # the old log-probabilities are the policy's at the current parameters
     g = torch.Generator().manual_seed(3)
     # move the parameters so that ratios leave 1 (some clipped): the clipped branch is exercised too

@@ -132,7 +132,7 @@ def positive_control_section(ablations: dict, learner_config: dict, structure: d
     empty elsewhere. ``structure``: metrics.json's "positive_control" (scout_structure), when present."""
     if "positive_control" not in ablations:
         return ["### Positive control", "", *scout_structure(structure)] if structure else []
-    fixes = [f"`{name}`" for name in ("horizon_baseline", "inherit_optimizer", "attention_sink")
+    fixes = [f"`{name}`" for name in ("horizon_baseline", "inherit_optimizer", "attention_sink", "mean_context")
              if learner_config.get(name)]
     listed = " and ".join(fixes) if len(fixes) < 3 else ", ".join(fixes[:-1]) + " and " + fixes[-1]
     learners = (f"The learning arms above ran with {listed} (docs/design.md "
