@@ -9,7 +9,9 @@ gives them). Per seed and arm: train `--train-steps` steps on the `private_signa
 stream 1), then act frozen (no updates; newborns still inherit) for `--eval-steps` steps on a held-out
 economy seed (stream 2). Reported per run: mean reward per live agent-step, the share of non-scouts
 working the boom job (chance 1/4) and the listeners' attention on scouts relative to their share (1 is
-uniform). The summary pairs each arm with the last by seed (mean difference with a 95% t interval).
+uniform), and what scouts' messages say about the boom they alone see: the binned mutual information of
+message and boom (communication.message_state_mi_baseline) beside its mean over shuffled messages. The
+summary pairs each arm with the last by seed (mean difference with a 95% t interval).
 Runs go one after another (2 at once with `--workers 2`); a line of JSON per run is appended to `--out`.
 """
 from __future__ import annotations
