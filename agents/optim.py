@@ -44,9 +44,11 @@ class BatchedAdam:
     The state lives on the parameters' device, in their dtype (the step counts in float32). On the CPU a
     step is torch's fused CPU kernel per row; elsewhere (CUDA) it is the in-place passes over the stacked
     [N, ...] tensors (a handful of kernels, whatever N, where per-row lists would launch thousands).
+    `fused` forces one or the other (True needs the CPU kernel).
     """
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 fused: Optional[bool] = None):
         if not params:
             raise ValueError("BatchedAdam needs at least one parameter tensor")
         self.params = params
@@ -56,7 +58,8 @@ class BatchedAdam:
         # row's count as one (exact up to 2^24 steps); changed in place, so the rows' views stay valid
         device = params[0].device
         self.steps = torch.zeros(num_rows, dtype=torch.float32, device=device)
-        self._fused = device.type == "cpu" and _fused_adam_works()
+        # fused: torch's fused CPU kernel per row (None: on the CPU where this torch has it); else the passes
+        self._fused = device.type == "cpu" and _fused_adam_works() if fused is None else bool(fused)
         # Both moments of a parameter in one [2, N, ...] tensor, so resetting a row is one operation.
         self._moments = [torch.zeros(2, *p.shape, dtype=p.dtype, device=p.device) for p in params]
         self.exp_avg = [m[0] for m in self._moments]

@@ -171,7 +171,7 @@ def reference_policy(learner, params, own, peers, blocked):
     logits; symbolic mode: then the L * V token logits), Gaussian means (G layout), clamped log stds [N, G],
     attention."""
     if learner.uniform_attention:
-        live = (~blocked).float()
+        live = (~blocked).to(own.dtype)
         attention = live / live.sum(-1, keepdim=True).clamp(min=1)
     else:
         f = {name: params[f"social_filter_net.{name}"] for name in ("w_own", "w_peer", "bias", "score")}
