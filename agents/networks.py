@@ -249,6 +249,7 @@ class ParallelMLPs:
         hidden_rows = hidden.view(n, m * self.count, self.hidden)
         grad_w2 = torch.bmm(grad_every.transpose(1, 2), hidden_rows)
         # d tanh = 1 - tanh^2, as autograd computes it (one fused multiply-add): grad * (1 - hidden * hidden)
-        grad_pre = torch.bmm(grad_every, w2).view(n, m, -1).mul_(torch.addcmul(_one(hidden), hidden, hidden, value=-1.0))
+        tanh_slope = torch.addcmul(_one(hidden), hidden, hidden, value=-1.0)
+        grad_pre = torch.bmm(grad_every, w2).view(n, m, -1).mul_(tanh_slope)
         grad_w1 = torch.bmm(grad_pre.transpose(1, 2), x)
         return grad_w1, grad_pre.sum(1, keepdim=True), grad_w2, grad_every.sum(1, keepdim=True), torch.bmm(grad_pre, w1)

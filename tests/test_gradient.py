@@ -99,7 +99,8 @@ TOLERANCE = {"float32": {"atol": 2e-5, "rtol": 1e-4}, "float64": {"atol": 1e-11,
 
 @pytest.mark.parametrize("name, sink, rows, dtype", [
     ("reinforce", False, None, "float32"), ("uniform_attention", False, None, "float32"),
-    ("reinforce", True, None, "float32"), ("reinforce", False, 4, "float32"), ("uniform_attention", False, 4, "float32"),
+    ("reinforce", True, None, "float32"), ("reinforce", False, 4, "float32"),
+    ("uniform_attention", False, 4, "float32"),
     ("reinforce", False, None, "float64"), ("uniform_attention", False, None, "float64"),
     ("reinforce", True, 4, "float64")])
 def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, dtype,
