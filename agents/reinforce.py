@@ -341,12 +341,9 @@ class ReinforceLearner:
         parts = [broadcast.to(self.dtype), job.unsqueeze(1).to(self.dtype), squashed, trade_weights]
         if move is not None:
             parts.append(move.unsqueeze(1).to(self.dtype))
-        host = torch.cat(parts, dim=1).to("cpu")
-        pieces = host.split([part.shape[1] for part in parts], dim=1)
-        broadcast = pieces[0].long() if self.message_length else pieces[0].contiguous()
-        squashed = pieces[2].contiguous()
-        return Actions(broadcast=broadcast, job=pieces[1].view(-1).long(), effort=squashed[:, 0],
-                       trade_weights=pieces[3].contiguous(), consume=squashed[:, 1:],
+        pieces = torch.cat(parts, dim=1).to("cpu").split([part.shape[1] for part in parts], dim=1)  # views
+        return Actions(broadcast=pieces[0].long() if self.message_length else pieces[0], job=pieces[1].view(-1).long(),
+                       effort=pieces[2][:, 0], trade_weights=pieces[3], consume=pieces[2][:, 1:],
                        move=None if move is None else pieces[4].view(-1).long())
 
     @property
