@@ -5,6 +5,7 @@ There is no GPU in CI: the device code runs on the CPU path everywhere (every tr
 """
 import copy
 import io
+import json
 
 import pytest
 import torch
@@ -177,6 +178,35 @@ def test_learners_without_networks_run_on_the_cpu_whatever_the_device(name, monk
     economy = Economy(CONFIG)
     actions = learner.act(economy.reset(0))
     assert actions.effort.device.type == "cpu"
+
+
+def test_a_run_trained_on_a_gpu_evaluates_on_the_cpu_with_device_cpu_and_is_refused_without(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """A GPU run's config.json says device cuda; on a machine without one, evaluate.py --run refuses it naming
+    --device (one parser line, no traceback), and --device cpu evaluates it there (its checkpoint holds CPU
+    tensors). train.py --resume refuses it naming --device too."""
+    from homoecon_lab.cli import parse_eval_args, parse_train_args
+    from homoecon_lab.evaluation import load_source
+    from homoecon_lab.training import train
+
+    run_dir = tmp_path / "run"
+    train(parse_train_args(["--steps", "6", "--run-dir", str(run_dir), "--num-agents", "8", "--dashboard-every",
+                            "0", "--learner-dtype", "float64"]))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["learner"]["device"] == "cpu" and config["learner"]["dtype"] == "float64"
+    config["learner"]["device"] = "cuda"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for parse, argv in ((parse_eval_args, ["--run", str(run_dir)]),
+                        (parse_train_args, ["--resume", str(run_dir), "--steps", "8"])):
+        with pytest.raises(SystemExit) as stopped:
+            parse(argv)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and "error: argument --device: " in err and "is_available() is False" in err
+        assert "Traceback" not in err
+    args = parse_eval_args(["--run", str(run_dir), "--device", "cpu"])
+    source = load_source(args)
+    assert source.learner_config.device == "cpu" and source.learner_config.dtype == "float64"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the only test that may skip)")
