@@ -132,6 +132,11 @@ class ReinforceLearner:
     # Above this many slots an update runs a block of this many agents at a time (`_learn`): the gradient
     # and the social filter's relu layer (recomputed, not kept from act) then exist for one block only
     update_rows = 8192
+    # The actions cross back to the CPU as one packed tensor (`_actions_to_cpu`): None packs them where the
+    # learner's device is not the CPU (one synchronised copy instead of five); on the CPU nothing crosses, and
+    # packing would cost about 40 us an act at 50 agents (an eighth of it). True forces it (tests); False
+    # returns them on the learner's device, and the economy moves each
+    pack_actions: Optional[bool] = None
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None,
                  uniform_attention: bool = False):
@@ -287,10 +292,11 @@ class ReinforceLearner:
         r = self.economy_config.num_resources
         # the observation crosses to the learner's device once (on the CPU `.to` returns the tensor itself)
         # (the features in the learner's dtype first, so that every device computes log1p in that dtype)
-        self_features, observed_peers = (tensor.to(self.device, self.dtype, non_blocking=True)
-                                         for tensor in (observation.self_features, observation.peers))
-        peer_mask, peer_index = (tensor.to(self.device, non_blocking=True)
-                                 for tensor in (observation.peer_mask, observation.peer_index))
+        device, dtype = self.device, self.dtype
+        self_features = observation.self_features.to(device, dtype, non_blocking=True)
+        observed_peers = observation.peers.to(device, dtype, non_blocking=True)
+        peer_mask = observation.peer_mask.to(device, non_blocking=True)
+        peer_index = observation.peer_index.to(device, non_blocking=True)
         own.copy_(self_features)
         if self.season_double_angle:  # PPO's season input (agents.ppo)
             double_season_angle(own, self.economy_config.num_jobs, self.season_end)
@@ -331,13 +337,18 @@ class ReinforceLearner:
             broadcast = torch.tanh(broadcast_u)
         self._last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
-        return self._actions_to_cpu(broadcast, job, squashed, torch.softmax(trade_u, dim=1), move)
+        trade_weights = torch.softmax(trade_u, dim=1)
+        if self.pack_actions or (self.pack_actions is None and self.device.type != "cpu"):
+            return self._actions_to_cpu(broadcast, job, squashed, trade_weights, move)
+        # as they are: on the CPU (else the economy moves each, `homoecon_env.core.actions.as_array`)
+        return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0], trade_weights=trade_weights,
+                       consume=squashed[:, 1:], move=move)
 
     def _actions_to_cpu(self, broadcast: torch.Tensor, job: torch.Tensor, squashed: torch.Tensor,
                         trade_weights: torch.Tensor, move: Optional[torch.Tensor]) -> Actions:
         """The actions, which cross back to the CPU as one [N, W] tensor (the integer job, move and tokens
-        as floats: exact, they are small): broadcast [N, B] (tokens [N, L]), job, effort and consume
-        (`squashed` [N, 1 + R]), trade weights [N, R], move."""
+        as floats: exact, they are small) whose column views they become: broadcast [N, B] (tokens [N, L]),
+        job, effort and consume (`squashed` [N, 1 + R]), trade weights [N, R], move."""
         parts = [broadcast.to(self.dtype), job.unsqueeze(1).to(self.dtype), squashed, trade_weights]
         if move is not None:
             parts.append(move.unsqueeze(1).to(self.dtype))

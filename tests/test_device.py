@@ -4,6 +4,7 @@ There is no GPU in CI: the device code runs on the CPU path everywhere (every tr
 `.to(device)`, a no-op there), and one test compares a CUDA learner with a CPU one where a GPU exists.
 """
 import copy
+import dataclasses
 import io
 import json
 
@@ -25,14 +26,15 @@ NETWORK_LEARNERS = ("reinforce", "uniform_attention", "ppo")
 def action_rows(actions) -> torch.Tensor:
     """Every action of every slot as one float64 [N, W] tensor (integers as floats)."""
     parts = [actions.broadcast, actions.job[:, None], actions.effort[:, None], actions.trade_weights, actions.consume]
+    parts += [] if actions.move is None else [actions.move[:, None]]
     return torch.cat([part.double().reshape(part.shape[0], -1) for part in parts], dim=1)
 
 
-def lockstep(learners, steps: int, economy_seed: int = 3):
+def lockstep(learners, steps: int, economy_seed: int = 3, config=CONFIG):
     """Drive several learners on one economy: the first learner's actions step it, every learner acts on the
     same observations and learns from the same step outputs and births. Returns each learner's actions
     [steps, N, W] and the number of births seen."""
-    economy = Economy(CONFIG)
+    economy = Economy(config)
     observation = economy.reset(economy_seed)
     taken, births = [[] for _ in learners], 0
     for _ in range(steps):
@@ -48,8 +50,8 @@ def lockstep(learners, steps: int, economy_seed: int = 3):
     return [torch.stack(record) for record in taken], births
 
 
-def build(name: str, **options):
-    return make_learner(name, CONFIG, LearnerConfig(seed=5, update_every=4, **options))
+def build(name: str, config=CONFIG, **options):
+    return make_learner(name, config, LearnerConfig(seed=5, update_every=4, **options))
 
 
 @pytest.mark.parametrize("name", NETWORK_LEARNERS)
@@ -60,6 +62,25 @@ def test_an_explicit_cpu_device_gives_the_default_learners_trajectory_bit_for_bi
     assert torch.equal(first, second)
     assert torch.equal(default.flat_params, explicit.flat_params)
     assert default.flat_params.dtype == torch.float32 and default.flat_params.device.type == "cpu"
+
+
+@pytest.mark.parametrize("name, world", [("reinforce", "one market"), ("ppo", "one market"), ("reinforce", "symbolic"),
+                                         ("reinforce", "spatial"), ("uniform_attention", "spatial")])
+def test_actions_packed_into_one_tensor_to_cross_back_are_the_unpacked_actions_bit_for_bit(name, world):
+    """On a GPU the actions cross back to the CPU as one [N, W] tensor, the integer job, move and tokens as
+    floats (`pack_actions`, off on the CPU where nothing crosses). Forced on here: every action and every
+    learned weight equals the unpacked learner's, in the symbolic mode (tokens) and a spatial world (moves)."""
+    config = {"one market": CONFIG, "symbolic": dataclasses.replace(CONFIG, broadcast_mode="symbolic"),
+              "spatial": dataclasses.replace(CONFIG, world_width=2, world_height=2)}[world]
+    plain, packed = build(name, config), build(name, config)
+    packed.pack_actions = True
+    assert plain.pack_actions is None
+    (first, second), births = lockstep([plain, packed], 10, config=config)
+    assert births > 0 and torch.equal(first, second)
+    assert torch.equal(plain.flat_params, packed.flat_params)
+    actions = packed.act(Economy(config).reset(0))
+    assert actions.job.dtype == torch.int64 and (actions.move is None) == (world != "spatial")
+    assert actions.broadcast.dtype == (torch.int64 if world == "symbolic" else torch.float32)
 
 
 @pytest.mark.parametrize("name", NETWORK_LEARNERS)
