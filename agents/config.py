@@ -81,6 +81,9 @@ class LearnerConfig:
     horizon_baseline: bool = _param(
         False, "REINFORCE's baseline at window step t is the agent's mean reward per step times the discounted "
                "steps left in the window, not one mean window return for every step")
+    mean_context: bool = _param(
+        False, "the heads read the plain mean of the live peers' features beside the social filter's context, so "
+               "the filter can only add to uniform pooling (uniform_attention, whose context is that mean, ignores it)")
     attention_sink: bool = _param(
         False, "the social filter may attend to nobody: a fixed score of 0 beside the peers' takes the rest of the "
                "softmax mass, so an agent's own features can turn listening down (the context is then a partial "
@@ -122,7 +125,7 @@ class LearnerConfig:
                                                "(sum 1; newborns take their first parent's learner)")
 
     def __post_init__(self):
-        for name in ("inherit_optimizer", "horizon_baseline", "attention_sink"):
+        for name in ("inherit_optimizer", "horizon_baseline", "attention_sink", "mean_context"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_device_name(self.device)

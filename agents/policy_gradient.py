@@ -153,7 +153,7 @@ def policy_gradient(window: dict, blocks: dict, heads, advantage: torch.Tensor, 
     if "w_own" in blocks:  # the learned social filter: context = attention-weighted mean of the peers
         peers = window["peers"]
         _, m, k, p = peers.shape
-        grad_context = grad_x[..., self_dim:].reshape(n * m, 1, p)
+        grad_context = grad_x[..., self_dim:self_dim + p].reshape(n * m, 1, p)  # (a plain mean after it: no parameters)
         grad_attention = torch.bmm(grad_context, peers.reshape(n * m, k, p).transpose(1, 2)).view(n, m, k)
         # masked peers have attention 0, hence gradient 0
         grad_scores = softmax_backward(grad_attention, window["attention"])

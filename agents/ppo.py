@@ -50,6 +50,7 @@ from typing import Optional
 import torch
 
 from agents.advantages import clipped_surrogate, gae
+from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig
 from agents.networks import attention_weights, mlp_specs, relu_scores
 from agents.optim import clip_coefficients
@@ -135,6 +136,10 @@ class PPOLearner(ReinforceLearner):
         attention = attention_weights(scores, blocked, self.config.attention_sink)  # [N, M, K]
         context = torch.bmm(attention.reshape(n * m, 1, k), peers.reshape(n * m, k, p)).view(n, m, p)
         x = torch.cat([own, context], dim=-1)  # [N, M, S + P]
+        if self.mean_context:  # the plain mean of the live peers beside it (LearnerConfig.mean_context)
+            weights = uniform_attention_weights((~blocked).to(peers.dtype))
+            mean = torch.bmm(weights.reshape(n * m, 1, k), peers.reshape(n * m, k, p)).view(n, m, p)
+            x = torch.cat([x, mean], dim=-1)  # [N, M, S + 2P]
         heads = self.heads
         hidden = torch.tanh(torch.baddbmm(blocks["b1"], x, blocks["w1t"]))  # [N, M, G*H]
         every = torch.baddbmm(blocks["b2"], hidden.view(n, m * heads.count, heads.hidden), blocks["w2t"])

@@ -202,8 +202,8 @@ class ReinforceLearner:
                                     self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size,
                                     message_length=self.message_length, moves=self.spatial,
-                                    keep_relu=self.num_slots <= self.update_rows, dtype=self.dtype,
-                                    device=self.device)
+                                    keep_relu=self.num_slots <= self.update_rows,
+                                    mean_context=self.mean_context, dtype=self.dtype, device=self.device)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
@@ -212,6 +212,9 @@ class ReinforceLearner:
     # -- structure ---------------------------------------------------------------------------
     def _network_spec(self) -> dict:
         s, p, h, log_std = self.self_dim, self.peer_dim, self.config.hidden_size, self.config.init_log_std
+        # [own, context(, plain mean)]: uniform attention's context already is the plain mean
+        self.mean_context = self.config.mean_context and not self.uniform_attention
+        self.heads_in = s + p * (2 if self.mean_context else 1)
         spec = {}
         if not self.uniform_attention:
             bound, a = 1.0 / math.sqrt(s + p), self.config.attention_hidden_size
@@ -223,7 +226,7 @@ class ReinforceLearner:
                    "trading_net": (self.head_dims["trade_weights"],) * 2,
                    "consumption_net": (self.head_dims["consume"],) * 2}
         for net, (out, gaussian) in outputs.items():
-            spec[net] = mlp_specs(s + p, h, out)
+            spec[net] = mlp_specs(self.heads_in, h, out)
             if gaussian:  # (the symbolic broadcast head has none)
                 spec[net]["log_std"] = ParamSpec((gaussian,), ("constant", log_std))
         return spec
@@ -245,7 +248,7 @@ class ReinforceLearner:
         n = next(iter(blocks.values())).shape[0]
         s, p, h, a = self.self_dim, self.peer_dim, self.config.hidden_size, self.config.attention_hidden_size
         count, outputs = self.heads.count, self.heads.out_total
-        shaped = {"w1": blocks["heads.w1"].view(n, count * h, s + p),  # [N, 4H, in]
+        shaped = {"w1": blocks["heads.w1"].view(n, count * h, self.heads_in),  # [N, 4H, in]
                   "b1": blocks["heads.b1"].view(n, 1, count * h),
                   "w2": blocks["heads.w2"].view(n, outputs, h),  # [N, O, H]
                   "b2": blocks["heads.b2"].view(n, 1, outputs),
@@ -277,6 +280,9 @@ class ReinforceLearner:
             attention = attention_weights(scores, blocked, self.config.attention_sink)
         views["attention"].copy_(attention)
         views["context"].copy_(torch.bmm(attention, peers.squeeze(1)))  # [N, 1, P]
+        if "mean_context" in views:  # LearnerConfig.mean_context: the plain mean beside the learned context
+            weights = uniform_attention_weights((~blocked).to(self.dtype))
+            views["mean_context"].copy_(torch.bmm(weights, peers.squeeze(1)))
         out, hidden = self.heads(views["x"], blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])
         views["hidden"].copy_(hidden)
         views["out"].copy_(out)

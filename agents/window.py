@@ -31,8 +31,8 @@ class RolloutWindow:
 
     def __init__(self, num_slots: int, steps: int, num_peer_slots: int, self_dim: int, peer_dim: int,
                  head_slices: dict, num_jobs: int, num_resources: int, hidden: int, attention_hidden,
-                 message_length: int = 0, moves: bool = False, keep_relu: bool = True, dtype: torch.dtype = DTYPE,
-                 device: torch.device | str = "cpu"):
+                 message_length: int = 0, moves: bool = False, keep_relu: bool = True, mean_context: bool = False,
+                 dtype: torch.dtype = DTYPE, device: torch.device | str = "cpu"):
         n, t, k, s, p, r = num_slots, steps, num_peer_slots, self_dim, peer_dim, num_resources
         self.dtype, self.device = dtype, torch.device(device)
         floats, on = {"dtype": dtype, "device": self.device}, {"device": self.device}
@@ -40,7 +40,8 @@ class RolloutWindow:
         self.steps = t
         # the pre-images carry one extra column, always 0: the fixed last logit of the trade weights
         padded = torch.zeros(n, t, g + 1, **floats)
-        x = torch.zeros(n, t, s + p, **floats)  # [N, T, S + P] the heads' input: own features, context
+        # [N, T, S + P] the heads' input: own features, context (and with `mean_context` the plain mean [P])
+        x = torch.zeros(n, t, s + p * (2 if mean_context else 1), **floats)
         self.buffer = {
             "own": x[..., :s],  # [N, T, S] prepared own features
             "peers": torch.zeros(n, t, k, p, **floats),  # [N, T, K, P]
@@ -84,7 +85,8 @@ class RolloutWindow:
         # per step, what the forward pass reads and writes ([N, 1, ...] views)
         self.step_views = [{**{key: step(value, i) for key, value in act.items()}, "own": step(buf["own"], i),
                             "peers": step(buf["peers"], i), "blocked": step(buf["peer_blocked"], i),
-                            "context": x[:, i:i + 1, s:]} for i in range(t)]
+                            "context": x[:, i:i + 1, s:s + p],
+                            **({"mean_context": x[:, i:i + 1, s + p:]} if mean_context else {})} for i in range(t)]
         self.rewards = [buf["reward"][:, i] for i in range(t)]  # [N] per step
         self._full = self.first(t, cached=False)
 

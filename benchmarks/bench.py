@@ -3,6 +3,7 @@
     python benchmarks/bench.py                      # N = 50, 1,000, 10,000; table + JSON
     python benchmarks/bench.py --sizes 50 --seconds 3
     python benchmarks/bench.py --sizes 10000 --workloads core train --world 10 10   # a spatial world
+    python benchmarks/bench.py --sizes 1000000 --workloads core trade --keep-memory    # glibc keeps freed memory
 
 Each measurement runs in fresh subprocesses (--repeats of them) so that its peak RSS is its own,
 and reports the median and the fastest of their timing windows (a shared machine has bursts of
@@ -30,6 +31,8 @@ import time
 
 WORKLOADS = ("dict", "slots", "core", "train", "trade")
 LEARNER_OPTIONS: dict = {}  # the train workload's LearnerConfig device and dtype (--learner-device, --learner-dtype)
+# glibc: serve every allocation from the heap and never give freed memory back (--keep-memory)
+KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
 
 
 def config_for(n: int, world: tuple[int, int] = (1, 1)):
@@ -50,7 +53,10 @@ def random_actions(economy, generator):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
     move = torch.randint(0, NUM_MOVES, (n,), generator=generator) if c.spatial else None
-    return Actions(rand(n, c.broadcast_dim) * 2 - 1, torch.randint(0, c.num_jobs, (n,), generator=generator),
+    # * 2 - 1 in NumPy: torch's elementwise ops on two threads stall when the other core is busy, which
+    # at 10,000 agents cost more than the economy's step (the same values either way)
+    broadcast = torch.from_numpy(rand(n, c.broadcast_dim).numpy() * 2 - 1)
+    return Actions(broadcast, torch.randint(0, c.num_jobs, (n,), generator=generator),
                    rand(n), rand(n, c.num_resources), rand(n, c.num_resources), move)
 
 
@@ -193,6 +199,10 @@ def main() -> None:
     parser.add_argument("--out", default=None,
                         help="JSON output path (default benchmarks/results/bench.json, bench_world_WxH.json in "
                              "a spatial world)")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="run the workers with glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, "
+                             "MALLOC_TRIM_THRESHOLD_): at a million agents a step allocates gigabytes, and a VM that "
+                             "hands freed pages back to its host makes every fresh allocation page-fault anew")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if min(args.world) < 1:
@@ -205,7 +215,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args.seconds, args.threads, world, args.learner)
         return
-    rows = []
+    rows, skipped = [], []
     print("| workload | N | threads | median window | best window | peak RSS |\n"
           "|---|---:|---:|---|---|---:|", flush=True)
     for n in args.sizes:
@@ -213,12 +223,21 @@ def main() -> None:
             if kind in ("dict", "slots") and n > 1000:
                 continue  # the dict APIs are for small populations; large ones use the core
             threads = args.threads or (1 if n <= 1000 else os.cpu_count())
+            if kind == "train":
+                need, have = learner_state_bytes(n, world, args.learner), physical_memory()
+                if need > 0.9 * have:  # it would be killed for memory (or swap): say so instead
+                    why = (f"train at N={n} needs {need / 1e9:.1f} GB for the learners' parameters and Adam state "
+                           f"alone; this machine has {have / 1e9:.1f} GB")
+                    skipped.append({"workload": kind, "num_agents": n, "skipped": why})
+                    print(f"| {kind:5s} | {n:6d} | skipped: {why} |", flush=True)
+                    continue
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
                        "--threads", str(threads), "--world", *map(str, world), "--learner", args.learner,
                        "--learner-device", args.learner_device, "--learner-dtype", args.learner_dtype]
             runs = []
             for _ in range(args.repeats):
-                done = subprocess.run(command, capture_output=True, text=True)
+                done = subprocess.run(command, capture_output=True, text=True,
+                                      env={**os.environ, **KEEP_MEMORY} if args.keep_memory else None)
                 if done.returncode != 0:
                     print(f"{kind} N={n} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
                     break
@@ -226,16 +245,30 @@ def main() -> None:
             if len(runs) < args.repeats:
                 continue
             row = {"workload": kind, "num_agents": n, "threads": threads, "world": list(world),
+                   **({"keep_memory": True} if args.keep_memory else {}),
                    **({"learner": args.learner, **LEARNER_OPTIONS} if kind == "train" else {}), **summarise(kind, runs)}
             rows.append(row)
             print(format_row(row), flush=True)
-    report = {"machine": machine(), "results": rows}
+    report = {"machine": machine(), "results": rows, **({"skipped": skipped} if skipped else {})}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     temporary = args.out + ".tmp"
     with open(temporary, "w") as handle:
         json.dump(report, handle, indent=2)
     os.replace(temporary, args.out)
     print(f"\nwrote {args.out}")
+
+
+def learner_state_bytes(n: int, world: tuple[int, int], learner_name: str) -> int:
+    """Bytes of the learners' parameters and Adam's two moments at N = n (what a training step cannot do
+    without), from the same learner built for 64 agents: 0 for learners without a parameter row."""
+    from agents import LearnerConfig, make_learner
+    learner = make_learner(learner_name, config_for(64, world).replace(num_peers=32), LearnerConfig())
+    params = getattr(learner, "flat_params", None)
+    return 0 if params is None else 3 * n * params.shape[1] * params.element_size()
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def format_row(row: dict) -> str:

@@ -27,7 +27,7 @@ from agents import make_learner
 from agents.config import LearnerConfig
 from homoecon_env.core import Economy
 from homoecon_env.core.signals import is_scout
-from homoecon_env.diagnostics import analysis, scouts
+from homoecon_env.diagnostics import analysis, communication, scouts
 from homoecon_env.scenarios import SCENARIOS
 from homoecon_lab.seeding import derive_seed, seed_everything
 
@@ -60,7 +60,7 @@ def run(arm: str, seed: int, train_steps: int, eval_steps: int) -> dict:
         observation = out.observation
     economy = Economy(config.replace(max_steps=eval_steps))
     observation = economy.reset(seed=derive_seed(seed, 2, 0))
-    rewards, on_boom, mass, share = [], [], [], []
+    rewards, on_boom, mass, share, said, booms = [], [], [], [], [], []
     for _ in range(eval_steps):
         before = economy.state
         actions = learner.act(observation)
@@ -69,6 +69,9 @@ def run(arm: str, seed: int, train_steps: int, eval_steps: int) -> dict:
         scout, alive = is_scout(before.id_vectors.numpy(), config), before.alive.numpy()
         rewards.append(float(out.reward.numpy()[alive].mean()))
         on_boom.append(scouts.listeners_on_boom(actions.job.numpy(), before.boom, scout, alive))
+        speaking = scout & alive  # what scouts say, against the boom they alone see
+        said.append(actions.broadcast.double().numpy().reshape(len(scout), -1)[speaking])
+        booms.append(np.full(int(speaking.sum()), float(before.boom)))
         attention = getattr(learner, "last_attention", None)
         if attention is not None and name != "uniform_attention":
             m, s = scouts.attention_on_scouts(attention.double().numpy(), observation.peer_index.numpy(),
@@ -76,9 +79,12 @@ def run(arm: str, seed: int, train_steps: int, eval_steps: int) -> dict:
             mass.append(m)
             share.append(s)
         observation = out.observation
+    mi, shuffled = communication.message_state_mi_baseline(np.concatenate(said), np.concatenate(booms),
+                                                           np.random.default_rng(seed))
     return {"arm": arm, "seed": seed, "train_steps": train_steps, "eval_steps": eval_steps,
             "reward": float(np.mean(rewards)), "nonscout_boom": float(np.nanmean(on_boom)),
             "attention_on_scouts": scouts.ratio(mass, share) if mass else None,
+            "message_boom_mi": mi, "message_boom_mi_shuffled": shuffled,
             "seconds": round(time.time() - start, 1)}
 
 

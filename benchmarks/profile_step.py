@@ -3,10 +3,13 @@
     python benchmarks/profile_step.py                          # the dict API at N = 50
     python benchmarks/profile_step.py --workload train --num-agents 1000 --steps 200
     python benchmarks/profile_step.py --workload train --num-agents 10000 --steps 10 --world 10 10
+    python benchmarks/profile_step.py --workload core --num-agents 1000000 --steps 3 --stages
 
 Prints, for the project's functions (homoecon_env, agents), the time per step spent inside each
 (cumulative, callees included) and its share of the step. cProfile's own overhead inflates every
 figure by up to about 2x at N = 50, so read the shares; bench.py gives the true steps/s.
+`--stages` times the economy's stages instead (wall and CPU time per step, no profiler: the
+figures to read at large N, where a wall time well above the CPU time means a busy machine).
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import cProfile
 import os
 import pstats
 import sys
+import time
+from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import WORKLOADS, make_step  # noqa: E402  (the benchmark's own workloads)
@@ -30,12 +35,18 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="rows printed")
     parser.add_argument("--world", type=int, nargs=2, default=[1, 1], metavar=("W", "H"),
                         help="a world of W x H regions (bench.py --world)")
+    parser.add_argument("--stages", action="store_true", help="time the economy's stages (no profiler)")
+    parser.add_argument("--warmup", type=int, default=20, help="steps run before timing")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(1 if args.num_agents <= 1000 else os.cpu_count())
+    timers = stage_timers() if args.stages else None
     step = make_step(args.workload, args.num_agents, tuple(args.world))
-    for _ in range(20):
+    for _ in range(args.warmup):
         step()
+    if timers is not None:
+        report_stages(step, args.steps, timers, f"{args.workload} at N = {args.num_agents}")
+        return
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(args.steps):
@@ -51,6 +62,54 @@ def main() -> None:
     for cumulative, calls, where in rows[:args.top]:
         print(f"| {where} | {calls / args.steps:.1f} | {1e3 * cumulative / args.steps:.3f} | "
               f"{cumulative / total:.0%} |")
+
+
+def stage_timers() -> dict:
+    """Wrap the economy's stage functions (before the workload is built) with wall and CPU timers."""
+    from homoecon_env.core import consumption, economy, lifecycle, observe, production
+    timers = {"wall": Counter(), "cpu": Counter()}
+
+    def wrap(owner, name, label, static=False):
+        function = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timers["wall"][label] += time.perf_counter() - wall
+                timers["cpu"][label] += time.process_time() - cpu
+        setattr(owner, name, staticmethod(timed) if static else timed)
+
+    wrap(economy.Economy, "_checked_arrays", "action checks")
+    wrap(economy.Economy, "normalised_trade_weights", "trade weights", static=True)
+    wrap(economy, "normal", "yield noise")
+    wrap(production, "produce", "production")
+    wrap(economy, "clear_market", "market")
+    wrap(consumption, "consume", "consumption")
+    wrap(lifecycle, "death_causes", "deaths")
+    wrap(lifecycle, "bequeath", "bequests")
+    wrap(lifecycle, "reproduce", "births")
+    wrap(economy.Economy, "_refuse_non_finite", "finiteness check")
+    wrap(observe, "sample_peers", "observe: peer sample")
+    wrap(observe, "self_features", "observe: own features")
+    wrap(observe, "public_features", "observe: public table")
+    wrap(economy.Economy, "_observe", "observe (all)")
+    return timers
+
+
+def report_stages(step, steps: int, timers: dict, title: str) -> None:
+    for counter in timers.values():
+        counter.clear()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{title}: {1e3 * wall / steps:.1f} ms per step ({1e3 * cpu / steps:.1f} ms CPU)\n")
+    print("| stage | ms per step | CPU ms per step | share |\n|---|---:|---:|---:|")
+    for label, seconds in timers["wall"].most_common():
+        print(f"| {label} | {1e3 * seconds / steps:.1f} | {1e3 * timers['cpu'][label] / steps:.1f} | "
+              f"{seconds / wall:.0%} |")
 
 
 if __name__ == "__main__":

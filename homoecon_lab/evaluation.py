@@ -75,6 +75,10 @@ class Args:
     """trade-scatter frames, evenly spaced over the first rollout (the GIF's frames too)"""
     ablation_seeds: int = 5
     """paired seeds per ablation arm (0 skips the ablations)"""
+    ablations: tuple[str, ...] = ("social_filter", "tastes", "policy", "positive_control", "inheritance")
+    """the ablations to run (only their arms train): social_filter (learned vs uniform attention), tastes,
+    policy (trained vs random), positive_control (scripted listener vs ignorer; economies with private
+    signals only), inheritance (genetic, cultural, none)"""
     ablation_train_steps: int = 500
     """steps each ablation arm trains from fresh networks, per seed"""
     ablation_steps: int = 100
@@ -124,6 +128,11 @@ def check_args(args: Args) -> None:
             raise ValueError(f"--{error}") from None
     if args.backend == "ray":
         require_ray()  # a missing extra is reported before any work starts
+    chosen = args.ablations
+    if not isinstance(chosen, (tuple, list)) or not chosen or any(a not in ALL_ABLATIONS for a in chosen) \
+            or len(set(chosen)) != len(chosen):
+        raise ValueError(f"--ablations must name one or more of {', '.join(ALL_ABLATIONS)}, each once, got "
+                         f"{chosen!r}")
     if args.ablation_seeds == 1:
         raise ValueError("--ablation-seeds must be 0 (no ablations) or >= 2 (a confidence interval needs two)")
     if args.num_agents is not None and (not isinstance(args.num_agents, int) or args.num_agents < 2):
@@ -241,10 +250,20 @@ INHERITING_LEARNERS = ("reinforce", "uniform_attention", "ppo")
 POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
                          "ignorer": ("agents.scripted:ScriptedIgnorer", None)}
 POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
+ALL_ABLATIONS = (*ABLATIONS, *POSITIVE_CONTROL, "inheritance")  # what --ablations may choose
 # Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
 # The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
-# ablation get them alike); everything else runs LearnerConfig() as before.
-SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True}}
+# ablation get them alike) and the plain mean beside the learned context (uniform attention ignores it);
+# everything else runs LearnerConfig() as before.
+SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True,
+                                                 "mean_context": True}}
+
+
+def chosen_pairs(args: Args, economy: EconomyConfig) -> dict[str, tuple[str, str]]:
+    """The paired ablations --ablations chose: name -> (first arm, second arm); the positive control only on
+    economies with private signals."""
+    pairs = {**ABLATIONS, **(POSITIVE_CONTROL if economy.private_signals else {})}
+    return {name: pair for name, pair in pairs.items() if name in args.ablations}
 
 
 def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
@@ -275,14 +294,16 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
     if source.economy.private_signals:
         arms.update(POSITIVE_CONTROL_ARMS)
     arms["trained"] = ("run", None) if source.run_dir else (source.learner_name, None)  # reinforce: the "learned" arm
+    wanted = {arm for name, pair in chosen_pairs(args, source.economy).items() for arm in pair}  # --ablations
     stems: dict[str, tuple] = {}
     for arm, (learner, heterogeneous) in arms.items():
-        tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
-        stems[arm] = ("ablation", learner, tastes, source.learner_config.inheritance)
+        if arm in wanted:
+            tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
+            stems[arm] = ("ablation", learner, tastes, source.learner_config.inheritance)
     inheriting = source.learner_name if source.learner_name in INHERITING_LEARNERS else "reinforce"
-    for mode in INHERITANCE_ARMS:  # the genetic arm is usually the "learned" or "trained" arm's task
+    for mode in INHERITANCE_ARMS if "inheritance" in args.ablations else ():  # genetic: usually the learned arm's
         stems[f"inheritance_{mode}"] = ("ablation", inheriting, source.economy.heterogeneous_tastes, mode)
-    lineage_stems = {stems[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}  # their traces keep the genealogy
+    lineage_stems = {stems[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS if f"inheritance_{mode}" in stems}
     for stem in dict.fromkeys(stems.values()):
         _, learner, tastes, inheritance = stem
         scripted = learner in {path for path, _ in POSITIVE_CONTROL_ARMS.values()}
@@ -348,6 +369,8 @@ def scout_results(summary: dict, results: dict, stems: dict, seeds: int, num_job
         outcomes = [analysis.scout_outcome(results[stems[arm] + (i,)]) for i in range(seeds)]
         result["arms"][arm] = {key: _over_seeds([o[key] for o in outcomes]) for key in analysis.SCOUT_MEASURES}
     result["learned_minus_uniform"] = {}
+    if not {"learned", "uniform"} <= set(result["arms"]):  # the social filter ablation was not chosen
+        return result
     for key in analysis.SCOUT_MEASURES:
         learned, uniform = (result["arms"][arm][key]["per_seed"] for arm in ("learned", "uniform"))
         pairs = [(a, b) for a, b in zip(learned, uniform) if a is not None and b is not None]
@@ -445,10 +468,10 @@ def evaluate(args: Args) -> dict:
     if stems:
         outcomes = {arm: [analysis.ablation_outcome(results[stem + (i,)], config.num_jobs)
                           for i in range(args.ablation_seeds)] for arm, stem in stems.items()}
-        pairs = {**ABLATIONS, **(POSITIVE_CONTROL if config.private_signals else {})}
         ablations = {name: analysis.compare({first: outcomes[first], second: outcomes[second]}, first, second)
-                     for name, (first, second) in pairs.items()}
-    inheritance = inheritance_results(traces, outcomes, stems, results, args.ablation_seeds)
+                     for name, (first, second) in chosen_pairs(args, config).items()}
+    inheritance = inheritance_results(traces, outcomes if "inheritance_genetic" in stems else None, stems, results,
+                                      args.ablation_seeds)
 
     # Files: figures, genealogy, then metrics.json and report.md from one dict.
     figures = report_figures.draw_figures(traces[0], config, args.out)
@@ -472,6 +495,7 @@ def evaluate(args: Args) -> dict:
             "ci_percent": analysis.CI_PERCENT, "near_uniform_entropy": NEAR_UNIFORM_ENTROPY,
             "top_share": analysis.TOP_SHARE, "min_life_steps": analysis.MIN_LIFE_STEPS,
             "ablation_seeds": args.ablation_seeds, "ablation_train_steps": args.ablation_train_steps,
+            "ablations": list(args.ablations),
             "ablation_steps": args.ablation_steps, "wall_seconds": round(time.perf_counter() - start, 1)}
     meta["scenario"] = source.scenario
     # steps after which the learner reported an update: 0 with learning on means it never learns (scripted, random)

@@ -30,7 +30,7 @@ FIELDS_ADDED = {
                 "boom_multiplier", "boom_switch", "scout_fraction", "world_width", "world_height", "resource_map",
                 "region_phase_shift", "migration_cost", "peer_radius", "carrying_capacity"),
     "learner": ("clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance", "inherit_optimizer",
-                "horizon_baseline", "attention_sink",
+                "horizon_baseline", "attention_sink", "mean_context",
                 # language-model agents and mixed populations (docs/design.md section 12)
                 "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens", "llm_temperature", "llm_timeout_s",
                 "llm_concurrency", "llm_memory", "llm_peers_shown", "mix",

@@ -87,3 +87,21 @@ def test_bench_gradient_times_hand_and_autograd_after_checking_they_agree(tmp_pa
             timing = row[part][variant]
             assert 0 < timing["best_ms"] <= timing["median_ms"] and len(timing["windows_ms"]) == 2, (part, variant)
     assert "| 12 | update (backward) |" in done.stdout and "| 12 | step |" in done.stdout
+
+
+def test_bench_skips_training_that_cannot_fit_and_says_why(tmp_path):
+    """Training 20 million default REINFORCE agents needs their parameters and Adam's two moments: 3 x 5,174
+    float32 per agent (hand count: social filter 20*16 + 12*16 + 16 + 16 = 544; four heads' first layers
+    4 * 32 * 32 + 4 * 32, second layers 12 * 32 + 12, log stds 10), 1.24 TB. The benchmark must say so
+    instead of starting a worker that would be killed for memory."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--sizes", "20000000",
+                           "--workloads", "train", "--out", str(out)],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["results"] == []
+    (skipped,) = report["skipped"]
+    assert skipped["num_agents"] == 20_000_000 and skipped["workload"] == "train"
+    assert f"needs {3 * 20_000_000 * 5174 * 4 / 1e9:.1f} GB" in skipped["skipped"]
+    assert "skipped: train at N=20000000 needs" in done.stdout

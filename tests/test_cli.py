@@ -177,9 +177,9 @@ ADDED_LATER = {"run": ["scenario"],
                            "carrying_capacity"],
                "learner": ["clip_epsilon", "gae_lambda", "ppo_epochs", "value_coef", "inheritance",
                            "inherit_optimizer", "horizon_baseline", "ppo_entropy_coef", "attention_sink",
-                           "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens", "llm_temperature",
-                           "llm_timeout_s", "llm_concurrency", "llm_memory", "llm_peers_shown", "mix",
-                           "device", "dtype"]}
+                           "mean_context", "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens",
+                           "llm_temperature", "llm_timeout_s", "llm_concurrency", "llm_memory", "llm_peers_shown",
+                           "mix", "device", "dtype"]}
 
 
 def test_a_config_written_before_later_fields_resumes_with_their_old_behaviour(finished_run):

@@ -332,3 +332,23 @@ def test_the_report_says_whether_the_learners_really_learned(evaluation, tmp_pat
     result = evaluate.evaluate(Args(out=str(scripted), learner="scripted", **{**TINY, "ablation_seeds": 0}))
     report = (scripted / "report.md").read_text()
     assert result["meta"]["updates"] == 0 and "kept learning" not in report and "acts by fixed rules" in report
+
+
+def test_ablations_run_only_the_chosen_arms_and_the_report_says_which_were_not_run(tmp_path):
+    """--ablations social_filter trains only learned and uniform attention (2 arms x 2 seeds, nothing else),
+    and the report shows that comparison and says the others were not run; a bad name is refused."""
+    args = Args(out=str(tmp_path), ablations=("social_filter",), **TINY)
+    tasks, stems = evaluate.plan_tasks(args, evaluate.load_source(args))
+    ablation_tasks = [task for task in tasks if task.key[0] == "ablation"]
+    assert set(stems) == {"learned", "uniform"}
+    assert sorted(task.learner for task in ablation_tasks) == ["reinforce"] * 2 + ["uniform_attention"] * 2
+    result = evaluate.evaluate(args)
+    assert set(result["ablations"]) == {"social_filter"} and result["inheritance"]["ablation"] == {}
+    assert result["meta"]["ablations"] == ["social_filter"]
+    text = (tmp_path / "report.md").read_text()
+    assert "| mean reward (per agent per step) |" in text.split("## Q5")[0]  # Q4's table
+    assert text.count("Not run: `--ablations` did not choose it.") == 2  # Q5 and the policy ablation
+    assert "`--ablations` without `inheritance`" in text
+    for bad in (("social",), (), ("tastes", "tastes")):
+        with pytest.raises(ValueError, match="--ablations must name one or more of social_filter"):
+            evaluate.check_args(Args(out=str(tmp_path), ablations=bad, **TINY))

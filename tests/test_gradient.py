@@ -97,13 +97,14 @@ def updated_window(config, name, steps, gamma, entropy_coef, prepare=None, **lea
 TOLERANCE = {"float32": {"atol": 2e-5, "rtol": 1e-4}, "float64": {"atol": 1e-11, "rtol": 1e-9}}
 
 
-@pytest.mark.parametrize("name, sink, rows, dtype", [
-    ("reinforce", False, None, "float32"), ("uniform_attention", False, None, "float32"),
-    ("reinforce", True, None, "float32"), ("reinforce", False, 4, "float32"),
-    ("uniform_attention", False, 4, "float32"),
-    ("reinforce", False, None, "float64"), ("uniform_attention", False, None, "float64"),
-    ("reinforce", True, 4, "float64")])
-def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, dtype,
+@pytest.mark.parametrize("name, sink, rows, mean, dtype", [
+    ("reinforce", False, None, False, "float32"), ("uniform_attention", False, None, False, "float32"),
+    ("reinforce", True, None, False, "float32"), ("reinforce", False, 4, False, "float32"),
+    ("uniform_attention", False, 4, False, "float32"), ("reinforce", False, None, True, "float32"),
+    ("reinforce", False, 4, True, "float32"),
+    ("reinforce", False, None, False, "float64"), ("uniform_attention", False, None, False, "float64"),
+    ("reinforce", True, 4, True, "float64")])
+def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, mean, dtype,
                                                                                    monkeypatch):
     """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
     slot 0 dies at the last step (trains nothing). The gradient handed to the optimizer equals autograd
@@ -111,7 +112,8 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     and the first-window baseline (the agent's own mean return) computed one agent at a time. ``sink``:
     the social filter's softmax has the "nobody" entry (LearnerConfig.attention_sink). ``rows``: the update
     runs blocks of at most this many agents, with the social filter's relu layer recomputed (as at scale).
-    ``dtype``: the learner's float type (LearnerConfig.dtype), with a tolerance to match."""
+    ``mean``: the heads also read the plain mean of the live peers (LearnerConfig.mean_context). ``dtype``: the
+    learner's float type (LearnerConfig.dtype), with a tolerance to match."""
     if rows is not None:
         monkeypatch.setattr(ReinforceLearner, "update_rows", rows)
     n, steps, gamma, entropy_coef = 6, 5, 0.8, 0.3
@@ -120,7 +122,7 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     def clamp_one_log_std(learner):
         learner.params["broadcast_net.log_std"][3, 0] = 2.5  # clamped to 2: no gradient
     learner, call, rewards = updated_window(config, name, steps, gamma, entropy_coef, clamp_one_log_std,
-                                            attention_sink=sink, dtype=dtype)
+                                            attention_sink=sink, mean_context=mean, dtype=dtype)
     assert call["grad"].dtype == learner.flat_params.dtype == getattr(torch, dtype)
     first_valid = {0: steps, 1: 2, 4: 4}  # the step after each slot's last death
     assert call["active"].tolist() == [i != 0 for i in range(n)]

@@ -182,6 +182,9 @@ def reference_policy(learner, params, own, peers, blocked):
             scores = torch.cat([scores, torch.zeros_like(scores[..., :1])], dim=-1)
         attention = torch.softmax(scores, dim=-1)[..., :blocked.shape[-1]].masked_fill(blocked, 0.0)
     x = torch.cat([own, torch.einsum("nmk,nmkp->nmp", attention, peers)], dim=-1)
+    if learner.mean_context:  # the plain mean of the live peers beside the filter's context
+        live = (~blocked).to(own.dtype)
+        x = torch.cat([x, torch.einsum("nmk,nmkp->nmp", live / live.sum(-1, keepdim=True).clamp(min=1), peers)], -1)
 
     def mlp(net):  # weights [out, in] like torch.nn.Linear
         hidden = torch.tanh(torch.einsum("nmi,nhi->nmh", x, params[f"{net}.w1"]) + params[f"{net}.b1"][:, None])

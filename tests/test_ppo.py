@@ -110,6 +110,8 @@ def reference_loss(learner, flat_row, batch, i, config):
         else:
             context = torch.softmax(scores[~blocked], 0) @ peers[~blocked]
         x = torch.cat([own, context])
+        if learner.mean_context:  # the plain mean of the live peers beside the filter's context
+            x = torch.cat([x, peers[~blocked].mean(0) if bool((~blocked).any()) else torch.zeros(peers.shape[-1])])
 
         def mlp(net, inputs):
             return torch.tanh(inputs @ p[f"{net}.w1"].T + p[f"{net}.b1"]) @ p[f"{net}.w2"].T + p[f"{net}.b2"]
@@ -130,11 +132,14 @@ def reference_loss(learner, flat_row, batch, i, config):
     return torch.stack(terms).mean()
 
 
-@pytest.mark.parametrize("dtype, tolerance", [("float32", {"loss": (1e-5, 1e-6), "grad": (1e-4, 1e-6)}),
-                                              ("float64", {"loss": (1e-10, 1e-12), "grad": (1e-9, 1e-11)})])
-def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference(dtype, tolerance):
+@pytest.mark.parametrize("mean_context, dtype, tolerance", [
+    (False, "float32", {"loss": (1e-5, 1e-6), "grad": (1e-4, 1e-6)}),
+    (True, "float32", {"loss": (1e-5, 1e-6), "grad": (1e-4, 1e-6)}),
+    (True, "float64", {"loss": (1e-10, 1e-12), "grad": (1e-9, 1e-11)})])
+def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference(mean_context, dtype, tolerance):
     """(`dtype`: LearnerConfig.dtype; float64 with a tolerance a million times tighter)"""
-    learner, batch = filled_window(value_coef=0.7, ppo_entropy_coef=0.05, clip_epsilon=0.1, dtype=dtype)
+    learner, batch = filled_window(value_coef=0.7, ppo_entropy_coef=0.05, clip_epsilon=0.1, mean_context=mean_context,
+                                   dtype=dtype)
     assert learner.flat_params.dtype == batch["own"].dtype == getattr(torch, dtype)
     # the old log-probabilities are the policy's at the current parameters
     g = torch.Generator().manual_seed(3)

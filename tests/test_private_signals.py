@@ -264,4 +264,8 @@ def test_the_report_shows_the_positive_control_only_where_it_was_measured():
                                                {"horizon_baseline": True, "inherit_optimizer": True,
                                                 "attention_sink": True}))
     assert "`horizon_baseline`, `inherit_optimizer` and `attention_sink`" in three
+    four = "\n".join(positive_control_section({"positive_control": compare(arms, "listener", "ignorer")},
+                                              {"horizon_baseline": True, "inherit_optimizer": True,
+                                               "mean_context": True, "entropy_coef": 0.01}))
+    assert "`horizon_baseline`, `inherit_optimizer` and `mean_context`" in four
     assert positive_control_section({"social_filter": {}}, {}) == []

@@ -83,6 +83,9 @@ def token_one_hot(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
     return one_hot.reshape(n, length * vocab_size)
 
 
+CHECK_BLOCK = 8192  # rows of the [N, B + 1 + 2R] action matrix per finiteness check and clip
+
+
 class ActionChecker:
     """Checks and clips batched actions for one config. The common case (real arrays of the right
     shapes, all finite, jobs in range) costs a few array calls: the float keys are checked and
@@ -116,12 +119,19 @@ class ActionChecker:
                 refuse(agent_ids, non_real_rows(value), key, f"not numeric ({kind_name(value)})", value)
             columns.append(value.reshape(n, -1))
         joined = np.concatenate(columns, axis=1, dtype=np.float64)  # [N, B + 1 + 2R]
-        if not np.isfinite(joined).all():
+        finite = True
+        for start in range(0, n, CHECK_BLOCK):  # in blocks of rows that stay in cache: check, then clip in place
+            block = joined[start:start + CHECK_BLOCK]
+            if not np.isfinite(block).all():
+                finite = False
+                break
+            np.minimum(np.maximum(block, self.low, out=block), self.high, out=block)
+        if not finite:
             for (key, _), value in zip(self.widths, columns):
                 bad = ~np.isfinite(value.astype(np.float64)).all(axis=1)
                 nan = bad.any() and np.isnan(value[np.flatnonzero(bad)[0]].astype(np.float64)).any()
                 refuse(agent_ids, bad, key, "nan" if nan else "not finite", value)
-        joined = np.minimum(np.maximum(joined, self.low), self.high)
+            np.minimum(np.maximum(joined, self.low, out=joined), self.high, out=joined)  # (clipping is idempotent)
         job = self.checked_job(as_array(actions.job, "job"), agent_ids)
         b, r = self.broadcast_dim, self.num_resources
         broadcast = self.checked_tokens(as_array(actions.broadcast, "broadcast"), agent_ids) if self.symbolic \

@@ -278,7 +278,8 @@ class Economy:
                 self._all_peers = observe.everyone_else(n, k).numpy()
             peer_index = self._all_peers
         # Sampled peers are always rows; "everyone else" is padded with -1 only when K > N - 1.
-        return observe.observe(state, peer_index, self.jobs, self.config, all_valid=k <= n - 1)
+        return observe.observe(state, peer_index, self.jobs, self.config, all_valid=k <= n - 1,
+                               owned=self.config.samples_peers)
 
     # -- figures for loggers -----------------------------------------------------------------
     @property

@@ -132,7 +132,7 @@ def positive_control_section(ablations: dict, learner_config: dict, structure: d
     empty elsewhere. ``structure``: metrics.json's "positive_control" (scout_structure), when present."""
     if "positive_control" not in ablations:
         return ["### Positive control", "", *scout_structure(structure)] if structure else []
-    fixes = [f"`{name}`" for name in ("horizon_baseline", "inherit_optimizer", "attention_sink")
+    fixes = [f"`{name}`" for name in ("horizon_baseline", "inherit_optimizer", "attention_sink", "mean_context")
              if learner_config.get(name)]
     listed = " and ".join(fixes) if len(fixes) < 3 else ", ".join(fixes[:-1]) + " and " + fixes[-1]
     learners = (f"The learning arms above ran with {listed} (docs/design.md "
@@ -259,22 +259,26 @@ def render_report(m: dict) -> str:
                   "Ablations were skipped (`--ablation-seeds 0`).", "",
                   *positive_control_section({}, {}, m.get("positive_control"))]
     else:
-        lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, "",
-                  *ablation_table(ablations["social_filter"], "learned", "uniform"), "",
-                  ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), "",
-                  *positive_control_section(ablations, m.get("learner_config") or {}, m.get("positive_control")),
-                  "## Q5. What does heterogeneity of tastes do?", "",
-                  "Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
+        not_run = "Not run: `--ablations` did not choose it."
+        lines += ["## Q4. Does learned social filtering beat uniform interaction?", "", protocol, ""]
+        lines += [*ablation_table(ablations["social_filter"], "learned", "uniform"), "",
+                  ablation_sentence(ablations["social_filter"], "learned attention", "uniform attention"), ""] \
+            if "social_filter" in ablations else [not_run, ""]
+        lines += [*positive_control_section(ablations, m.get("learner_config") or {}, m.get("positive_control")),
+                  "## Q5. What does heterogeneity of tastes do?", ""]
+        lines += ["Both arms run REINFORCE with a learned social filter; homogeneous tastes give every agent equal "
                   "utility weights on all goods (`heterogeneous_tastes=False`).", "",
                   *ablation_table(ablations["tastes"], "heterogeneous", "homogeneous"), "",
-                  ablation_sentence(ablations["tastes"], "heterogeneous tastes", "homogeneous tastes"), "",
-                  "## Trained vs random policy", "",
-                  ("The trained arm is the run's learner, frozen, evaluated on the same held-out seeds (no further "
+                  ablation_sentence(ablations["tastes"], "heterogeneous tastes", "homogeneous tastes"), ""] \
+            if "tastes" in ablations else [not_run, ""]
+        lines += ["## Trained vs random policy", ""]
+        lines += [("The trained arm is the run's learner, frozen, evaluated on the same held-out seeds (no further "
                    "training)." if meta["run"] else
                    f"Without `--run`, the trained arm is the `{meta['learner']}` learner after the same short "
                    "training."),
                   "", *ablation_table(ablations["policy"], "trained", "random"), "",
-                  ablation_sentence(ablations["policy"], "the trained policy", "random actions"), ""]
+                  ablation_sentence(ablations["policy"], "the trained policy", "random actions"), ""] \
+            if "policy" in ablations else [not_run, ""]
 
     # Lineages.
     g = m["genealogy"]

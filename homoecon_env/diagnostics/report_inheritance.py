@@ -31,7 +31,8 @@ def inheritance_section(m: dict) -> list[str]:
     lines = ["## Does inheritance matter? Genetic, cultural or no inheritance", ""]
     ablation = inheritance["ablation"]
     if not ablation:
-        lines += ["The inheritance ablation was skipped (`--ablation-seeds 0`).", ""]
+        lines += ["The inheritance ablation was skipped (`--ablation-seeds 0`, or `--ablations` without "
+                  "`inheritance`).", ""]
     else:
         lines += [f"A newborn's networks are: genetic, {MODE_TEXT['genetic']}; cultural, {MODE_TEXT['cultural']}; "
                   f"none, {MODE_TEXT['none']} (`--inheritance`). Each arm trains the `{ablation['learner']}` learner "

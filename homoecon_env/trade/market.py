@@ -61,13 +61,29 @@ def _water_fill(coefficients: np.ndarray, supply: np.ndarray, max_steps: int = 1
     the root (everyone active) decreases monotonically and is exact once the active set settles.
     """
     eta = (supply + (coefficients > 0).sum(axis=1)) / coefficients.sum(axis=1)
+    active, bought = np.empty(coefficients.shape, dtype=bool), np.empty(coefficients.shape)
     for _ in range(max_steps):
-        active = coefficients * eta[:, None] > 1.0
-        new_eta = (supply + active.sum(axis=1)) / np.where(active, coefficients, 0.0).sum(axis=1)
+        for block in _blocks(coefficients.shape[1]):  # elementwise: blocks that stay in cache
+            block_active = np.greater(coefficients[:, block] * eta[:, None], 1.0, out=active[:, block])
+            bought[:, block] = np.where(block_active, coefficients[:, block], 0.0)
+        new_eta = (supply + active.sum(axis=1)) / bought.sum(axis=1)  # sums over whole rows: the same order
         if np.array_equal(new_eta, eta):
             break
         eta = new_eta
     return 1.0 / eta
+
+
+BLOCK = 1 << 14  # agents per block of the elementwise passes over [R, N] arrays: a few 128 KB rows in cache
+_ALL = [slice(None)]
+
+
+def _blocks(num_agents: int) -> list:
+    """Slices of at most BLOCK agents covering range(num_agents) (all of it, one slice, in small markets).
+    Elementwise passes run block by block so that their temporaries stay in cache: the same values, as
+    each element is computed by the same operations; sums over agents still run over whole rows."""
+    if num_agents <= BLOCK:
+        return _ALL
+    return [slice(start, min(start + BLOCK, num_agents)) for start in range(0, num_agents, BLOCK)]
 
 
 _sum_over_goods = functools.partial(np.add.reduce, axis=0)  # [R, N] -> [N], without ndarray.sum's wrapper
@@ -163,13 +179,17 @@ def _diagnostics(data: _MarketData, x, lam, mu, utility=None, marginal=None) -> 
     all_priced = min(priced.tolist(), default=True)
     if marginal is None or not all_priced:
         marginal = np.multiply.outer(1.0 / np.where(priced, lam, 1.0), 1.0 + mu) * data.weights
-    one_plus_x = 1.0 + x
-    # |min(x, 1 + x - marginal)| / (1 + x), the same as the relative form above
-    stationarity_terms = np.minimum(x, one_plus_x - marginal)
-    stationarity_terms = np.abs(stationarity_terms, out=stationarity_terms) / one_plus_x
-    if not all_priced:
-        stationarity_terms = np.where(priced[:, None], stationarity_terms, 0.0)
-    stationarity = float(np.maximum.reduce(stationarity_terms, axis=None, initial=0.0))
+    largest = []  # the largest term, block by block (nan wins as in one reduction)
+    for block in _blocks(x.shape[1]) if x.shape[1] > BLOCK else (Ellipsis,):
+        block_x = x[:, block]
+        one_plus_x = 1.0 + block_x
+        # |min(x, 1 + x - marginal)| / (1 + x), the same as the relative form above
+        stationarity_terms = np.minimum(block_x, one_plus_x - marginal[:, block])
+        stationarity_terms = np.abs(stationarity_terms, out=stationarity_terms) / one_plus_x
+        if not all_priced:
+            stationarity_terms = np.where(priced[:, None], stationarity_terms, 0.0)
+        largest.append(np.maximum.reduce(stationarity_terms, axis=None, initial=0.0))
+    stationarity = float(np.maximum.reduce(largest))
     return {
         "conservation_error": conservation_error,
         "ir_violation": ir_violation,

@@ -9,8 +9,10 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .market import (
+    BLOCK,
     EPS,
     IR_ALLOWANCE,
+    _blocks,
     _diagnostics,
     _finish,
     _MarketData,
@@ -73,14 +75,17 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     valued_set = subset_weight > 0
     inverse = np.divide(1.0, subset_weight, out=np.zeros(subset_weight.shape), where=valued_set)
     slopes = np.zeros((num_goods, num_sets + 1, num_agents))  # the last line, the cap, is flat
-    np.multiply(subsets.T[:, :, None], weights[:, None, :] * inverse, out=slopes[:, :num_sets])
     offset = np.full((num_sets + 1, num_agents), MAX_LOG_MULTIPLIER)
-    # (u(e) - sum_S w log w) / sum_S w; a set nobody values: +inf, or -inf (with every set) where u(e) = 0
+    membership = subsets.T[:, :, None]  # [R, K, 1]
+    for block in _blocks(num_agents):  # elementwise: blocks that stay in cache, the same values
+        block_inverse, block_target = inverse[:, block], target[block]
+        np.multiply(membership, weights[:, None, block] * block_inverse, out=slopes[:, :num_sets, block])
+        # (u(e) - sum_S w log w) / sum_S w; a set nobody values: +inf, or -inf (with every set) where u(e) = 0
+        spent = block_target * block_inverse  # minus sum_S w log w / sum_S w, summed good by good
+        for good in range(num_goods):
+            spent -= slopes[good, :num_sets, block] * log_weights[good, block]
+        offset[:num_sets, block] = np.where(valued_set[:, block], spent, block_target * np.inf)
     line_slopes = tuple(slopes)
-    spent = target * inverse  # minus sum_S w log w / sum_S w, summed good by good
-    for good_slopes, good_log_weights in zip(line_slopes, log_weights):
-        spent -= good_slopes[:num_sets] * good_log_weights
-    offset[:num_sets] = np.where(valued_set, spent, target * np.inf)
     return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch, corners=[])
 
 
@@ -113,11 +118,24 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
     The best line at any z is that of the goods with a > -z, the R sets of best-valued goods, which
     is all that is tried when there are too many goods to enumerate the sets.
     """
-    if economy.line_offset is not None:  # the least of the lines, the cap among them
+    weights = economy.weights
+    num_goods, num_agents = weights.shape
+    enumerated = economy.line_offset is not None  # z is the least of the lines, the cap among them
+    if enumerated and num_agents <= BLOCK:  # one block: whole arrays, the fewest calls
         z = economy.line_offset
         for slopes, log_price in zip(economy.line_slopes, np.log(prices).tolist()):
             z = z + slopes * log_price
         z = np.minimum.reduce(z, axis=0)
+        z = np.maximum(z, 0.0, out=z)
+        ratio = np.multiply.outer(1.0 / prices, np.exp(z))
+        ratio *= weights
+        allocation = ratio - 1.0
+        np.maximum(allocation, 0.0, out=allocation)
+        demand = _sum_over_agents(allocation)
+        return _Market(prices, z, ratio, allocation, demand, demand - economy.supply)
+    if enumerated:
+        log_prices = np.log(prices).tolist()
+        z = np.empty(num_agents)
     else:
         log_prices = np.log(prices)
         a = economy.log_weights - log_prices[:, None]
@@ -126,11 +144,19 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
         line_value = np.take_along_axis(economy.weighted_log_weights - economy.weights * log_prices[:, None], order,
                                         axis=0).cumsum(axis=0)
         z = np.minimum(np.minimum.reduce((economy.target - line_value) / line_weight, axis=0), MAX_LOG_MULTIPLIER)
-    z = np.maximum(z, 0.0, out=z)
-    ratio = np.multiply.outer(1.0 / prices, np.exp(z))
-    ratio *= economy.weights
-    allocation = ratio - 1.0
-    np.maximum(allocation, 0.0, out=allocation)
+    ratio, allocation = np.empty((num_goods, num_agents)), np.empty((num_goods, num_agents))
+    inverse_prices = 1.0 / prices
+    for block in _blocks(num_agents):  # elementwise per agent: blocks that stay in cache, the same values
+        if enumerated:
+            lines = economy.line_offset[:, block]
+            for slopes, log_price in zip(economy.line_slopes, log_prices):
+                lines = lines + slopes[:, block] * log_price
+            np.minimum.reduce(lines, axis=0, out=z[block])
+        block_z = np.maximum(z[block], 0.0, out=z[block])
+        block_ratio = np.multiply.outer(inverse_prices, np.exp(block_z), out=ratio[:, block])
+        block_ratio *= weights[:, block]
+        block_allocation = np.subtract(block_ratio, 1.0, out=allocation[:, block])
+        np.maximum(block_allocation, 0.0, out=block_allocation)
     demand = _sum_over_agents(allocation)
     return _Market(prices, z, ratio, allocation, demand, demand - economy.supply)
 
@@ -152,18 +178,28 @@ def _newton_direction(economy: _Economy, market: _Market):
     """
     prices, excess = market.prices.tolist(), market.excess.tolist()
     num_goods, num_agents = market.allocation.shape
-    active = market.allocation > 0
-    one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N], 0 where x = 0
-    active_weights = np.where(active, economy.weights, 0.0)
+    scaled = economy.scratch  # [R + 1, N]: the coupling's w_iq / W_i, and a row of ones for the diagonal
     # 1 / W_i for IR-binding agents, 0 for slack ones (whose W_i may be 0). An IR-binding agent may
     # have W_i = 0 too: one whose endowment utility is tiny (holdings ~1e-30) and whose demand rounds
     # to 0 at every good (it sits at a corner; its demand is flat in the prices, so it adds nothing
     # to the Hessian). With the floor _TINY, 1 / W_i is finite and its coupling row 0 * finite = 0;
     # with the least subnormal (the first pass, see _solve_prices), 1 / W_i overflows to inf and
     # 0 * inf = nan makes the Newton step nan, so only the diagonal fallback is left.
-    binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), economy.weight_floor)
-    scaled = economy.scratch  # [R + 1, N]: the coupling's w_iq / W_i, and a row of ones for the diagonal
-    np.multiply(active_weights, binding, out=scaled[:num_goods])
+    if num_agents <= BLOCK:  # one block: whole arrays, the fewest calls
+        active = market.allocation > 0
+        one_plus_x = np.where(active, market.marginal_ratio, 0.0)  # [R, N], 0 where x = 0
+        active_weights = np.where(active, economy.weights, 0.0)
+        binding = (market.log_multipliers > 0) / np.maximum(_sum_over_goods(active_weights), economy.weight_floor)
+        np.multiply(active_weights, binding, out=scaled[:num_goods])
+    else:
+        one_plus_x = np.empty_like(market.allocation)
+    for block in _blocks(num_agents) if num_agents > BLOCK else ():  # elementwise per agent, cache-sized blocks
+        active = market.allocation[:, block] > 0
+        one_plus_x[:, block] = np.where(active, market.marginal_ratio[:, block], 0.0)
+        active_weights = np.where(active, economy.weights[:, block], 0.0)
+        binding = (market.log_multipliers[block] > 0) / np.maximum(_sum_over_goods(active_weights),
+                                                                    economy.weight_floor)
+        np.multiply(active_weights, binding, out=scaled[:num_goods, block])
     sums = np.einsum("rn,qn->rq", one_plus_x, scaled).tolist()  # [R, R + 1]: the coupling, then the diagonal
     ridge = [1e-12 * (held + num_agents) for held in market.demand.tolist()]
     # H_rq = (diag + ridge - coupling)_rq / lambda_q
