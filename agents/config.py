@@ -11,13 +11,38 @@ Its own module, so that `agents/__init__.py` (the registry) and the learners imp
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Literal
+
+import torch
 
 from homoecon_env.validation import check_float, check_int
 
 INHERITANCE_MODES = ("genetic", "cultural", "none")  # docs/design.md section 9
+LEARNER_DTYPES = ("float32", "float64")  # LearnerConfig.dtype: the learners' parameters, optimizer state, activations
 LLM_BACKENDS = ("http", "transformers")  # docs/design.md section 12 (agents.llm_backends)
+
+
+def check_device_name(device) -> None:
+    """ValueError naming ``device`` unless it is "cpu", "cuda" or "cuda:N" (N a non-negative int)."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:(0|[1-9][0-9]*))?", device):
+        raise ValueError(f"device must be cpu, cuda or cuda:N (N = 0, 1, ...), got {device!r}")
+
+
+def learner_device(device: str) -> torch.device:
+    """The torch.device a learner's tensors live on, for a checked `LearnerConfig.device`. ValueError naming
+    ``device`` when CUDA is asked for and torch has none here (or not that many devices)."""
+    check_device_name(device)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: torch.cuda.is_available() is False on this machine (torch "
+                             f"{torch.__version__}, CUDA {torch.version.cuda or 'not built in'}); use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    return torch.device(device)
 
 
 def _param(default, help: str):
@@ -63,6 +88,15 @@ class LearnerConfig:
         False, "the social filter may attend to nobody: a fixed score of 0 beside the peers' takes the rest of the "
                "softmax mass, so an agent's own features can turn listening down (the context is then a partial "
                "sum of the peers' features)")
+    # Where the network learners (reinforce, uniform_attention, ppo) keep their tensors; the economy stays on the
+    # CPU. The other learners run on the CPU whatever these say (docs/design.md section 5)
+    device: str = _param(
+        "cpu", "where reinforce, uniform_attention and ppo keep parameters, optimizer state and window: cpu, cuda "
+               "or cuda:N (the economy stays on the CPU; observations cross once a step, actions once back; "
+               "the other learners run on the CPU)")
+    dtype: Literal["float32", "float64"] = _param(
+        "float32", "float type of those learners' parameters, optimizer state, window and activations (float64: "
+                   "results equal across devices within rounding)")
     # PPO only (agents.ppo); the other learners ignore these
     clip_epsilon: float = _param(0.2, "PPO: clip range of the probability ratio in the surrogate objective")
     gae_lambda: float = _param(0.95, "PPO: lambda of generalized advantage estimation (0: one-step TD, 1: returns)")
@@ -94,6 +128,9 @@ class LearnerConfig:
         for name in ("inherit_optimizer", "horizon_baseline", "attention_sink", "mean_context"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        check_device_name(self.device)
+        if self.dtype not in LEARNER_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(LEARNER_DTYPES)}, got {self.dtype!r}")
         check_int("hidden_size", self.hidden_size, 1)
         check_int("attention_hidden_size", self.attention_hidden_size, 1)
         check_int("update_every", self.update_every, 1)
@@ -132,6 +169,11 @@ class LearnerConfig:
             raise ValueError(f"mix must be a string such as 'llm=0.1,reinforce=0.9', got {self.mix!r}")
         from agents.mixed import parse_mix
         parse_mix(self.mix)  # ValueError naming mix
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """`dtype` as a torch dtype."""
+        return getattr(torch, self.dtype)
 
     @classmethod
     def help(cls) -> dict[str, str]:

@@ -19,8 +19,16 @@ from typing import Optional, Sequence
 
 import torch
 
-DTYPE = torch.float32  # learner parameters and activations
-_ONE = torch.ones((), dtype=DTYPE)
+DTYPE = torch.float32  # the default dtype of learner parameters and activations (LearnerConfig.dtype)
+_ONES: dict = {}  # (device, dtype) -> a 0-dim 1.0 there, for tanh's backward
+
+
+def _one(like: torch.Tensor) -> torch.Tensor:
+    """A kept 0-dim tensor 1.0 of `like`'s dtype and device."""
+    key = (like.device, like.dtype)
+    if key not in _ONES:
+        _ONES[key] = torch.ones((), dtype=like.dtype, device=like.device)
+    return _ONES[key]
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,8 @@ class FlatLayout:
                 ranges.append((start, stop))
         self._entry_sizes = [stop - start for start, stop, _ in self.entries.values()]
         self._block_sizes = [stop - start for start, stop in self.block_ranges.values()]
-        self._init_low = torch.tensor(low, dtype=DTYPE)
-        self._init_span = torch.tensor(high, dtype=DTYPE) - self._init_low
+        self._init_bounds = (low, high)
+        self._init_tables: dict = {}  # dtype -> (low [D], span [D]) of the uniform draws
         self._init_constant = torch.tensor(constant)
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -119,10 +127,15 @@ class FlatLayout:
         """{block: [N, block size] view of flat [N, D]}."""
         return dict(zip(self.block_ranges, flat.split(self._block_sizes, dim=1)))
 
-    def init(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """[count, D] fresh parameters: one uniform draw per entry, U(-bound, bound) or the constant."""
-        draw = torch.rand(count, self.size, generator=generator, dtype=DTYPE)
-        return torch.where(self._init_constant, self._init_low, draw.mul_(self._init_span).add_(self._init_low))
+    def init(self, count: int, generator: torch.Generator, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+        """[count, D] fresh parameters: one uniform draw per entry, U(-bound, bound) or the constant, on
+        the CPU (`generator` is a CPU generator) in `dtype`."""
+        if dtype not in self._init_tables:
+            low = torch.tensor(self._init_bounds[0], dtype=dtype)
+            self._init_tables[dtype] = (low, torch.tensor(self._init_bounds[1], dtype=dtype) - low)
+        low, span = self._init_tables[dtype]
+        draw = torch.rand(count, self.size, generator=generator, dtype=dtype)
+        return torch.where(self._init_constant, low, draw.mul_(span).add_(low))
 
 
 
@@ -201,7 +214,8 @@ class ParallelMLPs:
     order: (network, output) pairs giving the order of the returned outputs (default: network by network).
     """
 
-    def __init__(self, hidden: int, out_sizes: Sequence[int], order: Optional[Sequence[tuple[int, int]]] = None):
+    def __init__(self, hidden: int, out_sizes: Sequence[int], order: Optional[Sequence[tuple[int, int]]] = None,
+                 device: torch.device | str = "cpu"):
         self.hidden, self.out_sizes = hidden, tuple(out_sizes)
         self.count, self.out_total = len(self.out_sizes), sum(self.out_sizes)
         starts = [sum(self.out_sizes[:g]) for g in range(self.count)]
@@ -209,7 +223,8 @@ class ParallelMLPs:
             order = [(g, o) for g, size in enumerate(self.out_sizes) for o in range(size)]
         if sorted(order) != [(g, o) for g, size in enumerate(self.out_sizes) for o in range(size)]:
             raise ValueError(f"order must list every (network, output) pair once, got {order}")
-        self.pick = torch.tensor([g * self.out_total + starts[g] + o for g, o in order])  # into [G * sum out]
+        # into [G * sum out], on the device of the tensors it indexes
+        self.pick = torch.tensor([g * self.out_total + starts[g] + o for g, o in order], device=device)
         self._grad_every: dict[tuple[int, int], torch.Tensor] = {}  # zeros but at `pick`, by (N, M)
 
     def __call__(self, x: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor, w2t: torch.Tensor,
@@ -229,11 +244,12 @@ class ParallelMLPs:
         n, m, _ = x.shape
         grad_every = self._grad_every.get((n, m))
         if grad_every is None:  # index_copy_ below writes the same entries every time: the rest stays 0
-            grad_every = self._grad_every[(n, m)] = torch.zeros(n, m, self.count * self.out_total, dtype=grad.dtype)
+            grad_every = self._grad_every[(n, m)] = grad.new_zeros(n, m, self.count * self.out_total)
         grad_every = grad_every.index_copy_(2, self.pick, grad).view(n, m * self.count, self.out_total)
         hidden_rows = hidden.view(n, m * self.count, self.hidden)
         grad_w2 = torch.bmm(grad_every.transpose(1, 2), hidden_rows)
         # d tanh = 1 - tanh^2, as autograd computes it (one fused multiply-add): grad * (1 - hidden * hidden)
-        grad_pre = torch.bmm(grad_every, w2).view(n, m, -1).mul_(torch.addcmul(_ONE, hidden, hidden, value=-1.0))
+        tanh_slope = torch.addcmul(_one(hidden), hidden, hidden, value=-1.0)
+        grad_pre = torch.bmm(grad_every, w2).view(n, m, -1).mul_(tanh_slope)
         grad_w1 = torch.bmm(grad_pre.transpose(1, 2), x)
         return grad_w1, grad_pre.sum(1, keepdim=True), grad_w2, grad_every.sum(1, keepdim=True), torch.bmm(grad_pre, w1)

@@ -41,9 +41,14 @@ class BatchedAdam:
 
     params: tensors [N, ...] updated in place. `step(grads, active)` applies one Adam step to the
     rows where active [N] is True; `reset_rows(rows)` gives rows fresh state (step 0, zero moments).
+    The state lives on the parameters' device, in their dtype (the step counts in float32). On the CPU a
+    step is torch's fused CPU kernel per row; elsewhere (CUDA) it is the in-place passes over the stacked
+    [N, ...] tensors (a handful of kernels, whatever N, where per-row lists would launch thousands).
+    `fused` forces one or the other (True needs the CPU kernel).
     """
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 fused: Optional[bool] = None):
         if not params:
             raise ValueError("BatchedAdam needs at least one parameter tensor")
         self.params = params
@@ -51,19 +56,23 @@ class BatchedAdam:
         num_rows = params[0].shape[0]
         # [N] Adam steps taken by each row, counted in a float tensor because the fused kernel reads each
         # row's count as one (exact up to 2^24 steps); changed in place, so the rows' views stay valid
-        self.steps = torch.zeros(num_rows, dtype=torch.float32)
-        self._step_rows = list(self.steps.unbind(0))
+        device = params[0].device
+        self.steps = torch.zeros(num_rows, dtype=torch.float32, device=device)
+        # fused: torch's fused CPU kernel per row (None: on the CPU where this torch has it); else the passes
+        self._fused = device.type == "cpu" and _fused_adam_works() if fused is None else bool(fused)
         # Both moments of a parameter in one [2, N, ...] tensor, so resetting a row is one operation.
-        self._moments = [torch.zeros(2, *p.shape, dtype=p.dtype) for p in params]
+        self._moments = [torch.zeros(2, *p.shape, dtype=p.dtype, device=p.device) for p in params]
         self.exp_avg = [m[0] for m in self._moments]
         self.exp_avg_sq = [m[1] for m in self._moments]
         self._scratch: list[Optional[torch.Tensor]] = [None] * len(params)  # denominator of the passes, kept
-        self._betas = torch.tensor([[self.beta1], [self.beta2]], dtype=torch.float64)  # [2, 1]
-        self._inactive_factors = torch.tensor([0.0, 1.0, self.eps, 0.0], dtype=torch.float64)
+        self._betas = torch.tensor([[self.beta1], [self.beta2]], dtype=torch.float64, device=device)  # [2, 1]
+        self._inactive_factors = torch.tensor([0.0, 1.0, self.eps, 0.0], dtype=torch.float64, device=device)
         # each agent's row of each tensor as its own tensor, for the fused kernel (views, made once)
-        self._param_rows = [list(p.unbind(0)) for p in params]
-        self._avg_rows = [list(m.unbind(0)) for m in self.exp_avg]
-        self._avg_sq_rows = [list(m.unbind(0)) for m in self.exp_avg_sq]
+        rows = (lambda tensor: list(tensor.unbind(0))) if self._fused else (lambda tensor: [])
+        self._step_rows = rows(self.steps)
+        self._param_rows = [rows(p) for p in params]
+        self._avg_rows = [rows(m) for m in self.exp_avg]
+        self._avg_sq_rows = [rows(m) for m in self.exp_avg_sq]
         self._grad_rows: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # (gradient tensor, its rows), last used
 
     @torch.no_grad()
@@ -84,7 +93,7 @@ class BatchedAdam:
             for grad in grads:
                 grad.mul_(grad_scale.view((-1,) + (1,) * (grad.dim() - 1)))
         rows = slice(start, start + active.shape[0])
-        if _fused_adam_works():
+        if self._fused:
             self._fused_step(grads, active, rows)  # counts each active row's step itself
         else:
             self.steps[rows].add_(active)  # [N]
@@ -182,8 +191,9 @@ class BatchedAdam:
         """Steps [N] (int64) and both moments, as plain data. The moments are the live tensors, not
         copies (views of one [2, N, ...] storage each, which a checkpoint writes once): save them right
         away, or copy them to keep them across a step."""
-        return {"steps": self.steps.to(torch.int64), "exp_avg": list(self.exp_avg),
-                "exp_avg_sq": list(self.exp_avg_sq)}
+        cpu = torch.device("cpu")  # a checkpoint holds CPU tensors (on the CPU: the live ones)
+        return {"steps": self.steps.to(cpu, torch.int64), "exp_avg": [m.to(cpu) for m in self.exp_avg],
+                "exp_avg_sq": [m.to(cpu) for m in self.exp_avg_sq]}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["exp_avg"]) != len(self.params):

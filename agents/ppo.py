@@ -52,7 +52,7 @@ import torch
 from agents.advantages import clipped_surrogate, gae
 from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig
-from agents.networks import DTYPE, attention_weights, mlp_specs, relu_scores
+from agents.networks import attention_weights, mlp_specs, relu_scores
 from agents.optim import clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE
 from agents.reinforce import _MASKED_SCORE, ReinforceLearner, double_season_angle
@@ -153,13 +153,17 @@ class PPOLearner(ReinforceLearner):
         """An observation as the window stores it (what `act` writes): own [N, 1, S], peers [N, 1, K, P],
         blocked [N, 1, K], holdings as log1p."""
         r = self.economy_config.num_resources
-        own = observation.self_features.clone()
-        own[:, :r] = observation.self_features[:, :r].clamp(min=0).log1p()
+        # on the learner's device, in its dtype (as the window holds it)
+        self_features, observed_peers = (tensor.to(self.device, self.dtype, non_blocking=True)
+                                         for tensor in (observation.self_features, observation.peers))
+        peer_mask = observation.peer_mask.to(self.device, non_blocking=True)
+        own = self_features.clone()
+        own[:, :r] = self_features[:, :r].clamp(min=0).log1p()
         if self.season_double_angle:
             double_season_angle(own, self.economy_config.num_jobs, self.season_end)
-        peers = observation.peers.clone()
-        peers[..., -r:] = observation.peers[..., -r:].clamp(min=0).log1p()
-        return own.unsqueeze(1), peers.unsqueeze(1), (observation.peer_mask <= 0).unsqueeze(1)
+        peers = observed_peers.clone()
+        peers[..., -r:] = observed_peers[..., -r:].clamp(min=0).log1p()
+        return own.unsqueeze(1), peers.unsqueeze(1), (peer_mask <= 0).unsqueeze(1)
 
     def loss(self, flat: torch.Tensor, batch: dict) -> dict:
         """Each agent's PPO loss [N] and its parts, for parameters flat [N, D] and a batch of [N, T, ...]
@@ -170,7 +174,7 @@ class PPOLearner(ReinforceLearner):
                                                  self.economy_config.num_jobs, batch.get("tokens"), self.vocab_size,
                                                  batch.get("move"))
         valid = batch["valid"]
-        weight = valid.sum(1).clamp(min=1).to(DTYPE).reciprocal()  # [N] 1 / valid steps
+        weight = valid.sum(1).clamp(min=1).to(self.dtype).reciprocal()  # [N] 1 / valid steps
         log_ratio = log_prob - batch["old_log_prob"]
         surrogate = clipped_surrogate(log_ratio, batch["advantage"], self.config.clip_epsilon)
         policy = -torch.where(valid, surrogate, 0.0).sum(1) * weight
@@ -218,7 +222,8 @@ class PPOLearner(ReinforceLearner):
         reward = window["reward"]
         advantage, returns = gae(reward, value[:, :t].double(), value[:, t].double(), done, self.config.gamma,
                                  self.config.gae_lambda)
-        batch.update(old_log_prob=log_prob, advantage=advantage.to(DTYPE), returns=returns.to(DTYPE), valid=valid)
+        batch.update(old_log_prob=log_prob, advantage=advantage.to(self.dtype), returns=returns.to(self.dtype),
+                     valid=valid)
         return batch
 
     def _learn_window(self, step: StepOutput) -> dict:
@@ -248,7 +253,7 @@ class PPOLearner(ReinforceLearner):
                 first = parts
                 first_norms = norms
         valid = batch["valid"]
-        on = active.to(DTYPE)
+        on = active.to(self.dtype)
         sums = torch.stack([active.sum(), valid.sum(), (first["loss"].detach() * on).sum(),
                             (first["entropy"].detach() * on).sum(), (first_norms * on).sum(),
                             (first["value"].detach() * on).sum(), (parts["clipped"]).sum(),

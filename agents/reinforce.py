@@ -80,10 +80,9 @@ import torch
 
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
-from agents.config import LearnerConfig
+from agents.config import LearnerConfig, learner_device
 from agents.inheritance import choose_teachers
 from agents.networks import (
-    DTYPE,
     FlatLayout,
     ParallelMLPs,
     ParamSpec,
@@ -111,7 +110,8 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Ten
     uniform per token, inverse CDF (the job's draw)."""
     n, length, vocab = logits.shape
     cumulative = torch.softmax(logits, dim=-1).cumsum_(dim=-1)  # [N, L, V]
-    uniform = torch.rand(n, length, 1, generator=generator, dtype=logits.dtype)
+    # drawn on the CPU (the learner's generator), then moved: every device draws the same numbers
+    uniform = torch.rand(n, length, 1, generator=generator, dtype=logits.dtype).to(logits.device)
     return (cumulative[..., :vocab - 1] < uniform).sum(dim=-1)  # never past V - 1
 
 
@@ -132,12 +132,19 @@ class ReinforceLearner:
     # Above this many slots an update runs a block of this many agents at a time (`_learn`): the gradient
     # and the social filter's relu layer (recomputed, not kept from act) then exist for one block only
     update_rows = 8192
+    # The actions cross back to the CPU as one packed tensor (`_actions_to_cpu`): None packs them where the
+    # learner's device is not the CPU (one synchronised copy instead of five); on the CPU nothing crosses, and
+    # packing would cost about 40 us an act at 50 agents (an eighth of it). True forces it (tests); False
+    # returns them on the learner's device, and the economy moves each
+    pack_actions: Optional[bool] = None
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None,
                  uniform_attention: bool = False):
         self.economy_config = c = economy_config
         self.config = learner_config or LearnerConfig()
         self.uniform_attention = bool(uniform_attention)
+        # where the tensors live and their float type (docs/design.md section 5, "Learners on a GPU")
+        self.device, self.dtype = learner_device(self.config.device), self.config.torch_dtype
         r, b, j = c.num_resources, c.message_width, c.num_jobs
         self.num_slots, self.num_peer_slots = c.num_agents, c.peers_observed
         extra_self, extra_peer = signals.extra_dims(c)  # private signals' columns (docs/design.md section 11)
@@ -166,23 +173,28 @@ class ReinforceLearner:
         self.heads = ParallelMLPs(self.config.hidden_size, [b, j + 1 + m, r - 1, r],
                                   order=[(1, o) for o in range(j)] + [(1, j + 1 + o) for o in range(m)]
                                   + [(0, o) for o in range(b)] + [(1, j)]
-                                  + [(3, o) for o in range(r)] + [(2, o) for o in range(r - 1)])
+                                  + [(3, o) for o in range(r)] + [(2, o) for o in range(r - 1)], device=self.device)
+        # a CPU generator whatever the device: draws are made on the CPU and moved, so that every device
+        # draws the same numbers (and its state is a checkpoint's plain tensor)
         self.generator = torch.Generator().manual_seed(self.config.seed)
-        self.flat_params = self.layout.init(self.num_slots, self.generator)  # [N, D] row i = agent i's parameters
+        # [N, D] row i = agent i's parameters
+        self.flat_params = self.layout.init(self.num_slots, self.generator, self.dtype).to(self.device)
         self.params = self.layout.views(self.flat_params)  # {'network.param': [N, *shape]} views of flat_params
         self._blocks_now = self._shaped_blocks(self.layout.block_views(self.flat_params))  # views, made once
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
-        self._scratch = None  # [2, C, D] births' scratch (`_birth_scratch`)
+        self._scratch = None  # ([C, D] on the device, [C, D] on the CPU) births' scratch (`_birth_scratch`)
         # where each update's gradient is written (no fresh [N, D]): one block of `update_rows` agents' rows
-        self._grad = torch.empty(min(self.num_slots, self.update_rows), self.layout.size, dtype=DTYPE)
+        self._grad = torch.empty(min(self.num_slots, self.update_rows), self.layout.size, dtype=self.dtype,
+                                 device=self.device)
         self._relu_scratch = None  # [2, B * T, K, A] the recomputed relu layer of a block and its gradient
         self._network_count = len(self.spec)
-        self.baseline = torch.zeros(self.num_slots, dtype=torch.float64)  # [N] EMA of mean window return
-        self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64)  # [N] EMA terms so far
-        self.last_attention = torch.zeros(self.num_slots, self.num_peer_slots)  # [N, K]
-        self._step_index = torch.arange(self.config.update_every)  # [T]
-        self._discount = discount_matrix(self.config.update_every, self.config.gamma)  # [T, T]
+        on = {"device": self.device}
+        self.baseline = torch.zeros(self.num_slots, dtype=torch.float64, **on)  # [N] EMA of mean window return
+        self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64, **on)  # [N] EMA terms so far
+        self._last_attention = torch.zeros(self.num_slots, self.num_peer_slots, **on)  # [N, K]
+        self._step_index = torch.arange(self.config.update_every, **on)  # [T]
+        self._discount = discount_matrix(self.config.update_every, self.config.gamma).to(self.device)  # [T, T]
         self._wealth = None  # [N] cultural inheritance's prestige: each slot's holdings summed, at its last act
         self.last_teachers = None  # [N] after a cultural birth: each newborn's teacher slot (-1 elsewhere)
         self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
@@ -191,7 +203,7 @@ class ReinforceLearner:
                                     None if self.uniform_attention else self.config.attention_hidden_size,
                                     message_length=self.message_length, moves=self.spatial,
                                     keep_relu=self.num_slots <= self.update_rows,
-                                    mean_context=self.mean_context)
+                                    mean_context=self.mean_context, dtype=self.dtype, device=self.device)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
@@ -258,7 +270,7 @@ class ReinforceLearner:
         views, blocks = self.window.step_views[t], self._blocks_now
         peers, blocked = views["peers"], views["blocked"]
         if self.uniform_attention:
-            attention = uniform_attention_weights((~blocked).to(DTYPE))
+            attention = uniform_attention_weights((~blocked).to(self.dtype))
         else:
             own_part = torch.baddbmm(blocks["bias"], views["own"], blocks["w_own"])  # [N, 1, A]
             relu = relu_hidden(peers, own_part, blocks["w_peer"])  # [N, 1, K, A]
@@ -269,7 +281,8 @@ class ReinforceLearner:
         views["attention"].copy_(attention)
         views["context"].copy_(torch.bmm(attention, peers.squeeze(1)))  # [N, 1, P]
         if "mean_context" in views:  # LearnerConfig.mean_context: the plain mean beside the learned context
-            views["mean_context"].copy_(torch.bmm(uniform_attention_weights((~blocked).to(DTYPE)), peers.squeeze(1)))
+            weights = uniform_attention_weights((~blocked).to(self.dtype))
+            views["mean_context"].copy_(torch.bmm(weights, peers.squeeze(1)))
         out, hidden = self.heads(views["x"], blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])
         views["hidden"].copy_(hidden)
         views["out"].copy_(out)
@@ -283,15 +296,22 @@ class ReinforceLearner:
         own, own_holdings, peers, peer_holdings, blocked, peer_rows, pre_image, job_slot, broadcast_u, sigmoid_u, \
             trade_u = self.window.act_slots[self._t]
         r = self.economy_config.num_resources
-        own.copy_(observation.self_features)
+        # the observation crosses to the learner's device once (on the CPU `.to` returns the tensor itself)
+        # (the features in the learner's dtype first, so that every device computes log1p in that dtype)
+        device, dtype = self.device, self.dtype
+        self_features = observation.self_features.to(device, dtype, non_blocking=True)
+        observed_peers = observation.peers.to(device, dtype, non_blocking=True)
+        peer_mask = observation.peer_mask.to(device, non_blocking=True)
+        peer_index = observation.peer_index.to(device, non_blocking=True)
+        own.copy_(self_features)
         if self.season_double_angle:  # PPO's season input (agents.ppo)
             double_season_angle(own, self.economy_config.num_jobs, self.season_end)
-        torch.log1p(observation.self_features[:, :r].clamp(min=0), out=own_holdings)
-        peers.copy_(observation.peers)
-        peer_rows.copy_(observation.peer_index)  # lets a checkpoint store peers as rows of one table per step
-        peer_holdings.copy_(observation.peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
-        torch.le(observation.peer_mask.unsqueeze(1), 0, out=blocked)
-        if self.config.inheritance == "cultural":  # prestige for on_births (agents.inheritance)
+        torch.log1p(self_features[:, :r].clamp(min=0), out=own_holdings)
+        peers.copy_(observed_peers)
+        peer_rows.copy_(peer_index)  # lets a checkpoint store peers as rows of one table per step
+        peer_holdings.copy_(observed_peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
+        torch.le(peer_mask.unsqueeze(1), 0, out=blocked)
+        if self.config.inheritance == "cultural":  # prestige for on_births (agents.inheritance), kept on the CPU
             self._wealth = observation.self_features[:, :r].sum(1, dtype=torch.float64)
         out, attention = self._act_forward(self._t)
         n, j = self.num_slots, self.economy_config.num_jobs
@@ -305,10 +325,11 @@ class ReinforceLearner:
             move = out[:, j:j + m].argmax(dim=1) if m else None
         else:
             std = self._blocks_now["log_std"].clamp(*LOG_STD_RANGE).exp_()  # [N, G]
-            noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=DTYPE)
+            # every draw on the CPU (the learner's generator), then moved: each device draws the same numbers
+            noise = torch.randn(n, self.gaussian_dim, generator=self.generator, dtype=self.dtype).to(self.device)
             torch.addcmul(out[:, self.categorical_width:], std, noise, out=pre_image)  # u = mean + std * noise, [N, G]
             cumulative = torch.softmax(out[:, :j], dim=1).cumsum_(dim=1)  # [N, J], inverse-CDF draw
-            uniform = torch.rand(n, 1, generator=self.generator, dtype=DTYPE)
+            uniform = torch.rand(n, 1, generator=self.generator, dtype=self.dtype).to(self.device)
             job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
             move = sample_tokens(out[:, None, j:j + m], self.generator).view(n) if m else None  # the job's draw
         job_slot.copy_(job)
@@ -320,17 +341,43 @@ class ReinforceLearner:
             self.window.token_slots[self._t].copy_(broadcast)
         else:
             broadcast = torch.tanh(broadcast_u)
-        self.last_attention = attention.view(n, self.num_peer_slots)
+        self._last_attention = attention.view(n, self.num_peer_slots)
         squashed = torch.sigmoid(sigmoid_u)  # [N, 1 + R]: effort, consume
-        return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0],
-                       trade_weights=torch.softmax(trade_u, dim=1), consume=squashed[:, 1:], move=move)
+        trade_weights = torch.softmax(trade_u, dim=1)
+        if self.pack_actions or (self.pack_actions is None and self.device.type != "cpu"):
+            return self._actions_to_cpu(broadcast, job, squashed, trade_weights, move)
+        # as they are: on the CPU (else the economy moves each, `homoecon_env.core.actions.as_array`)
+        return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0], trade_weights=trade_weights,
+                       consume=squashed[:, 1:], move=move)
+
+    def _actions_to_cpu(self, broadcast: torch.Tensor, job: torch.Tensor, squashed: torch.Tensor,
+                        trade_weights: torch.Tensor, move: Optional[torch.Tensor]) -> Actions:
+        """The actions, which cross back to the CPU as one [N, W] tensor (the integer job, move and tokens
+        as floats: exact, they are small) whose column views they become: broadcast [N, B] (tokens [N, L]),
+        job, effort and consume (`squashed` [N, 1 + R]), trade weights [N, R], move."""
+        parts = [broadcast.to(self.dtype), job.unsqueeze(1).to(self.dtype), squashed, trade_weights]
+        if move is not None:
+            parts.append(move.unsqueeze(1).to(self.dtype))
+        pieces = torch.cat(parts, dim=1).to("cpu").split([part.shape[1] for part in parts], dim=1)  # views
+        return Actions(broadcast=pieces[0].long() if self.message_length else pieces[0], job=pieces[1].view(-1).long(),
+                       effort=pieces[2][:, 0], trade_weights=pieces[3], consume=pieces[2][:, 1:],
+                       move=None if move is None else pieces[4].view(-1).long())
+
+    @property
+    def last_attention(self) -> torch.Tensor:
+        """[N, K] each slot's attention over its peer slots at the last `act`, on the CPU (moved when read)."""
+        return self._last_attention.to("cpu")
+
+    @last_attention.setter
+    def last_attention(self, value: torch.Tensor) -> None:
+        self._last_attention = value.to(self.device)
 
     def update(self, step: StepOutput) -> dict:
         """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""
         t = self._t
         self.window.rewards[t].copy_(step.reward)
         # a dead agent's window trains nothing (its parameters are discarded): its slot starts afresh
-        self.window.window_start.masked_fill_(step.death_cause != ALIVE, t + 1)
+        self.window.window_start.masked_fill_((step.death_cause != ALIVE).to(self.device), t + 1)
         self._t = t + 1
         if self._t < self.config.update_every and not step.truncated:
             return {}
@@ -350,31 +397,33 @@ class ReinforceLearner:
         count. (Their window is already empty: a newborn takes the slot of an agent that died in the step
         `update` just recorded.)"""
         self.last_teachers = None
-        rows = births.born.nonzero().view(-1)  # [C]
+        rows = births.born.nonzero().view(-1)  # [C] on the CPU (the economy's)
         count = rows.numel()
         if count == 0:
             return
+        on_device = rows.to(self.device)
         mode = self.config.inheritance
         sources = None  # (first [C], second [C], fresh [C] bool or None): whose optimizer state a newborn may take
         if mode == "genetic":
             child, sources = self._genetic_children(rows, births)
         elif mode == "cultural" and not births.founders:
             child = self._cultural_children(rows, births)
-            teachers = self.last_teachers.index_select(0, rows)
+            teachers = self.last_teachers.index_select(0, rows).to(self.device)
             sources = (teachers, teachers, None)
         else:  # none, or founders (no survivors to copy): fresh networks
-            child = self.layout.init(count, self.generator)
-        self.flat_params.index_copy_(0, rows, child)
+            child = self.layout.init(count, self.generator, self.dtype).to(self.device)
+        self.flat_params.index_copy_(0, on_device, child)
         if self.config.inherit_optimizer and sources is not None:
-            self.optimizer.inherit_rows(rows, *sources)
+            self.optimizer.inherit_rows(on_device, *sources)
         else:
-            self.optimizer.reset_rows(rows)
-        self.baseline.index_fill_(0, rows, 0.0)
-        self.baseline_updates.index_fill_(0, rows, 0)
+            self.optimizer.reset_rows(on_device)
+        self.baseline.index_fill_(0, on_device, 0.0)
+        self.baseline_updates.index_fill_(0, on_device, 0)
 
     def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[torch.Tensor, tuple]:
         """([C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise;
-        (first [C], second [C] parent slots, founder [C] bool or None))."""
+        (first [C], second [C] parent slots, founder [C] bool or None), on the learner's device). `rows` [C] and
+        `births` are the economy's (CPU); every draw is made on the CPU with the learner's generator."""
         count = rows.numel()
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
@@ -383,6 +432,7 @@ class ReinforceLearner:
         if births.founders:  # no parents: a fresh network (drawn after the same draws as a child's)
             founder = parents[:, 0] < 0
             parents = parents.clamp(min=0)
+        parents, second_parent = parents.to(self.device), second_parent.to(self.device)
         first, second = parents.unbind(1)
         # the first parent's row, then each network the coin gave the second parent copied over its columns;
         # written into kept scratch rows (a fresh [C, D] block per step costs more in page faults than the copy)
@@ -395,41 +445,47 @@ class ReinforceLearner:
                 for start, stop in ranges:
                     child[:, start:stop].index_copy_(0, takers, flat[:, start:stop].index_select(0, donors))
         # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
-        child.add_(noise.normal_(0.0, self.config.param_mutation, generator=g))
+        child.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
         if births.founders:
-            child[founder] = self.layout.init(int(founder.sum()), g)
+            founder = founder.to(self.device)
+            child[founder] = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
         return child, (first, second, founder if births.founders else None)
 
     def _birth_scratch(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two [count, D] scratch blocks for newborns' parameters and noise, kept and grown as needed."""
-        if self._scratch is None or self._scratch.shape[1] < count:
-            self._scratch = torch.empty(2, max(count, 64), self.layout.size, dtype=DTYPE)
-        return self._scratch[0, :count], self._scratch[1, :count]
+        """Two [count, D] scratch blocks, kept and grown as needed: newborns' parameters (on the device) and
+        their mutation noise (on the CPU, where the generator draws it)."""
+        if self._scratch is None or self._scratch[0].shape[0] < count:
+            size = (max(count, 64), self.layout.size)
+            self._scratch = (torch.empty(size, dtype=self.dtype, device=self.device),
+                             torch.empty(size, dtype=self.dtype))
+        return self._scratch[0][:count], self._scratch[1][:count]
 
     def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
         """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
         now (agents.inheritance.choose_teachers); records them in `last_teachers`."""
         n = self.num_slots
         prestige = self._wealth if self._wealth is not None else torch.zeros(n, dtype=torch.float64)
-        teachers = choose_teachers(prestige, ~births.born, rows.numel(), self.generator)  # [C]
+        teachers = choose_teachers(prestige, ~births.born, rows.numel(), self.generator)  # [C] on the CPU
         self.last_teachers = torch.full((n,), -1, dtype=torch.int64).index_copy_(0, rows, teachers)
-        return self.flat_params.index_select(0, teachers)
+        return self.flat_params.index_select(0, teachers.to(self.device))
 
     def state_dict(self) -> dict:
         """What a bit-exact resume needs, as plain data (tensors, numbers, strings, dicts, tuples): the
         parameters, optimizer state, baselines, the filled steps of the window and the generator.
 
-        Not copies: the parameters, the optimizer's moments and the small per-slot tensors are the live
-        tensors (a checkpoint writes them right away; copy.deepcopy the result to keep it across a
-        learning step). Not saved: the activations of the window, which `load_state_dict` recomputes.
+        CPU tensors whatever the learner's device. On the CPU not copies: the parameters, the optimizer's
+        moments and the small per-slot tensors are the live tensors (a checkpoint writes them right away;
+        copy.deepcopy the result to keep it across a learning step). Not saved: the activations of the
+        window, which `load_state_dict` recomputes.
         """
+        cpu = torch.device("cpu")
         return {
             "kind": "uniform_attention" if self.uniform_attention else "reinforce",
-            "params": self.flat_params,  # [N, D]
+            "params": self.flat_params.to(cpu),  # [N, D]
             "param_layout": {name: (start, stop) for name, (start, stop, _) in self.layout.entries.items()},
             "optimizer": self.optimizer.state_dict(),
-            "baseline": self.baseline,
-            "baseline_updates": self.baseline_updates,
+            "baseline": self.baseline.to(cpu),
+            "baseline_updates": self.baseline_updates.to(cpu),
             "window": self.window.state_dict(self._t),
             "window_step": self._t,
             "generator": self.generator.get_state(),
@@ -448,6 +504,9 @@ class ReinforceLearner:
                              f"{state['param_layout']}, expected {tuple(self.flat_params.shape)} laid out as {layout} "
                              "(num_agents, hidden_size or the economy's sizes differ, or the state was saved by an "
                              "older version of this learner)")
+        if state["params"].dtype != self.flat_params.dtype:
+            raise ValueError(f"learner state has {state['params'].dtype} parameters, this learner's dtype is "
+                             f"{self.config.dtype} (the state was saved with another --learner-dtype)")
         for key in ("baseline", "baseline_updates"):
             mine, theirs = getattr(self, key), state[key]
             if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
@@ -455,13 +514,13 @@ class ReinforceLearner:
                                  f"{(tuple(mine.shape), mine.dtype)}")
         self._t = self.window.load_state_dict(state["window"])  # checks its shapes before copying
         self.optimizer.load_state_dict(state["optimizer"])
-        self.flat_params.copy_(state["params"])
-        self.baseline = state["baseline"].clone()
-        self.baseline_updates = state["baseline_updates"].clone()
+        self.flat_params.copy_(state["params"])  # from any device (a checkpoint's are on the CPU)
+        self.baseline = state["baseline"].to(self.device, copy=True)
+        self.baseline_updates = state["baseline_updates"].to(self.device, copy=True)
         for step in range(self._t):  # what act stored; valid steps were acted with these parameters
             self._act_forward(step)
         self.generator.set_state(state["generator"])
-        self.last_attention = state["last_attention"].clone()
+        self.last_attention = state["last_attention"].to(self.device, copy=True)
 
     # -- learning ----------------------------------------------------------------------------
     def _clear_window(self) -> None:
@@ -484,10 +543,10 @@ class ReinforceLearner:
         returns, window_mean, _, advantage = advantages(window["reward"], valid, counts, self._discount[:t, :t],
                                                         self.baseline, self.baseline_updates, decay,
                                                         self.config.horizon_baseline)
-        advantage = advantage.to(DTYPE)  # [N, T]
+        advantage = advantage.to(self.dtype)  # [N, T]
         n, rows = self.num_slots, self.update_rows
-        loss, entropy, norms = (torch.empty(n, dtype=DTYPE), torch.empty(n, t, dtype=DTYPE),
-                                torch.empty(n, dtype=DTYPE))
+        floats = {"dtype": self.dtype, "device": self.device}
+        loss, entropy, norms = torch.empty(n, **floats), torch.empty(n, t, **floats), torch.empty(n, **floats)
         count = -(-n // rows)  # blocks of agents (one up to `update_rows`), of nearly equal sizes: never of one
         for index in range(count):  # agent, whose batched products torch computes by another kernel
             start = n * index // count
@@ -551,7 +610,7 @@ class ReinforceLearner:
         shape = (b, t, self.num_peer_slots, self.config.attention_hidden_size)
         if self._relu_scratch is None or self._relu_scratch.shape[1] < b * t:
             self._relu_scratch = torch.empty(2, self.update_rows * self.config.update_every * shape[2] * shape[3],
-                                             dtype=DTYPE).view(2, -1, shape[2], shape[3])
+                                             dtype=self.dtype, device=self.device).view(2, -1, shape[2], shape[3])
         relu, relu_grad = (scratch[:b * t].view(shape) for scratch in self._relu_scratch)
         w_own, w_peer, bias = (self._blocks_now[key][block] for key in ("w_own", "w_peer", "bias"))
         for step in range(t):  # at most T steps: a loop over steps, not agents
@@ -574,6 +633,7 @@ class ReinforceLearner:
                            consequence: str, block: slice = slice(None)) -> None:
         bad = torch.zeros_like(active)
         bad[block] = active[block] & ~torch.isfinite(values[block])
+        bad = bad.to(acting_ids.device)  # the learner's device, the economy's ids
         if bool(bad.any()):
             names = ", ".join(f"agent_{int(i)}" for i in acting_ids[bad][:10])
             more = f" and {int(bad.sum()) - 10} more" if int(bad.sum()) > 10 else ""

@@ -26,46 +26,50 @@ class RolloutWindow:
     symbolic broadcast mode (`message_length` L > 0) the sampled tokens [N, T, L] are kept and saved too; in a
     spatial world (`moves`) the sampled moves [N, T]. Without `keep_relu` the social filter's relu layer is
     not kept (a learner that recomputes it when learning: at 100,000 agents it is 1 GB, and its gradient
-    scratch another)."""
+    scratch another). Every tensor lives on `device`, the floats in `dtype` (the rewards in float64);
+    `state_dict` returns CPU tensors and `load_state_dict` takes tensors on any device."""
 
     def __init__(self, num_slots: int, steps: int, num_peer_slots: int, self_dim: int, peer_dim: int,
                  head_slices: dict, num_jobs: int, num_resources: int, hidden: int, attention_hidden,
-                 message_length: int = 0, moves: bool = False, keep_relu: bool = True, mean_context: bool = False):
+                 message_length: int = 0, moves: bool = False, keep_relu: bool = True, mean_context: bool = False,
+                 dtype: torch.dtype = DTYPE, device: torch.device | str = "cpu"):
         n, t, k, s, p, r = num_slots, steps, num_peer_slots, self_dim, peer_dim, num_resources
+        self.dtype, self.device = dtype, torch.device(device)
+        floats, on = {"dtype": dtype, "device": self.device}, {"device": self.device}
         g = max(stop for _, stop in head_slices.values())
         self.steps = t
         # the pre-images carry one extra column, always 0: the fixed last logit of the trade weights
-        padded = torch.zeros(n, t, g + 1, dtype=DTYPE)
+        padded = torch.zeros(n, t, g + 1, **floats)
         # [N, T, S + P] the heads' input: own features, context (and with `mean_context` the plain mean [P])
-        x = torch.zeros(n, t, s + p * (2 if mean_context else 1), dtype=DTYPE)
+        x = torch.zeros(n, t, s + p * (2 if mean_context else 1), **floats)
         self.buffer = {
             "own": x[..., :s],  # [N, T, S] prepared own features
-            "peers": torch.zeros(n, t, k, p, dtype=DTYPE),  # [N, T, K, P]
-            "peer_blocked": torch.ones(n, t, k, dtype=torch.bool),  # [N, T, K] True where no live peer
+            "peers": torch.zeros(n, t, k, p, **floats),  # [N, T, K, P]
+            "peer_blocked": torch.ones(n, t, k, dtype=torch.bool, **on),  # [N, T, K] True where no live peer
             "pre_image": padded[..., :g],  # [N, T, G] sampled u
-            "job": torch.zeros(n, t, dtype=torch.int64),  # [N, T]
-            "reward": torch.zeros(n, t, dtype=torch.float64),  # [N, T]
+            "job": torch.zeros(n, t, dtype=torch.int64, **on),  # [N, T]
+            "reward": torch.zeros(n, t, dtype=torch.float64, **on),  # [N, T]
         }
         self.resumed = RESUMED
         if message_length:
-            self.buffer["tokens"] = torch.zeros(n, t, message_length, dtype=torch.int64)  # [N, T, L]
+            self.buffer["tokens"] = torch.zeros(n, t, message_length, dtype=torch.int64, **on)  # [N, T, L]
             self.resumed = RESUMED + ("tokens",)
         self.token_slots = [self.buffer["tokens"][:, i] for i in range(t)] if message_length else []  # [N, L] each
         if moves:
-            self.buffer["move"] = torch.zeros(n, t, dtype=torch.int64)  # [N, T]
+            self.buffer["move"] = torch.zeros(n, t, dtype=torch.int64, **on)  # [N, T]
             self.resumed = self.resumed + ("move",)
         self.move_slots = [self.buffer["move"][:, i] for i in range(t)] if moves else []  # [N] each
         # [N, T, K] the row each peer slot showed (-1: none): not needed to act or learn, but a checkpoint
         # stores the peers as these rows of one [N, P] table per step, K times smaller than [N, K, P]
-        self.peer_rows = torch.full((n, t, k), -1, dtype=torch.int32)
-        self.window_start = torch.zeros(n, dtype=torch.int64)  # [N] first step that trains the slot's agent
-        self.activations = {"x": x, "hidden": torch.zeros(n, t, hidden, dtype=DTYPE),
-                            "out": torch.zeros(n, t, num_jobs + g, dtype=DTYPE),
-                            "attention": torch.zeros(n, t, k, dtype=DTYPE)}
+        self.peer_rows = torch.full((n, t, k), -1, dtype=torch.int32, **on)
+        self.window_start = torch.zeros(n, dtype=torch.int64, **on)  # [N] first step that trains the slot's agent
+        self.activations = {"x": x, "hidden": torch.zeros(n, t, hidden, **floats),
+                            "out": torch.zeros(n, t, num_jobs + g, **floats),
+                            "attention": torch.zeros(n, t, k, **floats)}
         if attention_hidden is not None and keep_relu:
-            self.activations["relu"] = torch.zeros(n, t, k, attention_hidden, dtype=DTYPE)
+            self.activations["relu"] = torch.zeros(n, t, k, attention_hidden, **floats)
             # scratch for the relu layer's gradient (kept: a fresh block per update costs page faults)
-            self.activations["relu_grad"] = torch.zeros(n, t, k, attention_hidden, dtype=DTYPE)
+            self.activations["relu_grad"] = torch.zeros(n, t, k, attention_hidden, **floats)
         buf, act = self.buffer, self.activations
 
         def step(tensor, i):  # [N, 1, ...] step i of a window tensor
@@ -103,18 +107,20 @@ class RolloutWindow:
         The peers [N, t, K, P] are stored as `peer_rows` [N, t, K] (int32) into `peer_table` [t, N, P]
         (what each row showed at each step) when that rebuilds them to the bit, which it does for
         observations from `Economy` (peers are rows of the public features); otherwise as they are."""
-        state = {"steps": t, "window_start": self.window_start,
-                 **{key: self.buffer[key][:, :t].clone() for key in self.resumed if key != "peers"}}
+        cpu = torch.device("cpu")  # a checkpoint holds CPU tensors, whatever the device
+        state = {"steps": t, "window_start": self.window_start.to(cpu),
+                 **{key: self.buffer[key][:, :t].to(cpu, copy=True) for key in self.resumed if key != "peers"}}
         rows, peers = self.peer_rows[:, :t], self.buffer["peers"][:, :t]
-        table = torch.zeros(t, peers.shape[0], peers.shape[-1], dtype=DTYPE)
+        table = torch.zeros(t, peers.shape[0], peers.shape[-1], dtype=self.dtype, device=self.device)
+        same = torch.int64 if self.dtype == torch.float64 else torch.int32  # compare the bits
         for i in range(t):  # at most T - 1 steps: a loop over steps, not agents
             shown = rows[:, i].long()  # [N, K]
             live = shown >= 0
             table[i].index_put_((shown[live],), peers[:, i][live])
-            if not torch.equal(_rebuild(table[i], shown).view(torch.int32), peers[:, i].view(torch.int32)):
-                state["peers"] = peers.clone()
+            if not torch.equal(_rebuild(table[i], shown).view(same), peers[:, i].view(same)):
+                state["peers"] = peers.to(cpu, copy=True)
                 return state
-        state.update(peer_rows=rows.clone(), peer_table=table)
+        state.update(peer_rows=rows.to(cpu, copy=True), peer_table=table.to(cpu))
         return state
 
     def load_state_dict(self, state: dict) -> int:
@@ -130,7 +136,7 @@ class RolloutWindow:
             expected["peers"] = peers
         else:
             expected["peer_rows"] = self.peer_rows[:, :t]
-            expected["peer_table"] = torch.empty(t, peers.shape[0], peers.shape[-1], dtype=DTYPE)
+            expected["peer_table"] = torch.empty(t, peers.shape[0], peers.shape[-1], dtype=self.dtype)
         for key, mine in expected.items():
             theirs = state.get(key)
             if not isinstance(theirs, torch.Tensor) or theirs.shape != mine.shape or theirs.dtype != mine.dtype:
@@ -147,7 +153,7 @@ class RolloutWindow:
                 mine.copy_(state[key])
         if "peer_table" in expected:
             for i in range(t):
-                peers[:, i].copy_(_rebuild(state["peer_table"][i], self.peer_rows[:, i].long()))
+                peers[:, i].copy_(_rebuild(state["peer_table"][i].to(self.device), self.peer_rows[:, i].long()))
         return t
 
 

@@ -30,6 +30,7 @@ import sys
 import time
 
 WORKLOADS = ("dict", "slots", "core", "train", "trade")
+LEARNER_OPTIONS: dict = {}  # the train workload's LearnerConfig device and dtype (--learner-device, --learner-dtype)
 # glibc: serve every allocation from the heap and never give freed memory back (--keep-memory)
 KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
 
@@ -125,7 +126,7 @@ def make_step(kind: str, n: int, world: tuple[int, int] = (1, 1), learner_name: 
             return lambda: clear_market(out.pre_trade, weights, groups=groups)
         return lambda: clear_market(out.pre_trade, weights)
     from agents import LearnerConfig, make_learner
-    learner = make_learner(learner_name, config, LearnerConfig())
+    learner = make_learner(learner_name, config, LearnerConfig(**LEARNER_OPTIONS))
     state = {"observation": observation}
 
     def train_step():  # the loop of train.py, less its logging every --log-every steps
@@ -193,6 +194,8 @@ def main() -> None:
                         help="a world of W x H regions (docs/design.md section 13); default 1 1, the one-region "
                              "economy")
     parser.add_argument("--learner", default="reinforce", help="the train workload's learner (a --learner name)")
+    parser.add_argument("--learner-device", default="cpu", help="the train workload's learner device (cpu, cuda:N)")
+    parser.add_argument("--learner-dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--out", default=None,
                         help="JSON output path (default benchmarks/results/bench.json, bench_world_WxH.json in "
                              "a spatial world)")
@@ -208,6 +211,7 @@ def main() -> None:
     if args.out is None:
         args.out = "benchmarks/results/bench.json" if world == (1, 1) else \
             f"benchmarks/results/bench_world_{world[0]}x{world[1]}.json"
+    LEARNER_OPTIONS.update(device=args.learner_device, dtype=args.learner_dtype)
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args.seconds, args.threads, world, args.learner)
         return
@@ -228,7 +232,8 @@ def main() -> None:
                     print(f"| {kind:5s} | {n:6d} | skipped: {why} |", flush=True)
                     continue
             command = [sys.executable, __file__, "--worker", kind, str(n), "--seconds", str(args.seconds),
-                       "--threads", str(threads), "--world", *map(str, world), "--learner", args.learner]
+                       "--threads", str(threads), "--world", *map(str, world), "--learner", args.learner,
+                       "--learner-device", args.learner_device, "--learner-dtype", args.learner_dtype]
             runs = []
             for _ in range(args.repeats):
                 done = subprocess.run(command, capture_output=True, text=True,
@@ -241,7 +246,7 @@ def main() -> None:
                 continue
             row = {"workload": kind, "num_agents": n, "threads": threads, "world": list(world),
                    **({"keep_memory": True} if args.keep_memory else {}),
-                   **({"learner": args.learner} if kind == "train" else {}), **summarise(kind, runs)}
+                   **({"learner": args.learner, **LEARNER_OPTIONS} if kind == "train" else {}), **summarise(kind, runs)}
             rows.append(row)
             print(format_row(row), flush=True)
     report = {"machine": machine(), "results": rows, **({"skipped": skipped} if skipped else {})}

@@ -25,16 +25,16 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Literal, NoReturn, Optional
 
 import tyro
 
 from agents import LEARNERS
-from agents.config import LearnerConfig
+from agents.config import LearnerConfig, learner_device
 from homoecon_env.config import EconomyConfig, Job
 from homoecon_env.scenarios import SCENARIOS, scenario_config
 from homoecon_lab import rundir
-from homoecon_lab.settings import RESUMABLE, RunArgs, Settings, flag, read_run_config, shallow_fields
+from homoecon_lab.settings import FLAG_NAMES, RESUMABLE, RunArgs, Settings, flag, read_run_config, shallow_fields
 from homoecon_lab.training import complete_run_settings
 
 _JOBS_DEFAULT = next(f for f in dataclasses.fields(EconomyConfig) if f.name == "jobs").default_factory
@@ -79,6 +79,8 @@ class _LearnerFlags(LearnerConfig):
     """Learner settings (LearnerConfig fields; --seed seeds the learner too)."""
 
     seed: tyro.conf.Suppress[int] = 0
+    dtype: Annotated[Literal["float32", "float64"], tyro.conf.arg(
+        name=FLAG_NAMES["dtype"][2:], help=LearnerConfig.help()["dtype"])] = LearnerConfig.dtype
 
     def __post_init__(self):
         pass
@@ -160,6 +162,7 @@ def parse_train_args(argv=None, description: str = "Train learners in the HomoEc
                      _names(EconomyConfig), "economy")
     learner = _build("train.py", lambda: LearnerConfig(**{**shallow_fields(flags.learner), "seed": run.seed}),
                      _names(LearnerConfig), "learner")
+    _build("train.py", lambda: learner_device(learner.device), ["device"], "learner")  # CUDA there? (up front)
     if run.learner == "mixed":  # the fractions must give every group a slot of this economy
         from agents.mixed import check_mix
         _build("train.py", lambda: check_mix(learner.mix, economy.num_agents), ["mix"], "learner")
@@ -191,6 +194,7 @@ def _resumed(argv, folder: str, description: str) -> Settings:
                                  f"got {new[name]!r}. Only {', '.join(map(flag, RESUMABLE))} may change")
     run = _build("train.py", lambda: dataclasses.replace(saved.run, **{k: getattr(given.run, k) for k in RESUMABLE}),
                  _names(RunArgs), "run")
+    _build("train.py", lambda: learner_device(saved.learner.device), ["device"], "learner")
     return dataclasses.replace(saved, run=run)
 
 

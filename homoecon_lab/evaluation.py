@@ -20,6 +20,7 @@ import numpy as np
 
 from agents import LearnerConfig, is_import_path, resolve_learner
 from agents.checkpoint import load_checkpoint
+from agents.config import check_device_name, learner_device
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core.production import JobTable, seasonal_factor
 from homoecon_env.diagnostics import analysis, lineage, report_figures, space, supply_chain
@@ -90,6 +91,9 @@ class Args:
     """where the rollouts run: a pool of local processes, or Ray tasks of one CPU each (the [ray] extra)"""
     address: Optional[str] = None
     """with --backend ray: a running Ray cluster's address (auto, host:6379); default: start a local instance"""
+    device: Optional[str] = None
+    """where reinforce, uniform_attention and ppo keep their tensors (cpu, cuda, cuda:N); default: the run's
+    --device, else cpu. A checkpoint loads onto any device (a run trained on a GPU evaluates on a CPU)"""
     migration_costs: tuple[float, ...] = space.SWEEP_COSTS
     """spatial economies only: the migration costs of the law-of-one-price sweep, --seeds rollouts of --steps
     steps each (the evaluated learner, the main rollouts' seeds); none: no sweep"""
@@ -117,6 +121,11 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--migration-costs must be numbers in [0, 1] (a fraction of each holding), got {costs!r}")
     if len(set(costs)) != len(costs):
         raise ValueError(f"--migration-costs must not repeat a cost, got {costs!r}")
+    if args.device is not None:
+        try:
+            check_device_name(args.device)
+        except ValueError as error:
+            raise ValueError(f"--{error}") from None
     if args.backend == "ray":
         require_ray()  # a missing extra is reported before any work starts
     chosen = args.ablations
@@ -160,7 +169,21 @@ class Source:
 
 
 def load_source(args: Args) -> Source:
-    """The run's economy and learner settings (checked against --num-agents), or the defaults."""
+    """The run's economy and learner settings (checked against --num-agents), or the defaults; --device
+    replaces the learners' device (ValueError naming --device where it does not exist)."""
+    source = _source(args)
+    if args.device is not None:
+        source = dataclasses.replace(source, learner_config=dataclasses.replace(source.learner_config,
+                                                                                device=args.device))
+    try:
+        learner_device(source.learner_config.device)
+    except ValueError as error:  # "device 'cuda': ..." -> "--device 'cuda' (the run's device): ..."
+        text = str(error) if args.device is not None else str(error).replace(":", " (the run's device):", 1)
+        raise ValueError(f"--{text}") from None
+    return source
+
+
+def _source(args: Args) -> Source:
     messages = {name: getattr(args, name) for name in MESSAGE_FLAGS if getattr(args, name) is not None}
     if args.run is None:
         scenario = args.scenario or "seed"

@@ -33,8 +33,12 @@ FIELDS_ADDED = {
                 "horizon_baseline", "attention_sink", "mean_context",
                 # language-model agents and mixed populations (docs/design.md section 12)
                 "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens", "llm_temperature", "llm_timeout_s",
-                "llm_concurrency", "llm_memory", "llm_peers_shown", "mix"),
+                "llm_concurrency", "llm_memory", "llm_peers_shown", "mix",
+                # learners on a GPU (issue 19): an older run's learner ran on the CPU in float32
+                "device", "dtype"),
 }
+# Fields whose flag is not --<field name> (LearnerConfig.dtype would read as the economy's; it is the learner's)
+FLAG_NAMES = {"dtype": "--learner-dtype"}
 
 
 @dataclass(frozen=True)
@@ -177,5 +181,5 @@ def read_run_config(path: str) -> Settings:
 
 
 def flag(name: str) -> str:
-    """The command-line flag of a field: ``num_agents`` -> ``--num-agents``."""
-    return "--" + name.replace("_", "-")
+    """The command-line flag of a field: ``num_agents`` -> ``--num-agents`` (but see FLAG_NAMES)."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))

@@ -14,7 +14,7 @@ from agents.config import LearnerConfig
 from homoecon_env.config import EconomyConfig
 from homoecon_lab.cli import parse_eval_args, parse_train_args
 from homoecon_lab.evaluation import Args
-from homoecon_lab.settings import RunArgs
+from homoecon_lab.settings import FLAG_NAMES, RunArgs
 from homoecon_lab.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_help_documents_every_flag(name, classes):
         for field in dataclasses.fields(cls):
             if field.name in NOT_FLAGS[cls]:
                 continue
-            flag = "--" + field.name.replace("_", "-")
+            flag = FLAG_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
             assert flag in entries, f"{name}: {flag} missing from --help"
             words = re.sub(r"--[\w-]+|\{None\}\|\w+|[A-Z]{3,}|\(default: [^)]*\)", "", entries[flag]).split()
             assert len(words) >= 3, f"{name}: {flag} has no help text: {entries[flag]!r}"
@@ -89,6 +89,9 @@ def test_flags_are_flat_and_set_their_fields(tmp_path):
     (["--dashboard-every", "-1"], "--dashboard-every"),
     (["--threads", "0"], "--threads"),
     (["--bogus", "1"], "--bogus"),
+    (["--device", "gpu"], "--device"),
+    (["--device", "cuda:-1"], "--device"),
+    (["--learner-dtype", "float16"], "--learner-dtype"),
 ])
 def test_bad_flag_exits_naming_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit) as stopped:
@@ -124,7 +127,8 @@ def finished_run(tmp_path):
 
 
 def test_resume_refuses_a_changed_setting(finished_run, capsys):
-    for argv in (["--num-agents", "9"], ["--threads", "2"], ["--learner", "reinforce"], ["--gamma", "0.5"]):
+    for argv in (["--num-agents", "9"], ["--threads", "2"], ["--learner", "reinforce"], ["--gamma", "0.5"],
+                 ["--learner-dtype", "float64"]):
         with pytest.raises(SystemExit) as stopped:
             parse_train_args(["--resume", str(finished_run), "--steps", "10", *argv])
         assert stopped.value.code == 2 and f"argument {argv[0]}: a resumed run keeps" in capsys.readouterr().err
@@ -175,7 +179,7 @@ ADDED_LATER = {"run": ["scenario"],
                            "inherit_optimizer", "horizon_baseline", "ppo_entropy_coef", "attention_sink",
                            "mean_context", "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens",
                            "llm_temperature", "llm_timeout_s", "llm_concurrency", "llm_memory", "llm_peers_shown",
-                           "mix"]}
+                           "mix", "device", "dtype"]}
 
 
 def test_a_config_written_before_later_fields_resumes_with_their_old_behaviour(finished_run):
@@ -189,3 +193,4 @@ def test_a_config_written_before_later_fields_resumes_with_their_old_behaviour(f
     # PPO's own entropy bonus did not exist: an old PPO run used the shared entropy_coef
     assert old.learner == dataclasses.replace(now.learner, ppo_entropy_coef=now.learner.entropy_coef)
     assert old.learner.inheritance == "genetic" and not old.learner.inherit_optimizer
+    assert old.learner.device == "cpu" and old.learner.dtype == "float32"  # learners ran on the CPU in float32

@@ -68,8 +68,8 @@ def plain_loss(log_prob, entropy, rewards, first_valid, gamma, entropy_coef):
         start = first_valid.get(i, 0)
         if start == steps:
             continue
-        returns = torch.tensor(plain_returns(rewards[start:, i].tolist(), gamma))
-        advantage = (returns - returns.mean()).float()  # a fresh agent's first window: its own mean
+        returns = torch.tensor(plain_returns(rewards[start:, i].tolist(), gamma), dtype=torch.float64)
+        advantage = (returns - returns.mean()).to(log_prob.dtype)  # a fresh agent's first window: its own mean
         losses.append(-(advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:]).mean())
     return torch.stack(losses).sum()
 
@@ -93,12 +93,18 @@ def updated_window(config, name, steps, gamma, entropy_coef, prepare=None, **lea
     return learner, call, rewards
 
 
-@pytest.mark.parametrize("name, sink, rows, mean", [("reinforce", False, None, False),
-                                                    ("uniform_attention", False, None, False),
-                                                    ("reinforce", True, None, False), ("reinforce", False, 4, False),
-                                                    ("uniform_attention", False, 4, False),
-                                                    ("reinforce", False, None, True), ("reinforce", False, 4, True)])
-def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, mean,
+# (float32: the tolerance of float32 arithmetic; float64, LearnerConfig.dtype: the same sums agree to ~1e-15)
+TOLERANCE = {"float32": {"atol": 2e-5, "rtol": 1e-4}, "float64": {"atol": 1e-11, "rtol": 1e-9}}
+
+
+@pytest.mark.parametrize("name, sink, rows, mean, dtype", [
+    ("reinforce", False, None, False, "float32"), ("uniform_attention", False, None, False, "float32"),
+    ("reinforce", True, None, False, "float32"), ("reinforce", False, 4, False, "float32"),
+    ("uniform_attention", False, 4, False, "float32"), ("reinforce", False, None, True, "float32"),
+    ("reinforce", False, 4, True, "float32"),
+    ("reinforce", False, None, False, "float64"), ("uniform_attention", False, None, False, "float64"),
+    ("reinforce", True, 4, True, "float64")])
+def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_policy(name, sink, rows, mean, dtype,
                                                                                    monkeypatch):
     """Slot 1 dies at the window's 2nd step and slot 4 at its 4th (their newborns train on the steps after);
     slot 0 dies at the last step (trains nothing). The gradient handed to the optimizer equals autograd
@@ -106,7 +112,8 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     and the first-window baseline (the agent's own mean return) computed one agent at a time. ``sink``:
     the social filter's softmax has the "nobody" entry (LearnerConfig.attention_sink). ``rows``: the update
     runs blocks of at most this many agents, with the social filter's relu layer recomputed (as at scale).
-    ``mean``: the heads also read the plain mean of the live peers (LearnerConfig.mean_context)."""
+    ``mean``: the heads also read the plain mean of the live peers (LearnerConfig.mean_context). ``dtype``: the
+    learner's float type (LearnerConfig.dtype), with a tolerance to match."""
     if rows is not None:
         monkeypatch.setattr(ReinforceLearner, "update_rows", rows)
     n, steps, gamma, entropy_coef = 6, 5, 0.8, 0.3
@@ -115,7 +122,8 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     def clamp_one_log_std(learner):
         learner.params["broadcast_net.log_std"][3, 0] = 2.5  # clamped to 2: no gradient
     learner, call, rewards = updated_window(config, name, steps, gamma, entropy_coef, clamp_one_log_std,
-                                            attention_sink=sink, mean_context=mean)
+                                            attention_sink=sink, mean_context=mean, dtype=dtype)
+    assert call["grad"].dtype == learner.flat_params.dtype == getattr(torch, dtype)
     first_valid = {0: steps, 1: 2, 4: 4}  # the step after each slot's last death
     assert call["active"].tolist() == [i != 0 for i in range(n)]
 
@@ -128,7 +136,7 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     entropy = job_dist.entropy() + normal.entropy().sum(-1)
     expected, = torch.autograd.grad(plain_loss(log_prob, entropy, rewards, first_valid, gamma, entropy_coef), leaf)
     assert bool((call["grad"][0] == 0).all())
-    torch.testing.assert_close(call["grad"], expected, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(call["grad"], expected, **TOLERANCE[dtype])
     assert call["grad"][3, learner.layout.entries["broadcast_net.log_std"][0]] == 0
 
 

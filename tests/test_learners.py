@@ -171,7 +171,7 @@ def reference_policy(learner, params, own, peers, blocked):
     logits; symbolic mode: then the L * V token logits), Gaussian means (G layout), clamped log stds [N, G],
     attention."""
     if learner.uniform_attention:
-        live = (~blocked).float()
+        live = (~blocked).to(own.dtype)
         attention = live / live.sum(-1, keepdim=True).clamp(min=1)
     else:
         f = {name: params[f"social_filter_net.{name}"] for name in ("w_own", "w_peer", "bias", "score")}
@@ -183,7 +183,7 @@ def reference_policy(learner, params, own, peers, blocked):
         attention = torch.softmax(scores, dim=-1)[..., :blocked.shape[-1]].masked_fill(blocked, 0.0)
     x = torch.cat([own, torch.einsum("nmk,nmkp->nmp", attention, peers)], dim=-1)
     if learner.mean_context:  # the plain mean of the live peers beside the filter's context
-        live = (~blocked).float()
+        live = (~blocked).to(own.dtype)
         x = torch.cat([x, torch.einsum("nmk,nmkp->nmp", live / live.sum(-1, keepdim=True).clamp(min=1), peers)], -1)
 
     def mlp(net):  # weights [out, in] like torch.nn.Linear

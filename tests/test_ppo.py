@@ -106,7 +106,7 @@ def reference_loss(learner, flat_row, batch, i, config):
                             + p["social_filter_net.bias"])
         scores = hidden @ p["social_filter_net.score"]
         if bool(blocked.all()):
-            context = torch.zeros(peers.shape[-1])
+            context = peers.new_zeros(peers.shape[-1])
         else:
             context = torch.softmax(scores[~blocked], 0) @ peers[~blocked]
         x = torch.cat([own, context])
@@ -132,13 +132,20 @@ def reference_loss(learner, flat_row, batch, i, config):
     return torch.stack(terms).mean()
 
 
-@pytest.mark.parametrize("mean_context", [False, True])
-def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference(mean_context):
-    learner, batch = filled_window(value_coef=0.7, ppo_entropy_coef=0.05, clip_epsilon=0.1, mean_context=mean_context)
+@pytest.mark.parametrize("mean_context, dtype, tolerance", [
+    (False, "float32", {"loss": (1e-5, 1e-6), "grad": (1e-4, 1e-6)}),
+    (True, "float32", {"loss": (1e-5, 1e-6), "grad": (1e-4, 1e-6)}),
+    (True, "float64", {"loss": (1e-10, 1e-12), "grad": (1e-9, 1e-11)})])
+def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference(mean_context, dtype, tolerance):
+    """(`dtype`: LearnerConfig.dtype; float64 with a tolerance a million times tighter)"""
+    learner, batch = filled_window(value_coef=0.7, ppo_entropy_coef=0.05, clip_epsilon=0.1, mean_context=mean_context,
+                                   dtype=dtype)
+    assert learner.flat_params.dtype == batch["own"].dtype == getattr(torch, dtype)
     # the old log-probabilities are the policy's at the current parameters
     g = torch.Generator().manual_seed(3)
     # move the parameters so that ratios leave 1 (some clipped): the clipped branch is exercised too
-    flat = (learner.flat_params + 0.05 * torch.randn(learner.flat_params.shape, generator=g)).requires_grad_(True)
+    noise = torch.randn(learner.flat_params.shape, generator=g, dtype=learner.flat_params.dtype)
+    flat = (learner.flat_params + 0.05 * noise).requires_grad_(True)
     parts = learner.loss(flat, batch)
     (grad,) = torch.autograd.grad(parts["loss"].sum(), flat)
     assert int(parts["clipped"].sum()) > 0
@@ -149,8 +156,9 @@ def test_loss_and_gradient_equal_an_unbatched_torch_distributions_reference(mean
         row = flat[i].detach().clone().requires_grad_(True)
         loss = reference_loss(learner, row, batch, i, learner.config)
         (reference_grad,) = torch.autograd.grad(loss, row)
-        torch.testing.assert_close(parts["loss"][i], loss, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(grad[i], reference_grad, rtol=1e-4, atol=1e-6)
+        (loss_rtol, loss_atol), (grad_rtol, grad_atol) = tolerance["loss"], tolerance["grad"]
+        torch.testing.assert_close(parts["loss"][i], loss, rtol=loss_rtol, atol=loss_atol)
+        torch.testing.assert_close(grad[i], reference_grad, rtol=grad_rtol, atol=grad_atol)
         checked += 1
     assert checked >= 10
     # and at the rollout's own parameters every ratio is 1: the reference's log-probs are the old ones
