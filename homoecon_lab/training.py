@@ -195,14 +195,17 @@ def _train(settings: Settings, learner: Optional[Learner]) -> str:
                 learner.on_births(out.births)
                 recorder.add(economy.last_stats, learned, step)
 
-                # Logging: cheap interval means every log_every steps, pictures every dashboard_every.
-                attention = getattr(learner, "last_attention", None)  # [N, K] for `observation`, or None
+                # Logging: cheap interval means every log_every steps, pictures every dashboard_every. The
+                # attention [N, K] is read only then (a learner on a GPU copies it to the CPU when read)
+                logs = step % args.log_every == 0
+                dashboard = bool(args.dashboard_every) and step % args.dashboard_every == 0
+                attention = getattr(learner, "last_attention", None) if logs or dashboard else None
                 attention = None if attention is None else attention.detach()
-                if step % args.log_every == 0:
+                if logs:
                     scalars = recorder.write(writer, step, actions.broadcast, attention, observation.peer_mask)
                     recorder.write_images(writer, painter)
                     progress.set_postfix(reward=f"{scalars['reward/mean']:.4f}", refresh=False)
-                if args.dashboard_every and step % args.dashboard_every == 0:
+                if dashboard:
                     recorder.snapshot(writer, step, economy, observation, actions, out, attention, painter)
                 observation = out.observation
 
