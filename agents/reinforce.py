@@ -100,6 +100,7 @@ from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
+SMALL_BIRTHS = 1 << 20  # newborns x D up to this: births by whole-block operations, not into kept scratch
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 __all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
@@ -189,6 +190,9 @@ class ReinforceLearner:
                                  device=self.device)
         self._relu_scratch = None  # [2, B * T, K, A] the recomputed relu layer of a block and its gradient
         self._network_count = len(self.spec)
+        # [networks, D] 1 where a column belongs to the network (small births' crossover)
+        self._network_columns = torch.nn.functional.one_hot(self.layout.column_network, self._network_count).T.to(
+            dtype=self.dtype, device=self.device)
         on = {"device": self.device}
         self.baseline = torch.zeros(self.num_slots, dtype=torch.float64, **on)  # [N] EMA of mean window return
         self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64, **on)  # [N] EMA terms so far
@@ -434,9 +438,28 @@ class ReinforceLearner:
             parents = parents.clamp(min=0)
         parents, second_parent = parents.to(self.device), second_parent.to(self.device)
         first, second = parents.unbind(1)
-        # the first parent's row, then each network the coin gave the second parent copied over its columns;
-        # written into kept scratch rows (a fresh [C, D] block per step costs more in page faults than the copy)
-        child, noise = self._birth_scratch(count)
+        if count * self.layout.size <= SMALL_BIRTHS:  # a few newborns: three whole-block operations (the same
+            # values as below, where a copy per network range would cost more than the arithmetic)
+            take_second = second_parent.to(self.dtype) @ self._network_columns  # [C, D] 1 on the second's networks
+            child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), take_second)  # exact at 0, 1
+            noise = torch.empty(child.shape, dtype=self.dtype).normal_(0.0, self.config.param_mutation, generator=g)
+            child.add_(noise.to(self.device))
+        else:
+            child = self._crossed_over(first, second, second_parent)
+            # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
+            noise = self._birth_scratch(count)[1]
+            child.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
+        if births.founders:
+            founder = founder.to(self.device)
+            child[founder] = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
+        return child, (first, second, founder if births.founders else None)
+
+    def _crossed_over(self, first: torch.Tensor, second: torch.Tensor, second_parent: torch.Tensor) -> torch.Tensor:
+        """[C, D] the first parents' rows, with each network the coin gave the second parent ([C, networks]
+        bool) copied over its columns; written into kept scratch rows (a fresh [C, D] block per step costs
+        more in page faults than the copy)."""
+        flat = self.flat_params
+        child = self._birth_scratch(first.numel())[0]
         torch.index_select(flat, 0, first, out=child)
         for network, ranges in enumerate(self.layout.network_ranges):
             takers = second_parent[:, network].nonzero().view(-1)  # [C'] children with the second parent's
@@ -444,12 +467,7 @@ class ReinforceLearner:
                 donors = second.index_select(0, takers)
                 for start, stop in ranges:
                     child[:, start:stop].index_copy_(0, takers, flat[:, start:stop].index_select(0, donors))
-        # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
-        child.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
-        if births.founders:
-            founder = founder.to(self.device)
-            child[founder] = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
-        return child, (first, second, founder if births.founders else None)
+        return child
 
     def _birth_scratch(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Two [count, D] scratch blocks, kept and grown as needed: newborns' parameters (on the device) and
