@@ -75,14 +75,17 @@ class Args:
     """trade-scatter frames, evenly spaced over the first rollout (the GIF's frames too)"""
     ablation_seeds: int = 5
     """paired seeds per ablation arm (0 skips the ablations)"""
-    ablations: tuple[str, ...] = ("social_filter", "tastes", "policy", "positive_control", "inheritance")
+    ablations: Optional[tuple[str, ...]] = None
     """the ablations to run (only their arms train): social_filter (learned vs uniform attention), tastes,
     policy (trained vs random), positive_control (scripted listener vs ignorer; economies with private
-    signals only), inheritance (genetic, cultural, none)"""
-    ablation_train_steps: int = 500
-    """steps each ablation arm trains from fresh networks, per seed"""
-    ablation_steps: int = 100
-    """frozen evaluation steps per ablation arm and seed, on a held-out economy seed"""
+    signals only), inheritance (genetic, cultural, none); default all, on private_signals social_filter
+    and positive_control"""
+    ablation_train_steps: Optional[int] = None
+    """steps each ablation arm trains from fresh networks, per seed; default 500, on private_signals 50,000
+    (its learners need that long to find the scouts)"""
+    ablation_steps: Optional[int] = None
+    """frozen evaluation steps per ablation arm and seed, on a held-out economy seed; default 100, on
+    private_signals 200"""
     workers: int = 2
     """rollouts and ablation arms run at once: processes (1: all in this process), or Ray tasks with --backend ray"""
     threads: int = 1
@@ -105,6 +108,8 @@ def check_args(args: Args) -> None:
                "ablation_steps": 2, "workers": 1, "threads": 1, "seed": 0}
     for name, low in minimum.items():
         value = getattr(args, name)
+        if value is None and name in ABLATION_DEFAULTS:  # the scenario's default (`with_defaults`)
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"--{name.replace('_', '-')} must be an int >= {low}, got {value!r}")
     if args.seed + args.seeds - 1 > MAX_SEED:  # rollout k seeds NumPy's global generator with seed + k
@@ -129,8 +134,8 @@ def check_args(args: Args) -> None:
     if args.backend == "ray":
         require_ray()  # a missing extra is reported before any work starts
     chosen = args.ablations
-    if not isinstance(chosen, (tuple, list)) or not chosen or any(a not in ALL_ABLATIONS for a in chosen) \
-            or len(set(chosen)) != len(chosen):
+    if chosen is not None and (not isinstance(chosen, (tuple, list)) or not chosen
+                               or any(a not in ALL_ABLATIONS for a in chosen) or len(set(chosen)) != len(chosen)):
         raise ValueError(f"--ablations must name one or more of {', '.join(ALL_ABLATIONS)}, each once, got "
                          f"{chosen!r}")
     if args.ablation_seeds == 1:
@@ -251,6 +256,18 @@ POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
                          "ignorer": ("agents.scripted:ScriptedIgnorer", None)}
 POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
 ALL_ABLATIONS = (*ABLATIONS, *POSITIVE_CONTROL, "inheritance")  # what --ablations may choose
+# The ablation settings left unset (None) take these, a scenario's own first: the positive control's learners
+# need about 50,000 steps to find the scouts, and its question is the social filter's
+ABLATION_DEFAULTS = {"ablation_train_steps": 500, "ablation_steps": 100, "ablations": ALL_ABLATIONS}
+SCENARIO_ABLATION_DEFAULTS = {"private_signals": {"ablation_train_steps": 50_000, "ablation_steps": 200,
+                                                  "ablations": ("social_filter", "positive_control")}}
+
+
+def with_defaults(args: Args, scenario: Optional[str]) -> Args:
+    """``args`` with every unset ablation setting given its default for ``scenario`` (ABLATION_DEFAULTS,
+    SCENARIO_ABLATION_DEFAULTS); settings given stay."""
+    defaults = {**ABLATION_DEFAULTS, **SCENARIO_ABLATION_DEFAULTS.get(scenario or "", {})}
+    return dataclasses.replace(args, **{key: value for key, value in defaults.items() if getattr(args, key) is None})
 # Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
 # The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
 # ablation get them alike) and the plain mean beside the learned context (uniform attention ignores it);
@@ -271,6 +288,7 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
 
     Returns the tasks and, for every ablation arm, the key stem of its tasks (key + (seed index,)).
     """
+    args = with_defaults(args, source.scenario)
     trained = "run" if source.run_dir else source.learner_name
     tasks = [Task(key=("main", k), economy=source.economy, learner=trained,
                   learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
@@ -444,6 +462,7 @@ def evaluate(args: Args) -> dict:
     check_args(args)
     start = time.perf_counter()
     source = load_source(args)
+    args = with_defaults(args, source.scenario)
     config = source.economy
     os.makedirs(args.out, exist_ok=True)
 

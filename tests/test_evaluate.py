@@ -352,3 +352,16 @@ def test_ablations_run_only_the_chosen_arms_and_the_report_says_which_were_not_r
     for bad in (("social",), (), ("tastes", "tastes")):
         with pytest.raises(ValueError, match="--ablations must name one or more of social_filter"):
             evaluate.check_args(Args(out=str(tmp_path), ablations=bad, **TINY))
+
+
+def test_unset_ablation_settings_take_the_scenarios_defaults_and_given_ones_stay():
+    """The positive control's learners need about 50,000 steps to find the scouts, so a bare
+    `evaluate.py --scenario private_signals` trains that long, and only the arms its question needs."""
+    signals = evaluate.with_defaults(Args(), "private_signals")
+    assert (signals.ablation_train_steps, signals.ablation_steps, signals.ablations) == (
+        50_000, 200, ("social_filter", "positive_control"))
+    seed = evaluate.with_defaults(Args(), "seed")
+    assert (seed.ablation_train_steps, seed.ablation_steps) == (500, 100)
+    assert seed.ablations == ("social_filter", "tastes", "policy", "positive_control", "inheritance")
+    given = evaluate.with_defaults(Args(ablation_train_steps=7, ablations=("tastes",)), "private_signals")
+    assert (given.ablation_train_steps, given.ablation_steps, given.ablations) == (7, 200, ("tastes",))
