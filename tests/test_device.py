@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from test_checkpoint import tensors
 from test_learners import with_resources
 
 from agents import LearnerConfig, make_learner
@@ -135,8 +136,8 @@ def test_a_float64_checkpoint_taken_mid_window_resumes_bit_exactly(name):
         learner.on_births(out.births)
         observation = out.observation
     state = saved_and_loaded(learner.state_dict())
-    tensors = list(_tensors(state))
-    assert tensors and all(value.device.type == "cpu" for value in tensors)  # a checkpoint holds CPU tensors
+    held = list(tensors(state))
+    assert held and all(value.device.type == "cpu" for value in held)  # a checkpoint holds CPU tensors
     resumed = build(name, dtype="float64")
     resumed.load_state_dict(state)
     economy_copy = copy.deepcopy(economy)
@@ -150,17 +151,6 @@ def test_a_float64_checkpoint_taken_mid_window_resumes_bit_exactly(name):
         observation = out.observation
     assert torch.equal(learner.flat_params, resumed.flat_params)
     assert learner.flat_params.dtype == torch.float64
-
-
-def _tensors(value):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
 
 
 def test_a_float32_checkpoint_is_refused_by_a_float64_learner_naming_the_dtype():
@@ -244,7 +234,7 @@ def test_a_cuda_float64_learner_equals_the_cpu_learner_within_rounding():
         torch.testing.assert_close(second, first, atol=1e-9, rtol=0)
         torch.testing.assert_close(cuda.flat_params.cpu(), cpu.flat_params, atol=1e-9, rtol=0)
         state = cuda.state_dict()
-        assert all(value.device.type == "cpu" for value in _tensors(state))
+        assert all(value.device.type == "cpu" for value in tensors(state))
         moved = build(name, dtype="float64")  # a CUDA checkpoint loads on the CPU
         moved.load_state_dict(saved_and_loaded(state))
         assert torch.equal(moved.flat_params, cuda.flat_params.cpu())
