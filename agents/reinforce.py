@@ -126,6 +126,14 @@ def double_season_angle(own: torch.Tensor, num_jobs: int, end: int) -> torch.Ten
     return own
 
 
+def filter_hidden(own: torch.Tensor, peers: torch.Tensor, blocks: dict) -> torch.Tensor:
+    """The social filter's relu layer [N, 1, K, A] at one step, relu(W_own own + W_peer peer_k + b), from own
+    [N, 1, S], peers [N, 1, K, P] and the shaped parameter views (`_shaped_blocks`, or a block's rows of them):
+    what `act` computes and a blocked update recomputes, by the same operations."""
+    own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, 1, A]
+    return relu_hidden(peers, own_part, blocks["w_peer"])
+
+
 class ReinforceLearner:
     """N independent REINFORCE agents in one set of stacked tensors. See the module docstring."""
 
@@ -276,8 +284,7 @@ class ReinforceLearner:
         if self.uniform_attention:
             attention = uniform_attention_weights((~blocked).to(self.dtype))
         else:
-            own_part = torch.baddbmm(blocks["bias"], views["own"], blocks["w_own"])  # [N, 1, A]
-            relu = relu_hidden(peers, own_part, blocks["w_peer"])  # [N, 1, K, A]
+            relu = filter_hidden(views["own"], peers, blocks)  # [N, 1, K, A]
             if "relu" in views:  # kept for learning (else `_learn` recomputes it a block of agents at a time)
                 views["relu"].copy_(relu)
             scores = relu_scores(relu, blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
@@ -569,8 +576,8 @@ class ReinforceLearner:
         for index in range(count):  # agent, whose batched products torch computes by another kernel
             start = n * index // count
             block = slice(start, n * (index + 1) // count)
-            window_block = window if n <= rows else self._window_block(window, block)
             blocks = self._blocks_now if n <= rows else {key: value[block] for key, value in self._blocks_now.items()}
+            window_block = window if n <= rows else self._window_block(window, block, blocks)
             grad = self._learn_block(window_block, blocks, advantage[block], valid[block], counts[block],
                                      loss[block], entropy[block], norms[block])
             if not bool(torch.isfinite(loss[block] + norms[block]).all()):
@@ -618,9 +625,10 @@ class ReinforceLearner:
         torch.linalg.vector_norm(grad, dim=1, out=norms)
         return grad
 
-    def _window_block(self, window: dict, block: slice) -> dict:
+    def _window_block(self, window: dict, block: slice, blocks: dict) -> dict:
         """The window's rows of a block of agents (views), with the social filter's relu layer recomputed
-        step by step as `_act_forward` computed it, into kept scratch (with its gradient's scratch)."""
+        step by step as `_act_forward` computed it (`filter_hidden` with the block's parameter views `blocks`),
+        into kept scratch (with its gradient's scratch)."""
         part = {key: value[block] for key, value in window.items()}
         if self.uniform_attention:
             return part
@@ -630,10 +638,9 @@ class ReinforceLearner:
             self._relu_scratch = torch.empty(2, self.update_rows * self.config.update_every * shape[2] * shape[3],
                                              dtype=self.dtype, device=self.device).view(2, -1, shape[2], shape[3])
         relu, relu_grad = (scratch[:b * t].view(shape) for scratch in self._relu_scratch)
-        w_own, w_peer, bias = (self._blocks_now[key][block] for key in ("w_own", "w_peer", "bias"))
         for step in range(t):  # at most T steps: a loop over steps, not agents
-            own_part = torch.baddbmm(bias, part["own"][:, step:step + 1], w_own)  # [B, 1, A]
-            relu[:, step:step + 1].copy_(relu_hidden(part["peers"][:, step:step + 1], own_part, w_peer))
+            relu[:, step:step + 1].copy_(filter_hidden(part["own"][:, step:step + 1],
+                                                       part["peers"][:, step:step + 1], blocks))
         part.update(relu=relu, relu_grad=relu_grad)
         return part
 
