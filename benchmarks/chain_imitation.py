@@ -1,0 +1,182 @@
+"""Is the supply chain's plan a resting point of independent REINFORCE? (issue 16, a diagnostic)
+
+    python benchmarks/chain_imitation.py --seeds 1 2 3 --max-age 100000 --imitate-steps 3000 --rl-steps 4000
+
+Trained from scratch, REINFORCE on `supply_chain` ends in the raw layer (docs/design.md section 9). This
+asks the converse: start the learners on the plan and see whether learning keeps it.
+
+Phase 1, imitation: the plan (`RoleByIdPlan`: `scripted_chain`'s plan with roles cut by each agent's public
+id rather than its slot, so that a network can see its role) drives the economy. The learner acts too, so
+its window holds its inputs, but the window is given the plan's actions as pre-images (`plan_pre_images`)
+and every valid step the advantage 1: REINFORCE's update is then behaviour cloning's gradient,
+d log pi(the plan's action) / d theta, with the learner's own clipping, optimizer and entropy bonus. This
+swaps `agents.reinforce.advantages` for the phase (a diagnostic, not a learner option).
+Phase 2, reinforcement: the learner acts and learns as usual, optionally with another learning rate
+(`--rl-learning-rate`) or with a share of every reward replaced by the population's mean (`--shared`, 1:
+everyone maximises the mean reward, so a drift away from the plan is not self-interest).
+
+Reported every `--report-every` steps: mean reward, effort shares of the raw, intermediate and final layers,
+final goods made and traded per step, and the share of agents whose job is the plan's. One JSON line per
+run is appended to `--out`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import agents.reinforce as reinforce_module
+from agents import make_learner
+from agents.config import LearnerConfig
+from agents.scripted import ChainScriptedLearner
+from homoecon_env.core import Actions, Economy
+from homoecon_env.core.production import JobTable
+from homoecon_env.diagnostics import supply_chain
+from homoecon_env.scenarios import SCENARIOS
+
+EFFORT_CLIP = 0.02  # the plan's effort 1 is imitated as sigmoid(u) = 0.98: a finite pre-image
+SHARE_CLIP = 1e-3  # trade shares and eaten fractions are imitated within [1e-3, 1 - 1e-3]
+
+
+class RoleByIdPlan(ChainScriptedLearner):
+    """`scripted_chain` with the plan's roles cut by the first public id coordinate (uniform on [-1, 1])
+    instead of the slot: an agent's role is then a function of what it observes, which a network can learn,
+    and a newborn gets its own role from its own id."""
+
+    def __init__(self, economy_config):
+        super().__init__(economy_config)
+        c = economy_config
+        self.id_column = 2 * c.num_resources + 2 + c.message_width  # homoecon_env.core.observe's own layout
+        self.cumulative_plan = torch.tensor(np.cumsum(self.plan), dtype=torch.float32)
+
+    def act(self, observation) -> Actions:
+        position = ((observation.self_features[:, self.id_column] + 1) / 2).contiguous()
+        self.slot_job = torch.searchsorted(self.cumulative_plan, position).clamp(max=len(self.plan) - 1)
+        return super().act(observation)
+
+
+def plan_pre_images(learner, actions: Actions) -> torch.Tensor:
+    """[N, G] the learner's Gaussian pre-images whose squashing gives `actions` (clipped to finite values):
+    atanh of the broadcast, logit of effort and of the eaten fractions, and log(w_k / w_R) of the trade
+    shares (the last logit is fixed at 0)."""
+    def logit(x, clip):
+        x = x.clamp(clip, 1 - clip)
+        return torch.log(x) - torch.log1p(-x)
+
+    weights = actions.trade_weights / actions.trade_weights.sum(dim=1, keepdim=True)
+    weights = weights.clamp(min=SHARE_CLIP)
+    parts = {"broadcast": torch.atanh(actions.broadcast.clamp(-1 + SHARE_CLIP, 1 - SHARE_CLIP)),
+             "effort": logit(actions.effort.unsqueeze(1), EFFORT_CLIP),
+             "consume": logit(actions.consume, SHARE_CLIP),
+             "trade_weights": torch.log(weights[:, :-1]) - torch.log(weights[:, -1:])}
+    pre_image = torch.empty(actions.job.shape[0], learner.gaussian_dim)
+    for head, (start, stop) in learner.head_slices.items():
+        pre_image[:, start:stop] = parts[head]
+    return pre_image
+
+
+@contextlib.contextmanager
+def unit_advantages():
+    """While open, every valid window step of a REINFORCE update has advantage 1 (behaviour cloning)."""
+    original = reinforce_module.advantages
+
+    def cloning(reward, valid, *args, **kwargs):
+        returns, mean, baseline, advantage = original(reward, valid, *args, **kwargs)
+        return returns, mean, baseline, torch.where(valid, torch.ones_like(advantage), 0.0)
+
+    reinforce_module.advantages = cloning
+    try:
+        yield
+    finally:
+        reinforce_module.advantages = original
+
+
+def run(seed: int, args) -> dict:
+    """One imitation-then-reinforcement run; its curve as one JSON-ready dict."""
+    torch.manual_seed(seed)
+    config = SCENARIOS["supply_chain"]().replace(num_agents=args.num_agents, max_age=args.max_age,
+                                                 max_steps=args.imitate_steps + args.rl_steps)
+    learner = make_learner("reinforce", config, LearnerConfig(seed=seed, entropy_coef=args.entropy_coef))
+    plan = RoleByIdPlan(config)
+    jobs = JobTable.from_config(config)
+    layer = supply_chain.job_layers(jobs.output, jobs.inputs)  # [J] 0 raw, 1 intermediate, 2 final
+    final = np.flatnonzero(supply_chain.final_goods(jobs.output, jobs.inputs))
+    economy = Economy(config)
+    observation = economy.reset(seed=seed)
+    curve, tally, start = [], None, time.time()
+    for step in range(1, args.imitate_steps + args.rl_steps + 1):
+        imitating = step <= args.imitate_steps
+        if step == args.imitate_steps + 1 and args.rl_learning_rate is not None:
+            learner.optimizer.lr = args.rl_learning_rate
+        slot = learner._t  # the window step `act` writes
+        own = learner.act(observation)
+        planned = plan.act(observation)
+        if imitating:
+            learner.window.buffer["pre_image"][:, slot] = plan_pre_images(learner, planned)
+            learner.window.buffer["job"][:, slot] = planned.job
+        actions = planned if imitating else own
+        out = economy.step(actions)
+        with unit_advantages() if imitating else contextlib.nullcontext():
+            if args.shared and not imitating:
+                shared = (1 - args.shared) * out.reward + args.shared * out.reward.mean()
+                learner.update(dataclasses.replace(out, reward=shared))
+            else:
+                learner.update(out)
+        learner.on_births(out.births)
+        observation = out.observation
+        tally = tally or {"reward": 0.0, "effort": np.zeros(3), "final_made": 0.0, "final_traded": 0.0,
+                          "on_plan": 0.0, "steps": 0}
+        job, effort = actions.job.numpy(), out.effort.numpy()
+        tally["reward"] += float(out.reward.mean())
+        np.add.at(tally["effort"], layer[job], effort)
+        tally["final_made"] += float(effort[layer[job] == 2].sum())
+        moved = np.abs(out.trade.allocation.numpy() - out.pre_trade.numpy()).sum(axis=0) / 2
+        tally["final_traded"] += float(moved[final].sum())
+        tally["on_plan"] += float((own.job == planned.job).float().mean())
+        tally["steps"] += 1
+        if step % args.report_every == 0:
+            k, shares = tally["steps"], tally["effort"] / max(tally["effort"].sum(), 1e-12)
+            curve.append({"step": step, "phase": "imitation" if imitating else "reinforcement",
+                          "reward": tally["reward"] / k, "raw": shares[0], "intermediate": shares[1],
+                          "final": shares[2], "final_made": tally["final_made"] / k,
+                          "final_traded": tally["final_traded"] / k, "own_job_on_plan": tally["on_plan"] / k})
+            print(json.dumps({"seed": seed, **{key: round(v, 4) if isinstance(v, float) else v
+                                               for key, v in curve[-1].items()}}), flush=True)
+            tally = None
+    return {"seed": seed, "num_agents": args.num_agents, "max_age": args.max_age, "imitate_steps": args.imitate_steps,
+            "rl_steps": args.rl_steps, "rl_learning_rate": args.rl_learning_rate, "shared": args.shared,
+            "entropy_coef": args.entropy_coef, "curve": curve, "seconds": round(time.time() - start, 1)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--num-agents", type=int, default=50)
+    parser.add_argument("--max-age", type=int, default=100_000, help="lifespan (the scenario's is 10)")
+    parser.add_argument("--imitate-steps", type=int, default=3000)
+    parser.add_argument("--rl-steps", type=int, default=4000)
+    parser.add_argument("--rl-learning-rate", type=float, default=None, help="default: the learner's own")
+    parser.add_argument("--shared", type=float, default=0.0, help="share of each reward replaced by the mean")
+    parser.add_argument("--entropy-coef", type=float, default=LearnerConfig().entropy_coef)
+    parser.add_argument("--report-every", type=int, default=200)
+    parser.add_argument("--out", default="benchmarks/results/chain_imitation.jsonl", help="JSON lines, appended")
+    args = parser.parse_args(argv)
+    if args.report_every < 1 or not 0.0 <= args.shared <= 1.0:
+        parser.error("--report-every must be >= 1 and --shared in [0, 1]")
+    for seed in args.seeds:
+        row = run(seed, args)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
