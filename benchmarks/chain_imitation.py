@@ -10,7 +10,9 @@ id rather than its slot, so that a network can see its role) drives the economy.
 its window holds its inputs, but the window is given the plan's actions as pre-images (`plan_pre_images`)
 and every valid step the advantage 1: REINFORCE's update is then behaviour cloning's gradient,
 d log pi(the plan's action) / d theta, with the learner's own clipping, optimizer and entropy bonus. This
-swaps `agents.reinforce.advantages` for the phase (a diagnostic, not a learner option).
+swaps `agents.reinforce.advantages` for the phase (a diagnostic, not a learner option). With `--learner ppo`
+the swap is of `agents.ppo.gae`'s advantages (its value head still learns the true returns), and PPO's
+clipped surrogate then clones the plan a clip range per epoch.
 Phase 2, reinforcement: the learner acts and learns as usual, optionally with another learning rate
 (`--rl-learning-rate`) or with a share of every reward replaced by the population's mean (`--shared`, 1:
 everyone maximises the mean reward, so a drift away from the plan is not self-interest).
@@ -32,6 +34,7 @@ import time
 import numpy as np
 import torch
 
+import agents.ppo as ppo_module
 import agents.reinforce as reinforce_module
 from agents import make_learner
 from agents.config import LearnerConfig
@@ -84,18 +87,23 @@ def plan_pre_images(learner, actions: Actions) -> torch.Tensor:
 
 @contextlib.contextmanager
 def unit_advantages():
-    """While open, every valid window step of a REINFORCE update has advantage 1 (behaviour cloning)."""
-    original = reinforce_module.advantages
+    """While open, every valid window step of a REINFORCE update, and every step of a PPO update, has
+    advantage 1 (behaviour cloning); PPO's value targets stay its own."""
+    originals = reinforce_module.advantages, ppo_module.gae
 
     def cloning(reward, valid, *args, **kwargs):
-        returns, mean, baseline, advantage = original(reward, valid, *args, **kwargs)
+        returns, mean, baseline, advantage = originals[0](reward, valid, *args, **kwargs)
         return returns, mean, baseline, torch.where(valid, torch.ones_like(advantage), 0.0)
 
-    reinforce_module.advantages = cloning
+    def cloning_gae(*args, **kwargs):
+        advantage, returns = originals[1](*args, **kwargs)
+        return torch.ones_like(advantage), returns
+
+    reinforce_module.advantages, ppo_module.gae = cloning, cloning_gae
     try:
         yield
     finally:
-        reinforce_module.advantages = original
+        reinforce_module.advantages, ppo_module.gae = originals
 
 
 def run(seed: int, args) -> dict:
@@ -103,7 +111,9 @@ def run(seed: int, args) -> dict:
     torch.manual_seed(seed)
     config = SCENARIOS["supply_chain"]().replace(num_agents=args.num_agents, max_age=args.max_age,
                                                  max_steps=args.imitate_steps + args.rl_steps)
-    learner = make_learner("reinforce", config, LearnerConfig(seed=seed, entropy_coef=args.entropy_coef))
+    bonus = {} if args.entropy_coef is None else {"entropy_coef": args.entropy_coef,
+                                                   "ppo_entropy_coef": args.entropy_coef}
+    learner = make_learner(args.learner, config, LearnerConfig(seed=seed, **bonus))
     plan = RoleByIdPlan(config)
     jobs = JobTable.from_config(config)
     layer = supply_chain.job_layers(jobs.output, jobs.inputs)  # [J] 0 raw, 1 intermediate, 2 final
@@ -150,7 +160,7 @@ def run(seed: int, args) -> dict:
             print(json.dumps({"seed": seed, **{key: round(v, 4) if isinstance(v, float) else v
                                                for key, v in curve[-1].items()}}), flush=True)
             tally = None
-    return {"seed": seed, "num_agents": args.num_agents, "max_age": args.max_age, "imitate_steps": args.imitate_steps,
+    return {"seed": seed, "learner": args.learner, "num_agents": args.num_agents, "max_age": args.max_age, "imitate_steps": args.imitate_steps,
             "rl_steps": args.rl_steps, "rl_learning_rate": args.rl_learning_rate, "shared": args.shared,
             "entropy_coef": args.entropy_coef, "curve": curve, "seconds": round(time.time() - start, 1)}
 
@@ -158,13 +168,15 @@ def run(seed: int, args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--learner", choices=("reinforce", "ppo"), default="reinforce")
     parser.add_argument("--num-agents", type=int, default=50)
     parser.add_argument("--max-age", type=int, default=100_000, help="lifespan (the scenario's is 10)")
     parser.add_argument("--imitate-steps", type=int, default=3000)
     parser.add_argument("--rl-steps", type=int, default=4000)
     parser.add_argument("--rl-learning-rate", type=float, default=None, help="default: the learner's own")
     parser.add_argument("--shared", type=float, default=0.0, help="share of each reward replaced by the mean")
-    parser.add_argument("--entropy-coef", type=float, default=LearnerConfig().entropy_coef)
+    parser.add_argument("--entropy-coef", type=float, default=None,
+                        help="the entropy bonus (REINFORCE's entropy_coef, PPO's ppo_entropy_coef; default: the learner's)")
     parser.add_argument("--report-every", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results/chain_imitation.jsonl", help="JSON lines, appended")
     args = parser.parse_args(argv)
