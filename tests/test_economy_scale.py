@@ -140,3 +140,21 @@ def test_own_features_in_blocks_equal_the_whole_columns_cast_to_float32(override
     features = observe.self_features(state, jobs, config, economy.space)
     assert features.dtype == np.float32 and features.shape == reference.shape
     assert np.array_equal(features.view(np.uint32), reference.view(np.uint32))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"private_signals": True}, {"broadcast_mode": "symbolic"}])
+def test_public_features_in_blocks_equal_the_whole_columns_cast_to_float32(overrides):
+    n = observe.FEATURE_BLOCK * 2 + 5
+    config = EconomyConfig(num_agents=n, num_peers=8, **overrides)
+    economy = Economy(config)
+    economy.reset(seed=6)
+    state = economy.state_arrays
+    rng = np.random.default_rng(4)
+    state = state.replace(holdings=rng.random((n, config.num_resources)) * 1e5,  # values float32 must round
+                          job=rng.integers(-1, config.num_jobs, n))
+    columns = [state.broadcast, state.id_vectors, state.holdings]
+    if config.private_signals:
+        columns.insert(2, (state.job[:, None] == np.arange(config.num_jobs)).astype(np.float64))
+    reference = np.concatenate([column.astype(np.float32) for column in columns], axis=1)
+    public = observe.public_features(state, config)
+    assert public.dtype == np.float32 and np.array_equal(public.view(np.uint32), reference.view(np.uint32))
