@@ -123,17 +123,10 @@ FEATURE_BLOCK = 8192  # rows of own features filled per pass
 def public_features(state: EconomyState, config: Optional[EconomyConfig] = None) -> np.ndarray:
     """[N, P] float32, what peers see of an agent: last broadcast, id vector, holdings; NumPy state.
     With private signals the last-job one-hot [J] goes before the holdings (holdings stay last)."""
-    columns = [state.broadcast, state.id_vectors, state.holdings]
     if config is not None and config.private_signals:
-        columns.insert(2, signals.public_columns(state, config))
-    n = state.num_slots
-    if n <= FEATURE_BLOCK:
-        return np.concatenate(columns, axis=1, dtype=np.float32)
-    public = np.empty((n, sum(column.shape[1] for column in columns)), dtype=np.float32)
-    for first in range(0, n, FEATURE_BLOCK):  # block by block, as own features: the same float32 casts
-        np.concatenate([column[first:first + FEATURE_BLOCK] for column in columns], axis=1,
-                       out=public[first:first + FEATURE_BLOCK])
-    return public
+        return np.concatenate([state.broadcast, state.id_vectors, signals.public_columns(state, config),
+                               state.holdings], axis=1, dtype=np.float32)
+    return np.concatenate([state.broadcast, state.id_vectors, state.holdings], axis=1, dtype=np.float32)
 
 
 def everyone_else(num_slots: int, num_peer_slots: int) -> torch.Tensor:
