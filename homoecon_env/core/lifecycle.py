@@ -29,9 +29,9 @@ def bequeath(holdings, dead, agent_ids, parent_ids, parent_slots):
     holdings [N, R] after decay, dead [N] bool, agent_ids [N], parent_ids and parent_slots [N, 2].
     A parent still lives in the row it held at its child's birth exactly when that row's agent id is
     still the parent's id (founders' parent ids are -1, never an agent id), so children are found
-    with a gather, no search. Each child adds its first parent's share, then its second's, to what it
-    kept; only the rows of children of the dead are touched (the others gain + 0.0, which a dense sum of
-    zero shares adds too).
+    with a gather, no search, among the entries whose parent row died. Each row adds its first parent's
+    share, then its second's, to what it kept, where a parent that left nothing to it adds +0.0 (as in a
+    dense sum of [N, R] shares, whose signed zeros this keeps); only the heirs' rows are gathered.
     Returns (holdings [N, R] with the dead rows emptied, lost [R]: holdings of the childless dead).
     """
     n = holdings.shape[0]
