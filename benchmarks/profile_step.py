@@ -8,8 +8,9 @@
 Prints, for the project's functions (homoecon_env, agents), the time per step spent inside each
 (cumulative, callees included) and its share of the step. cProfile's own overhead inflates every
 figure by up to about 2x at N = 50, so read the shares; bench.py gives the true steps/s.
-`--stages` times the economy's stages instead (wall and CPU time per step, no profiler: the
-figures to read at large N, where a wall time well above the CPU time means a busy machine).
+`--stages` times the economy's stages instead (wall and CPU time and minor page faults per step, no
+profiler: the figures to read at large N, where a wall time well above the CPU time means a busy
+machine, and many page faults mean fresh memory touched, whose kernel time the CPU time includes).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import resource
 import sys
 import time
 from collections import Counter
@@ -67,18 +69,19 @@ def main() -> None:
 def stage_timers() -> dict:
     """Wrap the economy's stage functions (before the workload is built) with wall and CPU timers."""
     from homoecon_env.core import consumption, economy, lifecycle, observe, production
-    timers = {"wall": Counter(), "cpu": Counter()}
+    timers = {"wall": Counter(), "cpu": Counter(), "faults": Counter()}
 
     def wrap(owner, name, label, static=False):
         function = getattr(owner, name)
 
         def timed(*args, **kwargs):
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu, faults = time.perf_counter(), time.process_time(), page_faults()
             try:
                 return function(*args, **kwargs)
             finally:
                 timers["wall"][label] += time.perf_counter() - wall
                 timers["cpu"][label] += time.process_time() - cpu
+                timers["faults"][label] += page_faults() - faults
         setattr(owner, name, staticmethod(timed) if static else timed)
 
     wrap(economy.Economy, "_checked_arrays", "action checks")
@@ -98,18 +101,25 @@ def stage_timers() -> dict:
     return timers
 
 
+def page_faults() -> int:
+    """Minor page faults of this process so far: each first touch of freshly mapped memory (a large
+    array the allocator got from the kernel) costs one, and their kernel time shows in the CPU time."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def report_stages(step, steps: int, timers: dict, title: str) -> None:
     for counter in timers.values():
         counter.clear()
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, faults = time.perf_counter(), time.process_time(), page_faults()
     for _ in range(steps):
         step()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"{title}: {1e3 * wall / steps:.1f} ms per step ({1e3 * cpu / steps:.1f} ms CPU)\n")
-    print("| stage | ms per step | CPU ms per step | share |\n|---|---:|---:|---:|")
+    wall, cpu, faults = time.perf_counter() - wall, time.process_time() - cpu, page_faults() - faults
+    print(f"{title}: {1e3 * wall / steps:.1f} ms per step ({1e3 * cpu / steps:.1f} ms CPU, "
+          f"{faults / steps:.0f} page faults)\n")
+    print("| stage | ms per step | CPU ms per step | page faults per step | share |\n|---|---:|---:|---:|---:|")
     for label, seconds in timers["wall"].most_common():
         print(f"| {label} | {1e3 * seconds / steps:.1f} | {1e3 * timers['cpu'][label] / steps:.1f} | "
-              f"{seconds / wall:.0%} |")
+              f"{timers['faults'][label] / steps:.0f} | {seconds / wall:.0%} |")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def resort_every_row(n: int, k: int, generator: torch.Generator) -> torch.Tensor
     return (torch.arange(n)[:, None] + offsets) % n
 
 
-@pytest.mark.parametrize("n, k", [(66, 32), (70, 32), (300, 7), (20_000, 32)])  # from many repeats to few
+@pytest.mark.parametrize("n, k", [(66, 32), (70, 32), (300, 7), (20_000, 32), (70_000, 3), (9_000, 1)])  # many repeats
+# to few (blocks of PEER_BLOCK rows, a partial last one) and none (K = 1)
 def test_sampled_peers_and_random_stream_equal_resorting_every_row(n, k):
     """Sorting only the rows that hold a repeat draws the same peers, and leaves the generator where
     the full re-sort leaves it (so everything drawn after is the same too)."""
@@ -95,3 +96,17 @@ def test_an_observation_with_peers_gathered_later_copies_pickles_and_replaces_li
     assert replaced.peer_mask.sum() == 0
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         observation.nonsense  # noqa: B018
+
+
+def test_the_all_ones_mask_made_on_first_read_is_ones_once_and_copies_like_any():
+    """An all-live sampled observation's mask (made on first read) is float32 ones [N, K], the same tensor
+    on every read; copies and pickles taken before the first read give the same mask."""
+    economy = run(EconomyConfig(num_agents=100, num_peers=8), 1)
+    observation = economy.observation
+    assert "peer_mask" not in observation.__dict__  # not made yet: the all-live case
+    copied, pickled = copy.deepcopy(observation), pickle.loads(pickle.dumps(observation))
+    mask = observation.peer_mask
+    assert mask.dtype == torch.float32 and mask.shape == (100, 8) and bool((mask == 1).all())
+    assert observation.peer_mask is mask
+    for other in (copied, pickled, dataclasses.replace(observation)):
+        assert torch.equal(other.peer_mask, mask) and torch.equal(other.peers, observation.peers)

@@ -29,19 +29,31 @@ def bequeath(holdings, dead, agent_ids, parent_ids, parent_slots):
     holdings [N, R] after decay, dead [N] bool, agent_ids [N], parent_ids and parent_slots [N, 2].
     A parent still lives in the row it held at its child's birth exactly when that row's agent id is
     still the parent's id (founders' parent ids are -1, never an agent id), so children are found
-    with a gather, no search; each child adds its two parents' shares in turn, as dense [N, 2] math.
+    with a gather, no search, among the entries whose parent row died. Each row adds its first parent's
+    share, then its second's, to what it kept, where a parent that left nothing to it adds +0.0 (as in a
+    dense sum of [N, R] shares, whose signed zeros this keeps); only the heirs' rows are gathered.
     Returns (holdings [N, R] with the dead rows emptied, lost [R]: holdings of the childless dead).
     """
-    rows = np.maximum(parent_slots, 0)  # [N, 2]
-    is_heir = (agent_ids.take(rows) == parent_ids) & dead.take(rows) & ~dead[:, None]  # [N, 2]
-    heirs = np.bincount(rows.ravel(), is_heir.ravel(), minlength=holdings.shape[0])  # [N] living children
-    share = holdings / np.maximum(heirs, 1.0)[:, None]  # [N, R] each child's part of a row's holdings
+    n = holdings.shape[0]
+    rows = np.maximum(parent_slots, 0).reshape(-1)  # [2N]: row i's parents at 2i, 2i + 1
+    candidates = np.flatnonzero(dead.take(rows))  # entries whose parent row died this step
+    child = candidates // 2
+    is_heir = (agent_ids.take(rows[candidates]) == parent_ids.reshape(-1)[candidates]) & ~dead[child]
+    heirs_at = candidates[is_heir]  # [H] entries (child, parent) in row-major order
+    heir_rows = rows[heirs_at]  # the dead parent's row of each
+    heirs = np.bincount(heir_rows, minlength=n)  # [N] living children of each row (0 for living rows)
+    share = holdings.take(heir_rows, axis=0) / np.maximum(heirs.take(heir_rows), 1.0)[:, None]  # [H, R]
+    # kept + r0 + r1 per row, r_p the share from parent p or +0.0 (x + 0.0 turns -0.0 into +0.0, so the
+    # zero additions are made too, each row's in the dense sum's order)
     kept = holdings * ~dead[:, None]
-    for parent in range(2):  # kept + first parent's share + second's, the shares 0 for rows that are not heirs
-        received = np.zeros_like(holdings)  # (share * 0 for them: holdings are finite and >= 0)
-        children = np.flatnonzero(is_heir[:, parent])
-        received[children] = share.take(rows[children, parent], axis=0)
-        kept += received
+    child, second = heirs_at // 2, heirs_at % 2 == 1
+    first_rows, second_rows = child[~second], child[second]  # each holds a row at most once
+    before = kept[first_rows]
+    kept += 0.0
+    kept[first_rows] = before + share[~second]
+    before = kept[second_rows]
+    kept[first_rows] += 0.0
+    kept[second_rows] = before + share[second]
     lost = holdings.T @ (dead & (heirs == 0))
     return kept, lost
 
@@ -110,6 +122,7 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
     survivors = state.alive & ~dead
     holdings = state.holdings
     founders = np.count_nonzero(survivors) < 2
+    fresh_holdings = False
     if founders:
         parent_slots = np.full((count, 2), NO_PARENT, dtype=np.int64)
         tastes = random_tastes(count, config.num_resources, config.heterogeneous_tastes, generator,
@@ -126,17 +139,24 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
         tastes = inherit_tastes(state.utility_weights.take(parent_slots, axis=0), draws[:, 2:3],
                                 normal(generator, count, config.num_resources), config)
         children_per_parent = np.bincount(parent_slots.ravel(), minlength=n)  # [N]
-        given = 1.0 - (1.0 - config.parent_share) ** children_per_parent  # [N] fraction of holdings given
-        gift_per_child = holdings * (given / np.maximum(children_per_parent, 1))[:, None]  # [N, R]
-        endowment = gift_per_child.take(parent_slots, axis=0).sum(axis=1)  # [D, R]
-        holdings = holdings * (1.0 - given)[:, None]
-        generation = state.generation.take(parent_slots).max(axis=1) + 1
+        # 1 - (1 - s) ** c for each row's count c: the power of each count that occurs, looked up (the
+        # same float64 power loop on the same values as for the whole [N] counts)
+        kept_share = (1.0 - config.parent_share) ** np.arange(children_per_parent.max() + 1)
+        given = 1.0 - kept_share.take(children_per_parent)  # [N] fraction of holdings given
+        first, second = parent_slots[:, 0], parent_slots[:, 1]
+        per_child = given / np.maximum(children_per_parent, 1)  # [N]
+        # each parent's gift per child, only at the parents' rows: a row's gift is holdings * per_child there
+        gifts = [holdings.take(parent, axis=0) * per_child.take(parent)[:, None] for parent in (first, second)]
+        endowment = np.stack(gifts, axis=1).sum(axis=1)  # [D, R], NumPy's sum of the two (its signed zeros)
+        holdings = holdings * (1.0 - given)[:, None]  # a fresh array: the newborns' rows are written into it
+        fresh_holdings = True
+        generation = np.maximum(state.generation.take(first), state.generation.take(second)) + 1
         parent_ids = state.agent_ids.take(parent_slots)
         ids = draws[:, 3:] * 2 - 1  # uniform on [-1, 1], as random_ids
         region = state.region[parent_slots[:, 0]]  # born in its first parent's region
         lineage = None if state.lineage is None else state.lineage[parent_slots[:, 0]]  # the first parent's line
     new_state = EconomyState(
-        holdings=_with_rows(holdings, slots, endowment),
+        holdings=_with_rows(holdings, slots, endowment, copy=not fresh_holdings),
         ages=_with_rows(state.ages, slots, 0),
         utility_weights=_with_rows(state.utility_weights, slots, tastes),
         id_vectors=_with_rows(state.id_vectors, slots, ids),
@@ -160,10 +180,16 @@ def reproduce(state: EconomyState, dead, allow_births: bool, generator, config: 
     return new_state, Births(dead.copy(), all_parent_slots, count if founders else 0)
 
 
-def _with_rows(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
-    """A copy of ``values`` [N, ...] with ``rows`` set to ``fill``."""
-    result = values.copy()
-    result[rows] = fill
+def _with_rows(values: np.ndarray, rows: np.ndarray, fill, copy: bool = True) -> np.ndarray:
+    """A copy of ``values`` [N, ...] (``copy=False``: ``values`` itself) with ``rows`` set to ``fill``.
+    A [N, W] array's rows are written as W-item records (one indexed copy per row, not per item)."""
+    result = values.copy() if copy else values
+    if result.ndim == 2 and result.shape[1] and result.flags.c_contiguous:
+        record = np.dtype((np.void, result.itemsize * result.shape[1]))
+        fill = np.ascontiguousarray(np.broadcast_to(np.asarray(fill, dtype=result.dtype), (rows.size, result.shape[1])))
+        result.view(record).reshape(-1)[rows] = fill.view(record).reshape(-1)
+    else:
+        result[rows] = fill
     return result
 
 

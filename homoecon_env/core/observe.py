@@ -54,23 +54,32 @@ class Observation:
 
     @classmethod
     def lazy(cls, self_features: torch.Tensor, public: torch.Tensor, rows: torch.Tensor, live: Optional[torch.Tensor],
-             peer_mask: torch.Tensor, peer_index: torch.Tensor) -> "Observation":
+             peer_mask: Optional[torch.Tensor], peer_index: torch.Tensor) -> "Observation":
         """An Observation whose ``peers`` is ``public[rows] * live[..., None]`` (``public`` [N, P], ``rows``
-        [N, K] valid rows, ``live`` [N, K] bool or None: all live), gathered on the first read."""
+        [N, K] valid rows, ``live`` [N, K] bool or None: all live), gathered on the first read.
+        ``peer_mask`` None: every slot holds a live peer, and the mask (ones [N, K], 128 MB at a million
+        agents and K = 32) is made on its first read."""
         observation = cls(self_features, None, peer_mask, peer_index)
         object.__delattr__(observation, "peers")  # the first read goes to __getattr__
         object.__setattr__(observation, "_peer_source", (public, rows, live))
+        if peer_mask is None:
+            object.__delattr__(observation, "peer_mask")
+            object.__setattr__(observation, "_mask_shape", tuple(rows.shape))
         return observation
 
     def __getattr__(self, name: str):
-        """Only reached for ``peers`` of a lazy observation not read yet (and for missing names)."""
-        source = self.__dict__.get("_peer_source") if name == "peers" else None
-        if source is None:
+        """Only reached for ``peers`` or ``peer_mask`` of a lazy observation not read yet (and for missing names)."""
+        if name == "peers" and "_peer_source" in self.__dict__:
+            value = gather_peers(*self.__dict__["_peer_source"])
+            source = "_peer_source"
+        elif name == "peer_mask" and "_mask_shape" in self.__dict__:
+            value = torch.ones(self.__dict__["_mask_shape"], dtype=torch.float32)
+            source = "_mask_shape"
+        else:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        peers = gather_peers(*source)
-        object.__setattr__(self, "peers", peers)
-        object.__delattr__(self, "_peer_source")
-        return peers
+        object.__setattr__(self, name, value)
+        object.__delattr__(self, source)
+        return value
 
 
 def gather_peers(public: torch.Tensor, rows: torch.Tensor, live: Optional[torch.Tensor]) -> torch.Tensor:
@@ -84,18 +93,31 @@ def gather_peers(public: torch.Tensor, rows: torch.Tensor, live: Optional[torch.
 def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig, space=None) -> np.ndarray:
     """[N, S] float32 own features of every slot (the layout in the module docstring); NumPy state.
     ``space`` (`core.space.SpaceTable`) is required when ``config.spatial``."""
-    columns = (state.holdings, (state.ages / config.max_age)[:, None], state.effort[:, None], state.utility_weights,
-               state.broadcast, state.id_vectors, season_features(jobs, state.step)[None, :])  # the season: every row
+    season = season_features(jobs, state.step)[None, :]  # the same for every row
+    columns = (state.holdings, None, state.effort[:, None], state.utility_weights, state.broadcast,
+               state.id_vectors, season)  # None: age / max_age, computed per block
     if config.private_signals:
         columns += (signals.self_columns(state, config),)
     if config.spatial:
         columns += (space_module.self_columns(state, space, config.num_resources),)
-    features = np.empty((state.num_slots, sum(column.shape[1] for column in columns)), dtype=np.float32)
-    start = 0
-    for column in columns:
-        features[:, start:start + column.shape[1]] = column
-        start += column.shape[1]
+    widths = [1 if column is None else column.shape[1] for column in columns]
+    n = state.num_slots
+    features = np.empty((n, sum(widths)), dtype=np.float32)
+    # In blocks of rows, every column of a block in turn: the block's rows stay in cache (one pass over
+    # the [N, S] result, not one per column); each value is the same elementwise cast as a whole-column copy.
+    for first in range(0, n, FEATURE_BLOCK):
+        last = min(first + FEATURE_BLOCK, n)
+        out, start = features[first:last], 0
+        for column, width in zip(columns, widths):
+            if column is None:
+                out[:, start] = state.ages[first:last] / config.max_age
+            else:
+                out[:, start:start + width] = column if column is season else column[first:last]
+            start += width
     return features
+
+
+FEATURE_BLOCK = 8192  # rows of own features filled per pass
 
 
 def public_features(state: EconomyState, config: Optional[EconomyConfig] = None) -> np.ndarray:
@@ -129,38 +151,69 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
     # The [N, K] buffer comes from NumPy, which asks the kernel for huge pages (torch's allocator does
     # not: at a million agents its 256 MB cost 65,000 page faults, more than the draws themselves).
     offsets = torch.randint(1, n, (n, k), generator=generator, out=torch.from_numpy(np.empty((n, k), np.int64)))
-    # Each round redraws, in row-major order, the later copy (in sort order) of every repeated offset.
-    # Only rows with a repeat are sorted by torch (a row's sort does not depend on the other rows);
-    # NumPy's sort of the values finds them (several times faster), and a row redrawn in a round is
-    # the only kind that can hold a repeat in the next.
-    rows = _rows_with_repeats(offsets.numpy(), n)
-    while rows.numel():
-        chosen = offsets.index_select(0, rows)
-        ordered, where = chosen.sort(dim=1)
-        repeated = ordered[:, 1:] == ordered[:, :-1]  # [M, K-1]
-        duplicate = torch.zeros(chosen.shape, dtype=torch.bool).scatter_(1, where[:, 1:], repeated)
-        chosen[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
-        offsets.index_copy_(0, rows, chosen)
-        rows = rows[duplicate.any(dim=1)]
-    # (row + offset) mod n, as row + offset < 2n: in place, in NumPy (torch's broadcast ops here stall for tens
-    # of ms on two threads when the other core is busy), in blocks of rows whose temporaries stay in cache
-    shown, rows = offsets.numpy(), np.arange(n)[:, None]
-    for start in range(0, n, PEER_BLOCK):
-        block = shown[start:start + PEER_BLOCK]
-        block += rows[start:start + PEER_BLOCK]
-        block -= n * (block >= n)
+    # One pass over blocks of rows whose temporaries stay in cache finds the rows holding a repeated offset
+    # (NumPy's sort of a copy of the block's values, several times faster than torch's), keeps those rows'
+    # offsets aside, and turns every offset into the row it shows, (row + offset) mod n, in place.
+    shown = offsets.numpy()
+    repeats, kept = _offsets_to_rows(shown, n)
+    if repeats.size:
+        chosen = torch.from_numpy(kept)
+        _redraw_repeats(chosen, n, generator)
+        shown[repeats] = (repeats[:, None] + chosen.numpy()) % n
     return offsets
 
 
 PEER_BLOCK = 4096  # rows of [N, K] peer offsets per in-place pass
 
 
-def _rows_with_repeats(offsets: np.ndarray, n: int) -> torch.Tensor:
-    """[M] int64, in increasing order, the rows of ``offsets`` [N, K] (values in [1, n)) holding a value twice."""
-    k = offsets.shape[1]
-    values = np.sort(offsets.astype(np.int32) if n <= np.iinfo(np.int32).max else offsets, axis=1).reshape(-1)
-    equal = np.flatnonzero(values[1:] == values[:-1])  # neighbours in the flat sorted rows...
-    return torch.from_numpy(np.unique(equal[equal % k != k - 1] // k))  # ...of one row
+def _offsets_to_rows(offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Find the rows of ``offsets`` [N, K] (values in [1, n)) holding a value twice, and turn every entry into
+    the row it shows, (row + offset) mod n, in place. Returns (those rows [M] int64 in increasing order, a
+    copy [M, K] of their offsets as drawn). One pass in blocks of rows, into scratch buffers that stay in cache."""
+    total, k = offsets.shape
+    rows = min(total, PEER_BLOCK)
+    ordered = np.empty((rows, k), dtype=np.int32 if n <= np.iinfo(np.int32).max else np.int64)
+    equal = np.empty((rows, max(k - 1, 0)), dtype=bool)
+    shifted = np.empty((rows, k), dtype=np.uint64)
+    row_of = np.repeat(np.arange(rows, dtype=np.int64), k).reshape(rows, k)  # each entry's row in the block
+    found, kept = [], []
+    for start in range(0, total, PEER_BLOCK):
+        block = offsets[start:start + PEER_BLOCK]
+        size = block.shape[0]
+        sorted_block = ordered[:size]
+        np.copyto(sorted_block, block, casting="unsafe")  # values < n fit
+        sorted_block.sort(axis=1)
+        same = np.equal(sorted_block[:, 1:], sorted_block[:, :-1], out=equal[:size])
+        hits = np.flatnonzero(same)
+        if hits.size:
+            repeated = np.unique(hits // (k - 1))
+            found.append(repeated + start)
+            kept.append(block[repeated])
+        block += row_of[:size]
+        block += start  # now row + offset, in [1, 2n - 1)
+        # (row + offset) mod n: as unsigned, row + offset - n wraps past every value unless it is the smaller
+        wide, less = block.view(np.uint64), shifted[:size]
+        np.subtract(wide, np.uint64(n), out=less)
+        np.minimum(wide, less, out=wide)
+    if not found:
+        return np.empty(0, dtype=np.int64), np.empty((0, k), dtype=np.int64)
+    return np.concatenate(found), np.concatenate(kept)
+
+
+def _redraw_repeats(chosen: torch.Tensor, n: int, generator: torch.Generator) -> None:
+    """Redraw in place, until none is left, the repeated offsets of ``chosen`` [M, K] (rows of the sample
+    that hold one, in row order). Each round redraws, in row-major order, the later copy (in sort order)
+    of every repeated offset; only a row redrawn in a round can hold a repeat in the next (a row's sort
+    does not depend on the other rows, so the rows without repeats need no sort)."""
+    active = torch.arange(chosen.shape[0])
+    while active.numel():
+        rows = chosen.index_select(0, active)
+        ordered, where = rows.sort(dim=1)
+        repeated = ordered[:, 1:] == ordered[:, :-1]  # [A, K-1]
+        duplicate = torch.zeros(rows.shape, dtype=torch.bool).scatter_(1, where[:, 1:], repeated)
+        rows[duplicate] = torch.randint(1, n, (int(duplicate.sum()),), generator=generator)
+        chosen.index_copy_(0, active, rows)
+        active = active[duplicate.any(dim=1)]
 
 
 def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config: EconomyConfig,
@@ -174,7 +227,7 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
     public = public_features(state, config)
     if all_valid and state.alive.all():
         rows, live = peer_index, None
-        mask, shown = np.ones(peer_index.shape, dtype=np.float32), peer_index if owned else peer_index.copy()
+        mask, shown = None, peer_index if owned else peer_index.copy()  # mask: ones, made on first read
     else:
         rows = np.maximum(peer_index, 0)
         live = (peer_index >= 0) & state.alive[rows]
@@ -182,4 +235,4 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
     own = self_features(state, jobs, config, space)
     tensor = torch.from_numpy
     return Observation.lazy(tensor(own), tensor(public), tensor(rows), None if live is None else tensor(live),
-                            tensor(mask), tensor(shown))
+                            None if mask is None else tensor(mask), tensor(shown))
