@@ -141,6 +141,10 @@ class ReinforceLearner:
     # Above this many slots an update runs a block of this many agents at a time (`_learn`): the gradient
     # and the social filter's relu layer (recomputed, not kept from act) then exist for one block only
     update_rows = 8192
+    # Above `update_rows` slots the window keeps the peers as each step's rows into one table [N, P] (`agents.window`,
+    # K times smaller than [N, T, K, P]) and a blocked update rebuilds a block's peers; False keeps them as they
+    # are (a learner whose update reads the whole window at once, agents.ppo)
+    window_peer_table = True
     # The actions cross back to the CPU as one packed tensor (`_actions_to_cpu`): None packs them where the
     # learner's device is not the CPU (one synchronised copy instead of five); on the CPU nothing crosses, and
     # packing would cost about 40 us an act at 50 agents (an eighth of it). True forces it (tests); False
@@ -215,6 +219,7 @@ class ReinforceLearner:
                                     None if self.uniform_attention else self.config.attention_hidden_size,
                                     message_length=self.message_length, moves=self.spatial,
                                     keep_relu=self.num_slots <= self.update_rows,
+                                    peer_table=self.window_peer_table and self.num_slots > self.update_rows,
                                     mean_context=self.mean_context, dtype=self.dtype, device=self.device)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
@@ -319,8 +324,9 @@ class ReinforceLearner:
             double_season_angle(own, self.economy_config.num_jobs, self.season_end)
         torch.log1p(self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observed_peers)
-        peer_rows.copy_(peer_index)  # lets a checkpoint store peers as rows of one table per step
+        peer_rows.copy_(peer_index)  # lets the window (and a checkpoint) keep peers as rows of one table per step
         peer_holdings.copy_(observed_peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
+        self.window.keep_peers(self._t)
         torch.le(peer_mask.unsqueeze(1), 0, out=blocked)
         if self.config.inheritance == "cultural":  # prestige for on_births (agents.inheritance), kept on the CPU
             self._wealth = observation.self_features[:, :r].sum(1, dtype=torch.float64)
@@ -543,6 +549,7 @@ class ReinforceLearner:
         self.baseline = state["baseline"].to(self.device, copy=True)
         self.baseline_updates = state["baseline_updates"].to(self.device, copy=True)
         for step in range(self._t):  # what act stored; valid steps were acted with these parameters
+            self.window.load_step_peers(step)
             self._act_forward(step)
         self.generator.set_state(state["generator"])
         self.last_attention = state["last_attention"].to(self.device, copy=True)
@@ -576,8 +583,9 @@ class ReinforceLearner:
         for index in range(count):  # agent, whose batched products torch computes by another kernel
             start = n * index // count
             block = slice(start, n * (index + 1) // count)
-            blocks = self._blocks_now if n <= rows else {key: value[block] for key, value in self._blocks_now.items()}
-            window_block = window if n <= rows else self._window_block(window, block, blocks)
+            whole = n <= rows and not self.window.peer_table  # one block, and the window holds everything
+            blocks = self._blocks_now if whole else {key: value[block] for key, value in self._blocks_now.items()}
+            window_block = window if whole else self._window_block(window, block, blocks)
             grad = self._learn_block(window_block, blocks, advantage[block], valid[block], counts[block],
                                      loss[block], entropy[block], norms[block])
             if not bool(torch.isfinite(loss[block] + norms[block]).all()):
@@ -630,8 +638,10 @@ class ReinforceLearner:
         step by step as `_act_forward` computed it (`filter_hidden` with the block's parameter views `blocks`),
         into kept scratch (with its gradient's scratch)."""
         part = {key: value[block] for key, value in window.items()}
-        if self.uniform_attention:
+        if self.uniform_attention:  # (its gradient does not read the peers)
             return part
+        if self.window.peer_table:  # rebuilt from the rows they showed
+            part["peers"] = self.window.block_peers(block, part["own"].shape[1])
         b, t = part["own"].shape[0], part["own"].shape[1]
         shape = (b, t, self.num_peer_slots, self.config.attention_hidden_size)
         if self._relu_scratch is None or self._relu_scratch.shape[1] < b * t:
