@@ -101,6 +101,11 @@ from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 SMALL_BIRTHS = 1 << 20  # newborns x D up to this: births by whole-block operations, not into kept scratch
+# more newborns: this many at a time (crossover and mutation into kept [BIRTH_ROWS, D] scratch, written straight
+# into their parameter rows). A multiple of 16: torch's CPU normal_ draws every uniform in order and turns them
+# into normals 16 at a time, so blocks of 16k entries (and a last one of at least 16) draw what one call over
+# all newborns would (tests/test_births_memory.py checks it against torch.normal)
+BIRTH_ROWS = 1024
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 __all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
@@ -429,7 +434,8 @@ class ReinforceLearner:
             sources = (teachers, teachers, None)
         else:  # none, or founders (no survivors to copy): fresh networks
             child = self.layout.init(count, self.generator, self.dtype).to(self.device)
-        self.flat_params.index_copy_(0, on_device, child)
+        if child is not None:  # (None: already written into the newborns' rows)
+            self.flat_params.index_copy_(0, on_device, child)
         if self.config.inherit_optimizer and sources is not None:
             self.optimizer.inherit_rows(on_device, *sources)
         else:
@@ -437,10 +443,13 @@ class ReinforceLearner:
         self.baseline.index_fill_(0, on_device, 0.0)
         self.baseline_updates.index_fill_(0, on_device, 0)
 
-    def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[torch.Tensor, tuple]:
+    def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[Optional[torch.Tensor], tuple]:
         """([C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise;
         (first [C], second [C] parent slots, founder [C] bool or None), on the learner's device). `rows` [C] and
-        `births` are the economy's (CPU); every draw is made on the CPU with the learner's generator."""
+        `births` are the economy's (CPU); every draw is made on the CPU with the learner's generator. Many
+        newborns (more than SMALL_BIRTHS entries) are made BIRTH_ROWS at a time and written straight into
+        their rows of the parameters (no [C, D] block), when no parent is a newborn (an Economy's parents are
+        survivors): then the first entry returned is None."""
         count = rows.numel()
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
@@ -457,14 +466,27 @@ class ReinforceLearner:
             child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), take_second)  # exact at 0, 1
             noise = torch.empty(child.shape, dtype=self.dtype).normal_(0.0, self.config.param_mutation, generator=g)
             child.add_(noise.to(self.device))
-        else:
-            child = self._crossed_over(first, second, second_parent)
-            # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
-            noise = self._birth_scratch(count)[1]
-            child.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
+        else:  # BIRTH_ROWS newborns at a time, into their rows (or, if a parent is a newborn, a [C, D] block)
+            targets = rows.to(self.device)
+            in_place = not bool(births.born.index_select(0, parents.view(-1).cpu()).any())
+            child = None if in_place else torch.empty(count, self.layout.size, dtype=self.dtype, device=self.device)
+            for low in range(0, count, BIRTH_ROWS):
+                high = min(count, low + BIRTH_ROWS)
+                part = self._crossed_over(first[low:high], second[low:high], second_parent[low:high])
+                # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
+                noise = self._birth_scratch(high - low)[1]
+                part.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
+                if in_place:
+                    flat.index_copy_(0, targets[low:high], part)
+                else:
+                    child[low:high] = part
         if births.founders:
             founder = founder.to(self.device)
-            child[founder] = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
+            fresh = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
+            if child is None:
+                flat.index_copy_(0, targets[founder], fresh)
+            else:
+                child[founder] = fresh
         return child, (first, second, founder if births.founders else None)
 
     def _crossed_over(self, first: torch.Tensor, second: torch.Tensor, second_parent: torch.Tensor) -> torch.Tensor:
