@@ -146,10 +146,12 @@ class ReinforceLearner:
     # Above this many slots an update runs a block of this many agents at a time (`_learn`): the gradient
     # and the social filter's relu layer (recomputed, not kept from act) then exist for one block only
     update_rows = 8192
-    # Above `update_rows` slots the window keeps the peers as each step's rows into one table [N, P] (`agents.window`,
-    # K times smaller than [N, T, K, P]) and a blocked update rebuilds a block's peers; False keeps them as they
-    # are (a learner whose update reads the whole window at once, agents.ppo)
-    window_peer_table = True
+    # Above `update_rows` slots the window is compact: it keeps the peers as each step's rows into one table [N, P]
+    # (`agents.window`, K times smaller than [N, T, K, P]) and not the heads' hidden layer, and a blocked update
+    # rebuilds a block's peers and recomputes its hidden layer (as it does the social filter's relu layer); act
+    # runs the social filter a block of slots at a time. False keeps the window whole (a learner whose update
+    # reads the whole window at once, agents.ppo)
+    compact_window = True
     # The actions cross back to the CPU as one packed tensor (`_actions_to_cpu`): None packs them where the
     # learner's device is not the CPU (one synchronised copy instead of five); on the CPU nothing crosses, and
     # packing would cost about 40 us an act at 50 agents (an eighth of it). True forces it (tests); False
@@ -218,13 +220,15 @@ class ReinforceLearner:
         self._discount = discount_matrix(self.config.update_every, self.config.gamma).to(self.device)  # [T, T]
         self._wealth = None  # [N] cultural inheritance's prestige: each slot's holdings summed, at its last act
         self.last_teachers = None  # [N] after a cultural birth: each newborn's teacher slot (-1 elsewhere)
+        self._compact = self.compact_window and self.num_slots > self.update_rows  # (see `compact_window`)
+        self._hidden_scratch = None  # [B * T * 4H] a block's recomputed hidden layer (compact window)
         self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
                                     self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size,
                                     message_length=self.message_length, moves=self.spatial,
                                     keep_relu=self.num_slots <= self.update_rows,
-                                    peer_table=self.window_peer_table and self.num_slots > self.update_rows,
+                                    peer_table=self._compact, keep_hidden=not self._compact,
                                     mean_context=self.mean_context, dtype=self.dtype, device=self.device)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
@@ -294,10 +298,7 @@ class ReinforceLearner:
         if self.uniform_attention:
             attention = uniform_attention_weights((~blocked).to(self.dtype))
         else:
-            relu = filter_hidden(views["own"], peers, blocks)  # [N, 1, K, A]
-            if "relu" in views:  # kept for learning (else `_learn` recomputes it a block of agents at a time)
-                views["relu"].copy_(relu)
-            scores = relu_scores(relu, blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
+            scores = self._filter_scores(views, blocks).masked_fill_(blocked, _MASKED_SCORE)
             attention = attention_weights(scores, blocked, self.config.attention_sink)
         views["attention"].copy_(attention)
         views["context"].copy_(torch.bmm(attention, peers.squeeze(1)))  # [N, 1, P]
@@ -305,9 +306,30 @@ class ReinforceLearner:
             weights = uniform_attention_weights((~blocked).to(self.dtype))
             views["mean_context"].copy_(torch.bmm(weights, peers.squeeze(1)))
         out, hidden = self.heads(views["x"], blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])
-        views["hidden"].copy_(hidden)
+        if "hidden" in views:  # kept for learning (else `_window_block` recomputes it a block at a time)
+            views["hidden"].copy_(hidden)
         views["out"].copy_(out)
         return out, attention
+
+    def _filter_scores(self, views: dict, blocks: dict) -> torch.Tensor:
+        """The social filter's scores [N, 1, K] of a step's peers (before masking). Its relu layer [N, 1, K, A]
+        is kept in the window where the window has room for it; otherwise, in a compact window, it is
+        computed a block of `update_rows` slots at a time (0.2 GB at 100,000 agents, K = 32: a block's is a
+        tenth of that), by the same operations row by row."""
+        if not self._compact:
+            relu = filter_hidden(views["own"], views["peers"], blocks)  # [N, 1, K, A]
+            if "relu" in views:  # kept for learning (else `_learn` recomputes it a block of agents at a time)
+                views["relu"].copy_(relu)
+            return relu_scores(relu, blocks["score"])
+        n = self.num_slots
+        scores = torch.empty(n, 1, self.num_peer_slots, dtype=self.dtype, device=self.device)
+        count = -(-n // self.update_rows)
+        for index in range(count):  # blocks of agents, as `_learn`'s
+            block = slice(n * index // count, n * (index + 1) // count)
+            part = {key: blocks[key][block] for key in ("w_own", "w_peer", "bias", "score")}
+            relu = filter_hidden(views["own"][block], views["peers"][block], part)
+            scores[block] = relu_scores(relu, part["score"])
+        return scores
 
     # -- Learner protocol --------------------------------------------------------------------
     def act(self, observation: Observation) -> Actions:
@@ -605,7 +627,7 @@ class ReinforceLearner:
         for index in range(count):  # agent, whose batched products torch computes by another kernel
             start = n * index // count
             block = slice(start, n * (index + 1) // count)
-            whole = n <= rows and not self.window.peer_table  # one block, and the window holds everything
+            whole = n <= rows and not self._compact  # one block, and the window holds everything
             blocks = self._blocks_now if whole else {key: value[block] for key, value in self._blocks_now.items()}
             window_block = window if whole else self._window_block(window, block, blocks)
             grad = self._learn_block(window_block, blocks, advantage[block], valid[block], counts[block],
@@ -658,12 +680,24 @@ class ReinforceLearner:
     def _window_block(self, window: dict, block: slice, blocks: dict) -> dict:
         """The window's rows of a block of agents (views), with the social filter's relu layer recomputed
         step by step as `_act_forward` computed it (`filter_hidden` with the block's parameter views `blocks`),
-        into kept scratch (with its gradient's scratch)."""
+        into kept scratch (with its gradient's scratch); in a compact window also the heads' hidden layer
+        (recomputed likewise) and the peers (`RolloutWindow.block_peers`)."""
         part = {key: value[block] for key, value in window.items()}
-        if self.uniform_attention:  # (its gradient does not read the peers)
+        if self._compact:  # the heads' hidden layer as act computed it, and the peers from the rows they showed
+            b, t = part["x"].shape[0], part["x"].shape[1]
+            width = self.heads.count * self.heads.hidden
+            if self._hidden_scratch is None or self._hidden_scratch.numel() < b * t * width:
+                self._hidden_scratch = torch.empty(max(b * t, self.update_rows * self.config.update_every) * width,
+                                                   dtype=self.dtype, device=self.device)
+            hidden = self._hidden_scratch[:b * t * width].view(b, t, width)
+            for step in range(t):  # at most T steps: a loop over steps, not agents
+                hidden[:, step:step + 1].copy_(self.heads(part["x"][:, step:step + 1], blocks["w1t"], blocks["b1"],
+                                                          blocks["w2t"], blocks["b2"])[1])
+            part["hidden"] = hidden
+            if not self.uniform_attention:  # (the uniform ablation's gradient does not read the peers)
+                part["peers"] = self.window.block_peers(block, t)
+        if self.uniform_attention:
             return part
-        if self.window.peer_table:  # rebuilt from the rows they showed
-            part["peers"] = self.window.block_peers(block, part["own"].shape[1])
         b, t = part["own"].shape[0], part["own"].shape[1]
         shape = (b, t, self.num_peer_slots, self.config.attention_hidden_size)
         if self._relu_scratch is None or self._relu_scratch.shape[1] < b * t:

@@ -35,15 +35,16 @@ class RolloutWindow:
     symbolic broadcast mode (`message_length` L > 0) the sampled tokens [N, T, L] are kept and saved too; in a
     spatial world (`moves`) the sampled moves [N, T]. Without `keep_relu` the social filter's relu layer is
     not kept (a learner that recomputes it when learning: at 100,000 agents it is 1 GB, and its gradient
-    scratch another). With `peer_table` the peers are kept as rows of one table per step (module docstring):
-    `first` then holds no "peers", and `block_peers` gives a block of slots' peers. Every tensor lives on
-    `device`, the floats in `dtype` (the rewards in float64);
-    `state_dict` returns CPU tensors and `load_state_dict` takes tensors on any device."""
+    scratch another); without `keep_hidden` neither is the heads' hidden layer. With `peer_table` the peers
+    are kept as rows of one table per step (module docstring): `first` then holds no "peers", and
+    `block_peers` gives a block of slots' peers. Every tensor lives on `device`, the floats in `dtype` (the
+    rewards in float64); `state_dict` returns CPU tensors and `load_state_dict` takes tensors on any device."""
 
     def __init__(self, num_slots: int, steps: int, num_peer_slots: int, self_dim: int, peer_dim: int,
                  head_slices: dict, num_jobs: int, num_resources: int, hidden: int, attention_hidden,
                  message_length: int = 0, moves: bool = False, keep_relu: bool = True, mean_context: bool = False,
-                 peer_table: bool = False, dtype: torch.dtype = DTYPE, device: torch.device | str = "cpu"):
+                 peer_table: bool = False, keep_hidden: bool = True, dtype: torch.dtype = DTYPE,
+                 device: torch.device | str = "cpu"):
         n, t, k, s, p, r = num_slots, steps, num_peer_slots, self_dim, peer_dim, num_resources
         self.dtype, self.device = dtype, torch.device(device)
         floats, on = {"dtype": dtype, "device": self.device}, {"device": self.device}
@@ -85,9 +86,10 @@ class RolloutWindow:
         else:
             peer_slots = [self.buffer["peers"][:, i] for i in range(t)]
         self.window_start = torch.zeros(n, dtype=torch.int64, **on)  # [N] first step that trains the slot's agent
-        self.activations = {"x": x, "hidden": torch.zeros(n, t, hidden, **floats),
-                            "out": torch.zeros(n, t, num_jobs + g, **floats),
+        self.activations = {"x": x, "out": torch.zeros(n, t, num_jobs + g, **floats),
                             "attention": torch.zeros(n, t, k, **floats)}
+        if keep_hidden:
+            self.activations["hidden"] = torch.zeros(n, t, hidden, **floats)
         if attention_hidden is not None and keep_relu:
             self.activations["relu"] = torch.zeros(n, t, k, attention_hidden, **floats)
             # scratch for the relu layer's gradient (kept: a fresh block per update costs page faults)
@@ -189,6 +191,17 @@ class RolloutWindow:
         if self.peer_table:
             self._peers_into(i, 0, self.num_slots, self.step_peers[:, 0])
 
+    def peers(self, t: int) -> torch.Tensor:
+        """[N, t, K, P] the peers of steps [0, t): a view of the window's, or with `peer_table` a new tensor
+        rebuilt from the tables (the same values, to the bit)."""
+        if not self.peer_table:
+            return self.buffer["peers"][:, :t]
+        peers = torch.empty(self.num_slots, t, self.num_peer_slots, self.peer_dim, dtype=self.dtype,
+                            device=self.device)
+        for i in range(t):
+            peers[:, i].copy_(self._step_peers_of(i))
+        return peers
+
     def _step_peers_of(self, i: int) -> torch.Tensor:
         """[N, K, P] step i's peers (a view where the window holds them, else a rebuilt tensor)."""
         if not self.peer_table:
@@ -209,16 +222,13 @@ class RolloutWindow:
         cpu = torch.device("cpu")  # a checkpoint holds CPU tensors, whatever the device
         state = {"steps": t, "window_start": self.window_start.to(cpu),
                  **{key: self.buffer[key][:, :t].to(cpu, copy=True) for key in self.resumed if key != "peers"}}
-        n, k, p = self.num_slots, self.num_peer_slots, self.peer_dim
+        n, p = self.num_slots, self.peer_dim
         rows = self.peer_rows[:, :t]
         if self.peer_table:  # the tables are kept already
             if not any(self.is_dense[:t]):
                 state.update(peer_rows=rows.to(cpu, copy=True), peer_table=self.tables[:t, :n].to(cpu, copy=True))
                 return state
-            peers = torch.empty(n, t, k, p, dtype=self.dtype)
-            for i in range(t):
-                peers[:, i].copy_(self._step_peers_of(i))
-            state["peers"] = peers
+            state["peers"] = self.peers(t).to(cpu)
             return state
         peers = self.buffer["peers"][:, :t]
         table = torch.zeros(t, n, p, dtype=self.dtype, device=self.device)

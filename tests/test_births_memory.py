@@ -69,4 +69,5 @@ def test_a_newborn_parent_is_read_before_any_row_is_written(monkeypatch):
     generator = torch.Generator()
     generator.set_state(learner.generator.get_state())
     learner.on_births(births(rows, parents))
-    assert torch.equal(learner.flat_params[rows], documented_children(learner, before, generator, torch.tensor(parents)))
+    expected = documented_children(learner, before, generator, torch.tensor(parents))
+    assert torch.equal(learner.flat_params[rows], expected)

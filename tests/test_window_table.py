@@ -1,8 +1,9 @@
-"""The rollout window's peers kept as rows of one table per step (agents.window, `peer_table`): above
+"""The compact rollout window (agents.window `peer_table`, agents.reinforce `compact_window`): above
 `update_rows` slots the REINFORCE learner keeps each step's shown rows and one [N, P] table instead of the
-peers [N, T, K, P]. The reference is the same learner keeping the peers as they are (`window_peer_table =
-False`): every action, parameter, optimizer moment and checkpoint must agree to the bit, for observations
-from `Economy` (rows of one table) and for observations that are not (where a step keeps its peers whole)."""
+peers [N, T, K, P], recomputes the heads' hidden layer when it learns and runs the social filter a block at
+a time. The reference is the same learner keeping the window whole (`compact_window = False`): every
+action, parameter, optimizer moment and checkpoint must agree to the bit, for observations from `Economy`
+(rows of one table) and for observations that are not (where a step keeps its peers whole)."""
 from __future__ import annotations
 
 import copy
@@ -22,7 +23,7 @@ ROWS = 16  # update_rows: blocks of 13 or 14 agents, so the table keeps the peer
 
 class WholePeers(ReinforceLearner):
     """The reference: the window keeps [N, T, K, P] peers as they are."""
-    window_peer_table = False
+    compact_window = False
 
 
 def config() -> EconomyConfig:
