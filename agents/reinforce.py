@@ -101,11 +101,11 @@ from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 SMALL_BIRTHS = 1 << 20  # newborns x D up to this: births by whole-block operations, not into kept scratch
-# more newborns: this many at a time (crossover and mutation into kept [BIRTH_ROWS, D] scratch, written straight
-# into their parameter rows). A multiple of 16: torch's CPU normal_ draws every uniform in order and turns them
+# more newborns: this many at a time (the same crossover and mutation, into kept [BIRTH_ROWS, D] scratch, written
+# straight into their parameter rows). A multiple of 16: torch's CPU normal_ draws every uniform in order and turns them
 # into normals 16 at a time, so blocks of 16k entries (and a last one of at least 16) draw what one call over
 # all newborns would (tests/test_births_memory.py checks it against torch.normal)
-BIRTH_ROWS = 1024
+BIRTH_ROWS = 512
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 __all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
@@ -203,7 +203,7 @@ class ReinforceLearner:
         self._blocks_now = self._shaped_blocks(self.layout.block_views(self.flat_params))  # views, made once
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
-        self._scratch = None  # ([C, D] on the device, [C, D] on the CPU) births' scratch (`_birth_scratch`)
+        self._scratch = None  # births' kept scratch blocks ([BIRTH_ROWS, D] each, `_birth_scratch`)
         # where each update's gradient is written (no fresh [N, D]): one block of `update_rows` agents' rows
         self._grad = torch.empty(min(self.num_slots, self.update_rows), self.layout.size, dtype=self.dtype,
                                  device=self.device)
@@ -482,8 +482,8 @@ class ReinforceLearner:
             parents = parents.clamp(min=0)
         parents, second_parent = parents.to(self.device), second_parent.to(self.device)
         first, second = parents.unbind(1)
-        if count * self.layout.size <= SMALL_BIRTHS:  # a few newborns: three whole-block operations (the same
-            # values as below, where a copy per network range would cost more than the arithmetic)
+        if count * self.layout.size <= SMALL_BIRTHS:  # a few newborns: three whole-block operations (as below,
+            # BIRTH_ROWS newborns at a time into kept scratch)
             take_second = second_parent.to(self.dtype) @ self._network_columns  # [C, D] 1 on the second's networks
             child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), take_second)  # exact at 0, 1
             noise = torch.empty(child.shape, dtype=self.dtype).normal_(0.0, self.config.param_mutation, generator=g)
@@ -494,9 +494,12 @@ class ReinforceLearner:
             child = None if in_place else torch.empty(count, self.layout.size, dtype=self.dtype, device=self.device)
             for low in range(0, count, BIRTH_ROWS):
                 high = min(count, low + BIRTH_ROWS)
-                part = self._crossed_over(first[low:high], second[low:high], second_parent[low:high])
+                part, other, take_second, noise = self._birth_scratch(high - low)
+                torch.index_select(flat, 0, first[low:high], out=part)
+                torch.index_select(flat, 0, second[low:high], out=other)
+                torch.mm(second_parent[low:high].to(self.dtype), self._network_columns, out=take_second)
+                torch.lerp(part, other, take_second, out=part)
                 # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
-                noise = self._birth_scratch(high - low)[1]
                 part.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
                 if in_place:
                     flat.index_copy_(0, targets[low:high], part)
@@ -511,29 +514,15 @@ class ReinforceLearner:
                 child[founder] = fresh
         return child, (first, second, founder if births.founders else None)
 
-    def _crossed_over(self, first: torch.Tensor, second: torch.Tensor, second_parent: torch.Tensor) -> torch.Tensor:
-        """[C, D] the first parents' rows, with each network the coin gave the second parent ([C, networks]
-        bool) copied over its columns; written into kept scratch rows (a fresh [C, D] block per step costs
-        more in page faults than the copy)."""
-        flat = self.flat_params
-        child = self._birth_scratch(first.numel())[0]
-        torch.index_select(flat, 0, first, out=child)
-        for network, ranges in enumerate(self.layout.network_ranges):
-            takers = second_parent[:, network].nonzero().view(-1)  # [C'] children with the second parent's
-            if takers.numel():
-                donors = second.index_select(0, takers)
-                for start, stop in ranges:
-                    child[:, start:stop].index_copy_(0, takers, flat[:, start:stop].index_select(0, donors))
-        return child
-
-    def _birth_scratch(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two [count, D] scratch blocks, kept and grown as needed: newborns' parameters (on the device) and
-        their mutation noise (on the CPU, where the generator draws it)."""
+    def _birth_scratch(self, count: int) -> tuple[torch.Tensor, ...]:
+        """Four [count, D] scratch blocks, kept and grown as needed (a fresh block per step costs more in page
+        faults than the arithmetic): newborns' first and second parents' rows and the 0/1 pick of the second's
+        (on the device), and their mutation noise (on the CPU, where the generator draws it)."""
         if self._scratch is None or self._scratch[0].shape[0] < count:
             size = (max(count, 64), self.layout.size)
-            self._scratch = (torch.empty(size, dtype=self.dtype, device=self.device),
-                             torch.empty(size, dtype=self.dtype))
-        return self._scratch[0][:count], self._scratch[1][:count]
+            self._scratch = tuple(torch.empty(size, dtype=self.dtype, device=self.device) for _ in range(3)) + (
+                torch.empty(size, dtype=self.dtype),)
+        return tuple(scratch[:count] for scratch in self._scratch)
 
     def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
         """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
