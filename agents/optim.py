@@ -24,7 +24,7 @@ KEPT_ROW_VIEWS = 16384
 
 
 @contextlib.contextmanager
-def _single_threaded_kernels() -> Iterator[None]:
+def single_threaded_kernels() -> Iterator[None]:
     """torch's intra-op pool set to one thread for the block (then restored): kernels run inline."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -146,7 +146,7 @@ class BatchedAdam:
                                 beta1=self.beta1, beta2=self.beta2, lr=self.lr, weight_decay=0.0, eps=self.eps,
                                 maximize=False)
 
-        with _single_threaded_kernels():
+        with single_threaded_kernels():
             if workers == 1:
                 run(shares[0])
             else:

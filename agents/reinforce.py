@@ -91,7 +91,7 @@ from agents.networks import (
     relu_hidden,
     relu_scores,
 )
-from agents.optim import BatchedAdam, clip_coefficients
+from agents.optim import BatchedAdam, clip_coefficients, single_threaded_kernels
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
 from agents.spatial import NUM_MOVES
 from agents.spatial import self_dims as spatial_self_dims
@@ -146,6 +146,9 @@ class ReinforceLearner:
     # Above this many slots an update runs a block of this many agents at a time (`_learn`): the gradient
     # and the social filter's relu layer (recomputed, not kept from act) then exist for one block only
     update_rows = 8192
+    # In a compact window (`compact_window`) act computes the social filter's relu layer a block of this many
+    # slots at a time (fewer, larger operations than update_rows: each waits on both threads)
+    act_rows = 32768
     # Above `update_rows` slots the window is compact: it keeps the peers as each step's rows into one table [N, P]
     # (`agents.window`, K times smaller than [N, T, K, P]) and not the heads' hidden layer, and a blocked update
     # rebuilds a block's peers and recomputes its hidden layer (as it does the social filter's relu layer); act
@@ -203,6 +206,7 @@ class ReinforceLearner:
         self._blocks_now = self._shaped_blocks(self.layout.block_views(self.flat_params))  # views, made once
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
+        self._patterns = None  # [2^networks, D] births' crossover patterns (`_second_patterns`)
         self._scratch = None  # births' kept scratch blocks ([BIRTH_ROWS, D] each, `_birth_scratch`)
         # where each update's gradient is written (no fresh [N, D]): one block of `update_rows` agents' rows
         self._grad = torch.empty(min(self.num_slots, self.update_rows), self.layout.size, dtype=self.dtype,
@@ -314,8 +318,8 @@ class ReinforceLearner:
     def _filter_scores(self, views: dict, blocks: dict) -> torch.Tensor:
         """The social filter's scores [N, 1, K] of a step's peers (before masking). Its relu layer [N, 1, K, A]
         is kept in the window where the window has room for it; otherwise, in a compact window, it is
-        computed a block of `update_rows` slots at a time (0.2 GB at 100,000 agents, K = 32: a block's is a
-        tenth of that), by the same operations row by row."""
+        computed a block of `act_rows` slots at a time (0.2 GB at 100,000 agents, K = 32: a block's is a
+        quarter of that), by the same operations row by row."""
         if not self._compact:
             relu = filter_hidden(views["own"], views["peers"], blocks)  # [N, 1, K, A]
             if "relu" in views:  # kept for learning (else `_learn` recomputes it a block of agents at a time)
@@ -323,8 +327,8 @@ class ReinforceLearner:
             return relu_scores(relu, blocks["score"])
         n = self.num_slots
         scores = torch.empty(n, 1, self.num_peer_slots, dtype=self.dtype, device=self.device)
-        count = -(-n // self.update_rows)
-        for index in range(count):  # blocks of agents, as `_learn`'s
+        count = -(-n // self.act_rows)
+        for index in range(count):  # blocks of agents of nearly equal sizes
             block = slice(n * index // count, n * (index + 1) // count)
             part = {key: blocks[key][block] for key in ("w_own", "w_peer", "bias", "score")}
             relu = filter_hidden(views["own"][block], views["peers"][block], part)
@@ -492,19 +496,23 @@ class ReinforceLearner:
             targets = rows.to(self.device)
             in_place = not bool(births.born.index_select(0, parents.view(-1).cpu()).any())
             child = None if in_place else torch.empty(count, self.layout.size, dtype=self.dtype, device=self.device)
-            for low in range(0, count, BIRTH_ROWS):
-                high = min(count, low + BIRTH_ROWS)
-                part, other, take_second, noise = self._birth_scratch(high - low)
-                torch.index_select(flat, 0, first[low:high], out=part)
-                torch.index_select(flat, 0, second[low:high], out=other)
-                torch.mm(second_parent[low:high].to(self.dtype), self._network_columns, out=take_second)
-                torch.lerp(part, other, take_second, out=part)
-                # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
-                part.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
-                if in_place:
-                    flat.index_copy_(0, targets[low:high], part)
-                else:
-                    child[low:high] = part
+            # the coins as a number: which of the 2^networks patterns of columns comes from the second parent
+            pattern = (second_parent.long() << torch.arange(self._network_count, device=self.device)).sum(1)  # [C]
+            patterns = self._second_patterns()  # [2^networks, D] bool
+            with single_threaded_kernels():  # many small copies: two threads wait on each other (below)
+                for low in range(0, count, BIRTH_ROWS):
+                    high = min(count, low + BIRTH_ROWS)
+                    part, first_rows, second_rows, take_second, noise = self._birth_scratch(high - low)
+                    torch.index_select(flat, 0, first[low:high], out=first_rows)
+                    torch.index_select(flat, 0, second[low:high], out=second_rows)
+                    torch.index_select(patterns, 0, pattern[low:high], out=take_second)
+                    torch.where(take_second, second_rows, first_rows, out=part)  # exact copies
+                    # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
+                    part.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
+                    if in_place:
+                        flat.index_copy_(0, targets[low:high], part)
+                    else:
+                        child[low:high] = part
         if births.founders:
             founder = founder.to(self.device)
             fresh = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
@@ -514,14 +522,22 @@ class ReinforceLearner:
                 child[founder] = fresh
         return child, (first, second, founder if births.founders else None)
 
+    def _second_patterns(self) -> torch.Tensor:
+        """[2^networks, D] bool, row c: the columns of the networks whose bit is set in c (made once)."""
+        if self._patterns is None:
+            count = self._network_count
+            bits = (torch.arange(2 ** count)[:, None] >> torch.arange(count)) & 1  # [2^networks, networks]
+            self._patterns = bits.bool()[:, self.layout.column_network].to(self.device)
+        return self._patterns
+
     def _birth_scratch(self, count: int) -> tuple[torch.Tensor, ...]:
-        """Four [count, D] scratch blocks, kept and grown as needed (a fresh block per step costs more in page
-        faults than the arithmetic): newborns' first and second parents' rows and the 0/1 pick of the second's
-        (on the device), and their mutation noise (on the CPU, where the generator draws it)."""
+        """Five [count, D] scratch blocks, kept and grown as needed (a fresh block per step costs more in page
+        faults than the copies): newborns' parameters, their first and second parents' rows, where the second's
+        are taken (bool; on the device), and their mutation noise (on the CPU, where the generator draws it)."""
         if self._scratch is None or self._scratch[0].shape[0] < count:
             size = (max(count, 64), self.layout.size)
             self._scratch = tuple(torch.empty(size, dtype=self.dtype, device=self.device) for _ in range(3)) + (
-                torch.empty(size, dtype=self.dtype),)
+                torch.empty(size, dtype=torch.bool, device=self.device), torch.empty(size, dtype=self.dtype))
         return tuple(scratch[:count] for scratch in self._scratch)
 
     def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
@@ -680,8 +696,8 @@ class ReinforceLearner:
                                                    dtype=self.dtype, device=self.device)
             hidden = self._hidden_scratch[:b * t * width].view(b, t, width)
             for step in range(t):  # at most T steps: a loop over steps, not agents
-                hidden[:, step:step + 1].copy_(self.heads(part["x"][:, step:step + 1], blocks["w1t"], blocks["b1"],
-                                                          blocks["w2t"], blocks["b2"])[1])
+                hidden[:, step:step + 1].copy_(self.heads.hidden_layer(part["x"][:, step:step + 1], blocks["w1t"],
+                                                                       blocks["b1"]))
             part["hidden"] = hidden
             if not self.uniform_attention:  # (the uniform ablation's gradient does not read the peers)
                 part["peers"] = self.window.block_peers(block, t)

@@ -24,7 +24,7 @@ import torch
 from agents.networks import DTYPE
 
 RESUMED = ("own", "peers", "peer_blocked", "pre_image", "job", "reward")  # [N, T, ...] saved up to the filled step
-_CHECK_ROWS = 8192  # slots compared at a time when a step's table is checked (a small temporary)
+_CHECK_ROWS = 32768  # slots compared at a time when a step's table is checked (a temporary of 50 MB at K = 32)
 
 
 class RolloutWindow:
