@@ -134,7 +134,9 @@ class RolloutWindow:
             return
         n, k, p = self.num_slots, self.num_peer_slots, self.peer_dim
         peers, table = self.step_peers.view(n * k, p), self.tables[i]
-        index = self._table_index(i, 0, n)  # [N * K]
+        shown = self.peer_rows[:, i]
+        shown.masked_fill_(shown < 0, n)  # from now on the table's row: N for an empty slot (`_table_index`)
+        index = shown.reshape(-1).long()  # [N * K]
         # rows shown by several slots are written several times: with the same values when the table
         # rebuilds the step, which the check below proves (any other values make it fail)
         table.index_copy_(0, index, peers)
@@ -154,9 +156,9 @@ class RolloutWindow:
             self.dense[i].copy_(self.step_peers[:, 0])
 
     def _table_index(self, i: int, low: int, high: int) -> torch.Tensor:
-        """[(high - low) * K] int64 the table rows of slots [low, high)'s peers at step i (N: an empty slot)."""
-        shown = self.peer_rows[low:high, i]
-        return torch.where(shown >= 0, shown, self.num_slots).view(-1).long()
+        """[(high - low) * K] int32 the table rows of slots [low, high)'s peers at step i (N: an empty slot):
+        with `peer_table`, `keep_peers` leaves `peer_rows` holding these (a checkpoint holds -1 for N)."""
+        return self.peer_rows[low:high, i].reshape(-1)
 
     def _peers_into(self, i: int, low: int, high: int, out: torch.Tensor) -> None:
         """Write step i's peers of slots [low, high) into out [high - low, K, P] (contiguous)."""
@@ -224,9 +226,10 @@ class RolloutWindow:
                  **{key: self.buffer[key][:, :t].to(cpu, copy=True) for key in self.resumed if key != "peers"}}
         n, p = self.num_slots, self.peer_dim
         rows = self.peer_rows[:, :t]
-        if self.peer_table:  # the tables are kept already
+        if self.peer_table:  # the tables are kept already (and the rows hold N, not -1, for empty slots)
             if not any(self.is_dense[:t]):
-                state.update(peer_rows=rows.to(cpu, copy=True), peer_table=self.tables[:t, :n].to(cpu, copy=True))
+                state.update(peer_rows=torch.where(rows == n, -1, rows).to(cpu),
+                             peer_table=self.tables[:t, :n].to(cpu, copy=True))
                 return state
             state["peers"] = self.peers(t).to(cpu)
             return state
@@ -284,6 +287,7 @@ class RolloutWindow:
                 self.tables[i, :n].copy_(state["peer_table"][i])
                 self.tables[i, n].zero_()
                 self.is_dense[i] = False
+                self.peer_rows[:, i].masked_fill_(self.peer_rows[:, i] < 0, n)  # (`_table_index`)
             else:
                 self.buffer["peers"][:, i].copy_(_rebuild(state["peer_table"][i].to(self.device),
                                                           self.peer_rows[:, i].long()))
