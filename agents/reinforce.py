@@ -102,9 +102,9 @@ from homoecon_env.core.lifecycle import ALIVE, Births
 
 SMALL_BIRTHS = 1 << 20  # newborns x D up to this: births by whole-block operations, not into kept scratch
 # more newborns: this many at a time (the same crossover and mutation, into kept [BIRTH_ROWS, D] scratch, written
-# straight into their parameter rows). A multiple of 16: torch's CPU normal_ draws every uniform in order and turns them
-# into normals 16 at a time, so blocks of 16k entries (and a last one of at least 16) draw what one call over
-# all newborns would (tests/test_births_memory.py checks it against torch.normal)
+# straight into their parameter rows). A multiple of 16: torch's CPU normal_ draws every uniform in order and turns
+# them into normals 16 at a time, so blocks of a multiple of 16 entries (and a last one of at least 16: D is more)
+# draw what one call over all newborns would (tests/test_births_memory.py checks it against torch.normal)
 BIRTH_ROWS = 512
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
@@ -148,7 +148,7 @@ class ReinforceLearner:
     update_rows = 8192
     # In a compact window (`compact_window`) act computes the social filter's relu layer a block of this many
     # slots at a time (fewer, larger operations than update_rows: each waits on both threads)
-    act_rows = 32768
+    filter_rows = 32768
     # Above `update_rows` slots the window is compact: it keeps the peers as each step's rows into one table [N, P]
     # (`agents.window`, K times smaller than [N, T, K, P]) and not the heads' hidden layer, and a blocked update
     # rebuilds a block's peers and recomputes its hidden layer (as it does the social filter's relu layer); act
@@ -318,7 +318,7 @@ class ReinforceLearner:
     def _filter_scores(self, views: dict, blocks: dict) -> torch.Tensor:
         """The social filter's scores [N, 1, K] of a step's peers (before masking). Its relu layer [N, 1, K, A]
         is kept in the window where the window has room for it; otherwise, in a compact window, it is
-        computed a block of `act_rows` slots at a time (0.2 GB at 100,000 agents, K = 32: a block's is a
+        computed a block of `filter_rows` slots at a time (0.2 GB at 100,000 agents, K = 32: a block's is a
         quarter of that), by the same operations row by row."""
         if not self._compact:
             relu = filter_hidden(views["own"], views["peers"], blocks)  # [N, 1, K, A]
@@ -327,7 +327,7 @@ class ReinforceLearner:
             return relu_scores(relu, blocks["score"])
         n = self.num_slots
         scores = torch.empty(n, 1, self.num_peer_slots, dtype=self.dtype, device=self.device)
-        count = -(-n // self.act_rows)
+        count = -(-n // self.filter_rows)
         for index in range(count):  # blocks of agents of nearly equal sizes
             block = slice(n * index // count, n * (index + 1) // count)
             part = {key: blocks[key][block] for key in ("w_own", "w_peer", "bias", "score")}

@@ -73,7 +73,7 @@ def learnt(learner) -> list[bytes]:
 @pytest.fixture
 def blocked(monkeypatch):
     monkeypatch.setattr(ReinforceLearner, "update_rows", ROWS)
-    monkeypatch.setattr(ReinforceLearner, "act_rows", 12)  # act's social filter in blocks of 10 slots
+    monkeypatch.setattr(ReinforceLearner, "filter_rows", 12)  # act's social filter in blocks of 10 slots
 
 
 @pytest.mark.parametrize("transform", [None, not_rows_of_a_table], ids=["economy", "not_rows_of_a_table"])
