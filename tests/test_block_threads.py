@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from homoecon_env import EconomyConfig
+from homoecon_env import EconomyConfig, parallel_env
 from homoecon_env.core import Economy, observe
 from homoecon_env.core.actions import Actions
 from homoecon_env.core.threads import BlockPool
@@ -179,6 +179,21 @@ def test_an_economy_copied_after_threaded_steps_steps_on_like_the_original(small
     assert twin.pool is not economy.pool and twin.pool.threads == 3
     later = step_digest(economy, torch.Generator().manual_seed(3), 2)
     assert step_digest(twin, torch.Generator().manual_seed(3), 2) == later
+
+
+@pytest.mark.parametrize("duplicate", [copy.deepcopy, lambda env: pickle.loads(pickle.dumps(env))])
+def test_an_env_copied_after_threaded_steps_steps_on_like_the_original(small_blocks, duplicate):
+    env = parallel_env(EconomyConfig(num_agents=300, num_peers=8))
+    env.economy.pool = many_threads()
+    env.reset(seed=3)
+    actions = {agent: env.action_space(agent).sample() for agent in env.agents}
+    env.step(actions)  # the pool's threads now exist
+    twin = duplicate(env)
+    actions = {agent: env.action_space(agent).sample() for agent in env.agents}
+    mine, theirs = env.step(actions), twin.step(actions)
+    for agent in env.agents[:: 37]:
+        assert np.array_equal(mine[0][agent]["self"], theirs[0][agent]["self"]) and mine[1][agent] == theirs[1][agent]
+    assert np.array_equal(env.economy.state_arrays.holdings, twin.economy.state_arrays.holdings)
 
 
 def _step_in_child(economy: Economy, queue) -> None:
