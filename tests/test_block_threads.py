@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from homoecon_env import EconomyConfig, parallel_env
-from homoecon_env.core import Economy, observe
+from homoecon_env.core import Economy, actions, observe
 from homoecon_env.core.actions import Actions
 from homoecon_env.core.threads import BlockPool
 from homoecon_env.trade import clear_market, market, newton
@@ -36,6 +36,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(newton, "BLOCK", 64)
     monkeypatch.setattr(observe, "PEER_BLOCK", 24)
     monkeypatch.setattr(observe, "FEATURE_BLOCK", 40)
+    monkeypatch.setattr(actions, "CHECK_BLOCK", 32)
 
 
 def block_threads() -> int:
@@ -127,15 +128,19 @@ def test_the_peer_sample_on_one_thread_and_several_gives_the_same_bits(small_blo
 
 
 def random_actions(config: EconomyConfig, g: torch.Generator) -> Actions:
+    """Some values outside their Boxes, which the checks clip."""
     n, r = config.num_agents, config.num_resources
     move = torch.randint(0, 5, (n,), generator=g) if config.spatial else None
     if config.symbolic:
         broadcast = torch.randint(0, config.vocab_size, (n, config.message_length), generator=g)
     else:
-        broadcast = torch.rand(n, config.broadcast_dim, generator=g, dtype=F64) * 2 - 1
+        broadcast = torch.rand(n, config.broadcast_dim, generator=g, dtype=F64) * 2.4 - 1.2
     job = torch.randint(0, config.num_jobs, (n,), generator=g)
-    return Actions(broadcast, job, torch.rand(n, generator=g, dtype=F64), torch.rand(n, r, generator=g, dtype=F64),
-                   torch.rand(n, r, generator=g, dtype=F64), move)
+
+    def share(*shape):
+        return torch.rand(*shape, generator=g, dtype=F64) * 1.2 - 0.1
+
+    return Actions(broadcast, job, share(n), share(n, r), share(n, r), move)
 
 
 def step_digest(economy: Economy, g: torch.Generator, steps: int) -> list:
@@ -167,6 +172,23 @@ def test_trajectories_on_one_thread_and_several_give_the_same_bits(small_blocks,
         economy.reset(seed=5)
         runs.append(step_digest(economy, torch.Generator().manual_seed(8), 6))
     assert runs[0] == runs[1]
+
+
+def test_a_non_finite_action_late_in_the_rows_is_refused_alike_on_one_thread_and_several(small_blocks):
+    config = EconomyConfig(num_agents=300, num_peers=8)
+    messages = []
+    for pool in (BlockPool(threads=1), many_threads()):
+        economy = Economy(config)
+        economy.pool = pool
+        economy.reset(seed=1)
+        before = bits(economy.state_arrays.holdings)
+        bad = random_actions(config, torch.Generator().manual_seed(2))
+        bad.consume[271, 1] = float("nan")
+        with pytest.raises(ValueError) as refused:
+            economy.step(bad)
+        messages.append(str(refused.value))
+        assert bits(economy.state_arrays.holdings) == before  # nothing changed
+    assert "consume" in messages[0] and "nan" in messages[0] and messages[0] == messages[1]
 
 
 @pytest.mark.parametrize("duplicate", [copy.deepcopy, lambda economy: pickle.loads(pickle.dumps(economy))])

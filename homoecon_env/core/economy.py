@@ -258,7 +258,7 @@ class Economy:
 
     def _checked_arrays(self, actions: Actions) -> Actions:
         """`check_actions` with NumPy arrays out, for the stages."""
-        return self._checker.check(actions, self._arrays.agent_ids)
+        return self._checker.check(actions, self._arrays.agent_ids, self.pool)
 
     @staticmethod
     def normalised_trade_weights(trade_weights: np.ndarray) -> np.ndarray:
