@@ -233,9 +233,15 @@ class ParallelMLPs:
         are the transposed views of the stored blocks). Returns the outputs [N, M, sum out] in `order` and
         the hidden layer [N, M, G*H] (for `backward`)."""
         n, m, _ = x.shape
-        hidden = tanh_(torch.baddbmm(b1, x, w1t))  # [N, M, G*H]
+        hidden = self.hidden_layer(x, w1t, b1)  # [N, M, G*H]
         every = torch.baddbmm(b2, hidden.view(n, m * self.count, self.hidden), w2t)  # [N, M*G, sum out]
         return every.view(n, m, self.count * self.out_total).index_select(2, self.pick), hidden
+
+    @staticmethod
+    def hidden_layer(x: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+        """The hidden layer [N, M, G*H] alone (what the call computes first: a learner that did not keep it
+        recomputes it by the same operations)."""
+        return tanh_(torch.baddbmm(b1, x, w1t))
 
     def backward(self, grad: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor, w1: torch.Tensor,
                  w2: torch.Tensor):

@@ -17,10 +17,14 @@ import torch
 from torch.optim.adam import adam as functional_adam  # public (in torch.optim.adam.__all__)
 
 _ROWS_PER_WORKER = 2048  # fewer active rows than this per thread: one thread does the fused step
+# The fused step takes one tensor per row. Up to this many rows their views are made once and kept; above it
+# they are made for each block a step covers (a view costs about 0.6 KB: 0.24 GB for the four lists at 100,000
+# rows, against a few milliseconds per 8,192 rows to make them)
+KEPT_ROW_VIEWS = 16384
 
 
 @contextlib.contextmanager
-def _single_threaded_kernels() -> Iterator[None]:
+def single_threaded_kernels() -> Iterator[None]:
     """torch's intra-op pool set to one thread for the block (then restored): kernels run inline."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -67,8 +71,10 @@ class BatchedAdam:
         self._scratch: list[Optional[torch.Tensor]] = [None] * len(params)  # denominator of the passes, kept
         self._betas = torch.tensor([[self.beta1], [self.beta2]], dtype=torch.float64, device=device)  # [2, 1]
         self._inactive_factors = torch.tensor([0.0, 1.0, self.eps, 0.0], dtype=torch.float64, device=device)
-        # each agent's row of each tensor as its own tensor, for the fused kernel (views, made once)
-        rows = (lambda tensor: list(tensor.unbind(0))) if self._fused else (lambda tensor: [])
+        # each agent's row of each tensor as its own tensor, for the fused kernel (views, made once up to
+        # KEPT_ROW_VIEWS rows)
+        self._kept_rows = self._fused and num_rows <= KEPT_ROW_VIEWS  # else made per block (`_views`)
+        rows = (lambda tensor: list(tensor.unbind(0))) if self._kept_rows else (lambda tensor: [])
         self._step_rows = rows(self.steps)
         self._param_rows = [rows(p) for p in params]
         self._avg_rows = [rows(m) for m in self.exp_avg]
@@ -107,16 +113,22 @@ class BatchedAdam:
             self._grad_rows = [(grad, list(grad.unbind(0))) for grad in grads]
         return [rows for _, rows in self._grad_rows]
 
+    def _views(self, kept: list, tensor: torch.Tensor, block: slice) -> list:
+        """The rows `block` of `tensor` as tensors: from the kept views, or made now (KEPT_ROW_VIEWS)."""
+        return kept[block] if self._kept_rows else list(tensor[block].unbind(0))
+
     def _fused_step(self, grads: list[torch.Tensor], active: torch.Tensor, block: slice) -> None:
         rows = None if bool(active.all()) else active.nonzero().view(-1).tolist()
         pick = (lambda tensors: tensors) if rows is None else (lambda tensors: [tensors[i] for i in rows])
-        counts = pick(self._step_rows[block])
+        counts = pick(self._views(self._step_rows, self.steps, block))
         if not counts:
             return
         calls = []
         for index, (param_rows, grad_rows, avg_rows, avg_sq_rows) in enumerate(zip(
                 self._param_rows, self._rows_of(grads), self._avg_rows, self._avg_sq_rows)):
-            param_rows, avg_rows, avg_sq_rows = param_rows[block], avg_rows[block], avg_sq_rows[block]
+            param_rows, avg_rows, avg_sq_rows = (self._views(kept, tensor, block) for kept, tensor in (
+                (param_rows, self.params[index]), (avg_rows, self.exp_avg[index]),
+                (avg_sq_rows, self.exp_avg_sq[index])))
             # adam increments the counts it is given: the rows' own for the first tensor, throwaway copies
             # (taken now, before any increment) for the others
             steps = counts if index == 0 else [count.clone() for count in counts]
@@ -134,7 +146,7 @@ class BatchedAdam:
                                 beta1=self.beta1, beta2=self.beta2, lr=self.lr, weight_decay=0.0, eps=self.eps,
                                 maximize=False)
 
-        with _single_threaded_kernels():
+        with single_threaded_kernels():
             if workers == 1:
                 run(shares[0])
             else:

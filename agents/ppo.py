@@ -100,6 +100,7 @@ class PPOLearner(ReinforceLearner):
     """N independent PPO agents in one set of stacked tensors. See the module docstring."""
 
     season_double_angle = True  # read the season as the production cycle's phase (module docstring)
+    compact_window = False  # the update reads the whole window at once (`rollout_batch`)
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None):
         super().__init__(economy_config, learner_config, uniform_attention=False)

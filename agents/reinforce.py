@@ -91,7 +91,7 @@ from agents.networks import (
     relu_hidden,
     relu_scores,
 )
-from agents.optim import BatchedAdam, clip_coefficients
+from agents.optim import BatchedAdam, clip_coefficients, single_threaded_kernels
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
 from agents.spatial import NUM_MOVES
 from agents.spatial import self_dims as spatial_self_dims
@@ -101,6 +101,11 @@ from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 SMALL_BIRTHS = 1 << 20  # newborns x D up to this: births by whole-block operations, not into kept scratch
+# more newborns: this many at a time (the same crossover and mutation, into kept [BIRTH_ROWS, D] scratch, written
+# straight into their parameter rows). A multiple of 16: torch's CPU normal_ draws every uniform in order and turns
+# them into normals 16 at a time, so blocks of a multiple of 16 entries (and a last one of at least 16: D is more)
+# draw what one call over all newborns would (tests/test_births_memory.py checks it against torch.normal)
+BIRTH_ROWS = 512
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 __all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
@@ -141,6 +146,15 @@ class ReinforceLearner:
     # Above this many slots an update runs a block of this many agents at a time (`_learn`): the gradient
     # and the social filter's relu layer (recomputed, not kept from act) then exist for one block only
     update_rows = 8192
+    # In a compact window (`compact_window`) act computes the social filter's relu layer a block of this many
+    # slots at a time (fewer, larger operations than update_rows: each waits on both threads)
+    filter_rows = 32768
+    # Above `update_rows` slots the window is compact: it keeps the peers as each step's rows into one table [N, P]
+    # (`agents.window`, K times smaller than [N, T, K, P]) and not the heads' hidden layer, and a blocked update
+    # rebuilds a block's peers and recomputes its hidden layer (as it does the social filter's relu layer); act
+    # runs the social filter a block of slots at a time. False keeps the window whole (a learner whose update
+    # reads the whole window at once, agents.ppo)
+    compact_window = True
     # The actions cross back to the CPU as one packed tensor (`_actions_to_cpu`): None packs them where the
     # learner's device is not the CPU (one synchronised copy instead of five); on the CPU nothing crosses, and
     # packing would cost about 40 us an act at 50 agents (an eighth of it). True forces it (tests); False
@@ -192,7 +206,8 @@ class ReinforceLearner:
         self._blocks_now = self._shaped_blocks(self.layout.block_views(self.flat_params))  # views, made once
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
-        self._scratch = None  # ([C, D] on the device, [C, D] on the CPU) births' scratch (`_birth_scratch`)
+        self._patterns = None  # [2^networks, D] births' crossover patterns (`_second_patterns`)
+        self._scratch = None  # births' kept scratch blocks ([BIRTH_ROWS, D] each, `_birth_scratch`)
         # where each update's gradient is written (no fresh [N, D]): one block of `update_rows` agents' rows
         self._grad = torch.empty(min(self.num_slots, self.update_rows), self.layout.size, dtype=self.dtype,
                                  device=self.device)
@@ -209,12 +224,15 @@ class ReinforceLearner:
         self._discount = discount_matrix(self.config.update_every, self.config.gamma).to(self.device)  # [T, T]
         self._wealth = None  # [N] cultural inheritance's prestige: each slot's holdings summed, at its last act
         self.last_teachers = None  # [N] after a cultural birth: each newborn's teacher slot (-1 elsewhere)
+        self._compact = self.compact_window and self.num_slots > self.update_rows  # (see `compact_window`)
+        self._hidden_scratch = None  # [B * T * 4H] a block's recomputed hidden layer (compact window)
         self.window = RolloutWindow(self.num_slots, self.config.update_every, self.num_peer_slots, self.self_dim,
                                     self.peer_dim, self.head_slices, self.categorical_width, r,
                                     self.heads.count * self.heads.hidden,
                                     None if self.uniform_attention else self.config.attention_hidden_size,
                                     message_length=self.message_length, moves=self.spatial,
                                     keep_relu=self.num_slots <= self.update_rows,
+                                    peer_table=self._compact, keep_hidden=not self._compact,
                                     mean_context=self.mean_context, dtype=self.dtype, device=self.device)
         self._t = 0  # steps stored in the current window
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
@@ -284,10 +302,7 @@ class ReinforceLearner:
         if self.uniform_attention:
             attention = uniform_attention_weights((~blocked).to(self.dtype))
         else:
-            relu = filter_hidden(views["own"], peers, blocks)  # [N, 1, K, A]
-            if "relu" in views:  # kept for learning (else `_learn` recomputes it a block of agents at a time)
-                views["relu"].copy_(relu)
-            scores = relu_scores(relu, blocks["score"]).masked_fill_(blocked, _MASKED_SCORE)
+            scores = self._filter_scores(views, blocks).masked_fill_(blocked, _MASKED_SCORE)
             attention = attention_weights(scores, blocked, self.config.attention_sink)
         views["attention"].copy_(attention)
         views["context"].copy_(torch.bmm(attention, peers.squeeze(1)))  # [N, 1, P]
@@ -295,9 +310,30 @@ class ReinforceLearner:
             weights = uniform_attention_weights((~blocked).to(self.dtype))
             views["mean_context"].copy_(torch.bmm(weights, peers.squeeze(1)))
         out, hidden = self.heads(views["x"], blocks["w1t"], blocks["b1"], blocks["w2t"], blocks["b2"])
-        views["hidden"].copy_(hidden)
+        if "hidden" in views:  # kept for learning (else `_window_block` recomputes it a block at a time)
+            views["hidden"].copy_(hidden)
         views["out"].copy_(out)
         return out, attention
+
+    def _filter_scores(self, views: dict, blocks: dict) -> torch.Tensor:
+        """The social filter's scores [N, 1, K] of a step's peers (before masking). Its relu layer [N, 1, K, A]
+        is kept in the window where the window has room for it; otherwise, in a compact window, it is
+        computed a block of `filter_rows` slots at a time (0.2 GB at 100,000 agents, K = 32: a block's is a
+        quarter of that), by the same operations row by row."""
+        if not self._compact:
+            relu = filter_hidden(views["own"], views["peers"], blocks)  # [N, 1, K, A]
+            if "relu" in views:  # kept for learning (else `_learn` recomputes it a block of agents at a time)
+                views["relu"].copy_(relu)
+            return relu_scores(relu, blocks["score"])
+        n = self.num_slots
+        scores = torch.empty(n, 1, self.num_peer_slots, dtype=self.dtype, device=self.device)
+        count = -(-n // self.filter_rows)
+        for index in range(count):  # blocks of agents of nearly equal sizes
+            block = slice(n * index // count, n * (index + 1) // count)
+            part = {key: blocks[key][block] for key in ("w_own", "w_peer", "bias", "score")}
+            relu = filter_hidden(views["own"][block], views["peers"][block], part)
+            scores[block] = relu_scores(relu, part["score"])
+        return scores
 
     # -- Learner protocol --------------------------------------------------------------------
     def act(self, observation: Observation) -> Actions:
@@ -319,8 +355,9 @@ class ReinforceLearner:
             double_season_angle(own, self.economy_config.num_jobs, self.season_end)
         torch.log1p(self_features[:, :r].clamp(min=0), out=own_holdings)
         peers.copy_(observed_peers)
-        peer_rows.copy_(peer_index)  # lets a checkpoint store peers as rows of one table per step
+        peer_rows.copy_(peer_index)  # lets the window (and a checkpoint) keep peers as rows of one table per step
         peer_holdings.copy_(observed_peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
+        self.window.keep_peers(self._t)
         torch.le(peer_mask.unsqueeze(1), 0, out=blocked)
         if self.config.inheritance == "cultural":  # prestige for on_births (agents.inheritance), kept on the CPU
             self._wealth = observation.self_features[:, :r].sum(1, dtype=torch.float64)
@@ -423,7 +460,8 @@ class ReinforceLearner:
             sources = (teachers, teachers, None)
         else:  # none, or founders (no survivors to copy): fresh networks
             child = self.layout.init(count, self.generator, self.dtype).to(self.device)
-        self.flat_params.index_copy_(0, on_device, child)
+        if child is not None:  # (None: already written into the newborns' rows)
+            self.flat_params.index_copy_(0, on_device, child)
         if self.config.inherit_optimizer and sources is not None:
             self.optimizer.inherit_rows(on_device, *sources)
         else:
@@ -431,10 +469,13 @@ class ReinforceLearner:
         self.baseline.index_fill_(0, on_device, 0.0)
         self.baseline_updates.index_fill_(0, on_device, 0)
 
-    def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[torch.Tensor, tuple]:
+    def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[Optional[torch.Tensor], tuple]:
         """([C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise;
         (first [C], second [C] parent slots, founder [C] bool or None), on the learner's device). `rows` [C] and
-        `births` are the economy's (CPU); every draw is made on the CPU with the learner's generator."""
+        `births` are the economy's (CPU); every draw is made on the CPU with the learner's generator. Many
+        newborns (more than SMALL_BIRTHS entries) are made BIRTH_ROWS at a time and written straight into
+        their rows of the parameters (no [C, D] block), when no parent is a newborn (an Economy's parents are
+        survivors): then the first entry returned is None."""
         count = rows.numel()
         parents = births.parent_slots.index_select(0, rows)  # [C, 2]
         g, flat = self.generator, self.flat_params
@@ -445,45 +486,59 @@ class ReinforceLearner:
             parents = parents.clamp(min=0)
         parents, second_parent = parents.to(self.device), second_parent.to(self.device)
         first, second = parents.unbind(1)
-        if count * self.layout.size <= SMALL_BIRTHS:  # a few newborns: three whole-block operations (the same
-            # values as below, where a copy per network range would cost more than the arithmetic)
+        if count * self.layout.size <= SMALL_BIRTHS:  # a few newborns: three whole-block operations (as below,
+            # BIRTH_ROWS newborns at a time into kept scratch)
             take_second = second_parent.to(self.dtype) @ self._network_columns  # [C, D] 1 on the second's networks
             child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), take_second)  # exact at 0, 1
             noise = torch.empty(child.shape, dtype=self.dtype).normal_(0.0, self.config.param_mutation, generator=g)
             child.add_(noise.to(self.device))
-        else:
-            child = self._crossed_over(first, second, second_parent)
-            # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
-            noise = self._birth_scratch(count)[1]
-            child.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
+        else:  # BIRTH_ROWS newborns at a time, into their rows (or, if a parent is a newborn, a [C, D] block)
+            targets = rows.to(self.device)
+            in_place = not bool(births.born.index_select(0, parents.view(-1).cpu()).any())
+            child = None if in_place else torch.empty(count, self.layout.size, dtype=self.dtype, device=self.device)
+            # the coins as a number: which of the 2^networks patterns of columns comes from the second parent
+            pattern = (second_parent.long() << torch.arange(self._network_count, device=self.device)).sum(1)  # [C]
+            patterns = self._second_patterns()  # [2^networks, D] bool
+            with single_threaded_kernels():  # many small copies: two threads wait on each other (below)
+                for low in range(0, count, BIRTH_ROWS):
+                    high = min(count, low + BIRTH_ROWS)
+                    part, first_rows, second_rows, take_second, noise = self._birth_scratch(high - low)
+                    torch.index_select(flat, 0, first[low:high], out=first_rows)
+                    torch.index_select(flat, 0, second[low:high], out=second_rows)
+                    torch.index_select(patterns, 0, pattern[low:high], out=take_second)
+                    torch.where(take_second, second_rows, first_rows, out=part)  # exact copies
+                    # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
+                    part.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
+                    if in_place:
+                        flat.index_copy_(0, targets[low:high], part)
+                    else:
+                        child[low:high] = part
         if births.founders:
             founder = founder.to(self.device)
-            child[founder] = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
+            fresh = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
+            if child is None:
+                flat.index_copy_(0, targets[founder], fresh)
+            else:
+                child[founder] = fresh
         return child, (first, second, founder if births.founders else None)
 
-    def _crossed_over(self, first: torch.Tensor, second: torch.Tensor, second_parent: torch.Tensor) -> torch.Tensor:
-        """[C, D] the first parents' rows, with each network the coin gave the second parent ([C, networks]
-        bool) copied over its columns; written into kept scratch rows (a fresh [C, D] block per step costs
-        more in page faults than the copy)."""
-        flat = self.flat_params
-        child = self._birth_scratch(first.numel())[0]
-        torch.index_select(flat, 0, first, out=child)
-        for network, ranges in enumerate(self.layout.network_ranges):
-            takers = second_parent[:, network].nonzero().view(-1)  # [C'] children with the second parent's
-            if takers.numel():
-                donors = second.index_select(0, takers)
-                for start, stop in ranges:
-                    child[:, start:stop].index_copy_(0, takers, flat[:, start:stop].index_select(0, donors))
-        return child
+    def _second_patterns(self) -> torch.Tensor:
+        """[2^networks, D] bool, row c: the columns of the networks whose bit is set in c (made once)."""
+        if self._patterns is None:
+            count = self._network_count
+            bits = (torch.arange(2 ** count)[:, None] >> torch.arange(count)) & 1  # [2^networks, networks]
+            self._patterns = bits.bool()[:, self.layout.column_network].to(self.device)
+        return self._patterns
 
-    def _birth_scratch(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two [count, D] scratch blocks, kept and grown as needed: newborns' parameters (on the device) and
-        their mutation noise (on the CPU, where the generator draws it)."""
+    def _birth_scratch(self, count: int) -> tuple[torch.Tensor, ...]:
+        """Five [count, D] scratch blocks, kept and grown as needed (a fresh block per step costs more in page
+        faults than the copies): newborns' parameters, their first and second parents' rows, where the second's
+        are taken (bool; on the device), and their mutation noise (on the CPU, where the generator draws it)."""
         if self._scratch is None or self._scratch[0].shape[0] < count:
             size = (max(count, 64), self.layout.size)
-            self._scratch = (torch.empty(size, dtype=self.dtype, device=self.device),
-                             torch.empty(size, dtype=self.dtype))
-        return self._scratch[0][:count], self._scratch[1][:count]
+            self._scratch = tuple(torch.empty(size, dtype=self.dtype, device=self.device) for _ in range(3)) + (
+                torch.empty(size, dtype=torch.bool, device=self.device), torch.empty(size, dtype=self.dtype))
+        return tuple(scratch[:count] for scratch in self._scratch)
 
     def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
         """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
@@ -543,6 +598,7 @@ class ReinforceLearner:
         self.baseline = state["baseline"].to(self.device, copy=True)
         self.baseline_updates = state["baseline_updates"].to(self.device, copy=True)
         for step in range(self._t):  # what act stored; valid steps were acted with these parameters
+            self.window.load_step_peers(step)
             self._act_forward(step)
         self.generator.set_state(state["generator"])
         self.last_attention = state["last_attention"].to(self.device, copy=True)
@@ -576,8 +632,9 @@ class ReinforceLearner:
         for index in range(count):  # agent, whose batched products torch computes by another kernel
             start = n * index // count
             block = slice(start, n * (index + 1) // count)
-            blocks = self._blocks_now if n <= rows else {key: value[block] for key, value in self._blocks_now.items()}
-            window_block = window if n <= rows else self._window_block(window, block, blocks)
+            whole = n <= rows and not self._compact  # one block, and the window holds everything
+            blocks = self._blocks_now if whole else {key: value[block] for key, value in self._blocks_now.items()}
+            window_block = window if whole else self._window_block(window, block, blocks)
             grad = self._learn_block(window_block, blocks, advantage[block], valid[block], counts[block],
                                      loss[block], entropy[block], norms[block])
             if not bool(torch.isfinite(loss[block] + norms[block]).all()):
@@ -628,8 +685,22 @@ class ReinforceLearner:
     def _window_block(self, window: dict, block: slice, blocks: dict) -> dict:
         """The window's rows of a block of agents (views), with the social filter's relu layer recomputed
         step by step as `_act_forward` computed it (`filter_hidden` with the block's parameter views `blocks`),
-        into kept scratch (with its gradient's scratch)."""
+        into kept scratch (with its gradient's scratch); in a compact window also the heads' hidden layer
+        (recomputed likewise) and the peers (`RolloutWindow.block_peers`)."""
         part = {key: value[block] for key, value in window.items()}
+        if self._compact:  # the heads' hidden layer as act computed it, and the peers from the rows they showed
+            b, t = part["x"].shape[0], part["x"].shape[1]
+            width = self.heads.count * self.heads.hidden
+            if self._hidden_scratch is None or self._hidden_scratch.numel() < b * t * width:
+                self._hidden_scratch = torch.empty(max(b * t, self.update_rows * self.config.update_every) * width,
+                                                   dtype=self.dtype, device=self.device)
+            hidden = self._hidden_scratch[:b * t * width].view(b, t, width)
+            for step in range(t):  # at most T steps: a loop over steps, not agents
+                hidden[:, step:step + 1].copy_(self.heads.hidden_layer(part["x"][:, step:step + 1], blocks["w1t"],
+                                                                       blocks["b1"]))
+            part["hidden"] = hidden
+            if not self.uniform_attention:  # (the uniform ablation's gradient does not read the peers)
+                part["peers"] = self.window.block_peers(block, t)
         if self.uniform_attention:
             return part
         b, t = part["own"].shape[0], part["own"].shape[1]

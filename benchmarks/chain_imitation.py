@@ -160,14 +160,56 @@ def run(seed: int, args) -> dict:
             print(json.dumps({"seed": seed, **{key: round(v, 4) if isinstance(v, float) else v
                                                for key, v in curve[-1].items()}}), flush=True)
             tally = None
-    return {"seed": seed, "learner": args.learner, "num_agents": args.num_agents, "max_age": args.max_age, "imitate_steps": args.imitate_steps,
+    return {"seed": seed, "learner": args.learner, "num_agents": args.num_agents, "max_age": args.max_age,
+            "imitate_steps": args.imitate_steps,
             "rl_steps": args.rl_steps, "rl_learning_rate": args.rl_learning_rate, "shared": args.shared,
             "entropy_coef": args.entropy_coef, "curve": curve, "seconds": round(time.time() - start, 1)}
 
 
+def arm_label(row: dict) -> str:
+    """A run's settings in words: learner, learning rate after imitation, shared rewards, entropy, lifespan."""
+    parts = [row.get("learner", "reinforce")]
+    if row["rl_learning_rate"] is not None:
+        parts.append(f"lr {row['rl_learning_rate']:g}")
+    if row["shared"]:
+        parts.append(f"shared {row['shared']:g}")
+    defaults = LearnerConfig()
+    default = defaults.ppo_entropy_coef if parts[0] == "ppo" else defaults.entropy_coef
+    if row["entropy_coef"] is not None and row["entropy_coef"] != default:
+        parts.append(f"entropy {row['entropy_coef']:g}")
+    if row["max_age"] < 1000:
+        parts.append(f"lives of {row['max_age']}")
+    return ", ".join(parts)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Final goods made per step over training, the mean over seeds of each arm (`arm_label`)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms: dict[str, list] = {}
+    for row in rows:
+        arms.setdefault(arm_label(row), []).append(row["curve"])
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for label, curves in arms.items():
+        steps = [point["step"] for point in curves[0]]
+        made = np.mean([[point["final_made"] for point in curve] for curve in curves], axis=0)
+        axis.plot(steps, made, marker="o", markersize=3, label=f"{label} ({len(curves)} seeds)")
+    imitation_end = max(point["step"] for point in rows[0]["curve"] if point["phase"] == "imitation")
+    axis.axvline(imitation_end, color="grey", linestyle=":")
+    axis.text(imitation_end, axis.get_ylim()[1] * 0.95, " learners on their own", color="grey", va="top")
+    axis.set(xlabel="step (imitation of the plan, then reinforcement)", ylabel="final goods made per step",
+             title=f"supply_chain, N = {rows[0]['num_agents']}: does learning keep the cloned plan?")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--learner", choices=("reinforce", "ppo"), default="reinforce")
     parser.add_argument("--num-agents", type=int, default=50)
     parser.add_argument("--max-age", type=int, default=100_000, help="lifespan (the scenario's is 10)")
@@ -176,9 +218,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rl-learning-rate", type=float, default=None, help="default: the learner's own")
     parser.add_argument("--shared", type=float, default=0.0, help="share of each reward replaced by the mean")
     parser.add_argument("--entropy-coef", type=float, default=None,
-                        help="the entropy bonus (REINFORCE's entropy_coef, PPO's ppo_entropy_coef; default: the learner's)")
+                        help="REINFORCE's entropy_coef and PPO's ppo_entropy_coef (default: the learner's own)")
     parser.add_argument("--report-every", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results/chain_imitation.jsonl", help="JSON lines, appended")
+    parser.add_argument("--plot", metavar="PNG", help="draw every run in --out (no new runs without --seeds)")
     args = parser.parse_args(argv)
     if args.report_every < 1 or not 0.0 <= args.shared <= 1.0:
         parser.error("--report-every must be >= 1 and --shared in [0, 1]")
@@ -187,6 +230,9 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "a") as handle:
             handle.write(json.dumps(row) + "\n")
+    if args.plot:
+        with open(args.out) as handle:
+            plot([json.loads(line) for line in handle if line.strip()], args.plot)
     return 0
 
 

@@ -10,7 +10,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from agents import make_learner  # noqa: E402
-from benchmarks.chain_imitation import EFFORT_CLIP, RoleByIdPlan, main, plan_pre_images  # noqa: E402
+from benchmarks.chain_imitation import EFFORT_CLIP, RoleByIdPlan, arm_label, main, plan_pre_images  # noqa: E402
 from homoecon_env.core import Economy  # noqa: E402
 from homoecon_env.scenarios import SCENARIOS  # noqa: E402
 
@@ -60,6 +60,17 @@ def test_imitation_copies_the_plan_and_makes_final_goods(tmp_path):
     assert imitation[-1]["own_job_on_plan"] > 0.9
     assert imitation[-1]["final_made"] > 0 and imitation[-1]["final_traded"] > 0
     assert row["curve"][-1]["phase"] == "reinforcement"
+    figure = tmp_path / "curves.png"  # --seeds with no seed: only draw what --out holds
+    assert main(["--seeds", "--out", str(out), "--plot", str(figure)]) == 0
+    assert len(out.read_text().splitlines()) == 1 and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_arm_labels_name_only_the_settings_that_differ_from_the_learners_defaults():
+    base = {"learner": "reinforce", "rl_learning_rate": None, "shared": 0.0, "entropy_coef": None, "max_age": 100_000}
+    assert arm_label(base) == arm_label({**base, "entropy_coef": 0.01}) == "reinforce"
+    assert arm_label({**base, "rl_learning_rate": 0.001, "shared": 1.0, "entropy_coef": 0.0, "max_age": 10}) == \
+        "reinforce, lr 0.001, shared 1, entropy 0, lives of 10"
+    assert arm_label({**base, "learner": "ppo", "entropy_coef": 0.01}) == "ppo, entropy 0.01"
 
 
 @pytest.mark.parametrize("argv", [["--shared", "2"], ["--report-every", "0"]])

@@ -127,7 +127,7 @@ def test_gradient_with_deaths_inside_the_window_equals_autograd_of_the_plain_pol
     first_valid = {0: steps, 1: 2, 4: 4}  # the step after each slot's last death
     assert call["active"].tolist() == [i != 0 for i in range(n)]
 
-    window = learner.window.buffer
+    window = {**learner.window.buffer, "peers": learner.window.peers(steps)}  # (rebuilt where rows are blocked)
     leaf = call["params"].clone().requires_grad_(True)
     logits, mean, log_std, _ = reference_policy(learner, learner.layout.views(leaf), window["own"], window["peers"],
                                                 window["peer_blocked"])
