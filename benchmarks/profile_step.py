@@ -4,6 +4,7 @@
     python benchmarks/profile_step.py --workload train --num-agents 1000 --steps 200
     python benchmarks/profile_step.py --workload train --num-agents 10000 --steps 10 --world 10 10
     python benchmarks/profile_step.py --workload core --num-agents 1000000 --steps 3 --stages
+    python benchmarks/profile_step.py --workload core --num-agents 1000000 --steps 3 --stages --threads 1
 
 Prints, for the project's functions (homoecon_env, agents), the time per step spent inside each
 (cumulative, callees included) and its share of the step. cProfile's own overhead inflates every
@@ -39,15 +40,19 @@ def main() -> None:
                         help="a world of W x H regions (bench.py --world)")
     parser.add_argument("--stages", action="store_true", help="time the economy's stages (no profiler)")
     parser.add_argument("--warmup", type=int, default=20, help="steps run before timing")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads, which the economy's block passes follow too (default: 1 at N <= 1000, "
+                             "else one per core)")
     args = parser.parse_args()
     import torch
-    torch.set_num_threads(1 if args.num_agents <= 1000 else os.cpu_count())
+    threads = args.threads or (1 if args.num_agents <= 1000 else os.cpu_count())
+    torch.set_num_threads(threads)
     timers = stage_timers() if args.stages else None
     step = make_step(args.workload, args.num_agents, tuple(args.world))
     for _ in range(args.warmup):
         step()
     if timers is not None:
-        report_stages(step, args.steps, timers, f"{args.workload} at N = {args.num_agents}")
+        report_stages(step, args.steps, timers, f"{args.workload} at N = {args.num_agents}, {threads} threads")
         return
     profile = cProfile.Profile()
     profile.enable()

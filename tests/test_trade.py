@@ -270,7 +270,7 @@ def test_a_non_finite_solver_result_falls_back_to_no_trade(monkeypatch, broken_p
     """Last line of defence: whatever a solver returns, the market never hands out NaN or inf."""
     from homoecon_env import trade  # clear_market looks _solve_prices up in the package
 
-    def broken(data, tol, max_iter, warm_multipliers, warm_prices=None):
+    def broken(data, tol, max_iter, warm_multipliers, warm_prices=None, pool=None):
         e = data.endowment
         x, lam, mu = e.copy(), np.full(e.shape[0], 0.5), np.zeros(e.shape[1])
         {"allocation": x, "prices": lam, "multipliers": mu}[broken_part][0] = bad

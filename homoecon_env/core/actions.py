@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from homoecon_env.config import NUM_MOVES, EconomyConfig
+from homoecon_env.core.threads import run_blocks
 
 ACTION_BOUNDS = {"broadcast": (-1.0, 1.0), "effort": (0.0, 1.0), "trade_weights": (0.0, 1.0), "consume": (0.0, 1.0)}
 REAL_KINDS = frozenset("fiu")  # NumPy dtype kinds taken as numbers: float, signed and unsigned int
@@ -105,9 +106,10 @@ class ActionChecker:
         self.widths = (("broadcast", b), ("effort", 0), ("trade_weights", r), ("consume", r))  # 0: a scalar per row
         self.num_jobs, self.broadcast_dim, self.num_resources = config.num_jobs, b, r
 
-    def check(self, actions: Actions, agent_ids: np.ndarray) -> Actions:
+    def check(self, actions: Actions, agent_ids: np.ndarray, pool=None) -> Actions:
         """``actions`` as fresh NumPy arrays (float64, job int64), clipped into their Boxes.
-        ``agent_ids`` [N] name the rows in messages. Raises ValueError; changes nothing."""
+        ``agent_ids`` [N] name the rows in messages. Raises ValueError; changes nothing. ``pool``: a
+        `core.threads.BlockPool` whose threads check and clip blocks of rows (None: this thread)."""
         n = agent_ids.shape[0]
         columns = []
         for key, width in self.widths:
@@ -119,14 +121,16 @@ class ActionChecker:
                 refuse(agent_ids, non_real_rows(value), key, f"not numeric ({kind_name(value)})", value)
             columns.append(value.reshape(n, -1))
         joined = np.concatenate(columns, axis=1, dtype=np.float64)  # [N, B + 1 + 2R]
-        finite = True
-        for start in range(0, n, CHECK_BLOCK):  # in blocks of rows that stay in cache: check, then clip in place
-            block = joined[start:start + CHECK_BLOCK]
-            if not np.isfinite(block).all():
-                finite = False
-                break
-            np.minimum(np.maximum(block, self.low, out=block), self.high, out=block)
-        if not finite:
+
+        def check_and_clip(starts) -> bool:  # in blocks of rows that stay in cache: check, then clip in place
+            for start in starts:
+                block = joined[start:start + CHECK_BLOCK]
+                if not np.isfinite(block).all():
+                    return False
+                np.minimum(np.maximum(block, self.low, out=block), self.high, out=block)
+            return True
+
+        if not all(run_blocks(pool, check_and_clip, range(0, n, CHECK_BLOCK))):
             for (key, _), value in zip(self.widths, columns):
                 bad = ~np.isfinite(value.astype(np.float64)).all(axis=1)
                 nan = bad.any() and np.isnan(value[np.flatnonzero(bad)[0]].astype(np.float64)).any()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core import consumption, lifecycle, observe, production, signals, space
+from homoecon_env.core import consumption, lifecycle, observe, production, signals, space, threads
 from homoecon_env.core.actions import ACTION_BOUNDS, ActionChecker, Actions, token_one_hot
 from homoecon_env.core.state import EconomyState, initial_state, normal, uniform
 from homoecon_env.core.stats import StepRecord, step_stats
@@ -80,6 +80,7 @@ class Economy:
         self._all_peers = None  # cached [N, K] "everyone else" assignment
         self._checker = ActionChecker(self.config)
         self._warned_market = False
+        self.pool = threads.BlockPool()  # worker threads of the per-agent passes at large N (core.threads)
         # The world's tables when space changes anything (docs/design.md section 13); None: section 2 exactly.
         self.space = space.SpaceTable.from_config(self.config) \
             if self.config.spatial or self.config.resource_map is not None else None
@@ -160,7 +161,8 @@ class Economy:
             trade = self._clear_regional(pre_trade, weights, region)
             region_prices = trade.prices.numpy()
         else:
-            trade = clear_market(pre_trade, weights, warm_start=self._last_trade, **self.market_options)
+            trade = clear_market(pre_trade, weights, warm_start=self._last_trade, pool=self.pool,
+                                 **self.market_options)
             region_prices = trade.prices.numpy()[None]
         consumed, left, reward = consumption.consume(
             trade.allocation.numpy(), actions.consume, state.utility_weights, effort, config)
@@ -192,7 +194,7 @@ class Economy:
     def terminal_self_features(self, step: StepOutput) -> torch.Tensor:
         """[N, S] own features of every row at the end of `step`, before newborns took the dead rows:
         the last observation of those who died."""
-        return torch.from_numpy(observe.self_features(step.dying_state, self.jobs, self.config, self.space))
+        return torch.from_numpy(observe.self_features(step.dying_state, self.jobs, self.config, self.space, self.pool))
 
     def _clear_regional(self, pre_trade: np.ndarray, weights: np.ndarray, region: np.ndarray) -> TradeResult:
         """Each region's own market (docs/design.md section 13): prices [G, R], NaN rows for empty regions."""
@@ -256,7 +258,7 @@ class Economy:
 
     def _checked_arrays(self, actions: Actions) -> Actions:
         """`check_actions` with NumPy arrays out, for the stages."""
-        return self._checker.check(actions, self._arrays.agent_ids)
+        return self._checker.check(actions, self._arrays.agent_ids, self.pool)
 
     @staticmethod
     def normalised_trade_weights(trade_weights: np.ndarray) -> np.ndarray:
@@ -270,16 +272,16 @@ class Economy:
         n, k = state.num_slots, self.config.peers_observed
         if self.config.spatial:  # peers from the regions within peer_radius (docs/design.md section 13)
             peer_index = space.sample_regional_peers(state.region, state.alive, k, self.space, self.generator)
-            return observe.observe(state, peer_index, self.jobs, self.config, space=self.space)
+            return observe.observe(state, peer_index, self.jobs, self.config, space=self.space, pool=self.pool)
         if self.config.samples_peers:
-            peer_index = observe.sample_peers(n, k, self.generator).numpy()
+            peer_index = observe.sample_peers(n, k, self.generator, self.pool).numpy()
         else:
             if self._all_peers is None:
                 self._all_peers = observe.everyone_else(n, k).numpy()
             peer_index = self._all_peers
         # Sampled peers are always rows; "everyone else" is padded with -1 only when K > N - 1.
         return observe.observe(state, peer_index, self.jobs, self.config, all_valid=k <= n - 1,
-                               owned=self.config.samples_peers)
+                               owned=self.config.samples_peers, pool=self.pool)
 
     # -- figures for loggers -----------------------------------------------------------------
     @property

@@ -34,6 +34,7 @@ from homoecon_env.core import signals
 from homoecon_env.core import space as space_module
 from homoecon_env.core.production import JobTable, season_features
 from homoecon_env.core.state import EconomyState
+from homoecon_env.core.threads import run_blocks
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,10 @@ def gather_peers(public: torch.Tensor, rows: torch.Tensor, live: Optional[torch.
     return peers if live is None else peers.mul_(live.unsqueeze(-1))
 
 
-def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig, space=None) -> np.ndarray:
+def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig, space=None, pool=None) -> np.ndarray:
     """[N, S] float32 own features of every slot (the layout in the module docstring); NumPy state.
-    ``space`` (`core.space.SpaceTable`) is required when ``config.spatial``."""
+    ``space`` (`core.space.SpaceTable`) is required when ``config.spatial``; ``pool``: a
+    `core.threads.BlockPool` whose threads fill the blocks of rows (None: this thread)."""
     season = season_features(jobs, state.step)[None, :]  # the same for every row
     columns = (state.holdings, None, state.effort[:, None], state.utility_weights, state.broadcast,
                state.id_vectors, season)  # None: age / max_age, computed per block
@@ -105,28 +107,45 @@ def self_features(state: EconomyState, jobs: JobTable, config: EconomyConfig, sp
     features = np.empty((n, sum(widths)), dtype=np.float32)
     # In blocks of rows, every column of a block in turn: the block's rows stay in cache (one pass over
     # the [N, S] result, not one per column); each value is the same elementwise cast as a whole-column copy.
-    for first in range(0, n, FEATURE_BLOCK):
-        last = min(first + FEATURE_BLOCK, n)
-        out, start = features[first:last], 0
-        for column, width in zip(columns, widths):
-            if column is None:
-                out[:, start] = state.ages[first:last] / config.max_age
-            else:
-                out[:, start:start + width] = column if column is season else column[first:last]
-            start += width
+    def fill(firsts):
+        for first in firsts:
+            last = min(first + FEATURE_BLOCK, n)
+            out, start = features[first:last], 0
+            for column, width in zip(columns, widths):
+                if column is None:
+                    out[:, start] = state.ages[first:last] / config.max_age
+                else:
+                    out[:, start:start + width] = column if column is season else column[first:last]
+                start += width
+
+    run_blocks(pool, fill, range(0, n, FEATURE_BLOCK))
     return features
 
 
 FEATURE_BLOCK = 8192  # rows of own features filled per pass
 
 
-def public_features(state: EconomyState, config: Optional[EconomyConfig] = None) -> np.ndarray:
+def public_features(state: EconomyState, config: Optional[EconomyConfig] = None, pool=None) -> np.ndarray:
     """[N, P] float32, what peers see of an agent: last broadcast, id vector, holdings; NumPy state.
-    With private signals the last-job one-hot [J] goes before the holdings (holdings stay last)."""
+    With private signals the last-job one-hot [J] goes before the holdings (holdings stay last).
+    ``pool``: a `core.threads.BlockPool`; when it gives more than one thread, its threads fill blocks of
+    rows (the same elementwise casts as one concatenate)."""
+    columns = [state.broadcast, state.id_vectors, state.holdings]
     if config is not None and config.private_signals:
-        return np.concatenate([state.broadcast, state.id_vectors, signals.public_columns(state, config),
-                               state.holdings], axis=1, dtype=np.float32)
-    return np.concatenate([state.broadcast, state.id_vectors, state.holdings], axis=1, dtype=np.float32)
+        columns.insert(2, signals.public_columns(state, config))
+    n = state.num_slots
+    firsts = range(0, n, FEATURE_BLOCK)
+    if pool is None or pool.thread_count(len(firsts)) == 1:
+        return np.concatenate(columns, axis=1, dtype=np.float32)
+    public = np.empty((n, sum(column.shape[1] for column in columns)), dtype=np.float32)
+
+    def fill(starts):
+        for first in starts:
+            rows = slice(first, min(first + FEATURE_BLOCK, n))
+            np.concatenate([column[rows] for column in columns], axis=1, out=public[rows], casting="same_kind")
+
+    run_blocks(pool, fill, firsts)
+    return public
 
 
 def everyone_else(num_slots: int, num_peer_slots: int) -> torch.Tensor:
@@ -138,8 +157,9 @@ def everyone_else(num_slots: int, num_peer_slots: int) -> torch.Tensor:
     return torch.cat([others, torch.full((num_slots, num_peer_slots - (num_slots - 1)), -1, dtype=torch.long)], dim=1)
 
 
-def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator) -> torch.Tensor:
-    """[N, K] a fresh uniform sample of K distinct other rows per row, in random order.
+def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator, pool=None) -> torch.Tensor:
+    """[N, K] a fresh uniform sample of K distinct other rows per row, in random order (``pool``: a
+    `core.threads.BlockPool` whose threads run the pass over the offsets; the same draws without).
 
     Small populations use a random permutation per row; large ones draw offsets 1..N-1 from each row's
     own index and redraw duplicates (a few rounds, each over the rows that held one).
@@ -155,7 +175,7 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
     # (NumPy's sort of a copy of the block's values, several times faster than torch's), keeps those rows'
     # offsets aside, and turns every offset into the row it shows, (row + offset) mod n, in place.
     shown = offsets.numpy()
-    repeats, kept = _offsets_to_rows(shown, n)
+    repeats, kept = _offsets_to_rows(shown, n, pool)
     if repeats.size:
         chosen = torch.from_numpy(kept)
         _redraw_repeats(chosen, n, generator)
@@ -166,35 +186,44 @@ def sample_peers(num_slots: int, num_peer_slots: int, generator: torch.Generator
 PEER_BLOCK = 4096  # rows of [N, K] peer offsets per in-place pass
 
 
-def _offsets_to_rows(offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _offsets_to_rows(offsets: np.ndarray, n: int, pool=None) -> tuple[np.ndarray, np.ndarray]:
     """Find the rows of ``offsets`` [N, K] (values in [1, n)) holding a value twice, and turn every entry into
     the row it shows, (row + offset) mod n, in place. Returns (those rows [M] int64 in increasing order, a
-    copy [M, K] of their offsets as drawn). One pass in blocks of rows, into scratch buffers that stay in cache."""
+    copy [M, K] of their offsets as drawn). One pass in blocks of rows, into scratch buffers that stay in cache
+    (one set per thread of ``pool``, each thread taking a run of consecutive blocks)."""
     total, k = offsets.shape
     rows = min(total, PEER_BLOCK)
-    ordered = np.empty((rows, k), dtype=np.int32 if n <= np.iinfo(np.int32).max else np.int64)
-    equal = np.empty((rows, max(k - 1, 0)), dtype=bool)
-    shifted = np.empty((rows, k), dtype=np.uint64)
     row_of = np.repeat(np.arange(rows, dtype=np.int64), k).reshape(rows, k)  # each entry's row in the block
+
+    def convert(starts):
+        ordered = np.empty((rows, k), dtype=np.int32 if n <= np.iinfo(np.int32).max else np.int64)
+        equal = np.empty((rows, max(k - 1, 0)), dtype=bool)
+        shifted = np.empty((rows, k), dtype=np.uint64)
+        found, kept = [], []
+        for start in starts:
+            block = offsets[start:start + PEER_BLOCK]
+            size = block.shape[0]
+            sorted_block = ordered[:size]
+            np.copyto(sorted_block, block, casting="unsafe")  # values < n fit
+            sorted_block.sort(axis=1)
+            same = np.equal(sorted_block[:, 1:], sorted_block[:, :-1], out=equal[:size])
+            hits = np.flatnonzero(same)
+            if hits.size:
+                repeated = np.unique(hits // (k - 1))
+                found.append(repeated + start)
+                kept.append(block[repeated])
+            block += row_of[:size]
+            block += start  # now row + offset, in [1, 2n - 1)
+            # (row + offset) mod n: as unsigned, row + offset - n wraps past every value unless it is the smaller
+            wide, less = block.view(np.uint64), shifted[:size]
+            np.subtract(wide, np.uint64(n), out=less)
+            np.minimum(wide, less, out=wide)
+        return found, kept
+
     found, kept = [], []
-    for start in range(0, total, PEER_BLOCK):
-        block = offsets[start:start + PEER_BLOCK]
-        size = block.shape[0]
-        sorted_block = ordered[:size]
-        np.copyto(sorted_block, block, casting="unsafe")  # values < n fit
-        sorted_block.sort(axis=1)
-        same = np.equal(sorted_block[:, 1:], sorted_block[:, :-1], out=equal[:size])
-        hits = np.flatnonzero(same)
-        if hits.size:
-            repeated = np.unique(hits // (k - 1))
-            found.append(repeated + start)
-            kept.append(block[repeated])
-        block += row_of[:size]
-        block += start  # now row + offset, in [1, 2n - 1)
-        # (row + offset) mod n: as unsigned, row + offset - n wraps past every value unless it is the smaller
-        wide, less = block.view(np.uint64), shifted[:size]
-        np.subtract(wide, np.uint64(n), out=less)
-        np.minimum(wide, less, out=wide)
+    for run_found, run_kept in run_blocks(pool, convert, range(0, total, PEER_BLOCK)):  # runs in row order
+        found += run_found
+        kept += run_kept
     if not found:
         return np.empty(0, dtype=np.int64), np.empty((0, k), dtype=np.int64)
     return np.concatenate(found), np.concatenate(kept)
@@ -217,14 +246,15 @@ def _redraw_repeats(chosen: torch.Tensor, n: int, generator: torch.Generator) ->
 
 
 def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config: EconomyConfig,
-            all_valid: bool = False, space=None, owned: bool = False) -> Observation:
+            all_valid: bool = False, space=None, owned: bool = False, pool=None) -> Observation:
     """The batched observation (torch) of a NumPy state for the peer assignment [N, K].
 
     ``all_valid``: the caller knows every entry of ``peer_index`` is a row (no -1 padding); then,
     while every slot is alive (all but the final step), no peer needs masking. ``owned``: the caller
     hands ``peer_index`` over (a fresh sample nobody else holds), so the observation keeps it uncopied.
+    ``pool``: a `core.threads.BlockPool` whose threads fill the own and public features (None: this thread).
     """
-    public = public_features(state, config)
+    public = public_features(state, config, pool)
     if all_valid and state.alive.all():
         rows, live = peer_index, None
         mask, shown = None, peer_index if owned else peer_index.copy()  # mask: ones, made on first read
@@ -232,7 +262,7 @@ def observe(state: EconomyState, peer_index: np.ndarray, jobs: JobTable, config:
         rows = np.maximum(peer_index, 0)
         live = (peer_index >= 0) & state.alive[rows]
         mask, shown = live.astype(np.float32), np.where(live, peer_index, -1)
-    own = self_features(state, jobs, config, space)
+    own = self_features(state, jobs, config, space, pool)
     tensor = torch.from_numpy
     return Observation.lazy(tensor(own), tensor(public), tensor(rows), None if live is None else tensor(live),
                             None if mask is None else tensor(mask), tensor(shown))

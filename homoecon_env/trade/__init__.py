@@ -105,6 +105,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from homoecon_env.core.threads import BlockPool
+
 from .grouped import check_groups, solve_groups
 from .market import _as_array, _as_matrix, _as_tensor, _diagnostics, _market_data, _utility, project_onto_conservation
 from .newton import _solve_prices
@@ -154,7 +156,7 @@ class TradeResult:
 def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
                  max_iter: Optional[int] = None, warm_start: Optional[TradeResult] = None,
                  init: str = "dual", accelerate: bool = True, init_max_iter: Optional[int] = None,
-                 groups=None, num_groups: Optional[int] = None) -> TradeResult:
+                 groups=None, num_groups: Optional[int] = None, pool=None) -> TradeResult:
     """Reallocate ``holdings`` [N, R] to maximise summed utility, conserving goods, keeping IR.
 
     ``weights`` [N, R] are the utility weights w (nonnegative; a row may be all zero).
@@ -175,6 +177,9 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
     ``init_iterations`` the most of any group, ``converged`` every group's). A ``warm_start`` with
     N agents seeds the IR multipliers (its prices are not used). Without ``groups``, everything is
     as it was.
+    ``pool``: a `homoecon_env.core.threads.BlockPool` whose threads run the per-agent passes of the
+    Newton solve (the dual start of pgd, and newton) at large N, the same bits as one thread; None
+    (the default): the calling thread only. The economy passes its own. Not used with ``groups``.
     Bad input raises ``ValueError`` naming the argument.
     """
     if method not in METHODS:
@@ -193,6 +198,8 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
             raise ValueError(f"{name}: {cap!r}; expected an integer >= 1")
     if warm_start is not None and not isinstance(warm_start, TradeResult):
         raise ValueError(f"warm_start: expected a TradeResult or None, got {type(warm_start).__name__}")
+    if pool is not None and not isinstance(pool, BlockPool):
+        raise ValueError(f"pool: expected a homoecon_env.core.threads.BlockPool or None, got {type(pool).__name__}")
     if groups is not None:
         return _clear_grouped(e, w, device, groups, num_groups, method, tol, max_iter, warm_start, init,
                               init_max_iter)
@@ -220,9 +227,10 @@ def clear_market(holdings, weights, *, method: str = "pgd", tol: float = 1e-9,
         if method == "pgd":
             x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics = _solve_pgd(
                 market, tol, max_iter or PGD_MAX_ITER, init, init_max_iter, warm_allocation, warm_multipliers,
-                warm_prices, accelerate)
+                warm_prices, accelerate, pool)
         elif method == "newton":
-            x, lam, mu, iterations, diagnostics = _solve_prices(market, tol, max_iter, warm_multipliers, warm_prices)
+            x, lam, mu, iterations, diagnostics = _solve_prices(market, tol, max_iter, warm_multipliers, warm_prices,
+                                                                pool)
         else:
             x, lam, mu, iterations = _solve_penalty(e, w, max_iter or PENALTY_STEPS)
             diagnostics = _diagnostics(market, x, lam, mu)

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from homoecon_env.core.threads import run_blocks
+
 IR_ALLOWANCE = 1e-10  # largest IR violation (utility) left unrepaired, with 1e-3 tol (newton: 0.1 tol) when smaller
 EPS = np.finfo(np.float64).eps
 
@@ -53,19 +55,25 @@ def _project_with_threshold(points: np.ndarray, supply: np.ndarray):
     return np.maximum(points - theta[:, None], 0.0), theta
 
 
-def _water_fill(coefficients: np.ndarray, supply: np.ndarray, max_steps: int = 100) -> np.ndarray:
+def _water_fill(coefficients: np.ndarray, supply: np.ndarray, max_steps: int = 100, pool=None) -> np.ndarray:
     """Per good, the price lambda_r at which sum_i max(0, c_ri / lambda_r - 1) = supply_r.
 
     coefficients [R, N] >= 0 with a positive entry in each row, supply [R] > 0. In eta = 1/lambda
     the left side is convex, increasing and piecewise linear, so Newton's method started right of
     the root (everyone active) decreases monotonically and is exact once the active set settles.
+    ``pool``: a `core.threads.BlockPool` for the per-agent pass (None: this thread).
     """
     eta = (supply + (coefficients > 0).sum(axis=1)) / coefficients.sum(axis=1)
     active, bought = np.empty(coefficients.shape, dtype=bool), np.empty(coefficients.shape)
-    for _ in range(max_steps):
-        for block in _blocks(coefficients.shape[1]):  # elementwise: blocks that stay in cache
+
+    def mark(blocks):  # elementwise: blocks that stay in cache
+        for block in blocks:
             block_active = np.greater(coefficients[:, block] * eta[:, None], 1.0, out=active[:, block])
             bought[:, block] = np.where(block_active, coefficients[:, block], 0.0)
+
+    blocks = _blocks(coefficients.shape[1])
+    for _ in range(max_steps):
+        run_blocks(pool, mark, blocks)
         new_eta = (supply + active.sum(axis=1)) / bought.sum(axis=1)  # sums over whole rows: the same order
         if np.array_equal(new_eta, eta):
             break
@@ -158,10 +166,10 @@ def _make_individually_rational(x, data: _MarketData, allowance):
     return x, _utility(w, x)
 
 
-def _diagnostics(data: _MarketData, x, lam, mu, utility=None, marginal=None) -> dict:
+def _diagnostics(data: _MarketData, x, lam, mu, utility=None, marginal=None, pool=None) -> dict:
     """Conservation error, IR violation, KKT residual and objective of allocation x [R, N]
     (``utility``: u(x) [N] when known; ``marginal``: (1 + mu_i) w_ir / lambda_r [R, N] when known
-    and every good is priced).
+    and every good is priced; ``pool``: a `core.threads.BlockPool` for the per-agent pass).
 
     Stationarity is measured per priced good in relative marginal value,
     |min(x_ir / (1 + x_ir), 1 - (1 + mu_i) w_ir / ((1 + x_ir) lambda_r))|: zero exactly when every
@@ -179,16 +187,20 @@ def _diagnostics(data: _MarketData, x, lam, mu, utility=None, marginal=None) -> 
     all_priced = min(priced.tolist(), default=True)
     if marginal is None or not all_priced:
         marginal = np.multiply.outer(1.0 / np.where(priced, lam, 1.0), 1.0 + mu) * data.weights
-    largest = []  # the largest term, block by block (nan wins as in one reduction)
-    for block in _blocks(x.shape[1]) if x.shape[1] > BLOCK else (Ellipsis,):
-        block_x = x[:, block]
-        one_plus_x = 1.0 + block_x
-        # |min(x, 1 + x - marginal)| / (1 + x), the same as the relative form above
-        stationarity_terms = np.minimum(block_x, one_plus_x - marginal[:, block])
-        stationarity_terms = np.abs(stationarity_terms, out=stationarity_terms) / one_plus_x
-        if not all_priced:
-            stationarity_terms = np.where(priced[:, None], stationarity_terms, 0.0)
-        largest.append(np.maximum.reduce(stationarity_terms, axis=None, initial=0.0))
+    def largest_terms(blocks):  # the largest term of these blocks (nan wins as in one reduction)
+        largest = []
+        for block in blocks:
+            block_x = x[:, block]
+            one_plus_x = 1.0 + block_x
+            # |min(x, 1 + x - marginal)| / (1 + x), the same as the relative form above
+            stationarity_terms = np.minimum(block_x, one_plus_x - marginal[:, block])
+            stationarity_terms = np.abs(stationarity_terms, out=stationarity_terms) / one_plus_x
+            if not all_priced:
+                stationarity_terms = np.where(priced[:, None], stationarity_terms, 0.0)
+            largest.append(np.maximum.reduce(stationarity_terms, axis=None, initial=0.0))
+        return np.maximum.reduce(largest)
+
+    largest = run_blocks(pool, largest_terms, _blocks(x.shape[1]) if x.shape[1] > BLOCK else [Ellipsis])
     stationarity = float(np.maximum.reduce(largest))
     return {
         "conservation_error": conservation_error,

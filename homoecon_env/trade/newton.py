@@ -8,6 +8,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from homoecon_env.core.threads import run_blocks
+
 from .market import (
     BLOCK,
     EPS,
@@ -58,16 +60,17 @@ class _Economy(NamedTuple):
     scratch: np.ndarray  # [R_traded + 1, N] working space of _newton_direction, last row ones
     weight_floor: float = _SUBNORMAL  # W_i's floor in _newton_direction (_TINY: the corner-safe Hessian)
     corners: Optional[list] = None  # one entry per nan Newton step (a corner with the subnormal floor)
+    pool: object = None  # a core.threads.BlockPool running the per-agent passes (None: this thread)
 
 
-def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndarray) -> _Economy:
+def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndarray, pool=None) -> _Economy:
     log_weights = np.log(np.where(weights > 0, weights, 1.0))
     num_goods, num_agents = weights.shape
     target = np.where(endowment_utility > 0, endowment_utility, -np.inf)
     scratch = np.ones((num_goods + 1, num_agents))
     if not (num_goods <= MAX_ENUMERATED_GOODS or num_agents << num_goods <= ENUMERATION_BUDGET):
         return _Economy(weights, supply, supply.tolist(), None, None, target, log_weights, weights * log_weights,
-                        scratch, corners=[])
+                        scratch, corners=[], pool=pool)
     subsets = _subsets(num_goods)  # [K, R]
     num_sets = subsets.shape[0]
     # einsum, not BLAS: a multithreaded BLAS can stall for milliseconds next to torch's threads
@@ -77,16 +80,21 @@ def _economy(weights: np.ndarray, supply: np.ndarray, endowment_utility: np.ndar
     slopes = np.zeros((num_goods, num_sets + 1, num_agents))  # the last line, the cap, is flat
     offset = np.full((num_sets + 1, num_agents), MAX_LOG_MULTIPLIER)
     membership = subsets.T[:, :, None]  # [R, K, 1]
-    for block in _blocks(num_agents):  # elementwise: blocks that stay in cache, the same values
-        block_inverse, block_target = inverse[:, block], target[block]
-        np.multiply(membership, weights[:, None, block] * block_inverse, out=slopes[:, :num_sets, block])
-        # (u(e) - sum_S w log w) / sum_S w; a set nobody values: +inf, or -inf (with every set) where u(e) = 0
-        spent = block_target * block_inverse  # minus sum_S w log w / sum_S w, summed good by good
-        for good in range(num_goods):
-            spent -= slopes[good, :num_sets, block] * log_weights[good, block]
-        offset[:num_sets, block] = np.where(valued_set[:, block], spent, block_target * np.inf)
+
+    def fill(blocks):  # elementwise: blocks that stay in cache, the same values
+        for block in blocks:
+            block_inverse, block_target = inverse[:, block], target[block]
+            np.multiply(membership, weights[:, None, block] * block_inverse, out=slopes[:, :num_sets, block])
+            # (u(e) - sum_S w log w) / sum_S w; a set nobody values: +inf, or -inf (with every set) where u(e) = 0
+            spent = block_target * block_inverse  # minus sum_S w log w / sum_S w, summed good by good
+            for good in range(num_goods):
+                spent -= slopes[good, :num_sets, block] * log_weights[good, block]
+            offset[:num_sets, block] = np.where(valued_set[:, block], spent, block_target * np.inf)
+
+    run_blocks(pool, fill, _blocks(num_agents))
     line_slopes = tuple(slopes)
-    return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch, corners=[])
+    return _Economy(weights, supply, supply.tolist(), offset, line_slopes, target, None, None, scratch, corners=[],
+                    pool=pool)
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,17 +154,21 @@ def _respond(economy: _Economy, prices: np.ndarray) -> _Market:
         z = np.minimum(np.minimum.reduce((economy.target - line_value) / line_weight, axis=0), MAX_LOG_MULTIPLIER)
     ratio, allocation = np.empty((num_goods, num_agents)), np.empty((num_goods, num_agents))
     inverse_prices = 1.0 / prices
-    for block in _blocks(num_agents):  # elementwise per agent: blocks that stay in cache, the same values
-        if enumerated:
-            lines = economy.line_offset[:, block]
-            for slopes, log_price in zip(economy.line_slopes, log_prices):
-                lines = lines + slopes[:, block] * log_price
-            np.minimum.reduce(lines, axis=0, out=z[block])
-        block_z = np.maximum(z[block], 0.0, out=z[block])
-        block_ratio = np.multiply.outer(inverse_prices, np.exp(block_z), out=ratio[:, block])
-        block_ratio *= weights[:, block]
-        block_allocation = np.subtract(block_ratio, 1.0, out=allocation[:, block])
-        np.maximum(block_allocation, 0.0, out=block_allocation)
+
+    def respond(blocks):  # elementwise per agent: blocks that stay in cache, the same values
+        for block in blocks:
+            if enumerated:
+                lines = economy.line_offset[:, block]
+                for slopes, log_price in zip(economy.line_slopes, log_prices):
+                    lines = lines + slopes[:, block] * log_price
+                np.minimum.reduce(lines, axis=0, out=z[block])
+            block_z = np.maximum(z[block], 0.0, out=z[block])
+            block_ratio = np.multiply.outer(inverse_prices, np.exp(block_z), out=ratio[:, block])
+            block_ratio *= weights[:, block]
+            block_allocation = np.subtract(block_ratio, 1.0, out=allocation[:, block])
+            np.maximum(block_allocation, 0.0, out=block_allocation)
+
+    run_blocks(economy.pool, respond, _blocks(num_agents))
     demand = _sum_over_agents(allocation)
     return _Market(prices, z, ratio, allocation, demand, demand - economy.supply)
 
@@ -193,13 +205,17 @@ def _newton_direction(economy: _Economy, market: _Market):
         np.multiply(active_weights, binding, out=scaled[:num_goods])
     else:
         one_plus_x = np.empty_like(market.allocation)
-    for block in _blocks(num_agents) if num_agents > BLOCK else ():  # elementwise per agent, cache-sized blocks
-        active = market.allocation[:, block] > 0
-        one_plus_x[:, block] = np.where(active, market.marginal_ratio[:, block], 0.0)
-        active_weights = np.where(active, economy.weights[:, block], 0.0)
-        binding = (market.log_multipliers[block] > 0) / np.maximum(_sum_over_goods(active_weights),
-                                                                    economy.weight_floor)
-        np.multiply(active_weights, binding, out=scaled[:num_goods, block])
+
+        def couple(blocks):  # elementwise per agent, cache-sized blocks
+            for block in blocks:
+                active = market.allocation[:, block] > 0
+                one_plus_x[:, block] = np.where(active, market.marginal_ratio[:, block], 0.0)
+                active_weights = np.where(active, economy.weights[:, block], 0.0)
+                binding = (market.log_multipliers[block] > 0) / np.maximum(_sum_over_goods(active_weights),
+                                                                            economy.weight_floor)
+                np.multiply(active_weights, binding, out=scaled[:num_goods, block])
+
+        run_blocks(economy.pool, couple, _blocks(num_agents))
     sums = np.einsum("rn,qn->rq", one_plus_x, scaled).tolist()  # [R, R + 1]: the coupling, then the diagonal
     ridge = [1e-12 * (held + num_agents) for held in market.demand.tolist()]
     # H_rq = (diag + ridge - coupling)_rq / lambda_q
@@ -318,7 +334,7 @@ def _dual_value(economy: _Economy, market: _Market):
     return utility - value, 64 * EPS * abs(utility) + _spending_rounding(economy, market)
 
 
-def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_prices=None):
+def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_prices=None, pool=None):
     """Newton steps on traded goods' prices until the returned allocation's KKT residual <= tol.
 
     The first prices are ``warm_prices`` (the previous call's) where they price every traded good,
@@ -334,7 +350,7 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
     the prices), which converges in a few Newton steps; the result with the lower KKT residual is
     returned. ``max_iter`` bounds the price updates of both passes together; None (the default
     cap) gives the first pass DEFAULT_MAX_ITER and the second CORNER_MAX_ITER more, since the
-    first often spends all of its own.
+    first often spends all of its own. ``pool``: a `core.threads.BlockPool` for the per-agent passes.
     """
     e, traded = data.endowment, data.traded
     num_goods, num_agents = e.shape
@@ -344,11 +360,12 @@ def _solve_prices(data: _MarketData, tol, max_iter, warm_multipliers, warm_price
         return x, lam, np.zeros(num_agents), 0, _diagnostics(data, x, lam, np.zeros(num_agents), utility)
     all_traded = min(traded.tolist())
     weights = data.weights if all_traded else data.weights[traded]
-    economy = _economy(weights, data.supply if all_traded else data.supply[traded], data.endowment_utility)
+    economy = _economy(weights, data.supply if all_traded else data.supply[traded], data.endowment_utility, pool)
     start = warm_prices if warm_prices is None or all_traded else warm_prices[traded]
     if start is None or not all(0.0 < price < np.inf for price in start.tolist()):
         initial = np.zeros(num_agents) if warm_multipliers is None else np.nan_to_num(warm_multipliers)
-        start = _water_fill((1.0 + initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))) * weights, economy.supply)
+        start = _water_fill((1.0 + initial.clip(0.0, np.expm1(MAX_LOG_MULTIPLIER))) * weights, economy.supply,
+                            pool=pool)
     if max_iter is None:
         first_cap, total_cap = DEFAULT_MAX_ITER, DEFAULT_MAX_ITER + CORNER_MAX_ITER
     else:
@@ -407,7 +424,7 @@ def _newton_passes(data: _MarketData, economy: _Economy, start, tol, max_iter, a
         else:
             lam[traded] = market.prices
         mu = np.expm1(market.log_multipliers)
-        diagnostics = _diagnostics(data, x, lam, mu, utility, marginal)
+        diagnostics = _diagnostics(data, x, lam, mu, utility, marginal, economy.pool)
         if diagnostics["kkt_residual"] <= tol or iterations >= max_iter or stalled or error <= rounding:
             corner = economy.weight_floor == _SUBNORMAL and bool(economy.corners)
             return (x, lam, mu, iterations, diagnostics), market.prices, corner

@@ -146,7 +146,7 @@ def _lipschitz_estimate(problem: _Penalised, point: _Point, rho: np.ndarray) -> 
 
 
 def _solve_pgd(data: _MarketData, tol, max_iter, init, init_max_iter, warm_allocation, warm_multipliers,
-               warm_prices, accelerate):
+               warm_prices, accelerate, pool=None):
     """Accelerated projected gradient on the augmented Lagrangian until the KKT residual <= tol.
 
     Returns (x, lam, mu, iterations, outer_iterations, init_iterations, diagnostics) on [R, N]
@@ -160,7 +160,8 @@ def _solve_pgd(data: _MarketData, tol, max_iter, init, init_max_iter, warm_alloc
     IR (``_finish``) and measured; if that cost more than ``tol``, the target is tightened
     (x 0.01) and the iterations go on. The candidate with the lowest KKT residual is returned
     (with ``init="dual"``, the Newton solution is the first candidate, returned at once, after
-    0 iterations, when its KKT residual is already <= tol).
+    0 iterations, when its KKT residual is already <= tol). ``pool``: a `core.threads.BlockPool` for
+    the dual start's per-agent passes.
     """
     e, w, supply, traded, endowment_utility = data
     num_goods, num_agents = e.shape
@@ -172,7 +173,8 @@ def _solve_pgd(data: _MarketData, tol, max_iter, init, init_max_iter, warm_alloc
     init_iterations, prices, best = 0, None, None
     if init == "dual":  # the fast path: start from the Newton dual solution, exact when it converged
         x_dual, lam_dual, mu, init_iterations, dual_diagnostics = _solve_prices(data, tol, init_max_iter,
-                                                                                warm_multipliers, warm_prices)
+                                                                                warm_multipliers, warm_prices,
+                                                                                pool=pool)
         if dual_diagnostics["kkt_residual"] <= tol:  # already a KKT point: nothing to polish
             return x_dual, lam_dual, mu, 0, 0, init_iterations, dual_diagnostics
         x, prices = x_dual[traded], lam_dual[traded]
