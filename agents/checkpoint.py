@@ -123,9 +123,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if head[:len(ZIP_MAGIC)] != ZIP_MAGIC:
         raise CheckpointError(f"{where}: not a HomoEcon checkpoint (starts with {head[:4]!r}, not a torch archive)")
     try:
-        # mmap: the tensors are read from the file as they are copied out, not into memory first (at 100,000
-        # agents a checkpoint is 6 GB, and a resume would otherwise hold it twice)
-        document = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        document = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"{where}: unpickling refused: the file holds objects other than tensors, numbers, "
                               f"strings and plain containers ({_refusal(error)}); it was not loaded") from None
