@@ -35,6 +35,18 @@ def documented_children(learner, before: torch.Tensor, generator: torch.Generato
     return torch.normal(expected, learner.config.param_mutation, generator=generator)
 
 
+def give_birth(learner, rows, parents):
+    """Run the births and check every child against `documented_children` from the rows as they were;
+    returns (the rows before, a generator at the learner's state after the documented draws)."""
+    before = learner.flat_params.clone()
+    generator = torch.Generator()
+    generator.set_state(learner.generator.get_state())
+    learner.on_births(births(rows, parents))
+    expected = documented_children(learner, before, generator, torch.tensor(parents))
+    assert torch.equal(learner.flat_params[rows], expected)
+    return before, generator
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("block", [16, 48])  # 37 newborns: blocks of 16, 16, 5, or one of 37
 def test_many_newborns_in_blocks_are_the_documented_crossover_and_mutation(monkeypatch, dtype, block):
@@ -45,12 +57,7 @@ def test_many_newborns_in_blocks_are_the_documented_crossover_and_mutation(monke
     rows = list(range(1, 2 * 37, 2))[:37]  # odd slots; parents among the even ones
     chooser = torch.Generator().manual_seed(2)
     parents = [tuple(int(x) * 2 for x in torch.randperm(N // 2, generator=chooser)[:2]) for _ in rows]
-    before = learner.flat_params.clone()
-    generator = torch.Generator()
-    generator.set_state(learner.generator.get_state())
-    learner.on_births(births(rows, parents))
-    expected = documented_children(learner, before, generator, torch.tensor(parents))
-    assert torch.equal(learner.flat_params[rows], expected)
+    before, generator = give_birth(learner, rows, parents)
     survivors = [slot for slot in range(N) if slot not in rows]
     assert torch.equal(learner.flat_params[survivors], before[survivors])
     assert torch.equal(learner.generator.get_state(), generator.get_state())  # nothing more was drawn
@@ -65,9 +72,4 @@ def test_a_newborn_parent_is_read_before_any_row_is_written(monkeypatch):
     learner.flat_params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
     rows = list(range(40))
     parents = [(39 - slot, 95 - slot % 10) for slot in rows]  # the first children's parents are newborns too
-    before = learner.flat_params.clone()
-    generator = torch.Generator()
-    generator.set_state(learner.generator.get_state())
-    learner.on_births(births(rows, parents))
-    expected = documented_children(learner, before, generator, torch.tensor(parents))
-    assert torch.equal(learner.flat_params[rows], expected)
+    give_birth(learner, rows, parents)
