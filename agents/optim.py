@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
 
 import torch
 from torch.optim.adam import adam as functional_adam  # public (in torch.optim.adam.__all__)
+
+from homoecon_env.core.threads import BlockPool
 
 _ROWS_PER_WORKER = 2048  # fewer active rows than this per thread: one thread does the fused step
 # The fused step takes one tensor per row. Up to this many rows their views are made once and kept; above it
@@ -76,6 +77,7 @@ class BatchedAdam:
         self._kept_rows = self._fused and num_rows <= KEPT_ROW_VIEWS  # else made per block (`_views`)
         rows = (lambda tensor: list(tensor.unbind(0))) if self._kept_rows else (lambda tensor: [])
         self._step_rows = rows(self.steps)
+        self._pool = BlockPool(min_blocks_per_thread=1)  # the Python threads of `_fused_step`
         self._param_rows = [rows(p) for p in params]
         self._avg_rows = [rows(m) for m in self.exp_avg]
         self._avg_sq_rows = [rows(m) for m in self.exp_avg_sq]
@@ -140,18 +142,15 @@ class BatchedAdam:
         workers = min(torch.get_num_threads(), max(1, len(counts) // _ROWS_PER_WORKER))
         shares = [[tuple(tensors[w::workers] for tensors in call) for call in calls] for w in range(workers)]
 
-        def run(share: list) -> None:
-            for params, grads_, avgs, avg_sqs, steps in share:
-                functional_adam(params, grads_, avgs, avg_sqs, [], steps, fused=True, amsgrad=False,
-                                beta1=self.beta1, beta2=self.beta2, lr=self.lr, weight_decay=0.0, eps=self.eps,
-                                maximize=False)
+        def run(run_shares: list) -> None:  # one share per thread (the pool's blocks are the shares)
+            for share in run_shares:
+                for params, grads_, avgs, avg_sqs, steps in share:
+                    functional_adam(params, grads_, avgs, avg_sqs, [], steps, fused=True, amsgrad=False,
+                                    beta1=self.beta1, beta2=self.beta2, lr=self.lr, weight_decay=0.0, eps=self.eps,
+                                    maximize=False)
 
         with single_threaded_kernels():
-            if workers == 1:
-                run(shares[0])
-            else:
-                with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(run, shares))
+            self._pool.run(run, shares, threads=workers)  # (a kept pool: its threads are made once)
 
     def _step_in_passes(self, grads: list[torch.Tensor], active: torch.Tensor, steps: torch.Tensor,
                         block: slice) -> None:

@@ -37,3 +37,29 @@ def test_row_views_made_per_block_step_exactly_as_kept_ones(monkeypatch):
                             kept.params + kept.exp_avg + kept.exp_avg_sq + [kept.steps]):
         assert torch.equal(mine, theirs)
     assert 0 < int(made.steps.min()) < int(made.steps.max()) <= 6  # some rows sat out, some were reset
+
+
+def test_rows_shared_among_threads_step_as_on_one_thread(monkeypatch):
+    """The fused step's rows split among the optimizer's kept pool of Python threads give the bits of one
+    thread (active and inactive rows, three steps), and the pool is made once."""
+    real_threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on two cores, whatever this machine has
+
+    def trained(rows_per_worker):
+        monkeypatch.setattr(agents.optim, "_ROWS_PER_WORKER", rows_per_worker)
+        params = torch.randn(300, 37, generator=torch.Generator().manual_seed(1))
+        optimizer = BatchedAdam([params], lr=0.01)
+        draws = torch.Generator().manual_seed(2)
+        for _ in range(3):
+            optimizer.step([torch.randn(300, 37, generator=draws)], torch.rand(300, generator=draws) > 0.1)
+        return params, optimizer
+
+    try:
+        one, _ = trained(10**9)
+        two, optimizer = trained(64)
+    finally:
+        torch.set_num_threads(real_threads)  # single_threaded_kernels restored the pretended count
+    assert optimizer._pool.thread_count(2) == 2 and optimizer._pool._executor is not None
+    assert torch.equal(one, two)
+    start = torch.randn(300, 37, generator=torch.Generator().manual_seed(1))
+    assert not torch.isclose(one, start).all(dim=1).any()  # every row stepped (none is inactive three times)

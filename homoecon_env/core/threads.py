@@ -47,16 +47,18 @@ class BlockPool:
         self._workers = 0  # the executor's threads
         self._owner_pid = os.getpid()  # the process the executor's threads belong to
 
-    def thread_count(self, num_blocks: int) -> int:
-        """The threads a pass over ``num_blocks`` blocks uses."""
-        wanted = self.threads if self.threads is not None else torch.get_num_threads()
+    def thread_count(self, num_blocks: int, threads: Optional[int] = None) -> int:
+        """The threads a pass over ``num_blocks`` blocks uses (at most ``threads`` when given)."""
+        wanted = threads or (self.threads if self.threads is not None else torch.get_num_threads())
         return max(1, min(wanted, num_blocks // self.min_blocks_per_thread))
 
-    def run(self, work: Callable[[Sequence], object], blocks: Sequence) -> list:
+    def run(self, work: Callable[[Sequence], object], blocks: Sequence, threads: Optional[int] = None) -> list:
         """``work(run)`` for contiguous runs of ``blocks`` covering them in order, one run per thread;
         returns the results in block order (a list with one result per run). ``work`` must write only
-        to its own blocks' rows. Every run has finished when this returns (or raises the first error)."""
-        count = self.thread_count(len(blocks))
+        to its own blocks' rows. Every run has finished when this returns (or raises the first error).
+        ``threads`` caps the threads for this pass instead of the pool's own count (a caller that has set
+        torch's threads to one for its kernels, as BatchedAdam does)."""
+        count = self.thread_count(len(blocks), threads)
         if count == 1:
             return [work(blocks)]
         bounds = [len(blocks) * part // count for part in range(count + 1)]
