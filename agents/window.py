@@ -141,12 +141,11 @@ class RolloutWindow:
         # rebuilds the step, which the check below proves (any other values make it fail)
         table.index_copy_(0, index, peers)
         table[n].zero_()  # the empty slots' row (written above by every empty slot)
-        same = {8: torch.int64, 4: torch.int32, 2: torch.int16}[peers.element_size()]  # compare the bits
         kept = True
         for low in range(0, n, _CHECK_ROWS):
             high = min(n, low + _CHECK_ROWS)
             rebuilt = table.index_select(0, index[low * k:high * k])
-            if not torch.equal(rebuilt.view(same), peers[low * k:high * k].view(same)):
+            if not _same_bits(rebuilt, peers[low * k:high * k]):
                 kept = False
                 break
         self.is_dense[i] = not kept
@@ -235,12 +234,11 @@ class RolloutWindow:
             return state
         peers = self.buffer["peers"][:, :t]
         table = torch.zeros(t, n, p, dtype=self.dtype, device=self.device)
-        same = torch.int64 if self.dtype == torch.float64 else torch.int32  # compare the bits
         for i in range(t):  # at most T - 1 steps: a loop over steps, not agents
             shown = rows[:, i].long()  # [N, K]
             live = shown >= 0
             table[i].index_put_((shown[live],), peers[:, i][live])
-            if not torch.equal(_rebuild(table[i], shown).view(same), peers[:, i].view(same)):
+            if not _same_bits(_rebuild(table[i], shown), peers[:, i]):
                 state["peers"] = peers.to(cpu, copy=True)
                 return state
         state.update(peer_rows=rows.to(cpu, copy=True), peer_table=table.to(cpu))
@@ -292,6 +290,12 @@ class RolloutWindow:
                 self.buffer["peers"][:, i].copy_(_rebuild(state["peer_table"][i].to(self.device),
                                                           self.peer_rows[:, i].long()))
         return t
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two float tensors hold the same bits (so -0.0 differs from 0.0, and a NaN equals itself)."""
+    as_int = {8: torch.int64, 4: torch.int32, 2: torch.int16}[a.element_size()]
+    return a.dtype == b.dtype and torch.equal(a.view(as_int), b.view(as_int))
 
 
 def _rebuild(table: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
