@@ -15,7 +15,9 @@ the swap is of `agents.ppo.gae`'s advantages (its value head still learns the tr
 clipped surrogate then clones the plan a clip range per epoch.
 Phase 2, reinforcement: the learner acts and learns as usual, optionally with another learning rate
 (`--rl-learning-rate`) or with a share of every reward replaced by the population's mean (`--shared`, 1:
-everyone maximises the mean reward, so a drift away from the plan is not self-interest).
+everyone maximises the mean reward, so a drift away from the plan is not self-interest). `--learn NET ...`
+lets only the named networks learn in this phase (the others are put back to their cloned weights after every
+update), to find which part of the policy walks off the plan.
 
 Reported every `--report-every` steps: mean reward, effort shares of the raw, intermediate and final layers,
 final goods made and traded per step, and the share of agents whose job is the plan's. One JSON line per
@@ -46,6 +48,7 @@ from homoecon_env.scenarios import SCENARIOS
 
 EFFORT_CLIP = 0.02  # the plan's effort 1 is imitated as sigmoid(u) = 0.98: a finite pre-image
 SHARE_CLIP = 1e-3  # trade shares and eaten fractions are imitated within [1e-3, 1 - 1e-3]
+NETWORKS = ("social_filter_net", "broadcast_net", "production_net", "trading_net", "consumption_net")  # REINFORCE's
 
 
 class RoleByIdPlan(ChainScriptedLearner):
@@ -106,6 +109,24 @@ def unit_advantages():
         reinforce_module.advantages, ppo_module.gae = originals
 
 
+class FrozenNetworks:
+    """Holds every network of a REINFORCE learner except `learning` at its weights when made: `restore` writes
+    them back (after each update; the optimizer's moments for them are left as they are)."""
+
+    def __init__(self, learner, learning: list[str]):
+        names = list(learner.spec)
+        unknown = sorted(set(learning) - set(names))
+        if unknown:
+            raise ValueError(f"--learn: no network named {unknown} in this learner (its networks: {names})")
+        columns = [torch.arange(low, high) for name, ranges in zip(names, learner.layout.network_ranges)
+                   if name not in learning for low, high in ranges]
+        self.columns = torch.cat(columns) if columns else torch.zeros(0, dtype=torch.long)
+        self.weights = learner.flat_params[:, self.columns].clone()
+
+    def restore(self, learner) -> None:
+        learner.flat_params[:, self.columns] = self.weights
+
+
 def run(seed: int, args) -> dict:
     """One imitation-then-reinforcement run; its curve as one JSON-ready dict."""
     torch.manual_seed(seed)
@@ -125,6 +146,8 @@ def run(seed: int, args) -> dict:
         imitating = step <= args.imitate_steps
         if step == args.imitate_steps + 1 and args.rl_learning_rate is not None:
             learner.optimizer.lr = args.rl_learning_rate
+        if step == args.imitate_steps + 1 and args.learn:
+            frozen = FrozenNetworks(learner, args.learn)
         slot = learner._t  # the window step `act` writes
         own = learner.act(observation)
         planned = plan.act(observation)
@@ -139,6 +162,8 @@ def run(seed: int, args) -> dict:
                 learner.update(dataclasses.replace(out, reward=shared))
             else:
                 learner.update(out)
+        if args.learn and not imitating:
+            frozen.restore(learner)
         learner.on_births(out.births)
         observation = out.observation
         tally = tally or {"reward": 0.0, "effort": np.zeros(3), "final_made": 0.0, "final_traded": 0.0,
@@ -163,7 +188,8 @@ def run(seed: int, args) -> dict:
     return {"seed": seed, "learner": args.learner, "num_agents": args.num_agents, "max_age": args.max_age,
             "imitate_steps": args.imitate_steps,
             "rl_steps": args.rl_steps, "rl_learning_rate": args.rl_learning_rate, "shared": args.shared,
-            "entropy_coef": args.entropy_coef, "curve": curve, "seconds": round(time.time() - start, 1)}
+            "entropy_coef": args.entropy_coef, "learn": args.learn, "curve": curve,
+            "seconds": round(time.time() - start, 1)}
 
 
 def arm_label(row: dict) -> str:
@@ -177,6 +203,8 @@ def arm_label(row: dict) -> str:
     default = defaults.ppo_entropy_coef if parts[0] == "ppo" else defaults.entropy_coef
     if row["entropy_coef"] is not None and row["entropy_coef"] != default:
         parts.append(f"entropy {row['entropy_coef']:g}")
+    if row.get("learn"):
+        parts.append("only " + " + ".join(name.removesuffix("_net") for name in row["learn"]) + " learns")
     if row["max_age"] < 1000:
         parts.append(f"lives of {row['max_age']}")
     return ", ".join(parts)
@@ -219,12 +247,17 @@ def main(argv=None) -> int:
     parser.add_argument("--shared", type=float, default=0.0, help="share of each reward replaced by the mean")
     parser.add_argument("--entropy-coef", type=float, default=None,
                         help="REINFORCE's entropy_coef and PPO's ppo_entropy_coef (default: the learner's own)")
+    parser.add_argument("--learn", nargs="+", metavar="NET", default=None, choices=NETWORKS,
+                        help=f"only these networks learn after imitation (of {', '.join(NETWORKS)}); default: all")
     parser.add_argument("--report-every", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results/chain_imitation.jsonl", help="JSON lines, appended")
     parser.add_argument("--plot", metavar="PNG", help="draw every run in --out (no new runs without --seeds)")
     args = parser.parse_args(argv)
     if args.report_every < 1 or not 0.0 <= args.shared <= 1.0:
         parser.error("--report-every must be >= 1 and --shared in [0, 1]")
+    if args.learn and (args.learner != "reinforce" or args.max_age <= args.imitate_steps + args.rl_steps):
+        parser.error("--learn needs --learner reinforce and lives longer than the run (--max-age > its steps): "
+                     "a newborn's networks would be put back to another's cloned weights")
     for seed in args.seeds:
         row = run(seed, args)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -78,3 +78,36 @@ def test_bad_options_are_refused_by_name(argv, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert argv[0] in capsys.readouterr().err
+
+
+def test_frozen_networks_keep_their_weights_while_the_learning_one_moves():
+    """`FrozenNetworks(learner, ["trading_net"])`: after updates and `restore`, every other network's weights
+    are bit for bit those when frozen, and the trading network's have moved."""
+    from benchmarks.chain_imitation import FrozenNetworks
+    config = SCENARIOS["supply_chain"]().replace(num_agents=10, max_age=1000)
+    learner = make_learner("reinforce", config)
+    economy = Economy(config)
+    observation = economy.reset(seed=4)
+    before = learner.flat_params.clone()
+    frozen = FrozenNetworks(learner, ["trading_net"])
+    for _ in range(10):
+        out = economy.step(learner.act(observation))
+        learner.update(out)
+        frozen.restore(learner)
+        observation = out.observation
+    names = list(learner.spec)
+    trading = torch.cat([torch.arange(low, high)
+                         for low, high in learner.layout.network_ranges[names.index("trading_net")]])
+    others = torch.ones(before.shape[1], dtype=torch.bool)
+    others[trading] = False
+    assert torch.equal(learner.flat_params[:, others], before[:, others])
+    assert not torch.equal(learner.flat_params[:, trading], before[:, trading])
+    with pytest.raises(ValueError, match="value_net"):
+        FrozenNetworks(learner, ["value_net"])
+
+
+def test_learn_is_refused_when_newborns_would_get_frozen_weights(capsys):
+    """--learn with lives shorter than the run (newborns) or with PPO is refused, naming --learn."""
+    with pytest.raises(SystemExit):
+        main(["--seeds", "1", "--learn", "trading_net", "--max-age", "10", "--out", "/dev/null"])
+    assert "--learn" in capsys.readouterr().err
