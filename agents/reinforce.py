@@ -81,7 +81,7 @@ import torch
 from agents.base import NonFiniteLossError
 from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig, learner_device
-from agents.inheritance import choose_teachers
+from agents.inheritance import NewbornNetworks
 from agents.networks import (
     FlatLayout,
     ParallelMLPs,
@@ -91,7 +91,7 @@ from agents.networks import (
     relu_hidden,
     relu_scores,
 )
-from agents.optim import BatchedAdam, clip_coefficients, single_threaded_kernels
+from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
 from agents.spatial import NUM_MOVES
 from agents.spatial import self_dims as spatial_self_dims
@@ -100,12 +100,6 @@ from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
-SMALL_BIRTHS = 1 << 20  # newborns x D up to this: births by whole-block operations, not into kept scratch
-# more newborns: this many at a time (the same crossover and mutation, into kept [BIRTH_ROWS, D] scratch, written
-# straight into their parameter rows). A multiple of 16: torch's CPU normal_ draws every uniform in order and turns
-# them into normals 16 at a time, so blocks of a multiple of 16 entries (and a last one of at least 16: D is more)
-# draw what one call over all newborns would (tests/test_births_memory.py checks it against torch.normal)
-BIRTH_ROWS = 512
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
 _MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 __all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
@@ -206,16 +200,13 @@ class ReinforceLearner:
         self._blocks_now = self._shaped_blocks(self.layout.block_views(self.flat_params))  # views, made once
         self.optimizer = BatchedAdam([self.flat_params], lr=self.config.learning_rate,
                                      betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_eps)
-        self._patterns = None  # [2^networks, D] births' crossover patterns (`_second_patterns`)
-        self._scratch = None  # births' kept scratch blocks ([BIRTH_ROWS, D] each, `_birth_scratch`)
         # where each update's gradient is written (no fresh [N, D]): one block of `update_rows` agents' rows
         self._grad = torch.empty(min(self.num_slots, self.update_rows), self.layout.size, dtype=self.dtype,
                                  device=self.device)
         self._relu_scratch = None  # [2, B * T, K, A] the recomputed relu layer of a block and its gradient
-        self._network_count = len(self.spec)
-        # [networks, D] 1 where a column belongs to the network (small births' crossover)
-        self._network_columns = torch.nn.functional.one_hot(self.layout.column_network, self._network_count).T.to(
-            dtype=self.dtype, device=self.device)
+        # newborns' networks (agents.inheritance), written into their rows of flat_params
+        self.newborns = NewbornNetworks(self.layout, self.config.inheritance, self.config.param_mutation,
+                                        self.dtype, self.device)
         on = {"device": self.device}
         self.baseline = torch.zeros(self.num_slots, dtype=torch.float64, **on)  # [N] EMA of mean window return
         self.baseline_updates = torch.zeros(self.num_slots, dtype=torch.int64, **on)  # [N] EMA terms so far
@@ -438,116 +429,25 @@ class ReinforceLearner:
         return self._learn(step.acting_ids)  # raises before any change on a non-finite loss or gradient
 
     def on_births(self, births: Births) -> None:
-        """Newborn slots get their networks by `config.inheritance` (genetic: crossed-over, mutated copies
-        of their parents'; cultural: a copy of a teacher's; none: fresh), fresh ones for founders, and a
-        fresh baseline. Their optimizer state is fresh, or with `inherit_optimizer` the mean of the Adam
-        moments of the agents their networks came from (both parents; the teacher) with the larger step
-        count. (Their window is already empty: a newborn takes the slot of an agent that died in the step
-        `update` just recorded.)"""
+        """Newborn slots get their networks by `config.inheritance` (`agents.inheritance`: genetic, crossed-over,
+        mutated copies of their parents'; cultural, a copy of a teacher's, recorded in `last_teachers`; none,
+        fresh), fresh ones for founders, and a fresh baseline. Their optimizer state is fresh, or with
+        `inherit_optimizer` the mean of the Adam moments of the agents their networks came from (both parents;
+        the teacher) with the larger step count. (Their window is already empty: a newborn takes the slot of an
+        agent that died in the step `update` just recorded.)"""
         self.last_teachers = None
         rows = births.born.nonzero().view(-1)  # [C] on the CPU (the economy's)
-        count = rows.numel()
-        if count == 0:
+        if rows.numel() == 0:
             return
         on_device = rows.to(self.device)
-        mode = self.config.inheritance
-        sources = None  # (first [C], second [C], fresh [C] bool or None): whose optimizer state a newborn may take
-        if mode == "genetic":
-            child, sources = self._genetic_children(rows, births)
-        elif mode == "cultural" and not births.founders:
-            child = self._cultural_children(rows, births)
-            teachers = self.last_teachers.index_select(0, rows).to(self.device)
-            sources = (teachers, teachers, None)
-        else:  # none, or founders (no survivors to copy): fresh networks
-            child = self.layout.init(count, self.generator, self.dtype).to(self.device)
-        if child is not None:  # (None: already written into the newborns' rows)
-            self.flat_params.index_copy_(0, on_device, child)
+        sources, self.last_teachers = self.newborns.write(self.flat_params, births, rows, on_device, self.generator,
+                                                          self._wealth)
         if self.config.inherit_optimizer and sources is not None:
             self.optimizer.inherit_rows(on_device, *sources)
         else:
             self.optimizer.reset_rows(on_device)
         self.baseline.index_fill_(0, on_device, 0.0)
         self.baseline_updates.index_fill_(0, on_device, 0)
-
-    def _genetic_children(self, rows: torch.Tensor, births: Births) -> tuple[Optional[torch.Tensor], tuple]:
-        """([C, D] the newborns' parameters: each network one parent's (a fair coin), plus mutation noise;
-        (first [C], second [C] parent slots, founder [C] bool or None), on the learner's device). `rows` [C] and
-        `births` are the economy's (CPU); every draw is made on the CPU with the learner's generator. Many
-        newborns (more than SMALL_BIRTHS entries) are made BIRTH_ROWS at a time and written straight into
-        their rows of the parameters (no [C, D] block), when no parent is a newborn (an Economy's parents are
-        survivors): then the first entry returned is None."""
-        count = rows.numel()
-        parents = births.parent_slots.index_select(0, rows)  # [C, 2]
-        g, flat = self.generator, self.flat_params
-        # a fair coin per network: take the second parent's network where the draw is > 0.5
-        second_parent = torch.rand(count, self._network_count, generator=g).round_().bool()  # [C, networks]
-        if births.founders:  # no parents: a fresh network (drawn after the same draws as a child's)
-            founder = parents[:, 0] < 0
-            parents = parents.clamp(min=0)
-        parents, second_parent = parents.to(self.device), second_parent.to(self.device)
-        first, second = parents.unbind(1)
-        if count * self.layout.size <= SMALL_BIRTHS:  # a few newborns: three whole-block operations (as below,
-            # BIRTH_ROWS newborns at a time into kept scratch)
-            take_second = second_parent.to(self.dtype) @ self._network_columns  # [C, D] 1 on the second's networks
-            child = torch.lerp(flat.index_select(0, first), flat.index_select(0, second), take_second)  # exact at 0, 1
-            noise = torch.empty(child.shape, dtype=self.dtype).normal_(0.0, self.config.param_mutation, generator=g)
-            child.add_(noise.to(self.device))
-        else:  # BIRTH_ROWS newborns at a time, into their rows (or, if a parent is a newborn, a [C, D] block)
-            targets = rows.to(self.device)
-            in_place = not bool(births.born.index_select(0, parents.view(-1).cpu()).any())
-            child = None if in_place else torch.empty(count, self.layout.size, dtype=self.dtype, device=self.device)
-            # the coins as a number: which of the 2^networks patterns of columns comes from the second parent
-            pattern = (second_parent.long() << torch.arange(self._network_count, device=self.device)).sum(1)  # [C]
-            patterns = self._second_patterns()  # [2^networks, D] bool
-            with single_threaded_kernels():  # many small copies: two threads wait on each other (below)
-                for low in range(0, count, BIRTH_ROWS):
-                    high = min(count, low + BIRTH_ROWS)
-                    part, first_rows, second_rows, take_second, noise = self._birth_scratch(high - low)
-                    torch.index_select(flat, 0, first[low:high], out=first_rows)
-                    torch.index_select(flat, 0, second[low:high], out=second_rows)
-                    torch.index_select(patterns, 0, pattern[low:high], out=take_second)
-                    torch.where(take_second, second_rows, first_rows, out=part)  # exact copies
-                    # + N(0, param_mutation^2) per entry: the draws and sums of torch.normal(child, param_mutation)
-                    part.add_(noise.normal_(0.0, self.config.param_mutation, generator=g).to(self.device))
-                    if in_place:
-                        flat.index_copy_(0, targets[low:high], part)
-                    else:
-                        child[low:high] = part
-        if births.founders:
-            founder = founder.to(self.device)
-            fresh = self.layout.init(int(founder.sum()), g, self.dtype).to(self.device)
-            if child is None:
-                flat.index_copy_(0, targets[founder], fresh)
-            else:
-                child[founder] = fresh
-        return child, (first, second, founder if births.founders else None)
-
-    def _second_patterns(self) -> torch.Tensor:
-        """[2^networks, D] bool, row c: the columns of the networks whose bit is set in c (made once)."""
-        if self._patterns is None:
-            count = self._network_count
-            bits = (torch.arange(2 ** count)[:, None] >> torch.arange(count)) & 1  # [2^networks, networks]
-            self._patterns = bits.bool()[:, self.layout.column_network].to(self.device)
-        return self._patterns
-
-    def _birth_scratch(self, count: int) -> tuple[torch.Tensor, ...]:
-        """Five [count, D] scratch blocks, kept and grown as needed (a fresh block per step costs more in page
-        faults than the copies): newborns' parameters, their first and second parents' rows, where the second's
-        are taken (bool; on the device), and their mutation noise (on the CPU, where the generator draws it)."""
-        if self._scratch is None or self._scratch[0].shape[0] < count:
-            size = (max(count, 64), self.layout.size)
-            self._scratch = tuple(torch.empty(size, dtype=self.dtype, device=self.device) for _ in range(3)) + (
-                torch.empty(size, dtype=torch.bool, device=self.device), torch.empty(size, dtype=self.dtype))
-        return tuple(scratch[:count] for scratch in self._scratch)
-
-    def _cultural_children(self, rows: torch.Tensor, births: Births) -> torch.Tensor:
-        """[C, D] exact copies of teachers' parameters, teachers drawn by wealth among the agents not born
-        now (agents.inheritance.choose_teachers); records them in `last_teachers`."""
-        n = self.num_slots
-        prestige = self._wealth if self._wealth is not None else torch.zeros(n, dtype=torch.float64)
-        teachers = choose_teachers(prestige, ~births.born, rows.numel(), self.generator)  # [C] on the CPU
-        self.last_teachers = torch.full((n,), -1, dtype=torch.int64).index_copy_(0, rows, teachers)
-        return self.flat_params.index_select(0, teachers.to(self.device))
 
     def state_dict(self) -> dict:
         """What a bit-exact resume needs, as plain data (tensors, numbers, strings, dicts, tuples): the

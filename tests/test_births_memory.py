@@ -1,4 +1,4 @@
-"""Many newborns at once (agents.reinforce, more than SMALL_BIRTHS entries): made BIRTH_ROWS at a time and
+"""Many newborns at once (agents.inheritance, more than SMALL_BIRTHS entries): made BIRTH_ROWS at a time and
 written straight into their parameter rows, with no [C, D] block. The reference is the documented rule
 written out over all newborns at once: a fair coin per network, the whole network from that parent, then
 torch.normal(child, param_mutation) with the learner's generator (one call over every newborn); the rows
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import agents.reinforce
+import agents.inheritance
 from agents import LearnerConfig
 from agents.reinforce import ReinforceLearner
 from homoecon_env import EconomyConfig
@@ -50,8 +50,8 @@ def give_birth(learner, rows, parents):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("block", [16, 48])  # 37 newborns: blocks of 16, 16, 5, or one of 37
 def test_many_newborns_in_blocks_are_the_documented_crossover_and_mutation(monkeypatch, dtype, block):
-    monkeypatch.setattr(agents.reinforce, "SMALL_BIRTHS", 0)
-    monkeypatch.setattr(agents.reinforce, "BIRTH_ROWS", block)
+    monkeypatch.setattr(agents.inheritance, "SMALL_BIRTHS", 0)
+    monkeypatch.setattr(agents.inheritance, "BIRTH_ROWS", block)
     learner = ReinforceLearner(EconomyConfig(num_agents=N, num_peers=8), LearnerConfig(seed=5, dtype=dtype))
     learner.flat_params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))  # distinct parents
     rows = list(range(1, 2 * 37, 2))[:37]  # odd slots; parents among the even ones
@@ -66,8 +66,8 @@ def test_many_newborns_in_blocks_are_the_documented_crossover_and_mutation(monke
 def test_a_newborn_parent_is_read_before_any_row_is_written(monkeypatch):
     """A Births whose parent is itself a newborn (not an Economy's): every child is made from the parents'
     rows as they were before the births, as over all newborns at once."""
-    monkeypatch.setattr(agents.reinforce, "SMALL_BIRTHS", 0)
-    monkeypatch.setattr(agents.reinforce, "BIRTH_ROWS", 16)
+    monkeypatch.setattr(agents.inheritance, "SMALL_BIRTHS", 0)
+    monkeypatch.setattr(agents.inheritance, "BIRTH_ROWS", 16)
     learner = ReinforceLearner(EconomyConfig(num_agents=N, num_peers=8), LearnerConfig(seed=5))
     learner.flat_params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
     rows = list(range(40))

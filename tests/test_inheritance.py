@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 from test_train import assert_identical, restore_torch_globals  # noqa: F401 (autouse: train() sets torch globals)
 
-import agents.reinforce
+import agents.inheritance
 from agents import LearnerConfig, make_learner
 from agents.checkpoint import load_checkpoint
 from agents.inheritance import choose_teachers
@@ -146,7 +146,7 @@ def test_genetic_inheritance_is_the_default_crossover_per_network_plus_mutation(
     """``small_births`` 0: every birth takes the path of large populations (copies per network range into
     kept scratch rows) instead of whole-block operations; both must follow the rule exactly."""
     if small_births is not None:
-        monkeypatch.setattr(agents.reinforce, "SMALL_BIRTHS", small_births)
+        monkeypatch.setattr(agents.inheritance, "SMALL_BIRTHS", small_births)
     assert LearnerConfig().inheritance == "genetic"
     learner, economy, observation = fresh("genetic")
     out, before = step_until_births(learner, economy, observation)
