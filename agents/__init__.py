@@ -5,7 +5,7 @@
 Built in: ``reinforce`` (agents.reinforce), its ablation ``uniform_attention``, and two that never
 learn: ``random`` (the floor) and ``scripted`` (agents.scripted: full effort on the job in season,
 trade weights = own tastes, eat 90%; the bar a learner must reach) and its supply-chain variant
-``scripted_chain`` (agents.scripted.ChainScriptedLearner: the job adding most value at the last prices)
+``scripted_chain`` (agents.scripted.ChainScriptedLearner: a planned division of labour along the chain)
 and its spatial variant ``scripted_spatial`` (agents.scripted.SpatialScriptedLearner: the job worth most
 where it works; migrates to a neighbouring region where that is worth clearly more). In a spatial world
 (docs/design.md section 13) every built-in learner emits `Actions.move` (agents.spatial).
@@ -84,7 +84,7 @@ LEARNERS: dict[str, Callable[[EconomyConfig, LearnerConfig], Learner]] = {
     "uniform_attention": _uniform_attention,  # ablation: REINFORCE with attention = mean over live peers
     "scripted": _scripted,  # the one-line heuristic (job in season, own tastes, eat 90%): the bar to reach
     "ppo": _ppo,  # independent per-agent PPO (value head, GAE ending at deaths, clipped objective)
-    "scripted_chain": _scripted_chain,  # supply chains: the job adding most value at last prices, buy its inputs
+    "scripted_chain": _scripted_chain,  # supply chains: a balanced plan of jobs per slot, buy and keep the inputs
     "llm": _llm,  # a language model's JSON reply per agent (agents.llm; --llm-backend, --llm-model, --llm-base-url)
     "mixed": _mixed,  # fractions of slots per learner (agents.mixed; --mix llm=0.1,reinforce=0.9)
     "scripted_spatial": _scripted_spatial,  # spatial worlds: the job worth most here, move where it is worth more
