@@ -338,17 +338,19 @@ class ReinforceLearner:
         # (the features in the learner's dtype first, so that every device computes log1p in that dtype)
         device, dtype = self.device, self.dtype
         self_features = observation.self_features.to(device, dtype, non_blocking=True)
-        observed_peers = observation.peers.to(device, dtype, non_blocking=True)
         peer_mask = observation.peer_mask.to(device, non_blocking=True)
         peer_index = observation.peer_index.to(device, non_blocking=True)
         own.copy_(self_features)
         if self.season_double_angle:  # PPO's season input (agents.ppo)
             double_season_angle(own, self.economy_config.num_jobs, self.season_end)
         torch.log1p(self_features[:, :r].clamp(min=0), out=own_holdings)
-        peers.copy_(observed_peers)
-        peer_rows.copy_(peer_index)  # lets the window (and a checkpoint) keep peers as rows of one table per step
-        peer_holdings.copy_(observed_peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy: vectorised
-        self.window.keep_peers(self._t)
+        # a compact window keeps the public table the peers come from (no [N, K, P] gathered); else the peers
+        if not self.window.keep_source_peers(self._t, observation.peer_source):
+            observed_peers = observation.peers.to(device, dtype, non_blocking=True)
+            peers.copy_(observed_peers)
+            peer_rows.copy_(peer_index)  # lets the window (and a checkpoint) keep peers as rows of one table per step
+            peer_holdings.copy_(observed_peers[..., -r:].clamp(min=0).log1p_())  # log1p on a contiguous copy
+            self.window.keep_peers(self._t)
         torch.le(peer_mask.unsqueeze(1), 0, out=blocked)
         if self.config.inheritance == "cultural":  # prestige for on_births (agents.inheritance), kept on the CPU
             self._wealth = observation.self_features[:, :r].sum(1, dtype=torch.float64)

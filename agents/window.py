@@ -13,9 +13,11 @@ The peers [N, T, K, P] are the window's largest input (0.77 GB at 100,000 agents
 `peer_table` the window keeps them as what they are in an `Economy` observation: per step the row each
 peer slot showed ([N, K], `peer_rows`, kept anyway) and one table [N, P] of what each row showed, K times
 smaller; the step's peers live in one [N, K, P] scratch while it is acted on, and a learner rebuilds a
-block of agents' peers when it learns (`block_peers`: a gather, so the same values, to the bit). Each step
-is checked when it is kept: where the table does not give back every peer's bits (peers that are not rows
-of one table, or a masked peer shown as -0.0), that step keeps its [N, K, P] peers as they are.
+block of agents' peers when it learns (`block_peers`: a gather, so the same values, to the bit). A lazy
+observation says where its peers come from (`Observation.peer_source`: the public table and the rows): the
+step's table is then that table (`keep_source_peers`, no [N, K, P] peers gathered, nothing to check). Other
+observations' steps are checked when kept: where the table does not give back every peer's bits (peers that
+are not rows of one table, or a masked peer shown as -0.0), that step keeps its [N, K, P] peers as they are.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class RolloutWindow:
         self.dtype, self.device = dtype, torch.device(device)
         floats, on = {"dtype": dtype, "device": self.device}, {"device": self.device}
         g = max(stop for _, stop in head_slices.values())
-        self.steps, self.num_slots, self.num_peer_slots, self.peer_dim = t, n, k, p
+        self.steps, self.num_slots, self.num_peer_slots, self.peer_dim, self.num_resources = t, n, k, p, r
         # the pre-images carry one extra column, always 0: the fixed last logit of the trade weights
         padded = torch.zeros(n, t, g + 1, **floats)
         # [N, T, S + P] the heads' input: own features, context (and with `mean_context` the plain mean [P])
@@ -126,6 +128,39 @@ class RolloutWindow:
         self.window_start.zero_()
 
     # -- the peers as rows of one table per step (`peer_table`) ---------------------------------------
+    def keep_source_peers(self, i: int, source) -> bool:
+        """Act on and keep step i's peers straight from where an observation's come from (`source`, its
+        `Observation.peer_source`, or None): the step's table becomes the public table as the learner reads
+        peers (in the window's dtype, the holdings, the last R columns, as log1p(max(0, h))) with the empty
+        row N, `peer_rows[:, i]` the rows shown (N where not live), and `step_peers` those rows of the table,
+        the values `act` makes of the gathered peers, to the bit, without gathering them. Returns False, writing
+        nothing, without `peer_table` or a source, when the source's table is not [N, P] or its rows not
+        [N, K], or when a slot that is not live shows a row with a negative or non-finite value (its gathered
+        peer, that row times 0, is then -0.0 or NaN there, which the empty row does not give): the caller
+        then keeps the gathered peers (`keep_peers`)."""
+        if not self.peer_table or source is None:
+            return False
+        n, k, p, r = self.num_slots, self.num_peer_slots, self.peer_dim, self.num_resources
+        public, rows, live = source
+        if (tuple(public.shape) != (n, p) or tuple(rows.shape) != (n, k) or not public.is_floating_point()
+                or (live is not None and (tuple(live.shape) != (n, k) or live.dtype != torch.bool))):
+            return False
+        if live is not None:  # a slot that is not live shows its row times 0: +0.0 only under finite values >= +0.0
+            unsafe = (torch.signbit(public) | ~torch.isfinite(public)).any(dim=1)  # [N] rows whose zeros are not +0.0
+            if bool(unsafe.index_select(0, rows.reshape(-1)).view(n, k).logical_and_(~live).any()):
+                return False
+        table = self.tables[i]
+        table[:n].copy_(public)  # in the window's dtype, on its device (the casts act makes of the gathered peers)
+        holdings = table[:n, p - r:]
+        holdings.copy_(holdings.clamp(min=0).log1p_())  # as act: log1p on a contiguous copy
+        shown = self.peer_rows[:, i]  # (the table's row N, the empty slots', is zero: `keep_peers` zeroes it again)
+        shown.copy_(rows)
+        if live is not None:
+            shown.masked_fill_(~live.to(self.device), n)  # the table's row: N for a slot that is not live
+        torch.index_select(table, 0, self._table_index(i, 0, n), out=self.step_peers.view(n * k, p))
+        self.is_dense[i] = False
+        return True
+
     def keep_peers(self, i: int) -> None:
         """Keep step i's peers, just written into `step_peers` with their rows into `peer_rows[:, i]`: as
         that step's table [N, P] of what each row showed when it gives back every peer's bits, else as they

@@ -24,7 +24,7 @@ The `peers` row layout is unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -46,6 +46,10 @@ class Observation:
     reads it (a bare rollout) does not pay for it; the values are those an eager gather gives.
     ``Observation(self_features, peers, peer_mask, peer_index)`` and `dataclasses.replace` work as
     for any dataclass (replace reads, and so gathers, ``peers``).
+
+    `peer_source` says where a lazy observation's ``peers`` come from (the public table [N, P] and the rows
+    shown), gathered or not: a learner can keep that table instead of the [N, K, P] peers. An eager
+    observation (built from a ready ``peers`` tensor, or by `dataclasses.replace`) has none.
     """
 
     self_features: torch.Tensor  # [N, S] float32
@@ -62,7 +66,7 @@ class Observation:
         agents and K = 32) is made on its first read."""
         observation = cls(self_features, None, peer_mask, peer_index)
         object.__delattr__(observation, "peers")  # the first read goes to __getattr__
-        object.__setattr__(observation, "_peer_source", (public, rows, live))
+        object.__setattr__(observation, "_peer_source", PeerSource(public, rows, live))
         if peer_mask is None:
             object.__delattr__(observation, "peer_mask")
             object.__setattr__(observation, "_mask_shape", tuple(rows.shape))
@@ -71,16 +75,45 @@ class Observation:
     def __getattr__(self, name: str):
         """Only reached for ``peers`` or ``peer_mask`` of a lazy observation not read yet (and for missing names)."""
         if name == "peers" and "_peer_source" in self.__dict__:
-            value = gather_peers(*self.__dict__["_peer_source"])
-            source = "_peer_source"
+            value = gather_peers(*self.__dict__["_peer_source"])  # (the source stays: `peer_source`)
         elif name == "peer_mask" and "_mask_shape" in self.__dict__:
             value = torch.ones(self.__dict__["_mask_shape"], dtype=torch.float32)
-            source = "_mask_shape"
+            object.__delattr__(self, "_mask_shape")
         else:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         object.__setattr__(self, name, value)
-        object.__delattr__(self, source)
         return value
+
+    @property
+    def peer_source(self) -> Optional["PeerSource"]:
+        """Where ``peers`` come from: `PeerSource` (``peers`` is ``source.gather()``, to the bit) for an
+        observation made by `Observation.lazy`, whether ``peers`` was read yet or not; None for an eager one (and
+        for a lazy one pickled after ``peers`` was read: it unpickles eager)."""
+        source = self.__dict__.get("_peer_source")
+        return None if source is None else PeerSource(*source)  # (a plain tuple in a pickle of older code)
+
+    def __getstate__(self) -> dict:
+        """What pickling keeps: the fields, and a lazy observation's source only while ``peers`` is unread (the
+        same state as before the source outlived the first read)."""
+        state = dict(self.__dict__)
+        if "peers" in state:
+            state.pop("_peer_source", None)
+        return state
+
+
+class PeerSource(NamedTuple):
+    """A lazy observation's peers as rows of one table: ``peers[i, k] = public[rows[i, k]]`` where ``live[i, k]``
+    (or everywhere when ``live`` is None), and ``public[rows[i, k]] * 0`` elsewhere (zeros, signed as the row's
+    values: -0.0 under a negative value; NaN under a non-finite one). ``peer_index`` equals ``rows`` where live
+    and -1 elsewhere, ``peer_mask`` is ``live`` as 0/1 floats. Tensors on the CPU."""
+
+    public: torch.Tensor  # [M, P] float32 what each row shows (M = N for an economy's observation)
+    rows: torch.Tensor  # [N, K] int64, the row each peer slot gathers, in [0, M) (also where not live)
+    live: Optional[torch.Tensor]  # [N, K] bool, False where the slot is empty or its peer dead; None: all live
+
+    def gather(self) -> torch.Tensor:
+        """[N, K, P] the peers (`gather_peers`): a new tensor."""
+        return gather_peers(self.public, self.rows, self.live)
 
 
 def gather_peers(public: torch.Tensor, rows: torch.Tensor, live: Optional[torch.Tensor]) -> torch.Tensor:
