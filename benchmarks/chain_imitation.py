@@ -220,13 +220,14 @@ def plot(rows: list[dict], path: str) -> None:
     for row in rows:
         arms.setdefault(arm_label(row), []).append(row["curve"])
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    for label, curves in arms.items():
+    for index, (label, curves) in enumerate(arms.items()):
         steps = [point["step"] for point in curves[0]]
         made = np.mean([[point["final_made"] for point in curve] for curve in curves], axis=0)
-        axis.plot(steps, made, marker="o", markersize=3, label=f"{label} ({len(curves)} seeds)")
+        axis.plot(steps, made, marker="o", markersize=3, linestyle=("-", "--", "-.", ":")[index % 4],
+                  label=f"{label} ({len(curves)} seeds)")  # (line styles keep arms that coincide visible)
     imitation_end = max(point["step"] for point in rows[0]["curve"] if point["phase"] == "imitation")
     axis.axvline(imitation_end, color="grey", linestyle=":")
-    axis.text(imitation_end, axis.get_ylim()[1] * 0.95, " learners on their own", color="grey", va="top")
+    axis.text(imitation_end, axis.get_ylim()[1] * 0.5, " learners on their own", color="grey", va="top")
     axis.set(xlabel="step (imitation of the plan, then reinforcement)", ylabel="final goods made per step",
              title=f"supply_chain, N = {rows[0]['num_agents']}: does learning keep the cloned plan?")
     axis.legend(fontsize=8)
