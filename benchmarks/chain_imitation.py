@@ -17,7 +17,10 @@ Phase 2, reinforcement: the learner acts and learns as usual, optionally with an
 (`--rl-learning-rate`) or with a share of every reward replaced by the population's mean (`--shared`, 1:
 everyone maximises the mean reward, so a drift away from the plan is not self-interest). `--learn NET ...`
 lets only the named networks learn in this phase (the others are put back to their cloned weights after every
-update), to find which part of the policy walks off the plan.
+update), to find which part of the policy walks off the plan. `--gradient-snr` records every update's per-agent gradient
+in this phase and reports, per network, the median over agents of the signal-to-noise ratio of one update's
+gradient (|mean over updates| / root-mean-square deviation from it): about 1 / sqrt(updates) when the
+updates are noise around a zero mean. Best with `--rl-learning-rate 0` (the cloned point itself).
 
 Reported every `--report-every` steps: mean reward, effort shares of the raw, intermediate and final layers,
 final goods made and traded per step, and the share of agents whose job is the plan's. One JSON line per
@@ -127,6 +130,38 @@ class FrozenNetworks:
         learner.flat_params[:, self.columns] = self.weights
 
 
+@contextlib.contextmanager
+def recorded_gradients(store: list):
+    """While open, the gradient [N, D] of every REINFORCE update (one block of agents) is appended to `store`."""
+    original = reinforce_module.ReinforceLearner._learn_block
+
+    def recording(self, *args, **kwargs):
+        grad = original(self, *args, **kwargs)
+        store.append(grad.clone())
+        return grad
+
+    reinforce_module.ReinforceLearner._learn_block = recording
+    try:
+        yield
+    finally:
+        reinforce_module.ReinforceLearner._learn_block = original
+
+
+def gradient_snr(grads: torch.Tensor, network_columns: dict) -> dict:
+    """From gradients [U, N, D] of U updates: per network (its columns), the median over agents of
+    |mean gradient| / sqrt(mean |gradient - mean|^2), one update's signal against its noise; and
+    "noise_floor" 1 / sqrt(U), what a zero-mean gradient gives on average."""
+    grads = grads.double()
+    out = {}
+    for name, columns in network_columns.items():
+        part = grads[:, :, columns]
+        mean = part.mean(dim=0)  # [N, d]
+        noise = (part - mean).square().sum(dim=-1).mean(dim=0).sqrt()  # [N]
+        out[name] = float((mean.norm(dim=-1) / noise.clamp(min=1e-300)).median())
+    out["noise_floor"] = 1 / grads.shape[0] ** 0.5
+    return out
+
+
 def run(seed: int, args) -> dict:
     """One imitation-then-reinforcement run; its curve as one JSON-ready dict."""
     torch.manual_seed(seed)
@@ -141,9 +176,12 @@ def run(seed: int, args) -> dict:
     final = np.flatnonzero(supply_chain.final_goods(jobs.output, jobs.inputs))
     economy = Economy(config)
     observation = economy.reset(seed=seed)
-    curve, tally, start = [], None, time.time()
+    curve, tally, start, grads = [], None, time.time(), []
+    recording = contextlib.ExitStack()
     for step in range(1, args.imitate_steps + args.rl_steps + 1):
         imitating = step <= args.imitate_steps
+        if step == args.imitate_steps + 1 and args.gradient_snr:
+            recording.enter_context(recorded_gradients(grads))
         if step == args.imitate_steps + 1 and args.rl_learning_rate is not None:
             learner.optimizer.lr = args.rl_learning_rate
         if step == args.imitate_steps + 1 and args.learn:
@@ -185,10 +223,17 @@ def run(seed: int, args) -> dict:
             print(json.dumps({"seed": seed, **{key: round(v, 4) if isinstance(v, float) else v
                                                for key, v in curve[-1].items()}}), flush=True)
             tally = None
+    recording.close()
+    snr = None
+    if args.gradient_snr and grads:
+        columns = {name: torch.cat([torch.arange(low, high) for low, high in ranges])
+                   for name, ranges in zip(learner.spec, learner.layout.network_ranges)}
+        snr = gradient_snr(torch.stack(grads), columns)
+        print(json.dumps({"seed": seed, "gradient_snr": {key: round(v, 4) for key, v in snr.items()}}), flush=True)
     return {"seed": seed, "learner": args.learner, "num_agents": args.num_agents, "max_age": args.max_age,
             "imitate_steps": args.imitate_steps,
             "rl_steps": args.rl_steps, "rl_learning_rate": args.rl_learning_rate, "shared": args.shared,
-            "entropy_coef": args.entropy_coef, "learn": args.learn, "curve": curve,
+            "entropy_coef": args.entropy_coef, "learn": args.learn, "gradient_snr": snr, "curve": curve,
             "seconds": round(time.time() - start, 1)}
 
 
@@ -250,12 +295,17 @@ def main(argv=None) -> int:
                         help="REINFORCE's entropy_coef and PPO's ppo_entropy_coef (default: the learner's own)")
     parser.add_argument("--learn", nargs="+", metavar="NET", default=None, choices=NETWORKS,
                         help=f"only these networks learn after imitation (of {', '.join(NETWORKS)}); default: all")
+    parser.add_argument("--gradient-snr", action="store_true",
+                        help="report each network's per-update gradient signal-to-noise after imitation")
     parser.add_argument("--report-every", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results/chain_imitation.jsonl", help="JSON lines, appended")
     parser.add_argument("--plot", metavar="PNG", help="draw every run in --out (no new runs without --seeds)")
     args = parser.parse_args(argv)
     if args.report_every < 1 or not 0.0 <= args.shared <= 1.0:
         parser.error("--report-every must be >= 1 and --shared in [0, 1]")
+    one_block = args.num_agents <= reinforce_module.ReinforceLearner.update_rows
+    if args.gradient_snr and (args.learner != "reinforce" or not one_block):
+        parser.error("--gradient-snr needs --learner reinforce and at most update_rows agents (one block per update)")
     if args.learn and (args.learner != "reinforce" or args.max_age <= args.imitate_steps + args.rl_steps):
         parser.error("--learn needs --learner reinforce and lives longer than the run (--max-age > its steps): "
                      "a newborn's networks would be put back to another's cloned weights")

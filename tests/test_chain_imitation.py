@@ -111,3 +111,29 @@ def test_learn_is_refused_when_newborns_would_get_frozen_weights(capsys):
     with pytest.raises(SystemExit):
         main(["--seeds", "1", "--learn", "trading_net", "--max-age", "10", "--out", "/dev/null"])
     assert "--learn" in capsys.readouterr().err
+
+
+def test_gradient_snr_tells_noise_from_a_steady_gradient():
+    """`gradient_snr`: updates that are zero-mean noise give about 1 / sqrt(U) (the floor); a steady
+    gradient plus the same noise gives far more; the columns pick each network."""
+    from benchmarks.chain_imitation import gradient_snr
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(400, 30, 8, generator=generator)
+    steady = noise.clone()
+    steady[:, :, 4:] += 1.0  # the second network's columns have a mean gradient of norm 2 against noise of 2
+    columns = {"first": torch.arange(0, 4), "second": torch.arange(4, 8)}
+    snr = gradient_snr(steady, columns)
+    assert snr["noise_floor"] == pytest.approx(0.05)
+    assert 0.02 < snr["first"] < 0.1
+    assert snr["second"] == pytest.approx(1.0, rel=0.15)
+
+
+def test_gradient_snr_is_reported_for_each_network_after_imitation(tmp_path):
+    out = tmp_path / "runs.jsonl"
+    assert main(["--seeds", "1", "--num-agents", "8", "--imitate-steps", "20", "--rl-steps", "30",
+                 "--report-every", "10", "--gradient-snr", "--out", str(out)]) == 0
+    snr = json.loads(out.read_text())["gradient_snr"]
+    assert set(snr) == {"social_filter_net", "broadcast_net", "production_net", "trading_net", "consumption_net",
+                        "noise_floor"}
+    assert snr["noise_floor"] == pytest.approx(1 / 6 ** 0.5)  # 30 steps: 6 updates of 5
+    assert all(value > 0 for value in snr.values())
