@@ -235,7 +235,6 @@ def write_genealogy(path: str, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-
 # -- evaluation -----------------------------------------------------------------------------------
 def evaluate(args: Args) -> dict:
     """Run the evaluation described in the module docstring; write every output to ``args.out``.
