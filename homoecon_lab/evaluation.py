@@ -1,7 +1,9 @@
-"""evaluate.py's evaluation: main rollouts, paired ablations, and every output file (docs/design.md section 6).
+"""evaluate.py's settings and the run of an evaluation (docs/design.md section 6).
 
-`evaluate(args)` plans the rollouts (`plan_tasks`), runs them (`homoecon_lab.runners.run_tasks`),
-turns the traces into numbers (homoecon_env.diagnostics.analysis) and figures (report_figures), and
+`Args` and `check_args` are evaluate.py's flags and their checks; `load_source` reads the evaluated
+economy and learner (a trained run, or a scenario's defaults). `evaluate(args)` plans the rollouts
+(`homoecon_lab.evaluation_plan`), runs them (`homoecon_lab.runners.run_tasks`), turns the traces into numbers
+(homoecon_env.diagnostics.analysis, `homoecon_lab.evaluation_sections`) and figures (report_figures), and
 writes metrics.json, report.md, genealogy.csv, genealogy.graphml and the figures to ``args.out``, each
 atomically.
 """
@@ -16,25 +18,20 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-import numpy as np
-
-from agents import LearnerConfig, is_import_path, resolve_learner
+from agents import LearnerConfig, resolve_learner
 from agents.checkpoint import load_checkpoint
 from agents.config import check_device_name, learner_device
 from homoecon_env.config import EconomyConfig
-from homoecon_env.core.production import JobTable, seasonal_factor
 from homoecon_env.diagnostics import analysis, lineage, report_figures, space, supply_chain
 from homoecon_env.diagnostics.report import NEAR_UNIFORM_ENTROPY, render_report
 from homoecon_env.files import atomic_write_text
 from homoecon_env.scenarios import check_scenario, scenario_config
 from homoecon_lab import llm_groups, rundir
+from homoecon_lab.evaluation_plan import ABLATION_DEFAULTS, ALL_ABLATIONS, chosen_pairs, plan_tasks, with_defaults
+from homoecon_lab.evaluation_sections import chain_results, inheritance_results, scout_results, seasons, space_results
 from homoecon_lab.ray_runner import require_ray
-from homoecon_lab.rollouts import Task
 from homoecon_lab.runners import BACKENDS, run_tasks
-from homoecon_lab.seeding import derive_seed
 from homoecon_lab.settings import MAX_SEED, read_run_config
-
-STREAM_MAIN, STREAM_TRAIN, STREAM_HELD_OUT = 0, 1, 2  # seed streams (see homoecon_lab.seeding.derive_seed)
 
 
 @dataclass(frozen=True)
@@ -160,6 +157,12 @@ def check_args(args: Args) -> None:
 
 
 MESSAGE_FLAGS = ("broadcast_mode", "vocab_size", "message_length")  # EconomyConfig fields evaluate.py sets
+# Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
+# The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
+# ablation get them alike) and the plain mean beside the learned context (uniform attention ignores it);
+# everything else runs LearnerConfig() as before.
+SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True,
+                                                 "mean_context": True}}
 
 
 @dataclass(frozen=True)
@@ -233,227 +236,6 @@ def write_genealogy(path: str, rows: list[dict]) -> None:
 
 
 # -- evaluation -----------------------------------------------------------------------------------
-ABLATION_ARMS = {  # arm -> (learner, heterogeneous tastes; None: the evaluated economy's setting)
-    "learned": ("reinforce", None),
-    "uniform": ("uniform_attention", None),
-    "heterogeneous": ("reinforce", True),
-    "homogeneous": ("reinforce", False),
-    "random": ("random", None),
-}
-# learners that train before their frozen evaluation (plug-ins too)
-LEARNING_ARMS = ("reinforce", "uniform_attention", "ppo", "mixed")
-ABLATIONS = {"social_filter": ("learned", "uniform"), "tastes": ("heterogeneous", "homogeneous"),
-             "policy": ("trained", "random")}
-# Economies whose jobs use inputs: policies that run beside the main rollouts, on the same economy seeds
-CHAIN_REFERENCES = ("scripted_chain", "scripted", "random")
-# the inheritance ablation (docs/design.md section 9): arm "inheritance_<mode>" trains the evaluated learner
-# (reinforce when it has no networks to inherit) with LearnerConfig.inheritance = mode; compared with genetic
-INHERITANCE_ARMS = ("genetic", "cultural", "none")
-INHERITING_LEARNERS = ("reinforce", "uniform_attention", "ppo")
-# The positive control (docs/design.md section 11), on economies with private signals only: the scripted
-# policy that listens to scouts against the best scripted policy that ignores peers. They never train.
-POSITIVE_CONTROL_ARMS = {"listener": ("agents.scripted:ScriptedListener", None),
-                         "ignorer": ("agents.scripted:ScriptedIgnorer", None)}
-POSITIVE_CONTROL = {"positive_control": ("listener", "ignorer")}
-ALL_ABLATIONS = (*ABLATIONS, *POSITIVE_CONTROL, "inheritance")  # what --ablations may choose
-# The ablation settings left unset (None) take these, a scenario's own first: the positive control's learners
-# need about 50,000 steps to find the scouts, and its question is the social filter's
-ABLATION_DEFAULTS = {"ablation_train_steps": 500, "ablation_steps": 100, "ablations": ALL_ABLATIONS}
-SCENARIO_ABLATION_DEFAULTS = {"private_signals": {"ablation_train_steps": 50_000, "ablation_steps": 200,
-                                                  "ablations": ("social_filter", "positive_control")}}
-
-
-def with_defaults(args: Args, scenario: Optional[str]) -> Args:
-    """``args`` with every unset ablation setting given its default for ``scenario`` (ABLATION_DEFAULTS,
-    SCENARIO_ABLATION_DEFAULTS); settings given stay."""
-    defaults = {**ABLATION_DEFAULTS, **SCENARIO_ABLATION_DEFAULTS.get(scenario or "", {})}
-    return dataclasses.replace(args, **{key: value for key, value in defaults.items() if getattr(args, key) is None})
-# Learner settings an untrained evaluation of a scenario starts from (a trained run brings its own).
-# The positive control needs the two learning fixes of docs/design.md section 11 (both arms of every
-# ablation get them alike) and the plain mean beside the learned context (uniform attention ignores it);
-# everything else runs LearnerConfig() as before.
-SCENARIO_LEARNER_SETTINGS = {"private_signals": {"horizon_baseline": True, "inherit_optimizer": True,
-                                                 "mean_context": True}}
-
-
-def chosen_pairs(args: Args, economy: EconomyConfig) -> dict[str, tuple[str, str]]:
-    """The paired ablations --ablations chose: name -> (first arm, second arm); the positive control only on
-    economies with private signals."""
-    pairs = {**ABLATIONS, **(POSITIVE_CONTROL if economy.private_signals else {})}
-    return {name: pair for name, pair in pairs.items() if name in args.ablations}
-
-
-def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]]:
-    """The main rollouts and the ablation rollouts (arms sharing a setting share a task).
-
-    Returns the tasks and, for every ablation arm, the key stem of its tasks (key + (seed index,)).
-    """
-    args = with_defaults(args, source.scenario)
-    trained = "run" if source.run_dir else source.learner_name
-    tasks = [Task(key=("main", k), economy=source.economy, learner=trained,
-                  learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
-                  economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=args.learn,
-                  run_dir=source.run_dir, detail=True, frames=args.frames if k == 0 else 0,
-                  deterministic=args.deterministic)
-             for k in range(args.seeds)]
-    if JobTable.from_config(source.economy).needs_inputs:  # supply chains: reference policies, same seeds
-        tasks += [Task(key=("reference", learner, k), economy=source.economy, learner=learner,
-                       learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
-                       economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=False)
-                  for learner in CHAIN_REFERENCES if learner != trained for k in range(args.seeds)]
-    tasks += [Task(key=key, economy=source.economy.replace(migration_cost=float(cost)), learner=trained,
-                   learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),
-                   economy_seed=derive_seed(args.seed, STREAM_MAIN, k), steps=args.steps, learn=args.learn,
-                   run_dir=source.run_dir, deterministic=args.deterministic)
-              for key, cost, k in space_sweep_keys(args, source) if key[0] == "space_sweep"]
-    if not args.ablation_seeds:
-        return tasks, {}
-    arms = dict(ABLATION_ARMS)
-    if source.economy.private_signals:
-        arms.update(POSITIVE_CONTROL_ARMS)
-    arms["trained"] = ("run", None) if source.run_dir else (source.learner_name, None)  # reinforce: the "learned" arm
-    wanted = {arm for name, pair in chosen_pairs(args, source.economy).items() for arm in pair}  # --ablations
-    stems: dict[str, tuple] = {}
-    for arm, (learner, heterogeneous) in arms.items():
-        if arm in wanted:
-            tastes = source.economy.heterogeneous_tastes if heterogeneous is None else heterogeneous
-            stems[arm] = ("ablation", learner, tastes, source.learner_config.inheritance)
-    inheriting = source.learner_name if source.learner_name in INHERITING_LEARNERS else "reinforce"
-    for mode in INHERITANCE_ARMS if "inheritance" in args.ablations else ():  # genetic: usually the learned arm's
-        stems[f"inheritance_{mode}"] = ("ablation", inheriting, source.economy.heterogeneous_tastes, mode)
-    lineage_stems = {stems[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS if f"inheritance_{mode}" in stems}
-    for stem in dict.fromkeys(stems.values()):
-        _, learner, tastes, inheritance = stem
-        scripted = learner in {path for path, _ in POSITIVE_CONTROL_ARMS.values()}
-        trains = (learner in LEARNING_ARMS or is_import_path(learner)) and not scripted
-        for i in range(args.ablation_seeds):
-            train_seed = derive_seed(args.seed, STREAM_TRAIN, i)
-            tasks.append(Task(key=stem + (i,), economy=source.economy.replace(heterogeneous_tastes=tastes),
-                              learner=learner, learner_config=dataclasses.replace(
-                                  source.learner_config, seed=train_seed % 2**31, inheritance=inheritance),
-                              economy_seed=derive_seed(args.seed, STREAM_HELD_OUT, i), steps=args.ablation_steps,
-                              learn=False, run_dir=source.run_dir, train_seed=train_seed,
-                              train_steps=args.ablation_train_steps if trains else 0,
-                              lineage=stem in lineage_stems))
-    return tasks, stems
-
-
-DIALECT_KEYS = ("dialect_observed_mean", "dialect_shuffled_mean", "dialect_excess_mean", "family_dialect_observed_mean",
-                "family_dialect_shuffled_mean", "family_dialect_excess_mean", "lineages_alive_end")
-
-
-def _over_seeds(values: list) -> dict:
-    """{"mean", "ci95", "per_seed"} over the seeds with a value (None: undefined there)."""
-    defined = [v for v in values if v is not None]
-    return {**(analysis.interval(defined) if defined else {"mean": None, "ci95": None}), "per_seed": values}
-
-
-def inheritance_results(traces: list[dict], outcomes: Optional[dict], stems: dict,
-                        results: Optional[dict] = None, seeds: int = 0) -> dict:
-    """metrics.json's "inheritance": the main rollouts' lineages and message dialects (diagnostics.lineage;
-    per seed, and means with 95% CIs over seeds), and the ablation across inheritance modes: every arm's
-    outcomes with CIs, cultural and none each against genetic (paired by seed), and each arm's lineages
-    and dialects over its frozen rollouts (from ``results``, the ablation traces, ``seeds`` per arm)."""
-    per_seed = [lineage.lineage_summary(trace)[0] for trace in traces]
-    result = {"lineage": {"summary": analysis.summarise_seeds(
-        [{k: v for k, v in seed.items() if k != "largest_lineage"} for seed in per_seed]), "per_seed": per_seed},
-        "ablation": {}}
-    if outcomes is None:
-        return result
-    arms = {mode: outcomes[f"inheritance_{mode}"] for mode in INHERITANCE_ARMS}
-    versus = {mode: analysis.compare(arms, mode, "genetic") for mode in INHERITANCE_ARMS[1:]}
-    result["ablation"] = {"learner": stems["inheritance_genetic"][1], "arms": versus["cultural"]["arms"],
-                          "versus_genetic": {mode: {key: versus[mode][key] for key in ("difference", "verdict")}
-                                             for mode in versus}, "dialects": {}}
-    for mode in INHERITANCE_ARMS:
-        summaries = [lineage.lineage_summary(results[stems[f"inheritance_{mode}"] + (i,)])[0] for i in range(seeds)]
-        result["ablation"]["dialects"][mode] = {key: _over_seeds([s[key] for s in summaries]) for key in DIALECT_KEYS}
-    return result
-
-
-SCOUT_ARMS = ("learned", "uniform", "trained", *POSITIVE_CONTROL_ARMS)  # arms whose scout measures are reported
-
-
-def scout_results(summary: dict, results: dict, stems: dict, seeds: int, num_jobs: int) -> dict:
-    """metrics.json's "positive_control" (economies with private signals): whether the structure is used
-    (analysis.SCOUT_MEASURES), in the main rollouts' late window (means and 95% CIs over seeds) and in every
-    SCOUT_ARMS ablation arm's frozen rollouts, with the paired learned - uniform difference."""
-    result = {"main": {f"{key}_late": summary[f"{key}_late"] for key in analysis.SCOUT_MEASURES}, "arms": {},
-              "chance_on_boom": 1.0 / num_jobs}
-    if not stems:
-        return result
-    arms = [arm for arm in SCOUT_ARMS if arm in stems and (arm != "trained" or stems[arm] != stems["learned"])]
-    for arm in arms:
-        outcomes = [analysis.scout_outcome(results[stems[arm] + (i,)]) for i in range(seeds)]
-        result["arms"][arm] = {key: _over_seeds([o[key] for o in outcomes]) for key in analysis.SCOUT_MEASURES}
-    result["learned_minus_uniform"] = {}
-    if not {"learned", "uniform"} <= set(result["arms"]):  # the social filter ablation was not chosen
-        return result
-    for key in analysis.SCOUT_MEASURES:
-        learned, uniform = (result["arms"][arm][key]["per_seed"] for arm in ("learned", "uniform"))
-        pairs = [(a, b) for a, b in zip(learned, uniform) if a is not None and b is not None]
-        result["learned_minus_uniform"][key] = (
-            analysis.interval([a - b for a, b in pairs]) if len(pairs) >= 2
-            else {"mean": None, "ci95": None})
-    return result
-
-
-def space_sweep_keys(args: Args, source: Source) -> list[tuple[tuple, float, int]]:
-    """(task key, migration cost, seed index) of every rollout of the migration-cost sweep (spatial economies):
-    the main rollouts serve the evaluated economy's own cost (same learner, seeds and steps)."""
-    if not source.economy.spatial:
-        return []
-    own = source.economy.migration_cost
-    return [(("main", k) if float(cost) == own else ("space_sweep", float(cost), k), float(cost), k)
-            for cost in args.migration_costs for k in range(args.seeds)]
-
-
-def space_results(args: Args, source: Source, results: dict) -> dict:
-    """metrics.json's "space" entry: the world, the sweep of migration costs (diagnostics.space.sweep_results)."""
-    config = source.economy
-    result = {"width": config.world_width, "height": config.world_height, "migration_cost": config.migration_cost,
-              "peer_radius": config.peer_radius, "carrying_capacity": config.carrying_capacity,
-              "map_good": config.resources[0], "trend_steps": space.TREND_STEPS, "min_market": space.MIN_MARKET,
-              "sweep_seeds": args.seeds, "sweep_steps": args.steps, "sweep_learn": args.learn}
-    outcomes: dict[float, list] = {}
-    for key, cost, _ in space_sweep_keys(args, source):
-        outcomes.setdefault(cost, []).append(space.dispersion_outcome(results[key]))
-    result["sweep"] = space.sweep_results(outcomes) if outcomes else None
-    return result
-
-
-def seasons(config: EconomyConfig, steps: int) -> np.ndarray:
-    """[T, J] every job's seasonal factor at the production of steps 1..T (step t+1 is produced at t)."""
-    table = JobTable.from_config(config)
-    return np.stack([seasonal_factor(table, t) for t in range(steps)])
-
-
-def chain_results(args: Args, source: Source, traces: list, results: dict, summary: dict) -> dict:
-    """metrics.json's "supply_chain" entry: layers, the answers, the first rollout's bottleneck, and the
-    evaluated learner beside the reference policies (CHAIN_REFERENCES) over the same economy seeds."""
-    config = source.economy
-    goods, job_names = list(config.resources), [job.name for job in config.jobs]
-    table = JobTable.from_config(config)
-    layers = supply_chain.good_layers(table.output, table.inputs)
-    final = supply_chain.final_goods(table.output, table.inputs)
-    evaluated = "run" if source.run_dir else source.learner_name
-    own = {key: value for key, value in summary.items() if key.startswith("chain_")}
-    references = {f"{source.learner_name} (evaluated)": own}
-    for learner in CHAIN_REFERENCES:
-        if learner != evaluated:
-            references[learner] = analysis.summarise_seeds([
-                supply_chain.rollout_outcome(results[("reference", learner, k)], goods, job_names)
-                for k in range(args.seeds)])
-    return {"layers": dict(zip(goods, layers.tolist())), "final_goods": [g for g, f in zip(goods, final) if f],
-            "job_layers": dict(zip(job_names, supply_chain.job_layers(table.output, table.inputs).tolist())),
-            "verdicts": supply_chain.verdicts(summary, goods),
-            "bottleneck": supply_chain.bottleneck(traces[0]["chain"], goods, job_names),
-            "min_layer_share": supply_chain.MIN_LAYER_SHARE, "min_turnover": supply_chain.MIN_TURNOVER,
-            "references": references,
-            "reference_note": "references never learn; the evaluated learner " + ("kept learning" if args.learn
-                                                                                  else "was frozen")}
-
-
 def evaluate(args: Args) -> dict:
     """Run the evaluation described in the module docstring; write every output to ``args.out``.
 

@@ -11,7 +11,8 @@ from agents.reinforce import double_season_angle
 from homoecon_env import EconomyConfig
 from homoecon_env.core import Economy
 from homoecon_lab.errors import RunError
-from homoecon_lab.evaluation import Args, Source, plan_tasks
+from homoecon_lab.evaluation import Args, Source
+from homoecon_lab.evaluation_plan import plan_tasks
 from homoecon_lab.rollouts import Task, run_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,6 +13,7 @@ from conftest import flip_a_stored_bit
 from homoecon_env.diagnostics import analysis, report
 from homoecon_lab import evaluation as evaluate
 from homoecon_lab.evaluation import Args
+from homoecon_lab.evaluation_plan import plan_tasks, with_defaults
 
 TINY = dict(num_agents=6, steps=30, seeds=2, frames=4, ablation_seeds=2, ablation_train_steps=10, ablation_steps=10,
             workers=1)
@@ -338,7 +339,7 @@ def test_ablations_run_only_the_chosen_arms_and_the_report_says_which_were_not_r
     """--ablations social_filter trains only learned and uniform attention (2 arms x 2 seeds, nothing else),
     and the report shows that comparison and says the others were not run; a bad name is refused."""
     args = Args(out=str(tmp_path), ablations=("social_filter",), **TINY)
-    tasks, stems = evaluate.plan_tasks(args, evaluate.load_source(args))
+    tasks, stems = plan_tasks(args, evaluate.load_source(args))
     ablation_tasks = [task for task in tasks if task.key[0] == "ablation"]
     assert set(stems) == {"learned", "uniform"}
     assert sorted(task.learner for task in ablation_tasks) == ["reinforce"] * 2 + ["uniform_attention"] * 2
@@ -357,11 +358,11 @@ def test_ablations_run_only_the_chosen_arms_and_the_report_says_which_were_not_r
 def test_unset_ablation_settings_take_the_scenarios_defaults_and_given_ones_stay():
     """The positive control's learners need about 50,000 steps to find the scouts, so a bare
     `evaluate.py --scenario private_signals` trains that long, and only the arms its question needs."""
-    signals = evaluate.with_defaults(Args(), "private_signals")
+    signals = with_defaults(Args(), "private_signals")
     assert (signals.ablation_train_steps, signals.ablation_steps, signals.ablations) == (
         50_000, 200, ("social_filter", "positive_control"))
-    seed = evaluate.with_defaults(Args(), "seed")
+    seed = with_defaults(Args(), "seed")
     assert (seed.ablation_train_steps, seed.ablation_steps) == (500, 100)
     assert seed.ablations == ("social_filter", "tastes", "policy", "positive_control", "inheritance")
-    given = evaluate.with_defaults(Args(ablation_train_steps=7, ablations=("tastes",)), "private_signals")
+    given = with_defaults(Args(ablation_train_steps=7, ablations=("tastes",)), "private_signals")
     assert (given.ablation_train_steps, given.ablation_steps, given.ablations) == (7, 200, ("tastes",))

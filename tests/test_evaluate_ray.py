@@ -25,6 +25,7 @@ from homoecon_lab import evaluation, ray_runner, rollouts, training
 from homoecon_lab.cli import parse_train_args
 from homoecon_lab.errors import RunError
 from homoecon_lab.evaluation import Args
+from homoecon_lab.evaluation_plan import plan_tasks
 from homoecon_lab.stopping import GracefulStop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def test_ray_backend_writes_the_same_outputs_as_the_process_pool(ray, tmp_path, 
 def test_every_env_step_of_a_ray_task_reaches_the_progress_bar(ray):
     """The Ray tasks report each step they take (batched by ten): the bar's count is theirs, not a top-up."""
     args = Args(**{**TINY, "steps": 23, "ablation_seeds": 0})
-    tasks, _ = evaluation.plan_tasks(args, evaluation.load_source(args))
+    tasks, _ = plan_tasks(args, evaluation.load_source(args))
     reported = []
     results = ray_runner.run_on_ray(ray, tasks, 2, 1, GracefulStop(), reported.append)
     assert set(results) == {("main", 0), ("main", 1)}

@@ -22,7 +22,8 @@ import train
 from agents import LEARNERS, LearnerConfig, make_learner, resolve_learner
 from agents.base import Learner
 from homoecon_env import EconomyConfig
-from homoecon_lab.evaluation import Args, Source, plan_tasks
+from homoecon_lab.evaluation import Args, Source
+from homoecon_lab.evaluation_plan import plan_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = "job_zero_learner:JobZero"
