@@ -49,7 +49,7 @@ from homoecon_env.files import atomic_write_text
 from homoecon_lab.seeding import derive_seed, seed_everything
 from homoecon_lab.settings import read_run_config
 
-STREAM_HELD_OUT = 2  # the held-out economy seeds' stream, as in evaluate.py (homoecon_lab.evaluation)
+STREAM_HELD_OUT = 2  # the held-out economy seeds' stream, as in evaluate.py (homoecon_lab.evaluation_plan)
 SCORES = ("score", "frozen", "frozen_deterministic")  # training (last 20%), frozen sampled, frozen mode
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

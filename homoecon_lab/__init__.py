@@ -5,7 +5,8 @@ dataclasses with tyro, parser-style errors), `seeding` (one seeding block, deriv
 as plain data), `rundir` (run folders: refuse occupied ones, clean stale temporary files),
 `recorder` (TensorBoard scalars, histograms and dashboards), `stopping` (SIGTERM/SIGINT become a
 clean stop), `training` (the `train(settings)` loop), `rollouts` and `evaluation` (evaluate.py's
-rollouts, ablations and outputs), `sweeps`, `sweep_runner` and `sweep_summary` (sweep.py's grid and
+rollouts, flags, run and outputs), `evaluation_plan` (which rollouts and ablation arms run) and
+`evaluation_sections` (metrics.json's per-scenario entries), `sweeps`, `sweep_runner` and `sweep_summary` (sweep.py's grid and
 trials, their run on Ray Tune, results.csv, summary.md and the figure). The scripts are thin command
 lines over these modules; a sweep trial calls `homoecon_lab.training.train(settings)` directly.
 """

@@ -1,5 +1,5 @@
 """report.md's inheritance and dialect sections (docs/design.md section 9), from metrics.json's
-"inheritance" entry (homoecon_lab.evaluation.inheritance_results). Pure text, like :mod:`report`:
+"inheritance" entry (homoecon_lab.evaluation_sections.inheritance_results). Pure text, like :mod:`report`:
 every number printed is read from the dict."""
 from __future__ import annotations
 
