@@ -31,7 +31,8 @@ Top to bottom:
    single figure, metrics.json, genealogy.csv and report.md. Every number in report.md is read from
    the dict that metrics.json holds. Every file is written atomically (temporary file + rename).
 
-The work happens in homoecon_lab.evaluation (planning, outputs) and homoecon_lab.rollouts (the
+The work happens in homoecon_lab.evaluation (the run, outputs; its plan in evaluation_plan, its
+per-scenario sections in evaluation_sections) and homoecon_lab.rollouts (the
 rollouts, in worker processes or, with `--backend ray`, as Ray tasks: same results). A learner that
 diverges, a corrupt run, a full disk or a missing Ray ends with one message, never a traceback.
 """
