@@ -112,18 +112,23 @@ def unit_advantages():
         reinforce_module.advantages, ppo_module.gae = originals
 
 
+def network_columns(learner) -> dict[str, torch.Tensor]:
+    """{network name: its columns of the learner's parameter rows [D] (long)}, in the learner's spec order."""
+    return {name: (learner.layout.column_network == index).nonzero().view(-1)
+            for index, name in enumerate(learner.spec)}
+
+
 class FrozenNetworks:
     """Holds every network of a REINFORCE learner except `learning` at its weights when made: `restore` writes
     them back (after each update; the optimizer's moments for them are left as they are)."""
 
     def __init__(self, learner, learning: list[str]):
-        names = list(learner.spec)
-        unknown = sorted(set(learning) - set(names))
+        columns = network_columns(learner)
+        unknown = sorted(set(learning) - set(columns))
         if unknown:
-            raise ValueError(f"--learn: no network named {unknown} in this learner (its networks: {names})")
-        columns = [torch.arange(low, high) for name, ranges in zip(names, learner.layout.network_ranges)
-                   if name not in learning for low, high in ranges]
-        self.columns = torch.cat(columns) if columns else torch.zeros(0, dtype=torch.long)
+            raise ValueError(f"--learn: no network named {unknown} in this learner (its networks: {list(columns)})")
+        held = [part for name, part in columns.items() if name not in learning]
+        self.columns = torch.cat(held) if held else torch.zeros(0, dtype=torch.long)  # (all learning: none held)
         self.weights = learner.flat_params[:, self.columns].clone()
 
     def restore(self, learner) -> None:
@@ -226,9 +231,7 @@ def run(seed: int, args) -> dict:
     recording.close()
     snr = None
     if args.gradient_snr and grads:
-        columns = {name: torch.cat([torch.arange(low, high) for low, high in ranges])
-                   for name, ranges in zip(learner.spec, learner.layout.network_ranges)}
-        snr = gradient_snr(torch.stack(grads), columns)
+        snr = gradient_snr(torch.stack(grads), network_columns(learner))
         print(json.dumps({"seed": seed, "gradient_snr": {key: round(v, 4) for key, v in snr.items()}}), flush=True)
     return {"seed": seed, "learner": args.learner, "num_agents": args.num_agents, "max_age": args.max_age,
             "imitate_steps": args.imitate_steps,
