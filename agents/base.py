@@ -13,6 +13,10 @@ agent. The loop is
 
 A slot whose agent died is reused by the newborn that `on_births` announces; the name is never reused
 (the env's `agent_<k>` ids live in `out.acting_ids` and `economy.state.agent_ids`).
+
+A learner may also offer `driving_actions(actions) -> Actions`: what a *learning* step hands the economy in
+place of its own actions (a reference's warm start, agents.reference). The scripts' loops go through
+`executed_actions` when they learn; frozen rollouts execute the learner's own actions.
 """
 from __future__ import annotations
 
@@ -44,6 +48,13 @@ class Learner(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
+
+
+def executed_actions(learner, actions: Actions) -> Actions:
+    """The actions a learning step executes: ``actions`` (from ``learner.act``), or the ones the learner's
+    optional `driving_actions` returns for them."""
+    drive = getattr(learner, "driving_actions", None)
+    return actions if drive is None else drive(actions)
 
 
 class NonFiniteLossError(ValueError):

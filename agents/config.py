@@ -22,6 +22,7 @@ from homoecon_env.validation import check_float, check_int
 INHERITANCE_MODES = ("genetic", "cultural", "none")  # docs/design.md section 9
 LEARNER_DTYPES = ("float32", "float64")  # LearnerConfig.dtype: the learners' parameters, optimizer state, activations
 LLM_BACKENDS = ("http", "transformers")  # docs/design.md section 12 (agents.llm_backends)
+REFERENCE_POLICIES = ("none", "scripted", "scripted_chain")  # LearnerConfig.reference (agents.reference.REFERENCES)
 
 
 def check_device_name(device) -> None:
@@ -97,6 +98,20 @@ class LearnerConfig:
     dtype: Literal["float32", "float64"] = _param(
         "float32", "float type of those learners' parameters, optimizer state, window and activations (float64: "
                    "results equal across devices within rounding)")
+    # REINFORCE beside a hand-written reference policy (agents.reference; docs/design.md section 9)
+    reference: Literal["none", "scripted", "scripted_chain"] = _param(
+        "none", "reinforce and uniform_attention: a hand-written policy to learn beside (agents.reference): "
+                "scripted (the season heuristic) or scripted_chain (the supply-chain plan, roles by public id); "
+                "none learns alone")
+    reference_steps: int = _param(
+        0, "with a reference: the warm start, the learner's first steps, in which the reference acts and the "
+           "update clones it (advantage 1 on its actions)")
+    reference_coef: float = _param(
+        0.0, "with a reference: lambda, the weight of each agent's cloning loss on the reference's actions beside "
+             "its REINFORCE loss after the warm start (0: none)")
+    reference_rows: int = _param(
+        0, "with a reference: each agent also clones it on this many other agents' windows per update, so that "
+           "every network learns the reference's whole map (what a newborn inherits); at most 8,192 agents")
     # PPO only (agents.ppo); the other learners ignore these
     clip_epsilon: float = _param(0.2, "PPO: clip range of the probability ratio in the surrogate objective")
     gae_lambda: float = _param(0.95, "PPO: lambda of generalized advantage estimation (0: one-step TD, 1: returns)")
@@ -138,6 +153,19 @@ class LearnerConfig:
         check_int("ppo_epochs", self.ppo_epochs, 1)
         if self.inheritance not in INHERITANCE_MODES:
             raise ValueError(f"inheritance must be one of {', '.join(INHERITANCE_MODES)}, got {self.inheritance!r}")
+        if self.reference not in REFERENCE_POLICIES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCE_POLICIES)}, got {self.reference!r}")
+        check_int("reference_steps", self.reference_steps, 0)
+        check_float("reference_coef", self.reference_coef, 0.0, math.inf)
+        check_int("reference_rows", self.reference_rows, 0)
+        if self.reference == "none":
+            for name in ("reference_steps", "reference_coef", "reference_rows"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} is {getattr(self, name)!r} but reference is 'none': name the reference "
+                                     f"policy ({', '.join(REFERENCE_POLICIES[1:])}) or set {name} to 0")
+        elif not (self.reference_steps or self.reference_coef):
+            raise ValueError(f"reference is {self.reference!r} but reference_steps and reference_coef are both 0: "
+                             "give a warm start, an anchor or both")
         check_float("learning_rate", self.learning_rate, 0.0, math.inf, low_open=True)
         check_float("adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
         check_float("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)

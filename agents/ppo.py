@@ -101,6 +101,7 @@ class PPOLearner(ReinforceLearner):
 
     season_double_angle = True  # read the season as the production cycle's phase (module docstring)
     compact_window = False  # the update reads the whole window at once (`rollout_batch`)
+    supports_reference = False  # its clipped update has no cloning term (LearnerConfig.reference is refused)
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None):
         super().__init__(economy_config, learner_config, uniform_attention=False)

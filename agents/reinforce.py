@@ -93,6 +93,7 @@ from agents.networks import (
 )
 from agents.optim import BatchedAdam, clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE, advantages, discount_matrix, policy_gradient, reinforce_loss
+from agents.reference import ReferenceAnchor
 from agents.spatial import NUM_MOVES
 from agents.spatial import self_dims as spatial_self_dims
 from agents.window import RolloutWindow
@@ -154,6 +155,8 @@ class ReinforceLearner:
     # packing would cost about 40 us an act at 50 agents (an eighth of it). True forces it (tests); False
     # returns them on the learner's device, and the economy moves each
     pack_actions: Optional[bool] = None
+    # LearnerConfig.reference works through REINFORCE's update (`agents.reference`); a subclass with its own sets False
+    supports_reference = True
 
     def __init__(self, economy_config: EconomyConfig, learner_config: Optional[LearnerConfig] = None,
                  uniform_attention: bool = False):
@@ -226,6 +229,13 @@ class ReinforceLearner:
                                     peer_table=self._compact, keep_hidden=not self._compact,
                                     mean_context=self.mean_context, dtype=self.dtype, device=self.device)
         self._t = 0  # steps stored in the current window
+        # LearnerConfig.reference: a warm start cloning a hand-written policy, then an anchor towards it
+        self.reference = None
+        if self.config.reference != "none":
+            if not self.supports_reference:
+                raise ValueError(f"reference: {self.config.reference!r} is for the REINFORCE learners (reinforce, "
+                                 f"uniform_attention), not {type(self).__name__}; use reference='none'")
+            self.reference = ReferenceAnchor(self)
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
         self.deterministic = False
@@ -374,6 +384,8 @@ class ReinforceLearner:
             job = (cumulative[:, :j - 1] < uniform).sum(dim=1)  # the first J - 1 entries: never past J - 1
             move = sample_tokens(out[:, None, j:j + m], self.generator).view(n) if m else None  # the job's draw
         job_slot.copy_(job)
+        if self.reference is not None:  # what the reference would do here, for the update (agents.reference)
+            self.reference.record(self._t, observation)
         if m:
             self.window.move_slots[self._t].copy_(move)
         if self.message_length:  # symbolic: L tokens, each an inverse-CDF draw from its V logits
@@ -390,6 +402,13 @@ class ReinforceLearner:
         # as they are: on the CPU (else the economy moves each, `homoecon_env.core.actions.as_array`)
         return Actions(broadcast=broadcast, job=job, effort=squashed[:, 0], trade_weights=trade_weights,
                        consume=squashed[:, 1:], move=move)
+
+    def driving_actions(self, actions: Actions) -> Actions:
+        """What a learning step executes (`agents.base.executed_actions`): in the reference's warm start the
+        reference's actions, which the update then clones (`agents.reference`); else `actions`, the learner's own."""
+        if self.reference is not None and bool(self.reference.warm[self._t]):
+            return self.reference.actions
+        return actions
 
     def _actions_to_cpu(self, broadcast: torch.Tensor, job: torch.Tensor, squashed: torch.Tensor,
                         trade_weights: torch.Tensor, move: Optional[torch.Tensor]) -> Actions:
@@ -416,6 +435,8 @@ class ReinforceLearner:
     def update(self, step: StepOutput) -> dict:
         """Record the step's rewards and deaths; at the end of a window or on truncation, learn."""
         t = self._t
+        if self.reference is not None:
+            self.reference.steps += 1
         self.window.rewards[t].copy_(step.reward)
         # a dead agent's window trains nothing (its parameters are discarded): its slot starts afresh
         self.window.window_start.masked_fill_((step.death_cause != ALIVE).to(self.device), t + 1)
@@ -472,6 +493,7 @@ class ReinforceLearner:
             "window_step": self._t,
             "generator": self.generator.get_state(),
             "last_attention": self.last_attention,
+            **({"reference": self.reference.state_dict(self._t)} if self.reference is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -504,6 +526,8 @@ class ReinforceLearner:
             self._act_forward(step)
         self.generator.set_state(state["generator"])
         self.last_attention = state["last_attention"].to(self.device, copy=True)
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])
 
     # -- learning ----------------------------------------------------------------------------
     def _clear_window(self) -> None:
@@ -527,6 +551,8 @@ class ReinforceLearner:
                                                         self.baseline, self.baseline_updates, decay,
                                                         self.config.horizon_baseline)
         advantage = advantage.to(self.dtype)  # [N, T]
+        if self.reference is not None:  # the warm start's steps only clone the reference (agents.reference)
+            advantage = torch.where(self.reference.warm[:t], 0.0, advantage)
         n, rows = self.num_slots, self.update_rows
         floats = {"dtype": self.dtype, "device": self.device}
         loss, entropy, norms = torch.empty(n, **floats), torch.empty(n, t, **floats), torch.empty(n, **floats)
@@ -539,6 +565,11 @@ class ReinforceLearner:
             window_block = window if whole else self._window_block(window, block, blocks)
             grad = self._learn_block(window_block, blocks, advantage[block], valid[block], counts[block],
                                      loss[block], entropy[block], norms[block])
+            if self.reference is not None:  # the pull towards the reference (agents.reference)
+                anchor = self.reference.gradient(self, window_block, blocks, block, valid[block], counts[block], grad)
+                if anchor is not None:
+                    grad += anchor
+                    torch.linalg.vector_norm(grad, dim=1, out=norms[block])
             if not bool(torch.isfinite(loss[block] + norms[block]).all()):
                 done = "no weight was changed" if start == 0 else \
                     f"the agents in slots below {start} took this update, no other weight was changed"

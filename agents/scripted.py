@@ -142,14 +142,22 @@ class ChainScriptedLearner(ScriptedLearner):
     Nothing is learned or remembered, so frozen and learning evaluations act alike. On economies whose
     jobs need no inputs every job is a raw job and the plan splits the slots over them by ``taste_scale``.
 
+    ``roles="id"`` cuts the same blocks along the first public id coordinate (uniform on [-1, 1]) instead of
+    the slot: an agent's job is then a function of what it observes, which a network can learn, and a
+    newborn's job follows from its own id (`agents.reference` clones this one).
+
     Why a plan and not prices: a version that picked, each step, the job adding most value at the last
     market prices (given its held inputs) herded: every agent saw the same prices and moved to the same
     job, and on `supply_chain` fewer than 0.2 final goods a step were made (docs/design.md section 9).
     """
 
-    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION):
+    def __init__(self, economy_config: EconomyConfig, learner_config=None, eat_fraction: float = DEFAULT_EAT_FRACTION,
+                 roles: str = "slot"):
         from homoecon_env.diagnostics import supply_chain
         super().__init__(economy_config, learner_config, eat_fraction)
+        if roles not in ("slot", "id"):
+            raise ValueError(f"roles must be 'slot' or 'id', got {roles!r}")
+        self.roles = roles
         jobs = JobTable.from_config(economy_config)
         layers = supply_chain.good_layers(jobs.output, jobs.inputs)
         final = supply_chain.final_goods(jobs.output, jobs.inputs)
@@ -160,10 +168,16 @@ class ChainScriptedLearner(ScriptedLearner):
         self.slot_job = torch.from_numpy(supply_chain.plan_assignment(self.plan, economy_config.num_agents))  # [N]
         recipe_total = self.job_inputs.sum(dim=1, keepdim=True)  # [J, 1]
         self.input_shares = self.job_inputs / recipe_total.clamp(min=1e-30)  # [J, R], rows sum to 1 or 0
+        self.cumulative_plan = torch.tensor(np.cumsum(self.plan), dtype=torch.float32)  # [J] block ends on [0, 1]
+        self.id_column = 2 * economy_config.num_resources + 2 + economy_config.message_width  # own id_vectors[:, 0]
 
     def act(self, observation: Observation) -> Actions:
         actions = super().act(observation)  # checks the observation; tastes, effort, broadcast as the plain one
-        job = self.slot_job[:actions.job.shape[0]]
+        if self.roles == "id":
+            position = (observation.self_features[:, self.id_column].float() + 1) / 2
+            job = torch.searchsorted(self.cumulative_plan, position.contiguous()).clamp_(max=len(self.plan) - 1)
+        else:
+            job = self.slot_job[:actions.job.shape[0]]
         inputs = self.input_shares[job]  # [N, R]
         return Actions(broadcast=actions.broadcast, job=job.clone(), effort=actions.effort,
                        trade_weights=actions.trade_weights + inputs,

@@ -5,9 +5,10 @@
 Trained from scratch, REINFORCE on `supply_chain` ends in the raw layer (docs/design.md section 9). This
 asks the converse: start the learners on the plan and see whether learning keeps it.
 
-Phase 1, imitation: the plan (`RoleByIdPlan`: `scripted_chain`'s plan with roles cut by each agent's public
-id rather than its slot, so that a network can see its role) drives the economy. The learner acts too, so
-its window holds its inputs, but the window is given the plan's actions as pre-images (`plan_pre_images`)
+Phase 1, imitation: the plan (`scripted_chain`'s with roles cut by each agent's public id rather than its
+slot, `ChainScriptedLearner(roles="id")`, so that a network can see its role) drives the economy. The learner
+acts too, so its window holds its inputs, but the window is given the plan's actions as pre-images
+(`agents.reference.reference_pre_images`)
 and every valid step the advantage 1: REINFORCE's update is then behaviour cloning's gradient,
 d log pi(the plan's action) / d theta, with the learner's own clipping, optimizer and entropy bonus. This
 swaps `agents.reinforce.advantages` for the phase (a diagnostic, not a learner option). With `--learner ppo`
@@ -43,52 +44,14 @@ import agents.ppo as ppo_module
 import agents.reinforce as reinforce_module
 from agents import make_learner
 from agents.config import LearnerConfig
+from agents.reference import reference_pre_images
 from agents.scripted import ChainScriptedLearner
-from homoecon_env.core import Actions, Economy
+from homoecon_env.core import Economy
 from homoecon_env.core.production import JobTable
 from homoecon_env.diagnostics import supply_chain
 from homoecon_env.scenarios import SCENARIOS
 
-EFFORT_CLIP = 0.02  # the plan's effort 1 is imitated as sigmoid(u) = 0.98: a finite pre-image
-SHARE_CLIP = 1e-3  # trade shares and eaten fractions are imitated within [1e-3, 1 - 1e-3]
 NETWORKS = ("social_filter_net", "broadcast_net", "production_net", "trading_net", "consumption_net")  # REINFORCE's
-
-
-class RoleByIdPlan(ChainScriptedLearner):
-    """`scripted_chain` with the plan's roles cut by the first public id coordinate (uniform on [-1, 1])
-    instead of the slot: an agent's role is then a function of what it observes, which a network can learn,
-    and a newborn gets its own role from its own id."""
-
-    def __init__(self, economy_config):
-        super().__init__(economy_config)
-        c = economy_config
-        self.id_column = 2 * c.num_resources + 2 + c.message_width  # homoecon_env.core.observe's own layout
-        self.cumulative_plan = torch.tensor(np.cumsum(self.plan), dtype=torch.float32)
-
-    def act(self, observation) -> Actions:
-        position = ((observation.self_features[:, self.id_column] + 1) / 2).contiguous()
-        self.slot_job = torch.searchsorted(self.cumulative_plan, position).clamp(max=len(self.plan) - 1)
-        return super().act(observation)
-
-
-def plan_pre_images(learner, actions: Actions) -> torch.Tensor:
-    """[N, G] the learner's Gaussian pre-images whose squashing gives `actions` (clipped to finite values):
-    atanh of the broadcast, logit of effort and of the eaten fractions, and log(w_k / w_R) of the trade
-    shares (the last logit is fixed at 0)."""
-    def logit(x, clip):
-        x = x.clamp(clip, 1 - clip)
-        return torch.log(x) - torch.log1p(-x)
-
-    weights = actions.trade_weights / actions.trade_weights.sum(dim=1, keepdim=True)
-    weights = weights.clamp(min=SHARE_CLIP)
-    parts = {"broadcast": torch.atanh(actions.broadcast.clamp(-1 + SHARE_CLIP, 1 - SHARE_CLIP)),
-             "effort": logit(actions.effort.unsqueeze(1), EFFORT_CLIP),
-             "consume": logit(actions.consume, SHARE_CLIP),
-             "trade_weights": torch.log(weights[:, :-1]) - torch.log(weights[:, -1:])}
-    pre_image = torch.empty(actions.job.shape[0], learner.gaussian_dim)
-    for head, (start, stop) in learner.head_slices.items():
-        pre_image[:, start:stop] = parts[head]
-    return pre_image
 
 
 @contextlib.contextmanager
@@ -175,7 +138,7 @@ def run(seed: int, args) -> dict:
     bonus = {} if args.entropy_coef is None else {"entropy_coef": args.entropy_coef,
                                                    "ppo_entropy_coef": args.entropy_coef}
     learner = make_learner(args.learner, config, LearnerConfig(seed=seed, **bonus))
-    plan = RoleByIdPlan(config)
+    plan = ChainScriptedLearner(config, roles="id")
     jobs = JobTable.from_config(config)
     layer = supply_chain.job_layers(jobs.output, jobs.inputs)  # [J] 0 raw, 1 intermediate, 2 final
     final = np.flatnonzero(supply_chain.final_goods(jobs.output, jobs.inputs))
@@ -195,7 +158,8 @@ def run(seed: int, args) -> dict:
         own = learner.act(observation)
         planned = plan.act(observation)
         if imitating:
-            learner.window.buffer["pre_image"][:, slot] = plan_pre_images(learner, planned)
+            learner.window.buffer["pre_image"][:, slot] = reference_pre_images(planned, learner.head_slices,
+                                                                               learner.gaussian_dim)
             learner.window.buffer["job"][:, slot] = planned.job
         actions = planned if imitating else own
         out = economy.step(actions)

@@ -7,7 +7,9 @@ a bad value ends with one parser-style line naming the flag and exit code 2::
     train.py: error: argument --num-agents: num_agents must be an int >= 1, got -3
 
 `--scenario NAME` (homoecon_env.scenarios) picks the economy's base: the flags are parsed once to find
-it, then again with its economy as the economy flags' defaults, so only the flags given override it.
+it, then again with its economy as the economy flags' defaults, so only the flags given override it; the
+learner flags default likewise to the scenario's training settings (`homoecon_lab.settings.SCENARIO_TRAINING`:
+supply_chain's learners start as apprentices of its plan; `--reference none` trains them from scratch).
 
 `--resume DIR` reads the run's config.json (strictly) and parses the flags again with its values as
 defaults: a flag that changes anything but --steps, --checkpoint-every, --log-every or
@@ -34,7 +36,16 @@ from agents.config import LearnerConfig, learner_device
 from homoecon_env.config import EconomyConfig, Job
 from homoecon_env.scenarios import SCENARIOS, scenario_config
 from homoecon_lab import rundir
-from homoecon_lab.settings import FLAG_NAMES, RESUMABLE, RunArgs, Settings, flag, read_run_config, shallow_fields
+from homoecon_lab.settings import (
+    FLAG_NAMES,
+    RESUMABLE,
+    RunArgs,
+    Settings,
+    flag,
+    read_run_config,
+    scenario_training,
+    shallow_fields,
+)
 from homoecon_lab.training import complete_run_settings
 
 _JOBS_DEFAULT = next(f for f in dataclasses.fields(EconomyConfig) if f.name == "jobs").default_factory
@@ -143,8 +154,10 @@ def _with_scenario_defaults(argv, description: str) -> TrainFlags:
     if first.run.resume is not None:
         return first
     base = _build("train.py", lambda: scenario_config(first.run.scenario), ["scenario"], "run")
+    given = "--reference" in argv or any(arg.startswith("--reference=") for arg in argv)
+    training = scenario_training(first.run.scenario, first.run.learner, first.learner.reference if given else None)
     return _parse(argv, description, default=TrainFlags(_RunFlags(), _EconomyFlags(**shallow_fields(base)),
-                                                        _LearnerFlags()))
+                                                        _LearnerFlags(**training)))
 
 
 def parse_train_args(argv=None, description: str = "Train learners in the HomoEcon economy.") -> Settings:

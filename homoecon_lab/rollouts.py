@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from agents import LearnerConfig, make_learner, resolve_learner
+from agents.base import executed_actions
 from agents.checkpoint import load_checkpoint
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Economy, production
@@ -270,6 +271,7 @@ def _guarded_step(task: Task, phase: str, t: int, learner, economy: Economy, obs
     naming the task, the phase and the step."""
     try:
         actions = learner.act(observation)
+        actions = executed_actions(learner, actions) if learn else actions  # (a reference's warm start)
         out = economy.step(actions)
         updated = bool(learner.update(out)) if learn else False
     except ValueError as error:  # NonFiniteLossError included

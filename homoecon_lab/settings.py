@@ -35,8 +35,29 @@ FIELDS_ADDED = {
                 "llm_backend", "llm_base_url", "llm_model", "llm_max_tokens", "llm_temperature", "llm_timeout_s",
                 "llm_concurrency", "llm_memory", "llm_peers_shown", "mix",
                 # learners on a GPU (issue 19): an older run's learner ran on the CPU in float32
-                "device", "dtype"),
+                "device", "dtype",
+                # learning beside a reference policy (issue 16, agents.reference): an older run had none
+                "reference", "reference_steps", "reference_coef", "reference_rows"),
 }
+# What `train.py --scenario NAME` trains the learners that take a reference with (`reinforce`,
+# `uniform_attention`), under the flags given (docs/design.md section 9): on supply_chain they start as
+# apprentices of the plan (agents.reference), since from scratch they never find the chain, with inherited
+# optimizer state and little mutation, so that a lineage's networks keep what its lives of 10 steps learnt.
+# `--reference none` trains them from scratch.
+SCENARIO_TRAINING = {"supply_chain": {"reference": "scripted_chain", "reference_steps": 4000, "reference_coef": 0.3,
+                                      "reference_rows": 8, "inherit_optimizer": True, "param_mutation": 0.001}}
+REFERENCE_FIELDS = ("reference", "reference_steps", "reference_coef", "reference_rows")
+
+
+def scenario_training(scenario: str, learner: str, reference_given: Optional[str] = None) -> dict:
+    """The LearnerConfig fields `train.py --scenario` defaults to for ``learner`` (SCENARIO_TRAINING; {} for a
+    learner that takes no reference). ``reference_given`` "none" (--reference none) drops the reference's."""
+    if learner not in ("reinforce", "uniform_attention"):
+        return {}
+    settings = dict(SCENARIO_TRAINING.get(scenario, {}))
+    if reference_given == "none":
+        settings = {key: value for key, value in settings.items() if key not in REFERENCE_FIELDS}
+    return settings
 # Fields whose flag is not --<field name> (LearnerConfig.dtype would read as the economy's; it is the learner's)
 FLAG_NAMES = {"dtype": "--learner-dtype"}
 

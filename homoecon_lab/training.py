@@ -27,7 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents import make_learner
-from agents.base import Learner, NonFiniteLossError
+from agents.base import Learner, NonFiniteLossError, executed_actions
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from homoecon_env.core import Economy
 from homoecon_env.diagnostics import plots
@@ -177,7 +177,7 @@ def _train(settings: Settings, learner: Optional[Learner]) -> str:
                     episode += 1
                     observation = economy.reset(seed=episode_seed(args.seed, episode))
                 try:
-                    actions = learner.act(observation)
+                    actions = executed_actions(learner, learner.act(observation))  # (a reference's warm start)
                 except NonFiniteLossError as error:
                     raise NonFiniteLossError(f"step {step + 1}: {error}; last good checkpoint kept: {kept()}") \
                         from error
