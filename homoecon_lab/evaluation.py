@@ -79,7 +79,8 @@ class Args:
     and positive_control"""
     ablation_train_steps: Optional[int] = None
     """steps each ablation arm trains from fresh networks, per seed; default 500, on private_signals 50,000
-    (its learners need that long to find the scouts)"""
+    (its learners need that long to find the scouts), plus a run's reference warm start (--reference-steps,
+    agents.reference: 4,000 for a supply_chain run of train.py's defaults)"""
     ablation_steps: Optional[int] = None
     """frozen evaluation steps per ablation arm and seed, on a held-out economy seed; default 100, on
     private_signals 200"""
@@ -244,7 +245,7 @@ def evaluate(args: Args) -> dict:
     check_args(args)
     start = time.perf_counter()
     source = load_source(args)
-    args = with_defaults(args, source.scenario)
+    args = with_defaults(args, source.scenario, source.learner_config.reference_steps)
     config = source.economy
     os.makedirs(args.out, exist_ok=True)
 

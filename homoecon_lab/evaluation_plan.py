@@ -50,10 +50,13 @@ SCENARIO_ABLATION_DEFAULTS = {"private_signals": {"ablation_train_steps": 50_000
                                                   "ablations": ("social_filter", "positive_control")}}
 
 
-def with_defaults(args: Args, scenario: Optional[str]) -> Args:
+def with_defaults(args: Args, scenario: Optional[str], warm_start: int = 0) -> Args:
     """``args`` with every unset ablation setting given its default for ``scenario`` (ABLATION_DEFAULTS,
-    SCENARIO_ABLATION_DEFAULTS); settings given stay."""
+    SCENARIO_ABLATION_DEFAULTS); settings given stay. ``warm_start``: the evaluated learner's reference warm
+    start (`LearnerConfig.reference_steps`), which an arm's default training adds to its steps, so that every
+    arm learns past it as long as other arms learn at all."""
     defaults = {**ABLATION_DEFAULTS, **SCENARIO_ABLATION_DEFAULTS.get(scenario or "", {})}
+    defaults["ablation_train_steps"] += warm_start
     return dataclasses.replace(args, **{key: value for key, value in defaults.items() if getattr(args, key) is None})
 
 
@@ -69,7 +72,7 @@ def plan_tasks(args: Args, source: Source) -> tuple[list[Task], dict[str, tuple]
 
     Returns the tasks and, for every ablation arm, the key stem of its tasks (key + (seed index,)).
     """
-    args = with_defaults(args, source.scenario)
+    args = with_defaults(args, source.scenario, source.learner_config.reference_steps)
     trained = "run" if source.run_dir else source.learner_name
     tasks = [Task(key=("main", k), economy=source.economy, learner=trained,
                   learner_config=dataclasses.replace(source.learner_config, seed=args.seed + k),

@@ -366,3 +366,6 @@ def test_unset_ablation_settings_take_the_scenarios_defaults_and_given_ones_stay
     assert seed.ablations == ("social_filter", "tastes", "policy", "positive_control", "inheritance")
     given = with_defaults(Args(ablation_train_steps=7, ablations=("tastes",)), "private_signals")
     assert (given.ablation_train_steps, given.ablation_steps, given.ablations) == (7, 200, ("tastes",))
+    # a learner with a reference warm start (agents.reference) trains its arms past it; a given setting stays
+    assert with_defaults(Args(), "supply_chain", warm_start=4000).ablation_train_steps == 4500
+    assert with_defaults(Args(ablation_train_steps=7), "supply_chain", warm_start=4000).ablation_train_steps == 7
