@@ -172,7 +172,10 @@ class ReferenceAnchor:
         return {"steps": self.steps, "pre_image": self.pre_image[:, :t].cpu().clone(),
                 "job": self.job[:, :t].cpu().clone(), "warm": self.warm[:t].cpu().clone()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state) -> None:
+        if not isinstance(state, dict) or set(state) != {"steps", "pre_image", "job", "warm"}:
+            raise ValueError("learner state has no reference entry of this learner's kind (steps, pre_image, job, "
+                             "warm): it was saved by a learner without LearnerConfig.reference")
         t = state["job"].shape[1]
         self.steps = int(state["steps"])
         self.pre_image[:, :t].copy_(state["pre_image"])

@@ -527,7 +527,7 @@ class ReinforceLearner:
         self.generator.set_state(state["generator"])
         self.last_attention = state["last_attention"].to(self.device, copy=True)
         if self.reference is not None:
-            self.reference.load_state_dict(state["reference"])
+            self.reference.load_state_dict(state.get("reference"))
 
     # -- learning ----------------------------------------------------------------------------
     def _clear_window(self) -> None:

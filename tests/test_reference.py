@@ -13,8 +13,8 @@ from torch.distributions import Categorical, Normal
 
 from agents import make_learner
 from agents.base import executed_actions
-from agents.config import LearnerConfig
-from agents.reference import reference_pre_images
+from agents.config import REFERENCE_POLICIES, LearnerConfig
+from agents.reference import REFERENCES, reference_pre_images
 from agents.reinforce import ReinforceLearner
 from agents.scripted import ChainScriptedLearner, ScriptedLearner
 from homoecon_env.core import Economy
@@ -35,6 +35,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_config_refuses_reference_settings_naming_the_field(options, named):
     with pytest.raises(ValueError, match=named):
         LearnerConfig(**options)
+
+
+def test_the_config_names_exactly_the_reference_policies_there_are():
+    assert REFERENCE_POLICIES == ("none", *REFERENCES)
+    config = scenario_config("supply_chain", num_agents=6)
+    for name in REFERENCES:  # each builds on the economy and acts
+        assert REFERENCES[name](config).act(Economy(config).reset(0)).job.shape == (6,)
+
+
+def test_a_state_without_the_reference_is_refused_naming_it():
+    config = with_resources(2, num_agents=4)
+    plain = make_learner("reinforce", config)
+    anchored = make_learner("reinforce", config, LearnerConfig(reference="scripted", reference_coef=0.1))
+    with pytest.raises(ValueError, match="reference"):
+        anchored.load_state_dict(plain.state_dict())
 
 
 def test_learners_and_economies_a_reference_cannot_serve_are_refused_by_name(monkeypatch):
