@@ -47,9 +47,11 @@ def train(arm: str, seed: int, steps: int, log_every: int, runs_dir: str) -> dic
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
-    events = EventAccumulator(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))[0], size_guidance={"scalars": 0})
+    events = EventAccumulator(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))[0],
+                              size_guidance={"scalars": 0})
     events.Reload()
-    made = [np.array([point.value for point in events.Scalars(f"economy/produced/{good}")]) for good in final_good_names()]
+    made = [np.array([point.value for point in events.Scalars(f"economy/produced/{good}")])
+            for good in final_good_names()]
     rewards = events.Scalars("reward/mean")
     with open(os.path.join(run_dir, "config.json")) as handle:
         learner = json.load(handle)["learner"]
@@ -83,7 +85,8 @@ def plot(rows: list[dict], path: str) -> None:
             axis.text(warm, axis.get_ylim()[1] * 0.95, " warm start ends", color="grey", va="top")
         axis.set(xlabel="training step", ylabel=label)
         axis.legend(fontsize=8)
-    figure.suptitle("python train.py --scenario supply_chain: apprentices of the plan vs from scratch (band: seeds' range)")
+    figure.suptitle("python train.py --scenario supply_chain: apprentices of the plan vs from scratch "
+                    "(band: seeds' range)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
