@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,12 +39,13 @@ def final_good_names() -> list[str]:
     return [config.resources[g] for g in np.flatnonzero(supply_chain.final_goods(jobs.output, jobs.inputs))]
 
 
-def train(arm: str, seed: int, steps: int, log_every: int, runs_dir: str) -> dict:
-    """One train.py run of `arm`; its final goods made per step and mean reward at every log point."""
+def train(arm: str, seed: int, steps: int, log_every: int, runs_dir: str, extra: str = "") -> dict:
+    """One train.py run of `arm` (with the `extra` train.py flags); its final goods made per step and mean
+    reward at every log point."""
     run_dir = os.path.join(runs_dir, f"{arm.replace(' ', '_')}_{seed}")
     command = [sys.executable, os.path.join(ROOT, "train.py"), "--scenario", "supply_chain", "--seed", str(seed),
                "--steps", str(steps), "--log-every", str(log_every), "--dashboard-every", "0", "--run-dir", run_dir,
-               *ARMS[arm]]
+               *ARMS[arm], *shlex.split(extra)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
@@ -55,7 +57,7 @@ def train(arm: str, seed: int, steps: int, log_every: int, runs_dir: str) -> dic
     rewards = events.Scalars("reward/mean")
     with open(os.path.join(run_dir, "config.json")) as handle:
         learner = json.load(handle)["learner"]
-    return {"arm": arm, "seed": seed, "steps": [point.step for point in rewards],
+    return {"arm": arm + (f" {extra}" if extra else ""), "seed": seed, "steps": [point.step for point in rewards],
             "final_made": [round(float(v), 4) for v in sum(made)],
             "reward": [round(point.value, 5) for point in rewards],
             "reference": learner["reference"], "reference_steps": learner["reference_steps"]}
@@ -68,7 +70,7 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for arm in ARMS:
+    for arm in dict.fromkeys(row["arm"] for row in rows):  # (in the order first run)
         runs = [row for row in rows if row["arm"] == arm]
         if not runs:
             continue
@@ -82,9 +84,9 @@ def plot(rows: list[dict], path: str) -> None:
     for axis, label in zip(axes, ("final goods made per step", "mean reward per agent-step")):
         if warm:
             axis.axvline(warm, color="grey", linestyle=":")
-            axis.text(warm, axis.get_ylim()[1] * 0.95, " warm start ends", color="grey", va="top")
+            axis.text(warm, axis.get_ylim()[1] * 0.5, " warm start ends", color="grey", va="top")
         axis.set(xlabel="training step", ylabel=label)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=8, loc="upper right")
     figure.suptitle("python train.py --scenario supply_chain: apprentices of the plan vs from scratch "
                     "(band: seeds' range)")
     figure.tight_layout()
@@ -98,6 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--extra", default="", help="more train.py flags for every run, e.g. '--learning-rate 0.003' "
+                        "(named in the arm's label)")
     parser.add_argument("--workers", type=int, default=2, help="train.py runs at once")
     parser.add_argument("--runs-dir", default=None, help="where the runs go (default: a temporary folder)")
     parser.add_argument("--out", default="benchmarks/results/chain_training.jsonl", help="JSON lines, appended")
@@ -109,7 +113,7 @@ def main(argv=None) -> int:
         runs_dir = args.runs_dir or scratch
         jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
         with ThreadPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(lambda job: train(*job, args.steps, args.log_every, runs_dir), jobs))
+            rows = list(pool.map(lambda job: train(*job, args.steps, args.log_every, runs_dir, args.extra), jobs))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "a") as handle:
         for row in rows:
