@@ -110,7 +110,8 @@ class LearnerConfig:
         0.0, "with a reference: lambda, the weight of each agent's cloning loss on the reference's actions beside "
              "its REINFORCE loss after the warm start (0: none)")
     reference_rows: int = _param(
-        0, "with a reference: each agent also clones it on this many other agents' windows per update, so that "
+        0, "with a reference: each agent also clones it on this many windows of the population per update (a "
+           "random permutation of the slots each), so that "
            "every network learns the reference's whole map (what a newborn inherits); at most 8,192 agents")
     # PPO only (agents.ppo); the other learners ignore these
     clip_epsilon: float = _param(0.2, "PPO: clip range of the probability ratio in the surrogate objective")

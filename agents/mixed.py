@@ -110,6 +110,9 @@ class MixedLearner:
         if config.inheritance == "cultural":
             raise ValueError("inheritance 'cultural' is not supported by the mixed learner (teachers would be "
                              "drawn across groups); use genetic or none")
+        if config.reference != "none":
+            raise ValueError(f"reference {config.reference!r} is not supported by the mixed learner (a warm start "
+                             "would drive only some groups' slots); use reference none")
         mix = parse_mix(config.mix)
         self.groups = [name for name, _ in mix]
         sizes = group_sizes([fraction for _, fraction in mix], economy_config.num_agents, allow_empty=True)

@@ -162,6 +162,15 @@ def relu_hidden(items: torch.Tensor, shared: torch.Tensor, weight: torch.Tensor)
     return torch.baddbmm(shared, items.view(n, k, -1), weight).relu_().view(n, 1, k, -1)
 
 
+def filter_hidden(own: torch.Tensor, peers: torch.Tensor, blocks: dict) -> torch.Tensor:
+    """The social filter's relu layer [N, 1, K, A] at one step, relu(W_own own + W_peer peer_k + b), from own
+    [N, 1, S], peers [N, 1, K, P] and the learner's shaped parameter views (`ReinforceLearner._shaped_blocks`,
+    or a block's rows of them): what `act` computes, a blocked update recomputes, and the reference's
+    cloning on other agents' windows computes (`agents.reference.window_forward`)."""
+    own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, 1, A]
+    return relu_hidden(peers, own_part, blocks["w_peer"])
+
+
 def relu_scores(hidden: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     """score_n . hidden[n, m, k] for hidden [N, M, K, H] (`relu_hidden` of each step) and score [N, H] -> [N, M, K]."""
     n, m, k, h = hidden.shape  # score [1, H] @ hidden^T [H, M*K] per agent: no [N, M, K, H] temporary

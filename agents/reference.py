@@ -1,7 +1,7 @@
 """Learning beside a reference policy: a warm start that clones it, then an anchor towards it (issue 16).
 
 `LearnerConfig.reference` names a hand-written policy (`REFERENCES`) and three numbers say how REINFORCE
-learns from it (docs/design.md section 9, "Learners anchored to a reference"). At every step `act` asks the
+learns from it (docs/design.md section 9, "Learners beside a reference"). At every step `act` asks the
 reference what it would do in each agent's place (`record`), and the update adds, per agent, a
 behaviour-cloning loss on those actions at the agent's states:
 
@@ -14,10 +14,11 @@ behaviour-cloning loss on those actions at the agent's states:
       loss_i = -mean_t [A_it log pi_i(a_it) + entropy_coef H_it + lambda log pi_i(a_ref_it)]
   a pull towards the reference that independent gradient noise cannot walk away from (as KL-regularised
   play towards an imitation policy keeps human conventions in multi-agent games; piKL, Jacob et al. 2022).
-- ``reference_rows`` M: each agent also clones the reference on the windows of M other agents drawn at
-  random (a permutation of the slots per row), with the same total weight as its own (1 in the warm start,
-  lambda after). A network then learns the reference's whole map from states to actions, not only its own
-  corner: with lives of 10 steps a newborn inherits a parent's networks and must play its own role.
+- ``reference_rows`` M: each agent also clones the reference on M windows of the population drawn at random
+  (one permutation of the slots per row, so now and then its own again), with the same total weight as its
+  own (1 in the warm start, lambda after). A network then learns the reference's whole map from states to
+  actions, not only its own corner: with lives of 10 steps a newborn inherits a parent's networks and must
+  play its own role.
 
 `act` always returns the learner's own actions, so a frozen or deterministic rollout shows its own policy.
 Nothing here runs without a reference: a learner without one draws and computes what it did before.
@@ -29,7 +30,7 @@ from typing import Callable
 import torch
 
 from agents.baselines import uniform_attention_weights
-from agents.networks import attention_weights, relu_hidden, relu_scores
+from agents.networks import attention_weights, filter_hidden, relu_scores
 from agents.policy_gradient import policy_gradient
 from agents.scripted import ChainScriptedLearner, ScriptedLearner
 from homoecon_env.config import EconomyConfig
@@ -47,21 +48,37 @@ REFERENCES: dict[str, Callable[[EconomyConfig], object]] = {
 }
 
 
-def reference_pre_images(actions: Actions, head_slices: dict, gaussian_dim: int) -> torch.Tensor:
-    """[N, G] the Gaussian pre-images whose squashing gives `actions` (clipped to finite values): atanh of the
-    broadcast, logit of the effort and of the eaten fractions, log(w_k / w_R) of the trade shares (the
-    learner's last trade logit is fixed at 0); `head_slices` places them in the learner's G layout."""
+def check_reference(config, economy: EconomyConfig, max_rows_agents: int) -> None:
+    """ValueError naming the field when `config.reference` cannot serve this economy: the references have no
+    tokens or moves (symbolic broadcasts, spatial worlds), and `reference_rows` needs at most
+    ``max_rows_agents`` agents (one block per update)."""
+    if config.reference == "none":
+        return
+    why = "a symbolic broadcast" if economy.symbolic else "a spatial world" if economy.spatial else None
+    if why:
+        raise ValueError(f"reference: {config.reference!r} cannot be cloned in {why} (the reference policies have "
+                         "no tokens or moves); use reference none")
+    if config.reference_rows and economy.num_agents > max_rows_agents:
+        raise ValueError(f"reference_rows: {config.reference_rows} needs at most {max_rows_agents} agents (one block "
+                         f"per update), got {economy.num_agents}; use reference_rows 0")
+
+
+def reference_pre_images(actions: Actions, head_slices: dict, gaussian_dim: int,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[N, G] the Gaussian pre-images (in ``dtype``) whose squashing gives `actions` (clipped to finite values):
+    atanh of the broadcast, logit of the effort and of the eaten fractions, log(w_k / w_R) of the trade shares
+    (the learner's last trade logit is fixed at 0); `head_slices` places them in the learner's G layout."""
     def logit(x, clip):
-        x = x.clamp(clip, 1 - clip)
+        x = x.to(dtype).clamp(clip, 1 - clip)
         return torch.log(x) - torch.log1p(-x)
 
-    weights = actions.trade_weights / actions.trade_weights.sum(dim=1, keepdim=True)
-    weights = weights.clamp(min=SHARE_CLIP)
-    parts = {"broadcast": torch.atanh(actions.broadcast.clamp(-1 + SHARE_CLIP, 1 - SHARE_CLIP)),
+    weights = actions.trade_weights.to(dtype)
+    weights = (weights / weights.sum(dim=1, keepdim=True)).clamp(min=SHARE_CLIP)
+    parts = {"broadcast": torch.atanh(actions.broadcast.to(dtype).clamp(-1 + SHARE_CLIP, 1 - SHARE_CLIP)),
              "effort": logit(actions.effort.unsqueeze(1), EFFORT_CLIP),
              "consume": logit(actions.consume, SHARE_CLIP),
              "trade_weights": torch.log(weights[:, :-1]) - torch.log(weights[:, -1:])}
-    pre_image = torch.empty(actions.job.shape[0], gaussian_dim, dtype=actions.consume.dtype)
+    pre_image = torch.empty(actions.job.shape[0], gaussian_dim, dtype=dtype)
     for head, (start, stop) in head_slices.items():
         pre_image[:, start:stop] = parts[head]
     return pre_image
@@ -78,8 +95,7 @@ def window_forward(learner, own: torch.Tensor, peers: torch.Tensor, blocked: tor
         if learner.uniform_attention:
             attention = uniform_attention_weights((~masked).to(own.dtype))
         else:
-            own_part = torch.baddbmm(blocks["bias"], mine, blocks["w_own"])  # as agents.reinforce.filter_hidden
-            step["relu"] = relu_hidden(theirs.contiguous(), own_part, blocks["w_peer"])
+            step["relu"] = filter_hidden(mine, theirs.contiguous(), blocks)
             scores = relu_scores(step["relu"], blocks["score"]).masked_fill_(masked, _MASKED_SCORE)
             attention = attention_weights(scores, masked, learner.config.attention_sink)
         parts = [mine, torch.bmm(attention, theirs.squeeze(1))]
@@ -99,13 +115,7 @@ class ReferenceAnchor:
     def __init__(self, learner):
         config, economy = learner.config, learner.economy_config
         self.config = config
-        why = ("a symbolic broadcast" if economy.symbolic else "a spatial world" if economy.spatial else None)
-        if why:
-            raise ValueError(f"reference: {config.reference!r} cannot be cloned in {why} (the reference policies "
-                             "have no tokens or moves); use reference='none'")
-        if config.reference_rows and learner.num_slots > learner.update_rows:
-            raise ValueError(f"reference_rows: {config.reference_rows} needs at most {learner.update_rows} agents "
-                             f"(one block per update), got {learner.num_slots}; use reference_rows=0")
+        check_reference(config, economy, learner.update_rows)
         self.policy = REFERENCES[config.reference](economy)
         n, t, g = learner.num_slots, config.update_every, learner.gaussian_dim
         self.head_slices, self.gaussian_dim = learner.head_slices, g
@@ -114,21 +124,25 @@ class ReferenceAnchor:
         self.warm = torch.zeros(t, dtype=torch.bool, device=learner.device)  # [T] window steps in the warm start
         self.steps = 0  # steps the learner has recorded (`update`): the warm start lasts reference_steps of them
         self.actions = None  # the reference's actions at the last `record`
+        self.warm_now = False  # whether the last `record` was a warm-start step (a Python bool: no device sync)
+        self.dtype = learner.dtype
 
     @property
     def warming(self) -> bool:
         """Whether the learner's next step is in its warm start (its update only clones the reference)."""
         return self.steps < self.config.reference_steps
 
-    def record(self, t: int, observation) -> Actions:
-        """The reference's actions on `observation` (what it would do in each agent's place); their pre-images
-        and jobs are kept as window step t, and whether that step is in the warm start."""
-        actions = self.policy.act(observation)
-        self.pre_image[:, t].copy_(reference_pre_images(actions, self.head_slices, self.gaussian_dim))
-        self.job[:, t].copy_(actions.job)
-        self.warm[t] = self.warming
-        self.actions = actions
-        return actions
+    def record(self, t: int, observation) -> None:
+        """Keep, as window step t, whether it is in the warm start and the reference's actions on `observation`
+        (what it would do in each agent's place: their pre-images and jobs); after the warm start with
+        lambda 0 nothing reads them, and the reference is not asked."""
+        self.warm_now = self.warming
+        self.warm[t] = self.warm_now
+        if not (self.warm_now or self.config.reference_coef):
+            return
+        self.actions = self.policy.act(observation)
+        self.pre_image[:, t].copy_(reference_pre_images(self.actions, self.head_slices, self.gaussian_dim, self.dtype))
+        self.job[:, t].copy_(self.actions.job)
 
     def gradient(self, learner, window: dict, blocks: dict, block: slice, valid: torch.Tensor, counts: torch.Tensor,
                  like: torch.Tensor):
@@ -137,7 +151,8 @@ class ReferenceAnchor:
         windows, every step weighted 1 / M in the warm start and lambda / M after."""
         t = valid.shape[1]
         rows = self.config.reference_rows
-        weight = torch.where(self.warm[:t], 1.0, self.config.reference_coef).to(like.dtype)  # [t]
+        weight = torch.full((t,), self.config.reference_coef, dtype=like.dtype, device=like.device)
+        weight.masked_fill_(self.warm[:t], 1.0)  # [t] (lambda in the learner's dtype, not rounded to float32)
         if not bool((weight > 0).any()):
             return None
         own = {**window, "pre_image": self.pre_image[block, :t], "job": self.job[block, :t]}
@@ -172,10 +187,18 @@ class ReferenceAnchor:
         return {"steps": self.steps, "pre_image": self.pre_image[:, :t].cpu().clone(),
                 "job": self.job[:, :t].cpu().clone(), "warm": self.warm[:t].cpu().clone()}
 
-    def load_state_dict(self, state) -> None:
+    def check_state(self, state, window_step: int) -> None:
+        """ValueError naming the entry unless `state` is what `state_dict(window_step)` of such an anchor returns."""
         if not isinstance(state, dict) or set(state) != {"steps", "pre_image", "job", "warm"}:
-            raise ValueError("learner state has no reference entry of this learner's kind (steps, pre_image, job, "
-                             "warm): it was saved by a learner without LearnerConfig.reference")
+            raise ValueError("learner state has no 'reference' entry (steps, pre_image, job, warm): it was saved by "
+                             "a learner without LearnerConfig.reference")
+        shapes = {"pre_image": (self.pre_image.shape[0], window_step, self.pre_image.shape[2]),
+                  "job": (self.job.shape[0], window_step), "warm": (window_step,)}
+        for key, shape in shapes.items():
+            if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != shape:
+                raise ValueError(f"learner state's 'reference' {key!r} is not a tensor of shape {shape}")
+
+    def load_state_dict(self, state) -> None:
         t = state["job"].shape[1]
         self.steps = int(state["steps"])
         self.pre_image[:, :t].copy_(state["pre_image"])

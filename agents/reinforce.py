@@ -87,8 +87,8 @@ from agents.networks import (
     ParallelMLPs,
     ParamSpec,
     attention_weights,
+    filter_hidden,
     mlp_specs,
-    relu_hidden,
     relu_scores,
 )
 from agents.optim import BatchedAdam, clip_coefficients
@@ -124,14 +124,6 @@ def double_season_angle(own: torch.Tensor, num_jobs: int, end: int) -> torch.Ten
     doubled = torch.cat([2.0 * sin * cos, cos * cos - sin * sin], dim=-1)
     own[..., end - 2 * num_jobs:end] = doubled
     return own
-
-
-def filter_hidden(own: torch.Tensor, peers: torch.Tensor, blocks: dict) -> torch.Tensor:
-    """The social filter's relu layer [N, 1, K, A] at one step, relu(W_own own + W_peer peer_k + b), from own
-    [N, 1, S], peers [N, 1, K, P] and the shaped parameter views (`_shaped_blocks`, or a block's rows of them):
-    what `act` computes and a blocked update recomputes, by the same operations."""
-    own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, 1, A]
-    return relu_hidden(peers, own_part, blocks["w_peer"])
 
 
 class ReinforceLearner:
@@ -406,7 +398,7 @@ class ReinforceLearner:
     def driving_actions(self, actions: Actions) -> Actions:
         """What a learning step executes (`agents.base.executed_actions`): in the reference's warm start the
         reference's actions, which the update then clones (`agents.reference`); else `actions`, the learner's own."""
-        if self.reference is not None and bool(self.reference.warm[self._t]):
+        if self.reference is not None and self.reference.warm_now:
             return self.reference.actions
         return actions
 
@@ -516,6 +508,11 @@ class ReinforceLearner:
             if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
                 raise ValueError(f"learner state's {key!r} is {(tuple(theirs.shape), theirs.dtype)}, expected "
                                  f"{(tuple(mine.shape), mine.dtype)}")
+        if self.reference is not None:  # (checked before anything is copied)
+            self.reference.check_state(state.get("reference"), state["window_step"])
+        elif "reference" in state:
+            raise ValueError("learner state has a 'reference' entry (LearnerConfig.reference) but this learner has "
+                             "no reference")
         self._t = self.window.load_state_dict(state["window"])  # checks its shapes before copying
         self.optimizer.load_state_dict(state["optimizer"])
         self.flat_params.copy_(state["params"])  # from any device (a checkpoint's are on the CPU)

@@ -33,11 +33,14 @@ import tyro
 
 from agents import LEARNERS
 from agents.config import LearnerConfig, learner_device
+from agents.reference import check_reference
+from agents.reinforce import ReinforceLearner
 from homoecon_env.config import EconomyConfig, Job
 from homoecon_env.scenarios import SCENARIOS, scenario_config
 from homoecon_lab import rundir
 from homoecon_lab.settings import (
     FLAG_NAMES,
+    REFERENCE_LEARNERS,
     RESUMABLE,
     RunArgs,
     Settings,
@@ -176,6 +179,9 @@ def parse_train_args(argv=None, description: str = "Train learners in the HomoEc
     learner = _build("train.py", lambda: LearnerConfig(**{**shallow_fields(flags.learner), "seed": run.seed}),
                      _names(LearnerConfig), "learner")
     _build("train.py", lambda: learner_device(learner.device), ["device"], "learner")  # CUDA there? (up front)
+    if run.learner in REFERENCE_LEARNERS:  # a reference the economy cannot serve (agents.reference), up front
+        _build("train.py", lambda: check_reference(learner, economy, ReinforceLearner.update_rows),
+               ["reference_rows", "reference"], "learner")
     if run.learner == "mixed":  # the fractions must give every group a slot of this economy
         from agents.mixed import check_mix
         _build("train.py", lambda: check_mix(learner.mix, economy.num_agents), ["mix"], "learner")

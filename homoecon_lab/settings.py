@@ -43,21 +43,18 @@ FIELDS_ADDED = {
 # `uniform_attention`), under the flags given (docs/design.md section 9): on supply_chain they start as
 # apprentices of the plan (agents.reference), since from scratch they never find the chain, with inherited
 # optimizer state and little mutation, so that a lineage's networks keep what its lives of 10 steps learnt.
-# `--reference none` trains them from scratch.
+# `--reference none` drops a scenario's training settings altogether: the learners train as they did before.
 SCENARIO_TRAINING = {"supply_chain": {"reference": "scripted_chain", "reference_steps": 4000, "reference_coef": 0.3,
                                       "reference_rows": 8, "inherit_optimizer": True, "param_mutation": 0.001}}
-REFERENCE_FIELDS = ("reference", "reference_steps", "reference_coef", "reference_rows")
+REFERENCE_LEARNERS = ("reinforce", "uniform_attention")  # the learners that take LearnerConfig.reference
 
 
 def scenario_training(scenario: str, learner: str, reference_given: Optional[str] = None) -> dict:
     """The LearnerConfig fields `train.py --scenario` defaults to for ``learner`` (SCENARIO_TRAINING; {} for a
-    learner that takes no reference). ``reference_given`` "none" (--reference none) drops the reference's."""
-    if learner not in ("reinforce", "uniform_attention"):
+    learner that takes no reference, and with ``reference_given`` "none", i.e. --reference none)."""
+    if learner not in REFERENCE_LEARNERS or reference_given == "none":
         return {}
-    settings = dict(SCENARIO_TRAINING.get(scenario, {}))
-    if reference_given == "none":
-        settings = {key: value for key, value in settings.items() if key not in REFERENCE_FIELDS}
-    return settings
+    return dict(SCENARIO_TRAINING.get(scenario, {}))
 # Fields whose flag is not --<field name> (LearnerConfig.dtype would read as the economy's; it is the learner's)
 FLAG_NAMES = {"dtype": "--learner-dtype"}
 

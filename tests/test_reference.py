@@ -44,18 +44,41 @@ def test_the_config_names_exactly_the_reference_policies_there_are():
         assert REFERENCES[name](config).act(Economy(config).reset(0)).job.shape == (6,)
 
 
-def test_a_state_without_the_reference_is_refused_naming_it():
+def test_a_state_with_or_without_a_reference_is_refused_by_the_other_kind_and_nothing_changes():
     config = with_resources(2, num_agents=4)
-    plain = make_learner("reinforce", config)
-    anchored = make_learner("reinforce", config, LearnerConfig(reference="scripted", reference_coef=0.1))
-    with pytest.raises(ValueError, match="reference"):
-        anchored.load_state_dict(plain.state_dict())
+    plain = make_learner("reinforce", config, LearnerConfig(seed=1))
+    anchored = make_learner("reinforce", config, LearnerConfig(seed=2, reference="scripted", reference_coef=0.1))
+    for learner, other in ((anchored, plain), (plain, anchored)):
+        before = copy.deepcopy(learner.state_dict())
+        with pytest.raises(ValueError, match="'reference'"):
+            learner.load_state_dict(copy.deepcopy(other.state_dict()))
+        assert torch.equal(learner.flat_params, before["params"])  # refused before anything was copied
+        assert torch.equal(learner.generator.get_state(), before["generator"])
+
+
+def test_updating_blocks_of_agents_learns_what_one_block_learns(monkeypatch):
+    """Above `update_rows` agents the update runs blocks of agents (a compact window): the anchor's own-window
+    term slices the kept reference actions by block, so the gradient is the one-block gradient."""
+    config = with_resources(2, num_agents=8, max_steps=40, max_age=5)
+    options = {"reference": "scripted", "reference_steps": 7, "reference_coef": 0.4, "update_every": 5}
+    grads = []
+    for rows in (8192, 3):
+        monkeypatch.setattr(ReinforceLearner, "update_rows", rows)
+        learner, economy, observation = started(config, **options)
+        calls = recording_optimizer(learner)
+        learning_run(learner, economy, observation, 10)
+        grads.append([call["grad"] for call in calls])
+    assert len(grads[0]) == len(grads[1]) == 2  # the second window is half warm, half anchored
+    for one, blocked in zip(*grads):
+        torch.testing.assert_close(blocked, one, atol=1e-6, rtol=1e-5)
 
 
 def test_learners_and_economies_a_reference_cannot_serve_are_refused_by_name(monkeypatch):
     options = LearnerConfig(reference="scripted", reference_steps=5)
     with pytest.raises(ValueError, match="reference.*PPOLearner"):
         make_learner("ppo", with_resources(2, num_agents=4), options)
+    with pytest.raises(ValueError, match="reference.*mixed"):
+        make_learner("mixed", with_resources(2, num_agents=4), options)
     with pytest.raises(ValueError, match="reference.*symbolic"):
         make_learner("reinforce", with_resources(2, num_agents=4, broadcast_mode="symbolic"), options)
     with pytest.raises(ValueError, match="reference.*spatial"):
@@ -150,14 +173,28 @@ def learning_run(learner, economy, observation, steps):
     return observation
 
 
-def plain_anchored_loss(learner, params, window, rewards, first_valid, gamma, entropy_coef, warm, lam, others):
+def plain_pre_images(actions, dtype: str) -> torch.Tensor:
+    """The season heuristic's actions as the learner's Gaussian pre-images [N, G] (broadcast, effort, consume,
+    trade: the G layout), each squashing inverted by hand: atanh, logit (effort 1 clipped to 0.98), and
+    log(w_k / w_R) of the normalised trade weights (shares under 1e-3 raised to it)."""
+    def logit(x, low, high):
+        x = x.to(getattr(torch, dtype)).clamp(low, high)
+        return torch.log(x / (1 - x))
+    weights = actions.trade_weights.to(getattr(torch, dtype))
+    weights = (weights / weights.sum(1, keepdim=True)).clamp(min=1e-3)
+    return torch.cat([torch.atanh(actions.broadcast.to(getattr(torch, dtype)).clamp(-0.999, 0.999)),
+                      logit(actions.effort[:, None], 0.02, 0.98), logit(actions.consume, 1e-3, 1 - 1e-3),
+                      torch.log(weights[:, :-1] / weights[:, -1:])], dim=1)
+
+
+def plain_anchored_loss(learner, params, window, rewards, first_valid, gamma, entropy_coef, warm, lam, others,
+                        ref_job, ref_u):
     """The loss whose gradient an anchored update takes, written one agent at a time with torch.distributions:
     on each agent's valid steps, -(A_t log pi(a_t) + entropy_coef H_t + c_t log pi(a_ref_t)) with A_t = G_t - mean G
     (a fresh agent's first window) and c_t = lam, but A_t = 0 and c_t = 1 on the warm start's steps; then for each
     permutation in `others`, every step of the other agent's window: -c_t / M log pi_i(a_ref of the other at
     its state)."""
     steps, n = rewards.shape
-    ref_job, ref_u = learner.reference.job[:, :steps], learner.reference.pre_image[:, :steps]
 
     def log_prob_entropy(own, peers, blocked, job, pre_image):
         logits, mean, log_std, _ = reference_policy(learner, params, own, peers, blocked)
@@ -180,9 +217,10 @@ def plain_anchored_loss(learner, params, window, rewards, first_valid, gamma, en
         returns = torch.tensor(returns[::-1], dtype=torch.float64)
         advantage = (returns - returns.mean()).to(log_prob.dtype)
         advantage = torch.where(warm[start:], 0.0, advantage)
-        anchor = torch.where(warm[start:], 1.0, lam) * log_prob_ref[i, start:]
+        anchor = torch.where(warm[start:], 1.0, torch.tensor(lam, dtype=torch.float64)).to(log_prob.dtype) \
+            * log_prob_ref[i, start:]
         total = total - (advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:] + anchor).mean()
-    weight = torch.where(warm, 1.0, lam) / len(others)
+    weight = torch.where(warm, 1.0, torch.tensor(lam, dtype=torch.float64)).to(log_prob.dtype) / len(others)
     for other in others:
         theirs = [tensor[other] for tensor in inputs]
         log_prob_theirs, _ = log_prob_entropy(*theirs, ref_job[other], ref_u[other])
@@ -190,17 +228,26 @@ def plain_anchored_loss(learner, params, window, rewards, first_valid, gamma, en
     return total
 
 
-@pytest.mark.parametrize("name, warm_steps, rows", [("reinforce", 0, 2), ("reinforce", 2, 2), ("reinforce", 100, 3),
-                                                    ("uniform_attention", 2, 2), ("reinforce", 0, 0)])
-def test_anchored_gradient_equals_autograd_of_the_plain_losses(name, warm_steps, rows):
+TOLERANCE = {"float32": {"atol": 3e-5, "rtol": 1e-4}, "float64": {"atol": 1e-11, "rtol": 1e-9}}
+
+
+@pytest.mark.parametrize("name, warm_steps, rows, dtype, more", [
+    ("reinforce", 0, 2, "float32", {}), ("reinforce", 2, 2, "float32", {}), ("reinforce", 100, 3, "float32", {}),
+    ("uniform_attention", 2, 2, "float32", {}), ("reinforce", 0, 0, "float32", {}),
+    ("reinforce", 2, 2, "float64", {"mean_context": True, "attention_sink": True}),
+    ("uniform_attention", 0, 1, "float64", {})])
+def test_anchored_gradient_equals_autograd_of_the_plain_losses(name, warm_steps, rows, dtype, more):
     """One window of 5 steps with deaths inside it (slot 1 at its 2nd step, slot 4 at its 4th, slot 0 at the
-    last), random rewards, and the warm start ending before, inside or after the window. The gradient handed
-    to the optimizer equals autograd of `plain_anchored_loss`, with the permutations the update drew."""
+    last), random rewards, and the warm start ending before, inside or after the window. The reference's
+    actions are recomputed from the observations the learner saw (the season heuristic, inverted by hand); the
+    gradient handed to the optimizer equals autograd of `plain_anchored_loss` with them and with the
+    permutations the update drew. In float64 (lambda 0.7 kept in float64) with the plain mean beside the
+    context and the attention sink too."""
     n, steps, gamma, entropy_coef, lam = 6, 5, 0.8, 0.3, 0.7
     config = with_resources(3, num_agents=n, num_peers=4, max_steps=50)
     learner, economy, observation = started(config, name, update_every=steps, entropy_coef=entropy_coef, gamma=gamma,
                                             reference="scripted", reference_steps=warm_steps, reference_coef=lam,
-                                            reference_rows=rows)
+                                            reference_rows=rows, dtype=dtype, **more)
     with torch.no_grad():
         learner.flat_params.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(7))
     drawn, draw = [], learner.reference.draw_rows
@@ -209,6 +256,8 @@ def test_anchored_gradient_equals_autograd_of_the_plain_losses(name, warm_steps,
         drawn.extend(draw(*args))
         return drawn[len(drawn) - rows:]
     learner.reference.draw_rows = recorded
+    seen, act = [], learner.act
+    learner.act = lambda observation: seen.append(observation) or act(observation)
     calls = recording_optimizer(learner)
     rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
@@ -216,12 +265,18 @@ def test_anchored_gradient_equals_autograd_of_the_plain_losses(name, warm_steps,
     assert len(drawn) == rows and all(sorted(other.tolist()) == list(range(n)) for other in drawn)
     warm = torch.arange(steps) < warm_steps
     assert learner.reference.warm.tolist() == warm.tolist()
+    heuristic = [ScriptedLearner(config).act(observation) for observation in seen]
+    ref_job = torch.stack([actions.job for actions in heuristic], dim=1)  # [N, T]
+    ref_u = torch.stack([plain_pre_images(actions, dtype) for actions in heuristic], dim=1)  # [N, T, G]
+    assert torch.equal(learner.reference.job, ref_job)  # what the learner kept, step by step
+    torch.testing.assert_close(learner.reference.pre_image, ref_u, **TOLERANCE[dtype])
 
     leaf = call["params"].clone().requires_grad_(True)
     loss = plain_anchored_loss(learner, learner.layout.views(leaf), learner.window.buffer, rewards,
-                               {0: steps, 1: 2, 4: 4}, gamma, entropy_coef, warm, lam, drawn)
+                               {0: steps, 1: 2, 4: 4}, gamma, entropy_coef, warm, lam, drawn, ref_job, ref_u)
     expected, = torch.autograd.grad(loss, leaf)
-    torch.testing.assert_close(call["grad"], expected, atol=3e-5, rtol=1e-4)
+    assert call["grad"].dtype == getattr(torch, dtype)
+    torch.testing.assert_close(call["grad"], expected, **TOLERANCE[dtype])
     if rows == 0 and warm_steps == 0:  # the anchor alone moves slot 0 (no valid step): nothing
         assert bool((call["grad"][0] == 0).all())
 
@@ -268,3 +323,22 @@ def test_cloning_other_agents_windows_teaches_every_network_the_whole_plan():
     parent's; cloning on other agents' windows too teaches each network the map from ids to jobs."""
     alone, with_others = own_jobs_on_the_plan(0, 1000), own_jobs_on_the_plan(4, 1000)
     assert with_others > 0.5 and with_others > alone + 0.2, (alone, with_others)
+
+
+def test_train_py_trains_supply_chain_as_apprentices_unless_told_reference_none(tmp_path, capsys):
+    """The scenario's training settings are train.py's defaults there (flags given win); --reference none gives
+    the plain learner settings back; a reference the economy cannot serve is a parser error naming the flag."""
+    from homoecon_lab.cli import parse_train_args
+    from homoecon_lab.settings import SCENARIO_TRAINING
+    run_dir = str(tmp_path / "run")
+    apprentice = parse_train_args(["--scenario", "supply_chain", "--reference-coef", "1.5", "--run-dir", run_dir])
+    expected = {**SCENARIO_TRAINING["supply_chain"], "reference_coef": 1.5, "seed": 1}
+    assert apprentice.learner == LearnerConfig(**expected)
+    alone = parse_train_args(["--scenario", "supply_chain", "--reference", "none", "--run-dir", run_dir])
+    assert alone.learner == LearnerConfig(seed=1)
+    assert parse_train_args(["--run-dir", run_dir]).learner == LearnerConfig(seed=1)  # the seed scenario: none
+    ppo = parse_train_args(["--scenario", "supply_chain", "--learner", "ppo", "--run-dir", run_dir])
+    assert ppo.learner.reference == "none"
+    with pytest.raises(SystemExit) as stop:
+        parse_train_args(["--scenario", "supply_chain", "--broadcast-mode", "symbolic", "--run-dir", run_dir])
+    assert stop.value.code == 2 and "argument --reference: " in capsys.readouterr().err
