@@ -146,17 +146,19 @@ class ReferenceAnchor:
 
     def gradient(self, learner, window: dict, blocks: dict, block: slice, valid: torch.Tensor, counts: torch.Tensor,
                  like: torch.Tensor):
-        """The cloning gradient [B, D] for a block of agents (None when it has none): on the agents' own valid
-        steps with weight 1 in the warm start and lambda after, plus `reference_rows` M rows of other agents'
-        windows, every step weighted 1 / M in the warm start and lambda / M after."""
+        """The cloning gradient [B, D] for a block of agents and the cloning loss [B] it is the gradient of
+        (None, None when there is none): on the agents' own valid steps with weight 1 in the warm start and
+        lambda after, plus `reference_rows` M rows of the population's windows, every step weighted 1 / M in the
+        warm start and lambda / M after."""
         t = valid.shape[1]
         rows = self.config.reference_rows
         weight = torch.full((t,), self.config.reference_coef, dtype=like.dtype, device=like.device)
         weight.masked_fill_(self.warm[:t], 1.0)  # [t] (lambda in the learner's dtype, not rounded to float32)
         if not bool((weight > 0).any()):
-            return None
+            return None, None
         own = {**window, "pre_image": self.pre_image[block, :t], "job": self.job[block, :t]}
-        total = self._cloning_gradient(learner, own, blocks, weight.expand(valid.shape[0], t), valid, counts, like)
+        total, loss = self._cloning_gradient(learner, own, blocks, weight.expand(valid.shape[0], t), valid, counts,
+                                             like)
         if rows:
             every, steps = torch.ones_like(valid), torch.full_like(counts, t)
             each = (weight / rows).expand(valid.shape[0], t)
@@ -165,8 +167,10 @@ class ReferenceAnchor:
                 theirs = {**inputs, **window_forward(learner, inputs["own"], inputs["peers"], inputs["peer_blocked"],
                                                      blocks),
                           "pre_image": self.pre_image[other, :t], "job": self.job[other, :t]}
-                total.add_(self._cloning_gradient(learner, theirs, blocks, each, every, steps, like))
-        return total
+                grad, row_loss = self._cloning_gradient(learner, theirs, blocks, each, every, steps, like)
+                total.add_(grad)
+                loss.add_(row_loss)
+        return total, loss
 
     def draw_rows(self, n: int, generator: torch.Generator, device) -> list[torch.Tensor]:
         """`reference_rows` permutations of the n slots (from the learner's generator): row i of the j-th
@@ -175,13 +179,13 @@ class ReferenceAnchor:
 
     @staticmethod
     def _cloning_gradient(learner, window: dict, blocks: dict, weight: torch.Tensor, valid: torch.Tensor,
-                          counts: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """d/d theta of -sum_t weight_t log pi(the window's stored actions) / counts over the valid steps:
-        REINFORCE's gradient with the weights as advantages and no entropy bonus."""
+                          counts: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss -sum_t weight_t log pi(the window's stored actions) / counts over the valid steps [B] and its
+        gradient [B, D]: REINFORCE's with the weights as advantages and no entropy bonus."""
         advantage = torch.where(valid, weight.to(like.dtype), 0.0)
-        _, _, grad = policy_gradient(window, blocks, learner.heads, advantage, valid, counts, 0.0,
-                                     learner.economy_config.num_jobs, learner.self_dim, torch.empty_like(like))
-        return grad
+        loss, _, grad = policy_gradient(window, blocks, learner.heads, advantage, valid, counts, 0.0,
+                                        learner.economy_config.num_jobs, learner.self_dim, torch.empty_like(like))
+        return grad, loss
 
     def state_dict(self, t: int) -> dict:
         return {"steps": self.steps, "pre_image": self.pre_image[:, :t].cpu().clone(),

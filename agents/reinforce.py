@@ -553,6 +553,7 @@ class ReinforceLearner:
         n, rows = self.num_slots, self.update_rows
         floats = {"dtype": self.dtype, "device": self.device}
         loss, entropy, norms = torch.empty(n, **floats), torch.empty(n, t, **floats), torch.empty(n, **floats)
+        cloning = None if self.reference is None else torch.zeros(n, **floats)  # [N] the reference's cloning loss
         count = -(-n // rows)  # blocks of agents (one up to `update_rows`), of nearly equal sizes: never of one
         for index in range(count):  # agent, whose batched products torch computes by another kernel
             start = n * index // count
@@ -563,9 +564,11 @@ class ReinforceLearner:
             grad = self._learn_block(window_block, blocks, advantage[block], valid[block], counts[block],
                                      loss[block], entropy[block], norms[block])
             if self.reference is not None:  # the pull towards the reference (agents.reference)
-                anchor = self.reference.gradient(self, window_block, blocks, block, valid[block], counts[block], grad)
+                anchor, anchor_loss = self.reference.gradient(self, window_block, blocks, block, valid[block],
+                                                              counts[block], grad)
                 if anchor is not None:
                     grad += anchor
+                    cloning[block] = anchor_loss
                     torch.linalg.vector_norm(grad, dim=1, out=norms[block])
             if not bool(torch.isfinite(loss[block] + norms[block]).all()):
                 done = "no weight was changed" if start == 0 else \
@@ -589,6 +592,8 @@ class ReinforceLearner:
         num_active, num_valid, total, entropy_sum, norm_sum, return_sum, advantage_sum = torch.stack([
             active.sum(), valid.sum(), loss.sum(), torch.where(valid, entropy, 0.0).sum(),
             torch.where(active, norms, 0.0).sum(), valid_returns.sum(), advantage.abs().sum()]).tolist()
+        reference = {} if cloning is None else {"reference_loss": float(torch.where(active, cloning, 0.0).sum())
+                                                                    / num_active}
         return {
             "loss": total / num_active,
             "entropy": entropy_sum / num_valid,
@@ -596,6 +601,7 @@ class ReinforceLearner:
             "return": return_sum / num_valid,
             "advantage_abs": advantage_sum / num_valid,
             "active_agents": num_active,
+            **reference,  # the cloning term of the loss (agents.reference); "loss" is REINFORCE's alone
         }
 
     def _learn_block(self, window: dict, blocks: dict, advantage: torch.Tensor, valid: torch.Tensor,

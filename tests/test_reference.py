@@ -193,7 +193,7 @@ def plain_anchored_loss(learner, params, window, rewards, first_valid, gamma, en
     on each agent's valid steps, -(A_t log pi(a_t) + entropy_coef H_t + c_t log pi(a_ref_t)) with A_t = G_t - mean G
     (a fresh agent's first window) and c_t = lam, but A_t = 0 and c_t = 1 on the warm start's steps; then for each
     permutation in `others`, every step of the other agent's window: -c_t / M log pi_i(a_ref of the other at
-    its state)."""
+    its state). Returns the total and each agent's cloning part [N] (the c_t terms)."""
     steps, n = rewards.shape
 
     def log_prob_entropy(own, peers, blocked, job, pre_image):
@@ -205,7 +205,7 @@ def plain_anchored_loss(learner, params, window, rewards, first_valid, gamma, en
     inputs = (window["own"], window["peers"], window["peer_blocked"])
     log_prob, entropy = log_prob_entropy(*inputs, window["job"], window["pre_image"])
     log_prob_ref, _ = log_prob_entropy(*inputs, ref_job, ref_u)
-    total = 0.0
+    total, cloning = 0.0, torch.zeros(n, dtype=torch.float64)
     for i in range(n):
         start = first_valid.get(i, 0)
         if start == steps:
@@ -220,12 +220,14 @@ def plain_anchored_loss(learner, params, window, rewards, first_valid, gamma, en
         anchor = torch.where(warm[start:], 1.0, torch.tensor(lam, dtype=torch.float64)).to(log_prob.dtype) \
             * log_prob_ref[i, start:]
         total = total - (advantage * log_prob[i, start:] + entropy_coef * entropy[i, start:] + anchor).mean()
+        cloning[i] -= float(anchor.detach().mean())
     weight = torch.where(warm, 1.0, torch.tensor(lam, dtype=torch.float64)).to(log_prob.dtype) / len(others)
     for other in others:
         theirs = [tensor[other] for tensor in inputs]
         log_prob_theirs, _ = log_prob_entropy(*theirs, ref_job[other], ref_u[other])
         total = total - (weight * log_prob_theirs).mean(dim=1).sum()
-    return total
+        cloning -= (weight * log_prob_theirs).mean(dim=1).detach().double()
+    return total, cloning
 
 
 TOLERANCE = {"float32": {"atol": 3e-5, "rtol": 1e-4}, "float64": {"atol": 1e-11, "rtol": 1e-9}}
@@ -260,7 +262,7 @@ def test_anchored_gradient_equals_autograd_of_the_plain_losses(name, warm_steps,
     learner.act = lambda observation: seen.append(observation) or act(observation)
     calls = recording_optimizer(learner)
     rewards = torch.randn(steps, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
+    _, metrics = run(learner, economy, observation, steps, scripted(n, {1: [1], 3: [4], 4: [0]}, rewards))
     (call,) = calls
     assert len(drawn) == rows and all(sorted(other.tolist()) == list(range(n)) for other in drawn)
     warm = torch.arange(steps) < warm_steps
@@ -272,11 +274,13 @@ def test_anchored_gradient_equals_autograd_of_the_plain_losses(name, warm_steps,
     torch.testing.assert_close(learner.reference.pre_image, ref_u, **TOLERANCE[dtype])
 
     leaf = call["params"].clone().requires_grad_(True)
-    loss = plain_anchored_loss(learner, learner.layout.views(leaf), learner.window.buffer, rewards,
-                               {0: steps, 1: 2, 4: 4}, gamma, entropy_coef, warm, lam, drawn, ref_job, ref_u)
+    loss, cloning = plain_anchored_loss(learner, learner.layout.views(leaf), learner.window.buffer, rewards,
+                                        {0: steps, 1: 2, 4: 4}, gamma, entropy_coef, warm, lam, drawn, ref_job, ref_u)
     expected, = torch.autograd.grad(loss, leaf)
     assert call["grad"].dtype == getattr(torch, dtype)
     torch.testing.assert_close(call["grad"], expected, **TOLERANCE[dtype])
+    # the reported cloning loss: its mean over the agents that learnt (slot 0 has no valid step)
+    assert metrics[-1]["reference_loss"] == pytest.approx(float(cloning[1:].mean()), rel=1e-4, abs=1e-5)
     if rows == 0 and warm_steps == 0:  # the anchor alone moves slot 0 (no valid step): nothing
         assert bool((call["grad"][0] == 0).all())
 
