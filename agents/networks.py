@@ -177,6 +177,9 @@ def relu_scores(hidden: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     return torch.bmm(score.unsqueeze(1), hidden.view(n, m * k, h).transpose(1, 2)).view(n, m, k)
 
 
+MASKED_SCORE = -1e9  # the score masked peers get before the softmax: finite, so gradients stay finite
+
+
 def attention_weights(scores: torch.Tensor, blocked: torch.Tensor, sink: bool = False) -> torch.Tensor:
     """Softmax of the peers' scores [..., K] over the live ones (``blocked`` True: weight 0). With ``sink`` a
     fixed score of 0 for "nobody" joins the softmax and its weight is dropped, so the peers' weights sum to

@@ -52,10 +52,10 @@ import torch
 from agents.advantages import clipped_surrogate, gae
 from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig
-from agents.networks import attention_weights, mlp_specs, relu_scores
+from agents.networks import MASKED_SCORE, attention_weights, mlp_specs, relu_scores
 from agents.optim import clip_coefficients
 from agents.policy_gradient import LOG_STD_RANGE
-from agents.reinforce import _MASKED_SCORE, ReinforceLearner, double_season_angle
+from agents.reinforce import ReinforceLearner, double_season_angle
 from agents.spatial import NUM_MOVES
 from homoecon_env.config import EconomyConfig
 from homoecon_env.core import Observation, StepOutput
@@ -134,7 +134,7 @@ class PPOLearner(ReinforceLearner):
         own_part = torch.baddbmm(blocks["bias"], own, blocks["w_own"])  # [N, M, A]
         relu = (torch.bmm(peers.reshape(n, m * k, p), blocks["w_peer"]).view(n, m, k, -1)
                 + own_part.unsqueeze(2)).relu()  # [N, M, K, A]
-        scores = relu_scores(relu, blocks["score"]).masked_fill(blocked, _MASKED_SCORE)
+        scores = relu_scores(relu, blocks["score"]).masked_fill(blocked, MASKED_SCORE)
         attention = attention_weights(scores, blocked, self.config.attention_sink)  # [N, M, K]
         context = torch.bmm(attention.reshape(n * m, 1, k), peers.reshape(n * m, k, p)).view(n, m, p)
         x = torch.cat([own, context], dim=-1)  # [N, M, S + P]

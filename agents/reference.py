@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from agents.baselines import uniform_attention_weights
-from agents.networks import attention_weights, filter_hidden, relu_scores
+from agents.networks import MASKED_SCORE, attention_weights, filter_hidden, relu_scores
 from agents.policy_gradient import policy_gradient
 from agents.scripted import ChainScriptedLearner, ScriptedLearner
 from homoecon_env.config import EconomyConfig
@@ -38,7 +38,6 @@ from homoecon_env.core import Actions
 
 EFFORT_CLIP = 0.02  # an effort of 1 is cloned as sigmoid(u) = 0.98: a finite pre-image
 SHARE_CLIP = 1e-3  # trade shares, eaten fractions and broadcasts are cloned within 1e-3 of their bounds
-_MASKED_SCORE = -1e9  # as agents.reinforce: a finite fill for masked peers
 
 # name -> constructor of the reference policy; each acts from the observation alone (a network can clone it)
 REFERENCES: dict[str, Callable[[EconomyConfig], object]] = {
@@ -96,7 +95,7 @@ def window_forward(learner, own: torch.Tensor, peers: torch.Tensor, blocked: tor
             attention = uniform_attention_weights((~masked).to(own.dtype))
         else:
             step["relu"] = filter_hidden(mine, theirs.contiguous(), blocks)
-            scores = relu_scores(step["relu"], blocks["score"]).masked_fill_(masked, _MASKED_SCORE)
+            scores = relu_scores(step["relu"], blocks["score"]).masked_fill_(masked, MASKED_SCORE)
             attention = attention_weights(scores, masked, learner.config.attention_sink)
         parts = [mine, torch.bmm(attention, theirs.squeeze(1))]
         if learner.mean_context:

@@ -83,6 +83,7 @@ from agents.baselines import uniform_attention_weights
 from agents.config import LearnerConfig, learner_device
 from agents.inheritance import NewbornNetworks
 from agents.networks import (
+    MASKED_SCORE,
     FlatLayout,
     ParallelMLPs,
     ParamSpec,
@@ -102,7 +103,6 @@ from homoecon_env.core import Actions, Observation, StepOutput, signals
 from homoecon_env.core.lifecycle import ALIVE, Births
 
 HEAD_NETWORKS = ("broadcast_net", "production_net", "trading_net", "consumption_net")
-_MASKED_SCORE = -1e9  # finite fill for masked peers keeps gradients finite
 __all__ = ["ReinforceLearner", "double_season_angle", "reinforce_loss", "sample_tokens"]
 
 
@@ -226,7 +226,7 @@ class ReinforceLearner:
         if self.config.reference != "none":
             if not self.supports_reference:
                 raise ValueError(f"reference: {self.config.reference!r} is for the REINFORCE learners (reinforce, "
-                                 f"uniform_attention), not {type(self).__name__}; use reference='none'")
+                                 f"uniform_attention), not {type(self).__name__}; use reference none")
             self.reference = ReferenceAnchor(self)
         # act with the policy's mode instead of sampling (frozen evaluation; see `act`). Not saved in
         # state_dict: it is how the policy is used, not what it learnt
@@ -295,7 +295,7 @@ class ReinforceLearner:
         if self.uniform_attention:
             attention = uniform_attention_weights((~blocked).to(self.dtype))
         else:
-            scores = self._filter_scores(views, blocks).masked_fill_(blocked, _MASKED_SCORE)
+            scores = self._filter_scores(views, blocks).masked_fill_(blocked, MASKED_SCORE)
             attention = attention_weights(scores, blocked, self.config.attention_sink)
         views["attention"].copy_(attention)
         views["context"].copy_(torch.bmm(attention, peers.squeeze(1)))  # [N, 1, P]
